@@ -1,0 +1,637 @@
+//! `flotilla-bench`: a load generator that speaks the etcd v3 gRPC API.
+//!
+//! It drives any etcd-v3-compatible cluster (etcd itself, or Flotilla's
+//! masters) through a list of endpoints. Clients are spread round-robin over
+//! the endpoints and share a bounded pool of HTTP/2 connections (each
+//! connection multiplexes many concurrent requests), so that a thousand
+//! clients do not need a thousand sockets.
+//!
+//! Every workload prints exactly one JSON line on stdout; diagnostics go to
+//! stderr. Request failures are counted, never fatal, and every loop is
+//! bounded both by a count and by a deadline.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use flotilla_proto::etcdserverpb::kv_client::KvClient;
+use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use flotilla_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use tonic::transport::{Channel, Endpoint};
+
+/// Load generator for etcd v3 API servers (etcd, Flotilla masters).
+#[derive(Debug, Parser)]
+#[command(name = "flotilla-bench", version, about, long_about = None)]
+struct Cli {
+    /// Comma-separated client endpoints (host:port, or a full http:// URL).
+    /// Clients are assigned to them round-robin.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    endpoints: Vec<String>,
+
+    /// Upper bound on gRPC (HTTP/2) connections opened by a workload; clients
+    /// share them. Each endpoint gets at least one connection.
+    #[arg(long, global = true, default_value_t = 64)]
+    max_conns: usize,
+
+    /// Tokio worker threads for the load generator (0 = one per CPU).
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
+
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Issue `--total` Put requests split among `--clients` concurrent clients.
+    Put {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Size of each value in bytes.
+        #[arg(long, default_value_t = 256)]
+        val_size: usize,
+        /// Write keys 0,1,2,... (modulo the keyspace) instead of random keys;
+        /// with `--total` equal to `--keyspace` this populates every key once.
+        #[arg(long)]
+        sequential: bool,
+    },
+    /// Issue `--total` single-key Range requests split among `--clients`.
+    Range {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Read consistency: l = linearizable, s = serializable.
+        #[arg(long, value_enum, default_value_t = Consistency::L)]
+        consistency: Consistency,
+    },
+    /// Retry a Put until one is acknowledged; print the milliseconds elapsed
+    /// since `--since-unix-ns` (used to measure leader failover).
+    UntilWrite {
+        /// Wall-clock start of the measurement, in nanoseconds since the Unix
+        /// epoch (e.g. `date +%s%N` taken just before killing the leader).
+        #[arg(long)]
+        since_unix_ns: Option<u128>,
+        /// Give up (exit status 1) after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// Deadline of each Put attempt, in milliseconds; attempts rotate
+        /// through the endpoints.
+        #[arg(long, default_value_t = 200)]
+        attempt_ms: u64,
+    },
+    /// Print the endpoint whose Maintenance.Status says it is the leader
+    /// (header.member_id == leader); fail if there is none.
+    Leader {
+        /// Keep polling up to this many seconds for a leader (0 = ask once).
+        #[arg(long, default_value_t = 0.0)]
+        wait_secs: f64,
+    },
+    /// Succeed when every endpoint answers Maintenance.Status and all of them
+    /// report the same, non-zero leader. Prints one JSON line.
+    Healthy {
+        /// Keep polling up to this many seconds (0 = ask once).
+        #[arg(long, default_value_t = 0.0)]
+        wait_secs: f64,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct LoadArgs {
+    /// Number of concurrent clients (each has one request in flight).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Total number of requests, split evenly among the clients.
+    #[arg(long, default_value_t = 10_000)]
+    total: u64,
+    /// Size of each key in bytes (keys are zero-padded decimal numbers).
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Number of distinct keys; keys are drawn uniformly from it
+    /// (default: equal to --total).
+    #[arg(long)]
+    keyspace: Option<u64>,
+    /// Deadline of each request, in milliseconds (an expired request counts
+    /// as an error).
+    #[arg(long, default_value_t = 5_000)]
+    timeout_ms: u64,
+    /// Stop the whole run after this many seconds even if `--total` was not
+    /// reached.
+    #[arg(long, default_value_t = 300)]
+    max_secs: u64,
+    /// Seed for the key generator (client i uses seed + i).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Consistency {
+    /// Linearizable (the default for etcd clients).
+    L,
+    /// Serializable (served from the local member's state).
+    S,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.endpoints.is_empty() {
+        bail!("--endpoints is empty");
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if cli.threads > 0 {
+        rt.worker_threads(cli.threads);
+    }
+    let rt = rt.build().context("building the tokio runtime")?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match &cli.cmd {
+        Cmd::Put {
+            load,
+            val_size,
+            sequential,
+        } => {
+            let op = Op::Put {
+                val_size: *val_size,
+                sequential: *sequential,
+            };
+            let report = run_load(&cli, load, op).await?;
+            println!("{}", report.to_json());
+        }
+        Cmd::Range { load, consistency } => {
+            let op = Op::Range {
+                serializable: *consistency == Consistency::S,
+            };
+            let report = run_load(&cli, load, op).await?;
+            println!("{}", report.to_json());
+        }
+        Cmd::UntilWrite {
+            since_unix_ns,
+            timeout_secs,
+            attempt_ms,
+        } => {
+            until_write(&cli.endpoints, *since_unix_ns, *timeout_secs, *attempt_ms).await?;
+        }
+        Cmd::Leader { wait_secs } => {
+            let deadline = Instant::now() + secs_f64(*wait_secs);
+            loop {
+                let statuses = statuses(&cli.endpoints).await;
+                if let Some(ep) = find_leader(&statuses) {
+                    println!("{ep}");
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    bail!("no endpoint reports itself as leader: {}", describe(&statuses));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Cmd::Healthy { wait_secs } => {
+            let deadline = Instant::now() + secs_f64(*wait_secs);
+            loop {
+                let statuses = statuses(&cli.endpoints).await;
+                let leaders: Vec<u64> = statuses
+                    .iter()
+                    .filter_map(|(_, s)| s.as_ref().ok().map(|s| s.leader))
+                    .collect();
+                let all_ok = leaders.len() == statuses.len()
+                    && leaders[0] != 0
+                    && leaders.iter().all(|l| *l == leaders[0]);
+                if all_ok {
+                    println!(
+                        "{{\"healthy\":true,\"leader_id\":\"{:x}\",\"members\":{}}}",
+                        leaders[0],
+                        statuses.len()
+                    );
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    bail!("not healthy: {}", describe(&statuses));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn secs_f64(s: f64) -> Duration {
+    Duration::from_secs_f64(if s.is_finite() && s > 0.0 { s } else { 0.0 })
+}
+
+fn endpoint_uri(ep: &str) -> String {
+    if ep.contains("://") {
+        ep.to_string()
+    } else {
+        format!("http://{ep}")
+    }
+}
+
+fn endpoint(ep: &str, connect_timeout: Duration) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(endpoint_uri(ep))
+        .with_context(|| format!("bad endpoint {ep:?}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true))
+}
+
+// ---------------------------------------------------------------------------
+// Throughput / latency workloads
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Put { val_size: usize, sequential: bool },
+    Range { serializable: bool },
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Put { .. } => "put",
+            Op::Range {
+                serializable: false,
+            } => "range-l",
+            Op::Range { serializable: true } => "range-s",
+        }
+    }
+}
+
+/// What one client (or all of them, merged) measured.
+struct Tally {
+    hist: Histogram<u64>,
+    ops: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            // Microseconds, from 1 µs to one hour, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+            ops: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e);
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        // Both histograms share the same bounds, so adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+        self.ops += other.ops;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+struct Report {
+    workload: &'static str,
+    clients: usize,
+    endpoints: usize,
+    conns: usize,
+    tally: Tally,
+    seconds: f64,
+}
+
+impl Report {
+    fn to_json(&self) -> String {
+        let t = &self.tally;
+        let ms = |q: Option<u64>| match q {
+            Some(us) if t.ops > 0 => format!("{:.3}", us as f64 / 1000.0),
+            _ => "null".to_string(),
+        };
+        let throughput = if self.seconds > 0.0 {
+            t.ops as f64 / self.seconds
+        } else {
+            0.0
+        };
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "{{\"workload\":\"{}\",\"clients\":{},\"endpoints\":{},\"conns\":{},\"ops\":{},\"seconds\":{:.3},\"throughput\":{:.1},\"p50_ms\":{},\"p99_ms\":{},\"max_ms\":{},\"errors\":{}",
+            self.workload,
+            self.clients,
+            self.endpoints,
+            self.conns,
+            t.ops,
+            self.seconds,
+            throughput,
+            ms(Some(t.hist.value_at_quantile(0.50))),
+            ms(Some(t.hist.value_at_quantile(0.99))),
+            ms(Some(t.hist.max())),
+            t.errors,
+        );
+        if let Some(e) = &t.first_error {
+            let _ = write!(s, ",\"first_error\":{}", json_string(e));
+        }
+        s.push('}');
+        s
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars().take(300) {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Decimal, zero-padded to exactly `size` bytes.
+fn make_key(idx: u64, size: usize) -> Vec<u8> {
+    format!("{idx:0size$}").into_bytes()
+}
+
+async fn run_load(cli: &Cli, load: &LoadArgs, op: Op) -> Result<Report> {
+    if load.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let keyspace = load.keyspace.unwrap_or(load.total).max(1);
+    if (keyspace - 1).to_string().len() > load.key_size {
+        bail!(
+            "--keyspace {keyspace} does not fit in --key-size {} decimal digits",
+            load.key_size
+        );
+    }
+
+    // Connection pool: per endpoint, enough connections for its share of the
+    // clients, within --max-conns overall. Client i talks to endpoint i % E.
+    let n_ep = cli.endpoints.len();
+    let budget = (cli.max_conns.max(1) / n_ep).max(1);
+    let per_ep = load.clients.div_ceil(n_ep).clamp(1, budget);
+    let mut connects = Vec::new();
+    for ep in &cli.endpoints {
+        let e = endpoint(ep, Duration::from_secs(5))?;
+        for _ in 0..per_ep {
+            let e = e.clone();
+            let name = ep.clone();
+            connects.push(async move {
+                e.connect()
+                    .await
+                    .with_context(|| format!("connecting to {name}"))
+            });
+        }
+    }
+    let channels: Vec<Channel> = futures::future::try_join_all(connects).await?;
+    let pool: Vec<&[Channel]> = channels.chunks(per_ep).collect();
+
+    // Split the total among clients.
+    let base = load.total / load.clients as u64;
+    let extra = load.total % load.clients as u64;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(load.max_secs);
+    let timeout = Duration::from_millis(load.timeout_ms.max(1));
+    let mut handles = Vec::with_capacity(load.clients);
+    let mut first_index = 0u64;
+    for i in 0..load.clients {
+        let n_ops = base + u64::from((i as u64) < extra);
+        let ch = pool[i % n_ep][(i / n_ep) % per_ep].clone();
+        let load = load.clone();
+        let my_first = first_index;
+        first_index += n_ops;
+        handles.push(tokio::spawn(async move {
+            client_loop(ch, op, load, keyspace, n_ops, my_first, i as u64, deadline, timeout).await
+        }));
+    }
+    let mut total = Tally::new();
+    for h in handles {
+        match h.await {
+            Ok(t) => total.merge(t),
+            Err(e) => total.error(format!("client task failed: {e}")),
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Report {
+        workload: op.name(),
+        clients: load.clients,
+        endpoints: n_ep,
+        conns: channels.len(),
+        tally: total,
+        seconds,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client_loop(
+    ch: Channel,
+    op: Op,
+    load: LoadArgs,
+    keyspace: u64,
+    n_ops: u64,
+    first_index: u64,
+    client: u64,
+    deadline: Instant,
+    timeout: Duration,
+) -> Tally {
+    let mut tally = Tally::new();
+    let mut kv = KvClient::new(ch);
+    let mut rng = StdRng::seed_from_u64(load.seed.wrapping_add(client));
+    let value = match op {
+        Op::Put { val_size, .. } => {
+            let mut v = vec![0u8; val_size];
+            rng.fill_bytes(&mut v);
+            v
+        }
+        Op::Range { .. } => Vec::new(),
+    };
+    for j in 0..n_ops {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let idx = match op {
+            Op::Put {
+                sequential: true, ..
+            } => (first_index + j) % keyspace,
+            _ => rng.gen_range(0..keyspace),
+        };
+        let key = make_key(idx, load.key_size);
+        let t0 = Instant::now();
+        let result: Result<(), String> = match op {
+            Op::Put { .. } => {
+                let req = PutRequest {
+                    key,
+                    value: value.clone(),
+                    ..Default::default()
+                };
+                match tokio::time::timeout(timeout, kv.put(req)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(status_text(&status)),
+                    Err(_) => Err(format!("deadline of {timeout:?} exceeded")),
+                }
+            }
+            Op::Range { serializable } => {
+                let req = RangeRequest {
+                    key,
+                    serializable,
+                    ..Default::default()
+                };
+                match tokio::time::timeout(timeout, kv.range(req)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(status_text(&status)),
+                    Err(_) => Err(format!("deadline of {timeout:?} exceeded")),
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                let us = t0.elapsed().as_micros().max(1) as u64;
+                tally.hist.saturating_record(us);
+                tally.ops += 1;
+            }
+            Err(e) => {
+                tally.error(e);
+                // Do not spin on an instantly failing endpoint.
+                if t0.elapsed() < Duration::from_millis(1) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    tally
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+// ---------------------------------------------------------------------------
+// Failover measurement
+
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+async fn until_write(
+    endpoints: &[String],
+    since_unix_ns: Option<u128>,
+    timeout_secs: u64,
+    attempt_ms: u64,
+) -> Result<()> {
+    let since = since_unix_ns.unwrap_or_else(unix_ns);
+    let attempt = Duration::from_millis(attempt_ms.max(1));
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut clients = Vec::with_capacity(endpoints.len());
+    for ep in endpoints {
+        clients.push(KvClient::new(endpoint(ep, attempt)?.connect_lazy()));
+    }
+    let mut attempts = 0u64;
+    let mut last_error = String::new();
+    // Bounded by the deadline; the attempt cap is a second, generous bound.
+    let max_attempts = timeout_secs.saturating_mul(100_000).max(1);
+    while Instant::now() < deadline && attempts < max_attempts {
+        let i = (attempts % clients.len() as u64) as usize;
+        attempts += 1;
+        let req = PutRequest {
+            key: b"flotilla-bench/failover".to_vec(),
+            value: unix_ns().to_string().into_bytes(),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let left = deadline.saturating_duration_since(t0).min(attempt);
+        match tokio::time::timeout(left, clients[i].put(req)).await {
+            Ok(Ok(_)) => {
+                let now = unix_ns();
+                let ms = now.saturating_sub(since) as f64 / 1e6;
+                println!(
+                    "{{\"workload\":\"until-write\",\"ok\":true,\"ms\":{ms:.1},\"attempts\":{attempts},\"endpoint\":{}}}",
+                    json_string(&endpoints[i])
+                );
+                return Ok(());
+            }
+            Ok(Err(status)) => last_error = format!("{}: {}", endpoints[i], status_text(&status)),
+            Err(_) => last_error = format!("{}: attempt deadline exceeded", endpoints[i]),
+        }
+        // An endpoint that refuses at once should not make us spin.
+        if t0.elapsed() < Duration::from_millis(5) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let ms = unix_ns().saturating_sub(since) as f64 / 1e6;
+    println!(
+        "{{\"workload\":\"until-write\",\"ok\":false,\"ms\":{ms:.1},\"attempts\":{attempts},\"last_error\":{}}}",
+        json_string(&last_error)
+    );
+    bail!("no put was acknowledged within {timeout_secs} s ({attempts} attempts; last error: {last_error})")
+}
+
+// ---------------------------------------------------------------------------
+// Leader / health
+
+struct MemberStatus {
+    member_id: u64,
+    leader: u64,
+}
+
+async fn statuses(endpoints: &[String]) -> Vec<(String, Result<MemberStatus, String>)> {
+    let futs = endpoints.iter().map(|ep| async move {
+        let r = async {
+            let ch = endpoint(ep, Duration::from_secs(1))
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let mut m = MaintenanceClient::new(ch);
+            let resp = tokio::time::timeout(Duration::from_secs(1), m.status(StatusRequest {}))
+                .await
+                .map_err(|_| "status: deadline exceeded".to_string())?
+                .map_err(|s| status_text(&s))?
+                .into_inner();
+            Ok(MemberStatus {
+                member_id: resp.header.map(|h| h.member_id).unwrap_or(0),
+                leader: resp.leader,
+            })
+        };
+        (ep.clone(), r.await)
+    });
+    futures::future::join_all(futs).await
+}
+
+fn find_leader(statuses: &[(String, Result<MemberStatus, String>)]) -> Option<&str> {
+    statuses.iter().find_map(|(ep, s)| match s {
+        Ok(s) if s.leader != 0 && s.member_id == s.leader => Some(ep.as_str()),
+        _ => None,
+    })
+}
+
+fn describe(statuses: &[(String, Result<MemberStatus, String>)]) -> String {
+    statuses
+        .iter()
+        .map(|(ep, s)| match s {
+            Ok(s) => format!("{ep}: member {:x} leader {:x}", s.member_id, s.leader),
+            Err(e) => format!("{ep}: {e}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

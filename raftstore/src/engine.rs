@@ -1,0 +1,201 @@
+//! The one RocksDB instance a master keeps: column families and key encodings.
+//!
+//! Raft's log and vote and the state machine share one database, so that one
+//! WAL fsync makes both durable (see [`crate::log_store`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+
+/// Raft's own metadata: vote, last purged log id. Never part of a snapshot.
+pub const CF_RAFT_META: &str = "raft_meta";
+/// Raft log entries keyed by big-endian index.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// State-machine metadata: applied log id, membership, revision, compaction.
+pub const CF_SM_META: &str = "sm_meta";
+/// MVCC versions: `escaped(user key) ++ be(u64::MAX - revision)` → record.
+pub const CF_KV: &str = "kv";
+/// Event history: `be(revision) ++ be(sub)` → (event type, user key).
+pub const CF_REV: &str = "rev";
+/// Leases: `be(id)` → granted TTL.
+pub const CF_LEASE: &str = "lease";
+/// Keys attached to leases: `be(id) ++ user key` → empty.
+pub const CF_LEASE_KEYS: &str = "lease_keys";
+
+/// Column families that make up the state machine, in snapshot order.
+pub const SM_CFS: [&str; 5] = [CF_SM_META, CF_KV, CF_REV, CF_LEASE, CF_LEASE_KEYS];
+const ALL_CFS: [&str; 7] = [CF_RAFT_META, CF_RAFT_LOG, CF_SM_META, CF_KV, CF_REV, CF_LEASE, CF_LEASE_KEYS];
+
+pub type Db = Arc<DB>;
+
+pub fn open(path: &Path) -> Result<Db, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(2);
+    opts.set_bytes_per_sync(1 << 20);
+    opts.set_keep_log_file_num(4);
+    let cfs = ALL_CFS.iter().map(|n| {
+        let mut o = Options::default();
+        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        ColumnFamilyDescriptor::new(*n, o)
+    });
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+}
+
+pub fn open_read_only(path: &Path) -> Result<DB, rocksdb::Error> {
+    let opts = Options::default();
+    DB::open_cf_for_read_only(&opts, path, ALL_CFS, false)
+}
+
+/// The handle of a column family every database opened by [`open`] has.
+pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    db.cf_handle(name).unwrap_or_else(|| unreachable!("column family {name} is created at open"))
+}
+
+/// Order-preserving, prefix-free encoding of a user key: 0x00 becomes
+/// 0x00 0xFF and the key ends with 0x00 0x01.
+pub fn encode_key(key: &[u8], out: &mut Vec<u8>) {
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0, 1]);
+}
+
+pub fn encoded_key(key: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + 10);
+    encode_key(key, &mut v);
+    v
+}
+
+pub fn mvcc_key(key: &[u8], rev: i64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + 10);
+    encode_key(key, &mut v);
+    v.extend_from_slice(&(u64::MAX - rev as u64).to_be_bytes());
+    v
+}
+
+/// Splits an MVCC key into the user key and the revision.
+pub fn decode_mvcc_key(raw: &[u8]) -> Option<(Vec<u8>, i64)> {
+    if raw.len() < 10 {
+        return None;
+    }
+    let (enc, rev) = raw.split_at(raw.len() - 8);
+    let rev = u64::MAX - u64::from_be_bytes(rev.try_into().ok()?);
+    let mut key = Vec::with_capacity(enc.len());
+    let mut i = 0;
+    while i < enc.len() {
+        let b = enc[i];
+        if b == 0 {
+            match enc.get(i + 1) {
+                Some(0xFF) => {
+                    key.push(0);
+                    i += 2;
+                    continue;
+                }
+                Some(1) if i + 2 == enc.len() => return Some((key, rev as i64)),
+                _ => return None,
+            }
+        }
+        key.push(b);
+        i += 1;
+    }
+    None
+}
+
+pub fn rev_key(rev: i64, sub: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&(rev as u64).to_be_bytes());
+    k[8..].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
+pub fn decode_rev_key(raw: &[u8]) -> Option<(i64, u32)> {
+    if raw.len() != 12 {
+        return None;
+    }
+    let rev = u64::from_be_bytes(raw[..8].try_into().ok()?) as i64;
+    let sub = u32::from_be_bytes(raw[8..].try_into().ok()?);
+    Some((rev, sub))
+}
+
+pub fn lease_key(id: i64) -> [u8; 8] {
+    (id as u64).to_be_bytes()
+}
+
+pub fn lease_attach_key(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + key.len());
+    v.extend_from_slice(&lease_key(id));
+    v.extend_from_slice(key);
+    v
+}
+
+/// One version of a key as stored in [`CF_KV`]; the mod revision is in the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub tombstone: bool,
+    pub create_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value: Vec<u8>,
+}
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(25 + self.value.len());
+        v.push(u8::from(self.tombstone));
+        v.extend_from_slice(&self.create_revision.to_be_bytes());
+        v.extend_from_slice(&self.version.to_be_bytes());
+        v.extend_from_slice(&self.lease.to_be_bytes());
+        v.extend_from_slice(&self.value);
+        v
+    }
+
+    pub fn decode(raw: &[u8]) -> Option<Record> {
+        if raw.len() < 25 {
+            return None;
+        }
+        let i = |r: &[u8]| i64::from_be_bytes(r.try_into().unwrap_or([0; 8]));
+        Some(Record {
+            tombstone: raw[0] != 0,
+            create_revision: i(&raw[1..9]),
+            version: i(&raw[9..17]),
+            lease: i(&raw[17..25]),
+            value: raw[25..].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mvcc_keys_sort_by_key_then_newest_first_and_round_trip() {
+        let keys: Vec<&[u8]> = vec![b"a", b"a\0", b"a\0b", b"a\x01", b"ab", b"b", b"\0"];
+        let mut enc: Vec<(Vec<u8>, &[u8], i64)> = Vec::new();
+        for k in &keys {
+            for rev in [1i64, 7, 300] {
+                enc.push((mvcc_key(k, rev), k, rev));
+            }
+        }
+        enc.sort_by(|a, b| a.0.cmp(&b.0));
+        let order: Vec<(&[u8], i64)> = enc.iter().map(|(_, k, r)| (*k, *r)).collect();
+        let mut expected: Vec<(&[u8], i64)> = Vec::new();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        for k in sorted {
+            for rev in [300i64, 7, 1] {
+                expected.push((k, rev));
+            }
+        }
+        assert_eq!(order, expected);
+        for (raw, k, rev) in &enc {
+            assert_eq!(decode_mvcc_key(raw), Some((k.to_vec(), *rev)));
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The openraft type configuration and the commands that travel through the log.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kv::{KvError, TxnRequest, TxnResponse};
+
+/// A master as the Raft membership knows it: its name and where its peers reach it.
+///
+/// The client address is not part of the membership (it can change without a
+/// membership change); masters register it in the replicated member directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterNode {
+    pub name: String,
+    pub peer_addr: String,
+}
+
+impl fmt::Display for MasterNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.peer_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// Flotilla's Raft types: u64 member ids, file-backed snapshots (so that a
+    /// snapshot of any size streams from and to disk, never whole in memory).
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = MasterNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+        Responder = openraft::impls::OneshotResponder<TypeConfig>,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, MasterNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, MasterNode>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StorageIOError = openraft::StorageIOError<NodeId>;
+
+/// A member id derived from the master's name, so that every master started
+/// with the same `--initial-cluster` agrees on the ids without talking.
+pub fn node_id_from_name(name: &str) -> NodeId {
+    // FNV-1a, 64 bit; zero is reserved by etcd clients for "no member".
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// Where a master serves clients, kept in the replicated member directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddrs {
+    pub name: String,
+    pub peer_addr: String,
+    pub client_addr: String,
+}
+
+/// A state-machine command: what a log entry asks the store to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Put, delete and transactions: one revision for all the writes it makes.
+    Txn(TxnRequest),
+    /// Forget history below `revision`.
+    Compact { revision: i64 },
+    LeaseGrant { id: i64, ttl: i64 },
+    LeaseRevoke { id: i64 },
+    /// Record where a master serves clients.
+    RegisterMember { id: NodeId, addrs: MemberAddrs },
+    /// Forget a removed master's addresses.
+    UnregisterMember { id: NodeId },
+    /// Set once by the first leader: the cluster id reported in response headers.
+    SetClusterId { id: u64 },
+}
+
+/// What applying a [`Command`] produced, with the store revision after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub revision: i64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Txn(Result<TxnResponse, KvError>),
+    Done(Result<(), KvError>),
+    LeaseGranted(Result<(i64, i64), KvError>),
+}
+
+impl Default for CommandResult {
+    fn default() -> Self {
+        CommandResult { revision: 0, outcome: Outcome::Done(Ok(())) }
+    }
+}
