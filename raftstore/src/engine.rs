@@ -25,7 +25,15 @@ pub const CF_LEASE_KEYS: &str = "lease_keys";
 
 /// Column families that make up the state machine, in snapshot order.
 pub const SM_CFS: [&str; 5] = [CF_SM_META, CF_KV, CF_REV, CF_LEASE, CF_LEASE_KEYS];
-const ALL_CFS: [&str; 7] = [CF_RAFT_META, CF_RAFT_LOG, CF_SM_META, CF_KV, CF_REV, CF_LEASE, CF_LEASE_KEYS];
+const ALL_CFS: [&str; 7] = [
+    CF_RAFT_META,
+    CF_RAFT_LOG,
+    CF_SM_META,
+    CF_KV,
+    CF_REV,
+    CF_LEASE,
+    CF_LEASE_KEYS,
+];
 
 pub type Db = Arc<DB>;
 
@@ -51,7 +59,8 @@ pub fn open_read_only(path: &Path) -> Result<DB, rocksdb::Error> {
 
 /// The handle of a column family every database opened by [`open`] has.
 pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
-    db.cf_handle(name).unwrap_or_else(|| unreachable!("column family {name} is created at open"))
+    db.cf_handle(name)
+        .unwrap_or_else(|| unreachable!("column family {name} is created at open"))
 }
 
 /// Order-preserving, prefix-free encoding of a user key: 0x00 becomes

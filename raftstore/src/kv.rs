@@ -156,16 +156,23 @@ pub struct TxnResponse {
 impl TxnRequest {
     /// A transaction of one operation, as Put and DeleteRange are carried.
     pub fn single(op: RequestOp) -> Self {
-        TxnRequest { compare: vec![], success: vec![op], failure: vec![] }
+        TxnRequest {
+            compare: vec![],
+            success: vec![op],
+            failure: vec![],
+        }
     }
 
     /// True when no branch writes: such a transaction is served as a read.
     pub fn is_read_only(&self) -> bool {
-        self.success.iter().chain(self.failure.iter()).all(|op| match op {
-            RequestOp::Range(_) => true,
-            RequestOp::Txn(t) => t.is_read_only(),
-            _ => false,
-        })
+        self.success
+            .iter()
+            .chain(self.failure.iter())
+            .all(|op| match op {
+                RequestOp::Range(_) => true,
+                RequestOp::Txn(t) => t.is_read_only(),
+                _ => false,
+            })
     }
 }
 
@@ -213,7 +220,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_bytes: 1_572_864, max_txn_ops: 128, max_key_bytes: 32 * 1024 }
+        Limits {
+            max_request_bytes: 1_572_864,
+            max_txn_ops: 128,
+            max_key_bytes: 32 * 1024,
+        }
     }
 }
 
@@ -223,7 +234,10 @@ impl Limits {
             return Err(KvError::EmptyKey);
         }
         if key.len() > self.max_key_bytes {
-            return Err(KvError::KeyTooLarge { size: key.len(), limit: self.max_key_bytes });
+            return Err(KvError::KeyTooLarge {
+                size: key.len(),
+                limit: self.max_key_bytes,
+            });
         }
         Ok(())
     }
@@ -231,7 +245,9 @@ impl Limits {
     pub fn check_range(&self, r: &RangeRequest) -> Result<(), KvError> {
         self.check_key(&r.key)?;
         if r.limit < 0 {
-            return Err(KvError::InvalidArgument("range limit must not be negative".into()));
+            return Err(KvError::InvalidArgument(
+                "range limit must not be negative".into(),
+            ));
         }
         Ok(())
     }
@@ -293,7 +309,11 @@ impl Limits {
     }
 }
 
-fn collect_writes<'a>(ops: &'a [RequestOp], puts: &mut Vec<&'a [u8]>, dels: &mut Vec<(&'a [u8], &'a [u8])>) {
+fn collect_writes<'a>(
+    ops: &'a [RequestOp],
+    puts: &mut Vec<&'a [u8]>,
+    dels: &mut Vec<(&'a [u8], &'a [u8])>,
+) {
     for op in ops {
         match op {
             RequestOp::Put(p) => puts.push(&p.key),
@@ -342,7 +362,12 @@ pub fn txn_size(t: &TxnRequest) -> usize {
                 }
         })
         .sum();
-    cmp + t.success.iter().chain(t.failure.iter()).map(op_size).sum::<usize>()
+    cmp + t
+        .success
+        .iter()
+        .chain(t.failure.iter())
+        .map(op_size)
+        .sum::<usize>()
 }
 
 #[cfg(test)]
@@ -361,16 +386,42 @@ mod tests {
     #[test]
     fn txn_validation_rejects_duplicate_and_overlapping_writes() {
         let l = Limits::default();
-        let put = |k: &str| RequestOp::Put(PutRequest { key: k.into(), ..Default::default() });
-        let t = TxnRequest { success: vec![put("a"), put("a")], ..Default::default() };
+        let put = |k: &str| {
+            RequestOp::Put(PutRequest {
+                key: k.into(),
+                ..Default::default()
+            })
+        };
+        let t = TxnRequest {
+            success: vec![put("a"), put("a")],
+            ..Default::default()
+        };
         assert_eq!(l.check_txn(&t), Err(KvError::DuplicateKey));
-        let del = RequestOp::DeleteRange(DeleteRangeRequest { key: b"a".to_vec(), range_end: b"b".to_vec(), prev_kv: false });
-        let t = TxnRequest { success: vec![put("ab"), del], ..Default::default() };
+        let del = RequestOp::DeleteRange(DeleteRangeRequest {
+            key: b"a".to_vec(),
+            range_end: b"b".to_vec(),
+            prev_kv: false,
+        });
+        let t = TxnRequest {
+            success: vec![put("ab"), del],
+            ..Default::default()
+        };
         assert_eq!(l.check_txn(&t), Err(KvError::DuplicateKey));
-        let t = TxnRequest { success: (0..129).map(|i| put(&format!("k{i}"))).collect(), ..Default::default() };
+        let t = TxnRequest {
+            success: (0..129).map(|i| put(&format!("k{i}"))).collect(),
+            ..Default::default()
+        };
         assert_eq!(l.check_txn(&t), Err(KvError::TooManyOps));
-        let t = TxnRequest { success: vec![put("a")], failure: vec![put("a")], ..Default::default() };
-        assert_eq!(l.check_txn(&t), Ok(()), "the same key in different branches is fine");
+        let t = TxnRequest {
+            success: vec![put("a")],
+            failure: vec![put("a")],
+            ..Default::default()
+        };
+        assert_eq!(
+            l.check_txn(&t),
+            Ok(()),
+            "the same key in different branches is fine"
+        );
         assert_eq!(l.check_put(&PutRequest::default()), Err(KvError::EmptyKey));
     }
 }

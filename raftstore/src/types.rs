@@ -77,15 +77,29 @@ pub enum Command {
     /// Put, delete and transactions: one revision for all the writes it makes.
     Txn(TxnRequest),
     /// Forget history below `revision`.
-    Compact { revision: i64 },
-    LeaseGrant { id: i64, ttl: i64 },
-    LeaseRevoke { id: i64 },
+    Compact {
+        revision: i64,
+    },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
     /// Record where a master serves clients.
-    RegisterMember { id: NodeId, addrs: MemberAddrs },
+    RegisterMember {
+        id: NodeId,
+        addrs: MemberAddrs,
+    },
     /// Forget a removed master's addresses.
-    UnregisterMember { id: NodeId },
+    UnregisterMember {
+        id: NodeId,
+    },
     /// Set once by the first leader: the cluster id reported in response headers.
-    SetClusterId { id: u64 },
+    SetClusterId {
+        id: u64,
+    },
 }
 
 /// What applying a [`Command`] produced, with the store revision after it.
@@ -104,6 +118,9 @@ pub enum Outcome {
 
 impl Default for CommandResult {
     fn default() -> Self {
-        CommandResult { revision: 0, outcome: Outcome::Done(Ok(())) }
+        CommandResult {
+            revision: 0,
+            outcome: Outcome::Done(Ok(())),
+        }
     }
 }

@@ -1,1 +1,231 @@
-fn main() {}
+//! `flotilla`: the daemon binary. Each role is a subcommand; this file only
+//! parses flags, sets up logging and signals, and hands over to the libraries.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use flotilla_raftstore::kv::Limits;
+use flotilla_raftstore::MasterConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Flotilla: a container orchestrator whose masters keep their own replicated store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a master: a member of the Raft group that keeps the cluster state
+    /// and serves the etcd v3 API and Flotilla's admin API.
+    Master(MasterArgs),
+    /// Run a local three-master cluster in this process, with its data under one folder.
+    Up(UpArgs),
+}
+
+#[derive(Args)]
+struct Tuning {
+    /// Interval between leader heartbeats, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    heartbeat_interval_ms: u64,
+    /// Minimum election timeout in milliseconds (the maximum is twice this).
+    #[arg(long, default_value_t = 250)]
+    election_timeout_ms: u64,
+    /// Log entries between two snapshots; the log is purged behind a snapshot.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_logs: u64,
+    /// Revisions of history kept by automatic compaction (0 turns it off).
+    #[arg(long, default_value_t = 10_000)]
+    auto_compaction_retention: i64,
+    /// Largest request accepted, in bytes (etcd's --max-request-bytes).
+    #[arg(long, default_value_t = 1_572_864)]
+    max_request_bytes: usize,
+    /// Most operations in one transaction branch (etcd's --max-txn-ops).
+    #[arg(long, default_value_t = 128)]
+    max_txn_ops: usize,
+}
+
+#[derive(Args)]
+struct MasterArgs {
+    /// This master's name, unique in the cluster; its member id derives from it.
+    #[arg(long)]
+    name: String,
+    /// Folder for this master's RocksDB and snapshots; reuse it to restart.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address for clients: etcd v3 API and Flotilla's admin API.
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    client_addr: SocketAddr,
+    /// Address for the other masters (Raft traffic).
+    #[arg(long, default_value = "127.0.0.1:2380")]
+    peer_addr: SocketAddr,
+    /// Founding members as NAME=PEER_ADDR,...; the same on every founding master.
+    #[arg(long, value_delimiter = ',', conflicts_with = "join")]
+    initial_cluster: Vec<String>,
+    /// Client addresses of running masters; a new master asks them to admit it.
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<String>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Folder holding the three masters' data (m1, m2, m3 under it).
+    #[arg(long, default_value = "flotilla-data")]
+    data_dir: PathBuf,
+    /// First client port; masters use PORT, PORT+10000, PORT+20000 for clients and the next port for peers.
+    #[arg(long, default_value_t = 2379)]
+    base_port: u16,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+fn parse_initial_cluster(items: &[String]) -> Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (name, addr) = item.split_once('=').with_context(|| {
+                format!("--initial-cluster entry {item:?} is not NAME=HOST:PORT")
+            })?;
+            let addr = addr.trim_start_matches("http://");
+            addr.parse::<SocketAddr>().with_context(|| {
+                format!("--initial-cluster entry {item:?}: {addr:?} is not HOST:PORT")
+            })?;
+            Ok((name.to_string(), addr.to_string()))
+        })
+        .collect()
+}
+
+fn config(
+    name: &str,
+    data_dir: PathBuf,
+    client: SocketAddr,
+    peer: SocketAddr,
+    t: &Tuning,
+) -> MasterConfig {
+    let mut c = MasterConfig::new(name, data_dir, client, peer);
+    c.heartbeat_interval_ms = t.heartbeat_interval_ms;
+    c.election_timeout_ms = t.election_timeout_ms;
+    c.snapshot_logs = t.snapshot_logs;
+    c.auto_compaction_retention = t.auto_compaction_retention;
+    c.limits = Limits {
+        max_request_bytes: t.max_request_bytes,
+        max_txn_ops: t.max_txn_ops,
+        ..Limits::default()
+    };
+    c
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run_master(a: MasterArgs) -> Result<()> {
+    let mut cfg = config(&a.name, a.data_dir, a.client_addr, a.peer_addr, &a.tuning);
+    cfg.initial_cluster = parse_initial_cluster(&a.initial_cluster)?;
+    cfg.join = a.join;
+    let running = flotilla_raftstore::start(cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn run_up(a: UpArgs) -> Result<()> {
+    if a.base_port > u16::MAX - 20_001 {
+        bail!(
+            "--base-port {} leaves no room for three masters",
+            a.base_port
+        );
+    }
+    let names = ["m1", "m2", "m3"];
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|i| (a.base_port + i * 10_000, a.base_port + i * 10_000 + 1))
+        .collect();
+    let initial: Vec<(String, String)> = names
+        .iter()
+        .zip(&ports)
+        .map(|(n, (_, p))| (n.to_string(), addr(*p).to_string()))
+        .collect();
+    let mut running = Vec::new();
+    for (n, (c, p)) in names.iter().zip(&ports) {
+        let mut cfg = config(n, a.data_dir.join(n), addr(*c), addr(*p), &a.tuning);
+        cfg.initial_cluster = initial.clone();
+        running.push(
+            flotilla_raftstore::start(cfg)
+                .await
+                .with_context(|| format!("starting master {n}"))?,
+        );
+    }
+    let endpoints: Vec<String> = ports.iter().map(|(c, _)| addr(*c).to_string()).collect();
+    println!(
+        "Flotilla is up: three masters, data in {}",
+        a.data_dir.display()
+    );
+    println!(
+        "  etcd v3 API:   ETCDCTL_API=3 etcdctl --endpoints={} endpoint status -w table",
+        endpoints.join(",")
+    );
+    println!(
+        "  cluster:       flt --server {} cluster status",
+        endpoints.join(",")
+    );
+    println!("Press Ctrl-C to stop; the same command starts it again on the same data.");
+    shutdown_signal().await;
+    println!("stopping...");
+    for r in running {
+        r.shutdown().await;
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Master(a) => run_master(a).await,
+            Cmd::Up(a) => run_up(a).await,
+        }
+    });
+    if let Err(e) = res {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,78 @@
+//! Lease expiry, kept by the leader in memory as etcd does.
+//!
+//! Grants and revocations are replicated commands; keep-alives are not: they
+//! only move an expiry time on the leader. A new leader gives every lease a
+//! full TTL again, so a lease never expires early because leadership moved.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::time::{Duration, Instant};
+
+/// Smallest TTL granted, in seconds: a lease must outlive a leader election.
+pub const MIN_TTL: i64 = 2;
+/// Largest TTL accepted, in seconds (etcd's limit).
+pub const MAX_TTL: i64 = 9_000_000_000;
+
+#[derive(Default)]
+pub struct Lessor {
+    leases: Mutex<HashMap<i64, (i64, Instant)>>,
+}
+
+impl Lessor {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (i64, Instant)>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn expiry(ttl: i64) -> Instant {
+        Instant::now() + Duration::from_secs(ttl.max(0) as u64)
+    }
+
+    pub fn granted(&self, id: i64, ttl: i64) {
+        self.lock().insert(id, (ttl, Self::expiry(ttl)));
+    }
+
+    pub fn revoked(&self, id: i64) {
+        self.lock().remove(&id);
+    }
+
+    /// Start every lease's clock again (on becoming leader or after a snapshot).
+    pub fn reset(&self, leases: &[(i64, i64)]) {
+        let mut m = self.lock();
+        m.clear();
+        for (id, ttl) in leases {
+            m.insert(*id, (*ttl, Self::expiry(*ttl)));
+        }
+    }
+
+    /// Renew a lease; its granted TTL, or None when it does not exist or has expired.
+    pub fn renew(&self, id: i64) -> Option<i64> {
+        let mut m = self.lock();
+        let now = Instant::now();
+        match m.get_mut(&id) {
+            Some((ttl, exp)) if *exp > now => {
+                *exp = Self::expiry(*ttl);
+                Some(*ttl)
+            }
+            _ => None,
+        }
+    }
+
+    /// Seconds left (rounded up) and granted TTL.
+    pub fn remaining(&self, id: i64) -> Option<(i64, i64)> {
+        let m = self.lock();
+        let (ttl, exp) = m.get(&id)?;
+        let left = exp.saturating_duration_since(Instant::now());
+        let secs = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);
+        Some((secs, *ttl))
+    }
+
+    pub fn expired(&self) -> Vec<i64> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|(_, (_, exp))| *exp <= now)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}

@@ -1,0 +1,247 @@
+//! Raft's log and vote on RocksDB, with group commit.
+//!
+//! `append` writes the entries (visible to readers at once) and hands the
+//! flush callback to a syncer thread; the syncer fsyncs the WAL once for
+//! every append queued behind it and only then tells openraft the entries are
+//! durable. A vote is written with a synced write before `save_vote` returns.
+//! So an entry is acknowledged only once it is on disk, and many concurrent
+//! writers share one fsync.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use rocksdb::{WriteBatch, WriteOptions};
+
+use crate::engine::{self, Db, CF_RAFT_LOG, CF_RAFT_META};
+use crate::types::{Entry, LogId, StorageError, StorageIOError, TypeConfig, Vote};
+
+const META_VOTE: &[u8] = b"vote";
+const META_PURGED: &[u8] = b"last_purged";
+const META_COMMITTED: &[u8] = b"committed";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Db,
+    syncer: mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+fn idx_key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageIOError::write(&e).into())
+}
+
+impl LogStore {
+    pub fn new(db: Db) -> Self {
+        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
+        let sdb = db.clone();
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || sync_loop(sdb, rx))
+            .unwrap_or_else(|e| panic!("cannot start the log sync thread: {e}"));
+        LogStore { db, syncer: tx }
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        db: &Db,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        let v = db
+            .get_cf(engine::cf(db, CF_RAFT_META), key)
+            .map_err(|e| StorageIOError::read(&e))?;
+        match v {
+            Some(v) => Ok(Some(
+                bincode::deserialize(&v).map_err(|e| StorageIOError::read(&e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Wait for flush requests; fsync the WAL once for all that are queued; answer them.
+fn sync_loop(db: Db, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut pending = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            pending.push(more);
+        }
+        let res = db
+            .flush_wal(true)
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        for cb in pending {
+            cb.log_io_completed(match &res {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            });
+        }
+    }
+}
+
+fn read_range(db: &Db, start: u64, end: Option<u64>) -> Result<Vec<Entry>, StorageError> {
+    let cf = engine::cf(db, CF_RAFT_LOG);
+    let mut it = db.raw_iterator_cf(cf);
+    it.seek(idx_key(start));
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let idx = u64::from_be_bytes(k.try_into().map_err(|e| StorageIOError::read_logs(&e))?);
+        if end.is_some_and(|e| idx >= e) {
+            break;
+        }
+        out.push(bincode::deserialize(v).map_err(|e| StorageIOError::read_logs(&e))?);
+        it.next();
+    }
+    it.status().map_err(|e| StorageIOError::read_logs(&e))?;
+    Ok(out)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(x) => Some(x + 1),
+            Bound::Excluded(x) => Some(*x),
+            Bound::Unbounded => None,
+        };
+        let db = self.db.clone();
+        blocking(move || read_range(&db, start, end)).await?
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let last_purged: Option<LogId> = Self::get_meta(&db, META_PURGED)?.flatten();
+            let mut it = db.raw_iterator_cf(engine::cf(&db, CF_RAFT_LOG));
+            it.seek_to_last();
+            let last = match it.value() {
+                Some(v) => {
+                    let e: Entry =
+                        bincode::deserialize(v).map_err(|e| StorageIOError::read_logs(&e))?;
+                    Some(e.log_id)
+                }
+                None => last_purged,
+            };
+            it.status().map_err(|e| StorageIOError::read_logs(&e))?;
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last,
+            })
+        })
+        .await?
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let v = bincode::serialize(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        blocking(move || {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.put_cf_opt(engine::cf(&db, CF_RAFT_META), META_VOTE, v, &wo)
+                .map_err(|e| StorageIOError::write_vote(&e).into())
+        })
+        .await?
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || Self::get_meta(&db, META_VOTE)).await?
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let v = bincode::serialize(&committed).map_err(|e| StorageIOError::write(&e))?;
+        blocking(move || {
+            db.put_cf(engine::cf(&db, CF_RAFT_META), META_COMMITTED, v)
+                .map_err(|e| StorageIOError::write(&e).into())
+        })
+        .await?
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || Ok(Self::get_meta::<Option<LogId>>(&db, META_COMMITTED)?.flatten()))
+            .await?
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let cf = engine::cf(&self.db, CF_RAFT_LOG);
+        for e in entries {
+            let v = bincode::serialize(&e)
+                .map_err(|err| StorageIOError::write_log_entry(e.log_id, &err))?;
+            batch.put_cf(cf, idx_key(e.log_id.index), v);
+        }
+        let db = self.db.clone();
+        blocking(move || db.write(batch).map_err(|e| StorageIOError::write_logs(&e))).await??;
+        // Durable once the syncer's next fsync returns.
+        if let Err(mpsc::SendError(cb)) = self.syncer.send(callback) {
+            cb.log_io_completed(Err(std::io::Error::other("log sync thread stopped")));
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            db.delete_range_cf(
+                engine::cf(&db, CF_RAFT_LOG),
+                idx_key(log_id.index),
+                idx_key(u64::MAX),
+            )
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+            // The last index itself is not covered by the half-open range.
+            db.delete_cf(engine::cf(&db, CF_RAFT_LOG), idx_key(u64::MAX))
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+            Ok(())
+        })
+        .await?
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let v = bincode::serialize(&Some(log_id)).map_err(|e| StorageIOError::write(&e))?;
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(engine::cf(&db, CF_RAFT_META), META_PURGED, v);
+            batch.delete_range_cf(
+                engine::cf(&db, CF_RAFT_LOG),
+                idx_key(0),
+                idx_key(log_id.index + 1),
+            );
+            db.write(batch)
+                .map_err(|e| StorageIOError::write_logs(&e).into())
+        })
+        .await?
+    }
+}

@@ -1,0 +1,741 @@
+//! A running master: the Raft instance, its store, and the duties that sit
+//! between the gRPC services and Raft (forwarding writes to the leader,
+//! linearizable read barriers, lease expiry, automatic compaction).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_proto::etcdserverpb::ResponseHeader;
+use flotilla_proto::raft::{LeaseRequest, ReadIndexRequest};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::kv::Limits;
+use crate::lease::Lessor;
+use crate::log_store::LogStore;
+use crate::mvcc::KvStore;
+use crate::network::{self, NetworkFactory, PeerChannels};
+use crate::state_machine::{Listeners, StateMachine};
+use crate::types::{
+    node_id_from_name, Command, CommandResult, MasterNode, MemberAddrs, NodeId, Raft,
+};
+use crate::watch::WatchHub;
+
+/// Everything `flotilla master` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    /// `(name, peer address)` of every founding master; empty when joining.
+    pub initial_cluster: Vec<(String, String)>,
+    /// Client addresses of running masters to ask for admission.
+    pub join: Vec<String>,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    /// Log entries between snapshots.
+    pub snapshot_logs: u64,
+    /// Revisions kept by automatic compaction; 0 turns it off.
+    pub auto_compaction_retention: i64,
+    pub limits: Limits,
+}
+
+impl MasterConfig {
+    pub fn new(
+        name: &str,
+        data_dir: PathBuf,
+        client_addr: SocketAddr,
+        peer_addr: SocketAddr,
+    ) -> Self {
+        MasterConfig {
+            name: name.to_string(),
+            data_dir,
+            client_addr,
+            peer_addr,
+            initial_cluster: vec![],
+            join: vec![],
+            heartbeat_interval_ms: 50,
+            election_timeout_ms: 250,
+            snapshot_logs: 10_000,
+            auto_compaction_retention: 10_000,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.name.is_empty() {
+            return Err("--name must not be empty".into());
+        }
+        if self.initial_cluster.is_empty()
+            && self.join.is_empty()
+            && !self.data_dir.join("db").exists()
+        {
+            return Err("a new master needs --initial-cluster (to found a cluster) or --join (to enter one)".into());
+        }
+        if !self.initial_cluster.is_empty()
+            && !self.initial_cluster.iter().any(|(n, _)| n == &self.name)
+        {
+            return Err(format!(
+                "--initial-cluster does not name this master ({})",
+                self.name
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (n, _) in &self.initial_cluster {
+            if !seen.insert(n) {
+                return Err(format!("--initial-cluster names {n} twice"));
+            }
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.election_timeout_ms < 2 * self.heartbeat_interval_ms
+        {
+            return Err(
+                "--election-timeout-ms must be at least twice --heartbeat-interval-ms".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+pub(crate) type ReadWaiter = oneshot::Sender<Result<u64>>;
+
+pub struct MasterInner {
+    pub id: NodeId,
+    pub cfg: MasterConfig,
+    pub raft: Raft,
+    pub store: Arc<KvStore>,
+    pub hub: Arc<WatchHub>,
+    pub lessor: Arc<Lessor>,
+    pub channels: PeerChannels,
+    read_tx: mpsc::UnboundedSender<ReadWaiter>,
+    pub shutdown: CancellationToken,
+    revoking: Mutex<HashSet<i64>>,
+}
+
+/// A cheap handle on a running master, shared by every service.
+#[derive(Clone)]
+pub struct Master(pub Arc<MasterInner>);
+
+impl std::ops::Deref for Master {
+    type Target = MasterInner;
+    fn deref(&self) -> &MasterInner {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("opening the data dir: {0}")]
+    Storage(String),
+    #[error("starting raft: {0}")]
+    Raft(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+const PROPOSE_DEADLINE: Duration = Duration::from_secs(5);
+
+impl Master {
+    /// Open the data dir and start Raft (servers are started by [`crate::server`]).
+    pub async fn open(cfg: MasterConfig) -> std::result::Result<Master, StartError> {
+        cfg.validate().map_err(StartError::Config)?;
+        let id = node_id_from_name(&cfg.name);
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| StartError::Storage(format!("{}: {e}", cfg.data_dir.display())))?;
+        let db_path = cfg.data_dir.join("db");
+        let db = tokio::task::spawn_blocking(move || engine::open(&db_path))
+            .await
+            .map_err(|e| StartError::Storage(e.to_string()))?
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let store =
+            Arc::new(KvStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?);
+        let hub = Arc::new(WatchHub::default());
+        let lessor = Arc::new(Lessor::default());
+        let (ctx, crx) = std::sync::mpsc::channel::<i64>();
+        let cstore = store.clone();
+        std::thread::Builder::new()
+            .name("mvcc-compactor".into())
+            .spawn(move || {
+                while let Ok(mut rev) = crx.recv() {
+                    while let Ok(r) = crx.try_recv() {
+                        rev = rev.max(r);
+                    }
+                    match cstore.compact_physical(rev) {
+                        Ok(n) => tracing::info!(revision = rev, removed = n, "compaction finished"),
+                        Err(e) => tracing::error!(revision = rev, error = %e, "compaction failed"),
+                    }
+                }
+            })
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let listeners = Listeners {
+            hub: hub.clone(),
+            lessor: lessor.clone(),
+            compactor: ctx,
+        };
+        let sm = StateMachine::new(store.clone(), cfg.data_dir.join("snapshots"), listeners)
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        lessor.reset(
+            &store
+                .leases()
+                .map_err(|e| StartError::Storage(e.to_string()))?,
+        );
+        let log = LogStore::new(db);
+        let channels = PeerChannels::default();
+        let keep = (cfg.snapshot_logs / 10).max(1);
+        let rcfg = openraft::Config {
+            cluster_name: "flotilla".into(),
+            heartbeat_interval: cfg.heartbeat_interval_ms,
+            election_timeout_min: cfg.election_timeout_ms,
+            election_timeout_max: cfg.election_timeout_ms * 2,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(1)),
+            max_in_snapshot_log_to_keep: keep,
+            snapshot_max_chunk_size: 1 << 20,
+            max_payload_entries: 1000,
+            ..Default::default()
+        };
+        let rcfg = Arc::new(
+            rcfg.validate()
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let raft = Raft::new(
+            id,
+            rcfg,
+            NetworkFactory {
+                channels: channels.clone(),
+            },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let (read_tx, read_rx) = mpsc::unbounded_channel();
+        let master = Master(Arc::new(MasterInner {
+            id,
+            cfg,
+            raft,
+            store,
+            hub,
+            lessor,
+            channels,
+            read_tx,
+            shutdown: CancellationToken::new(),
+            revoking: Mutex::new(HashSet::new()),
+        }));
+        tokio::spawn(master.clone().read_index_loop(read_rx));
+        Ok(master)
+    }
+
+    /// Found the cluster (first start with `--initial-cluster`) or ask to join it.
+    pub async fn bootstrap(&self) -> std::result::Result<(), StartError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        if !self.cfg.initial_cluster.is_empty() {
+            let members: BTreeMap<NodeId, MasterNode> = self
+                .cfg
+                .initial_cluster
+                .iter()
+                .map(|(n, a)| {
+                    (
+                        node_id_from_name(n),
+                        MasterNode {
+                            name: n.clone(),
+                            peer_addr: a.clone(),
+                        },
+                    )
+                })
+                .collect();
+            match self.raft.initialize(members).await {
+                Ok(()) => tracing::info!("cluster founded"),
+                Err(RaftError::APIError(e)) => tracing::info!(reason = %e, "not initializing"),
+                Err(e) => return Err(StartError::Raft(e.to_string())),
+            }
+        } else if !self.cfg.join.is_empty() {
+            tokio::spawn(self.clone().join_loop());
+        }
+        Ok(())
+    }
+
+    /// Start the background duties: member registration, lease expiry,
+    /// automatic compaction, the cluster id.
+    pub fn spawn_duties(&self) {
+        tokio::spawn(self.clone().duties_loop());
+    }
+
+    pub fn peer_addr_string(&self) -> String {
+        self.cfg.peer_addr.to_string()
+    }
+
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.store.cluster_id(),
+            member_id: self.id,
+            revision,
+            raft_term: self.raft.metrics().borrow().current_term,
+        }
+    }
+
+    pub fn current_leader(&self) -> Option<(NodeId, MasterNode)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let lid = m.current_leader?;
+        let node = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == lid)
+            .map(|(_, n)| n.clone())?;
+        Some((lid, node))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    async fn wait_for_leader(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(NodeId, MasterNode)> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = self.current_leader() {
+                return Ok(l);
+            }
+            tokio::select! {
+                r = rx.changed() => { if r.is_err() { return Err(Error::Unavailable("master is shutting down".into())); } }
+                _ = tokio::time::sleep_until(deadline) => return Err(Error::NoLeader),
+            }
+        }
+    }
+
+    /// Replicate a command and return what applying it produced. On a
+    /// follower the command is forwarded to the leader.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        loop {
+            let (leader, node) = self.wait_for_leader(deadline).await?;
+            let attempt = if leader == self.id {
+                match self.raft.client_write(cmd.clone()).await {
+                    Ok(r) => return Ok(r.data),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        Err(Error::NoLeader)
+                    }
+                    Err(e) => return Err(Error::Unavailable(e.to_string())),
+                }
+            } else {
+                self.forward_propose(&node.peer_addr, &cmd, deadline).await
+            };
+            match attempt {
+                Ok(r) => return Ok(r),
+                Err(e @ Error::Timeout) => return Err(e),
+                Err(e) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, "proposal not taken; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    async fn forward_propose(
+        &self,
+        addr: &str,
+        cmd: &Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<CommandResult> {
+        let mut client = self.channels.client(addr).map_err(Error::Unavailable)?;
+        let payload = network::encode(cmd).map_err(Error::Internal)?;
+        let reply = tokio::time::timeout_at(deadline, client.propose(payload))
+            .await
+            .map_err(|_| Error::Timeout)?;
+        match reply {
+            Ok(p) => network::decode::<CommandResult>(&p.into_inner()).map_err(Error::Internal),
+            // The leader moved or is unreachable: the caller retries.
+            Err(s) => Err(Error::Unavailable(s.message().to_string())),
+        }
+    }
+
+    /// Wait until this master has applied everything committed before the
+    /// call: a read after this is linearizable (read index, confirmed by a
+    /// quorum of heartbeats, never a clock-based lease).
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn linearize(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        let index = loop {
+            let (leader, node) = self.wait_for_leader(deadline).await?;
+            let r = if leader == self.id {
+                self.local_read_index().await
+            } else {
+                let mut c = self
+                    .channels
+                    .client(&node.peer_addr)
+                    .map_err(Error::Unavailable)?;
+                match tokio::time::timeout_at(deadline, c.read_index(ReadIndexRequest {})).await {
+                    Err(_) => return Err(Error::Timeout),
+                    Ok(Ok(r)) => Ok(r.into_inner().index),
+                    Ok(Err(s)) => Err(Error::Unavailable(s.message().to_string())),
+                }
+            };
+            match r {
+                Ok(i) => break i,
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|_| Error::Timeout)?;
+        Ok(())
+    }
+
+    /// The leader's read index, shared by every read that arrived before the
+    /// quorum check started.
+    pub async fn local_read_index(&self) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.read_tx
+            .send(tx)
+            .map_err(|_| Error::Unavailable("master is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("master is shutting down".into()))?
+    }
+
+    async fn read_index_loop(self, mut rx: mpsc::UnboundedReceiver<ReadWaiter>) {
+        while let Some(first) = rx.recv().await {
+            let mut waiters = vec![first];
+            while let Ok(w) = rx.try_recv() {
+                waiters.push(w);
+            }
+            let res = match self.raft.get_read_log_id().await {
+                Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
+                Err(e) => Err(Error::Unavailable(e.to_string())),
+            };
+            for w in waiters {
+                let _ = w.send(match &res {
+                    Ok(i) => Ok(*i),
+                    Err(e) => Err(Error::Unavailable(e.to_string())),
+                });
+            }
+        }
+    }
+
+    /// Renew a lease on the leader (forwarded there from a follower).
+    /// `Ok(None)` when the lease does not exist or expired.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        let (leader, node) = self.wait_for_leader(deadline).await?;
+        if leader == self.id {
+            return Ok(self.lessor.renew(id));
+        }
+        let mut c = self
+            .channels
+            .client(&node.peer_addr)
+            .map_err(Error::Unavailable)?;
+        let r = tokio::time::timeout_at(deadline, c.lease_keep_alive(LeaseRequest { id }))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|s| Error::Unavailable(s.message().to_string()))?
+            .into_inner();
+        Ok(r.found.then_some(r.ttl))
+    }
+
+    /// Seconds left and granted TTL of a lease, as the leader sees it.
+    pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        let (leader, node) = self.wait_for_leader(deadline).await?;
+        if leader == self.id {
+            return Ok(self.lessor.remaining(id));
+        }
+        let mut c = self
+            .channels
+            .client(&node.peer_addr)
+            .map_err(Error::Unavailable)?;
+        let r = tokio::time::timeout_at(deadline, c.lease_time_to_live(LeaseRequest { id }))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|s| Error::Unavailable(s.message().to_string()))?
+            .into_inner();
+        Ok(r.found.then_some((r.ttl, r.granted_ttl)))
+    }
+
+    /// Members known to Raft, with the client addresses they registered.
+    pub fn members(&self) -> Vec<(NodeId, MemberAddrs, bool)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let directory: BTreeMap<NodeId, MemberAddrs> = self
+            .store
+            .members()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        m.membership_config
+            .nodes()
+            .map(|(id, node)| {
+                let addrs = directory.get(id).cloned().unwrap_or_else(|| MemberAddrs {
+                    name: node.name.clone(),
+                    peer_addr: node.peer_addr.clone(),
+                    client_addr: String::new(),
+                });
+                (*id, addrs, !voters.contains(id))
+            })
+            .collect()
+    }
+
+    /// Admit a new master: as a learner until it has caught up, then as a voter.
+    pub async fn add_master(&self, addrs: MemberAddrs) -> Result<()> {
+        let id = node_id_from_name(&addrs.name);
+        let node = MasterNode {
+            name: addrs.name.clone(),
+            peer_addr: addrs.peer_addr.clone(),
+        };
+        let already_voter = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id);
+        if !already_voter {
+            self.raft.add_learner(id, node, true).await.map_err(|e| {
+                Error::Unavailable(format!("adding {} as learner: {e}", addrs.name))
+            })?;
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| Error::Unavailable(format!("promoting {}: {e}", addrs.name)))?;
+        }
+        self.propose(Command::RegisterMember { id, addrs }).await?;
+        Ok(())
+    }
+
+    pub async fn remove_master(&self, id: NodeId) -> Result<()> {
+        let known = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .nodes()
+            .any(|(n, _)| *n == id);
+        if !known {
+            return Err(Error::NotFound("etcdserver: member not found".into()));
+        }
+        let voters: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters.contains(&id) && voters.len() == 1 {
+            return Err(Error::FailedPrecondition(
+                "cannot remove the last voting master".into(),
+            ));
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| Error::Unavailable(format!("removing member: {e}")))?;
+        let still_node = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .nodes()
+            .any(|(n, _)| *n == id);
+        if still_node {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| Error::Unavailable(format!("removing member: {e}")))?;
+        }
+        self.propose(Command::UnregisterMember { id }).await?;
+        Ok(())
+    }
+
+    async fn join_loop(self) {
+        use flotilla_proto::cluster::cluster_admin_client::ClusterAdminClient;
+        use flotilla_proto::cluster::AddMasterRequest;
+        let req = AddMasterRequest {
+            name: self.cfg.name.clone(),
+            peer_addr: self.cfg.peer_addr.to_string(),
+            client_addr: self.cfg.client_addr.to_string(),
+        };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            for addr in &self.cfg.join {
+                if self.shutdown.is_cancelled() {
+                    return;
+                }
+                let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                else {
+                    tracing::error!(addr, "bad --join address");
+                    continue;
+                };
+                let Ok(ch) = ep.connect_timeout(Duration::from_secs(1)).connect().await else {
+                    continue;
+                };
+                match ClusterAdminClient::new(ch).add_master(req.clone()).await {
+                    Ok(_) => {
+                        tracing::info!(via = addr, "joined the cluster");
+                        return;
+                    }
+                    Err(s) => {
+                        tracing::warn!(via = addr, error = s.message(), "join refused; retrying")
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn duties_loop(self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_leader = false;
+        let mut registered = false;
+        let mut ticks = 0u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            ticks += 1;
+            let leader = self.is_leader();
+            if leader && !was_leader {
+                // A new leader gives every lease a full TTL (as etcd does).
+                if let Ok(leases) = self.store.leases() {
+                    self.lessor.reset(&leases);
+                }
+                if self.store.cluster_id() == 0 {
+                    let id: u64 = rand::thread_rng().gen_range(1..u64::MAX);
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.propose(Command::SetClusterId { id }).await {
+                            tracing::warn!(error = %e, "could not set the cluster id");
+                        }
+                    });
+                }
+            }
+            was_leader = leader;
+            if !registered && ticks % 5 == 1 && self.current_leader().is_some() {
+                registered = self.register_self().await;
+            }
+            if leader {
+                self.revoke_expired();
+                if ticks % 5 == 0 {
+                    self.auto_compact().await;
+                }
+            }
+        }
+    }
+
+    async fn register_self(&self) -> bool {
+        let want = MemberAddrs {
+            name: self.cfg.name.clone(),
+            peer_addr: self.cfg.peer_addr.to_string(),
+            client_addr: self.cfg.client_addr.to_string(),
+        };
+        let in_membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .nodes()
+            .any(|(n, _)| *n == self.id);
+        if !in_membership {
+            return false;
+        }
+        let current = self
+            .store
+            .members()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(id, _)| *id == self.id)
+            .map(|(_, a)| a);
+        if current.as_ref() == Some(&want) {
+            return true;
+        }
+        match self
+            .propose(Command::RegisterMember {
+                id: self.id,
+                addrs: want,
+            })
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "member registration postponed");
+                false
+            }
+        }
+    }
+
+    fn revoke_expired(&self) {
+        for id in self.lessor.expired() {
+            {
+                let mut r = self.revoking.lock().unwrap_or_else(|p| p.into_inner());
+                if !r.insert(id) {
+                    continue;
+                }
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                tracing::info!(lease = id, "lease expired; revoking");
+                if let Err(e) = me.propose(Command::LeaseRevoke { id }).await {
+                    tracing::warn!(lease = id, error = %e, "revoking an expired lease failed; will retry");
+                }
+                me.revoking
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            });
+        }
+    }
+
+    async fn auto_compact(&self) {
+        let keep = self.cfg.auto_compaction_retention;
+        if keep <= 0 {
+            return;
+        }
+        let rev = self.store.revision();
+        let target = rev - keep;
+        // Compact in steps of a tenth of the retention, not on every write.
+        if target > 0 && target - self.store.compact_revision() >= (keep / 10).max(1) {
+            match self.propose(Command::Compact { revision: target }).await {
+                Ok(_) => tracing::debug!(revision = target, "automatic compaction"),
+                Err(e) => tracing::warn!(error = %e, "automatic compaction failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Binding the addresses and serving a master until it is told to stop.
+
+use std::time::Duration;
+
+use flotilla_proto::cluster::cluster_admin_server::ClusterAdminServer;
+use flotilla_proto::etcdserverpb::cluster_server::ClusterServer;
+use flotilla_proto::etcdserverpb::kv_server::KvServer;
+use flotilla_proto::etcdserverpb::lease_server::LeaseServer;
+use flotilla_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use flotilla_proto::etcdserverpb::watch_server::WatchServer;
+use flotilla_proto::raft::raft_peer_server::RaftPeerServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::node::{Master, MasterConfig, StartError};
+use crate::service::{
+    admin::AdminService, cluster::ClusterService, kv::KvService, lease::LeaseService,
+};
+use crate::service::{maintenance::MaintenanceService, peer::PeerService, watch::WatchService};
+
+/// A master serving its peer and client addresses.
+pub struct RunningMaster {
+    pub master: Master,
+    servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+/// Open the data dir, bind both addresses, start Raft and serve.
+pub async fn start(cfg: MasterConfig) -> Result<RunningMaster, StartError> {
+    let peer_l = TcpListener::bind(cfg.peer_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: cfg.peer_addr,
+            source,
+        })?;
+    let client_l = TcpListener::bind(cfg.client_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: cfg.client_addr,
+            source,
+        })?;
+    let master = Master::open(cfg).await?;
+    let limit = master.cfg.limits.max_request_bytes + 512 * 1024;
+
+    let stop = master.shutdown.clone();
+    let peer = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftPeerServer::new(PeerService {
+                master: master.clone(),
+            })
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_l), async move {
+            stop.cancelled().await
+        });
+
+    let stop = master.shutdown.clone();
+    let m = || master.clone();
+    let client = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(KvServer::new(KvService { master: m() }).max_decoding_message_size(limit))
+        .add_service(
+            WatchServer::new(WatchService { master: m() }).max_decoding_message_size(limit),
+        )
+        .add_service(LeaseServer::new(LeaseService { master: m() }))
+        .add_service(ClusterServer::new(ClusterService { master: m() }))
+        .add_service(MaintenanceServer::new(MaintenanceService { master: m() }))
+        .add_service(ClusterAdminServer::new(AdminService { master: m() }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(client_l), async move {
+            stop.cancelled().await
+        });
+
+    let servers = vec![tokio::spawn(peer), tokio::spawn(client)];
+    master.bootstrap().await?;
+    master.spawn_duties();
+    tracing::info!(
+        name = %master.cfg.name,
+        id = master.id,
+        client = %master.cfg.client_addr,
+        peer = %master.cfg.peer_addr,
+        "master serving"
+    );
+    Ok(RunningMaster { master, servers })
+}
+
+impl RunningMaster {
+    /// Stop serving, let Raft finish, and close the store.
+    pub async fn shutdown(self) {
+        self.master.shutdown.cancel();
+        for s in self.servers {
+            match tokio::time::timeout(Duration::from_secs(5), s).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+                Err(_) => tracing::warn!("server did not stop within 5 s"),
+            }
+        }
+        if let Err(e) = self.master.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        tracing::info!(name = %self.master.cfg.name, "master stopped");
+    }
+}

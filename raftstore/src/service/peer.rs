@@ -1,0 +1,97 @@
+//! The master-to-master service: Raft RPCs, forwarded proposals, read index
+//! and lease queries answered by the leader.
+
+use flotilla_proto::raft as pb;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tonic::{Request, Response, Status};
+
+use crate::network::{decode, encode};
+use crate::node::Master;
+use crate::types::{Command, NodeId, TypeConfig};
+
+pub struct PeerService {
+    pub master: Master,
+}
+
+fn bad(e: String) -> Status {
+    Status::invalid_argument(format!("undecodable peer message: {e}"))
+}
+
+#[tonic::async_trait]
+impl pb::raft_peer_server::RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        req: Request<pb::Payload>,
+    ) -> Result<Response<pb::Payload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref()).map_err(bad)?;
+        let res = self.master.raft.append_entries(rpc).await;
+        Ok(Response::new(encode(&res).map_err(Status::internal)?))
+    }
+
+    async fn vote(&self, req: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(req.get_ref()).map_err(bad)?;
+        let res = self.master.raft.vote(rpc).await;
+        Ok(Response::new(encode(&res).map_err(Status::internal)?))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::Payload>,
+    ) -> Result<Response<pb::Payload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.get_ref()).map_err(bad)?;
+        let res = self.master.raft.install_snapshot(rpc).await;
+        Ok(Response::new(encode(&res).map_err(Status::internal)?))
+    }
+
+    async fn propose(&self, req: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
+        let cmd: Command = decode(req.get_ref()).map_err(bad)?;
+        if !self.master.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        match self.master.raft.client_write(cmd).await {
+            Ok(r) => Ok(Response::new(encode(&r.data).map_err(Status::internal)?)),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        _req: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        if !self.master.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let index = self.master.local_read_index().await?;
+        Ok(Response::new(pb::ReadIndexResponse { index }))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseReply>, Status> {
+        if !self.master.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let ttl = self.master.lessor.renew(req.into_inner().id);
+        Ok(Response::new(pb::LeaseReply {
+            found: ttl.is_some(),
+            ttl: ttl.unwrap_or(0),
+            granted_ttl: ttl.unwrap_or(0),
+        }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseReply>, Status> {
+        if !self.master.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let r = self.master.lessor.remaining(req.into_inner().id);
+        Ok(Response::new(pb::LeaseReply {
+            found: r.is_some(),
+            ttl: r.map(|x| x.0).unwrap_or(-1),
+            granted_ttl: r.map(|x| x.1).unwrap_or(0),
+        }))
+    }
+}

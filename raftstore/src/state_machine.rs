@@ -1,0 +1,235 @@
+//! openraft's state machine over [`KvStore`], with file snapshots.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{OptionalSend, RaftSnapshotBuilder};
+
+use crate::lease::Lessor;
+use crate::mvcc::{Effects, KvStore, StoreError};
+use crate::snapshot;
+use crate::types::{
+    CommandResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership, TypeConfig,
+};
+use crate::watch::WatchHub;
+
+/// What the rest of the master learns from applied entries.
+#[derive(Clone)]
+pub struct Listeners {
+    pub hub: Arc<WatchHub>,
+    pub lessor: Arc<Lessor>,
+    /// Compaction requests for the physical compactor thread.
+    pub compactor: std::sync::mpsc::Sender<i64>,
+}
+
+pub struct StateMachine {
+    store: Arc<KvStore>,
+    snap_dir: PathBuf,
+    listeners: Listeners,
+}
+
+fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+impl StateMachine {
+    pub fn new(
+        store: Arc<KvStore>,
+        snap_dir: PathBuf,
+        listeners: Listeners,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&snap_dir)
+            .map_err(|e| StoreError::Corrupt(format!("snapshot dir: {e}")))?;
+        // Finish an install that a crash interrupted.
+        if snapshot::install_interrupted(store.db())? {
+            let path = snap_dir.join(snapshot::CURRENT);
+            tracing::warn!(path = %path.display(), "resuming an interrupted snapshot install");
+            snapshot::install(&store, &path)?;
+        }
+        Ok(StateMachine {
+            store,
+            snap_dir,
+            listeners,
+        })
+    }
+
+    fn notify(&self, fx: Effects) {
+        self.listeners.hub.publish(fx.revision, fx.events);
+        for (id, ttl) in fx.leases_granted {
+            self.listeners.lessor.granted(id, ttl);
+        }
+        for id in fx.leases_revoked {
+            self.listeners.lessor.revoked(id);
+        }
+        if let Some(rev) = fx.compacted_to {
+            let _ = self.listeners.compactor.send(rev);
+        }
+    }
+}
+
+pub struct SnapshotBuilder {
+    checkpoint: Result<PathBuf, String>,
+    snap_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    #[tracing::instrument(level = "info", skip(self))]
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let ckpt = self
+            .checkpoint
+            .clone()
+            .map_err(|e| StorageIOError::write_snapshot(None, &std::io::Error::other(e)))?;
+        let dest = self.snap_dir.join(snapshot::CURRENT);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let d2 = dest.clone();
+        let ck2 = ckpt.clone();
+        let meta = tokio::task::spawn_blocking(move || {
+            let r = snapshot::build_from_checkpoint(&ck2, &d2, format!("{nanos}"));
+            let _ = std::fs::remove_dir_all(&ck2);
+            r
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built");
+        let file = tokio::fs::File::open(&dest)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.applied_state())
+            .await
+            .map_err(|e| StorageIOError::read_state_machine(&e))?
+            .map_err(|e| StorageIOError::read_state_machine(&e).into())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let store = self.store.clone();
+        let applied = tokio::task::spawn_blocking(
+            move || -> Result<Vec<(CommandResult, Effects)>, StoreError> {
+                entries.iter().map(|e| store.apply(e)).collect()
+            },
+        )
+        .await
+        .map_err(sm_err)?
+        .map_err(sm_err)?;
+        let mut results = Vec::with_capacity(applied.len());
+        for (r, fx) in applied {
+            self.notify(fx);
+            results.push(r);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = self.snap_dir.join(format!("checkpoint-{nanos}"));
+        let db = self.store.db().clone();
+        let d2 = dir.clone();
+        // A checkpoint is a consistent, hard-linked copy taken between two applies.
+        let checkpoint = tokio::task::spawn_blocking(move || {
+            rocksdb::checkpoint::Checkpoint::new(&db)
+                .and_then(|c| c.create_checkpoint(&d2))
+                .map(|_| d2)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        SnapshotBuilder {
+            checkpoint,
+            snap_dir: self.snap_dir.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.snap_dir.join("receiving.part");
+        let f = tokio::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(f))
+    }
+
+    #[tracing::instrument(level = "info", skip(self, snapshot))]
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let mut f = *snapshot;
+        let werr = |e: std::io::Error| StorageError::from(StorageIOError::write_snapshot(None, &e));
+        f.flush().await.map_err(werr)?;
+        f.seek(std::io::SeekFrom::Start(0)).await.map_err(werr)?;
+        let std_file = f.into_std().await;
+        let dir = self.snap_dir.clone();
+        let store = self.store.clone();
+        let installed = tokio::task::spawn_blocking(move || -> Result<SnapshotMeta, StoreError> {
+            let path = snapshot::save_received(std_file, &dir)?;
+            let _ = std::fs::remove_file(dir.join("receiving.part"));
+            snapshot::install(&store, &path)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        if installed.last_log_id != meta.last_log_id {
+            return Err(StorageIOError::write_snapshot(
+                None,
+                &std::io::Error::other("snapshot meta does not match its data"),
+            )
+            .into());
+        }
+        let leases = self.store.leases().map_err(sm_err)?;
+        self.listeners.lessor.reset(&leases);
+        self.listeners.hub.reset();
+        tracing::info!(last_log_id = ?meta.last_log_id, revision = self.store.revision(), "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let path = self.snap_dir.join(snapshot::CURRENT);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let p2 = path.clone();
+        let meta = tokio::task::spawn_blocking(move || snapshot::read_meta(&p2))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
+    }
+}
