@@ -9,7 +9,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -26,6 +27,7 @@ const META_COMMITTED: &[u8] = b"committed";
 pub struct LogStore {
     db: Db,
     syncer: mpsc::Sender<LogFlushed<TypeConfig>>,
+    synced: Arc<AtomicU64>,
 }
 
 fn idx_key(i: u64) -> [u8; 8] {
@@ -43,12 +45,23 @@ async fn blocking<T: Send + 'static>(
 impl LogStore {
     pub fn new(db: Db) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let sdb = db.clone();
+        let sdb = Arc::downgrade(&db);
+        let synced = Arc::new(AtomicU64::new(0));
+        let s2 = synced.clone();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn(move || sync_loop(sdb, rx))
+            .spawn(move || sync_loop(sdb, rx, s2))
             .unwrap_or_else(|e| panic!("cannot start the log sync thread: {e}"));
-        LogStore { db, syncer: tx }
+        LogStore {
+            db,
+            syncer: tx,
+            synced,
+        }
+    }
+
+    /// How many WAL fsyncs have completed: every acknowledged append waited for one.
+    pub fn fsyncs(&self) -> u64 {
+        self.synced.load(Ordering::SeqCst)
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -68,15 +81,26 @@ impl LogStore {
 }
 
 /// Wait for flush requests; fsync the WAL once for all that are queued; answer them.
-fn sync_loop(db: Db, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn sync_loop(
+    db: std::sync::Weak<rocksdb::DB>,
+    rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
+    synced: Arc<AtomicU64>,
+) {
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
         while let Ok(more) = rx.try_recv() {
             pending.push(more);
         }
-        let res = db
-            .flush_wal(true)
-            .map_err(|e| std::io::Error::other(e.to_string()));
+        // The sync thread must not keep the database open after the store is dropped.
+        let res = match db.upgrade() {
+            Some(db) => db
+                .flush_wal(true)
+                .map_err(|e| std::io::Error::other(e.to_string())),
+            None => Err(std::io::Error::other("database closed")),
+        };
+        if res.is_ok() {
+            synced.fetch_add(1, Ordering::SeqCst);
+        }
         for cb in pending {
             cb.log_io_completed(match &res {
                 Ok(()) => Ok(()),

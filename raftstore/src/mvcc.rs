@@ -285,7 +285,7 @@ impl KvStore {
             }
             return Ok(RangeResponse { kvs, more, count });
         }
-        let (kvs, count) = self.scan(&r.key, &r.range_end, rev, 0, r.keys_only, filter)?;
+        let (kvs, count) = self.scan(&r.key, &r.range_end, rev, 0, false, filter)?;
         Ok(finish_range(r, kvs, count))
     }
 

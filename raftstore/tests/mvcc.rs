@@ -1,0 +1,373 @@
+//! etcd's revision semantics, executed by the state machine directly.
+
+use std::sync::Arc;
+
+use flotilla_raftstore::engine;
+use flotilla_raftstore::kv::*;
+use flotilla_raftstore::mvcc::{KvStore, RangeError};
+use flotilla_raftstore::types::{Command, CommandResult, Entry, Outcome};
+use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+struct T {
+    _dir: tempfile::TempDir,
+    store: Arc<KvStore>,
+    index: u64,
+}
+
+impl T {
+    fn new() -> T {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = engine::open(&dir.path().join("db")).expect("open");
+        T {
+            store: Arc::new(KvStore::open(db).expect("store")),
+            _dir: dir,
+            index: 0,
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) -> (CommandResult, Vec<Event>) {
+        self.index += 1;
+        let e = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+            payload: EntryPayload::Normal(cmd),
+        };
+        let (r, fx) = self.store.apply(&e).expect("apply");
+        (r, fx.events)
+    }
+
+    fn txn(&mut self, t: TxnRequest) -> (Result<TxnResponse, KvError>, i64) {
+        let (r, _) = self.apply(Command::Txn(t));
+        match r.outcome {
+            Outcome::Txn(x) => (x, r.revision),
+            o => panic!("unexpected {o:?}"),
+        }
+    }
+
+    fn put(&mut self, k: &str, v: &str) -> i64 {
+        self.put_lease(k, v, 0)
+    }
+
+    fn put_lease(&mut self, k: &str, v: &str, lease: i64) -> i64 {
+        let p = PutRequest {
+            key: k.into(),
+            value: v.into(),
+            lease,
+            ..Default::default()
+        };
+        let (r, rev) = self.txn(TxnRequest::single(RequestOp::Put(p)));
+        r.expect("put");
+        rev
+    }
+
+    fn del(&mut self, k: &str, end: &str) -> i64 {
+        let d = DeleteRangeRequest {
+            key: k.into(),
+            range_end: end.into(),
+            prev_kv: false,
+        };
+        let (r, rev) = self.txn(TxnRequest::single(RequestOp::DeleteRange(d)));
+        r.expect("delete");
+        rev
+    }
+
+    fn range(&self, k: &str, end: &str, rev: i64) -> Result<RangeResponse, RangeError> {
+        self.store.range(&RangeRequest {
+            key: k.into(),
+            range_end: end.into(),
+            revision: rev,
+            ..Default::default()
+        })
+    }
+
+    fn get(&self, k: &str, rev: i64) -> Option<KeyValue> {
+        self.range(k, "", rev)
+            .expect("range")
+            .kvs
+            .into_iter()
+            .next()
+    }
+}
+
+#[test]
+fn revisions_versions_and_create_revisions_follow_etcd() {
+    let mut t = T::new();
+    assert_eq!(t.put("a", "1"), 1);
+    assert_eq!(t.put("a", "2"), 2);
+    assert_eq!(t.put("b", "x"), 3);
+    assert_eq!(t.del("a", ""), 4);
+    assert_eq!(t.put("a", "3"), 5);
+    let a = t.get("a", 0).expect("a exists");
+    assert_eq!(
+        (
+            a.create_revision,
+            a.mod_revision,
+            a.version,
+            a.value.as_slice()
+        ),
+        (5, 5, 1, &b"3"[..])
+    );
+    let a2 = t.get("a", 2).expect("a at rev 2");
+    assert_eq!(
+        (
+            a2.create_revision,
+            a2.mod_revision,
+            a2.version,
+            a2.value.as_slice()
+        ),
+        (1, 2, 2, &b"2"[..])
+    );
+    assert!(t.get("a", 4).is_none(), "deleted at revision 4");
+    assert_eq!(t.store.revision(), 5);
+    // A delete of nothing writes nothing and does not move the revision.
+    assert_eq!(t.del("zzz", ""), 5);
+    assert!(matches!(
+        t.range("a", "", 6),
+        Err(RangeError::Kv(KvError::FutureRevision))
+    ));
+}
+
+#[test]
+fn range_limit_count_sort_and_filters() {
+    let mut t = T::new();
+    for (k, v) in [("k1", "c"), ("k2", "a"), ("k3", "b"), ("l1", "z")] {
+        t.put(k, v);
+    }
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            limit: 2,
+            ..Default::default()
+        })
+        .expect("range");
+    assert_eq!(
+        r.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(),
+        vec![b"k1".to_vec(), b"k2".to_vec()]
+    );
+    assert!(r.more);
+    assert_eq!(r.count, 3);
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            sort_order: SortOrder::Descend,
+            sort_target: SortTarget::Value,
+            keys_only: true,
+            ..Default::default()
+        })
+        .expect("range");
+    assert_eq!(
+        r.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(),
+        vec![b"k1".to_vec(), b"k3".to_vec(), b"k2".to_vec()]
+    );
+    assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+    let all = t.range("\0", "\0", 0).expect("all");
+    assert_eq!(all.count, 4);
+    let r = t
+        .store
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"\0".to_vec(),
+            min_mod_revision: 3,
+            count_only: true,
+            ..Default::default()
+        })
+        .expect("range");
+    assert!(r.kvs.is_empty());
+    assert_eq!(r.count, 4, "count ignores filters and limits");
+}
+
+#[test]
+fn txn_compares_choose_the_branch_and_see_their_own_writes() {
+    let mut t = T::new();
+    t.put("a", "1");
+    let cmp = |v: &str| Compare {
+        result: CompareResult::Equal,
+        target: CompareTarget::Value(v.into()),
+        key: b"a".to_vec(),
+        range_end: vec![],
+    };
+    let put = |k: &str, v: &str| {
+        RequestOp::Put(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })
+    };
+    let get = |k: &str| {
+        RequestOp::Range(RangeRequest {
+            key: k.into(),
+            ..Default::default()
+        })
+    };
+    let (r, rev) = t.txn(TxnRequest {
+        compare: vec![cmp("1")],
+        success: vec![put("b", "yes"), get("b")],
+        failure: vec![put("b", "no")],
+    });
+    let r = r.expect("txn");
+    assert!(r.succeeded);
+    assert_eq!(rev, 2);
+    match &r.responses[1] {
+        ResponseOp::Range(rr) => assert_eq!(rr.kvs[0].value, b"yes"),
+        o => panic!("{o:?}"),
+    }
+    let (r, _) = t.txn(TxnRequest {
+        compare: vec![cmp("2")],
+        success: vec![put("b", "yes2")],
+        failure: vec![put("b", "no")],
+    });
+    assert!(!r.expect("txn").succeeded);
+    assert_eq!(t.get("b", 0).expect("b").value, b"no");
+    // Comparing the value of a missing key is false; its version is 0.
+    let missing = Compare {
+        result: CompareResult::Equal,
+        target: CompareTarget::Version(0),
+        key: b"nope".to_vec(),
+        range_end: vec![],
+    };
+    let (r, _) = t.txn(TxnRequest {
+        compare: vec![missing],
+        success: vec![],
+        failure: vec![],
+    });
+    assert!(r.expect("txn").succeeded);
+    // A failing operation aborts the whole transaction: nothing written, revision unchanged.
+    let before = t.store.revision();
+    let bad = RequestOp::Put(PutRequest {
+        key: b"c".to_vec(),
+        lease: 42,
+        ..Default::default()
+    });
+    let (r, rev) = t.txn(TxnRequest {
+        compare: vec![],
+        success: vec![put("d", "1"), bad],
+        failure: vec![],
+    });
+    assert_eq!(r, Err(KvError::LeaseNotFound));
+    assert_eq!(rev, before);
+    assert!(t.get("d", 0).is_none());
+}
+
+#[test]
+fn compaction_refuses_old_revisions_and_keeps_the_state_at_the_compact_revision() {
+    let mut t = T::new();
+    for i in 0..5 {
+        t.put("a", &format!("{i}"));
+    }
+    t.put("b", "1");
+    t.del("b", "");
+    t.put("c", "1");
+    // revisions: a=1..5, b put=6, b del=7, c=8
+    let (r, _) = t.apply(Command::Compact { revision: 7 });
+    assert_eq!(r.outcome, Outcome::Done(Ok(())));
+    assert!(matches!(
+        t.range("a", "", 6),
+        Err(RangeError::Kv(KvError::Compacted {
+            compact_revision: 7
+        }))
+    ));
+    let before = t
+        .range("\0", "\0", 7)
+        .expect("range at the compact revision");
+    t.store.compact_physical(7).expect("physical compaction");
+    let after = t
+        .range("\0", "\0", 7)
+        .expect("range at the compact revision");
+    assert_eq!(before, after);
+    assert_eq!(t.get("a", 7).expect("a").value, b"4");
+    assert!(t.get("b", 7).is_none());
+    assert!(matches!(
+        t.store.history(6, b"\0", b"\0", 100),
+        Err(RangeError::Kv(KvError::Compacted {
+            compact_revision: 7
+        }))
+    ));
+    let (h, next) = t
+        .store
+        .history(7, b"\0", b"\0", 100)
+        .expect("history from the compact revision");
+    assert_eq!(h.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![7, 8]);
+    assert_eq!(next, 9);
+    let (r, _) = t.apply(Command::Compact { revision: 5 });
+    assert_eq!(
+        r.outcome,
+        Outcome::Done(Err(KvError::Compacted {
+            compact_revision: 7
+        }))
+    );
+    let (r, _) = t.apply(Command::Compact { revision: 100 });
+    assert_eq!(r.outcome, Outcome::Done(Err(KvError::FutureRevision)));
+}
+
+#[test]
+fn history_replays_the_same_events_that_were_applied() {
+    let mut t = T::new();
+    let mut applied = Vec::new();
+    for i in 0..50 {
+        let k = format!("k{}", i % 7);
+        let (r, evs) = if i % 5 == 4 {
+            t.apply(Command::Txn(TxnRequest::single(RequestOp::DeleteRange(
+                DeleteRangeRequest {
+                    key: k.into(),
+                    range_end: vec![],
+                    prev_kv: false,
+                },
+            ))))
+        } else {
+            t.apply(Command::Txn(TxnRequest::single(RequestOp::Put(
+                PutRequest {
+                    key: k.into(),
+                    value: vec![i as u8],
+                    ..Default::default()
+                },
+            ))))
+        };
+        if !evs.is_empty() {
+            applied.push((r.revision, evs));
+        }
+    }
+    let mut replayed = Vec::new();
+    let mut next = 1;
+    loop {
+        let (batch, after) = t.store.history(next, b"\0", b"\0", 7).expect("history");
+        if batch.is_empty() {
+            break;
+        }
+        replayed.extend(batch);
+        next = after;
+    }
+    assert_eq!(
+        replayed, applied,
+        "replayed history differs from what was applied"
+    );
+}
+
+#[test]
+fn revoking_a_lease_deletes_its_keys_in_one_revision() {
+    let mut t = T::new();
+    let (r, _) = t.apply(Command::LeaseGrant { id: 7, ttl: 10 });
+    assert_eq!(r.outcome, Outcome::LeaseGranted(Ok((7, 10))));
+    let (r, _) = t.apply(Command::LeaseGrant { id: 7, ttl: 10 });
+    assert_eq!(r.outcome, Outcome::LeaseGranted(Err(KvError::LeaseExists)));
+    t.put_lease("x", "1", 7);
+    t.put_lease("y", "1", 7);
+    t.put("z", "1");
+    assert_eq!(
+        t.store.lease_keys(7).expect("keys"),
+        vec![b"x".to_vec(), b"y".to_vec()]
+    );
+    let (r, evs) = t.apply(Command::LeaseRevoke { id: 7 });
+    assert_eq!(r.revision, 4);
+    assert_eq!(evs.len(), 2);
+    assert!(evs
+        .iter()
+        .all(|e| e.kind == EventType::Delete && e.kv.mod_revision == 4));
+    assert!(t.get("x", 0).is_none() && t.get("y", 0).is_none());
+    assert!(t.get("z", 0).is_some());
+    assert_eq!(t.store.lease_ttl(7).expect("ttl"), None);
+    let (r, _) = t.apply(Command::LeaseRevoke { id: 7 });
+    assert_eq!(r.outcome, Outcome::Done(Err(KvError::LeaseNotFound)));
+}
