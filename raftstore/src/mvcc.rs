@@ -50,6 +50,8 @@ pub struct KvStore {
     revision: AtomicI64,
     compact_revision: AtomicI64,
     cluster_id: AtomicU64,
+    /// The member directory, cached so that no service reads RocksDB for it.
+    directory: std::sync::RwLock<Vec<(NodeId, MemberAddrs)>>,
     /// Held by physical compaction and by snapshot installation, which must not overlap.
     pub(crate) maintenance: Mutex<()>,
 }
@@ -71,6 +73,7 @@ impl KvStore {
             revision: AtomicI64::new(0),
             compact_revision: AtomicI64::new(0),
             cluster_id: AtomicU64::new(0),
+            directory: std::sync::RwLock::new(Vec::new()),
             maintenance: Mutex::new(()),
             db,
         };
@@ -88,7 +91,17 @@ impl KvStore {
             meta_i64(&self.db, META_CLUSTER_ID)? as u64,
             Ordering::SeqCst,
         );
+        let dir = self.members_from_db()?;
+        *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;
         Ok(())
+    }
+
+    /// Masters' registered addresses (cached copy of the replicated directory).
+    pub fn members(&self) -> Vec<(NodeId, MemberAddrs)> {
+        self.directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn db(&self) -> &Db {
@@ -121,7 +134,7 @@ impl KvStore {
         Ok((applied, membership))
     }
 
-    pub fn members(&self) -> Result<Vec<(NodeId, MemberAddrs)>, StoreError> {
+    fn members_from_db(&self) -> Result<Vec<(NodeId, MemberAddrs)>, StoreError> {
         let meta = engine::cf(&self.db, CF_SM_META);
         let mut it = self.db.raw_iterator_cf(meta);
         it.seek(META_MEMBER_PREFIX);
@@ -457,6 +470,10 @@ impl KvStore {
             self.compact_revision.store(c, Ordering::SeqCst);
         }
         self.revision.store(result.revision, Ordering::SeqCst);
+        if effects.members_changed {
+            let dir = self.members_from_db()?;
+            *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;
+        }
         Ok((result, effects))
     }
 

@@ -486,12 +486,7 @@ impl Master {
     pub fn members(&self) -> Vec<(NodeId, MemberAddrs, bool)> {
         let m = self.raft.metrics();
         let m = m.borrow();
-        let directory: BTreeMap<NodeId, MemberAddrs> = self
-            .store
-            .members()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let directory: BTreeMap<NodeId, MemberAddrs> = self.store.members().into_iter().collect();
         let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
         m.membership_config
             .nodes()
@@ -558,24 +553,17 @@ impl Master {
                 "cannot remove the last voting master".into(),
             ));
         }
+        // A voter is removed (retain=false drops it entirely); a learner is just dropped.
+        let change = if voters.contains(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
         self.raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .change_membership(change, false)
             .await
             .map_err(|e| Error::Unavailable(format!("removing member: {e}")))?;
-        let still_node = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .nodes()
-            .any(|(n, _)| *n == id);
-        if still_node {
-            self.raft
-                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| Error::Unavailable(format!("removing member: {e}")))?;
-        }
-        self.propose(Command::UnregisterMember { id }).await?;
+        // The leader's duties drop the removed master's directory entry.
         Ok(())
     }
 
@@ -634,7 +622,8 @@ impl Master {
             let leader = self.is_leader();
             if leader && !was_leader {
                 // A new leader gives every lease a full TTL (as etcd does).
-                if let Ok(leases) = self.store.leases() {
+                let store = self.store.clone();
+                if let Ok(Ok(leases)) = tokio::task::spawn_blocking(move || store.leases()).await {
                     self.lessor.reset(&leases);
                 }
                 if self.store.cluster_id() == 0 {
@@ -653,8 +642,31 @@ impl Master {
             }
             if leader {
                 self.revoke_expired();
+                if ticks % 5 == 3 {
+                    self.forget_removed_members().await;
+                }
                 if ticks % 5 == 0 {
                     self.auto_compact().await;
+                }
+            }
+        }
+    }
+
+    /// Drop directory entries of masters that are no longer members.
+    async fn forget_removed_members(&self) {
+        let nodes: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .nodes()
+            .map(|(n, _)| *n)
+            .collect();
+        for (id, addrs) in self.store.members() {
+            if !nodes.contains(&id) {
+                match self.propose(Command::UnregisterMember { id }).await {
+                    Ok(_) => tracing::info!(name = %addrs.name, "forgot a removed master"),
+                    Err(e) => tracing::warn!(error = %e, "could not forget a removed master"),
                 }
             }
         }
@@ -679,7 +691,6 @@ impl Master {
         let current = self
             .store
             .members()
-            .unwrap_or_default()
             .into_iter()
             .find(|(id, _)| *id == self.id)
             .map(|(_, a)| a);
