@@ -311,7 +311,7 @@ impl KvStore {
         key: &[u8],
         end: &[u8],
         max_events: usize,
-    ) -> Result<(Vec<(i64, Vec<Event>)>, i64), RangeError> {
+    ) -> Result<(History, i64), RangeError> {
         let compacted = self.compact_revision();
         if from < compacted {
             return Err(KvError::Compacted {
@@ -645,6 +645,9 @@ impl KvStore {
         Ok(removed)
     }
 }
+
+/// Events grouped by revision, oldest first.
+pub type History = Vec<(i64, Vec<Event>)>;
 
 /// Why a read failed: the request (etcd's error) or the store.
 #[derive(Debug, thiserror::Error)]

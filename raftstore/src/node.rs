@@ -645,7 +645,7 @@ impl Master {
                 if ticks % 5 == 3 {
                     self.forget_removed_members().await;
                 }
-                if ticks % 5 == 0 {
+                if ticks.is_multiple_of(5) {
                     self.auto_compact().await;
                 }
             }
