@@ -84,7 +84,7 @@ impl KvStore {
     /// Re-read the in-memory copies of the metadata (after a snapshot install).
     pub fn reload(&self) -> Result<(), StoreError> {
         self.revision
-            .store(meta_i64(&self.db, META_REVISION)?, Ordering::SeqCst);
+            .store(meta_i64(&self.db, META_REVISION)?.max(1), Ordering::SeqCst);
         self.compact_revision
             .store(meta_i64(&self.db, META_COMPACT)?, Ordering::SeqCst);
         self.cluster_id.store(
@@ -108,7 +108,8 @@ impl KvStore {
         &self.db
     }
 
-    /// The revision of the last write applied on this master.
+    /// The revision of the last write applied on this master. As in etcd, an
+    /// empty store is at revision 1 and the first write gets revision 2.
     pub fn revision(&self) -> i64 {
         self.revision.load(Ordering::SeqCst)
     }

@@ -119,6 +119,9 @@ pub struct MasterInner {
     read_tx: mpsc::UnboundedSender<ReadWaiter>,
     pub shutdown: CancellationToken,
     revoking: Mutex<HashSet<i64>>,
+    /// True once this master has published its addresses and the cluster id
+    /// is known (etcd likewise serves clients only after publishing itself).
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 /// A cheap handle on a running master, shared by every service.
@@ -235,6 +238,7 @@ impl Master {
             read_tx,
             shutdown: CancellationToken::new(),
             revoking: Mutex::new(HashSet::new()),
+            ready: tokio::sync::watch::channel(false).0,
         }));
         tokio::spawn(master.clone().read_index_loop(read_rx));
         Ok(master)
@@ -282,8 +286,13 @@ impl Master {
         tokio::spawn(self.clone().duties_loop());
     }
 
-    pub fn peer_addr_string(&self) -> String {
-        self.cfg.peer_addr.to_string()
+    /// Wait until this master is published (see `ready`), at most `limit`.
+    /// Returns whether it is.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let mut rx = self.ready.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub fn header(&self, revision: i64) -> ResponseHeader {
@@ -637,8 +646,11 @@ impl Master {
                 }
             }
             was_leader = leader;
-            if !registered && ticks % 5 == 1 && self.current_leader().is_some() {
+            if !registered && self.current_leader().is_some() {
                 registered = self.register_self().await;
+            }
+            if registered && self.store.cluster_id() != 0 {
+                self.ready.send_replace(true);
             }
             if leader {
                 self.revoke_expired();

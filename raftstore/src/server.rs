@@ -26,6 +26,9 @@ fn incoming(l: TcpListener) -> TcpIncoming {
     TcpIncoming::from(l).with_nodelay(Some(true))
 }
 
+/// How long a starting master waits to publish itself before serving clients.
+const READY_WAIT: Duration = Duration::from_secs(5);
+
 /// A master serving its peer and client addresses.
 pub struct RunningMaster {
     pub master: Master,
@@ -76,9 +79,22 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster, StartError> {
         .add_service(ClusterAdminServer::new(AdminService { master: m() }))
         .serve_with_incoming_shutdown(incoming(client_l), async move { stop.cancelled().await });
 
-    let servers = vec![tokio::spawn(peer), tokio::spawn(client)];
     master.bootstrap().await?;
     master.spawn_duties();
+    let peer = tokio::spawn(peer);
+    // Serve clients once this master has published its client address (as
+    // etcd does), or after READY_WAIT anyway, so that a master that cannot
+    // reach a quorum still answers status queries.
+    let m2 = master.clone();
+    let client = tokio::spawn(async move {
+        if !m2.wait_ready(READY_WAIT).await {
+            tracing::warn!(
+                "not yet published in the member directory (no quorum?); serving clients anyway"
+            );
+        }
+        client.await
+    });
+    let servers = vec![peer, client];
     tracing::info!(
         name = %master.cfg.name,
         id = master.id,

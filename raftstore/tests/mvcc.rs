@@ -91,11 +91,11 @@ impl T {
 #[test]
 fn revisions_versions_and_create_revisions_follow_etcd() {
     let mut t = T::new();
-    assert_eq!(t.put("a", "1"), 1);
-    assert_eq!(t.put("a", "2"), 2);
-    assert_eq!(t.put("b", "x"), 3);
-    assert_eq!(t.del("a", ""), 4);
-    assert_eq!(t.put("a", "3"), 5);
+    assert_eq!(t.put("a", "1"), 2);
+    assert_eq!(t.put("a", "2"), 3);
+    assert_eq!(t.put("b", "x"), 4);
+    assert_eq!(t.del("a", ""), 5);
+    assert_eq!(t.put("a", "3"), 6);
     let a = t.get("a", 0).expect("a exists");
     assert_eq!(
         (
@@ -104,9 +104,9 @@ fn revisions_versions_and_create_revisions_follow_etcd() {
             a.version,
             a.value.as_slice()
         ),
-        (5, 5, 1, &b"3"[..])
+        (6, 6, 1, &b"3"[..])
     );
-    let a2 = t.get("a", 2).expect("a at rev 2");
+    let a2 = t.get("a", 3).expect("a at rev 3");
     assert_eq!(
         (
             a2.create_revision,
@@ -114,14 +114,14 @@ fn revisions_versions_and_create_revisions_follow_etcd() {
             a2.version,
             a2.value.as_slice()
         ),
-        (1, 2, 2, &b"2"[..])
+        (2, 3, 2, &b"2"[..])
     );
-    assert!(t.get("a", 4).is_none(), "deleted at revision 4");
-    assert_eq!(t.store.revision(), 5);
+    assert!(t.get("a", 5).is_none(), "deleted at revision 5");
+    assert_eq!(t.store.revision(), 6);
     // A delete of nothing writes nothing and does not move the revision.
-    assert_eq!(t.del("zzz", ""), 5);
+    assert_eq!(t.del("zzz", ""), 6);
     assert!(matches!(
-        t.range("a", "", 6),
+        t.range("a", "", 7),
         Err(RangeError::Kv(KvError::FutureRevision))
     ));
 }
@@ -170,7 +170,7 @@ fn range_limit_count_sort_and_filters() {
         .range(&RangeRequest {
             key: b"k".to_vec(),
             range_end: b"\0".to_vec(),
-            min_mod_revision: 3,
+            min_mod_revision: 4,
             count_only: true,
             ..Default::default()
         })
@@ -209,7 +209,7 @@ fn txn_compares_choose_the_branch_and_see_their_own_writes() {
     });
     let r = r.expect("txn");
     assert!(r.succeeded);
-    assert_eq!(rev, 2);
+    assert_eq!(rev, 3);
     match &r.responses[1] {
         ResponseOp::Range(rr) => assert_eq!(rr.kvs[0].value, b"yes"),
         o => panic!("{o:?}"),
@@ -260,42 +260,42 @@ fn compaction_refuses_old_revisions_and_keeps_the_state_at_the_compact_revision(
     t.put("b", "1");
     t.del("b", "");
     t.put("c", "1");
-    // revisions: a=1..5, b put=6, b del=7, c=8
-    let (r, _) = t.apply(Command::Compact { revision: 7 });
+    // revisions: a=2..6, b put=7, b del=8, c=9
+    let (r, _) = t.apply(Command::Compact { revision: 8 });
     assert_eq!(r.outcome, Outcome::Done(Ok(())));
     assert!(matches!(
-        t.range("a", "", 6),
+        t.range("a", "", 7),
         Err(RangeError::Kv(KvError::Compacted {
-            compact_revision: 7
+            compact_revision: 8
         }))
     ));
     let before = t
-        .range("\0", "\0", 7)
+        .range("\0", "\0", 8)
         .expect("range at the compact revision");
-    t.store.compact_physical(7).expect("physical compaction");
+    t.store.compact_physical(8).expect("physical compaction");
     let after = t
-        .range("\0", "\0", 7)
+        .range("\0", "\0", 8)
         .expect("range at the compact revision");
     assert_eq!(before, after);
-    assert_eq!(t.get("a", 7).expect("a").value, b"4");
-    assert!(t.get("b", 7).is_none());
+    assert_eq!(t.get("a", 8).expect("a").value, b"4");
+    assert!(t.get("b", 8).is_none());
     assert!(matches!(
-        t.store.history(6, b"\0", b"\0", 100),
+        t.store.history(7, b"\0", b"\0", 100),
         Err(RangeError::Kv(KvError::Compacted {
-            compact_revision: 7
+            compact_revision: 8
         }))
     ));
     let (h, next) = t
         .store
-        .history(7, b"\0", b"\0", 100)
+        .history(8, b"\0", b"\0", 100)
         .expect("history from the compact revision");
-    assert_eq!(h.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![7, 8]);
-    assert_eq!(next, 9);
+    assert_eq!(h.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![8, 9]);
+    assert_eq!(next, 10);
     let (r, _) = t.apply(Command::Compact { revision: 5 });
     assert_eq!(
         r.outcome,
         Outcome::Done(Err(KvError::Compacted {
-            compact_revision: 7
+            compact_revision: 8
         }))
     );
     let (r, _) = t.apply(Command::Compact { revision: 100 });
@@ -360,11 +360,11 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
         vec![b"x".to_vec(), b"y".to_vec()]
     );
     let (r, evs) = t.apply(Command::LeaseRevoke { id: 7 });
-    assert_eq!(r.revision, 4);
+    assert_eq!(r.revision, 5);
     assert_eq!(evs.len(), 2);
     assert!(evs
         .iter()
-        .all(|e| e.kind == EventType::Delete && e.kv.mod_revision == 4));
+        .all(|e| e.kind == EventType::Delete && e.kv.mod_revision == 5));
     assert!(t.get("x", 0).is_none() && t.get("y", 0).is_none());
     assert!(t.get("z", 0).is_some());
     assert_eq!(t.store.lease_ttl(7).expect("ttl"), None);

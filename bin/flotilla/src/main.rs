@@ -177,6 +177,18 @@ async fn run_up(a: UpArgs) -> Result<()> {
                 .with_context(|| format!("starting master {n}"))?,
         );
     }
+    for r in &running {
+        if !r
+            .master
+            .wait_ready(std::time::Duration::from_secs(30))
+            .await
+        {
+            eprintln!(
+                "warning: master {} has not published itself yet",
+                r.master.cfg.name
+            );
+        }
+    }
     let endpoints: Vec<String> = ports.iter().map(|(c, _)| addr(*c).to_string()).collect();
     println!(
         "Flotilla is up: three masters, data in {}",
@@ -207,6 +219,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
