@@ -24,6 +24,12 @@ pub const META_REVISION: &[u8] = b"revision";
 pub const META_COMPACT: &[u8] = b"compact_revision";
 pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
 pub const META_MEMBER_PREFIX: &[u8] = b"member/";
+/// `(log index, last sub-command written)` while a batched entry is half applied.
+pub const META_BATCH_PROGRESS: &[u8] = b"batch_progress";
+
+fn ser<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serialize(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -433,19 +439,15 @@ impl KvStore {
 
     /// Apply one committed log entry. Writes are not synced here: the log is
     /// durable, and a state machine that lost its tail re-applies it.
-    pub fn apply(&self, entry: &Entry) -> Result<(CommandResult, Effects), StoreError> {
+    pub fn apply(&self, entry: &Entry) -> Result<(CommandResult, Vec<Effects>), StoreError> {
+        if let openraft::EntryPayload::Normal(Command::Batch(cmds)) = &entry.payload {
+            return self.apply_batch(entry.log_id, cmds);
+        }
         let meta = engine::cf(&self.db, CF_SM_META);
         let mut batch = WriteBatch::default();
         let log_id = Some(entry.log_id);
-        batch.put_cf(
-            meta,
-            META_APPLIED,
-            bincode::serialize(&log_id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        );
-        let mut effects = Effects {
-            revision: self.revision(),
-            ..Default::default()
-        };
+        batch.put_cf(meta, META_APPLIED, ser(&log_id)?);
+        let mut effects = Effects::default();
         let result = match &entry.payload {
             openraft::EntryPayload::Blank => CommandResult {
                 revision: self.revision(),
@@ -453,11 +455,7 @@ impl KvStore {
             },
             openraft::EntryPayload::Membership(m) => {
                 let sm = StoredMembership::new(log_id, m.clone());
-                batch.put_cf(
-                    meta,
-                    META_MEMBERSHIP,
-                    bincode::serialize(&sm).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                );
+                batch.put_cf(meta, META_MEMBERSHIP, ser(&sm)?);
                 CommandResult {
                     revision: self.revision(),
                     outcome: Outcome::Done(Ok(())),
@@ -465,6 +463,75 @@ impl KvStore {
             }
             openraft::EntryPayload::Normal(cmd) => self.execute(cmd, &mut batch, &mut effects)?,
         };
+        self.commit_write(batch, &result, &mut effects)?;
+        Ok((result, vec![effects]))
+    }
+
+    /// Apply the commands of one batched entry in order, each with its own
+    /// revision. Each command is written on its own, with a progress marker,
+    /// and the entry counts as applied only with the last: a crash in the
+    /// middle re-applies the entry and skips what was already written.
+    fn apply_batch(
+        &self,
+        log_id: LogId,
+        cmds: &[Command],
+    ) -> Result<(CommandResult, Vec<Effects>), StoreError> {
+        let meta = engine::cf(&self.db, CF_SM_META);
+        let done: Option<(u64, usize)> = match self.db.get_cf(meta, META_BATCH_PROGRESS)? {
+            Some(v) => {
+                Some(bincode::deserialize(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            }
+            None => None,
+        };
+        let skip_through = done.filter(|(idx, _)| *idx == log_id.index).map(|(_, i)| i);
+        let mut results = Vec::with_capacity(cmds.len());
+        let mut all = Vec::with_capacity(cmds.len());
+        for (i, cmd) in cmds.iter().enumerate() {
+            if skip_through.is_some_and(|d| i <= d) {
+                results.push(CommandResult::default());
+                continue;
+            }
+            let mut batch = WriteBatch::default();
+            if i + 1 == cmds.len() {
+                batch.put_cf(meta, META_APPLIED, ser(&Some(log_id))?);
+                batch.delete_cf(meta, META_BATCH_PROGRESS);
+            } else {
+                batch.put_cf(meta, META_BATCH_PROGRESS, ser(&(log_id.index, i))?);
+            }
+            let mut fx = Effects::default();
+            let result = match cmd {
+                Command::Batch(_) => CommandResult {
+                    revision: self.revision(),
+                    outcome: Outcome::Done(Err(KvError::InvalidArgument(
+                        "batches do not nest".into(),
+                    ))),
+                },
+                cmd => self.execute(cmd, &mut batch, &mut fx)?,
+            };
+            self.commit_write(batch, &result, &mut fx)?;
+            results.push(result);
+            all.push(fx);
+        }
+        if cmds.is_empty() {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(meta, META_APPLIED, ser(&Some(log_id))?);
+            self.db.write(batch)?;
+        }
+        Ok((
+            CommandResult {
+                revision: self.revision(),
+                outcome: Outcome::Batch(results),
+            },
+            all,
+        ))
+    }
+
+    fn commit_write(
+        &self,
+        batch: WriteBatch,
+        result: &CommandResult,
+        effects: &mut Effects,
+    ) -> Result<(), StoreError> {
         self.db.write(batch)?;
         effects.revision = result.revision;
         if let Some(c) = effects.compacted_to {
@@ -475,7 +542,7 @@ impl KvStore {
             let dir = self.members_from_db()?;
             *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;
         }
-        Ok((result, effects))
+        Ok(())
     }
 
     fn execute(
@@ -591,6 +658,10 @@ impl KvStore {
                 fx.members_changed = true;
                 done(cur, Ok(()))
             }
+            Command::Batch(_) => done(
+                cur,
+                Err(KvError::InvalidArgument("batches do not nest".into())),
+            ),
             Command::SetClusterId { id } => {
                 if self.cluster_id() == 0 {
                     batch.put_cf(meta, META_CLUSTER_ID, id.to_be_bytes());

@@ -25,7 +25,7 @@ use crate::mvcc::KvStore;
 use crate::network::{self, NetworkFactory, PeerChannels};
 use crate::state_machine::{Listeners, StateMachine};
 use crate::types::{
-    node_id_from_name, Command, CommandResult, MasterNode, MemberAddrs, NodeId, Raft,
+    node_id_from_name, Command, CommandResult, MasterNode, MemberAddrs, NodeId, Outcome, Raft,
 };
 use crate::watch::WatchHub;
 
@@ -63,8 +63,8 @@ impl MasterConfig {
             peer_addr,
             initial_cluster: vec![],
             join: vec![],
-            heartbeat_interval_ms: 50,
-            election_timeout_ms: 250,
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 300,
             snapshot_logs: 10_000,
             auto_compaction_retention: 10_000,
             limits: Limits::default(),
@@ -117,6 +117,7 @@ pub struct MasterInner {
     pub lessor: Arc<Lessor>,
     pub channels: PeerChannels,
     read_tx: mpsc::UnboundedSender<ReadWaiter>,
+    proposals: mpsc::UnboundedSender<Proposal>,
     pub shutdown: CancellationToken,
     revoking: Mutex<HashSet<i64>>,
     /// True once this master has published its addresses and the cluster id
@@ -227,6 +228,7 @@ impl Master {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let (read_tx, read_rx) = mpsc::unbounded_channel();
+        let (proposals, proposals_rx) = mpsc::unbounded_channel();
         let master = Master(Arc::new(MasterInner {
             id,
             cfg,
@@ -236,11 +238,13 @@ impl Master {
             lessor,
             channels,
             read_tx,
+            proposals,
             shutdown: CancellationToken::new(),
             revoking: Mutex::new(HashSet::new()),
             ready: tokio::sync::watch::channel(false).0,
         }));
         tokio::spawn(master.clone().read_index_loop(read_rx));
+        tokio::spawn(proposer_loop(master.raft.clone(), proposals_rx));
         Ok(master)
     }
 
@@ -344,12 +348,10 @@ impl Master {
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
             let attempt = if leader == self.id {
-                match self.raft.client_write(cmd.clone()).await {
-                    Ok(r) => return Ok(r.data),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                        Err(Error::NoLeader)
-                    }
-                    Err(e) => return Err(Error::Unavailable(e.to_string())),
+                match self.submit(cmd.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(Error::NoLeader) => Err(Error::NoLeader),
+                    Err(e) => return Err(e),
                 }
             } else {
                 self.forward_propose(&node.peer_addr, &cmd, deadline).await
@@ -366,6 +368,18 @@ impl Master {
                 }
             }
         }
+    }
+
+    /// Hand a command to this (leader) master's batcher and wait for its result.
+    /// `Err(NoLeader)` when this master is not (or no longer) the leader.
+    pub async fn submit(&self, cmd: Command) -> Result<CommandResult> {
+        let (tx, rx) = oneshot::channel();
+        let size = command_size(&cmd);
+        self.proposals
+            .send(Proposal { cmd, size, tx })
+            .map_err(|_| Error::Unavailable("master is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("master is shutting down".into()))?
     }
 
     async fn forward_propose(
@@ -434,7 +448,12 @@ impl Master {
     }
 
     async fn read_index_loop(self, mut rx: mpsc::UnboundedReceiver<ReadWaiter>) {
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = tokio::select! {
+                w = rx.recv() => match w { Some(w) => w, None => return },
+                // Holding `self` must not keep the master (and its database) alive.
+                _ = self.shutdown.cancelled() => return,
+            };
             let mut waiters = vec![first];
             while let Ok(w) = rx.try_recv() {
                 waiters.push(w);
@@ -758,6 +777,111 @@ impl Master {
             match self.propose(Command::Compact { revision: target }).await {
                 Ok(_) => tracing::debug!(revision = target, "automatic compaction"),
                 Err(e) => tracing::warn!(error = %e, "automatic compaction failed"),
+            }
+        }
+    }
+}
+
+/// A command waiting to be put in the log, and who waits for its result.
+struct Proposal {
+    cmd: Command,
+    size: usize,
+    tx: oneshot::Sender<Result<CommandResult>>,
+}
+
+/// Most commands carried by one log entry.
+const MAX_BATCH: usize = 512;
+/// Most bytes (roughly) carried by one log entry.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Batches handed to Raft and not yet answered.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+fn command_size(cmd: &Command) -> usize {
+    match cmd {
+        Command::Txn(t) => crate::kv::txn_size(t) + 16,
+        Command::Batch(b) => b.iter().map(command_size).sum(),
+        _ => 64,
+    }
+}
+
+/// Group commit above Raft: openraft 0.9 appends (and fsyncs) one log entry
+/// at a time, so commands that arrive while earlier ones are being
+/// replicated travel together in one entry.
+async fn proposer_loop(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut carry: Option<Proposal> = None;
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) if bytes + p.size > MAX_BATCH_BYTES => {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.size;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            write_batch(&raft, batch).await;
+        });
+    }
+}
+
+fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, MasterNode>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::NoLeader,
+        e => Error::Unavailable(e.to_string()),
+    }
+}
+
+async fn write_batch(raft: &Raft, mut batch: Vec<Proposal>) {
+    if batch.len() == 1 {
+        if let Some(p) = batch.pop() {
+            let r = raft
+                .client_write(p.cmd)
+                .await
+                .map(|r| r.data)
+                .map_err(|e| write_error(&e));
+            let _ = p.tx.send(r);
+        }
+        return;
+    }
+    let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+    match raft.client_write(Command::Batch(cmds)).await {
+        Ok(resp) => match resp.data.outcome {
+            Outcome::Batch(results) if results.len() == txs.len() => {
+                for (tx, r) in txs.into_iter().zip(results) {
+                    let _ = tx.send(Ok(r));
+                }
+            }
+            other => {
+                for tx in txs {
+                    let _ = tx.send(Err(Error::Internal(format!(
+                        "unexpected batch outcome {other:?}"
+                    ))));
+                }
+            }
+        },
+        Err(e) => {
+            for tx in txs {
+                let _ = tx.send(Err(write_error(&e)));
             }
         }
     }

@@ -120,6 +120,16 @@ impl RunningMaster {
         if let Err(e) = self.master.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        // Make the WAL durable and stop RocksDB's background threads, so
+        // that the process can exit while the database object still lives.
+        let db = self.master.store.db().clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = db.flush_wal(true) {
+                tracing::warn!(error = %e, "final WAL sync");
+            }
+            db.cancel_all_background_work(true);
+        })
+        .await;
         tracing::info!(name = %self.master.cfg.name, "master stopped");
     }
 }

@@ -127,7 +127,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.store.clone();
         let applied = tokio::task::spawn_blocking(
-            move || -> Result<Vec<(CommandResult, Effects)>, StoreError> {
+            move || -> Result<Vec<(CommandResult, Vec<Effects>)>, StoreError> {
                 entries.iter().map(|e| store.apply(e)).collect()
             },
         )
@@ -135,8 +135,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(sm_err)?
         .map_err(sm_err)?;
         let mut results = Vec::with_capacity(applied.len());
-        for (r, fx) in applied {
-            self.notify(fx);
+        for (r, fxs) in applied {
+            for fx in fxs {
+                self.notify(fx);
+            }
             results.push(r);
         }
         Ok(results)

@@ -100,6 +100,9 @@ pub enum Command {
     SetClusterId {
         id: u64,
     },
+    /// Commands proposed concurrently, carried by one log entry (one fsync)
+    /// and applied in order, each with its own revision.
+    Batch(Vec<Command>),
 }
 
 /// What applying a [`Command`] produced, with the store revision after it.
@@ -114,6 +117,8 @@ pub enum Outcome {
     Txn(Result<TxnResponse, KvError>),
     Done(Result<(), KvError>),
     LeaseGranted(Result<(i64, i64), KvError>),
+    /// The results of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
 }
 
 impl Default for CommandResult {

@@ -32,7 +32,7 @@ impl T {
             payload: EntryPayload::Normal(cmd),
         };
         let (r, fx) = self.store.apply(&e).expect("apply");
-        (r, fx.events)
+        (r, fx.into_iter().flat_map(|f| f.events).collect())
     }
 
     fn txn(&mut self, t: TxnRequest) -> (Result<TxnResponse, KvError>, i64) {
@@ -370,4 +370,53 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
     assert_eq!(t.store.lease_ttl(7).expect("ttl"), None);
     let (r, _) = t.apply(Command::LeaseRevoke { id: 7 });
     assert_eq!(r.outcome, Outcome::Done(Err(KvError::LeaseNotFound)));
+}
+
+#[test]
+fn a_batch_applies_each_command_at_its_own_revision_and_resumes_after_a_crash() {
+    let put = |k: &str| {
+        Command::Txn(TxnRequest::single(RequestOp::Put(PutRequest {
+            key: k.into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })))
+    };
+    let mut t = T::new();
+    let (r, evs) = t.apply(Command::Batch(vec![put("a"), put("b"), put("a")]));
+    let Outcome::Batch(results) = r.outcome else {
+        panic!("not a batch outcome")
+    };
+    assert_eq!(
+        results.iter().map(|r| r.revision).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(evs.len(), 3);
+    assert_eq!(t.get("a", 0).expect("a").version, 2);
+    let (applied, _) = t.store.applied_state().expect("applied");
+    assert_eq!(applied.map(|l| l.index), Some(1));
+
+    // A master that crashed after writing the first two commands of entry 1
+    // re-applies the entry and must not write them twice.
+    let mut t = T::new();
+    let meta = engine::cf(t.store.db(), engine::CF_SM_META);
+    t.store
+        .db()
+        .put_cf(
+            meta,
+            flotilla_raftstore::mvcc::META_BATCH_PROGRESS,
+            bincode_progress(1, 1),
+        )
+        .expect("marker");
+    t.apply(Command::Batch(vec![put("a"), put("b"), put("c")]));
+    assert!(
+        t.get("a", 0).is_none() && t.get("b", 0).is_none(),
+        "already-written commands were written again"
+    );
+    assert_eq!(t.get("c", 0).expect("c").mod_revision, 2);
+}
+
+fn bincode_progress(index: u64, sub: usize) -> Vec<u8> {
+    let mut v = index.to_le_bytes().to_vec();
+    v.extend_from_slice(&(sub as u64).to_le_bytes());
+    v
 }

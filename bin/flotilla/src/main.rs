@@ -31,11 +31,13 @@ enum Cmd {
 
 #[derive(Args)]
 struct Tuning {
-    /// Interval between leader heartbeats, in milliseconds.
-    #[arg(long, default_value_t = 50)]
+    /// Interval between leader heartbeats, in milliseconds. openraft also
+    /// uses it as the timeout of every AppendEntries, so it must exceed the
+    /// slowest follower fsync.
+    #[arg(long, default_value_t = 100)]
     heartbeat_interval_ms: u64,
     /// Minimum election timeout in milliseconds (the maximum is twice this).
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 300)]
     election_timeout_ms: u64,
     /// Log entries between two snapshots; the log is purged behind a snapshot.
     #[arg(long, default_value_t = 10_000)]

@@ -48,8 +48,8 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         if !self.master.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }
-        match self.master.raft.client_write(cmd).await {
-            Ok(r) => Ok(Response::new(encode(&r.data).map_err(Status::internal)?)),
+        match self.master.submit(cmd).await {
+            Ok(r) => Ok(Response::new(encode(&r).map_err(Status::internal)?)),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }
