@@ -139,8 +139,19 @@ enum Consistency {
     S,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match start(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever RUST_BACKTRACE says: scripts read stderr.
+            eprintln!("flotilla-bench: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(cli: Cli) -> Result<()> {
     if cli.endpoints.is_empty() {
         bail!("--endpoints is empty");
     }
@@ -190,7 +201,10 @@ async fn run(cli: Cli) -> Result<()> {
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
-                    bail!("no endpoint reports itself as leader: {}", describe(&statuses));
+                    bail!(
+                        "no endpoint reports itself as leader: {}",
+                        describe(&statuses)
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -366,6 +380,11 @@ fn json_string(s: &str) -> String {
     out
 }
 
+fn json_array(items: &[String]) -> String {
+    let parts: Vec<String> = items.iter().map(|s| json_string(s)).collect();
+    format!("[{}]", parts.join(","))
+}
+
 /// Decimal, zero-padded to exactly `size` bytes.
 fn make_key(idx: u64, size: usize) -> Vec<u8> {
     format!("{idx:0size$}").into_bytes()
@@ -419,7 +438,10 @@ async fn run_load(cli: &Cli, load: &LoadArgs, op: Op) -> Result<Report> {
         let my_first = first_index;
         first_index += n_ops;
         handles.push(tokio::spawn(async move {
-            client_loop(ch, op, load, keyspace, n_ops, my_first, i as u64, deadline, timeout).await
+            client_loop(
+                ch, op, load, keyspace, n_ops, my_first, i as u64, deadline, timeout,
+            )
+            .await
         }));
     }
     let mut total = Tally::new();
@@ -548,6 +570,8 @@ async fn until_write(
     }
     let mut attempts = 0u64;
     let mut last_error = String::new();
+    // The first few distinct failures, with the ms (since T) they were seen.
+    let mut samples: Vec<String> = Vec::new();
     // Bounded by the deadline; the attempt cap is a second, generous bound.
     let max_attempts = timeout_secs.saturating_mul(100_000).max(1);
     while Instant::now() < deadline && attempts < max_attempts {
@@ -565,13 +589,18 @@ async fn until_write(
                 let now = unix_ns();
                 let ms = now.saturating_sub(since) as f64 / 1e6;
                 println!(
-                    "{{\"workload\":\"until-write\",\"ok\":true,\"ms\":{ms:.1},\"attempts\":{attempts},\"endpoint\":{}}}",
-                    json_string(&endpoints[i])
+                    "{{\"workload\":\"until-write\",\"ok\":true,\"ms\":{ms:.1},\"attempts\":{attempts},\"endpoint\":{},\"failures\":{}}}",
+                    json_string(&endpoints[i]),
+                    json_array(&samples)
                 );
                 return Ok(());
             }
             Ok(Err(status)) => last_error = format!("{}: {}", endpoints[i], status_text(&status)),
             Err(_) => last_error = format!("{}: attempt deadline exceeded", endpoints[i]),
+        }
+        if samples.len() < 8 && !samples.iter().any(|s| s.ends_with(&last_error)) {
+            let at = unix_ns().saturating_sub(since) as f64 / 1e6;
+            samples.push(format!("{at:.0}ms {last_error}"));
         }
         // An endpoint that refuses at once should not make us spin.
         if t0.elapsed() < Duration::from_millis(5) {
@@ -580,8 +609,9 @@ async fn until_write(
     }
     let ms = unix_ns().saturating_sub(since) as f64 / 1e6;
     println!(
-        "{{\"workload\":\"until-write\",\"ok\":false,\"ms\":{ms:.1},\"attempts\":{attempts},\"last_error\":{}}}",
-        json_string(&last_error)
+        "{{\"workload\":\"until-write\",\"ok\":false,\"ms\":{ms:.1},\"attempts\":{attempts},\"last_error\":{},\"failures\":{}}}",
+        json_string(&last_error),
+        json_array(&samples)
     );
     bail!("no put was acknowledged within {timeout_secs} s ({attempts} attempts; last error: {last_error})")
 }
