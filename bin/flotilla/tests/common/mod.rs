@@ -140,8 +140,8 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
-            heartbeat_ms: 50,
-            election_ms: 250,
+            heartbeat_ms: 100,
+            election_ms: 300,
             snapshot_logs: None,
             auto_compaction_retention: None,
             extra_args: Vec::new(),
