@@ -209,7 +209,9 @@ impl Master {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(1)),
             max_in_snapshot_log_to_keep: keep,
             snapshot_max_chunk_size: 1 << 20,
-            max_payload_entries: 1000,
+            // Every AppendEntries must finish within the heartbeat interval
+            // (openraft's timeout), so keep them small: entries are batches.
+            max_payload_entries: 32,
             ..Default::default()
         };
         let rcfg = Arc::new(
@@ -792,7 +794,7 @@ struct Proposal {
 /// Most commands carried by one log entry.
 const MAX_BATCH: usize = 512;
 /// Most bytes (roughly) carried by one log entry.
-const MAX_BATCH_BYTES: usize = 4 << 20;
+const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Batches handed to Raft and not yet answered.
 const BATCHES_IN_FLIGHT: usize = 2;
 
