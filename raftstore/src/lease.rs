@@ -14,6 +14,17 @@ pub const MIN_TTL: i64 = 2;
 /// Largest TTL accepted, in seconds (etcd's limit).
 pub const MAX_TTL: i64 = 9_000_000_000;
 
+/// What a keep-alive found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed for this many seconds.
+    Renewed(i64),
+    /// Expired, but its revocation is not applied yet: its keys still exist.
+    Expired,
+    /// No such lease.
+    Unknown,
+}
+
 #[derive(Default)]
 pub struct Lessor {
     leases: Mutex<HashMap<i64, (i64, Instant)>>,
@@ -45,16 +56,17 @@ impl Lessor {
         }
     }
 
-    /// Renew a lease; its granted TTL, or None when it does not exist or has expired.
-    pub fn renew(&self, id: i64) -> Option<i64> {
+    /// Renew a lease that has not expired yet.
+    pub fn renew(&self, id: i64) -> Renewal {
         let mut m = self.lock();
         let now = Instant::now();
         match m.get_mut(&id) {
             Some((ttl, exp)) if *exp > now => {
                 *exp = Self::expiry(*ttl);
-                Some(*ttl)
+                Renewal::Renewed(*ttl)
             }
-            _ => None,
+            Some(_) => Renewal::Expired,
+            None => Renewal::Unknown,
         }
     }
 

@@ -26,6 +26,28 @@ pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
 pub const META_MEMBER_PREFIX: &[u8] = b"member/";
 /// `(log index, last sub-command written)` while a batched entry is half applied.
 pub const META_BATCH_PROGRESS: &[u8] = b"batch_progress";
+/// Results of recently applied [`Command::Once`] commands: `once/` ++ id.
+const META_ONCE_PREFIX: &[u8] = b"once/";
+/// The order they were applied in: `oncelog/` ++ be(seq) → `once/` key.
+const META_ONCE_LOG_PREFIX: &[u8] = b"oncelog/";
+const META_ONCE_SEQ: &[u8] = b"once_seq";
+/// How many applied request ids are remembered (retries happen within seconds).
+const ONCE_WINDOW: i64 = 100_000;
+/// Results larger than this are not kept for replay.
+const ONCE_MAX_RESULT: usize = 64 * 1024;
+
+fn once_key(id: (u64, u64)) -> Vec<u8> {
+    let mut k = META_ONCE_PREFIX.to_vec();
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k.extend_from_slice(&id.1.to_be_bytes());
+    k
+}
+
+fn once_log_key(seq: i64) -> Vec<u8> {
+    let mut k = META_ONCE_LOG_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
 
 fn ser<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     bincode::serialize(v).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -49,6 +71,8 @@ pub struct Effects {
     pub leases_revoked: Vec<i64>,
     pub compacted_to: Option<i64>,
     pub members_changed: bool,
+    /// The new count of applied request ids, when this command had one.
+    pub once_seq: Option<i64>,
 }
 
 pub struct KvStore {
@@ -56,6 +80,8 @@ pub struct KvStore {
     revision: AtomicI64,
     compact_revision: AtomicI64,
     cluster_id: AtomicU64,
+    /// How many [`Command::Once`] ids have been applied (deterministic).
+    once_seq: AtomicI64,
     /// The member directory, cached so that no service reads RocksDB for it.
     directory: std::sync::RwLock<Vec<(NodeId, MemberAddrs)>>,
     /// Held by physical compaction and by snapshot installation, which must not overlap.
@@ -79,6 +105,7 @@ impl KvStore {
             revision: AtomicI64::new(0),
             compact_revision: AtomicI64::new(0),
             cluster_id: AtomicU64::new(0),
+            once_seq: AtomicI64::new(0),
             directory: std::sync::RwLock::new(Vec::new()),
             maintenance: Mutex::new(()),
             db,
@@ -97,6 +124,8 @@ impl KvStore {
             meta_i64(&self.db, META_CLUSTER_ID)? as u64,
             Ordering::SeqCst,
         );
+        self.once_seq
+            .store(meta_i64(&self.db, META_ONCE_SEQ)?, Ordering::SeqCst);
         let dir = self.members_from_db()?;
         *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;
         Ok(())
@@ -537,7 +566,12 @@ impl KvStore {
         if let Some(c) = effects.compacted_to {
             self.compact_revision.store(c, Ordering::SeqCst);
         }
-        self.revision.store(result.revision, Ordering::SeqCst);
+        // A replayed request reports the revision it was first applied at:
+        // the store's revision never moves back.
+        self.revision.fetch_max(result.revision, Ordering::SeqCst);
+        if let Some(seq) = effects.once_seq {
+            self.once_seq.store(seq, Ordering::SeqCst);
+        }
         if effects.members_changed {
             let dir = self.members_from_db()?;
             *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;
@@ -662,6 +696,44 @@ impl KvStore {
                 cur,
                 Err(KvError::InvalidArgument("batches do not nest".into())),
             ),
+            Command::Once { id, cmd } => {
+                let key = once_key(*id);
+                if let Some(v) = self.db.get_cf(meta, &key)? {
+                    // Applied before: replay the first result, change nothing.
+                    return bincode::deserialize(&v)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()));
+                }
+                let result = match cmd.as_ref() {
+                    Command::Once { .. } | Command::Batch(_) => done(
+                        cur,
+                        Err(KvError::InvalidArgument("request ids do not nest".into())),
+                    ),
+                    inner => self.execute(inner, batch, fx)?,
+                };
+                let mut stored = ser(&result)?;
+                if stored.len() > ONCE_MAX_RESULT {
+                    stored = ser(&CommandResult {
+                        revision: result.revision,
+                        outcome: Outcome::Done(Err(KvError::InvalidArgument(
+                            "the request was applied, but its result is too large to report again"
+                                .into(),
+                        ))),
+                    })?;
+                }
+                batch.put_cf(meta, &key, stored);
+                let seq = self.once_seq.load(Ordering::SeqCst) + 1;
+                batch.put_cf(meta, META_ONCE_SEQ, seq.to_be_bytes());
+                batch.put_cf(meta, once_log_key(seq), &key);
+                if seq > ONCE_WINDOW {
+                    let old = once_log_key(seq - ONCE_WINDOW);
+                    if let Some(old_key) = self.db.get_cf(meta, &old)? {
+                        batch.delete_cf(meta, old_key);
+                    }
+                    batch.delete_cf(meta, old);
+                }
+                fx.once_seq = Some(seq);
+                result
+            }
             Command::SetClusterId { id } => {
                 if self.cluster_id() == 0 {
                     batch.put_cf(meta, META_CLUSTER_ID, id.to_be_bytes());

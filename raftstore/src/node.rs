@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine;
 use crate::error::{Error, Result};
 use crate::kv::Limits;
-use crate::lease::Lessor;
+use crate::lease::{Lessor, Renewal};
 use crate::log_store::LogStore;
 use crate::mvcc::KvStore;
 use crate::network::{self, NetworkFactory, PeerChannels};
@@ -204,7 +204,9 @@ impl Master {
             cluster_name: "flotilla".into(),
             heartbeat_interval: cfg.heartbeat_interval_ms,
             election_timeout_min: cfg.election_timeout_ms,
-            election_timeout_max: cfg.election_timeout_ms * 2,
+            // openraft 0.9 waits a whole election_timeout_max (its leader
+            // lease) before the randomized timeout: keep the range narrow.
+            election_timeout_max: cfg.election_timeout_ms * 3 / 2,
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(1)),
             max_in_snapshot_log_to_keep: keep,
@@ -347,6 +349,19 @@ impl Master {
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult> {
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        // A unique id makes the retries below safe: an attempt that failed
+        // ambiguously (the leader died after appending it) may still be
+        // committed, and the state machine then applies the retry as a replay.
+        let cmd = match cmd {
+            c @ Command::Once { .. } => c,
+            c => Command::Once {
+                id: (self.id, rand::thread_rng().gen()),
+                cmd: Box::new(c),
+            },
+        };
+        // A forwarded attempt that hangs (its leader paused or cut off) is
+        // abandoned for the current leader after this long.
+        let attempt_limit = Duration::from_millis((self.cfg.election_timeout_ms * 4).max(1000));
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
             let attempt = if leader == self.id {
@@ -356,7 +371,16 @@ impl Master {
                     Err(e) => return Err(e),
                 }
             } else {
-                self.forward_propose(&node.peer_addr, &cmd, deadline).await
+                let attempt_deadline = deadline.min(tokio::time::Instant::now() + attempt_limit);
+                match self
+                    .forward_propose(&node.peer_addr, &cmd, attempt_deadline)
+                    .await
+                {
+                    Err(Error::Timeout) if attempt_deadline < deadline => Err(Error::Unavailable(
+                        format!("leader {} did not answer in time", node.name),
+                    )),
+                    other => other,
+                }
             };
             match attempt {
                 Ok(r) => return Ok(r),
@@ -374,7 +398,7 @@ impl Master {
 
     /// Hand a command to this (leader) master's batcher and wait for its result.
     /// `Err(NoLeader)` when this master is not (or no longer) the leader.
-    pub async fn submit(&self, cmd: Command) -> Result<CommandResult> {
+    pub(crate) async fn submit(&self, cmd: Command) -> Result<CommandResult> {
         let (tx, rx) = oneshot::channel();
         let size = command_size(&cmd);
         self.proposals
@@ -479,7 +503,7 @@ impl Master {
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
         let (leader, node) = self.wait_for_leader(deadline).await?;
         if leader == self.id {
-            return Ok(self.lessor.renew(id));
+            return self.lease_keep_alive_local(id).await;
         }
         let mut c = self
             .channels
@@ -491,6 +515,34 @@ impl Master {
             .map_err(|s| Error::Unavailable(s.message().to_string()))?
             .into_inner();
         Ok(r.found.then_some(r.ttl))
+    }
+
+    /// Renew a lease on this (leader) master. A lease that has expired but
+    /// whose revocation is not applied yet still has its keys: answer only
+    /// once the revocation is applied, as etcd does, so that a client told
+    /// "expired" never finds the lease's keys afterwards.
+    pub async fn lease_keep_alive_local(&self, id: i64) -> Result<Option<i64>> {
+        match self.lessor.renew(id) {
+            Renewal::Renewed(ttl) => Ok(Some(ttl)),
+            Renewal::Unknown => Ok(None),
+            Renewal::Expired => {
+                let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+                loop {
+                    let store = self.store.clone();
+                    let gone = tokio::task::spawn_blocking(move || store.lease_ttl(id))
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))??
+                        .is_none();
+                    if gone {
+                        return Ok(None);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Timeout);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
     }
 
     /// Seconds left and granted TTL of a lease, as the leader sees it.
@@ -755,9 +807,14 @@ impl Master {
             }
             let me = self.clone();
             tokio::spawn(async move {
-                tracing::info!(lease = id, "lease expired; revoking");
-                if let Err(e) = me.propose(Command::LeaseRevoke { id }).await {
-                    tracing::warn!(lease = id, error = %e, "revoking an expired lease failed; will retry");
+                // Only this master's own term may revoke on expiry: never
+                // forward, or a deposed leader would revoke a lease that the
+                // new leader has renewed meanwhile.
+                if me.is_leader() {
+                    tracing::info!(lease = id, "lease expired; revoking");
+                    if let Err(e) = me.submit(Command::LeaseRevoke { id }).await {
+                        tracing::warn!(lease = id, error = %e, "revoking an expired lease failed; will retry");
+                    }
                 }
                 me.revoking
                     .lock()

@@ -100,6 +100,12 @@ pub enum Command {
     SetClusterId {
         id: u64,
     },
+    /// A command with a unique id: applied once, however often it is
+    /// proposed (a retry after an ambiguous failure replays the first result).
+    Once {
+        id: (NodeId, u64),
+        cmd: Box<Command>,
+    },
     /// Commands proposed concurrently, carried by one log entry (one fsync)
     /// and applied in order, each with its own revision.
     Batch(Vec<Command>),

@@ -420,3 +420,46 @@ fn bincode_progress(index: u64, sub: usize) -> Vec<u8> {
     v.extend_from_slice(&(sub as u64).to_le_bytes());
     v
 }
+
+#[test]
+fn a_replayed_request_id_changes_nothing_and_never_moves_the_revision_back() {
+    let put = |k: &str, v: &str| {
+        Command::Txn(TxnRequest::single(RequestOp::Put(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })))
+    };
+    let once = |id: u64, cmd: Command| Command::Once {
+        id: (9, id),
+        cmd: Box::new(cmd),
+    };
+    let mut t = T::new();
+    let (first, _) = t.apply(once(1, put("a", "1")));
+    assert_eq!(first.revision, 2);
+    t.put("b", "1"); // revision 3
+                     // The same request again (a retry after an ambiguous failure): the first
+                     // result is replayed, nothing is written, the revision stays.
+    let (again, evs) = t.apply(once(1, put("a", "1")));
+    assert_eq!(again, first);
+    assert!(evs.is_empty());
+    assert_eq!(
+        t.get("a", 0).expect("a").version,
+        1,
+        "a replayed put was applied twice"
+    );
+    assert_eq!(t.store.revision(), 3, "a replay moved the revision back");
+    // And inside a batch, with a new write after the replay.
+    let (r, _) = t.apply(Command::Batch(vec![
+        once(1, put("a", "1")),
+        once(2, put("c", "1")),
+    ]));
+    let Outcome::Batch(results) = r.outcome else {
+        panic!("not a batch outcome")
+    };
+    assert_eq!(results[0], first);
+    assert_eq!(
+        results[1].revision, 4,
+        "a write after a replay reused a revision"
+    );
+}

@@ -36,7 +36,7 @@ struct Tuning {
     /// slowest follower fsync.
     #[arg(long, default_value_t = 100)]
     heartbeat_interval_ms: u64,
-    /// Minimum election timeout in milliseconds (the maximum is twice this).
+    /// Minimum election timeout in milliseconds (the maximum is 1.5 times this).
     #[arg(long, default_value_t = 300)]
     election_timeout_ms: u64,
     /// Log entries between two snapshots; the log is purged behind a snapshot.
@@ -126,33 +126,34 @@ fn config(
     c
 }
 
-async fn shutdown_signal() {
+/// Listen for SIGINT and SIGTERM from now on (before anything slow starts,
+/// so that an early Ctrl-C is a graceful stop, not the default kill).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    })
 }
 
 async fn run_master(a: MasterArgs) -> Result<()> {
+    let stop = shutdown_signal()?;
     let mut cfg = config(&a.name, a.data_dir, a.client_addr, a.peer_addr, &a.tuning);
     cfg.initial_cluster = parse_initial_cluster(&a.initial_cluster)?;
     cfg.join = a.join;
     let running = flotilla_raftstore::start(cfg).await?;
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("stopping");
     running.shutdown().await;
     Ok(())
 }
 
 async fn run_up(a: UpArgs) -> Result<()> {
+    let stop = shutdown_signal()?;
     if a.base_port > u16::MAX - 20_001 {
         bail!(
             "--base-port {} leaves no room for three masters",
@@ -205,7 +206,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
         endpoints.join(",")
     );
     println!("Press Ctrl-C to stop; the same command starts it again on the same data.");
-    shutdown_signal().await;
+    stop.await;
     println!("stopping...");
     for r in running {
         r.shutdown().await;

@@ -72,7 +72,10 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         if !self.master.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }
-        let ttl = self.master.lessor.renew(req.into_inner().id);
+        let ttl = self
+            .master
+            .lease_keep_alive_local(req.into_inner().id)
+            .await?;
         Ok(Response::new(pb::LeaseReply {
             found: ttl.is_some(),
             ttl: ttl.unwrap_or(0),

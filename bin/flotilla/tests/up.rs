@@ -1,0 +1,116 @@
+//! `flotilla up`: a local three-master cluster in one process that stops
+//! cleanly on Ctrl-C and finds its data again when started once more.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use flotilla_proto::etcdserverpb::kv_client::KvClient;
+use flotilla_proto::etcdserverpb::RangeRequest;
+
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_up(dir: &std::path::Path, base: u16) -> Up {
+    Up(Command::new(flotilla_bin())
+        .args(["up", "--data-dir"])
+        .arg(dir)
+        .args(["--base-port", &base.to_string()])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn flotilla up"))
+}
+
+/// A base port whose three client and three peer ports are all free.
+fn free_base() -> u16 {
+    for _ in 0..100 {
+        let base = free_port();
+        if base > 40_000 {
+            continue;
+        }
+        let all_free = [0u16, 1, 10_000, 10_001, 20_000, 20_001]
+            .iter()
+            .all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free base port for flotilla up");
+}
+
+fn interrupt_and_wait(up: &mut Up) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = up.0.try_wait().expect("wait") {
+            assert!(
+                status.success(),
+                "flotilla up exited with {status} on Ctrl-C"
+            );
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flotilla up did not stop within 20 s of Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_stops_on_ctrl_c_and_keeps_its_data() {
+    if skip_on_etcd("up_stops_on_ctrl_c_and_keeps_its_data", false) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_base();
+    let first = format!("127.0.0.1:{base}");
+    let third = format!("127.0.0.1:{}", base + 20_000);
+
+    let mut up = start_up(dir.path(), base);
+    let rev = wait_for(
+        Duration::from_secs(30),
+        "flotilla up serves writes",
+        async || put(&first, "up/key", "kept").await,
+    )
+    .await;
+    interrupt_and_wait(&mut up);
+
+    let _up = start_up(dir.path(), base);
+    let (value, mod_rev) = wait_for(
+        Duration::from_secs(30),
+        "flotilla up serves again",
+        async || {
+            let mut kv = KvClient::new(channel(&third).await?);
+            let r = kv
+                .range(RangeRequest {
+                    key: b"up/key".to_vec(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let kv = r
+                .kvs
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("up/key is missing"))?;
+            Ok::<_, anyhow::Error>((kv.value.clone(), kv.mod_revision))
+        },
+    )
+    .await;
+    assert_eq!(value, b"kept");
+    assert_eq!(mod_rev, rev);
+}

@@ -1,0 +1,456 @@
+//! Faults, scheduled from the run's seed: the same seed gives the same
+//! sequence of waits, durations and random choices (which node is the leader
+//! at a given moment is up to the cluster). Every fault is healed before the
+//! next, and everything is healed at the end ([`heal_all`]).
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::checker::failover::NemesisEvent;
+use crate::cluster::Cluster;
+use crate::history::Clock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Nemesis {
+    /// No faults (a baseline).
+    None,
+    /// SIGKILL the leader, restart it after the fault window.
+    KillLeader,
+    /// SIGKILL a random master, restart it.
+    KillRandom,
+    /// SIGKILL a majority of the masters at once, restart them.
+    KillMajority,
+    /// SIGSTOP the leader, SIGCONT it.
+    PauseLeader,
+    /// SIGSTOP a random master, SIGCONT it.
+    PauseRandom,
+    /// Cut the leader off from every other master.
+    PartitionLeader,
+    /// Split the masters into a random minority and majority.
+    PartitionHalves,
+    /// Two halves that cannot talk to each other, and one master that
+    /// talks to both (a bridge).
+    PartitionBridge,
+    /// Random minority/majority splits that come and go every few hundred ms.
+    PartitionFlapping,
+    /// Remove a random master from the membership (ClusterAdmin.RemoveMaster
+    /// / MemberRemove), then bring it back empty to join again.
+    Member,
+}
+
+impl Nemesis {
+    /// Every fault-injecting nemesis, in the order `all` runs them.
+    pub const ALL: [Nemesis; 10] = [
+        Nemesis::KillLeader,
+        Nemesis::KillRandom,
+        Nemesis::KillMajority,
+        Nemesis::PauseLeader,
+        Nemesis::PauseRandom,
+        Nemesis::PartitionLeader,
+        Nemesis::PartitionHalves,
+        Nemesis::PartitionBridge,
+        Nemesis::PartitionFlapping,
+        Nemesis::Member,
+    ];
+
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// The nemesis timeline: kept in memory and appended to `nemesis.jsonl`.
+pub struct Timeline {
+    pub events: Vec<NemesisEvent>,
+    file: Option<File>,
+    clock: Clock,
+}
+
+impl Timeline {
+    pub fn new(path: Option<&Path>, clock: Clock) -> std::io::Result<Timeline> {
+        Ok(Timeline {
+            events: Vec::new(),
+            file: path.map(File::create).transpose()?,
+            clock,
+        })
+    }
+
+    pub fn record(&mut self, kind: &str, nemesis: &str, action: String, nodes: Vec<String>) {
+        let ev = NemesisEvent {
+            time: self.clock.now(),
+            kind: kind.into(),
+            nemesis: nemesis.into(),
+            action,
+            nodes,
+        };
+        tracing::info!("nemesis {kind}: {}", ev.action);
+        if let Some(f) = self.file.as_mut() {
+            if let Ok(line) = serde_json::to_string(&ev) {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+        self.events.push(ev);
+    }
+}
+
+/// What undoes a fault.
+enum Undo {
+    Restart(Vec<usize>),
+    Resume(Vec<usize>),
+    HealNetwork,
+    Rejoin(usize),
+    Nothing,
+}
+
+/// Sleeps `d` unless cancelled first (then returns false).
+async fn pause_for(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = cancel.cancelled() => false,
+    }
+}
+
+fn names(cluster: &Cluster, idx: &[usize]) -> Vec<String> {
+    idx.iter().map(|&i| cluster.nodes[i].name.clone()).collect()
+}
+
+/// A random split: (minority, majority).
+fn halves(rng: &mut StdRng, members: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut v = members.to_vec();
+    v.shuffle(rng);
+    let minority = v.len() / 2;
+    let major = v.split_off(minority);
+    (v, major)
+}
+
+fn cuts_between(a: &[usize], b: &[usize]) -> Vec<(usize, usize)> {
+    a.iter()
+        .flat_map(|&x| b.iter().map(move |&y| (x, y)))
+        .collect()
+}
+
+/// The leader, or a random member if none is found (noted in the timeline).
+async fn leader_or_random(
+    cluster: &Cluster,
+    rng: &mut StdRng,
+    tl: &mut Timeline,
+    nemesis: &str,
+) -> usize {
+    let members = cluster.members();
+    let fallback = *members.choose(rng).expect("members");
+    match cluster.leader().await {
+        Some(l) => l,
+        None => {
+            tl.record(
+                "info",
+                nemesis,
+                format!(
+                    "no leader found; using {} instead",
+                    cluster.nodes[fallback].name
+                ),
+                vec![],
+            );
+            fallback
+        }
+    }
+}
+
+async fn inject(
+    nemesis: Nemesis,
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    tl: &mut Timeline,
+) -> Result<Undo> {
+    let name = nemesis.name();
+    let members = cluster.members();
+    Ok(match nemesis {
+        Nemesis::None => unreachable!(),
+        Nemesis::KillLeader | Nemesis::KillRandom | Nemesis::KillMajority => {
+            let victims = match nemesis {
+                Nemesis::KillLeader => vec![leader_or_random(cluster, rng, tl, &name).await],
+                Nemesis::KillRandom => vec![*members.choose(rng).unwrap()],
+                _ => {
+                    let mut v = members.clone();
+                    v.shuffle(rng);
+                    v.truncate(members.len() / 2 + 1);
+                    v
+                }
+            };
+            let n = names(cluster, &victims);
+            tl.record("fault", &name, format!("SIGKILL {}", n.join(",")), n);
+            for &v in &victims {
+                cluster.kill(v);
+            }
+            Undo::Restart(victims)
+        }
+        Nemesis::PauseLeader | Nemesis::PauseRandom => {
+            let v = if nemesis == Nemesis::PauseLeader {
+                leader_or_random(cluster, rng, tl, &name).await
+            } else {
+                *members.choose(rng).unwrap()
+            };
+            let n = names(cluster, &[v]);
+            tl.record("fault", &name, format!("SIGSTOP {}", n[0]), n);
+            cluster.pause(v);
+            Undo::Resume(vec![v])
+        }
+        Nemesis::PartitionLeader => {
+            let l = leader_or_random(cluster, rng, tl, &name).await;
+            let others: Vec<usize> = members.iter().copied().filter(|&i| i != l).collect();
+            let n = names(cluster, &[l]);
+            cluster.partition(&cuts_between(&[l], &others))?;
+            tl.record("fault", &name, format!("isolate {}", n[0]), n);
+            Undo::HealNetwork
+        }
+        Nemesis::PartitionHalves | Nemesis::PartitionFlapping => {
+            let (minor, major) = halves(rng, &members);
+            let (a, b) = (names(cluster, &minor), names(cluster, &major));
+            cluster.partition(&cuts_between(&minor, &major))?;
+            tl.record(
+                "fault",
+                &name,
+                format!("partition {} | {}", a.join(","), b.join(",")),
+                a,
+            );
+            Undo::HealNetwork
+        }
+        Nemesis::PartitionBridge => {
+            let mut v = members.clone();
+            v.shuffle(rng);
+            let bridge = v.pop().unwrap();
+            let right = v.split_off(v.len() / 2);
+            let left = v;
+            cluster.partition(&cuts_between(&left, &right))?;
+            let (a, b, c) = (
+                names(cluster, &left),
+                names(cluster, &right),
+                names(cluster, &[bridge]),
+            );
+            tl.record(
+                "fault",
+                &name,
+                format!(
+                    "partition {} | {} with bridge {}",
+                    a.join(","),
+                    b.join(","),
+                    c[0]
+                ),
+                c,
+            );
+            Undo::HealNetwork
+        }
+        Nemesis::Member => {
+            let v = *members.choose(rng).unwrap();
+            let n = names(cluster, &[v]);
+            // etcd refuses membership changes for a few seconds after a
+            // member (re)started ("unhealthy cluster"): retry for a while.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            let mut last_err = None;
+            while tokio::time::Instant::now() < deadline {
+                let via = match cluster.leader().await {
+                    Some(l) if l != v => l,
+                    _ => *members.iter().find(|&&i| i != v).unwrap(),
+                };
+                match cluster.remove_member(v, via).await {
+                    Ok(()) => {
+                        last_err = None;
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if let Some(e) = last_err {
+                tl.record(
+                    "info",
+                    &name,
+                    format!("could not remove {}: {e:#}", n[0]),
+                    vec![],
+                );
+                return Ok(Undo::Nothing);
+            }
+            tl.record("fault", &name, format!("removed member {}", n[0]), n);
+            cluster.kill(v);
+            cluster.nodes[v].removed = true;
+            Undo::Rejoin(v)
+        }
+    })
+}
+
+async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timeline) -> Result<()> {
+    let name = nemesis.name();
+    match u {
+        Undo::Restart(v) => {
+            let n = names(cluster, &v);
+            tl.record("heal", &name, format!("restart {}", n.join(",")), n);
+            for i in v {
+                cluster.spawn(i)?;
+            }
+        }
+        Undo::Resume(v) => {
+            let n = names(cluster, &v);
+            tl.record("heal", &name, format!("SIGCONT {}", n.join(",")), n);
+            for i in v {
+                cluster.resume(i);
+            }
+        }
+        Undo::HealNetwork => {
+            tl.record("heal", &name, "heal network".into(), vec![]);
+            cluster.heal_network()?;
+        }
+        Undo::Rejoin(v) => {
+            let n = names(cluster, &[v]);
+            tl.record("heal", &name, format!("{} joins again, empty", n[0]), n);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let via = match cluster.leader().await {
+                    Some(l) if l != v => l,
+                    _ => *cluster.members().iter().find(|&&i| i != v).unwrap(),
+                };
+                match cluster.rejoin(v, via).await {
+                    Ok(()) => break,
+                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                        tl.record(
+                            "info",
+                            &name,
+                            format!("rejoin of {} failed: {e:#}", cluster.nodes[v].name),
+                            vec![],
+                        );
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        }
+        Undo::Nothing => {}
+    }
+    Ok(())
+}
+
+/// Runs `nemesis` for `duration` (faults of 3-6 s, 2-4 s apart, after a
+/// short warm-up), then heals the last fault. Returns early when cancelled.
+pub async fn run(
+    nemesis: Nemesis,
+    cluster: &mut Cluster,
+    seed: u64,
+    duration: Duration,
+    tl: &mut Timeline,
+    clock: Clock,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7300);
+    let end = clock.now() + duration.as_micros() as u64;
+    let left = |c: &Clock| Duration::from_micros(end.saturating_sub(c.now()));
+    if nemesis == Nemesis::None {
+        pause_for(duration, cancel).await;
+        return Ok(());
+    }
+    if !pause_for(Duration::from_millis(rng.gen_range(1500..2500)), cancel).await {
+        return Ok(());
+    }
+    while left(&clock) > Duration::from_secs(2) {
+        let window = Duration::from_millis(rng.gen_range(3000..6000)).min(left(&clock));
+        let quiet = Duration::from_millis(rng.gen_range(2000..4000));
+        let u = inject(nemesis, cluster, &mut rng, tl).await?;
+        let mut ok = true;
+        if nemesis == Nemesis::PartitionFlapping {
+            // Flip between a fresh random split and no partition.
+            let until = clock.now() + window.as_micros() as u64;
+            let mut cut = true;
+            while ok && clock.now() < until {
+                ok = pause_for(Duration::from_millis(rng.gen_range(300..1000)), cancel).await;
+                cut = !cut;
+                if cut {
+                    let (minor, major) = halves(&mut rng, &cluster.members());
+                    let a = names(cluster, &minor);
+                    tl.record(
+                        "info",
+                        "partition-flapping",
+                        format!(
+                            "flap: partition {} | {}",
+                            a.join(","),
+                            names(cluster, &major).join(",")
+                        ),
+                        a,
+                    );
+                    cluster.partition(&cuts_between(&minor, &major))?;
+                } else {
+                    tl.record("info", "partition-flapping", "flap: heal".into(), vec![]);
+                    cluster.heal_network()?;
+                }
+            }
+        } else {
+            ok = pause_for(window, cancel).await;
+        }
+        undo(nemesis, u, cluster, tl).await?;
+        if !ok || !pause_for(quiet.min(left(&clock)), cancel).await {
+            return Ok(());
+        }
+    }
+    pause_for(left(&clock), cancel).await;
+    Ok(())
+}
+
+/// Heals everything: SIGCONT paused masters, restart stopped ones, bring
+/// removed ones back, remove every partition.
+pub async fn heal_all(cluster: &mut Cluster, tl: &mut Timeline) -> Result<()> {
+    tl.record("heal", "final", "heal everything".into(), vec![]);
+    cluster.heal_network()?;
+    for i in 0..cluster.nodes.len() {
+        if cluster.nodes[i].paused {
+            cluster.resume(i);
+        }
+        if cluster.nodes[i].removed {
+            undo(Nemesis::Member, Undo::Rejoin(i), cluster, tl).await?;
+        } else if !cluster.is_running(i) {
+            if cluster.nodes[i].pid().is_some() {
+                tl.record(
+                    "info",
+                    "final",
+                    format!("{} had exited on its own", cluster.nodes[i].name),
+                    vec![cluster.nodes[i].name.clone()],
+                );
+                cluster.kill(i);
+            }
+            cluster.spawn(i)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_kebab_case_and_splits_cover_everyone() {
+        assert_eq!(Nemesis::KillLeader.name(), "kill-leader");
+        assert_eq!(Nemesis::PartitionFlapping.name(), "partition-flapping");
+        let mut rng = StdRng::seed_from_u64(1);
+        for n in [3usize, 5] {
+            let members: Vec<usize> = (0..n).collect();
+            let (a, b) = halves(&mut rng, &members);
+            assert_eq!(a.len(), n / 2);
+            assert_eq!(a.len() + b.len(), n);
+            assert_eq!(cuts_between(&a, &b).len(), a.len() * b.len());
+        }
+        // Same seed, same choices.
+        let pick = |s| {
+            let mut r = StdRng::seed_from_u64(s);
+            halves(&mut r, &[0, 1, 2, 3, 4])
+        };
+        assert_eq!(pick(7), pick(7));
+    }
+}
