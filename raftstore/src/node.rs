@@ -505,15 +505,9 @@ impl Master {
         if leader == self.id {
             return self.lease_keep_alive_local(id).await;
         }
-        let mut c = self
-            .channels
-            .client(&node.peer_addr)
-            .map_err(Error::Unavailable)?;
-        let r = tokio::time::timeout_at(deadline, c.lease_keep_alive(LeaseRequest { id }))
-            .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(|s| Error::Unavailable(s.message().to_string()))?
-            .into_inner();
+        let r = self
+            .ask_leader_about_lease(&node, id, true, deadline)
+            .await?;
         Ok(r.found.then_some(r.ttl))
     }
 
@@ -552,16 +546,37 @@ impl Master {
         if leader == self.id {
             return Ok(self.lessor.remaining(id));
         }
+        let r = self
+            .ask_leader_about_lease(&node, id, false, deadline)
+            .await?;
+        Ok(r.found.then_some((r.ttl, r.granted_ttl)))
+    }
+
+    /// Forward a keep-alive (`renew`) or a time-to-live query to the leader.
+    async fn ask_leader_about_lease(
+        &self,
+        leader: &MasterNode,
+        id: i64,
+        renew: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<flotilla_proto::raft::LeaseReply> {
         let mut c = self
             .channels
-            .client(&node.peer_addr)
+            .client(&leader.peer_addr)
             .map_err(Error::Unavailable)?;
-        let r = tokio::time::timeout_at(deadline, c.lease_time_to_live(LeaseRequest { id }))
+        let req = LeaseRequest { id };
+        let call = async {
+            if renew {
+                c.lease_keep_alive(req).await
+            } else {
+                c.lease_time_to_live(req).await
+            }
+        };
+        Ok(tokio::time::timeout_at(deadline, call)
             .await
             .map_err(|_| Error::Timeout)?
             .map_err(|s| Error::Unavailable(s.message().to_string()))?
-            .into_inner();
-        Ok(r.found.then_some((r.ttl, r.granted_ttl)))
+            .into_inner())
     }
 
     /// Members known to Raft, with the client addresses they registered.
