@@ -304,3 +304,71 @@ async fn oversized_key_is_rejected_and_changes_nothing() {
     let (_, rev) = get(&addr, "k", false).await.expect("get");
     assert_eq!(rev, before, "a rejected request changed the store");
 }
+
+/// Regression (found by tests/jepsen): a keep-alive of a lease that has just
+/// expired must not answer "expired" (TTL 0) while the lease's keys can
+/// still be read; it answers once the revocation is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_reports_expiry_only_once_the_keys_are_gone() {
+    use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
+    use flotilla_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+    if skip_on_etcd(
+        "keep_alive_reports_expiry_only_once_the_keys_are_gone",
+        true,
+    ) {
+        return;
+    }
+    let cluster = Cluster::start(3, Opts::default()).await;
+    let leader = cluster.leader().await;
+    let addr = cluster.client_addr(leader);
+    let mut lease = LeaseClient::new(channel(&addr).await.expect("channel"));
+    let mut kv = KvClient::new(channel(&addr).await.expect("channel"));
+    for round in 0..3 {
+        let granted = lease
+            .lease_grant(LeaseGrantRequest { ttl: 2, id: 0 })
+            .await
+            .expect("grant")
+            .into_inner();
+        let t0 = tokio::time::Instant::now();
+        let key = format!("lease/{round}");
+        kv.put(PutRequest {
+            key: key.clone().into_bytes(),
+            value: b"v".to_vec(),
+            lease: granted.id,
+            ..Default::default()
+        })
+        .await
+        .expect("put with lease");
+        // Probe only after the TTL has run out (a probe before would renew it).
+        tokio::time::sleep_until(t0 + Duration::from_millis(2050)).await;
+        let deadline = t0 + Duration::from_secs(10);
+        loop {
+            let mut replies = lease
+                .lease_keep_alive(tokio_stream::iter(vec![LeaseKeepAliveRequest {
+                    id: granted.id,
+                }]))
+                .await
+                .expect("keep-alive stream")
+                .into_inner();
+            let ttl = replies
+                .next()
+                .await
+                .expect("a keep-alive reply")
+                .expect("keep-alive")
+                .ttl;
+            if ttl <= 0 {
+                let (got, _) = get(&addr, &key, true).await.expect("read");
+                assert_eq!(
+                    got, None,
+                    "round {round}: told the lease expired, yet its key is still there"
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the lease never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
