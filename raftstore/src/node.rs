@@ -500,15 +500,11 @@ impl Master {
     /// Renew a lease on the leader (forwarded there from a follower).
     /// `Ok(None)` when the lease does not exist or expired.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
-        let (leader, node) = self.wait_for_leader(deadline).await?;
-        if leader == self.id {
-            return self.lease_keep_alive_local(id).await;
+        let r = self.lease_on_leader(id, true).await?;
+        match r {
+            LeaseAnswer::Local => self.lease_keep_alive_local(id).await,
+            LeaseAnswer::Remote(r) => Ok(r.found.then_some(r.ttl)),
         }
-        let r = self
-            .ask_leader_about_lease(&node, id, true, deadline)
-            .await?;
-        Ok(r.found.then_some(r.ttl))
     }
 
     /// Renew a lease on this (leader) master. A lease that has expired but
@@ -541,15 +537,30 @@ impl Master {
 
     /// Seconds left and granted TTL of a lease, as the leader sees it.
     pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
-        let (leader, node) = self.wait_for_leader(deadline).await?;
-        if leader == self.id {
-            return Ok(self.lessor.remaining(id));
+        match self.lease_on_leader(id, false).await? {
+            LeaseAnswer::Local => Ok(self.lessor.remaining(id)),
+            LeaseAnswer::Remote(r) => Ok(r.found.then_some((r.ttl, r.granted_ttl))),
         }
-        let r = self
-            .ask_leader_about_lease(&node, id, false, deadline)
-            .await?;
-        Ok(r.found.then_some((r.ttl, r.granted_ttl)))
+    }
+
+    /// Find the leader for a lease query: this master, or the answer of the
+    /// leader. Both queries are idempotent, so an attempt that hangs (its
+    /// leader paused or cut off) is retried on the current leader.
+    async fn lease_on_leader(&self, id: i64, renew: bool) -> Result<LeaseAnswer> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        let attempt_limit = Duration::from_millis((self.cfg.election_timeout_ms * 4).max(1000));
+        loop {
+            let (leader, node) = self.wait_for_leader(deadline).await?;
+            if leader == self.id {
+                return Ok(LeaseAnswer::Local);
+            }
+            let attempt = deadline.min(tokio::time::Instant::now() + attempt_limit);
+            match self.ask_leader_about_lease(&node, id, renew, attempt).await {
+                Ok(r) => return Ok(LeaseAnswer::Remote(r)),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
     }
 
     /// Forward a keep-alive (`renew`) or a time-to-live query to the leader.
@@ -854,6 +865,14 @@ impl Master {
             }
         }
     }
+}
+
+/// Where a lease query is answered.
+enum LeaseAnswer {
+    /// This master is the leader.
+    Local,
+    /// The leader's answer.
+    Remote(flotilla_proto::raft::LeaseReply),
 }
 
 /// A command waiting to be put in the log, and who waits for its result.

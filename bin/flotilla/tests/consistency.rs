@@ -372,3 +372,77 @@ async fn keep_alive_reports_expiry_only_once_the_keys_are_gone() {
         }
     }
 }
+
+/// Regression (found by tests/jepsen): a leader that was paused while its
+/// leases ran out must not revoke, when it wakes, a lease that the new
+/// leader has kept alive meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_does_not_revoke_a_lease_the_new_leader_renewed() {
+    use flotilla_proto::etcdserverpb::lease_client::LeaseClient;
+    use flotilla_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+    if skip_on_etcd(
+        "a_deposed_leader_does_not_revoke_a_lease_the_new_leader_renewed",
+        true,
+    ) {
+        return;
+    }
+    let mut cluster = Cluster::start(3, Opts::default()).await;
+    let old = cluster.leader().await;
+    let via = (old + 1) % 3;
+    let addr = cluster.client_addr(via);
+    let mut lease = LeaseClient::new(channel(&addr).await.expect("channel"));
+    let granted = lease
+        .lease_grant(LeaseGrantRequest { ttl: 2, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner();
+    put_with_lease(&addr, "deposed/key", granted.id).await;
+    async fn renew(lease: &mut LeaseClient<tonic::transport::Channel>, id: i64) -> Option<i64> {
+        let mut replies = lease
+            .lease_keep_alive(tokio_stream::iter(vec![LeaseKeepAliveRequest { id }]))
+            .await
+            .ok()?
+            .into_inner();
+        replies.next().await?.ok().map(|r| r.ttl)
+    }
+    cluster.pause(old);
+    // Keep the lease alive through the election and well past its TTL, so
+    // that the sleeping leader's clock says it expired long ago.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < until {
+        let _ = renew(&mut lease, granted.id).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(
+        matches!(renew(&mut lease, granted.id).await, Some(t) if t > 0),
+        "the new leader lost the lease"
+    );
+    cluster.resume(old);
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let ttl = renew(&mut lease, granted.id).await;
+        assert!(
+            !matches!(ttl, Some(t) if t <= 0),
+            "the lease was revoked after the old leader woke up"
+        );
+        let (got, _) = get(&addr, "deposed/key", false).await.expect("read");
+        assert_eq!(
+            got.as_deref(),
+            Some("v"),
+            "the lease's key vanished after the old leader woke up"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn put_with_lease(addr: &str, key: &str, lease: i64) {
+    let mut kv = KvClient::new(channel(addr).await.expect("channel"));
+    kv.put(PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+        lease,
+        ..Default::default()
+    })
+    .await
+    .expect("put with lease");
+}
