@@ -317,22 +317,15 @@ impl KvStore {
         let rev = self.check_revision(r.revision)?;
         let natural = matches!(
             (r.sort_order, r.sort_target),
-            (SortOrder::None, _) | (SortOrder::Ascend, SortTarget::Key)
+            (SortOrder::None | SortOrder::Ascend, SortTarget::Key)
         );
         let filter = |kv: &KeyValue| passes_filters(r, kv);
         if natural {
             // Fetch one beyond the limit to learn whether there are more.
             let want = if r.limit > 0 { r.limit as usize + 1 } else { 0 };
-            let (mut kvs, count) =
-                self.scan(&r.key, &r.range_end, rev, want, r.keys_only, filter)?;
-            let more = r.limit > 0 && kvs.len() > r.limit as usize;
-            if more {
-                kvs.truncate(r.limit as usize);
-            }
-            if r.count_only {
-                kvs.clear();
-            }
-            return Ok(RangeResponse { kvs, more, count });
+            // Key order already: finish_range only trims.
+            let (kvs, count) = self.scan(&r.key, &r.range_end, rev, want, r.keys_only, filter)?;
+            return Ok(finish_range(r, kvs, count));
         }
         let (kvs, count) = self.scan(&r.key, &r.range_end, rev, 0, false, filter)?;
         Ok(finish_range(r, kvs, count))

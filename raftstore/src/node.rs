@@ -294,6 +294,12 @@ impl Master {
         tokio::spawn(self.clone().duties_loop());
     }
 
+    /// How long one request forwarded to the leader may take before it is
+    /// abandoned for whoever leads now (its leader may be paused or cut off).
+    fn forward_attempt_limit(&self) -> Duration {
+        Duration::from_millis((self.cfg.election_timeout_ms * 4).max(1000))
+    }
+
     /// Wait until this master is published (see `ready`), at most `limit`.
     /// Returns whether it is.
     pub async fn wait_ready(&self, limit: Duration) -> bool {
@@ -359,9 +365,7 @@ impl Master {
                 cmd: Box::new(c),
             },
         };
-        // A forwarded attempt that hangs (its leader paused or cut off) is
-        // abandoned for the current leader after this long.
-        let attempt_limit = Duration::from_millis((self.cfg.election_timeout_ms * 4).max(1000));
+        let attempt_limit = self.forward_attempt_limit();
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
             let attempt = if leader == self.id {
@@ -548,7 +552,7 @@ impl Master {
     /// leader paused or cut off) is retried on the current leader.
     async fn lease_on_leader(&self, id: i64, renew: bool) -> Result<LeaseAnswer> {
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
-        let attempt_limit = Duration::from_millis((self.cfg.election_timeout_ms * 4).max(1000));
+        let attempt_limit = self.forward_attempt_limit();
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
             if leader == self.id {
