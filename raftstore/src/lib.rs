@@ -38,4 +38,4 @@ pub mod types;
 pub mod watch;
 
 pub use node::{Master, MasterConfig};
-pub use server::{start, RunningMaster};
+pub use server::{start, start_with, RunningMaster};

@@ -11,6 +11,7 @@ use flotilla_proto::etcdserverpb::watch_server::WatchServer;
 use flotilla_proto::raft::raft_peer_server::RaftPeerServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
@@ -37,6 +38,15 @@ pub struct RunningMaster {
 
 /// Open the data dir, bind both addresses, start Raft and serve.
 pub async fn start(cfg: MasterConfig) -> Result<RunningMaster, StartError> {
+    start_with(cfg, |_| Routes::default()).await
+}
+
+/// [`start`], also serving on the client address the gRPC services that
+/// `extra` builds for the opened master (the object API, for one).
+pub async fn start_with(
+    cfg: MasterConfig,
+    extra: impl FnOnce(&Master) -> Routes,
+) -> Result<RunningMaster, StartError> {
     let peer_l = TcpListener::bind(cfg.peer_addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -69,6 +79,7 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster, StartError> {
     let client = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_routes(extra(&master))
         .add_service(KvServer::new(KvService { master: m() }).max_decoding_message_size(limit))
         .add_service(
             WatchServer::new(WatchService { master: m() }).max_decoding_message_size(limit),

@@ -4,11 +4,14 @@
 //! sees the state replaced by a snapshot) is told to resynchronise from the
 //! history in the store, so that no watcher ever skips a revision.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
-use crate::kv::Event;
+use crate::kv::{in_range, Event, KvError};
+use crate::mvcc::RangeError;
+use crate::node::Master;
 
 #[derive(Debug, Clone)]
 pub enum HubMsg {
@@ -54,5 +57,168 @@ impl WatchHub {
 
     pub fn reset(&self) {
         let _ = self.tx.send(HubMsg::Reset);
+    }
+}
+
+/// What a [`follow`] stream delivers.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    /// The events of one revision in the followed range, in order (each
+    /// with its previous value).
+    Events { revision: i64, events: Vec<Event> },
+    /// The requested start is compacted away; the stream ends.
+    Compacted { compact_revision: i64 },
+    /// The history could not be read; the stream ends.
+    Failed(String),
+}
+
+/// A stream of the events in `[key, end)` (etcd range rules), from revision
+/// `from` on (0: from the next revision), ordered and gap-free.
+pub struct Follower {
+    /// The store's revision when the stream was set up: with `from == 0`,
+    /// the first event delivered is after it.
+    pub start_revision: i64,
+    /// Every revision below this one has been delivered (or had nothing in
+    /// the range); used for progress notifications.
+    pub next: Arc<AtomicI64>,
+    pub rx: mpsc::Receiver<WatchItem>,
+}
+
+/// Events read from history per batch.
+const HISTORY_BATCH: usize = 1000;
+
+/// Follow a key range: replay history from `from`, then deliver live
+/// revisions, falling back to history whenever the live fan-out lags or the
+/// state is replaced by a snapshot. The task ends when the receiver is
+/// dropped.
+pub fn follow(m: &Master, key: Vec<u8>, end: Vec<u8>, from: i64, buffer: usize) -> Follower {
+    // Subscribe before reading the revision, so that nothing falls between.
+    let sub = m.hub.subscribe();
+    let cur = m.store.revision();
+    let next = Arc::new(AtomicI64::new(if from > 0 { from } else { cur + 1 }));
+    let (tx, rx) = mpsc::channel(buffer.max(1));
+    let spec = Range { key, end };
+    tokio::spawn(run(m.clone(), spec, sub, next.clone(), tx));
+    Follower {
+        start_revision: cur,
+        next,
+        rx,
+    }
+}
+
+struct Range {
+    key: Vec<u8>,
+    end: Vec<u8>,
+}
+
+async fn send(tx: &mpsc::Sender<WatchItem>, spec: &Range, revision: i64, events: &[Event]) -> bool {
+    let evs: Vec<Event> = events
+        .iter()
+        .filter(|e| in_range(&e.kv.key, &spec.key, &spec.end))
+        .cloned()
+        .collect();
+    if evs.is_empty() {
+        return true;
+    }
+    tx.send(WatchItem::Events {
+        revision,
+        events: evs,
+    })
+    .await
+    .is_ok()
+}
+
+/// Send history from `next` up to the current revision. Returns false when
+/// the stream ended.
+async fn catch_up(
+    m: &Master,
+    tx: &mpsc::Sender<WatchItem>,
+    spec: &Range,
+    next: &AtomicI64,
+) -> bool {
+    loop {
+        let from = next.load(Ordering::Acquire);
+        if from > m.store.revision() {
+            return true;
+        }
+        let store = m.store.clone();
+        let (k, e) = (spec.key.clone(), spec.end.clone());
+        let res =
+            tokio::task::spawn_blocking(move || store.history(from, &k, &e, HISTORY_BATCH)).await;
+        match res {
+            Ok(Ok((batches, after))) => {
+                for (rev, evs) in &batches {
+                    if !send(tx, spec, *rev, evs).await {
+                        return false;
+                    }
+                }
+                if after <= from {
+                    return true;
+                }
+                next.store(after, Ordering::Release);
+            }
+            Ok(Err(RangeError::Kv(KvError::Compacted { compact_revision }))) => {
+                let _ = tx.send(WatchItem::Compacted { compact_revision }).await;
+                return false;
+            }
+            Ok(Err(e)) => {
+                let _ = tx
+                    .send(WatchItem::Failed(format!("reading watch history: {e}")))
+                    .await;
+                return false;
+            }
+            Err(e) => {
+                let _ = tx.send(WatchItem::Failed(e.to_string())).await;
+                return false;
+            }
+        }
+    }
+}
+
+async fn run(
+    m: Master,
+    spec: Range,
+    mut sub: broadcast::Receiver<HubMsg>,
+    next: Arc<AtomicI64>,
+    tx: mpsc::Sender<WatchItem>,
+) {
+    let compacted = m.store.compact_revision();
+    if next.load(Ordering::Acquire) < compacted {
+        let _ = tx
+            .send(WatchItem::Compacted {
+                compact_revision: compacted,
+            })
+            .await;
+        return;
+    }
+    if !catch_up(&m, &tx, &spec, &next).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = sub.recv() => match msg {
+                Ok(HubMsg::Revision { revision, events }) => {
+                    let want = next.load(Ordering::Acquire);
+                    if revision < want {
+                        continue;
+                    }
+                    if revision > want {
+                        // Something was not seen live: fill the gap from history.
+                        if !catch_up(&m, &tx, &spec, &next).await { return }
+                        if revision < next.load(Ordering::Acquire) { continue; }
+                    }
+                    if !send(&tx, &spec, revision, &events).await {
+                        return;
+                    }
+                    next.store(revision + 1, Ordering::Release);
+                }
+                Ok(HubMsg::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    sub = m.hub.subscribe();
+                    if !catch_up(&m, &tx, &spec, &next).await { return }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tx.closed() => return,
+        }
     }
 }

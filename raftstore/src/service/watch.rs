@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use flotilla_proto::etcdserverpb as pb;
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
 use crate::kv::{in_range, Event, EventType, KvError};
-use crate::mvcc::RangeError;
 use crate::node::Master;
-use crate::watch::HubMsg;
+use crate::watch::{follow, WatchItem};
 
 pub struct WatchService {
     pub master: Master,
@@ -26,8 +27,6 @@ type Tx = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
 /// How often a watcher that asked for progress notifications gets one.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
-/// Events read from history per batch.
-const HISTORY_BATCH: usize = 1000;
 
 #[tonic::async_trait]
 impl pb::watch_server::Watch for WatchService {
@@ -126,74 +125,36 @@ impl Spec {
     }
 }
 
-async fn send_events(m: &Master, tx: &Tx, spec: &Spec, rev: i64, events: &[Event]) -> bool {
+fn events_response(
+    m: &Master,
+    spec: &Spec,
+    rev: i64,
+    events: &[Event],
+) -> Option<pb::WatchResponse> {
     let evs: Vec<_> = events
         .iter()
         .filter(|e| spec.wants(e))
         .map(|e| convert::event_to_pb(e, spec.prev_kv))
         .collect();
     if evs.is_empty() {
-        return true;
+        return None;
     }
-    let resp = pb::WatchResponse {
+    Some(pb::WatchResponse {
         header: Some(m.header(rev)),
         watch_id: spec.id,
         events: evs,
         ..Default::default()
-    };
-    tx.send(Ok(resp)).await.is_ok()
+    })
 }
 
-async fn send_compacted(m: &Master, tx: &Tx, id: i64, compact_revision: i64) {
-    let resp = pb::WatchResponse {
+fn compacted_response(m: &Master, id: i64, compact_revision: i64) -> pb::WatchResponse {
+    pb::WatchResponse {
         header: Some(m.header(m.store.revision())),
         watch_id: id,
         canceled: true,
         compact_revision,
         cancel_reason: KvError::Compacted { compact_revision }.to_string(),
         ..Default::default()
-    };
-    let _ = tx.send(Ok(resp)).await;
-}
-
-/// Send history from `next` up to the current revision. Returns the next
-/// revision to send, or None when the watcher ended.
-async fn catch_up(m: &Master, tx: &Tx, spec: &Spec, mut next: i64) -> Option<i64> {
-    loop {
-        if next > m.store.revision() {
-            return Some(next);
-        }
-        let store = m.store.clone();
-        let (k, e) = (spec.key.clone(), spec.end.clone());
-        let res =
-            tokio::task::spawn_blocking(move || store.history(next, &k, &e, HISTORY_BATCH)).await;
-        match res {
-            Ok(Ok((batches, after))) => {
-                for (rev, evs) in &batches {
-                    if !send_events(m, tx, spec, *rev, evs).await {
-                        return None;
-                    }
-                }
-                if after <= next {
-                    return Some(next);
-                }
-                next = after;
-            }
-            Ok(Err(RangeError::Kv(KvError::Compacted { compact_revision }))) => {
-                send_compacted(m, tx, spec.id, compact_revision).await;
-                return None;
-            }
-            Ok(Err(e)) => {
-                let _ = tx
-                    .send(Err(Status::internal(format!("reading watch history: {e}"))))
-                    .await;
-                return None;
-            }
-            Err(e) => {
-                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                return None;
-            }
-        }
     }
 }
 
@@ -208,11 +169,9 @@ async fn run_watcher(m: Master, c: pb::WatchCreateRequest, id: i64, tx: Tx) {
         end: c.range_end,
         prev_kv: c.prev_kv,
     };
-    // Subscribe before reading the revision, so that nothing falls between.
-    let mut sub = m.hub.subscribe();
-    let cur = m.store.revision();
+    let mut follower = follow(&m, spec.key.clone(), spec.end.clone(), c.start_revision, 64);
     let created = pb::WatchResponse {
-        header: Some(m.header(cur)),
+        header: Some(m.header(follower.start_revision)),
         watch_id: id,
         created: true,
         ..Default::default()
@@ -220,47 +179,31 @@ async fn run_watcher(m: Master, c: pb::WatchCreateRequest, id: i64, tx: Tx) {
     if tx.send(Ok(created)).await.is_err() {
         return;
     }
-    let compacted = m.store.compact_revision();
-    if c.start_revision > 0 && c.start_revision < compacted {
-        send_compacted(&m, &tx, id, compacted).await;
-        return;
-    }
-    let mut next = if c.start_revision > 0 {
-        c.start_revision
-    } else {
-        cur + 1
-    };
-    match catch_up(&m, &tx, &spec, next).await {
-        Some(n) => next = n,
-        None => return,
-    }
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.tick().await;
     loop {
         tokio::select! {
-            msg = sub.recv() => match msg {
-                Ok(HubMsg::Revision { revision, events }) => {
-                    if revision < next {
-                        continue;
+            item = follower.rx.recv() => match item {
+                Some(WatchItem::Events { revision, events }) => {
+                    if let Some(resp) = events_response(&m, &spec, revision, &events) {
+                        if tx.send(Ok(resp)).await.is_err() {
+                            return;
+                        }
                     }
-                    if revision > next {
-                        // Something was not seen live: fill the gap from history.
-                        match catch_up(&m, &tx, &spec, next).await { Some(n) => next = n, None => return }
-                        if revision < next { continue; }
-                    }
-                    if !send_events(&m, &tx, &spec, revision, &events).await {
-                        return;
-                    }
-                    next = revision + 1;
                 }
-                Ok(HubMsg::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    sub = m.hub.subscribe();
-                    match catch_up(&m, &tx, &spec, next).await { Some(n) => next = n, None => return }
+                Some(WatchItem::Compacted { compact_revision }) => {
+                    let _ = tx.send(Ok(compacted_response(&m, id, compact_revision))).await;
+                    return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(WatchItem::Failed(e)) => {
+                    let _ = tx.send(Err(Status::internal(e))).await;
+                    return;
+                }
+                None => return,
             },
             _ = progress.tick(), if c.progress_notify => {
-                let resp = pb::WatchResponse { header: Some(m.header(next - 1)), watch_id: id, ..Default::default() };
+                let done = follower.next.load(Ordering::Acquire) - 1;
+                let resp = pb::WatchResponse { header: Some(m.header(done)), watch_id: id, ..Default::default() };
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }
