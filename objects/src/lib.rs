@@ -1,0 +1,47 @@
+//! Flotilla's cluster objects: the typed kinds every component shares
+//! (pods, nodes, services, ...), with Kubernetes' field names so that
+//! Kubernetes manifests apply unchanged, and what the API server does to an
+//! object on its way in: decoding with unknown-field warnings, defaulting and
+//! validation with errors that name the field path.
+//!
+//! Owns: the kinds ([`core`], [`apps`], [`batch`], [`networking`],
+//! [`nodepool`]), object metadata ([`meta`]), the kind table
+//! ([`registry`]), admission ([`admit`]), label and field selectors
+//! ([`selector`]) and JSON merge patch ([`patch`]).
+//!
+//! Must not depend on: any other Flotilla crate, gRPC or storage. It is pure
+//! data and rules, used by the API server, the client library and `flt`.
+
+pub mod admit;
+pub mod apps;
+pub mod batch;
+pub mod core;
+pub mod meta;
+pub mod networking;
+pub mod nodepool;
+pub mod patch;
+pub mod registry;
+pub mod selector;
+
+mod decode;
+mod defaults;
+mod names;
+mod quantity;
+mod validation;
+
+pub use admit::{admit, invalid_message, validate_update, Admitted, FieldError, FieldErrorKind};
+pub use meta::{ObjectMeta, OwnerReference, Time};
+pub use patch::merge_patch;
+pub use registry::{lookup, ResourceInfo, RESOURCES};
+pub use selector::{FieldSelector, Selector, SelectorError};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A kind of object: its entry in the kind table and its metadata.
+pub trait Resource:
+    Serialize + DeserializeOwned + Clone + std::fmt::Debug + Default + Send + Sync + 'static
+{
+    fn info() -> &'static ResourceInfo;
+    fn meta(&self) -> &ObjectMeta;
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+}
