@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/etcd/rpc.proto",
             "proto/flotilla/raft.proto",
             "proto/flotilla/cluster.proto",
+            "proto/flotilla/objects.proto",
         ],
         &["proto"],
     )?;

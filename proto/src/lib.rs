@@ -3,7 +3,8 @@
 //! Owns: the etcd v3 wire types and services (`mvccpb`, `etcdserverpb`),
 //! written from the protocol's public description so that etcd clients work
 //! unchanged; Flotilla's master-to-master service (`raft`); and the cluster
-//! administration service that `flt` speaks (`cluster`).
+//! administration service that `flt` speaks (`cluster`); and the object
+//! API (`objects`), whose messages carry objects as JSON.
 //!
 //! Must not depend on any other Flotilla crate: protobuf stays at this edge,
 //! and the crates above convert it to their own types.
@@ -24,4 +25,8 @@ pub mod raft {
 
 pub mod cluster {
     tonic::include_proto!("flotilla.cluster.v1");
+}
+
+pub mod objects {
+    tonic::include_proto!("flotilla.objects.v1");
 }

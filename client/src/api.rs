@@ -1,0 +1,213 @@
+//! Typed calls: `Api::<Pod>::namespaced(client, "default").get("web")`.
+
+use std::marker::PhantomData;
+
+use flotilla_objects::Resource;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::client::{Client, DeleteParams, EventType, ListParams, WatchParams};
+use crate::error::ApiError;
+
+/// The calls of the object API for one kind, in one namespace (or all).
+pub struct Api<K> {
+    client: Client,
+    namespace: String,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Api<K> {
+    fn clone(&self) -> Self {
+        Api {
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+/// A typed list.
+#[derive(Debug, Clone)]
+pub struct List<K> {
+    pub items: Vec<K>,
+    pub resource_version: String,
+    pub continue_token: String,
+}
+
+/// A typed watch event.
+#[derive(Debug, Clone)]
+pub enum Event<K> {
+    Added(K),
+    Modified(K),
+    Deleted(K),
+    /// Everything up to this resourceVersion has been seen.
+    Bookmark(String),
+}
+
+fn decode<K: Resource>(v: Value) -> Result<K, ApiError> {
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::internal(format!("decoding a {}: {e}", K::info().kind)))
+}
+
+fn encode<K: Resource>(k: &K) -> Result<Value, ApiError> {
+    let mut v = serde_json::to_value(k)
+        .map_err(|e| ApiError::internal(format!("encoding a {}: {e}", K::info().kind)))?;
+    if let Some(m) = v.as_object_mut() {
+        let info = K::info();
+        m.insert("apiVersion".into(), Value::String(info.api_version()));
+        m.insert("kind".into(), Value::String(info.kind.to_string()));
+    }
+    Ok(v)
+}
+
+impl<K: Resource> Api<K> {
+    /// Objects of a namespaced kind in `namespace`.
+    pub fn namespaced(client: Client, namespace: &str) -> Self {
+        Api {
+            client,
+            namespace: namespace.to_string(),
+            _kind: PhantomData,
+        }
+    }
+
+    /// Objects in every namespace, or of a cluster-scoped kind.
+    pub fn all(client: Client) -> Self {
+        Self::namespaced(client, "")
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn ns_of<'a>(&'a self, k: &'a K) -> &'a str {
+        if k.meta().namespace.is_empty() {
+            &self.namespace
+        } else {
+            &k.meta().namespace
+        }
+    }
+
+    pub async fn get(&self, name: &str) -> Result<K, ApiError> {
+        decode(
+            self.client
+                .get(K::info().plural, &self.namespace, name)
+                .await?,
+        )
+    }
+
+    /// Read from the master asked, possibly stale.
+    pub async fn get_serializable(&self, name: &str) -> Result<K, ApiError> {
+        decode(
+            self.client
+                .get_with(K::info().plural, &self.namespace, name, true)
+                .await?,
+        )
+    }
+
+    pub async fn list(&self, p: &ListParams) -> Result<List<K>, ApiError> {
+        let l = self
+            .client
+            .list(K::info().plural, &self.namespace, p)
+            .await?;
+        Ok(List {
+            items: l.items.into_iter().map(decode).collect::<Result<_, _>>()?,
+            resource_version: l.resource_version,
+            continue_token: l.continue_token,
+        })
+    }
+
+    /// Every page, at one revision.
+    pub async fn list_all(&self, p: &ListParams) -> Result<List<K>, ApiError> {
+        let l = self
+            .client
+            .list_all(K::info().plural, &self.namespace, p)
+            .await?;
+        Ok(List {
+            items: l.items.into_iter().map(decode).collect::<Result<_, _>>()?,
+            resource_version: l.resource_version,
+            continue_token: l.continue_token,
+        })
+    }
+
+    pub async fn create(&self, k: &K) -> Result<K, ApiError> {
+        let (v, _) = self
+            .client
+            .create(K::info().plural, self.ns_of(k), &encode(k)?, false)
+            .await?;
+        decode(v)
+    }
+
+    /// Replace metadata and spec; `k`'s resourceVersion, when set, must be current.
+    pub async fn replace(&self, k: &K) -> Result<K, ApiError> {
+        let (v, _) = self
+            .client
+            .update(K::info().plural, self.ns_of(k), &encode(k)?)
+            .await?;
+        decode(v)
+    }
+
+    /// Replace only the status.
+    pub async fn replace_status(&self, k: &K) -> Result<K, ApiError> {
+        decode(
+            self.client
+                .update_status(K::info().plural, self.ns_of(k), &encode(k)?)
+                .await?,
+        )
+    }
+
+    /// JSON merge patch.
+    pub async fn patch(&self, name: &str, patch: &Value) -> Result<K, ApiError> {
+        decode(
+            self.client
+                .patch(K::info().plural, &self.namespace, name, patch, false)
+                .await?,
+        )
+    }
+
+    pub async fn patch_status(&self, name: &str, patch: &Value) -> Result<K, ApiError> {
+        decode(
+            self.client
+                .patch(K::info().plural, &self.namespace, name, patch, true)
+                .await?,
+        )
+    }
+
+    /// Delete; returns the object and whether it is gone (false: it waits
+    /// for finalizers or its grace period).
+    pub async fn delete(&self, name: &str, p: &DeleteParams) -> Result<(K, bool), ApiError> {
+        let (v, gone) = self
+            .client
+            .delete(K::info().plural, &self.namespace, name, p)
+            .await?;
+        Ok((decode(v)?, gone))
+    }
+
+    pub async fn watch(
+        &self,
+        p: &WatchParams,
+    ) -> Result<impl futures::Stream<Item = Result<Event<K>, ApiError>> + Send, ApiError> {
+        let s = self
+            .client
+            .watch(K::info().plural, &self.namespace, p)
+            .await?;
+        Ok(s.map(|item| {
+            let ev = item?;
+            Ok(match ev.kind {
+                EventType::Added => Event::Added(decode(ev.object)?),
+                EventType::Modified => Event::Modified(decode(ev.object)?),
+                EventType::Deleted => Event::Deleted(decode(ev.object)?),
+                EventType::Bookmark => Event::Bookmark(
+                    ev.object
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+            })
+        }))
+    }
+}
