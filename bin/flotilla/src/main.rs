@@ -1,6 +1,9 @@
 //! `flotilla`: the daemon binary. Each role is a subcommand; this file only
 //! parses flags, sets up logging and signals, and hands over to the libraries.
 
+mod control_plane;
+mod store;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -51,6 +54,22 @@ struct Tuning {
     /// Most operations in one transaction branch (etcd's --max-txn-ops).
     #[arg(long, default_value_t = 128)]
     max_txn_ops: usize,
+    /// Range services' cluster IPs are drawn from (the same on every master).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: String,
+    /// Range of node ports for NodePort and LoadBalancer services, LOW-HIGH.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+}
+
+impl Tuning {
+    fn ranges(&self) -> Result<flotilla_control::alloc::ServiceRanges> {
+        flotilla_control::alloc::ServiceRanges::parse(
+            &self.service_cluster_ip_range,
+            &self.service_node_port_range,
+        )
+        .map_err(|e| anyhow::anyhow!(e))
+    }
 }
 
 #[derive(Args)]
@@ -145,7 +164,7 @@ async fn run_master(a: MasterArgs) -> Result<()> {
     let mut cfg = config(&a.name, a.data_dir, a.client_addr, a.peer_addr, &a.tuning);
     cfg.initial_cluster = parse_initial_cluster(&a.initial_cluster)?;
     cfg.join = a.join;
-    let running = flotilla_raftstore::start(cfg).await?;
+    let running = control_plane::start(cfg, a.tuning.ranges()?).await?;
     stop.await;
     tracing::info!("stopping");
     running.shutdown().await;
@@ -175,7 +194,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
         let mut cfg = config(n, a.data_dir.join(n), addr(*c), addr(*p), &a.tuning);
         cfg.initial_cluster = initial.clone();
         running.push(
-            flotilla_raftstore::start(cfg)
+            control_plane::start(cfg, a.tuning.ranges()?)
                 .await
                 .with_context(|| format!("starting master {n}"))?,
         );

@@ -1,0 +1,198 @@
+//! The replicated store as the control plane sees it: [`flotilla_control::Store`]
+//! implemented over a running master, in process (no network hop).
+
+use std::time::Duration;
+
+use flotilla_control::store::{
+    Change, Cond, Kv, Op, Page, Store, StoreError, WatchMsg, WatchStream,
+};
+use flotilla_raftstore::error::Error as RaftError;
+use flotilla_raftstore::kv::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, EventType, KeyValue, KvError,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use flotilla_raftstore::mvcc::RangeError;
+use flotilla_raftstore::types::{Command, Outcome};
+use flotilla_raftstore::watch::{follow, WatchItem};
+use flotilla_raftstore::Master;
+use tokio::sync::mpsc;
+
+/// The object API's view of one master.
+pub struct MasterStore {
+    master: Master,
+}
+
+impl MasterStore {
+    pub fn new(master: Master) -> Self {
+        MasterStore { master }
+    }
+}
+
+fn kv(k: KeyValue) -> Kv {
+    Kv {
+        key: k.key,
+        value: k.value,
+        create_revision: k.create_revision,
+        mod_revision: k.mod_revision,
+    }
+}
+
+fn raft_err(e: RaftError) -> StoreError {
+    match e {
+        RaftError::NoLeader | RaftError::Timeout | RaftError::Unavailable(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        RaftError::Kv(KvError::Compacted { compact_revision }) => {
+            StoreError::Compacted { compact_revision }
+        }
+        RaftError::Kv(KvError::RequestTooLarge) => StoreError::TooLarge,
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+fn range_err(e: RangeError) -> StoreError {
+    match e {
+        RangeError::Kv(KvError::Compacted { compact_revision }) => {
+            StoreError::Compacted { compact_revision }
+        }
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+fn cond(c: Cond) -> Compare {
+    let (key, result, target) = match c {
+        Cond::Absent(k) => (k, CompareResult::Equal, CompareTarget::Create(0)),
+        Cond::Present(k) => (k, CompareResult::Greater, CompareTarget::Create(0)),
+        Cond::ModRevision(k, r) => (k, CompareResult::Equal, CompareTarget::Mod(r)),
+    };
+    Compare {
+        result,
+        target,
+        key,
+        range_end: vec![],
+    }
+}
+
+fn op(o: Op) -> RequestOp {
+    match o {
+        Op::Put(key, value) => RequestOp::Put(PutRequest {
+            key,
+            value,
+            ..Default::default()
+        }),
+        Op::Delete(key) => RequestOp::DeleteRange(DeleteRangeRequest {
+            key,
+            range_end: vec![],
+            prev_kv: false,
+        }),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MasterStore {
+    async fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        revision: i64,
+        linearizable: bool,
+    ) -> Result<Page, StoreError> {
+        if linearizable {
+            self.master.linearize().await.map_err(raft_err)?;
+        }
+        let req = RangeRequest {
+            key: start.to_vec(),
+            range_end: end.to_vec(),
+            limit: limit as i64,
+            revision,
+            ..Default::default()
+        };
+        let store = self.master.store.clone();
+        let (resp, rev) = tokio::task::spawn_blocking(move || {
+            let rev = store.revision();
+            store.range(&req).map(|r| (r, rev))
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))?
+        .map_err(range_err)?;
+        Ok(Page {
+            kvs: resp.kvs.into_iter().map(kv).collect(),
+            more: resp.more,
+            revision: if revision > 0 { revision } else { rev },
+        })
+    }
+
+    async fn txn(&self, conds: Vec<Cond>, ops: Vec<Op>) -> Result<Option<i64>, StoreError> {
+        let t = TxnRequest {
+            compare: conds.into_iter().map(cond).collect(),
+            success: ops.into_iter().map(op).collect(),
+            failure: vec![],
+        };
+        let r = self
+            .master
+            .propose(Command::Txn(t))
+            .await
+            .map_err(raft_err)?;
+        match r.outcome {
+            Outcome::Txn(Ok(t)) => Ok(t.succeeded.then_some(r.revision)),
+            Outcome::Txn(Err(e)) => Err(raft_err(RaftError::Kv(e))),
+            other => Err(StoreError::Other(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    fn watch(&self, start: &[u8], end: &[u8], from: i64) -> WatchStream {
+        let f = follow(&self.master, start.to_vec(), end.to_vec(), from, 64);
+        let (start_revision, progress, mut frx) = (f.start_revision, f.next, f.rx);
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    item = frx.recv() => {
+                        let msg = match item {
+                            Some(WatchItem::Events { revision, events }) => WatchMsg::Changes {
+                                revision,
+                                changes: events
+                                    .into_iter()
+                                    .map(|e| match e.kind {
+                                        EventType::Put => Change::Put { kv: kv(e.kv), prev: e.prev_kv.map(kv) },
+                                        EventType::Delete => Change::Delete { key: e.kv.key, prev: e.prev_kv.map(kv) },
+                                    })
+                                    .collect(),
+                            },
+                            Some(WatchItem::Compacted { compact_revision }) => WatchMsg::Compacted { compact_revision },
+                            Some(WatchItem::Failed(m)) => WatchMsg::Failed(m),
+                            None => return,
+                        };
+                        if tx.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        WatchStream {
+            start_revision,
+            progress,
+            rx,
+        }
+    }
+
+    fn revision(&self) -> i64 {
+        self.master.store.revision()
+    }
+
+    fn max_value_bytes(&self) -> usize {
+        // Room for the key and the request's framing.
+        self.master
+            .cfg
+            .limits
+            .max_request_bytes
+            .saturating_sub(4096)
+    }
+}
+
+/// How long the master waits between attempts to create the namespaces
+/// that always exist.
+pub const BOOTSTRAP_RETRY: Duration = Duration::from_millis(500);

@@ -1,0 +1,348 @@
+//! Service addresses: the cluster IP of every ClusterIP, NodePort and
+//! LoadBalancer service, and the node ports of the last two.
+//!
+//! Each address in use is a key in the store (`/flotilla/allocations/...`),
+//! written in the same transaction as the service that holds it, with the
+//! condition that it does not exist yet: two services can never be given the
+//! same address, whichever masters serve them.
+
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+
+use flotilla_client::{ApiError, Reason};
+use rand::Rng;
+use serde_json::{json, Value};
+
+/// The ranges services draw from.
+#[derive(Debug, Clone)]
+pub struct ServiceRanges {
+    base: u32,
+    prefix: u8,
+    pub node_ports: RangeInclusive<u16>,
+}
+
+impl Default for ServiceRanges {
+    fn default() -> Self {
+        // Kubernetes' defaults: 10.96.0.0/12 and 30000-32767.
+        ServiceRanges {
+            base: u32::from(Ipv4Addr::new(10, 96, 0, 0)),
+            prefix: 12,
+            node_ports: 30000..=32767,
+        }
+    }
+}
+
+const IP_PREFIX: &str = "/flotilla/allocations/serviceips/";
+const PORT_PREFIX: &str = "/flotilla/allocations/nodeports/";
+
+impl ServiceRanges {
+    /// `cidr` like "10.96.0.0/12" (at least 8 addresses), `ports` like "30000-32767".
+    pub fn parse(cidr: &str, ports: &str) -> Result<Self, String> {
+        let (ip, len) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("service IP range {cidr:?} is not ADDRESS/PREFIX"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("service IP range {cidr:?}: {ip:?} is not an IPv4 address"))?;
+        let prefix: u8 = len
+            .parse()
+            .ok()
+            .filter(|p| *p <= 29)
+            .ok_or_else(|| format!("service IP range {cidr:?}: the prefix must be 0-29"))?;
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        let (lo, hi) = ports
+            .split_once('-')
+            .ok_or_else(|| format!("node port range {ports:?} is not LOW-HIGH"))?;
+        let lo: u16 = lo
+            .trim()
+            .parse()
+            .map_err(|_| format!("node port range {ports:?}: bad low port"))?;
+        let hi: u16 = hi
+            .trim()
+            .parse()
+            .map_err(|_| format!("node port range {ports:?}: bad high port"))?;
+        if lo == 0 || hi < lo {
+            return Err(format!("node port range {ports:?} is empty"));
+        }
+        Ok(ServiceRanges {
+            base: u32::from(ip) & mask,
+            prefix,
+            node_ports: lo..=hi,
+        })
+    }
+
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let v = u32::from(ip);
+        v >= self.base && v - self.base < self.size()
+    }
+
+    fn random_ip(&self) -> Ipv4Addr {
+        // Skip the network address and the first host (Kubernetes gives it
+        // to the API's own service) and the broadcast address.
+        let n = rand::thread_rng().gen_range(2..self.size() - 1);
+        Ipv4Addr::from(self.base + n)
+    }
+
+    fn random_port(&self) -> u16 {
+        rand::thread_rng().gen_range(self.node_ports.clone())
+    }
+}
+
+pub fn ip_key(ip: &str) -> Vec<u8> {
+    format!("{IP_PREFIX}{ip}").into_bytes()
+}
+
+pub fn port_key(port: i64) -> Vec<u8> {
+    format!("{PORT_PREFIX}{port}").into_bytes()
+}
+
+fn service_type(svc: &Value) -> &str {
+    svc.pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+}
+
+fn wants_node_ports(svc: &Value) -> bool {
+    matches!(service_type(svc), "NodePort" | "LoadBalancer")
+}
+
+/// The allocation keys a service holds.
+pub fn held(svc: &Value) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    if service_type(svc) == "ExternalName" {
+        return keys;
+    }
+    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {
+        if !ip.is_empty() && ip != "None" {
+            keys.push(ip_key(ip));
+        }
+    }
+    if wants_node_ports(svc) {
+        if let Some(ports) = svc.pointer("/spec/ports").and_then(Value::as_array) {
+            for p in ports {
+                if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
+                    if n > 0 {
+                        keys.push(port_key(n));
+                    }
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// The addresses a user asked for by value (and so cannot be replaced by
+/// others when taken).
+pub fn requested(svc: &Value) -> Vec<Vec<u8>> {
+    held(svc)
+}
+
+fn invalid(name: &str, detail: String) -> ApiError {
+    ApiError::new(
+        Reason::Invalid,
+        format!("Service \"{name}\" is invalid: {detail}"),
+    )
+}
+
+/// Fill in the cluster IP and node ports `svc` lacks (keeping `prev`'s, on
+/// an update), and check the ones it names are in range.
+pub fn assign(r: &ServiceRanges, svc: &mut Value, prev: Option<&Value>) -> Result<(), ApiError> {
+    let name = svc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let ty = service_type(svc).to_string();
+    let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    if ty == "ExternalName" {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+        return Ok(());
+    }
+    let mut ip = spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if ip.is_empty() {
+        if let Some(p) = prev
+            .and_then(|p| p.pointer("/spec/clusterIP"))
+            .and_then(Value::as_str)
+        {
+            ip = p.to_string();
+        }
+    }
+    if ip.is_empty() {
+        ip = r.random_ip().to_string();
+    } else if ip != "None" {
+        let parsed: Ipv4Addr = ip.parse().map_err(|_| {
+            invalid(
+                &name,
+                format!("spec.clusterIP: Invalid value: \"{ip}\": must be a valid IPv4 address"),
+            )
+        })?;
+        let unchanged = prev
+            .and_then(|p| p.pointer("/spec/clusterIP"))
+            .and_then(Value::as_str)
+            == Some(ip.as_str());
+        if !r.contains(parsed) && !unchanged {
+            return Err(invalid(&name, format!(
+                "spec.clusterIPs: Invalid value: [\"{ip}\"]: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}",
+                r.cidr()
+            )));
+        }
+    }
+    spec.insert("clusterIP".into(), Value::String(ip.clone()));
+    spec.insert("clusterIPs".into(), json!([ip]));
+    let node_ports = matches!(ty.as_str(), "NodePort" | "LoadBalancer");
+    let prev_ports: Vec<(i64, String, i64)> = prev
+        .and_then(|p| p.pointer("/spec/ports"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p.get("port").and_then(Value::as_i64).unwrap_or(0),
+                        p.get("protocol")
+                            .and_then(Value::as_str)
+                            .unwrap_or("TCP")
+                            .to_string(),
+                        p.get("nodePort").and_then(Value::as_i64).unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut used: Vec<i64> = Vec::new();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for (i, p) in ports.iter_mut().enumerate() {
+            let Some(p) = p.as_object_mut() else { continue };
+            if !node_ports {
+                p.remove("nodePort");
+                continue;
+            }
+            let mut n = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+            if n == 0 {
+                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                n = prev_ports
+                    .iter()
+                    .find(|(pp, pr, np)| {
+                        *pp == port && pr == proto && *np > 0 && !used.contains(np)
+                    })
+                    .map(|x| x.2)
+                    .unwrap_or(0);
+            }
+            if n == 0 {
+                loop {
+                    n = i64::from(r.random_port());
+                    if !used.contains(&n) {
+                        break;
+                    }
+                }
+            } else if !(i64::from(*r.node_ports.start())..=i64::from(*r.node_ports.end()))
+                .contains(&n)
+            {
+                return Err(invalid(&name, format!(
+                    "spec.ports[{i}].nodePort: Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}",
+                    r.node_ports.start(), r.node_ports.end()
+                )));
+            } else if used.contains(&n) {
+                return Err(invalid(
+                    &name,
+                    format!("spec.ports[{i}].nodePort: Duplicate value: {n}"),
+                ));
+            }
+            used.push(n);
+            p.insert("nodePort".into(), json!(n));
+        }
+    }
+    Ok(())
+}
+
+/// The message for an address someone else holds.
+pub fn taken(name: &str, key: &[u8]) -> ApiError {
+    let k = String::from_utf8_lossy(key);
+    if let Some(ip) = k.strip_prefix(IP_PREFIX) {
+        invalid(name, format!(
+            "spec.clusterIPs: Invalid value: [\"{ip}\"]: failed to allocate IP {ip}: provided IP is already allocated"
+        ))
+    } else {
+        let port = k.strip_prefix(PORT_PREFIX).unwrap_or(&k);
+        invalid(
+            name,
+            format!("spec.ports: Invalid value: {port}: provided port is already allocated"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assigns_in_range_and_keeps_what_was_given() {
+        let r = ServiceRanges::parse("10.100.0.0/16", "30000-30010").unwrap();
+        let mut svc = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}, {"port": 81, "protocol": "TCP", "nodePort": 30005}]}});
+        assign(&r, &mut svc, None).unwrap();
+        let ip: Ipv4Addr = svc["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+        assert!(r.contains(ip));
+        assert_eq!(svc["spec"]["clusterIPs"], json!([ip.to_string()]));
+        let p0 = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+        assert!((30000..=30010).contains(&p0) && p0 != 30005);
+        assert_eq!(svc["spec"]["ports"][1]["nodePort"], 30005);
+        assert_eq!(held(&svc).len(), 3);
+
+        // An update that omits them keeps the previous ones.
+        let mut upd = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        assign(&r, &mut upd, Some(&svc)).unwrap();
+        assert_eq!(upd["spec"]["clusterIP"], svc["spec"]["clusterIP"]);
+        assert_eq!(upd["spec"]["ports"][0]["nodePort"], p0);
+    }
+
+    #[test]
+    fn out_of_range_and_headless() {
+        let r = ServiceRanges::default();
+        let mut svc = json!({"metadata": {"name": "s"}, "spec": {"clusterIP": "192.168.1.1", "ports": [{"port": 80}]}});
+        let e = assign(&r, &mut svc, None).unwrap_err();
+        assert_eq!(e.reason, Reason::Invalid);
+        assert!(
+            e.message
+                .contains("is not in the valid range. The range of valid IPs is 10.96.0.0/12"),
+            "{}",
+            e.message
+        );
+        let mut svc = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}});
+        let e = assign(&r, &mut svc, None).unwrap_err();
+        assert_eq!(e.message, "Service \"s\" is invalid: spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767");
+        let mut headless = json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 80, "nodePort": 30001}]}});
+        assign(&r, &mut headless, None).unwrap();
+        assert!(held(&headless).is_empty());
+        assert!(headless["spec"]["ports"][0].get("nodePort").is_none());
+    }
+
+    #[test]
+    fn parse_rejects_bad_ranges() {
+        assert!(ServiceRanges::parse("10.0.0.0", "30000-32767").is_err());
+        assert!(ServiceRanges::parse("10.0.0.0/31", "30000-32767").is_err());
+        assert!(ServiceRanges::parse("10.0.0.0/24", "32767-30000").is_err());
+        assert_eq!(
+            ServiceRanges::parse("10.0.0.7/24", "1-2").unwrap().cidr(),
+            "10.0.0.0/24"
+        );
+    }
+}

@@ -1,0 +1,1410 @@
+//! The object API's semantics, independent of the wire: create, get, list,
+//! update, status, patch, delete, apply and watch over a [`Store`].
+//!
+//! Objects are stored as their JSON encoding under
+//! `/registry/<plural>/<namespace>/<name>` (cluster-scoped kinds:
+//! `/registry/<plural>/<name>`), without `metadata.resourceVersion`: that is
+//! the key's mod revision, filled in on the way out. Every write is a
+//! compare-and-swap on the revision it was computed from, so concurrent
+//! writers never lose an update: a caller's stale resourceVersion is a
+//! Conflict, and the server's own read-modify-write loops retry.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::Utc;
+use flotilla_client::{
+    ApiError, DeleteParams, EventType, ListParams, Propagation, Reason, WatchParams,
+};
+use flotilla_objects::patch::{diff, merge_patch};
+use flotilla_objects::registry::{self, ResourceInfo};
+use flotilla_objects::selector::{FieldSelector, Selector};
+use flotilla_objects::{admit, validate_update};
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use crate::alloc::{self, ServiceRanges};
+use crate::store::{key_after, prefix_end, Change, Cond, Kv, Op, Store, StoreError, WatchMsg};
+
+/// kubectl's annotation for the manifest last applied.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Finalizers the garbage collector acts on.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The namespace finalizer (spec.finalizers) the namespace controller removes
+/// once the namespace is empty.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+/// Namespaces that always exist and may not be deleted.
+pub const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system"];
+
+/// How many times a server-side read-modify-write retries a lost race.
+const CAS_RETRIES: usize = 16;
+/// Keys read per store page while listing with selectors.
+const LIST_BATCH: usize = 500;
+
+/// The API server's core.
+#[derive(Clone)]
+pub struct ApiServer {
+    store: Arc<dyn Store>,
+    ranges: Arc<ServiceRanges>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListResult {
+    pub items: Vec<Value>,
+    pub resource_version: i64,
+    pub continue_token: String,
+}
+
+/// What an update changed.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    /// False when the object was already as asked (nothing written).
+    pub changed: bool,
+}
+
+pub type WatchReceiver = mpsc::Receiver<Result<(EventType, Value), ApiError>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Metadata and spec (status kept).
+    Main,
+    /// Status only.
+    Status,
+}
+
+// ---- small helpers on JSON objects ----
+
+fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
+    if !v.get("metadata").is_some_and(Value::is_object) {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("metadata".into(), json!({}));
+        }
+    }
+    match v.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(m) => m,
+        None => unreachable_meta(),
+    }
+}
+
+#[cold]
+fn unreachable_meta() -> &'static mut Map<String, Value> {
+    // Only reachable when `v` is not a JSON object, which every caller has
+    // checked; leak an empty map rather than panic on a server path.
+    Box::leak(Box::new(Map::new()))
+}
+
+fn finalizers(v: &Value) -> Vec<String> {
+    v.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set_finalizers(v: &mut Value, f: &[String]) {
+    let m = meta_mut(v);
+    if f.is_empty() {
+        m.remove("finalizers");
+    } else {
+        m.insert("finalizers".into(), json!(f));
+    }
+}
+
+fn is_terminating(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+fn now_str() -> String {
+    Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn labels_of(v: &Value) -> BTreeMap<String, String> {
+    v.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The object as stored: without resourceVersion.
+fn strip_rv(v: &mut Value) {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+}
+
+fn with_rv(mut v: Value, rev: i64) -> Value {
+    if v.is_object() {
+        meta_mut(&mut v).insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+    v
+}
+
+fn decode(kv: &Kv) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::internal(format!(
+            "stored object {} is not valid JSON: {e}",
+            String::from_utf8_lossy(&kv.key)
+        ))
+    })?;
+    Ok(with_rv(v, kv.mod_revision))
+}
+
+fn store_err(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(m) => ApiError::new(Reason::Unavailable, m),
+        StoreError::Compacted { compact_revision } => ApiError::new(
+            Reason::Gone,
+            format!("too old resource version (compacted to {compact_revision})"),
+        ),
+        StoreError::TooLarge => ApiError::bad_request("request is too large"),
+        StoreError::Other(m) => ApiError::internal(m),
+    }
+}
+
+fn invalid(info: &ResourceInfo, name: &str, errs: &[flotilla_objects::FieldError]) -> ApiError {
+    ApiError::new(
+        Reason::Invalid,
+        flotilla_objects::admit::invalid_message(info, name, errs),
+    )
+}
+
+/// Resolve the resource a request names (plural, or any name flt accepts).
+pub fn resolve(resource: &str) -> Result<&'static ResourceInfo, ApiError> {
+    registry::by_plural(resource)
+        .or_else(|| registry::lookup(resource))
+        .ok_or_else(|| {
+            ApiError::new(
+                Reason::NotFound,
+                format!("the server doesn't have a resource type \"{resource}\""),
+            )
+        })
+}
+
+/// The store key of an object.
+pub fn object_key(info: &ResourceInfo, ns: &str, name: &str) -> Vec<u8> {
+    if info.namespaced {
+        format!("/registry/{}/{}/{}", info.plural, ns, name).into_bytes()
+    } else {
+        format!("/registry/{}/{}", info.plural, name).into_bytes()
+    }
+}
+
+/// The store prefix of a kind's objects (in one namespace, or all).
+pub fn kind_prefix(info: &ResourceInfo, ns: &str) -> Vec<u8> {
+    if info.namespaced && !ns.is_empty() {
+        format!("/registry/{}/{}/", info.plural, ns).into_bytes()
+    } else {
+        format!("/registry/{}/", info.plural).into_bytes()
+    }
+}
+
+fn random_suffix() -> String {
+    // Kubernetes' alphabet for generated names: no vowels, no look-alikes.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn check_name_param(what: &str, s: &str) -> Result<(), ApiError> {
+    if s.contains('/') || s == "." || s == ".." {
+        return Err(ApiError::bad_request(format!("invalid {what} {s:?}")));
+    }
+    Ok(())
+}
+
+/// Two stored forms are the same object (resourceVersion aside).
+fn same(a: &Value, b: &Value) -> bool {
+    let (mut a, mut b) = (a.clone(), b.clone());
+    strip_rv(&mut a);
+    strip_rv(&mut b);
+    a == b
+}
+
+/// The part of a manifest that apply remembers.
+fn applied_config(manifest: &Value) -> Value {
+    let mut m = manifest.clone();
+    if let Some(o) = m.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(md) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+        ] {
+            md.remove(k);
+        }
+        if let Some(a) = md.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.remove(LAST_APPLIED);
+            if a.is_empty() {
+                md.remove("annotations");
+            }
+        }
+    }
+    m
+}
+
+fn set_last_applied(v: &mut Value, config: &Value) {
+    let s = serde_json::to_string(config).unwrap_or_default();
+    let m = meta_mut(v);
+    let a = m.entry("annotations").or_insert_with(|| json!({}));
+    if !a.is_object() {
+        *a = json!({});
+    }
+    if let Some(a) = a.as_object_mut() {
+        a.insert(LAST_APPLIED.into(), Value::String(s));
+    }
+}
+
+struct ContinueToken {
+    revision: i64,
+    start: Vec<u8>,
+}
+
+fn encode_continue(revision: i64, start: &[u8]) -> String {
+    let j = json!({"v": 1, "rv": revision, "start": String::from_utf8_lossy(start)});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(j.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &[u8]) -> Result<ContinueToken, ApiError> {
+    let bad = || ApiError::bad_request("continue key is not valid: ill-formed token");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let j: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let revision = j.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let start = j
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?
+        .as_bytes()
+        .to_vec();
+    if revision <= 0 || !start.starts_with(prefix) {
+        return Err(ApiError::bad_request(
+            "continue key is not valid: it does not belong to this list",
+        ));
+    }
+    Ok(ContinueToken { revision, start })
+}
+
+fn parse_selectors(
+    info: &ResourceInfo,
+    labels: &str,
+    fields: &str,
+) -> Result<(Selector, FieldSelector), ApiError> {
+    let l = Selector::parse(labels)
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let f = FieldSelector::parse(fields, info).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok((l, f))
+}
+
+fn matches(l: &Selector, f: &FieldSelector, v: &Value) -> bool {
+    (l.is_empty() || l.matches(&labels_of(v))) && (f.is_empty() || f.matches(v))
+}
+
+impl ApiServer {
+    pub fn new(store: Arc<dyn Store>, ranges: ServiceRanges) -> Self {
+        ApiServer {
+            store,
+            ranges: Arc::new(ranges),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Create the namespaces that always exist, when they do not yet.
+    pub async fn ensure_namespaces(&self) -> Result<(), ApiError> {
+        for ns in PROTECTED_NAMESPACES {
+            let key = object_key(&registry::NAMESPACE, "", ns);
+            if self.read(&key, true).await?.is_some() {
+                continue;
+            }
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            match self.create(&registry::NAMESPACE, "", obj, false).await {
+                Ok(_) => tracing::info!(namespace = ns, "created"),
+                Err(e) if e.is(Reason::AlreadyExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The namespace an object of `info` goes in: the object's own, or the
+    /// request's ("default" when neither says), "" for cluster-scoped kinds.
+    fn namespace_for(
+        &self,
+        info: &ResourceInfo,
+        req_ns: &str,
+        obj: &Value,
+    ) -> Result<String, ApiError> {
+        let obj_ns = str_at(obj, "/metadata/namespace");
+        if !info.namespaced {
+            return Ok(String::new());
+        }
+        if !req_ns.is_empty() && !obj_ns.is_empty() && req_ns != obj_ns {
+            return Err(ApiError::bad_request(format!(
+                "the namespace of the provided object ({obj_ns}) does not match the namespace sent on the request ({req_ns})"
+            )));
+        }
+        let ns = if !obj_ns.is_empty() {
+            obj_ns
+        } else if !req_ns.is_empty() {
+            req_ns
+        } else {
+            "default"
+        };
+        check_name_param("namespace", ns)?;
+        Ok(ns.to_string())
+    }
+
+    fn object_ns(&self, info: &ResourceInfo, ns: &str) -> Result<String, ApiError> {
+        if !info.namespaced {
+            return Ok(String::new());
+        }
+        if ns.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "a namespace is required for {}",
+                info.plural
+            )));
+        }
+        check_name_param("namespace", ns)?;
+        Ok(ns.to_string())
+    }
+
+    async fn read(&self, key: &[u8], linearizable: bool) -> Result<Option<Kv>, ApiError> {
+        let page = self
+            .store
+            .range(key, &key_after(key), 1, 0, linearizable)
+            .await
+            .map_err(store_err)?;
+        Ok(page.kvs.into_iter().next().filter(|kv| kv.key == key))
+    }
+
+    fn encode_for_store(&self, v: &Value) -> Result<Vec<u8>, ApiError> {
+        let mut v = v.clone();
+        strip_rv(&mut v);
+        let b = serde_json::to_vec(&v).map_err(|e| ApiError::internal(e.to_string()))?;
+        let max = self.store.max_value_bytes();
+        if b.len() > max {
+            return Err(ApiError::bad_request(format!(
+                "object is too large: {} bytes, the limit is {max}",
+                b.len()
+            )));
+        }
+        Ok(b)
+    }
+
+    // ---- create ----
+
+    /// Create an object. The namespace must exist and not be terminating.
+    #[tracing::instrument(level = "debug", skip(self, object), fields(kind = info.kind))]
+    pub async fn create(
+        &self,
+        info: &'static ResourceInfo,
+        req_ns: &str,
+        object: Value,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request("the object must be a JSON object"));
+        }
+        let ns = self.namespace_for(info, req_ns, &object)?;
+        let mut object = object;
+        if info.namespaced {
+            meta_mut(&mut object).insert("namespace".into(), Value::String(ns.clone()));
+        } else {
+            meta_mut(&mut object).remove("namespace");
+        }
+        // Generated names are chosen before validation, so that they are checked too.
+        if str_at(&object, "/metadata/name").is_empty() {
+            let g = str_at(&object, "/metadata/generateName").to_string();
+            if !g.is_empty() {
+                meta_mut(&mut object).insert(
+                    "name".into(),
+                    Value::String(format!("{g}{}", random_suffix())),
+                );
+            }
+        }
+        let name = str_at(&object, "/metadata/name").to_string();
+        let admitted = admit(info, object).map_err(|e| invalid(info, &name, &e))?;
+        let mut obj = admitted.object;
+        self.prepare_create(info, &mut obj);
+        if dry_run {
+            return Ok(Written {
+                object: obj,
+                warnings: admitted.warnings,
+                changed: false,
+            });
+        }
+        let key = object_key(info, &ns, &name);
+        let mut conds = vec![Cond::Absent(key.clone())];
+        if info.namespaced {
+            let ns_key = object_key(&registry::NAMESPACE, "", &ns);
+            // A lagging master may not have the namespace yet: the
+            // condition below decides whether it exists.
+            if let Some(kv) = self.read(&ns_key, false).await? {
+                if is_terminating(&decode(&kv)?) {
+                    return Err(ApiError::new(
+                        Reason::Forbidden,
+                        format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", info.qualified_name()),
+                    ));
+                }
+            }
+            conds.push(Cond::Present(ns_key));
+        }
+        let requested = alloc::requested(&obj);
+        for _ in 0..CAS_RETRIES {
+            let mut obj = obj.clone();
+            let mut conds = conds.clone();
+            let mut ops = Vec::new();
+            let mut held = Vec::new();
+            if info.kind == "Service" {
+                alloc::assign(&self.ranges, &mut obj, None)?;
+                held = alloc::held(&obj);
+                for k in &held {
+                    conds.push(Cond::Absent(k.clone()));
+                    ops.push(Op::Put(k.clone(), key.clone()));
+                }
+            }
+            ops.push(Op::Put(key.clone(), self.encode_for_store(&obj)?));
+            match self.store.txn(conds, ops).await.map_err(store_err)? {
+                Some(rev) => {
+                    return Ok(Written {
+                        object: with_rv(obj, rev),
+                        warnings: admitted.warnings,
+                        changed: true,
+                    })
+                }
+                None => {
+                    if self.read(&key, true).await?.is_some() {
+                        return Err(ApiError::already_exists(&info.qualified_name(), &name));
+                    }
+                    if info.namespaced
+                        && self
+                            .read(&object_key(&registry::NAMESPACE, "", &ns), true)
+                            .await?
+                            .is_none()
+                    {
+                        return Err(ApiError::not_found("namespaces", &ns));
+                    }
+                    // An address was taken meanwhile: one the user named is
+                    // an error, one we picked is picked again.
+                    for k in &held {
+                        if requested.contains(k) && self.read(k, true).await?.is_some() {
+                            return Err(alloc::taken(&name, k));
+                        }
+                    }
+                }
+            }
+        }
+        Err(ApiError::new(
+            Reason::Unavailable,
+            format!(
+                "could not allocate addresses for {} \"{name}\"; try again",
+                info.qualified_name()
+            ),
+        ))
+    }
+
+    /// Server-set metadata and status of a new object.
+    fn prepare_create(&self, info: &'static ResourceInfo, obj: &mut Value) {
+        let uid = uuid::Uuid::new_v4().to_string();
+        {
+            let m = meta_mut(obj);
+            m.insert("uid".into(), Value::String(uid.clone()));
+            m.insert("creationTimestamp".into(), Value::String(now_str()));
+            for k in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                m.remove(k);
+            }
+            if info.has_status {
+                m.insert("generation".into(), json!(1));
+            } else {
+                m.remove("generation");
+            }
+        }
+        let Some(o) = obj.as_object_mut() else { return };
+        // Status is the controllers' and agents' to write: a new object starts without one
+        // (a node registers with its status, as kubelet does).
+        if info.has_status && info.kind != "Node" {
+            o.remove("status");
+        }
+        match info.kind {
+            "Pod" => {
+                o.insert("status".into(), json!({"phase": "Pending"}));
+            }
+            "Namespace" => {
+                o.insert("status".into(), json!({"phase": "Active"}));
+                o.insert("spec".into(), json!({"finalizers": [NAMESPACE_FINALIZER]}));
+            }
+            "Job" => {
+                if let Ok(mut job) =
+                    serde_json::from_value::<flotilla_objects::batch::Job>(obj.clone())
+                {
+                    job.generate_selector();
+                    if let Ok(v) = serde_json::to_value(&job) {
+                        *obj = v;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---- get / list ----
+
+    pub async fn get(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        serializable: bool,
+    ) -> Result<Value, ApiError> {
+        let ns = self.object_ns(info, ns)?;
+        check_name_param("name", name)?;
+        match self
+            .read(&object_key(info, &ns, name), !serializable)
+            .await?
+        {
+            Some(kv) => decode(&kv),
+            None => Err(ApiError::not_found(&info.qualified_name(), name)),
+        }
+    }
+
+    /// List objects (in one namespace, or all with ""), at one revision
+    /// across pages.
+    #[tracing::instrument(level = "debug", skip(self, o), fields(kind = info.kind))]
+    pub async fn list(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        o: &ListParams,
+    ) -> Result<ListResult, ApiError> {
+        if !ns.is_empty() {
+            check_name_param("namespace", ns)?;
+        }
+        let (ls, fs) = parse_selectors(info, &o.label_selector, &o.field_selector)?;
+        let prefix = kind_prefix(info, ns);
+        let end = prefix_end(&prefix);
+        let (mut revision, mut start) = if o.continue_token.is_empty() {
+            (0, prefix.clone())
+        } else {
+            let t = decode_continue(&o.continue_token, &prefix)?;
+            (t.revision, t.start)
+        };
+        let limit = if o.limit > 0 {
+            o.limit as usize
+        } else {
+            usize::MAX
+        };
+        let mut items = Vec::new();
+        let mut linearizable = !o.serializable && revision == 0;
+        loop {
+            let batch = if limit == usize::MAX {
+                0
+            } else {
+                LIST_BATCH.max(limit.saturating_add(1).min(10_000))
+            };
+            let page = match self.store.range(&start, &end, batch, revision, linearizable).await {
+                Ok(p) => p,
+                Err(StoreError::Compacted { .. }) if !o.continue_token.is_empty() => {
+                    return Err(ApiError::new(
+                        Reason::Gone,
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ))
+                }
+                Err(e) => return Err(store_err(e)),
+            };
+            linearizable = false;
+            if revision == 0 {
+                revision = page.revision;
+            }
+            let n = page.kvs.len();
+            for (i, kv) in page.kvs.iter().enumerate() {
+                let v = decode(kv)?;
+                if !matches(&ls, &fs, &v) {
+                    continue;
+                }
+                items.push(v);
+                if items.len() == limit {
+                    let more = i + 1 < n || page.more;
+                    let token = if more {
+                        encode_continue(revision, &key_after(&kv.key))
+                    } else {
+                        String::new()
+                    };
+                    return Ok(ListResult {
+                        items,
+                        resource_version: revision,
+                        continue_token: token,
+                    });
+                }
+            }
+            match page.kvs.last() {
+                Some(last) if page.more => start = key_after(&last.key),
+                _ => break,
+            }
+        }
+        Ok(ListResult {
+            items,
+            resource_version: revision,
+            continue_token: String::new(),
+        })
+    }
+
+    // ---- update / status / patch / apply ----
+
+    /// Replace metadata and spec from `object`; its resourceVersion, when set,
+    /// is a precondition.
+    pub async fn update(
+        &self,
+        info: &'static ResourceInfo,
+        req_ns: &str,
+        object: Value,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
+        self.replace_part(info, req_ns, object, Part::Main, dry_run)
+            .await
+    }
+
+    /// Replace the status from `object`; its resourceVersion, when set, is a
+    /// precondition.
+    pub async fn update_status(
+        &self,
+        info: &'static ResourceInfo,
+        req_ns: &str,
+        object: Value,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
+        if !info.has_status {
+            return Err(ApiError::new(
+                Reason::MethodNotAllowed,
+                format!("{} have no status", info.plural),
+            ));
+        }
+        self.replace_part(info, req_ns, object, Part::Status, dry_run)
+            .await
+    }
+
+    async fn replace_part(
+        &self,
+        info: &'static ResourceInfo,
+        req_ns: &str,
+        object: Value,
+        part: Part,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request("the object must be a JSON object"));
+        }
+        let ns = self.namespace_for(info, req_ns, &object)?;
+        let name = str_at(&object, "/metadata/name").to_string();
+        if name.is_empty() {
+            return Err(ApiError::new(
+                Reason::Invalid,
+                format!(
+                    "{} \"\" is invalid: metadata.name: Required value: name is required",
+                    info.kind
+                ),
+            ));
+        }
+        let rv = str_at(&object, "/metadata/resourceVersion").to_string();
+        let precondition = (!rv.is_empty()).then_some(rv);
+        self.modify(info, &ns, &name, part, precondition, dry_run, |_cur| {
+            Ok(object.clone())
+        })
+        .await
+    }
+
+    /// Apply a JSON merge patch to the object or its status. A
+    /// resourceVersion in the patch is a precondition.
+    pub async fn patch(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        patch: Value,
+        status: bool,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
+        let ns = self.object_ns(info, ns)?;
+        check_name_param("name", name)?;
+        if !patch.is_object() {
+            return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+        }
+        if status && !info.has_status {
+            return Err(ApiError::new(
+                Reason::MethodNotAllowed,
+                format!("{} have no status", info.plural),
+            ));
+        }
+        let rv = str_at(&patch, "/metadata/resourceVersion").to_string();
+        let precondition = (!rv.is_empty()).then_some(rv);
+        let part = if status { Part::Status } else { Part::Main };
+        self.modify(info, &ns, name, part, precondition, dry_run, |cur| {
+            let mut v = cur.clone();
+            merge_patch(&mut v, &patch);
+            strip_rv(&mut v);
+            Ok(v)
+        })
+        .await
+    }
+
+    /// Create or update from a manifest: fields set by the manifest are set,
+    /// fields the previous apply set and this one no longer does are
+    /// removed, everything else (other writers' changes) is kept.
+    #[tracing::instrument(level = "debug", skip(self, manifest))]
+    pub async fn apply(
+        &self,
+        req_ns: &str,
+        manifest: Value,
+        dry_run: bool,
+    ) -> Result<(Written, &'static str), ApiError> {
+        if !manifest.is_object() {
+            return Err(ApiError::bad_request("the manifest must be a JSON object"));
+        }
+        let api_version = str_at(&manifest, "/apiVersion");
+        let kind = str_at(&manifest, "/kind");
+        if kind.is_empty() {
+            return Err(ApiError::bad_request("the manifest has no kind"));
+        }
+        let info = registry::by_kind(api_version, kind).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "no matches for kind \"{kind}\" in version \"{api_version}\""
+            ))
+        })?;
+        let ns = self.namespace_for(info, req_ns, &manifest)?;
+        let name = str_at(&manifest, "/metadata/name").to_string();
+        if name.is_empty() {
+            return Err(ApiError::new(
+                Reason::Invalid,
+                format!(
+                    "{} \"\" is invalid: metadata.name: Required value: name is required",
+                    info.kind
+                ),
+            ));
+        }
+        let config = applied_config(&manifest);
+        let key = object_key(info, &ns, &name);
+        for _ in 0..CAS_RETRIES {
+            if self.read(&key, true).await?.is_none() {
+                let mut obj = config.clone();
+                set_last_applied(&mut obj, &config);
+                match self.create(info, &ns, obj, dry_run).await {
+                    Ok(w) => return Ok((w, "created")),
+                    Err(e) if e.is(Reason::AlreadyExists) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let res = self
+                .modify(info, &ns, &name, Part::Main, None, dry_run, |cur| {
+                    let last = cur
+                        .pointer("/metadata/annotations")
+                        .and_then(|a| a.get(LAST_APPLIED))
+                        .and_then(Value::as_str)
+                        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                        .unwrap_or_else(|| json!({}));
+                    let mut v = cur.clone();
+                    merge_patch(&mut v, &diff(&last, &config));
+                    set_last_applied(&mut v, &config);
+                    strip_rv(&mut v);
+                    Ok(v)
+                })
+                .await;
+            match res {
+                Ok(w) => {
+                    let action = if w.changed { "configured" } else { "unchanged" };
+                    return Ok((w, action));
+                }
+                Err(e) if e.is(Reason::NotFound) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::conflict(&info.qualified_name(), &name))
+    }
+
+    /// The read-modify-write loop behind update, status, patch and apply.
+    #[allow(clippy::too_many_arguments)]
+    async fn modify<F>(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        part: Part,
+        precondition: Option<String>,
+        dry_run: bool,
+        f: F,
+    ) -> Result<Written, ApiError>
+    where
+        F: Fn(&Value) -> Result<Value, ApiError>,
+    {
+        let key = object_key(info, ns, name);
+        let qn = info.qualified_name();
+        // The first read may be served locally; after a lost race, read
+        // through the leader so as not to spin on a lagging copy.
+        let mut linearizable = false;
+        for _ in 0..CAS_RETRIES {
+            let Some(kv) = self.read(&key, linearizable).await? else {
+                if !linearizable {
+                    linearizable = true;
+                    continue;
+                }
+                return Err(ApiError::not_found(&qn, name));
+            };
+            let cur = decode(&kv)?;
+            if let Some(rv) = &precondition {
+                if rv != &kv.mod_revision.to_string() {
+                    if !linearizable {
+                        linearizable = true;
+                        continue;
+                    }
+                    return Err(ApiError::conflict(&qn, name));
+                }
+            }
+            let desired = f(&cur)?;
+            if !desired.is_object() {
+                return Err(ApiError::bad_request("the object must be a JSON object"));
+            }
+            let dname = str_at(&desired, "/metadata/name");
+            if !dname.is_empty() && dname != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({dname}) does not match the name on the request ({name})"
+                )));
+            }
+            let duid = str_at(&desired, "/metadata/uid");
+            let cuid = str_at(&cur, "/metadata/uid");
+            if !duid.is_empty() && duid != cuid {
+                return Err(ApiError::new(
+                    Reason::Conflict,
+                    format!("Operation cannot be fulfilled on {qn} \"{name}\": Precondition failed: UID in precondition: {duid}, UID in object meta: {cuid}"),
+                ));
+            }
+            let (mut new, warnings) = match part {
+                Part::Main => {
+                    let mut d = desired;
+                    meta_mut(&mut d).insert("name".into(), Value::String(name.to_string()));
+                    if info.namespaced {
+                        meta_mut(&mut d).insert("namespace".into(), Value::String(ns.to_string()));
+                    } else {
+                        meta_mut(&mut d).remove("namespace");
+                    }
+                    if info.kind == "Job" {
+                        keep_job_selector(&cur, &mut d);
+                    }
+                    let a = admit(info, d).map_err(|e| invalid(info, name, &e))?;
+                    let errs = validate_update(info, &cur, &a.object);
+                    if !errs.is_empty() {
+                        return Err(invalid(info, name, &errs));
+                    }
+                    (self.carry_over(info, &cur, a.object), a.warnings)
+                }
+                Part::Status => {
+                    let mut n = cur.clone();
+                    match desired.get("status") {
+                        Some(s) if !s.is_null() => {
+                            if let Some(o) = n.as_object_mut() {
+                                o.insert("status".into(), s.clone());
+                            }
+                        }
+                        _ => {
+                            if let Some(o) = n.as_object_mut() {
+                                o.remove("status");
+                            }
+                        }
+                    }
+                    let a = admit(info, n).map_err(|e| invalid(info, name, &e))?;
+                    (self.carry_over_status(&cur, a.object), a.warnings)
+                }
+            };
+            strip_rv(&mut new);
+            if same(&new, &cur) {
+                return Ok(Written {
+                    object: cur,
+                    warnings,
+                    changed: false,
+                });
+            }
+            if dry_run {
+                return Ok(Written {
+                    object: with_rv(new, kv.mod_revision),
+                    warnings,
+                    changed: true,
+                });
+            }
+            // A terminating object whose last finalizer went is deleted.
+            let finished = is_terminating(&new)
+                && finalizers(&new).is_empty()
+                && (info.kind != "Namespace"
+                    || new
+                        .pointer("/spec/finalizers")
+                        .and_then(Value::as_array)
+                        .is_none_or(|a| a.is_empty()));
+            let mut conds = vec![Cond::ModRevision(key.clone(), kv.mod_revision)];
+            let mut ops = Vec::new();
+            if info.kind == "Service" {
+                if !finished && part == Part::Main {
+                    alloc::assign(&self.ranges, &mut new, Some(&cur))?;
+                }
+                let (had, has) = (
+                    alloc::held(&cur),
+                    if finished { vec![] } else { alloc::held(&new) },
+                );
+                for k in has.iter().filter(|k| !had.contains(k)) {
+                    if self.read(k, false).await?.is_some() {
+                        return Err(alloc::taken(name, k));
+                    }
+                    conds.push(Cond::Absent(k.clone()));
+                    ops.push(Op::Put(k.clone(), key.clone()));
+                }
+                for k in had.iter().filter(|k| !has.contains(k)) {
+                    ops.push(Op::Delete(k.clone()));
+                }
+            }
+            ops.push(if finished {
+                Op::Delete(key.clone())
+            } else {
+                Op::Put(key.clone(), self.encode_for_store(&new)?)
+            });
+            match self.store.txn(conds, ops).await.map_err(store_err)? {
+                Some(rev) => {
+                    return Ok(Written {
+                        object: with_rv(new, rev),
+                        warnings,
+                        changed: true,
+                    })
+                }
+                None => {
+                    linearizable = true;
+                    if precondition.is_some() {
+                        // Re-read: a precondition that no longer holds is the caller's conflict.
+                        continue;
+                    }
+                }
+            }
+        }
+        Err(ApiError::conflict(&qn, name))
+    }
+
+    /// What an update keeps from the stored object.
+    fn carry_over(&self, info: &ResourceInfo, cur: &Value, mut new: Value) -> Value {
+        let cm = cur.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        {
+            let m = meta_mut(&mut new);
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                match cm.get(k) {
+                    Some(v) => {
+                        m.insert(k.into(), v.clone());
+                    }
+                    None => {
+                        m.remove(k);
+                    }
+                }
+            }
+        }
+        if info.has_status {
+            let gen = cm.get("generation").and_then(Value::as_i64).unwrap_or(1);
+            let bump = cur.get("spec") != new.get("spec");
+            meta_mut(&mut new).insert("generation".into(), json!(if bump { gen + 1 } else { gen }));
+            if let Some(o) = new.as_object_mut() {
+                match cur.get("status") {
+                    Some(s) => {
+                        o.insert("status".into(), s.clone());
+                    }
+                    None => {
+                        o.remove("status");
+                    }
+                }
+            }
+        } else {
+            meta_mut(&mut new).remove("generation");
+        }
+        new
+    }
+
+    /// A status write keeps everything but the status.
+    fn carry_over_status(&self, cur: &Value, admitted: Value) -> Value {
+        let mut n = cur.clone();
+        if let Some(o) = n.as_object_mut() {
+            match admitted.get("status") {
+                Some(s) => {
+                    o.insert("status".into(), s.clone());
+                }
+                None => {
+                    o.remove("status");
+                }
+            }
+        }
+        n
+    }
+
+    // ---- delete ----
+
+    /// Delete an object: at once, or (finalizers, grace period, namespace
+    /// contents, foreground/orphan propagation) mark it terminating.
+    #[tracing::instrument(level = "debug", skip(self, o), fields(kind = info.kind))]
+    pub async fn delete(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        o: &DeleteParams,
+    ) -> Result<(Value, bool), ApiError> {
+        let ns = self.object_ns(info, ns)?;
+        check_name_param("name", name)?;
+        let qn = info.qualified_name();
+        if info.kind == "Namespace" && PROTECTED_NAMESPACES.contains(&name) {
+            return Err(ApiError::new(
+                Reason::Forbidden,
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            ));
+        }
+        let key = object_key(info, &ns, name);
+        let mut linearizable = false;
+        for _ in 0..CAS_RETRIES {
+            let Some(kv) = self.read(&key, linearizable).await? else {
+                if !linearizable {
+                    linearizable = true;
+                    continue;
+                }
+                return Err(ApiError::not_found(&qn, name));
+            };
+            let cur = decode(&kv)?;
+            let uid = str_at(&cur, "/metadata/uid");
+            if !o.precondition_uid.is_empty() && o.precondition_uid != uid {
+                if !linearizable {
+                    linearizable = true;
+                    continue;
+                }
+                return Err(ApiError::new(Reason::Conflict, format!(
+                    "Operation cannot be fulfilled on {qn} \"{name}\": Precondition failed: UID in precondition: {}, UID in object meta: {uid}", o.precondition_uid)));
+            }
+            if !o.precondition_resource_version.is_empty()
+                && o.precondition_resource_version != kv.mod_revision.to_string()
+            {
+                if !linearizable {
+                    linearizable = true;
+                    continue;
+                }
+                return Err(ApiError::new(Reason::Conflict, format!(
+                    "Operation cannot be fulfilled on {qn} \"{name}\": Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}", o.precondition_resource_version, kv.mod_revision)));
+            }
+            let terminating = is_terminating(&cur);
+            let mut new = cur.clone();
+            strip_rv(&mut new);
+            let mut fins = finalizers(&cur);
+            if !terminating {
+                let add = match o.propagation {
+                    Some(Propagation::Foreground) => Some(FOREGROUND_FINALIZER),
+                    Some(Propagation::Orphan) => Some(ORPHAN_FINALIZER),
+                    _ => None,
+                };
+                if let Some(f) = add {
+                    if !fins.iter().any(|x| x == f) {
+                        fins.push(f.to_string());
+                    }
+                }
+            }
+            let mut pending = !fins.is_empty();
+            let now = now_str();
+            if info.kind == "Namespace" {
+                let spec_fins = cur
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
+                if spec_fins {
+                    pending = true;
+                    if let Some(o) = new.as_object_mut() {
+                        o.insert("status".into(), json!({"phase": "Terminating"}));
+                    }
+                }
+            }
+            let mut grace = 0;
+            if info.kind == "Pod" && !str_at(&cur, "/spec/nodeName").is_empty() {
+                grace = o.grace_period_seconds.unwrap_or_else(|| {
+                    cur.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
+                });
+                grace = grace.max(0);
+                let current = cur
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
+                if grace > 0 && current.is_none_or(|c| grace < c) {
+                    pending = true;
+                } else if grace > 0 {
+                    // Already terminating with a shorter grace: nothing to shorten.
+                    pending = true;
+                    grace = current.unwrap_or(grace);
+                }
+            }
+            if !pending {
+                if o.dry_run {
+                    return Ok((cur, true));
+                }
+                let mut ops: Vec<Op> = alloc::held(&cur)
+                    .into_iter()
+                    .filter(|_| info.kind == "Service")
+                    .map(Op::Delete)
+                    .collect();
+                ops.push(Op::Delete(key.clone()));
+                match self
+                    .store
+                    .txn(vec![Cond::ModRevision(key.clone(), kv.mod_revision)], ops)
+                    .await
+                    .map_err(store_err)?
+                {
+                    Some(_) => return Ok((cur, true)),
+                    None => {
+                        linearizable = true;
+                        continue;
+                    }
+                }
+            }
+            set_finalizers(&mut new, &fins);
+            {
+                let m = meta_mut(&mut new);
+                if grace > 0 {
+                    let at = (Utc::now() + chrono::Duration::seconds(grace))
+                        .format("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string();
+                    let keep = terminating
+                        && m.get("deletionGracePeriodSeconds").and_then(Value::as_i64)
+                            == Some(grace);
+                    if !keep {
+                        m.insert("deletionTimestamp".into(), Value::String(at));
+                        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                    }
+                } else if !terminating {
+                    m.insert("deletionTimestamp".into(), Value::String(now));
+                    m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                }
+            }
+            if same(&new, &cur) || o.dry_run {
+                return Ok((cur, false));
+            }
+            let bytes = self.encode_for_store(&new)?;
+            match self
+                .store
+                .txn(
+                    vec![Cond::ModRevision(key.clone(), kv.mod_revision)],
+                    vec![Op::Put(key.clone(), bytes)],
+                )
+                .await
+                .map_err(store_err)?
+            {
+                Some(rev) => return Ok((with_rv(new, rev), false)),
+                None => linearizable = true,
+            }
+        }
+        Err(ApiError::conflict(&qn, name))
+    }
+
+    // ---- watch ----
+
+    /// Watch a kind. "" or "0": the current objects first, as ADDED; a
+    /// revision: the changes after it. A compacted start ends with Gone.
+    pub async fn watch(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        o: &WatchParams,
+    ) -> Result<WatchReceiver, ApiError> {
+        if !ns.is_empty() {
+            check_name_param("namespace", ns)?;
+        }
+        let (ls, fs) = parse_selectors(info, &o.label_selector, &o.field_selector)?;
+        let prefix = kind_prefix(info, ns);
+        let (tx, rx) = mpsc::channel(256);
+        let mut initial = Vec::new();
+        let from = if o.resource_version.is_empty() || o.resource_version == "0" {
+            let l = self
+                .list(
+                    info,
+                    ns,
+                    &ListParams {
+                        label_selector: o.label_selector.clone(),
+                        field_selector: o.field_selector.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            initial = l.items;
+            l.resource_version + 1
+        } else {
+            let rv: i64 = o.resource_version.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {:?}", o.resource_version))
+            })?;
+            if rv < 0 {
+                return Err(ApiError::bad_request(format!(
+                    "invalid resourceVersion {rv}"
+                )));
+            }
+            rv + 1
+        };
+        let stream = self.store.watch(&prefix, &prefix_end(&prefix), from);
+        let interval = if o.bookmark_interval.is_zero() {
+            Duration::from_secs(10)
+        } else {
+            o.bookmark_interval.max(Duration::from_millis(100))
+        };
+        let bookmarks = o.bookmarks;
+        let info2 = info;
+        let requested = o.resource_version.clone();
+        tokio::spawn(async move {
+            for v in initial {
+                if tx.send(Ok((EventType::Added, v))).await.is_err() {
+                    return;
+                }
+            }
+            let mut rx = stream.rx;
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            let mut last_sent = from - 1;
+            loop {
+                tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(WatchMsg::Changes { revision, changes }) => {
+                            for c in changes {
+                                if let Some(ev) = translate(&ls, &fs, revision, c) {
+                                    if tx.send(Ok(ev)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            last_sent = revision;
+                        }
+                        Some(WatchMsg::Compacted { compact_revision }) => {
+                            let _ = tx.send(Err(ApiError::new(Reason::Gone, format!(
+                                "too old resource version: {requested} ({compact_revision})")))).await;
+                            return;
+                        }
+                        Some(WatchMsg::Failed(m)) => {
+                            let _ = tx.send(Err(ApiError::internal(m))).await;
+                            return;
+                        }
+                        None => return,
+                    },
+                    _ = tick.tick(), if bookmarks => {
+                        let done = stream.progress.load(Ordering::Acquire) - 1;
+                        if done > last_sent {
+                            last_sent = done;
+                        }
+                        let bm = json!({
+                            "apiVersion": info2.api_version(),
+                            "kind": info2.kind,
+                            "metadata": {"resourceVersion": last_sent.to_string()},
+                        });
+                        if tx.send(Ok((EventType::Bookmark, bm))).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// A Job's generated selector (and the labels it selects) stay when an
+/// update does not mention them, as with Kubernetes.
+fn keep_job_selector(cur: &Value, desired: &mut Value) {
+    let manual = desired
+        .pointer("/spec/manualSelector")
+        .and_then(Value::as_bool)
+        == Some(true);
+    if manual
+        || desired
+            .pointer("/spec/selector")
+            .is_some_and(|s| !s.is_null())
+    {
+        return;
+    }
+    let Some(sel) = cur.pointer("/spec/selector").cloned() else {
+        return;
+    };
+    let generated: Vec<(String, Value)> = cur
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|l| {
+            [
+                flotilla_objects::batch::CONTROLLER_UID_LABEL,
+                flotilla_objects::batch::JOB_NAME_LABEL,
+            ]
+            .iter()
+            .filter_map(|k| l.get(*k).map(|v| (k.to_string(), v.clone())))
+            .collect()
+        })
+        .unwrap_or_default();
+    let mut patch = json!({"spec": {"selector": sel}});
+    if !generated.is_empty() {
+        let labels: Map<String, Value> = generated.into_iter().collect();
+        patch["spec"]["template"] = json!({"metadata": {"labels": labels}});
+    }
+    merge_patch(desired, &patch);
+}
+
+/// One stored change as a watch event, through the selectors: an object that
+/// stops matching is reported DELETED, one that starts matching ADDED.
+fn translate(
+    ls: &Selector,
+    fs: &FieldSelector,
+    revision: i64,
+    c: Change,
+) -> Option<(EventType, Value)> {
+    let parse = |kv: &Kv| serde_json::from_slice::<Value>(&kv.value).ok();
+    match c {
+        Change::Put { kv, prev } => {
+            let cur = parse(&kv)?;
+            let was = prev
+                .as_ref()
+                .and_then(parse)
+                .is_some_and(|p| matches(ls, fs, &p));
+            let is = matches(ls, fs, &cur);
+            let obj = with_rv(cur, revision);
+            match (was, is) {
+                (true, true) => Some((EventType::Modified, obj)),
+                (false, true) => Some((EventType::Added, obj)),
+                (true, false) => Some((EventType::Deleted, obj)),
+                (false, false) => None,
+            }
+        }
+        Change::Delete { prev, .. } => {
+            let p = parse(prev.as_ref()?)?;
+            matches(ls, fs, &p).then(|| (EventType::Deleted, with_rv(p, revision)))
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! What the API server needs from the replicated store, and nothing more:
+//! ranges at a revision, compare-and-swap transactions, and ordered watches.
+//!
+//! The master binary implements [`Store`] over the Raft-replicated MVCC
+//! store; this crate never sees Raft or RocksDB.
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+/// A stored key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+}
+
+/// A condition of a transaction.
+#[derive(Debug, Clone)]
+pub enum Cond {
+    /// The key does not exist.
+    Absent(Vec<u8>),
+    /// The key exists.
+    Present(Vec<u8>),
+    /// The key was last written at this revision.
+    ModRevision(Vec<u8>, i64),
+}
+
+/// A write of a transaction.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// A page of a range read.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub kvs: Vec<Kv>,
+    /// More keys follow in the range.
+    pub more: bool,
+    /// The revision the page was read at.
+    pub revision: i64,
+}
+
+/// One key's change in a watched revision.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Put { kv: Kv, prev: Option<Kv> },
+    Delete { key: Vec<u8>, prev: Option<Kv> },
+}
+
+#[derive(Debug, Clone)]
+pub enum WatchMsg {
+    /// The changes of one revision, in order.
+    Changes { revision: i64, changes: Vec<Change> },
+    /// The start revision is compacted; the stream ends.
+    Compacted { compact_revision: i64 },
+    /// The stream failed and ends.
+    Failed(String),
+}
+
+/// An ordered, gap-free stream of the changes in a key range.
+pub struct WatchStream {
+    /// The store's revision when the stream began.
+    pub start_revision: i64,
+    /// Every revision below this one has been delivered.
+    pub progress: Arc<AtomicI64>,
+    pub rx: mpsc::Receiver<WatchMsg>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// No quorum, no leader, shutting down: another master may serve.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("required revision has been compacted (compacted to {compact_revision})")]
+    Compacted { compact_revision: i64 },
+    #[error("request is too large")]
+    TooLarge,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The replicated store as the API server uses it.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Keys in `[start, end)` in key order, at `revision` (0: the latest),
+    /// at most `limit` (0: no limit). Linearizable unless told otherwise.
+    async fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        revision: i64,
+        linearizable: bool,
+    ) -> Result<Page, StoreError>;
+
+    /// Apply `ops` atomically if every condition holds: Some(revision) then,
+    /// None when a condition failed (nothing written).
+    async fn txn(&self, conds: Vec<Cond>, ops: Vec<Op>) -> Result<Option<i64>, StoreError>;
+
+    /// Follow `[start, end)` from revision `from` (0: from the next one).
+    fn watch(&self, start: &[u8], end: &[u8], from: i64) -> WatchStream;
+
+    /// The latest revision this master has applied.
+    fn revision(&self) -> i64;
+
+    /// The largest value the store takes in one write.
+    fn max_value_bytes(&self) -> usize;
+}
+
+/// The end of the range of keys that start with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The smallest key after `key`.
+pub fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
