@@ -1,19 +1,21 @@
-//! `flt`: the command-line client for a Flotilla cluster.
+//! `flt`: the command-line client for a Flotilla cluster, with kubectl's
+//! habits: `flt apply -f`, `flt get pods`, `flt describe`, `flt delete`...
 //!
-//! It speaks Flotilla's ClusterAdmin gRPC service (served on every master's
-//! client address beside the etcd v3 API). It deliberately depends on nothing
-//! but the generated protobuf stubs and a gRPC client: no storage, no Raft.
+//! It speaks the masters' object API and ClusterAdmin service over gRPC
+//! through `flotilla-client`. It deliberately links no storage and no Raft.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, Subcommand};
-use flotilla_proto::cluster::cluster_admin_client::ClusterAdminClient;
-use flotilla_proto::cluster::{
-    AddMasterRequest, MemberInfo, RemoveMasterRequest, StatusRequest, StatusResponse,
-};
-use tonic::transport::{Channel, Endpoint};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod cluster;
+mod commands;
+mod config;
+mod manifest;
+#[allow(dead_code)]
+mod print;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,31 +23,33 @@ use tonic::transport::{Channel, Endpoint};
     about = "Command-line client for a Flotilla cluster",
     long_about = "Command-line client for a Flotilla cluster.\n\n\
         flt talks to the masters' client addresses (the same addresses that serve \
-        the etcd v3 API) through Flotilla's ClusterAdmin service.",
+        the etcd v3 API). Masters are taken from --server, else FLT_SERVER, else \
+        the `server:` line of ~/.flt/config, else 127.0.0.1:2379.",
     version,
     disable_help_subcommand = true
 )]
-struct Cli {
+pub struct Cli {
     /// Client address(es) of one or more masters, HOST:PORT or http://HOST:PORT,
-    /// comma-separated; the first one that answers is used.
+    /// comma-separated; calls move on to the next one when a master is down.
     #[arg(
         long,
         global = true,
         env = "FLT_SERVER",
         value_delimiter = ',',
-        default_value = "127.0.0.1:2379",
         value_name = "ADDR[,ADDR...]"
     )]
-    server: Vec<String>,
+    server: Option<Vec<String>>,
 
-    /// How long to wait for a master to accept a connection and answer a
-    /// status request, in milliseconds; a member slower than this is shown
-    /// as unreachable.
+    /// The namespace to work in (default: the config file's, else "default").
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+
+    /// How long to wait for a master to accept a connection, in milliseconds.
     #[arg(long, global = true, default_value_t = 1000, value_name = "MS")]
     dial_timeout_ms: u64,
 
-    /// How long to wait for a membership change to complete, in seconds
-    /// (adding a master waits for it to catch up).
+    /// How long a command may wait (membership changes, retries while no
+    /// master answers), in seconds.
     #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
     command_timeout_secs: u64,
 
@@ -54,16 +58,192 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub enum Command {
+    /// Create or update objects from manifests (kubectl apply semantics).
+    Apply(FileArgs),
+    /// Create objects from manifests; existing ones are an error.
+    Create(FileArgs),
+    /// Replace objects from manifests; a resourceVersion in a manifest must
+    /// be current (a stale one is a Conflict).
+    Replace(FileArgs),
+    /// List objects, or show some by name.
+    Get(GetArgs),
+    /// Show an object in detail, with its recent events.
+    Describe {
+        /// Kind (pods, po, deployment, ...).
+        kind: String,
+        /// Object names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Delete objects by name, by selector, or from manifests.
+    Delete(DeleteArgs),
+    /// Edit an object in $EDITOR and save it back (conflicts are retried on
+    /// the latest version).
+    Edit {
+        kind: String,
+        name: String,
+        /// Format to edit in.
+        #[arg(short = 'o', long, value_enum, default_value_t = EditFormat::Yaml)]
+        output: EditFormat,
+    },
+    /// Set or remove labels: `flt label pod web tier=front old-`.
+    Label(MetaArgs),
+    /// Set or remove annotations: `flt annotate pod web note='hello'`.
+    Annotate(MetaArgs),
+    /// Set the replica count of a Deployment, ReplicaSet or ReplicationController.
+    Scale {
+        kind: String,
+        name: String,
+        #[arg(long)]
+        replicas: i64,
+        /// Only scale when the current count is this (a precondition).
+        #[arg(long)]
+        current_replicas: Option<i64>,
+    },
+    /// List the kinds the API serves.
+    ApiResources,
+    /// Print flt's version and the server's.
+    Version,
+    /// Print a shell completion script: `source <(flt completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
     /// Inspect and change the set of masters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// Print flt's version.
-    Version,
+}
+
+#[derive(Args, Debug)]
+pub struct FileArgs {
+    /// A manifest file, a directory of them (*.yaml, *.yml, *.json), or `-`
+    /// for standard input. YAML may hold several documents.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required = true,
+        value_name = "FILE|DIR|-"
+    )]
+    pub files: Vec<PathBuf>,
+    /// Descend into subdirectories.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Check the objects with the server without saving them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Kind, or kinds separated by commas (pods, po, deploy,svc, ...);
+    /// KIND/NAME also works.
+    pub kind: String,
+    /// Object names (all when none).
+    pub names: Vec<String>,
+    /// Label selector: `app=web,tier!=db`, `env in (a,b)`, `!legacy`.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Field selector: `spec.nodeName=n1`, `status.phase=Running`.
+    #[arg(long)]
+    pub field_selector: Option<String>,
+    /// List across every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+    /// After listing, watch for changes.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Show labels as the last column.
+    #[arg(long)]
+    pub show_labels: bool,
+    /// Do not print the header.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// Fetch at most this many objects per request (0: all at once).
+    #[arg(long, default_value_t = 500)]
+    pub chunk_size: i64,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Kind (omit with -f).
+    pub kind: Option<String>,
+    /// Object names.
+    pub names: Vec<String>,
+    /// Delete the objects in these manifests.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub files: Vec<PathBuf>,
+    /// Delete every object of the kind that matches this label selector.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Delete every object of the kind in the namespace.
+    #[arg(long)]
+    pub all: bool,
+    /// What happens to dependents: background (after), foreground (first), orphan (kept).
+    #[arg(long, value_enum, default_value_t = Cascade::Background)]
+    pub cascade: Cascade,
+    /// Seconds a pod gets to stop (default: its own terminationGracePeriodSeconds).
+    #[arg(long)]
+    pub grace_period: Option<i64>,
+    /// Delete at once, without a grace period (--grace-period=0).
+    #[arg(long)]
+    pub now: bool,
+    /// Wait until the objects are gone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub wait: bool,
+    /// Do not fail when an object does not exist.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct MetaArgs {
+    pub kind: String,
+    pub name: String,
+    /// KEY=VALUE to set, KEY- to remove.
+    #[arg(required = true)]
+    pub changes: Vec<String>,
+    /// Allow changing a key that already has a value.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Wide,
+    Yaml,
+    Json,
+    Name,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EditFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Cascade {
+    Background,
+    Foreground,
+    Orphan,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Subcommand, Debug)]
-enum ClusterCommand {
+pub enum ClusterCommand {
     /// Show every master: its role, Raft term and log positions
     /// (a master that does not answer is shown as "unreachable").
     Status,
@@ -129,401 +309,48 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes joined by ": ".
-            let msg = one_line(&e);
-            eprintln!("Error: {msg}");
+            eprintln!("Error: {}", cluster::one_line(&e));
             ExitCode::from(1)
         }
     }
 }
 
-struct Ctx {
-    servers: Vec<String>,
-    dial_timeout: Duration,
-    command_timeout: Duration,
-}
-
-async fn run(cli: Cli) -> Result<()> {
-    let servers: Vec<String> = cli
-        .server
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    let ctx = Ctx {
-        servers,
-        dial_timeout: Duration::from_millis(cli.dial_timeout_ms.max(1)),
-        command_timeout: Duration::from_secs(cli.command_timeout_secs.max(1)),
-    };
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = config::load()?;
+    let servers = config::servers(cli.server.clone(), &cfg);
+    let namespace = cli
+        .namespace
+        .clone()
+        .or_else(|| cfg.namespace.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let dial = Duration::from_millis(cli.dial_timeout_ms.max(1));
+    let command_timeout = Duration::from_secs(cli.command_timeout_secs.max(1));
     match cli.command {
-        Command::Version => {
-            println!("flt {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
-        Command::Cluster(ClusterCommand::Status) => cluster_status(&ctx).await,
-        Command::Cluster(ClusterCommand::AddMaster {
-            name,
-            peer_addr,
-            client_addr,
-        }) => {
-            let req = AddMasterRequest {
-                name,
-                peer_addr,
-                client_addr,
+        Command::Cluster(c) => {
+            let ctx = cluster::Ctx {
+                servers,
+                dial_timeout: dial,
+                command_timeout,
             };
-            let members = membership_change(&ctx, "add master", move |mut c| {
-                let req = req.clone();
-                async move { c.add_master(req).await }
-            })
-            .await?;
-            print_members(&members);
+            cluster::run(&ctx, c).await
+        }
+        Command::Completion { shell } => {
+            commands::completion(shell);
             Ok(())
         }
-        Command::Cluster(ClusterCommand::RemoveMaster { name }) => {
-            let members = membership_change(&ctx, "remove master", move |mut c| {
-                let req = RemoveMasterRequest { name: name.clone() };
-                async move { c.remove_master(req).await }
-            })
-            .await?;
-            print_members(&members);
+        Command::ApiResources => {
+            commands::api_resources();
             Ok(())
         }
-    }
-}
-
-/// `http://HOST:PORT` for a HOST:PORT (a URL is kept as it is).
-fn url_of(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
-async fn connect(addr: &str, dial: Duration, request: Duration) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(url_of(addr))
-        .with_context(|| format!("invalid server address {addr:?}"))?
-        .connect_timeout(dial)
-        .timeout(request);
-    match tokio::time::timeout(dial, endpoint.connect()).await {
-        Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("cannot connect to {addr}"))),
-        Err(_) => bail!("cannot connect to {addr}: timed out after {dial:?}"),
-    }
-}
-
-/// An error and its causes on one line, joined by ": ", leaving out a cause
-/// that only repeats the one before it (hyper and tonic nest alike errors).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if parts
-            .last()
-            .is_some_and(|p| p == &text || p.ends_with(&text))
-        {
-            continue;
+        other => {
+            let ctx = commands::Ctx::new(
+                &servers,
+                namespace,
+                cli.namespace.is_some(),
+                dial,
+                command_timeout,
+            )?;
+            commands::run(&ctx, other).await
         }
-        parts.push(text);
-    }
-    parts.join(": ")
-}
-
-/// A gRPC error as the server worded it.
-fn grpc_error(status: tonic::Status) -> anyhow::Error {
-    if status.message().is_empty() {
-        anyhow!("{:?}", status.code())
-    } else {
-        anyhow!("{}", status.message())
-    }
-}
-
-/// ClusterAdmin.Status of one master, all within `limit`.
-async fn status_of(addr: &str, limit: Duration) -> Result<StatusResponse> {
-    let call = async {
-        let channel = connect(addr, limit, limit).await?;
-        let mut client = ClusterAdminClient::new(channel);
-        let resp = client
-            .status(StatusRequest {})
-            .await
-            .map_err(grpc_error)
-            .with_context(|| format!("status of {addr}"))?;
-        Ok::<_, anyhow::Error>(resp.into_inner())
-    };
-    match tokio::time::timeout(limit, call).await {
-        Ok(r) => r,
-        Err(_) => bail!("{addr} did not answer within {limit:?}"),
-    }
-}
-
-/// Status of the first server in `--server` that answers.
-async fn first_status(ctx: &Ctx) -> Result<(String, StatusResponse)> {
-    if ctx.servers.is_empty() {
-        bail!("no server given (use --server or FLT_SERVER)");
-    }
-    let mut errors = Vec::new();
-    for server in &ctx.servers {
-        match status_of(server, ctx.dial_timeout).await {
-            Ok(status) => return Ok((server.clone(), status)),
-            Err(e) => errors.push(one_line(&e)),
-        }
-    }
-    bail!("no master reachable: {}", errors.join("; "))
-}
-
-async fn cluster_status(ctx: &Ctx) -> Result<()> {
-    let (server, first) = first_status(ctx).await?;
-    let mut members = first.members.clone();
-    if members.is_empty() {
-        // A master that knows no members still knows itself.
-        members.push(MemberInfo {
-            id: first.id,
-            name: first.name.clone(),
-            peer_addr: first.peer_addr.clone(),
-            client_addr: if first.client_addr.is_empty() {
-                server.clone()
-            } else {
-                first.client_addr.clone()
-            },
-            kind: String::new(),
-        });
-    }
-
-    // Ask every member, and every --server (a member whose client address
-    // is not known yet still answers there), all at once, so that an
-    // unreachable one costs one timeout. Answers are matched by member id.
-    let mut addrs: Vec<String> = members
-        .iter()
-        .map(|m| m.client_addr.clone())
-        .filter(|a| !a.is_empty())
-        .collect();
-    addrs.extend(ctx.servers.iter().filter(|s| **s != server).cloned());
-    let mut seen = std::collections::HashSet::new();
-    addrs.retain(|a| seen.insert(a.clone()) && *a != server);
-    let mut probes = Vec::new();
-    for addr in addrs {
-        let limit = ctx.dial_timeout;
-        probes.push(tokio::spawn(
-            async move { status_of(&addr, limit).await.ok() },
-        ));
-    }
-    let mut by_id = std::collections::HashMap::new();
-    by_id.insert(first.id, first.clone());
-    for probe in probes {
-        if let Ok(Some(s)) = probe.await {
-            by_id.entry(s.id).or_insert(s);
-        }
-    }
-
-    let mut rows = vec![vec![
-        "NAME".to_string(),
-        "ID".to_string(),
-        "PEER".to_string(),
-        "CLIENT".to_string(),
-        "ROLE".to_string(),
-        "TERM".to_string(),
-        "LAST-LOG".to_string(),
-        "APPLIED".to_string(),
-    ]];
-    let cell = |s: &str| {
-        if s.is_empty() {
-            "-".to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    for m in &members {
-        let status = by_id.get(&m.id);
-        let client = match status {
-            Some(s) if m.client_addr.is_empty() => s.client_addr.clone(),
-            _ => m.client_addr.clone(),
-        };
-        let mut row = vec![
-            cell(&m.name),
-            format!("{:x}", m.id),
-            cell(&m.peer_addr),
-            cell(&client),
-        ];
-        match status {
-            Some(s) => {
-                row.push(if s.role.is_empty() {
-                    "unknown".to_string()
-                } else {
-                    s.role.clone()
-                });
-                row.push(s.term.to_string());
-                row.push(s.last_log_index.to_string());
-                row.push(s.applied_index.to_string());
-            }
-            None => {
-                row.push("unreachable".to_string());
-                row.extend(["-".to_string(), "-".to_string(), "-".to_string()]);
-            }
-        }
-        rows.push(row);
-    }
-    print!("{}", render_table(&rows));
-    Ok(())
-}
-
-/// Sends a membership change to the leader (as the first reachable server
-/// sees it), falling back to the other known masters if it cannot be reached.
-async fn membership_change<F, Fut>(ctx: &Ctx, what: &str, call: F) -> Result<Vec<MemberInfo>>
-where
-    F: Fn(ClusterAdminClient<Channel>) -> Fut,
-    Fut: std::future::Future<
-        Output = std::result::Result<
-            tonic::Response<flotilla_proto::cluster::MembershipResponse>,
-            tonic::Status,
-        >,
-    >,
-{
-    let (server, status) = first_status(ctx).await?;
-    let mut targets = Vec::new();
-    if let Some(leader) = status
-        .members
-        .iter()
-        .find(|m| m.id == status.leader_id && status.leader_id != 0)
-    {
-        if !leader.client_addr.is_empty() {
-            targets.push(leader.client_addr.clone());
-        }
-    }
-    targets.push(server);
-    for s in &ctx.servers {
-        targets.push(s.clone());
-    }
-    for m in &status.members {
-        if !m.client_addr.is_empty() {
-            targets.push(m.client_addr.clone());
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    targets.retain(|t| seen.insert(t.clone()));
-
-    let mut errors = Vec::new();
-    for target in targets {
-        let channel = match connect(&target, ctx.dial_timeout, ctx.command_timeout).await {
-            Ok(c) => c,
-            Err(e) => {
-                errors.push(one_line(&e));
-                continue;
-            }
-        };
-        let client = ClusterAdminClient::new(channel);
-        match tokio::time::timeout(ctx.command_timeout, call(client)).await {
-            Ok(Ok(resp)) => return Ok(resp.into_inner().members),
-            Ok(Err(st)) if st.code() == tonic::Code::Unavailable => {
-                errors.push(format!("{target}: {}", grpc_error(st)));
-            }
-            Ok(Err(st)) => return Err(grpc_error(st)).context(format!("cannot {what}")),
-            Err(_) => bail!(
-                "cannot {what}: {target} did not answer within {:?}",
-                ctx.command_timeout
-            ),
-        }
-    }
-    bail!("cannot {what}: {}", errors.join("; "))
-}
-
-fn print_members(members: &[MemberInfo]) {
-    let mut rows = vec![vec![
-        "NAME".to_string(),
-        "ID".to_string(),
-        "PEER".to_string(),
-        "CLIENT".to_string(),
-        "KIND".to_string(),
-    ]];
-    for m in members {
-        let cell = |s: &str| {
-            if s.is_empty() {
-                "-".to_string()
-            } else {
-                s.to_string()
-            }
-        };
-        rows.push(vec![
-            cell(&m.name),
-            format!("{:x}", m.id),
-            cell(&m.peer_addr),
-            cell(&m.client_addr),
-            cell(&m.kind),
-        ]);
-    }
-    print!("{}", render_table(&rows));
-}
-
-/// Columns padded to their widest cell and separated by three spaces, as
-/// kubectl prints them; the last column is not padded.
-fn render_table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0; columns];
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if i + 1 < row.len() {
-                let pad = widths[i] - cell.chars().count() + 3;
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_is_aligned() {
-        let rows = vec![
-            vec!["NAME".into(), "ROLE".into(), "TERM".into()],
-            vec!["master-1".into(), "leader".into(), "3".into()],
-            vec!["m2".into(), "unreachable".into(), "-".into()],
-        ];
-        let t = render_table(&rows);
-        assert_eq!(
-            t,
-            "NAME       ROLE          TERM\n\
-             master-1   leader        3\n\
-             m2         unreachable   -\n"
-        );
-    }
-
-    #[test]
-    fn addresses_become_urls() {
-        assert_eq!(url_of("127.0.0.1:2379"), "http://127.0.0.1:2379");
-        assert_eq!(url_of("http://h:1"), "http://h:1");
-    }
-
-    #[test]
-    fn cli_parses() {
-        let cli = Cli::try_parse_from([
-            "flt",
-            "--server",
-            "a:1,b:2",
-            "cluster",
-            "add-master",
-            "m4",
-            "--peer-addr",
-            "p:1",
-            "--client-addr",
-            "c:1",
-        ])
-        .unwrap();
-        assert_eq!(cli.server, vec!["a:1", "b:2"]);
-        assert!(matches!(
-            cli.command,
-            Command::Cluster(ClusterCommand::AddMaster { .. })
-        ));
     }
 }

@@ -1,0 +1,830 @@
+//! The object commands: apply, create, replace, get, describe, delete, edit,
+//! label, annotate, scale, version, api-resources and completion.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::Utc;
+use clap::CommandFactory;
+use flotilla_client::{
+    ApiError, Client, ClientOptions, DeleteParams, EventType, ListParams, Propagation, Reason,
+    WatchParams,
+};
+use flotilla_objects::patch::{diff, merge_patch};
+use flotilla_objects::registry::{self, ResourceInfo, RESOURCES};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::manifest::{self, Doc};
+use crate::print::{self, TableOpts};
+use crate::{Cascade, Command, DeleteArgs, EditFormat, FileArgs, GetArgs, MetaArgs, Output, Shell};
+
+/// What every object command needs.
+pub struct Ctx {
+    pub client: Client,
+    pub namespace: String,
+    /// Whether -n was given (then a manifest's own namespace must agree).
+    pub namespace_explicit: bool,
+}
+
+impl Ctx {
+    pub fn new(
+        servers: &[String],
+        namespace: String,
+        namespace_explicit: bool,
+        dial: Duration,
+        timeout: Duration,
+    ) -> Result<Ctx> {
+        let opts = ClientOptions {
+            connect_timeout: dial,
+            request_timeout: timeout,
+            retry_for: timeout.min(Duration::from_secs(10)),
+        };
+        let client = Client::connect_with(servers, opts).map_err(|e| anyhow!(e.message))?;
+        Ok(Ctx {
+            client,
+            namespace,
+            namespace_explicit,
+        })
+    }
+
+    /// The namespace a manifest's object goes to: its own, unless -n says
+    /// otherwise (an error, as with kubectl).
+    fn doc_ns(&self, info: &ResourceInfo, d: &Doc) -> Result<String> {
+        if !info.namespaced {
+            return Ok(String::new());
+        }
+        let own = ns_of(&d.object);
+        if own.is_empty() {
+            return Ok(self.namespace.clone());
+        }
+        if self.namespace_explicit && own != self.namespace {
+            bail!(
+                "the namespace from the provided object \"{own}\" does not match the namespace \"{}\". You must pass '--namespace={own}' to perform this operation.",
+                self.namespace
+            );
+        }
+        Ok(own.to_string())
+    }
+
+    /// The namespace a request for `info` goes to ("" when cluster-scoped).
+    fn ns(&self, info: &ResourceInfo) -> &str {
+        if info.namespaced {
+            &self.namespace
+        } else {
+            ""
+        }
+    }
+}
+
+/// An API error as one line (the message is Kubernetes' own).
+fn api(e: ApiError) -> anyhow::Error {
+    anyhow!(e.message)
+}
+
+/// `deployment.apps/web`
+fn ref_name(info: &ResourceInfo, name: &str) -> String {
+    format!("{}/{name}", singular_qualified(info))
+}
+
+/// `deployment.apps`, `pod`
+fn singular_qualified(info: &ResourceInfo) -> String {
+    if info.group.is_empty() {
+        info.singular.to_string()
+    } else {
+        format!("{}.{}", info.singular, info.group)
+    }
+}
+
+fn resolve(kind: &str) -> Result<&'static ResourceInfo> {
+    registry::lookup(kind)
+        .ok_or_else(|| anyhow!("the server doesn't have a resource type \"{kind}\""))
+}
+
+fn name_of(v: &Value) -> &str {
+    v.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn ns_of(v: &Value) -> &str {
+    v.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn info_of(d: &Doc) -> Result<&'static ResourceInfo> {
+    let av = d
+        .object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = d.object.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind.is_empty() {
+        bail!("error validating {}: kind not set", d.source);
+    }
+    registry::by_kind(av, kind).ok_or_else(|| {
+        anyhow!(
+            "resource mapping not found for name: \"{}\" namespace: \"{}\" from \"{}\": no matches for kind \"{kind}\" in version \"{av}\"",
+            name_of(&d.object),
+            ns_of(&d.object),
+            d.source
+        )
+    })
+}
+
+fn warn(ws: &[String]) {
+    for w in ws {
+        eprintln!("Warning: {w}");
+    }
+}
+
+/// Report every error but the last, return the last (printed by main).
+fn finish(mut errors: Vec<anyhow::Error>) -> Result<()> {
+    let last = errors.pop();
+    for e in errors {
+        eprintln!("Error: {}", crate::cluster::one_line(&e));
+    }
+    match last {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Apply(a) => write_docs(ctx, a, Verb::Apply).await,
+        Command::Create(a) => write_docs(ctx, a, Verb::Create).await,
+        Command::Replace(a) => write_docs(ctx, a, Verb::Replace).await,
+        Command::Get(a) => get(ctx, a).await,
+        Command::Describe { kind, names } => describe(ctx, &kind, &names).await,
+        Command::Delete(a) => delete(ctx, a).await,
+        Command::Edit { kind, name, output } => edit(ctx, &kind, &name, output).await,
+        Command::Label(a) => meta_change(ctx, a, "labels", "labeled").await,
+        Command::Annotate(a) => meta_change(ctx, a, "annotations", "annotated").await,
+        Command::Scale {
+            kind,
+            name,
+            replicas,
+            current_replicas,
+        } => scale(ctx, &kind, &name, replicas, current_replicas).await,
+        Command::Version => {
+            println!("flt {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::ApiResources | Command::Completion { .. } | Command::Cluster(_) => Ok(()),
+    }
+}
+
+// ---- apply / create / replace ----
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Apply,
+    Create,
+    Replace,
+}
+
+/// Send every object of the manifests; report each; fail at the end if any failed.
+async fn write_docs(ctx: &Ctx, a: FileArgs, verb: Verb) -> Result<()> {
+    let docs = manifest::read(&a.files, a.recursive)?;
+    let mut errors = Vec::new();
+    for d in &docs {
+        let (info, ns) = match info_of(d).and_then(|i| Ok((i, ctx.doc_ns(i, d)?))) {
+            Ok(x) => x,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let c = &ctx.client;
+        let res = match verb {
+            Verb::Apply => c
+                .apply(&ns, &d.object, a.dry_run)
+                .await
+                .map(|r| (r.object, r.action, r.warnings)),
+            Verb::Create => c
+                .create(info.plural, &ns, &d.object, a.dry_run)
+                .await
+                .map(|(v, w)| (v, "created".to_string(), w)),
+            Verb::Replace => c
+                .update(info.plural, &ns, &d.object)
+                .await
+                .map(|(v, w)| (v, "replaced".to_string(), w)),
+        };
+        match res {
+            Ok((v, action, w)) => {
+                warn(&w);
+                let dry = if a.dry_run { " (server dry run)" } else { "" };
+                println!("{} {action}{dry}", ref_name(info, name_of(&v)));
+            }
+            Err(e) => errors.push(api(e)),
+        }
+    }
+    finish(errors)
+}
+
+// ---- get ----
+
+/// What `flt get all` lists.
+const ALL: &[&str] = &[
+    "pods",
+    "services",
+    "replicationcontrollers",
+    "deployments",
+    "replicasets",
+    "jobs",
+];
+
+fn table_opts(a: &GetArgs, show_kind: bool) -> TableOpts {
+    TableOpts {
+        wide: a.output == Some(Output::Wide),
+        all_namespaces: a.all_namespaces,
+        no_headers: a.no_headers,
+        show_kind,
+        show_labels: a.show_labels,
+    }
+}
+
+async fn get(ctx: &Ctx, a: GetArgs) -> Result<()> {
+    let (kinds, names): (Vec<String>, Vec<String>) = match a.kind.split_once('/') {
+        Some((k, n)) => {
+            let mut names = vec![n.to_string()];
+            names.extend(a.names.iter().cloned());
+            (vec![k.to_string()], names)
+        }
+        None => (
+            a.kind
+                .split(',')
+                .filter(|k| !k.is_empty())
+                .flat_map(|k| {
+                    // kubectl's "all": the workload kinds and services.
+                    if k == "all" {
+                        ALL.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+                    } else {
+                        vec![k.to_string()]
+                    }
+                })
+                .collect(),
+            a.names.clone(),
+        ),
+    };
+    let infos = kinds
+        .iter()
+        .map(|k| resolve(k))
+        .collect::<Result<Vec<_>>>()?;
+    if a.watch && infos.len() != 1 {
+        bail!("you may only specify a single resource type with --watch");
+    }
+    let show_kind = infos.len() > 1;
+    let mut errors = Vec::new();
+    let mut collected: Vec<Value> = Vec::new();
+    let mut printed_any = false;
+    let mut last_rv = String::new();
+    for info in &infos {
+        let ns = if a.all_namespaces { "" } else { ctx.ns(info) };
+        let mut items = Vec::new();
+        if names.is_empty() {
+            let p = ListParams {
+                label_selector: a.selector.clone().unwrap_or_default(),
+                field_selector: a.field_selector.clone().unwrap_or_default(),
+                limit: a.chunk_size.max(0),
+                ..Default::default()
+            };
+            let l = ctx
+                .client
+                .list_all(info.plural, ns, &p)
+                .await
+                .map_err(api)?;
+            last_rv = l.resource_version;
+            items = l.items;
+        } else {
+            for n in &names {
+                match ctx.client.get(info.plural, ctx.ns(info), n).await {
+                    Ok(v) => items.push(v),
+                    Err(e) => errors.push(api(e)),
+                }
+            }
+        }
+        match a.output {
+            None | Some(Output::Wide) => {
+                if items.is_empty() {
+                    continue;
+                }
+                if printed_any {
+                    println!();
+                }
+                print!(
+                    "{}",
+                    print::table(info.kind, &items, &table_opts(&a, show_kind), Utc::now())
+                );
+                printed_any = true;
+            }
+            Some(Output::Name) => {
+                for it in &items {
+                    println!("{}", print::name_line(&singular_qualified(info), it));
+                }
+                printed_any |= !items.is_empty();
+            }
+            Some(Output::Yaml) | Some(Output::Json) => collected.extend(items),
+        }
+    }
+    if matches!(a.output, Some(Output::Yaml) | Some(Output::Json)) {
+        let single = names.len() == 1 && infos.len() == 1 && collected.len() == 1;
+        let v = if single {
+            collected.remove(0)
+        } else {
+            print::list(&collected)
+        };
+        if !(collected.is_empty() && !errors.is_empty() && single) {
+            if a.output == Some(Output::Yaml) {
+                print!("{}", print::to_yaml(&v));
+            } else {
+                print!("{}", print::to_json(&v));
+            }
+        }
+        printed_any = true;
+    }
+    if !printed_any && errors.is_empty() && names.is_empty() && !a.watch {
+        let info = infos[0];
+        if a.all_namespaces || !info.namespaced {
+            eprintln!("No resources found");
+        } else {
+            eprintln!("No resources found in {} namespace.", ctx.namespace);
+        }
+    }
+    if a.watch && errors.is_empty() {
+        return watch(ctx, &a, infos[0], &last_rv).await;
+    }
+    finish(errors)
+}
+
+async fn watch(ctx: &Ctx, a: &GetArgs, info: &'static ResourceInfo, rv: &str) -> Result<()> {
+    let ns = if a.all_namespaces { "" } else { ctx.ns(info) };
+    let mut label_selector = a.selector.clone().unwrap_or_default();
+    let mut field_selector = a.field_selector.clone().unwrap_or_default();
+    if !a.names.is_empty() {
+        field_selector = format!("metadata.name={}", a.names[0]);
+        label_selector.clear();
+    }
+    let p = WatchParams {
+        label_selector,
+        field_selector,
+        resource_version: rv.to_string(),
+        bookmarks: false,
+        bookmark_interval: Duration::ZERO,
+    };
+    let mut s = ctx.client.watch(info.plural, ns, &p).await.map_err(api)?;
+    let opts = TableOpts {
+        no_headers: true,
+        ..table_opts(a, false)
+    };
+    let mut out = std::io::stdout();
+    while let Some(ev) = s.next().await {
+        let ev = ev.map_err(api)?;
+        if ev.kind == EventType::Bookmark {
+            continue;
+        }
+        match a.output {
+            Some(Output::Yaml) => print!("---\n{}", print::to_yaml(&ev.object)),
+            Some(Output::Json) => print!("{}", print::to_json(&ev.object)),
+            Some(Output::Name) => println!(
+                "{}",
+                print::name_line(&singular_qualified(info), &ev.object)
+            ),
+            _ => print!(
+                "{}",
+                print::table(
+                    info.kind,
+                    std::slice::from_ref(&ev.object),
+                    &opts,
+                    Utc::now()
+                )
+            ),
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+// ---- describe ----
+
+async fn describe(ctx: &Ctx, kind: &str, names: &[String]) -> Result<()> {
+    let info = resolve(kind)?;
+    let mut errors = Vec::new();
+    let mut first = true;
+    for n in names {
+        let obj = match ctx.client.get(info.plural, ctx.ns(info), n).await {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(api(e));
+                continue;
+            }
+        };
+        let ev_ns = if info.namespaced {
+            ctx.namespace.as_str()
+        } else {
+            "default"
+        };
+        let p = ListParams {
+            field_selector: format!("involvedObject.name={n},involvedObject.kind={}", info.kind),
+            ..Default::default()
+        };
+        let mut events = match ctx.client.list(registry::EVENT.plural, ev_ns, &p).await {
+            Ok(l) => l.items,
+            Err(_) => vec![],
+        };
+        let uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        events.retain(|e| {
+            let u = e
+                .pointer("/involvedObject/uid")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            u.is_empty() || u == uid
+        });
+        events.sort_by(|a, b| {
+            let t = |v: &Value| {
+                v.get("lastTimestamp")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            t(a).cmp(&t(b))
+        });
+        if !first {
+            println!();
+        }
+        first = false;
+        let text = print::describe(info.kind, &obj, &events, Utc::now());
+        if text.ends_with('\n') {
+            print!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+    finish(errors)
+}
+
+// ---- delete ----
+
+async fn delete(ctx: &Ctx, a: DeleteArgs) -> Result<()> {
+    let mut targets: Vec<(&'static ResourceInfo, String, String)> = Vec::new();
+    if !a.files.is_empty() {
+        if a.kind.is_some() {
+            bail!("when -f is given, no kind or names may be given");
+        }
+        for d in manifest::read(&a.files, false)? {
+            let info = info_of(&d)?;
+            let ns = ctx.doc_ns(info, &d)?;
+            targets.push((info, ns, name_of(&d.object).to_string()));
+        }
+    } else {
+        let Some(kind) = &a.kind else {
+            bail!("you must provide one or more resources by kind and name, -l, --all or -f");
+        };
+        let (kind, mut names) = match kind.split_once('/') {
+            Some((k, n)) => (k.to_string(), vec![n.to_string()]),
+            None => (kind.clone(), vec![]),
+        };
+        names.extend(a.names.iter().cloned());
+        let info = resolve(&kind)?;
+        let ns = ctx.ns(info).to_string();
+        if a.selector.is_some() || a.all {
+            if !names.is_empty() {
+                bail!("names cannot be given together with a selector or --all");
+            }
+            let p = ListParams {
+                label_selector: a.selector.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            let l = ctx
+                .client
+                .list_all(info.plural, &ns, &p)
+                .await
+                .map_err(api)?;
+            if l.items.is_empty() {
+                eprintln!("No resources found");
+            }
+            for it in l.items {
+                targets.push((info, ns.clone(), name_of(&it).to_string()));
+            }
+        } else {
+            if names.is_empty() {
+                bail!("resource(s) were provided, but no name was specified");
+            }
+            for n in names {
+                targets.push((info, ns.clone(), n));
+            }
+        }
+    }
+    let propagation = match a.cascade {
+        Cascade::Background => Propagation::Background,
+        Cascade::Foreground => Propagation::Foreground,
+        Cascade::Orphan => Propagation::Orphan,
+    };
+    let grace = if a.now { Some(0) } else { a.grace_period };
+    let mut errors = Vec::new();
+    let mut waiting = Vec::new();
+    for (info, ns, name) in targets {
+        let p = DeleteParams {
+            grace_period_seconds: grace,
+            propagation: Some(propagation),
+            ..Default::default()
+        };
+        match ctx.client.delete(info.plural, &ns, &name, &p).await {
+            Ok((obj, gone)) => {
+                println!("{} \"{name}\" deleted", singular_qualified(info));
+                if !gone && a.wait {
+                    let uid = obj
+                        .pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    waiting.push((info, ns, name, uid));
+                }
+            }
+            Err(e) if e.is(Reason::NotFound) && a.ignore_not_found => {}
+            Err(e) => errors.push(api(e)),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout);
+    for (info, ns, name, uid) in waiting {
+        loop {
+            match ctx.client.get(info.plural, &ns, &name).await {
+                Err(e) if e.is(Reason::NotFound) => break,
+                Ok(v)
+                    if v.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str()) =>
+                {
+                    break
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    errors.push(api(e));
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                errors.push(anyhow!(
+                    "timed out waiting for {} \"{name}\" to be deleted (it waits for its finalizers or grace period)",
+                    singular_qualified(info)
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    finish(errors)
+}
+
+// ---- edit ----
+
+fn editor() -> String {
+    for v in ["FLT_EDITOR", "KUBE_EDITOR", "EDITOR"] {
+        if let Ok(e) = std::env::var(v) {
+            if !e.trim().is_empty() {
+                return e;
+            }
+        }
+    }
+    "vi".to_string()
+}
+
+const EDIT_HEADER: &str =
+    "# Please edit the object below. Lines beginning with a '#' will be ignored,\n\
+# and an empty file will abort the edit. If an error occurs while saving this file will be\n\
+# reopened with the relevant failures.\n#\n";
+
+fn render(v: &Value, f: EditFormat) -> String {
+    match f {
+        EditFormat::Yaml => print::to_yaml(v),
+        EditFormat::Json => print::to_json(v),
+    }
+}
+
+async fn edit(ctx: &Ctx, kind: &str, name: &str, format: EditFormat) -> Result<()> {
+    let info = resolve(kind)?;
+    let ns = ctx.ns(info).to_string();
+    let orig = ctx.client.get(info.plural, &ns, name).await.map_err(api)?;
+    let ext = if format == EditFormat::Yaml {
+        "yaml"
+    } else {
+        "json"
+    };
+    let path = std::env::temp_dir().join(format!("flt-edit-{}-{name}.{ext}", std::process::id()));
+    let mut header = EDIT_HEADER.to_string();
+    loop {
+        std::fs::write(&path, format!("{header}{}", render(&orig, format)))
+            .with_context(|| format!("writing {}", path.display()))?;
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} \"$1\"", editor()))
+            .arg("sh")
+            .arg(&path)
+            .status()
+            .context("starting the editor")?;
+        if !status.success() {
+            bail!(
+                "the editor exited with {status}; nothing was changed (your edits are in {})",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let body: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if body.trim().is_empty() {
+            let _ = std::fs::remove_file(&path);
+            println!("Edit cancelled, no changes made.");
+            return Ok(());
+        }
+        let edited: Value = match manifest::parse(&body, &path.display().to_string()) {
+            Ok(mut d) if d.len() == 1 => d.remove(0).object,
+            Ok(_) => bail!(
+                "the edited file must hold exactly one object (your edits are in {})",
+                path.display()
+            ),
+            Err(e) => bail!("{e:#} (your edits are in {})", path.display()),
+        };
+        if edited == orig {
+            let _ = std::fs::remove_file(&path);
+            println!("Edit cancelled, no changes made.");
+            return Ok(());
+        }
+        let patch = diff(&orig, &edited);
+        let mut target = edited.clone();
+        let mut attempts = 0;
+        let res = loop {
+            match ctx.client.update(info.plural, &ns, &target).await {
+                Err(e) if e.is(Reason::Conflict) && attempts < 5 => {
+                    // Someone else wrote meanwhile: put the user's changes on
+                    // top of the latest version and try again.
+                    attempts += 1;
+                    let mut latest = ctx.client.get(info.plural, &ns, name).await.map_err(api)?;
+                    let rv = latest.pointer("/metadata/resourceVersion").cloned();
+                    let mut p = patch.clone();
+                    if let Some(m) = p.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                    merge_patch(&mut latest, &p);
+                    if let (Some(rv), Some(m)) = (
+                        rv,
+                        latest.get_mut("metadata").and_then(Value::as_object_mut),
+                    ) {
+                        m.insert("resourceVersion".into(), rv);
+                    }
+                    target = latest;
+                }
+                other => break other,
+            }
+        };
+        match res {
+            Ok((_, w)) => {
+                warn(&w);
+                let _ = std::fs::remove_file(&path);
+                println!("{} edited", ref_name(info, name));
+                return Ok(());
+            }
+            Err(e)
+                if e.is(Reason::Invalid) && std::io::IsTerminal::is_terminal(&std::io::stdin()) =>
+            {
+                header = format!("{EDIT_HEADER}# {}\n#\n", e.message);
+            }
+            Err(e) => bail!("{} (your edits are in {})", e.message, path.display()),
+        }
+    }
+}
+
+// ---- label / annotate / scale ----
+
+async fn meta_change(ctx: &Ctx, a: MetaArgs, field: &str, verb: &str) -> Result<()> {
+    let info = resolve(&a.kind)?;
+    let ns = ctx.ns(info).to_string();
+    let mut set: BTreeMap<String, Value> = BTreeMap::new();
+    for c in &a.changes {
+        if let Some(k) = c.strip_suffix('-') {
+            if k.is_empty() || k.contains('=') {
+                bail!("invalid {field} change {c:?}: use KEY=VALUE or KEY-");
+            }
+            set.insert(k.to_string(), Value::Null);
+        } else if let Some((k, v)) = c.split_once('=') {
+            if k.is_empty() {
+                bail!("invalid {field} change {c:?}: the key is empty");
+            }
+            set.insert(k.to_string(), Value::String(v.to_string()));
+        } else {
+            bail!("invalid {field} change {c:?}: use KEY=VALUE or KEY-");
+        }
+    }
+    let cur = ctx
+        .client
+        .get(info.plural, &ns, &a.name)
+        .await
+        .map_err(api)?;
+    let existing = cur
+        .pointer(&format!("/metadata/{field}"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if !a.overwrite {
+        for (k, v) in &set {
+            if let (Some(old), Value::String(new)) = (existing.get(k).and_then(Value::as_str), v) {
+                if old != new {
+                    bail!("'{k}' already has a value ({old}), and --overwrite is false");
+                }
+            }
+        }
+    }
+    let rv = cur
+        .pointer("/metadata/resourceVersion")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let patch = json!({"metadata": {field: set, "resourceVersion": rv}});
+    ctx.client
+        .patch(info.plural, &ns, &a.name, &patch, false)
+        .await
+        .map_err(api)?;
+    println!("{} {verb}", ref_name(info, &a.name));
+    Ok(())
+}
+
+async fn scale(
+    ctx: &Ctx,
+    kind: &str,
+    name: &str,
+    replicas: i64,
+    current: Option<i64>,
+) -> Result<()> {
+    let info = resolve(kind)?;
+    if !matches!(
+        info.kind,
+        "Deployment" | "ReplicaSet" | "ReplicationController"
+    ) {
+        bail!("cannot scale {}: only deployments, replicasets and replicationcontrollers have replicas", info.plural);
+    }
+    if replicas < 0 {
+        bail!(
+            "The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0"
+        );
+    }
+    let ns = ctx.ns(info).to_string();
+    let mut patch = json!({"spec": {"replicas": replicas}});
+    if let Some(want) = current {
+        let cur = ctx.client.get(info.plural, &ns, name).await.map_err(api)?;
+        let have = cur
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        if have != want {
+            bail!("Expected replicas to be {want}, was {have}");
+        }
+        patch["metadata"] = json!({"resourceVersion": cur.pointer("/metadata/resourceVersion")});
+    }
+    ctx.client
+        .patch(info.plural, &ns, name, &patch, false)
+        .await
+        .map_err(api)?;
+    println!("{} scaled", ref_name(info, name));
+    Ok(())
+}
+
+// ---- local commands ----
+
+pub fn api_resources() {
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "SHORTNAMES".to_string(),
+        "APIVERSION".to_string(),
+        "NAMESPACED".to_string(),
+        "KIND".to_string(),
+    ]];
+    for r in RESOURCES {
+        rows.push(vec![
+            r.plural.to_string(),
+            r.short_names.join(","),
+            r.api_version(),
+            r.namespaced.to_string(),
+            r.kind.to_string(),
+        ]);
+    }
+    print!("{}", print::align(&rows));
+}
+
+pub fn completion(shell: Shell) {
+    let sh = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(
+        sh,
+        &mut crate::Cli::command(),
+        "flt",
+        &mut std::io::stdout(),
+    );
+}

@@ -1,0 +1,83 @@
+//! Where flt finds the masters and its default namespace: flags, then
+//! `FLT_SERVER`, then the config file (`$FLT_CONFIG`, else `~/.flt/config`):
+//!
+//! ```yaml
+//! server: 10.0.0.1:2379,10.0.0.2:2379   # or a YAML list
+//! namespace: web
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// The config file's contents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: Option<Servers>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Servers {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The masters flt talks to when nothing else says.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:2379";
+
+pub fn path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FLT_CONFIG") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".flt").join("config"))
+}
+
+/// Read the config file; a missing file is an empty config.
+pub fn load() -> Result<Config> {
+    let Some(p) = path() else {
+        return Ok(Config::default());
+    };
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    if text.trim().is_empty() {
+        return Ok(Config::default());
+    }
+    serde_yaml::from_str(&text).with_context(|| format!("reading {}", p.display()))
+}
+
+/// The masters: the flag (or FLT_SERVER), else the config file, else the default.
+pub fn servers(flag: Option<Vec<String>>, cfg: &Config) -> Vec<String> {
+    let split = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let from_flag: Vec<String> = flag
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|s| split(s))
+        .collect();
+    if !from_flag.is_empty() {
+        return from_flag;
+    }
+    let from_cfg: Vec<String> = match &cfg.server {
+        Some(Servers::One(s)) => split(s),
+        Some(Servers::Many(v)) => v.iter().flat_map(|s| split(s)).collect(),
+        None => vec![],
+    };
+    if !from_cfg.is_empty() {
+        return from_cfg;
+    }
+    vec![DEFAULT_SERVER.to_string()]
+}
