@@ -553,7 +553,9 @@ async fn acknowledged_puts_survive_killing_every_master() {
 async fn flt(args: &[&str]) -> CmdOut {
     let bin = flt_bin();
     let mut cmd = tokio::process::Command::new(&bin);
-    cmd.args(args).env_remove("FLT_SERVER");
+    cmd.args(args)
+        .env_remove("FLT_SERVER")
+        .env("FLT_CONFIG", "/nonexistent/flt-config");
     run_command(
         &mut cmd,
         format!("flt {}", args.join(" ")),

@@ -1,0 +1,495 @@
+//! `flt` as people use it, against a real three-master cluster: the
+//! examples apply, output matches kubectl's (golden files in tests/golden,
+//! with ages, uids, addresses and revisions masked), errors are one line on
+//! stderr with exit code 1.
+//!
+//! Regenerate the golden files with `FLT_UPDATE_GOLDEN=1` and review the diff.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use regex::Regex;
+
+struct Flt {
+    servers: String,
+    home: PathBuf,
+}
+
+impl Flt {
+    async fn run_env(&self, args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> CmdOut {
+        let mut cmd = tokio::process::Command::new(flt_bin());
+        cmd.args(args)
+            .env("FLT_SERVER", &self.servers)
+            .env("HOME", &self.home)
+            .env_remove("FLT_CONFIG")
+            .current_dir(repo_root());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run_command(
+            &mut cmd,
+            format!("flt {}", args.join(" ")),
+            input.map(|s| s.as_bytes().to_vec()),
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    async fn run(&self, args: &[&str]) -> CmdOut {
+        self.run_env(args, &[], None).await
+    }
+
+    async fn stdin(&self, args: &[&str], input: &str) -> CmdOut {
+        self.run_env(args, &[], Some(input)).await
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Mask what differs from run to run: uids, times, cluster IPs and
+/// revisions; with `ages`, also table ages, and then (as masked cells change
+/// column widths) runs of 3+ spaces inside lines become exactly 3, so that
+/// such tables are compared on content and order (their alignment is tested
+/// exactly by flt's printer tests).
+fn mask_with(s: &str, ages: bool) -> String {
+    let rules = [
+        (
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "<uid>",
+        ),
+        (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "<time>"),
+        (
+            r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000",
+            "<time>",
+        ),
+        (r"10\.(9[6-9]|1[01][0-9])\.\d{1,3}\.\d{1,3}", "<ip>"),
+        (r"resourceVersion: '\d+'", "resourceVersion: '<rv>'"),
+        (
+            r#""resourceVersion": "\d+""#,
+            r#""resourceVersion": "<rv>""#,
+        ),
+    ];
+    let age_rules = [
+        // AGE cells: "0s", "12s", "2m5s", ending a row or a column.
+        (r"(?m)\b(\d+[smhdy])+( {3,}|$)", "<age>$2"),
+        (r"(\S) {3,}", "$1   "),
+    ];
+    let mut out = s.to_string();
+    let extra: &[(&str, &str)] = if ages { &age_rules } else { &[] };
+    for (re, rep) in rules.iter().chain(extra) {
+        out = Regex::new(re)
+            .expect("mask regex")
+            .replace_all(&out, *rep)
+            .into_owned();
+    }
+    out
+}
+
+fn mask(s: &str) -> String {
+    mask_with(s, true)
+}
+
+/// Compare with tests/golden/NAME.txt; tables with ages are masked (see
+/// [`mask_with`]), other output must match to the space.
+#[track_caller]
+fn golden(name: &str, actual: &str) {
+    let ages = !matches!(
+        name,
+        "api_resources"
+            | "describe_deploy"
+            | "get_deploy_yaml"
+            | "apply_examples"
+            | "apply_examples_again"
+    );
+    golden_with(name, actual, ages)
+}
+
+#[track_caller]
+fn golden_with(name: &str, actual: &str, ages: bool) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.txt"));
+    let actual = mask_with(actual, ages);
+    if std::env::var_os("FLT_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).expect("write golden file");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with FLT_UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(actual, want, "output differs from {}", path.display());
+}
+
+/// One error line on stderr, exit code 1, nothing on stdout.
+#[track_caller]
+fn one_error(out: &CmdOut, want: &str) {
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_eq!(out.stderr, format!("Error: {want}\n"), "{out}");
+}
+
+async fn cluster() -> (Cluster, Flt, tempfile::TempDir) {
+    let c = Cluster::start(3, Opts::default()).await;
+    c.wait_ready(Duration::from_secs(30)).await;
+    let home = tempfile::tempdir().expect("home dir");
+    let flt = Flt {
+        servers: c.endpoints(),
+        home: home.path().to_path_buf(),
+    };
+    // The namespaces every cluster has are made by the masters just after
+    // they start.
+    wait_until(
+        Duration::from_secs(20),
+        "the default namespace exists",
+        async || flt.run(&["get", "ns", "default"]).await.success(),
+    )
+    .await;
+    (c, flt, home)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_apply_and_read_back_like_kubectl() {
+    if skip_on_etcd("examples_apply_and_read_back_like_kubectl", false) {
+        return;
+    }
+    let (_c, flt, _home) = cluster().await;
+
+    let out = flt.run(&["apply", "-f", "examples/"]).await.ok();
+    golden("apply_examples", &out.stdout);
+    assert_eq!(out.stderr, "");
+    let out = flt.run(&["apply", "-f", "examples/"]).await.ok();
+    golden("apply_examples_again", &out.stdout);
+
+    let out = flt.run(&["get", "deploy,rs,svc,cm,ing,job,np"]).await.ok();
+    golden("get_many_kinds", &out.stdout);
+    let out = flt.run(&["get", "svc", "-o", "wide"]).await.ok();
+    golden("get_svc_wide", &out.stdout);
+    let out = flt.run(&["get", "deploy", "web", "-o", "yaml"]).await.ok();
+    golden("get_deploy_yaml", &out.stdout);
+    let out = flt
+        .run(&["get", "deployments.apps/web", "-o", "name"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "deployment.apps/web\n");
+    let out = flt.run(&["describe", "deploy", "web"]).await.ok();
+    golden("describe_deploy", &out.stdout);
+    let out = flt.run(&["api-resources"]).await.ok();
+    golden("api_resources", &out.stdout);
+
+    // Empty lists say so on stderr and succeed.
+    let out = flt.run(&["get", "pods"]).await.ok();
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("", "No resources found in default namespace.\n")
+    );
+    let out = flt.run(&["-n", "kube-system", "get", "cm"]).await.ok();
+    assert_eq!(out.stderr, "No resources found in kube-system namespace.\n");
+
+    // kubectl's everyday edits.
+    let out = flt
+        .run(&["scale", "deploy", "web", "--replicas=5"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "deployment.apps/web scaled\n");
+    let out = flt
+        .run(&["label", "deploy", "web", "tier=front"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "deployment.apps/web labeled\n");
+    let out = flt.run(&["label", "deploy", "web", "tier=back"]).await;
+    one_error(
+        &out,
+        "'tier' already has a value (front), and --overwrite is false",
+    );
+    flt.run(&["label", "deploy", "web", "tier=back", "--overwrite"])
+        .await
+        .ok();
+    let out = flt
+        .run(&["annotate", "deploy", "web", "owner=ops"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "deployment.apps/web annotated\n");
+    let out = flt.run(&["get", "deploy", "--show-labels"]).await.ok();
+    golden("get_deploy_labels", &out.stdout);
+    let out = flt.run(&["get", "deploy", "web", "-o", "json"]).await.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(v["spec"]["replicas"], 5);
+    assert_eq!(v["metadata"]["labels"]["tier"], "back");
+    assert_eq!(v["metadata"]["annotations"]["owner"], "ops");
+    assert_eq!(
+        v["metadata"]["generation"], 2,
+        "only the scale changed the spec"
+    );
+    // Re-applying an unchanged manifest keeps others' changes (kubectl's
+    // three-way merge: the manifest did not change replicas since the last
+    // apply, so the scale stands); a manifest that changes a field wins.
+    let out = flt.run(&["apply", "-f", "examples/web.yaml"]).await.ok();
+    assert!(
+        out.stdout.starts_with("deployment.apps/web unchanged\n"),
+        "{out}"
+    );
+    let manifest =
+        std::fs::read_to_string(repo_root().join("examples/web.yaml")).expect("web.yaml");
+    assert!(manifest.contains("replicas: 3"));
+    let out = flt
+        .stdin(
+            &["apply", "-f", "-"],
+            &manifest.replace("replicas: 3", "replicas: 2"),
+        )
+        .await
+        .ok();
+    assert!(
+        out.stdout.starts_with("deployment.apps/web configured\n"),
+        "{out}"
+    );
+    let v: serde_json::Value = serde_json::from_str(
+        &flt.run(&["get", "deploy", "web", "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(v["spec"]["replicas"], 2);
+    assert_eq!(v["metadata"]["labels"]["tier"], "back");
+
+    // Deleting waits until the object is gone.
+    let out = flt.run(&["delete", "-f", "examples/job.yaml"]).await.ok();
+    assert_eq!(out.stdout, "job.batch \"pi\" deleted\n");
+    one_error(
+        &flt.run(&["get", "job", "pi"]).await,
+        "jobs.batch \"pi\" not found",
+    );
+    let out = flt
+        .run(&["delete", "svc", "web-nodeport", "web"])
+        .await
+        .ok();
+    assert_eq!(
+        out.stdout,
+        "service \"web-nodeport\" deleted\nservice \"web\" deleted\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line_and_change_nothing() {
+    if skip_on_etcd("errors_are_one_line_and_change_nothing", false) {
+        return;
+    }
+    let (_c, flt, _home) = cluster().await;
+
+    one_error(
+        &flt.run(&["get", "po", "web"]).await,
+        "pods \"web\" not found",
+    );
+    one_error(
+        &flt.run(&["get", "frobs"]).await,
+        "the server doesn't have a resource type \"frobs\"",
+    );
+    one_error(
+        &flt.run(&["-n", "ghost", "create", "-f", "examples/configmap.yaml"])
+            .await,
+        "namespaces \"ghost\" not found",
+    );
+
+    let bad = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  replicas: -1\n  selector: {matchLabels: {app: bad}}\n  template:\n    metadata: {labels: {app: bad}}\n    spec: {containers: [{name: c}]}\n";
+    let out = flt.stdin(&["apply", "-f", "-"], bad).await;
+    one_error(
+        &out,
+        "Deployment.apps \"bad\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0, spec.template.spec.containers[0].image: Required value",
+    );
+    one_error(
+        &flt.run(&["get", "deploy", "bad"]).await,
+        "deployments.apps \"bad\" not found",
+    );
+
+    // Unknown fields are warned about by path, and the rest applies.
+    let odd = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: odd, colour: blue}\ndata: {a: b}\nextra: 1\n";
+    let out = flt.stdin(&["apply", "-f", "-"], odd).await.ok();
+    assert_eq!(out.stdout, "configmap/odd created\n");
+    assert_eq!(
+        out.stderr,
+        "Warning: unknown field \"extra\"\nWarning: unknown field \"metadata.colour\"\n"
+    );
+
+    // replace honours the resourceVersion in the file: a stale one is a Conflict.
+    let yaml = flt
+        .run(&["get", "cm", "odd", "-o", "yaml"])
+        .await
+        .ok()
+        .stdout;
+    flt.run(&["label", "cm", "odd", "x=y"]).await.ok();
+    let out = flt.stdin(&["replace", "-f", "-"], &yaml).await;
+    one_error(&out, "Operation cannot be fulfilled on configmaps \"odd\": the object has been modified; please apply your changes to the latest version and try again");
+    let v: serde_json::Value = serde_json::from_str(
+        &flt.run(&["get", "cm", "odd", "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(
+        v["metadata"]["labels"]["x"], "y",
+        "the failed replace changed nothing"
+    );
+
+    // A bad manifest names its file.
+    let out = flt
+        .stdin(
+            &["apply", "-f", "-"],
+            "kind: Frob\napiVersion: v9\nmetadata: {name: f}\n",
+        )
+        .await;
+    one_error(&out, "resource mapping not found for name: \"f\" namespace: \"\" from \"<stdin>\": no matches for kind \"Frob\" in version \"v9\"");
+    let out = flt.stdin(&["apply", "-f", "-"], "a: [").await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stderr
+            .starts_with("Error: error parsing <stdin> (document 1): "),
+        "{out}"
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_config_watch_and_cascading_delete() {
+    if skip_on_etcd("edit_config_watch_and_cascading_delete", false) {
+        return;
+    }
+    let (c, flt, home) = cluster().await;
+    flt.run(&["apply", "-f", "examples/web.yaml"]).await.ok();
+
+    // edit: the editor changes replicas while someone else labels the
+    // object; the edit is retried on top of the newer version, so both stay.
+    let script = home.path().join("editor.sh");
+    let flt_path = flt_bin();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\nsed -i 's/^  replicas: 3$/  replicas: 7/' \"$1\"\n{} label deploy web racer=yes >/dev/null\n",
+            flt_path.display()
+        ),
+    )
+    .expect("editor script");
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let editor = script.display().to_string();
+    let out = flt
+        .run_env(
+            &["edit", "deploy", "web"],
+            &[("FLT_EDITOR", editor.as_str())],
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(out.stdout, "deployment.apps/web edited\n");
+    let v: serde_json::Value = serde_json::from_str(
+        &flt.run(&["get", "deploy", "web", "-o", "json"])
+            .await
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(v["spec"]["replicas"], 7);
+    assert_eq!(v["metadata"]["labels"]["racer"], "yes");
+    // An editor that changes nothing changes nothing.
+    let out = flt
+        .run_env(&["edit", "deploy", "web"], &[("FLT_EDITOR", "true")], None)
+        .await
+        .ok();
+    assert_eq!(out.stdout, "Edit cancelled, no changes made.\n");
+
+    // The config file names the masters and the namespace.
+    std::fs::create_dir_all(home.path().join(".flt")).expect("mkdir");
+    std::fs::write(
+        home.path().join(".flt/config"),
+        format!("server: {}\nnamespace: kube-system\n", c.client_addr(2)),
+    )
+    .expect("config");
+    let mut cmd = tokio::process::Command::new(flt_bin());
+    cmd.args(["get", "cm"])
+        .env_remove("FLT_SERVER")
+        .env("HOME", home.path());
+    let out = run_command(
+        &mut cmd,
+        "flt get cm (config file)".into(),
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        out.stderr, "No resources found in kube-system namespace.\n",
+        "{out}"
+    );
+
+    // get -w prints a row per change.
+    let mut cmd = tokio::process::Command::new(flt_bin());
+    cmd.args(["get", "cm", "-w", "--no-headers"])
+        .env("FLT_SERVER", &flt.servers)
+        .env("HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("flt get -w");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    flt.stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: watched}\ndata: {k: v}\n",
+    )
+    .await
+    .ok();
+    let line = loop {
+        let l = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a watch line within 20 s")
+            .expect("read")
+            .expect("a line");
+        if l.starts_with("watched") {
+            break l;
+        }
+    };
+    assert_eq!(mask(&line), "watched   1   <age>");
+    let _ = child.kill().await;
+
+    // A namespace and everything in it, with a foreground cascade.
+    flt.stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n",
+    )
+    .await
+    .ok();
+    flt.run(&["-n", "team", "apply", "-f", "examples/configmap.yaml"])
+        .await
+        .ok();
+    let out = flt.run(&["get", "cm", "-A"]).await.ok();
+    golden("get_cm_all_namespaces", &out.stdout);
+    let out = flt
+        .run(&["delete", "ns", "team", "--cascade=foreground"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "namespace \"team\" deleted\n");
+    one_error(
+        &flt.run(&["get", "ns", "team"]).await,
+        "namespaces \"team\" not found",
+    );
+    one_error(
+        &flt.run(&["delete", "ns", "default"]).await,
+        "namespaces \"default\" is forbidden: this namespace may not be deleted",
+    );
+
+    let out = flt.run(&["completion", "bash"]).await.ok();
+    assert!(
+        out.stdout.contains("_flt()"),
+        "{}",
+        &out.stdout[..out.stdout.len().min(200)]
+    );
+}
