@@ -122,6 +122,18 @@ pub fn free_port() -> u16 {
     panic!("no fresh free port on 127.0.0.1");
 }
 
+/// The last key a new Flotilla cluster writes on its own.
+pub const BOOTSTRAP_KEY: &str = "/registry/namespaces/kube-system";
+
+/// The revision of a new cluster's store once it has settled: etcd starts at
+/// 1; Flotilla's masters then create the namespaces default and kube-system.
+pub fn fresh_revision() -> i64 {
+    match target() {
+        Target::Etcd => 1,
+        Target::Flotilla => 3,
+    }
+}
+
 /// Master flags; the defaults are the contract's, with fast elections.
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -238,6 +250,18 @@ impl Cluster {
         );
         let timeout = cluster.opts.ready_timeout;
         cluster.wait_started(timeout).await;
+        if target == Target::Flotilla {
+            // The masters create the namespaces every cluster has (revisions
+            // 2 and 3) just after they start: wait for them, so that tests
+            // counting revisions start from a quiet store.
+            let addr = cluster.client_addr(0);
+            wait_until(timeout, "the default namespaces exist", async || {
+                range_prefix(&addr, BOOTSTRAP_KEY, true)
+                    .await
+                    .is_ok_and(|kvs| !kvs.is_empty())
+            })
+            .await;
+        }
         cluster
     }
 
