@@ -462,25 +462,34 @@ impl ApiServer {
             });
         }
         let key = object_key(info, &ns, &name);
-        let mut conds = vec![Cond::Absent(key.clone())];
-        if info.namespaced {
-            let ns_key = object_key(&registry::NAMESPACE, "", &ns);
-            // A lagging master may not have the namespace yet: the
-            // condition below decides whether it exists.
-            if let Some(kv) = self.read(&ns_key, false).await? {
-                if is_terminating(&decode(&kv)?) {
-                    return Err(ApiError::new(
-                        Reason::Forbidden,
-                        format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", info.qualified_name()),
-                    ));
-                }
-            }
-            conds.push(Cond::Present(ns_key));
-        }
+        let ns_key = object_key(&registry::NAMESPACE, "", &ns);
+        let forbidden = || {
+            ApiError::new(
+                Reason::Forbidden,
+                format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", info.qualified_name()),
+            )
+        };
         let requested = alloc::requested(&obj);
+        // The first look at the namespace may be served locally; the write is
+        // conditioned on the namespace revision seen, so a namespace deleted
+        // (or marked terminating) meanwhile fails it, and the retry reads
+        // through the leader.
+        let mut linearizable = false;
         for _ in 0..CAS_RETRIES {
             let mut obj = obj.clone();
-            let mut conds = conds.clone();
+            let mut conds = vec![Cond::Absent(key.clone())];
+            if info.namespaced {
+                match self.read(&ns_key, linearizable).await? {
+                    Some(kv) => {
+                        if is_terminating(&decode(&kv)?) {
+                            return Err(forbidden());
+                        }
+                        conds.push(Cond::ModRevision(ns_key.clone(), kv.mod_revision));
+                    }
+                    None if linearizable => return Err(ApiError::not_found("namespaces", &ns)),
+                    None => conds.push(Cond::Present(ns_key.clone())),
+                }
+            }
             let mut ops = Vec::new();
             let mut held = Vec::new();
             if info.kind == "Service" {
@@ -501,19 +510,13 @@ impl ApiServer {
                     })
                 }
                 None => {
+                    linearizable = true;
                     if self.read(&key, true).await?.is_some() {
                         return Err(ApiError::already_exists(&info.qualified_name(), &name));
                     }
-                    if info.namespaced
-                        && self
-                            .read(&object_key(&registry::NAMESPACE, "", &ns), true)
-                            .await?
-                            .is_none()
-                    {
-                        return Err(ApiError::not_found("namespaces", &ns));
-                    }
-                    // An address was taken meanwhile: one the user named is
-                    // an error, one we picked is picked again.
+                    // Otherwise the namespace changed (looked at again on the
+                    // next round) or an address was taken meanwhile: one the
+                    // user named is an error, one we picked is picked again.
                     for k in &held {
                         if requested.contains(k) && self.read(k, true).await?.is_some() {
                             return Err(alloc::taken(&name, k));
@@ -525,7 +528,7 @@ impl ApiServer {
         Err(ApiError::new(
             Reason::Unavailable,
             format!(
-                "could not allocate addresses for {} \"{name}\"; try again",
+                "{} \"{name}\" could not be created: its namespace or addresses kept changing; try again",
                 info.qualified_name()
             ),
         ))
@@ -1292,6 +1295,7 @@ impl ApiServer {
             let mut rx = stream.rx;
             let mut tick = tokio::time::interval(interval);
             tick.tick().await;
+            // The last revision whose events (if any) were all forwarded.
             let mut last_sent = from - 1;
             loop {
                 tokio::select! {
@@ -1304,11 +1308,15 @@ impl ApiServer {
                                     }
                                 }
                             }
-                            last_sent = revision;
+                            last_sent = last_sent.max(revision);
                         }
                         Some(WatchMsg::Compacted { compact_revision }) => {
-                            let _ = tx.send(Err(ApiError::new(Reason::Gone, format!(
-                                "too old resource version: {requested} ({compact_revision})")))).await;
+                            let _ = tx
+                                .send(Err(ApiError::new(
+                                    Reason::Gone,
+                                    format!("too old resource version: {requested} ({compact_revision})"),
+                                )))
+                                .await;
                             return;
                         }
                         Some(WatchMsg::Failed(m)) => {
@@ -1318,8 +1326,13 @@ impl ApiServer {
                         None => return,
                     },
                     _ = tick.tick(), if bookmarks => {
+                        // Load the follower's progress first: if the channel
+                        // is then empty, every event below it has been
+                        // forwarded (it publishes progress only after
+                        // queueing the events). Otherwise bookmark only what
+                        // was forwarded.
                         let done = stream.progress.load(Ordering::Acquire) - 1;
-                        if done > last_sent {
+                        if rx.is_empty() && done > last_sent {
                             last_sent = done;
                         }
                         let bm = json!({

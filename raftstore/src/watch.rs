@@ -74,14 +74,15 @@ pub enum WatchItem {
 
 /// A stream of the events in `[key, end)` (etcd range rules), from revision
 /// `from` on (0: from the next revision), ordered and gap-free.
-pub struct Follower {
+pub struct Follower<T = WatchItem> {
     /// The store's revision when the stream was set up: with `from == 0`,
     /// the first event delivered is after it.
     pub start_revision: i64,
-    /// Every revision below this one has been delivered (or had nothing in
-    /// the range); used for progress notifications.
+    /// Every revision below this one is in the channel or was received (or
+    /// had nothing in the range): once a reader that loaded this value finds
+    /// the channel empty, it has seen everything below it.
     pub next: Arc<AtomicI64>,
-    pub rx: mpsc::Receiver<WatchItem>,
+    pub rx: mpsc::Receiver<T>,
 }
 
 /// Events read from history per batch.
@@ -92,13 +93,27 @@ const HISTORY_BATCH: usize = 1000;
 /// state is replaced by a snapshot. The task ends when the receiver is
 /// dropped.
 pub fn follow(m: &Master, key: Vec<u8>, end: Vec<u8>, from: i64, buffer: usize) -> Follower {
+    follow_map(m, key, end, from, buffer, |item| item)
+}
+
+/// [`follow`], delivering each item as `map` turns it (so that a caller
+/// with types of its own needs no second channel).
+pub fn follow_map<T: Send + 'static>(
+    m: &Master,
+    key: Vec<u8>,
+    end: Vec<u8>,
+    from: i64,
+    buffer: usize,
+    map: fn(WatchItem) -> T,
+) -> Follower<T> {
     // Subscribe before reading the revision, so that nothing falls between.
     let sub = m.hub.subscribe();
     let cur = m.store.revision();
     let next = Arc::new(AtomicI64::new(if from > 0 { from } else { cur + 1 }));
     let (tx, rx) = mpsc::channel(buffer.max(1));
     let spec = Range { key, end };
-    tokio::spawn(run(m.clone(), spec, sub, next.clone(), tx));
+    let sink = Sink { tx, map };
+    tokio::spawn(run(m.clone(), spec, sub, next.clone(), sink));
     Follower {
         start_revision: cur,
         next,
@@ -111,7 +126,18 @@ struct Range {
     end: Vec<u8>,
 }
 
-async fn send(tx: &mpsc::Sender<WatchItem>, spec: &Range, revision: i64, events: &[Event]) -> bool {
+struct Sink<T> {
+    tx: mpsc::Sender<T>,
+    map: fn(WatchItem) -> T,
+}
+
+impl<T> Sink<T> {
+    async fn put(&self, item: WatchItem) -> bool {
+        self.tx.send((self.map)(item)).await.is_ok()
+    }
+}
+
+async fn send<T>(tx: &Sink<T>, spec: &Range, revision: i64, events: &[Event]) -> bool {
     let evs: Vec<Event> = events
         .iter()
         .filter(|e| in_range(&e.kv.key, &spec.key, &spec.end))
@@ -120,22 +146,16 @@ async fn send(tx: &mpsc::Sender<WatchItem>, spec: &Range, revision: i64, events:
     if evs.is_empty() {
         return true;
     }
-    tx.send(WatchItem::Events {
+    tx.put(WatchItem::Events {
         revision,
         events: evs,
     })
     .await
-    .is_ok()
 }
 
 /// Send history from `next` up to the current revision. Returns false when
 /// the stream ended.
-async fn catch_up(
-    m: &Master,
-    tx: &mpsc::Sender<WatchItem>,
-    spec: &Range,
-    next: &AtomicI64,
-) -> bool {
+async fn catch_up<T>(m: &Master, tx: &Sink<T>, spec: &Range, next: &AtomicI64) -> bool {
     loop {
         let from = next.load(Ordering::Acquire);
         if from > m.store.revision() {
@@ -158,34 +178,34 @@ async fn catch_up(
                 next.store(after, Ordering::Release);
             }
             Ok(Err(RangeError::Kv(KvError::Compacted { compact_revision }))) => {
-                let _ = tx.send(WatchItem::Compacted { compact_revision }).await;
+                let _ = tx.put(WatchItem::Compacted { compact_revision }).await;
                 return false;
             }
             Ok(Err(e)) => {
                 let _ = tx
-                    .send(WatchItem::Failed(format!("reading watch history: {e}")))
+                    .put(WatchItem::Failed(format!("reading watch history: {e}")))
                     .await;
                 return false;
             }
             Err(e) => {
-                let _ = tx.send(WatchItem::Failed(e.to_string())).await;
+                let _ = tx.put(WatchItem::Failed(e.to_string())).await;
                 return false;
             }
         }
     }
 }
 
-async fn run(
+async fn run<T>(
     m: Master,
     spec: Range,
     mut sub: broadcast::Receiver<HubMsg>,
     next: Arc<AtomicI64>,
-    tx: mpsc::Sender<WatchItem>,
+    tx: Sink<T>,
 ) {
     let compacted = m.store.compact_revision();
     if next.load(Ordering::Acquire) < compacted {
         let _ = tx
-            .send(WatchItem::Compacted {
+            .put(WatchItem::Compacted {
                 compact_revision: compacted,
             })
             .await;
@@ -218,7 +238,7 @@ async fn run(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = tx.closed() => return,
+            _ = tx.tx.closed() => return,
         }
     }
 }

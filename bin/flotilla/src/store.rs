@@ -13,9 +13,8 @@ use flotilla_raftstore::kv::{
 };
 use flotilla_raftstore::mvcc::RangeError;
 use flotilla_raftstore::types::{Command, Outcome};
-use flotilla_raftstore::watch::{follow, WatchItem};
+use flotilla_raftstore::watch::{follow_map, WatchItem};
 use flotilla_raftstore::Master;
-use tokio::sync::mpsc;
 
 /// The object API's view of one master.
 pub struct MasterStore {
@@ -88,6 +87,29 @@ fn op(o: Op) -> RequestOp {
     }
 }
 
+fn to_msg(item: WatchItem) -> WatchMsg {
+    match item {
+        WatchItem::Events { revision, events } => WatchMsg::Changes {
+            revision,
+            changes: events
+                .into_iter()
+                .map(|e| match e.kind {
+                    EventType::Put => Change::Put {
+                        kv: kv(e.kv),
+                        prev: e.prev_kv.map(kv),
+                    },
+                    EventType::Delete => Change::Delete {
+                        key: e.kv.key,
+                        prev: e.prev_kv.map(kv),
+                    },
+                })
+                .collect(),
+        },
+        WatchItem::Compacted { compact_revision } => WatchMsg::Compacted { compact_revision },
+        WatchItem::Failed(m) => WatchMsg::Failed(m),
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for MasterStore {
     async fn range(
@@ -101,7 +123,7 @@ impl Store for MasterStore {
         if linearizable {
             self.master.linearize().await.map_err(raft_err)?;
         }
-        let req = RangeRequest {
+        let mut req = RangeRequest {
             key: start.to_vec(),
             range_end: end.to_vec(),
             limit: limit as i64,
@@ -110,7 +132,14 @@ impl Store for MasterStore {
         };
         let store = self.master.store.clone();
         let (resp, rev) = tokio::task::spawn_blocking(move || {
-            let rev = store.revision();
+            // Read at the revision reported, so that a write applied
+            // meanwhile cannot make the items newer than it.
+            let rev = if req.revision > 0 {
+                req.revision
+            } else {
+                store.revision()
+            };
+            req.revision = rev;
             store.range(&req).map(|r| (r, rev))
         })
         .await
@@ -119,7 +148,7 @@ impl Store for MasterStore {
         Ok(Page {
             kvs: resp.kvs.into_iter().map(kv).collect(),
             more: resp.more,
-            revision: if revision > 0 { revision } else { rev },
+            revision: rev,
         })
     }
 
@@ -142,40 +171,13 @@ impl Store for MasterStore {
     }
 
     fn watch(&self, start: &[u8], end: &[u8], from: i64) -> WatchStream {
-        let f = follow(&self.master, start.to_vec(), end.to_vec(), from, 64);
-        let (start_revision, progress, mut frx) = (f.start_revision, f.next, f.rx);
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    item = frx.recv() => {
-                        let msg = match item {
-                            Some(WatchItem::Events { revision, events }) => WatchMsg::Changes {
-                                revision,
-                                changes: events
-                                    .into_iter()
-                                    .map(|e| match e.kind {
-                                        EventType::Put => Change::Put { kv: kv(e.kv), prev: e.prev_kv.map(kv) },
-                                        EventType::Delete => Change::Delete { key: e.kv.key, prev: e.prev_kv.map(kv) },
-                                    })
-                                    .collect(),
-                            },
-                            Some(WatchItem::Compacted { compact_revision }) => WatchMsg::Compacted { compact_revision },
-                            Some(WatchItem::Failed(m)) => WatchMsg::Failed(m),
-                            None => return,
-                        };
-                        if tx.send(msg).await.is_err() {
-                            return;
-                        }
-                    }
-                    _ = tx.closed() => return,
-                }
-            }
-        });
+        // One channel from the follower to the reader: its progress counter
+        // then says exactly what the reader has seen once the channel is empty.
+        let f = follow_map(&self.master, start.to_vec(), end.to_vec(), from, 64, to_msg);
         WatchStream {
-            start_revision,
-            progress,
-            rx,
+            start_revision: f.start_revision,
+            progress: f.next,
+            rx: f.rx,
         }
     }
 
