@@ -81,6 +81,20 @@ pub enum Op {
         lease: i64,
         present: Option<bool>,
     },
+    /// Objects workload: one increment of a counter ConfigMap (read, then
+    /// update with the read's resourceVersion, retried on Conflict).
+    ObjInc { counter: String },
+    /// Objects workload: the final read of a counter.
+    ObjCounterRead { counter: String, value: Option<i64> },
+    /// Objects workload: a counter value delivered to watcher `watcher`.
+    ObjCounterSeen {
+        watcher: u32,
+        value: i64,
+        revision: i64,
+    },
+    /// Objects workload: watcher `watcher` (re)opened its watch after
+    /// resourceVersion `from` ("" : a fresh list, after Gone or at the start).
+    ObjWatchOpen { watcher: u32, from: String },
 }
 
 impl Op {
@@ -98,13 +112,23 @@ impl Op {
                 | Op::WatchPut { .. }
                 | Op::LeasePut { .. }
                 | Op::LeaseGrant { .. }
+                | Op::ObjInc { .. }
         )
     }
 
     /// Name of the workload this operation belongs to.
     pub fn workload(&self) -> &'static str {
         match self {
+            Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. }
+                if key.starts_with(crate::objects::KEY_PREFIX) =>
+            {
+                "objects"
+            }
             Op::Read { .. } | Op::Write { .. } | Op::Cas { .. } => "register",
+            Op::ObjInc { .. }
+            | Op::ObjCounterRead { .. }
+            | Op::ObjCounterSeen { .. }
+            | Op::ObjWatchOpen { .. } => "objects",
             Op::Add { .. } | Op::SetRead { .. } => "set",
             Op::WatchPut { .. } | Op::WatchEvent { .. } | Op::WatchOpen { .. } => "watch",
             Op::LeaseGrant { .. }

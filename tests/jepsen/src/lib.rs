@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod netns;
+pub mod objects;
 pub mod orchestrate;
 pub mod runner;
 pub mod workload;

@@ -202,6 +202,7 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
     if spec.workloads.iter().any(|w| w == "set") && !abort.is_cancelled() {
         workload::set_final_read(&ctx, Duration::from_secs(30)).await;
     }
+    let mut targets = Vec::new();
     if let Some(target) = running.watch_target.take() {
         let max = rec
             .entries()
@@ -214,16 +215,25 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
             })
             .max();
         let _ = target.send(Some(max.unwrap_or(watch_start)));
-        if tokio::time::timeout(Duration::from_secs(30), async {
+        targets.push(target);
+    }
+    if let Some(target) = running.objects_target.take() {
+        if !abort.is_cancelled() {
+            let last = crate::objects::final_read(&ctx, Duration::from_secs(30)).await;
+            let _ = target.send(last);
+        }
+        targets.push(target);
+    }
+    if !targets.is_empty()
+        && tokio::time::timeout(Duration::from_secs(30), async {
             while running.watchers.join_next().await.is_some() {}
         })
         .await
         .is_err()
-        {
-            notes.push("watchers did not catch up within 30 s".into());
-        }
-        drop(target);
+    {
+        notes.push("watchers did not catch up within 30 s".into());
     }
+    drop(targets);
     running.watchers.abort_all();
     ctx.abort.cancel();
     stop_on_abort.abort();

@@ -28,7 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::history::{Clock, Entry, Op, Recorder, Status};
 
 /// The workloads, by name.
-pub const ALL: [&str; 4] = ["register", "set", "watch", "lease"];
+pub const ALL: [&str; 5] = ["register", "set", "watch", "lease", "objects"];
 
 pub const REGISTER_PREFIX: &str = "jepsen/reg/";
 pub const SET_PREFIX: &str = "jepsen/set/";
@@ -782,6 +782,8 @@ pub struct Running {
     pub tasks: JoinSet<()>,
     pub watchers: JoinSet<()>,
     pub watch_target: Option<tokio::sync::watch::Sender<Option<i64>>>,
+    /// The objects workload's counter watchers' target (the final value).
+    pub objects_target: Option<tokio::sync::watch::Sender<Option<i64>>>,
 }
 
 /// Starts the named workloads. `watch_start` is the revision the watchers
@@ -790,6 +792,7 @@ pub fn start(ctx: &Ctx, workloads: &[String], watch_start: i64) -> Running {
     let mut tasks = JoinSet::new();
     let mut watchers = JoinSet::new();
     let mut watch_target = None;
+    let mut objects_target = None;
     for w in workloads {
         match w.as_str() {
             "register" => {
@@ -826,6 +829,9 @@ pub fn start(ctx: &Ctx, workloads: &[String], watch_start: i64) -> Running {
                     tasks.spawn(lease_worker(ctx.clone(), 300 + i));
                 }
             }
+            "objects" => {
+                objects_target = Some(crate::objects::start(ctx, &mut tasks, &mut watchers));
+            }
             other => tracing::warn!("unknown workload {other}"),
         }
     }
@@ -833,5 +839,6 @@ pub fn start(ctx: &Ctx, workloads: &[String], watch_start: i64) -> Running {
         tasks,
         watchers,
         watch_target,
+        objects_target,
     }
 }

@@ -10,6 +10,7 @@ use crate::history::Entry;
 
 pub mod failover;
 pub mod lease;
+pub mod objects;
 pub mod register;
 pub mod set;
 pub mod watch;
@@ -76,6 +77,7 @@ pub fn check_all(workloads: &[String], history: &[Entry]) -> Vec<CheckResult> {
             "set" => set::check(history),
             "watch" => watch::check(history),
             "lease" => lease::check(history),
+            "objects" => objects::check(history),
             other => CheckResult {
                 checker: other.to_string(),
                 validity: Validity::Unknown,

@@ -82,14 +82,24 @@ fn to_operation(e: &Entry) -> Option<(String, Operation<Input>)> {
     ))
 }
 
+/// The register workload's keys (the objects workload checks its own).
 pub fn check(history: &[Entry]) -> CheckResult {
     check_with_budget(history, MAX_STEPS_PER_KEY)
 }
 
 pub fn check_with_budget(history: &[Entry], max_steps: u64) -> CheckResult {
+    check_registers(history, max_steps, "register")
+}
+
+/// Check the registers of the operations of `workload` ("register" or
+/// "objects").
+pub fn check_registers(history: &[Entry], max_steps: u64, workload: &str) -> CheckResult {
     let mut per_key: BTreeMap<String, (Vec<Operation<Input>>, Vec<&Entry>)> = BTreeMap::new();
     let mut unknown_ops = 0usize;
     for e in history {
+        if e.op.workload() != workload {
+            continue;
+        }
         if let Some((key, op)) = to_operation(e) {
             if op.ret.is_none() {
                 unknown_ops += 1;
