@@ -23,6 +23,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tonic::transport::{Channel, Endpoint};
 
+mod objects;
+
 /// Load generator for etcd v3 API servers (etcd, Flotilla masters).
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-bench", version, about, long_about = None)]
@@ -93,6 +95,17 @@ enum Cmd {
         /// Keep polling up to this many seconds for a leader (0 = ask once).
         #[arg(long, default_value_t = 0.0)]
         wait_secs: f64,
+    },
+    /// Object API benchmark: pod creates, gets, lists, a fixed-rate run and
+    /// watch delivery against Flotilla's masters, or the same JSON bytes as
+    /// raw puts, ranges and watches against etcd (`--target etcd`). Prints
+    /// one JSON line per point.
+    Objects(objects::ObjectsArgs),
+    /// Markdown tables (both systems side by side, and the goals of issue 3)
+    /// from the JSON lines `objects` printed.
+    ObjectsReport {
+        /// Files of JSON lines (any mix of systems).
+        files: Vec<std::path::PathBuf>,
     },
     /// Succeed when every endpoint answers Maintenance.Status and all of them
     /// report the same, non-zero leader. Prints one JSON line.
@@ -185,6 +198,8 @@ async fn run(cli: Cli) -> Result<()> {
             let report = run_load(&cli, load, op).await?;
             println!("{}", report.to_json());
         }
+        Cmd::Objects(a) => objects::run(&cli.endpoints, cli.max_conns, a).await?,
+        Cmd::ObjectsReport { files } => print!("{}", objects::report(files)?),
         Cmd::UntilWrite {
             since_unix_ns,
             timeout_secs,
