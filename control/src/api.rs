@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use bytes::Bytes;
 use chrono::Utc;
 use flotilla_client::{
     ApiError, DeleteParams, EventType, ListParams, Propagation, Reason, WatchParams,
@@ -29,6 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::alloc::{self, ServiceRanges};
 use crate::store::{key_after, prefix_end, Change, Cond, Kv, Op, Store, StoreError, WatchMsg};
+use crate::watch_cache::{CachedEvent, Msg, WatchCaches};
 
 /// kubectl's annotation for the manifest last applied.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -43,6 +45,9 @@ pub const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system"];
 
 /// How many times a server-side read-modify-write retries a lost race.
 const CAS_RETRIES: usize = 16;
+/// Recent events each kind's watch cache keeps for watches that start a
+/// little in the past.
+const WATCH_CACHE_EVENTS: usize = 10_000;
 /// Keys read per store page while listing with selectors.
 const LIST_BATCH: usize = 500;
 
@@ -51,6 +56,7 @@ const LIST_BATCH: usize = 500;
 pub struct ApiServer {
     store: Arc<dyn Store>,
     ranges: Arc<ServiceRanges>,
+    caches: Arc<WatchCaches>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +75,7 @@ pub struct Written {
     pub changed: bool,
 }
 
-pub type WatchReceiver = mpsc::Receiver<Result<(EventType, Value), ApiError>>;
+pub type WatchReceiver = mpsc::Receiver<Result<(EventType, Bytes), ApiError>>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -151,7 +157,7 @@ fn strip_rv(v: &mut Value) {
     }
 }
 
-fn with_rv(mut v: Value, rev: i64) -> Value {
+pub(crate) fn with_rv(mut v: Value, rev: i64) -> Value {
     if v.is_object() {
         meta_mut(&mut v).insert("resourceVersion".into(), Value::String(rev.to_string()));
     }
@@ -328,6 +334,7 @@ fn matches(l: &Selector, f: &FieldSelector, v: &Value) -> bool {
 impl ApiServer {
     pub fn new(store: Arc<dyn Store>, ranges: ServiceRanges) -> Self {
         ApiServer {
+            caches: Arc::new(WatchCaches::new(store.clone(), WATCH_CACHE_EVENTS)),
             store,
             ranges: Arc::new(ranges),
         }
@@ -1277,76 +1284,38 @@ impl ApiServer {
             }
             rv + 1
         };
-        let stream = self.store.watch(&prefix, &prefix_end(&prefix), from);
         let interval = if o.bookmark_interval.is_zero() {
             Duration::from_secs(10)
         } else {
             o.bookmark_interval.max(Duration::from_millis(100))
         };
-        let bookmarks = o.bookmarks;
-        let info2 = info;
-        let requested = o.resource_version.clone();
+        let w = Watcher {
+            info,
+            ls,
+            fs,
+            prefix,
+            tx,
+            bookmarks: o.bookmarks,
+            interval,
+            requested: o.resource_version.clone(),
+            cursor: Cursor {
+                rev: from - 1,
+                count: 0,
+            },
+            last_bookmark: from - 1,
+        };
+        let (caches, store) = (self.caches.clone(), self.store.clone());
         tokio::spawn(async move {
             for v in initial {
-                if tx.send(Ok((EventType::Added, v))).await.is_err() {
+                if w.tx
+                    .send(Ok((EventType::Added, to_bytes(&v))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
-            let mut rx = stream.rx;
-            let mut tick = tokio::time::interval(interval);
-            tick.tick().await;
-            // The last revision whose events (if any) were all forwarded.
-            let mut last_sent = from - 1;
-            loop {
-                tokio::select! {
-                    msg = rx.recv() => match msg {
-                        Some(WatchMsg::Changes { revision, changes }) => {
-                            for c in changes {
-                                if let Some(ev) = translate(&ls, &fs, revision, c) {
-                                    if tx.send(Ok(ev)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                            last_sent = last_sent.max(revision);
-                        }
-                        Some(WatchMsg::Compacted { compact_revision }) => {
-                            let _ = tx
-                                .send(Err(ApiError::new(
-                                    Reason::Gone,
-                                    format!("too old resource version: {requested} ({compact_revision})"),
-                                )))
-                                .await;
-                            return;
-                        }
-                        Some(WatchMsg::Failed(m)) => {
-                            let _ = tx.send(Err(ApiError::internal(m))).await;
-                            return;
-                        }
-                        None => return,
-                    },
-                    _ = tick.tick(), if bookmarks => {
-                        // Load the follower's progress first: if the channel
-                        // is then empty, every event below it has been
-                        // forwarded (it publishes progress only after
-                        // queueing the events). Otherwise bookmark only what
-                        // was forwarded.
-                        let done = stream.progress.load(Ordering::Acquire) - 1;
-                        if rx.is_empty() && done > last_sent {
-                            last_sent = done;
-                        }
-                        let bm = json!({
-                            "apiVersion": info2.api_version(),
-                            "kind": info2.kind,
-                            "metadata": {"resourceVersion": last_sent.to_string()},
-                        });
-                        if tx.send(Ok((EventType::Bookmark, bm))).await.is_err() {
-                            return;
-                        }
-                    }
-                    _ = tx.closed() => return,
-                }
-            }
+            w.run(caches, store).await;
         });
         Ok(rx)
     }
@@ -1388,6 +1357,207 @@ fn keep_job_selector(cur: &Value, desired: &mut Value) {
         patch["spec"]["template"] = json!({"metadata": {"labels": labels}});
     }
     merge_patch(desired, &patch);
+}
+
+fn to_bytes(v: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// Where a watcher is: every event before revision `rev` was forwarded, and
+/// the first `count` events of `rev` itself.
+#[derive(Clone, Copy)]
+struct Cursor {
+    rev: i64,
+    count: usize,
+}
+
+impl Cursor {
+    /// Whether an event of `revision` is new; notes it if so.
+    fn accept(&mut self, revision: i64, seen_in_revision: &mut (i64, usize)) -> bool {
+        // `seen_in_revision` counts events of the current revision met on
+        // this pass (to skip the ones forwarded before a resume).
+        if seen_in_revision.0 != revision {
+            *seen_in_revision = (revision, 0);
+        }
+        seen_in_revision.1 += 1;
+        if revision < self.rev || (revision == self.rev && seen_in_revision.1 <= self.count) {
+            return false;
+        }
+        if revision == self.rev {
+            self.count += 1;
+        } else {
+            self.rev = revision;
+            self.count = 1;
+        }
+        true
+    }
+
+    /// The revision to resume from.
+    fn resume_from(&self) -> i64 {
+        if self.count == 0 {
+            self.rev + 1
+        } else {
+            self.rev
+        }
+    }
+}
+
+/// One watch's forwarding task.
+struct Watcher {
+    info: &'static ResourceInfo,
+    ls: Selector,
+    fs: FieldSelector,
+    /// Keys of the watched namespace (or kind).
+    prefix: Vec<u8>,
+    tx: mpsc::Sender<Result<(EventType, Bytes), ApiError>>,
+    bookmarks: bool,
+    interval: Duration,
+    requested: String,
+    cursor: Cursor,
+    last_bookmark: i64,
+}
+
+impl Watcher {
+    /// Serve from the kind's watch cache while it reaches back far enough;
+    /// otherwise follow the store from where the watcher is.
+    async fn run(mut self, caches: Arc<WatchCaches>, store: Arc<dyn Store>) {
+        loop {
+            let cache = caches.get(self.info);
+            let Some(joined) = cache.join(self.cursor.resume_from(), store.compact_revision()) else {
+                return self.follow_store(store).await;
+            };
+            let mut seen = (0, 0);
+            for ev in &joined.backlog {
+                if !self.forward_cached(ev, &mut seen).await {
+                    return;
+                }
+            }
+            let mut rx = joined.rx;
+            let mut tick = tokio::time::interval(self.interval);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Ok(Msg::Event(ev)) => {
+                            if !self.forward_cached(&ev, &mut seen).await {
+                                return;
+                            }
+                        }
+                        // The cache stopped, or this watcher fell too far
+                        // behind it: resume from the cursor.
+                        Ok(Msg::Closed) | Err(_) => break,
+                    },
+                    _ = tick.tick(), if self.bookmarks => {
+                        if let Some(p) = cache.progress(&rx) {
+                            if !self.bookmark(p).await {
+                                return;
+                            }
+                        }
+                    }
+                    _ = self.tx.closed() => return,
+                }
+            }
+        }
+    }
+
+    async fn forward_cached(&mut self, ev: &CachedEvent, seen: &mut (i64, usize)) -> bool {
+        if !self.cursor.accept(ev.revision, seen) || !ev.key.starts_with(&self.prefix) {
+            return true;
+        }
+        let was = ev
+            .prev
+            .as_ref()
+            .is_some_and(|p| matches(&self.ls, &self.fs, p));
+        let kind = if ev.deleted {
+            was.then_some(EventType::Deleted)
+        } else {
+            match (was, matches(&self.ls, &self.fs, &ev.object)) {
+                (true, true) => Some(EventType::Modified),
+                (false, true) => Some(EventType::Added),
+                (true, false) => Some(EventType::Deleted),
+                (false, false) => None,
+            }
+        };
+        match kind {
+            Some(k) => self.tx.send(Ok((k, ev.bytes.clone()))).await.is_ok(),
+            None => true,
+        }
+    }
+
+    async fn bookmark(&mut self, rev: i64) -> bool {
+        let rev = rev
+            .max(self.last_bookmark)
+            .max(self.cursor.resume_from() - 1);
+        self.last_bookmark = rev;
+        let bm = json!({
+            "apiVersion": self.info.api_version(),
+            "kind": self.info.kind,
+            "metadata": {"resourceVersion": rev.to_string()},
+        });
+        self.tx
+            .send(Ok((EventType::Bookmark, to_bytes(&bm))))
+            .await
+            .is_ok()
+    }
+
+    /// A follower of its own, reading the store's history (a start before
+    /// the cache's window, or a cache that failed).
+    async fn follow_store(mut self, store: Arc<dyn Store>) {
+        let stream = store.watch(
+            &self.prefix,
+            &prefix_end(&self.prefix),
+            self.cursor.resume_from(),
+        );
+        let mut rx = stream.rx;
+        let mut tick = tokio::time::interval(self.interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(WatchMsg::Changes { revision, changes }) => {
+                        let mut seen = (0, 0);
+                        for c in changes {
+                            if !self.cursor.accept(revision, &mut seen) {
+                                continue;
+                            }
+                            if let Some((k, v)) = translate(&self.ls, &self.fs, revision, c) {
+                                if self.tx.send(Ok((k, to_bytes(&v)))).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Some(WatchMsg::Compacted { compact_revision }) => {
+                        let _ = self
+                            .tx
+                            .send(Err(ApiError::new(
+                                Reason::Gone,
+                                format!("too old resource version: {} ({compact_revision})", self.requested),
+                            )))
+                            .await;
+                        return;
+                    }
+                    Some(WatchMsg::Failed(m)) => {
+                        let _ = self.tx.send(Err(ApiError::internal(m))).await;
+                        return;
+                    }
+                    None => return,
+                },
+                _ = tick.tick(), if self.bookmarks => {
+                    // Load the follower's progress first: if the channel is
+                    // then empty, every event below it has been forwarded
+                    // (it publishes progress only after queueing the
+                    // events). Otherwise bookmark only what was forwarded.
+                    let done = stream.progress.load(Ordering::Acquire) - 1;
+                    let rev = if rx.is_empty() { done } else { self.cursor.resume_from() - 1 };
+                    if !self.bookmark(rev).await {
+                        return;
+                    }
+                }
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
 }
 
 /// One stored change as a watch event, through the selectors: an object that

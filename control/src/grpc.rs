@@ -224,9 +224,9 @@ impl Objects for ObjectService {
             )
             .await?;
         let s = ReceiverStream::new(rx).map(|item| match item {
-            Ok((t, v)) => Ok(pb::WatchEvent {
+            Ok((t, b)) => Ok(pb::WatchEvent {
                 r#type: t.as_str().into(),
-                object: bytes(&v),
+                object: b,
             }),
             Err(e) => Err(Status::from(e)),
         });

@@ -16,6 +16,7 @@ pub mod api;
 pub mod gc;
 pub mod grpc;
 pub mod store;
+pub mod watch_cache;
 
 pub use api::ApiServer;
 pub use store::Store;

@@ -109,6 +109,9 @@ pub trait Store: Send + Sync + 'static {
     /// The latest revision this master has applied.
     fn revision(&self) -> i64;
 
+    /// Revisions below this are compacted away on this master.
+    fn compact_revision(&self) -> i64;
+
     /// The largest value the store takes in one write.
     fn max_value_bytes(&self) -> usize;
 }

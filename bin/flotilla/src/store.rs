@@ -185,6 +185,10 @@ impl Store for MasterStore {
         self.master.store.revision()
     }
 
+    fn compact_revision(&self) -> i64 {
+        self.master.store.compact_revision()
+    }
+
     fn max_value_bytes(&self) -> usize {
         // Room for the key and the request's framing.
         self.master
