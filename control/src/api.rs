@@ -1423,7 +1423,8 @@ impl Watcher {
     async fn run(mut self, caches: Arc<WatchCaches>, store: Arc<dyn Store>) {
         loop {
             let cache = caches.get(self.info);
-            let Some(joined) = cache.join(self.cursor.resume_from(), store.compact_revision()) else {
+            let Some(joined) = cache.join(self.cursor.resume_from(), store.compact_revision())
+            else {
                 return self.follow_store(store).await;
             };
             let mut seen = (0, 0);
@@ -1589,5 +1590,68 @@ fn translate(
             let p = parse(prev.as_ref()?)?;
             matches(ls, fs, &p).then(|| (EventType::Deleted, with_rv(p, revision)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed (revision) events through a cursor; return the accepted ones.
+    fn pass(c: &mut Cursor, revs: &[i64]) -> Vec<i64> {
+        let mut seen = (0, 0);
+        revs.iter()
+            .copied()
+            .filter(|r| c.accept(*r, &mut seen))
+            .collect()
+    }
+
+    #[test]
+    fn a_resumed_cursor_skips_exactly_what_was_forwarded() {
+        let mut c = Cursor { rev: 9, count: 0 };
+        assert_eq!(c.resume_from(), 10);
+        // Revision 11 has three events; the stream breaks after the second.
+        assert_eq!(pass(&mut c, &[10, 11, 11]), [10, 11, 11]);
+        assert_eq!((c.rev, c.count, c.resume_from()), (11, 2, 11));
+        // Resuming from 11 replays its three events: only the third is new.
+        assert_eq!(pass(&mut c, &[11, 11, 11, 12]), [11, 12]);
+        // Revision 12 may have more events to come: resume from it.
+        assert_eq!((c.rev, c.count, c.resume_from()), (12, 1, 12));
+        // Old revisions (a window that reaches further back) are skipped.
+        assert_eq!(pass(&mut c, &[5, 12, 12, 13]), [12, 13]);
+    }
+
+    #[test]
+    fn merge_patch_diff_round_trips_through_apply_config() {
+        let manifest = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "resourceVersion": "7", "uid": "u",
+                "annotations": {LAST_APPLIED: "{}", "keep": "x"}},
+            "data": {"k": "v"}, "status": {"ignored": true}});
+        let c = applied_config(&manifest);
+        assert_eq!(
+            c,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "annotations": {"keep": "x"}}, "data": {"k": "v"}})
+        );
+    }
+
+    #[test]
+    fn continue_tokens_belong_to_their_list() {
+        let t = encode_continue(42, b"/registry/pods/default/b\0");
+        let d = decode_continue(&t, b"/registry/pods/default/").expect("valid");
+        assert_eq!(
+            (d.revision, d.start.as_slice()),
+            (42, &b"/registry/pods/default/b\0"[..])
+        );
+        assert_eq!(
+            decode_continue(&t, b"/registry/secrets/")
+                .err()
+                .map(|e| e.reason),
+            Some(Reason::BadRequest)
+        );
+        assert_eq!(
+            decode_continue("%%%", b"/").err().map(|e| e.reason),
+            Some(Reason::BadRequest)
+        );
     }
 }
