@@ -440,6 +440,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// One-way and lossy faults: master `to` drops the packets that master
+    /// `from` sends it, all of them or with probability `p`; replaces any
+    /// earlier partition.
+    pub fn drop_inbound(&self, drops: &[(usize, usize, Option<f64>)]) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            let mut rules = String::from(
+                "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n",
+            );
+            for &(to, from, p) in drops {
+                if to != i {
+                    continue;
+                }
+                let ip = &self.nodes[from].ip;
+                match p {
+                    None => rules.push_str(&format!("-A INPUT -s {ip}/32 -j DROP\n")),
+                    Some(p) => rules.push_str(&format!(
+                        "-A INPUT -s {ip}/32 -m statistic --mode random --probability {p:.3} -j DROP\n"
+                    )),
+                }
+            }
+            rules.push_str("COMMIT\n");
+            iptables_restore(&self.nodes[i].ns, &rules)?;
+        }
+        Ok(())
+    }
+
     /// Removes every partition.
     pub fn heal_network(&self) -> Result<()> {
         self.partition(&[])

@@ -46,11 +46,17 @@ pub enum Nemesis {
     /// Remove a random master from the membership (ClusterAdmin.RemoveMaster
     /// / MemberRemove), then bring it back empty to join again.
     Member,
+    /// One-way loss around the leader: either it hears nobody (its
+    /// heartbeats still go out) or nobody hears it (it still hears them).
+    OneWayLeader,
+    /// A lossy network: every packet between masters is dropped with
+    /// probability 0.2-0.5, in both directions.
+    Lossy,
 }
 
 impl Nemesis {
     /// Every fault-injecting nemesis, in the order `all` runs them.
-    pub const ALL: [Nemesis; 10] = [
+    pub const ALL: [Nemesis; 12] = [
         Nemesis::KillLeader,
         Nemesis::KillRandom,
         Nemesis::KillMajority,
@@ -61,6 +67,8 @@ impl Nemesis {
         Nemesis::PartitionBridge,
         Nemesis::PartitionFlapping,
         Nemesis::Member,
+        Nemesis::OneWayLeader,
+        Nemesis::Lossy,
     ];
 
     pub fn name(&self) -> String {
@@ -212,6 +220,45 @@ async fn inject(
             let n = names(cluster, &[l]);
             cluster.partition(&cuts_between(&[l], &others))?;
             tl.record("fault", &name, format!("isolate {}", n[0]), n);
+            Undo::HealNetwork
+        }
+        Nemesis::OneWayLeader => {
+            let l = leader_or_random(cluster, rng, tl, &name).await;
+            let others: Vec<usize> = members.iter().copied().filter(|&i| i != l).collect();
+            let n = names(cluster, &[l]);
+            let deaf = rng.gen_bool(0.5);
+            // (receiver, sender): the receiver drops what the sender sends.
+            let drops: Vec<(usize, usize, Option<f64>)> = others
+                .iter()
+                .map(|&o| if deaf { (l, o, None) } else { (o, l, None) })
+                .collect();
+            cluster.drop_inbound(&drops)?;
+            let what = if deaf {
+                format!("{} hears no master (its messages still go out)", n[0])
+            } else {
+                format!("no master hears {} (it still hears them)", n[0])
+            };
+            tl.record("fault", &name, what, n);
+            Undo::HealNetwork
+        }
+        Nemesis::Lossy => {
+            let p = rng.gen_range(0.2..0.5);
+            let mut drops = Vec::new();
+            for &a in &members {
+                for &b in &members {
+                    if a != b {
+                        drops.push((a, b, Some(p)));
+                    }
+                }
+            }
+            cluster.drop_inbound(&drops)?;
+            let all = names(cluster, &members);
+            tl.record(
+                "fault",
+                &name,
+                format!("drop {:.0}% of packets between masters", p * 100.0),
+                all,
+            );
             Undo::HealNetwork
         }
         Nemesis::PartitionHalves | Nemesis::PartitionFlapping => {
