@@ -227,49 +227,67 @@ pub fn assign(r: &ServiceRanges, svc: &mut Value, prev: Option<&Value>) -> Resul
                 .collect()
         })
         .unwrap_or_default();
+    let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    if !node_ports {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            p.remove("nodePort");
+        }
+        return Ok(());
+    }
+    // First the ports given (checked), then the ones to pick, so that a
+    // pick never takes a port named later in the same service.
+    let range = i64::from(*r.node_ports.start())..=i64::from(*r.node_ports.end());
     let mut used: Vec<i64> = Vec::new();
-    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-        for (i, p) in ports.iter_mut().enumerate() {
-            let Some(p) = p.as_object_mut() else { continue };
-            if !node_ports {
-                p.remove("nodePort");
-                continue;
-            }
-            let mut n = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
-            if n == 0 {
-                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-                let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-                n = prev_ports
-                    .iter()
-                    .find(|(pp, pr, np)| {
-                        *pp == port && pr == proto && *np > 0 && !used.contains(np)
-                    })
-                    .map(|x| x.2)
-                    .unwrap_or(0);
-            }
-            if n == 0 {
-                loop {
-                    n = i64::from(r.random_port());
-                    if !used.contains(&n) {
-                        break;
-                    }
-                }
-            } else if !(i64::from(*r.node_ports.start())..=i64::from(*r.node_ports.end()))
-                .contains(&n)
-            {
-                return Err(invalid(&name, format!(
-                    "spec.ports[{i}].nodePort: Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}",
-                    r.node_ports.start(), r.node_ports.end()
-                )));
-            } else if used.contains(&n) {
+    for (i, p) in ports.iter().enumerate() {
+        let n = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+        if n == 0 {
+            continue;
+        }
+        if !range.contains(&n) {
+            return Err(invalid(&name, format!(
+                "spec.ports[{i}].nodePort: Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}",
+                r.node_ports.start(), r.node_ports.end()
+            )));
+        }
+        if used.contains(&n) {
+            return Err(invalid(
+                &name,
+                format!("spec.ports[{i}].nodePort: Duplicate value: {n}"),
+            ));
+        }
+        used.push(n);
+    }
+    let free = (range.end() - range.start() + 1) as usize;
+    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+        if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
+            continue;
+        }
+        // Keep the port an update's previous version had for it.
+        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+        let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+        let mut n = prev_ports
+            .iter()
+            .find(|(pp, pr, np)| *pp == port && pr == proto && *np > 0 && !used.contains(np))
+            .map(|x| x.2)
+            .unwrap_or(0);
+        if n == 0 {
+            if used.len() >= free {
                 return Err(invalid(
                     &name,
-                    format!("spec.ports[{i}].nodePort: Duplicate value: {n}"),
+                    "spec.ports: Invalid value: more node ports than the range holds".to_string(),
                 ));
             }
-            used.push(n);
-            p.insert("nodePort".into(), json!(n));
+            loop {
+                n = i64::from(r.random_port());
+                if !used.contains(&n) {
+                    break;
+                }
+            }
         }
+        used.push(n);
+        p.insert("nodePort".into(), json!(n));
     }
     Ok(())
 }
@@ -312,6 +330,23 @@ mod tests {
         assign(&r, &mut upd, Some(&svc)).unwrap();
         assert_eq!(upd["spec"]["clusterIP"], svc["spec"]["clusterIP"]);
         assert_eq!(upd["spec"]["ports"][0]["nodePort"], p0);
+    }
+
+    #[test]
+    fn picks_never_take_a_port_named_later() {
+        // A range of two ports: the first port must get the one the second
+        // does not name, whatever the random draw.
+        let r = ServiceRanges::parse("10.100.0.0/16", "30000-30001").unwrap();
+        for _ in 0..50 {
+            let mut svc = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 81, "nodePort": 30001}]}});
+            assign(&r, &mut svc, None).unwrap();
+            assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30000);
+        }
+        let mut full = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 81}, {"port": 82}]}});
+        assert_eq!(
+            assign(&r, &mut full, None).unwrap_err().reason,
+            Reason::Invalid
+        );
     }
 
     #[test]

@@ -400,6 +400,31 @@ async fn edit_config_watch_and_cascading_delete() {
     .expect("json");
     assert_eq!(v["spec"]["replicas"], 7);
     assert_eq!(v["metadata"]["labels"]["racer"], "yes");
+    // describe shows the object's recent events.
+    let uid = v["metadata"]["uid"].as_str().expect("uid").to_string();
+    let event = format!(
+        "apiVersion: v1\nkind: Event\nmetadata: {{name: web.1}}\ninvolvedObject: {{kind: Deployment, name: web, namespace: default, uid: {uid}, apiVersion: apps/v1}}\nreason: ScalingReplicaSet\nmessage: Scaled up replica set web-1 to 7\ntype: Normal\ncount: 1\nfirstTimestamp: \"2026-01-01T00:00:00Z\"\nlastTimestamp: \"2026-01-01T00:00:00Z\"\nsource: {{component: deployment-controller}}\n"
+    );
+    flt.stdin(&["create", "-f", "-"], &event).await.ok();
+    let out = flt.run(&["describe", "deploy", "web"]).await.ok();
+    let events: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Events:"))
+        .collect();
+    assert_eq!(events.len(), 4, "{}", out.stdout);
+    assert_eq!(
+        events[1].split_whitespace().collect::<Vec<_>>(),
+        ["Type", "Reason", "Age", "From", "Message"]
+    );
+    assert!(
+        events[3].contains("Normal")
+            && events[3].contains("ScalingReplicaSet")
+            && events[3].contains("deployment-controller")
+            && events[3].ends_with("Scaled up replica set web-1 to 7"),
+        "{}",
+        out.stdout
+    );
     // An editor that changes nothing changes nothing.
     let out = flt
         .run_env(&["edit", "deploy", "web"], &[("FLT_EDITOR", "true")], None)
