@@ -1298,10 +1298,7 @@ impl ApiServer {
             bookmarks: o.bookmarks,
             interval,
             requested: o.resource_version.clone(),
-            cursor: Cursor {
-                rev: from - 1,
-                count: 0,
-            },
+            cursor: Cursor::starting_at(from),
             last_bookmark: from - 1,
         };
         let (caches, store) = (self.caches.clone(), self.store.clone());
@@ -1364,37 +1361,52 @@ fn to_bytes(v: &Value) -> Bytes {
 }
 
 /// Where a watcher is: every event before revision `rev` was forwarded, and
-/// the first `count` events of `rev` itself.
+/// of `rev` itself all of them (`done`) or the first `count`.
 #[derive(Clone, Copy)]
 struct Cursor {
     rev: i64,
     count: usize,
+    done: bool,
 }
 
 impl Cursor {
+    /// A watcher that wants the events from revision `from` on.
+    fn starting_at(from: i64) -> Cursor {
+        Cursor {
+            rev: from - 1,
+            count: 0,
+            done: true,
+        }
+    }
+
     /// Whether an event of `revision` is new; notes it if so.
+    /// `seen_in_revision` counts the events of each revision met on this
+    /// pass, to skip the ones forwarded before a resume.
     fn accept(&mut self, revision: i64, seen_in_revision: &mut (i64, usize)) -> bool {
-        // `seen_in_revision` counts events of the current revision met on
-        // this pass (to skip the ones forwarded before a resume).
         if seen_in_revision.0 != revision {
             *seen_in_revision = (revision, 0);
         }
         seen_in_revision.1 += 1;
-        if revision < self.rev || (revision == self.rev && seen_in_revision.1 <= self.count) {
+        if revision < self.rev {
             return false;
         }
         if revision == self.rev {
+            if self.done || seen_in_revision.1 <= self.count {
+                return false;
+            }
             self.count += 1;
-        } else {
-            self.rev = revision;
-            self.count = 1;
+            return true;
         }
+        self.rev = revision;
+        self.count = 1;
+        self.done = false;
         true
     }
 
-    /// The revision to resume from.
+    /// The revision to resume from (the current one when more of its
+    /// events may follow).
     fn resume_from(&self) -> i64 {
-        if self.count == 0 {
+        if self.done {
             self.rev + 1
         } else {
             self.rev
@@ -1608,8 +1620,11 @@ mod tests {
 
     #[test]
     fn a_resumed_cursor_skips_exactly_what_was_forwarded() {
-        let mut c = Cursor { rev: 9, count: 0 };
+        let mut c = Cursor::starting_at(10);
         assert_eq!(c.resume_from(), 10);
+        // Events of revisions before the start (a cache that had not yet
+        // reached them when the watcher joined) are not delivered.
+        assert_eq!(pass(&mut c, &[8, 9, 9]), Vec::<i64>::new());
         // Revision 11 has three events; the stream breaks after the second.
         assert_eq!(pass(&mut c, &[10, 11, 11]), [10, 11, 11]);
         assert_eq!((c.rev, c.count, c.resume_from()), (11, 2, 11));
