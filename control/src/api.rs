@@ -327,6 +327,20 @@ fn parse_selectors(
     Ok((l, f))
 }
 
+/// What a list or watch reads: its selectors and its keys' prefix.
+fn collection(
+    info: &ResourceInfo,
+    ns: &str,
+    labels: &str,
+    fields: &str,
+) -> Result<(Selector, FieldSelector, Vec<u8>), ApiError> {
+    if !ns.is_empty() {
+        check_name_param("namespace", ns)?;
+    }
+    let (l, f) = parse_selectors(info, labels, fields)?;
+    Ok((l, f, kind_prefix(info, ns)))
+}
+
 fn matches(l: &Selector, f: &FieldSelector, v: &Value) -> bool {
     (l.is_empty() || l.matches(&labels_of(v))) && (f.is_empty() || f.matches(v))
 }
@@ -618,11 +632,7 @@ impl ApiServer {
         ns: &str,
         o: &ListParams,
     ) -> Result<ListResult, ApiError> {
-        if !ns.is_empty() {
-            check_name_param("namespace", ns)?;
-        }
-        let (ls, fs) = parse_selectors(info, &o.label_selector, &o.field_selector)?;
-        let prefix = kind_prefix(info, ns);
+        let (ls, fs, prefix) = collection(info, ns, &o.label_selector, &o.field_selector)?;
         let end = prefix_end(&prefix);
         let (mut revision, mut start) = if o.continue_token.is_empty() {
             (0, prefix.clone())
@@ -1252,11 +1262,7 @@ impl ApiServer {
         ns: &str,
         o: &WatchParams,
     ) -> Result<WatchReceiver, ApiError> {
-        if !ns.is_empty() {
-            check_name_param("namespace", ns)?;
-        }
-        let (ls, fs) = parse_selectors(info, &o.label_selector, &o.field_selector)?;
-        let prefix = kind_prefix(info, ns);
+        let (ls, fs, prefix) = collection(info, ns, &o.label_selector, &o.field_selector)?;
         let (tx, rx) = mpsc::channel(256);
         let mut initial = Vec::new();
         let from = if o.resource_version.is_empty() || o.resource_version == "0" {

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use crate::api::{resolve, ApiServer};
+use crate::api::{resolve, ApiServer, Written};
 
 /// The gRPC service over an [`ApiServer`].
 pub struct ObjectService {
@@ -51,6 +51,14 @@ fn propagation(s: &str) -> Result<Option<Propagation>, ApiError> {
     })
 }
 
+/// The answer to a call that wrote (or would write) an object.
+fn written(w: Written) -> Response<pb::ObjectResponse> {
+    Response::new(pb::ObjectResponse {
+        object: bytes(&w.object),
+        warnings: w.warnings,
+    })
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -66,10 +74,7 @@ impl Objects for ObjectService {
             .api
             .create(info, &r.namespace, parse(&r.object)?, r.dry_run)
             .await?;
-        Ok(Response::new(pb::ObjectResponse {
-            object: bytes(&w.object),
-            warnings: w.warnings,
-        }))
+        Ok(written(w))
     }
 
     async fn get(
@@ -125,10 +130,7 @@ impl Objects for ObjectService {
             .api
             .update(info, &r.namespace, parse(&r.object)?, r.dry_run)
             .await?;
-        Ok(Response::new(pb::ObjectResponse {
-            object: bytes(&w.object),
-            warnings: w.warnings,
-        }))
+        Ok(written(w))
     }
 
     async fn update_status(
@@ -141,10 +143,7 @@ impl Objects for ObjectService {
             .api
             .update_status(info, &r.namespace, parse(&r.object)?, r.dry_run)
             .await?;
-        Ok(Response::new(pb::ObjectResponse {
-            object: bytes(&w.object),
-            warnings: w.warnings,
-        }))
+        Ok(written(w))
     }
 
     async fn patch(
@@ -159,10 +158,7 @@ impl Objects for ObjectService {
             .api
             .patch(info, &r.namespace, &r.name, patch, r.status, r.dry_run)
             .await?;
-        Ok(Response::new(pb::ObjectResponse {
-            object: bytes(&w.object),
-            warnings: w.warnings,
-        }))
+        Ok(written(w))
     }
 
     async fn delete(
