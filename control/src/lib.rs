@@ -4,8 +4,10 @@
 //! Owns: the API's semantics ([`api`]: validation through
 //! `flotilla-objects`, optimistic concurrency, deletion with finalizers and
 //! grace, apply, watch), its gRPC face ([`grpc`]), the narrow interface it
-//! needs from the replicated store ([`store`]), and the garbage collector
-//! that carries out cascading and namespace deletion ([`gc`]).
+//! needs from the replicated store ([`store`]), the per-kind watch cache
+//! that fans changes out to watchers ([`watch_cache`]), service address
+//! allocation ([`alloc`]), and the garbage collector that carries out
+//! cascading and namespace deletion ([`gc`]).
 //!
 //! Must not depend on: `flotilla-raftstore`, RocksDB or Raft (the master
 //! binary plugs the store in through [`store::Store`]), nor on the node-side
