@@ -222,7 +222,9 @@ impl Cluster {
                         "--heartbeat-interval",
                         &o.heartbeat_ms.to_string(),
                         "--election-timeout",
-                        &o.election_ms.to_string(),
+                        // etcd refuses an election timeout under five
+                        // heartbeats (Flotilla's default 100/300 would not start).
+                        &o.election_ms.max(5 * o.heartbeat_ms).to_string(),
                         "--snapshot-count",
                         &o.snapshot_logs.to_string(),
                         "--logger",

@@ -52,11 +52,16 @@ pub enum Nemesis {
     /// A lossy network: every packet between masters is dropped with
     /// probability 0.2-0.5, in both directions.
     Lossy,
+    /// A membership change combined with a crash: remove a random master,
+    /// then SIGKILL the leader of the masters that remain (with three
+    /// masters: no quorum until it restarts); heal by restarting it, then
+    /// letting the removed one join again, empty.
+    MemberKill,
 }
 
 impl Nemesis {
     /// Every fault-injecting nemesis, in the order `all` runs them.
-    pub const ALL: [Nemesis; 12] = [
+    pub const ALL: [Nemesis; 13] = [
         Nemesis::KillLeader,
         Nemesis::KillRandom,
         Nemesis::KillMajority,
@@ -69,6 +74,7 @@ impl Nemesis {
         Nemesis::Member,
         Nemesis::OneWayLeader,
         Nemesis::Lossy,
+        Nemesis::MemberKill,
     ];
 
     pub fn name(&self) -> String {
@@ -119,6 +125,8 @@ enum Undo {
     Resume(Vec<usize>),
     HealNetwork,
     Rejoin(usize),
+    /// Undo each, in order.
+    Then(Vec<Undo>),
     Nothing,
 }
 
@@ -298,7 +306,7 @@ async fn inject(
             );
             Undo::HealNetwork
         }
-        Nemesis::Member => {
+        Nemesis::Member | Nemesis::MemberKill => {
             let v = *members.choose(rng).unwrap();
             let n = names(cluster, &[v]);
             // etcd refuses membership changes for a few seconds after a
@@ -328,10 +336,35 @@ async fn inject(
                 );
                 return Ok(Undo::Nothing);
             }
-            tl.record("fault", &name, format!("removed member {}", n[0]), n);
+            tl.record(
+                "fault",
+                &name,
+                format!("removed member {}", n[0]),
+                n.clone(),
+            );
             cluster.kill(v);
             cluster.nodes[v].removed = true;
-            Undo::Rejoin(v)
+            if nemesis != Nemesis::MemberKill {
+                return Ok(Undo::Rejoin(v));
+            }
+            // Then crash the leader of the masters that remain.
+            let rest: Vec<usize> = cluster.members().into_iter().filter(|&i| i != v).collect();
+            let l = match cluster.leader().await {
+                Some(l) if l != v && rest.contains(&l) => l,
+                _ => match rest.choose(rng) {
+                    Some(&x) => x,
+                    None => return Ok(Undo::Rejoin(v)),
+                },
+            };
+            let ln = names(cluster, &[l]);
+            cluster.kill(l);
+            tl.record(
+                "fault",
+                &name,
+                format!("SIGKILL {} (with {} removed)", ln[0], n[0]),
+                ln,
+            );
+            Undo::Then(vec![Undo::Restart(vec![l]), Undo::Rejoin(v)])
         }
     })
 }
@@ -379,6 +412,11 @@ async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timelin
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
+            }
+        }
+        Undo::Then(steps) => {
+            for u in steps {
+                Box::pin(undo(nemesis, u, cluster, tl)).await?;
             }
         }
         Undo::Nothing => {}

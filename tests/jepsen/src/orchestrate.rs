@@ -77,7 +77,8 @@ pub struct RunArgs {
     /// same as Flotilla's default.
     #[arg(long, default_value_t = 100)]
     pub heartbeat_ms: u64,
-    /// Minimum election timeout of the masters (and of etcd), in milliseconds.
+    /// Minimum election timeout of the masters (and of etcd, which needs at
+    /// least five heartbeats: it gets the larger of the two), in milliseconds.
     #[arg(long, default_value_t = 300)]
     pub election_ms: u64,
     /// Deadline of each client request; past it the outcome is unknown.
