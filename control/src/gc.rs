@@ -49,7 +49,8 @@ trait KindCache: Send + Sync {
 }
 
 struct Typed<K: Resource> {
-    _reflector: Reflector<K>,
+    /// The reflector filling `cache`, when this entry owns it.
+    _reflector: Option<Reflector<K>>,
     cache: Cache<K>,
 }
 
@@ -72,7 +73,15 @@ fn typed<K: Resource>(client: &Client) -> Box<dyn KindCache> {
     let r = Reflector::spawn(Api::<K>::all(client.clone()), ListParams::default());
     let cache = r.cache();
     Box::new(Typed {
-        _reflector: r,
+        _reflector: Some(r),
+        cache,
+    })
+}
+
+/// An entry for a cache whose reflector the caller keeps.
+fn shared<K: Resource>(cache: Cache<K>) -> Box<dyn KindCache> {
+    Box::new(Typed {
+        _reflector: None,
         cache,
     })
 }
@@ -95,11 +104,15 @@ impl GarbageCollector {
 
     /// Collect until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
+        // Pods and nodes are also read as themselves (grace periods, nodes
+        // that do not exist): one reflector each serves both uses.
+        let pods = Reflector::spawn(Api::<Pod>::all(self.client.clone()), ListParams::default());
+        let nodes = Reflector::spawn(Api::<Node>::all(self.client.clone()), ListParams::default());
         let caches: Vec<Box<dyn KindCache>> = vec![
             typed::<Namespace>(&self.client),
-            typed::<Node>(&self.client),
+            shared(nodes.cache()),
             typed::<NodePool>(&self.client),
-            typed::<Pod>(&self.client),
+            shared(pods.cache()),
             typed::<ReplicationController>(&self.client),
             typed::<ReplicaSet>(&self.client),
             typed::<Deployment>(&self.client),
@@ -111,8 +124,6 @@ impl GarbageCollector {
             typed::<Secret>(&self.client),
             typed::<Event>(&self.client),
         ];
-        let pods = Reflector::spawn(Api::<Pod>::all(self.client.clone()), ListParams::default());
-        let nodes = Reflector::spawn(Api::<Node>::all(self.client.clone()), ListParams::default());
         let mut seen = u64::MAX;
         let mut last = tokio::time::Instant::now();
         loop {
@@ -123,9 +134,7 @@ impl GarbageCollector {
             if !(self.is_leader)() || !caches.iter().all(|c| c.ready()) {
                 continue;
             }
-            let v: u64 = caches.iter().map(|c| c.version()).sum::<u64>()
-                + *pods.cache().changes().borrow()
-                + *nodes.cache().changes().borrow();
+            let v: u64 = caches.iter().map(|c| c.version()).sum();
             if v == seen && last.elapsed() < RESYNC {
                 continue;
             }
