@@ -143,12 +143,6 @@ pub fn held(svc: &Value) -> Vec<Vec<u8>> {
     keys
 }
 
-/// The addresses a user asked for by value (and so cannot be replaced by
-/// others when taken).
-pub fn requested(svc: &Value) -> Vec<Vec<u8>> {
-    held(svc)
-}
-
 fn invalid(name: &str, detail: String) -> ApiError {
     ApiError::new(
         Reason::Invalid,

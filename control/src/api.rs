@@ -51,6 +51,23 @@ const WATCH_CACHE_EVENTS: usize = 10_000;
 /// Keys read per store page while listing with selectors.
 const LIST_BATCH: usize = 500;
 
+/// How a read-modify-write loop reads: from this master first (cheap, maybe
+/// stale); once anything it read disagrees (the object absent, a
+/// precondition failing, a compare-and-swap lost), through the leader, so as
+/// not to spin on a lagging copy or report a stale answer.
+#[derive(Default)]
+struct Reader {
+    linearizable: bool,
+}
+
+impl Reader {
+    /// Switch to reads through the leader: true when that is new (read
+    /// again), false when they already were (the disagreement stands).
+    fn escalate(&mut self) -> bool {
+        !std::mem::replace(&mut self.linearizable, true)
+    }
+}
+
 /// The API server's core.
 #[derive(Clone)]
 pub struct ApiServer {
@@ -91,23 +108,41 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The object's metadata, created if missing. Every caller has checked that
+/// `v` is an object; anything else is replaced by one.
 fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
-    if !v.get("metadata").is_some_and(Value::is_object) {
-        if let Some(o) = v.as_object_mut() {
-            o.insert("metadata".into(), json!({}));
-        }
+    if !v.is_object() {
+        *v = json!({});
     }
-    match v.get_mut("metadata").and_then(Value::as_object_mut) {
-        Some(m) => m,
-        None => unreachable_meta(),
+    let md = v
+        .as_object_mut()
+        .map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+    match md {
+        Some(m) => {
+            if !m.is_object() {
+                *m = json!({});
+            }
+            match m.as_object_mut() {
+                Some(m) => m,
+                None => unreachable!("metadata was just made an object"),
+            }
+        }
+        None => unreachable!("v was just made an object"),
     }
 }
 
-#[cold]
-fn unreachable_meta() -> &'static mut Map<String, Value> {
-    // Only reachable when `v` is not a JSON object, which every caller has
-    // checked; leak an empty map rather than panic on a server path.
-    Box::leak(Box::new(Map::new()))
+/// Set the object's status (none, or null: remove it).
+fn set_status(v: &mut Value, status: Option<&Value>) {
+    if let Some(o) = v.as_object_mut() {
+        match status {
+            Some(s) if !s.is_null() => {
+                o.insert("status".into(), s.clone());
+            }
+            _ => {
+                o.remove("status");
+            }
+        }
+    }
 }
 
 fn finalizers(v: &Value) -> Vec<String> {
@@ -241,10 +276,34 @@ fn check_name_param(what: &str, s: &str) -> Result<(), ApiError> {
 
 /// Two stored forms are the same object (resourceVersion aside).
 fn same(a: &Value, b: &Value) -> bool {
-    let (mut a, mut b) = (a.clone(), b.clone());
-    strip_rv(&mut a);
-    strip_rv(&mut b);
-    a == b
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let meta_eq = |x: Option<&Value>, y: Option<&Value>| match (
+        x.and_then(Value::as_object),
+        y.and_then(Value::as_object),
+    ) {
+        (Some(x), Some(y)) => {
+            let rest = |m: &Map<String, Value>| {
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "resourceVersion")
+                    .count()
+            };
+            rest(x) == rest(y)
+                && x.iter()
+                    .filter(|(k, _)| k.as_str() != "resourceVersion")
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => x == y,
+    };
+    a.len() == b.len()
+        && a.iter().all(|(k, v)| {
+            if k == "metadata" {
+                meta_eq(Some(v), b.get(k))
+            } else {
+                b.get(k) == Some(v)
+            }
+        })
 }
 
 /// The part of a manifest that apply remembers.
@@ -490,24 +549,25 @@ impl ApiServer {
                 format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", info.qualified_name()),
             )
         };
-        let requested = alloc::requested(&obj);
+        // The addresses the user named (held before any is picked).
+        let requested = alloc::held(&obj);
         // The first look at the namespace may be served locally; the write is
         // conditioned on the namespace revision seen, so a namespace deleted
         // (or marked terminating) meanwhile fails it, and the retry reads
         // through the leader.
-        let mut linearizable = false;
+        let mut rd = Reader::default();
         for _ in 0..CAS_RETRIES {
             let mut obj = obj.clone();
             let mut conds = vec![Cond::Absent(key.clone())];
             if info.namespaced {
-                match self.read(&ns_key, linearizable).await? {
+                match self.read(&ns_key, rd.linearizable).await? {
                     Some(kv) => {
                         if is_terminating(&decode(&kv)?) {
                             return Err(forbidden());
                         }
                         conds.push(Cond::ModRevision(ns_key.clone(), kv.mod_revision));
                     }
-                    None if linearizable => return Err(ApiError::not_found("namespaces", &ns)),
+                    None if rd.linearizable => return Err(ApiError::not_found("namespaces", &ns)),
                     None => conds.push(Cond::Present(ns_key.clone())),
                 }
             }
@@ -531,7 +591,7 @@ impl ApiServer {
                     })
                 }
                 None => {
-                    linearizable = true;
+                    rd.escalate();
                     if self.read(&key, true).await?.is_some() {
                         return Err(ApiError::already_exists(&info.qualified_name(), &name));
                     }
@@ -833,17 +893,9 @@ impl ApiServer {
             ));
         }
         let config = applied_config(&manifest);
-        let key = object_key(info, &ns, &name);
+        // Update in place; an object that is not there (modify's NotFound
+        // comes from a read through the leader) is created instead.
         for _ in 0..CAS_RETRIES {
-            if self.read(&key, true).await?.is_none() {
-                let mut obj = config.clone();
-                set_last_applied(&mut obj, &config);
-                match self.create(info, &ns, obj, dry_run).await {
-                    Ok(w) => return Ok((w, "created")),
-                    Err(e) if e.is(Reason::AlreadyExists) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
             let res = self
                 .modify(info, &ns, &name, Part::Main, None, dry_run, |cur| {
                     let last = cur
@@ -864,7 +916,14 @@ impl ApiServer {
                     let action = if w.changed { "configured" } else { "unchanged" };
                     return Ok((w, action));
                 }
-                Err(e) if e.is(Reason::NotFound) => continue,
+                Err(e) if e.is(Reason::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+            let mut obj = config.clone();
+            set_last_applied(&mut obj, &config);
+            match self.create(info, &ns, obj, dry_run).await {
+                Ok(w) => return Ok((w, "created")),
+                Err(e) if e.is(Reason::AlreadyExists) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -888,13 +947,10 @@ impl ApiServer {
     {
         let key = object_key(info, ns, name);
         let qn = info.qualified_name();
-        // The first read may be served locally; after a lost race, read
-        // through the leader so as not to spin on a lagging copy.
-        let mut linearizable = false;
+        let mut rd = Reader::default();
         for _ in 0..CAS_RETRIES {
-            let Some(kv) = self.read(&key, linearizable).await? else {
-                if !linearizable {
-                    linearizable = true;
+            let Some(kv) = self.read(&key, rd.linearizable).await? else {
+                if rd.escalate() {
                     continue;
                 }
                 return Err(ApiError::not_found(&qn, name));
@@ -902,8 +958,7 @@ impl ApiServer {
             let cur = decode(&kv)?;
             if let Some(rv) = &precondition {
                 if rv != &kv.mod_revision.to_string() {
-                    if !linearizable {
-                        linearizable = true;
+                    if rd.escalate() {
                         continue;
                     }
                     return Err(ApiError::conflict(&qn, name));
@@ -947,25 +1002,23 @@ impl ApiServer {
                     (self.carry_over(info, &cur, a.object), a.warnings)
                 }
                 Part::Status => {
+                    // Everything but the status stays; the status is admitted
+                    // (decoded, defaulted, validated) as part of the object.
                     let mut n = cur.clone();
-                    match desired.get("status") {
-                        Some(s) if !s.is_null() => {
-                            if let Some(o) = n.as_object_mut() {
-                                o.insert("status".into(), s.clone());
-                            }
-                        }
-                        _ => {
-                            if let Some(o) = n.as_object_mut() {
-                                o.remove("status");
-                            }
-                        }
-                    }
+                    set_status(&mut n, desired.get("status"));
                     let a = admit(info, n).map_err(|e| invalid(info, name, &e))?;
-                    (self.carry_over_status(&cur, a.object), a.warnings)
+                    let mut kept = cur.clone();
+                    set_status(&mut kept, a.object.get("status"));
+                    (kept, a.warnings)
                 }
             };
             strip_rv(&mut new);
             if same(&new, &cur) {
+                // Nothing to write: say so only about the current object,
+                // never about a copy this master has not caught up on.
+                if rd.escalate() {
+                    continue;
+                }
                 return Ok(Written {
                     object: cur,
                     warnings,
@@ -1021,12 +1074,11 @@ impl ApiServer {
                         changed: true,
                     })
                 }
+                // Lost the race: read again through the leader (a
+                // precondition that no longer holds is then the caller's
+                // conflict).
                 None => {
-                    linearizable = true;
-                    if precondition.is_some() {
-                        // Re-read: a precondition that no longer holds is the caller's conflict.
-                        continue;
-                    }
+                    rd.escalate();
                 }
             }
         }
@@ -1058,36 +1110,11 @@ impl ApiServer {
             let gen = cm.get("generation").and_then(Value::as_i64).unwrap_or(1);
             let bump = cur.get("spec") != new.get("spec");
             meta_mut(&mut new).insert("generation".into(), json!(if bump { gen + 1 } else { gen }));
-            if let Some(o) = new.as_object_mut() {
-                match cur.get("status") {
-                    Some(s) => {
-                        o.insert("status".into(), s.clone());
-                    }
-                    None => {
-                        o.remove("status");
-                    }
-                }
-            }
+            set_status(&mut new, cur.get("status"));
         } else {
             meta_mut(&mut new).remove("generation");
         }
         new
-    }
-
-    /// A status write keeps everything but the status.
-    fn carry_over_status(&self, cur: &Value, admitted: Value) -> Value {
-        let mut n = cur.clone();
-        if let Some(o) = n.as_object_mut() {
-            match admitted.get("status") {
-                Some(s) => {
-                    o.insert("status".into(), s.clone());
-                }
-                None => {
-                    o.remove("status");
-                }
-            }
-        }
-        n
     }
 
     // ---- delete ----
@@ -1112,11 +1139,10 @@ impl ApiServer {
             ));
         }
         let key = object_key(info, &ns, name);
-        let mut linearizable = false;
+        let mut rd = Reader::default();
         for _ in 0..CAS_RETRIES {
-            let Some(kv) = self.read(&key, linearizable).await? else {
-                if !linearizable {
-                    linearizable = true;
+            let Some(kv) = self.read(&key, rd.linearizable).await? else {
+                if rd.escalate() {
                     continue;
                 }
                 return Err(ApiError::not_found(&qn, name));
@@ -1124,8 +1150,7 @@ impl ApiServer {
             let cur = decode(&kv)?;
             let uid = str_at(&cur, "/metadata/uid");
             if !o.precondition_uid.is_empty() && o.precondition_uid != uid {
-                if !linearizable {
-                    linearizable = true;
+                if rd.escalate() {
                     continue;
                 }
                 return Err(ApiError::new(Reason::Conflict, format!(
@@ -1134,8 +1159,7 @@ impl ApiServer {
             if !o.precondition_resource_version.is_empty()
                 && o.precondition_resource_version != kv.mod_revision.to_string()
             {
-                if !linearizable {
-                    linearizable = true;
+                if rd.escalate() {
                     continue;
                 }
                 return Err(ApiError::new(Reason::Conflict, format!(
@@ -1208,7 +1232,7 @@ impl ApiServer {
                 {
                     Some(_) => return Ok((cur, true)),
                     None => {
-                        linearizable = true;
+                        rd.escalate();
                         continue;
                     }
                 }
@@ -1233,6 +1257,10 @@ impl ApiServer {
                 }
             }
             if same(&new, &cur) || o.dry_run {
+                // As in `modify`: answer from the current object only.
+                if rd.escalate() {
+                    continue;
+                }
                 return Ok((cur, false));
             }
             let bytes = self.encode_for_store(&new)?;
@@ -1246,7 +1274,9 @@ impl ApiServer {
                 .map_err(store_err)?
             {
                 Some(rev) => return Ok((with_rv(new, rev), false)),
-                None => linearizable = true,
+                None => {
+                    rd.escalate();
+                }
             }
         }
         Err(ApiError::conflict(&qn, name))
