@@ -8,6 +8,7 @@
 //! tables. Failures are counted, never fatal, and every loop is bounded by a
 //! deadline.
 
+use flotilla_proto::prefix_end;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -288,18 +289,6 @@ fn etcd_prefix(ns: &str) -> String {
 
 fn etcd_key(ns: &str, name: &str) -> Vec<u8> {
     format!("/registry/pods/{ns}/{name}").into_bytes()
-}
-
-/// The end of the range of keys that start with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// Create a pod (or put its JSON under its etcd key).

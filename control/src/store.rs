@@ -116,17 +116,7 @@ pub trait Store: Send + Sync + 'static {
     fn max_value_bytes(&self) -> usize;
 }
 
-/// The end of the range of keys that start with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use flotilla_proto::prefix_end;
 
 /// The smallest key after `key`.
 pub fn key_after(key: &[u8]) -> Vec<u8> {

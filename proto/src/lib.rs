@@ -30,3 +30,29 @@ pub mod cluster {
 pub mod objects {
     tonic::include_proto!("flotilla.objects.v1");
 }
+
+/// The etcd v3 convention for a prefix range: the `range_end` that, with
+/// `key = prefix`, selects every key starting with `prefix` (the prefix with
+/// its last byte below 0xff incremented; `[0]`, "every key", when there is
+/// none).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefix_end_follows_etcd() {
+        assert_eq!(super::prefix_end(b"a/"), b"a0".to_vec());
+        assert_eq!(super::prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(super::prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(super::prefix_end(b""), vec![0]);
+    }
+}

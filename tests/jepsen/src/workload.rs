@@ -53,17 +53,7 @@ pub struct Ctx {
     pub serializable_reads: bool,
 }
 
-/// The end of the range of keys starting with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use flotilla_proto::prefix_end;
 
 /// One worker's connections (one lazily connected channel per master).
 struct Conn {

@@ -806,17 +806,7 @@ pub async fn wait_for<T, E: Display>(
     }
 }
 
-/// The end of the range of keys that start with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use flotilla_proto::prefix_end;
 
 /// Puts one key through master `addr`; returns the revision of the write.
 pub async fn put(addr: &str, key: &str, value: &str) -> anyhow::Result<i64> {
