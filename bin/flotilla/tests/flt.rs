@@ -518,3 +518,97 @@ async fn edit_config_watch_and_cascading_delete() {
         &out.stdout[..out.stdout.len().min(200)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_people_rely_on() {
+    if skip_on_etcd("flags_people_rely_on", false) {
+        return;
+    }
+    let (c, flt, home) = cluster().await;
+    let cm = |name: &str, tier: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {{tier: {tier}}}}}\ndata: {{k: v}}\n")
+    };
+
+    // -f DIR reads the directory; -R descends; --dry-run stores nothing.
+    let dir = home.path().join("manifests");
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    std::fs::write(dir.join("a.yaml"), cm("a", "front")).expect("write");
+    std::fs::write(dir.join("sub/b.yml"), cm("b", "back")).expect("write");
+    let d = dir.display().to_string();
+    let out = flt.run(&["apply", "-f", &d, "--dry-run"]).await.ok();
+    assert_eq!(out.stdout, "configmap/a created (server dry run)\n");
+    one_error(
+        &flt.run(&["get", "cm", "a"]).await,
+        "configmaps \"a\" not found",
+    );
+    let out = flt.run(&["apply", "-f", &d, "-R"]).await.ok();
+    assert_eq!(out.stdout, "configmap/a created\nconfigmap/b created\n");
+
+    // delete by selector, --ignore-not-found, --all.
+    let out = flt.run(&["delete", "cm", "-l", "tier=back"]).await.ok();
+    assert_eq!(out.stdout, "configmap \"b\" deleted\n");
+    let out = flt
+        .run(&["delete", "cm", "b", "--ignore-not-found"])
+        .await
+        .ok();
+    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("", ""));
+    one_error(
+        &flt.run(&["delete", "cm", "b"]).await,
+        "configmaps \"b\" not found",
+    );
+    flt.stdin(&["apply", "-f", "-"], &cm("c", "x")).await.ok();
+    let out = flt.run(&["delete", "cm", "--all"]).await.ok();
+    assert_eq!(
+        out.stdout,
+        "configmap \"a\" deleted\nconfigmap \"c\" deleted\n"
+    );
+
+    // A pod on a node gets its grace period; --now skips it.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: n1, containers: [{name: c, image: busybox}]}\n";
+    flt.stdin(&["create", "-f", "-"], pod).await.ok();
+    let out = flt
+        .run(&["delete", "po", "p", "--wait=false", "--grace-period=60"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "pod \"p\" deleted\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&flt.run(&["get", "po", "p", "-o", "json"]).await.ok().stdout)
+            .expect("json");
+    assert_eq!(v["metadata"]["deletionGracePeriodSeconds"], 60, "{v}");
+    let out = flt.run(&["get", "po", "p"]).await.ok();
+    assert!(out.stdout.contains("Terminating"), "{out}");
+    flt.run(&["delete", "po", "p", "--now"]).await.ok();
+    one_error(&flt.run(&["get", "po", "p"]).await, "pods \"p\" not found");
+
+    // FLT_CONFIG names the config file; its servers may be a YAML list.
+    let cfg = home.path().join("other-config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server:\n- 127.0.0.1:1\n- {}\nnamespace: kube-system\n",
+            c.client_addr(1)
+        ),
+    )
+    .expect("config");
+    let mut cmd = tokio::process::Command::new(flt_bin());
+    cmd.args(["get", "ns", "kube-system", "-o", "name"])
+        .env_remove("FLT_SERVER")
+        .env("FLT_CONFIG", &cfg);
+    let out = run_command(
+        &mut cmd,
+        "flt get ns (FLT_CONFIG)".into(),
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.stdout, "namespace/kube-system\n", "{out}");
+
+    for shell in ["zsh", "fish"] {
+        let out = flt.run(&["completion", shell]).await.ok();
+        assert!(
+            out.stdout.contains("flt") && out.stdout.contains("apply"),
+            "{shell}: {}",
+            out.stdout.len()
+        );
+    }
+}
