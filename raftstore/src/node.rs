@@ -96,14 +96,32 @@ impl MasterConfig {
             }
         }
         if self.heartbeat_interval_ms == 0
-            || self.election_timeout_ms < 2 * self.heartbeat_interval_ms
+            || self.election_timeout_ms < 3 * self.heartbeat_interval_ms
         {
-            return Err(
-                "--election-timeout-ms must be at least twice --heartbeat-interval-ms".into(),
-            );
+            return Err(format!(
+                "--election-timeout-ms ({}) must be at least three times --heartbeat-interval-ms ({})",
+                self.election_timeout_ms, self.heartbeat_interval_ms
+            ));
         }
         Ok(())
     }
+}
+
+/// openraft's `(election_timeout_min, election_timeout_max)` for an
+/// election timeout of `e` ms, meant as etcd means it: how long a follower
+/// hears nothing from its leader before it stands for election.
+///
+/// openraft 0.9 lets a follower that knew a leader stand only after the
+/// leader lease (`election_timeout_max`) *plus* its own randomized timeout
+/// (drawn once per process from `[min, max)`), and its voters refuse any
+/// candidate until their own lease has run out. Passing `e` straight through
+/// made a follower wait 2.5-3 `e` (750-900 ms by default, against etcd's
+/// `[e, 2e)`). With `0.4 e .. 0.6 e` the silence before a candidacy is
+/// `[e, 1.2 e)` plus openraft's tick (1.5 heartbeats), and the voters'
+/// lease (`0.6 e`) has run out by then. Safety does not depend on it: reads
+/// are confirmed by a quorum (read index), never by a clock.
+fn openraft_election(e: u64) -> (u64, u64) {
+    (e * 2 / 5, e * 3 / 5)
 }
 
 pub(crate) type ReadWaiter = oneshot::Sender<Result<u64>>;
@@ -203,10 +221,8 @@ impl Master {
         let rcfg = openraft::Config {
             cluster_name: "flotilla".into(),
             heartbeat_interval: cfg.heartbeat_interval_ms,
-            election_timeout_min: cfg.election_timeout_ms,
-            // openraft 0.9 waits a whole election_timeout_max (its leader
-            // lease) before the randomized timeout: keep the range narrow.
-            election_timeout_max: cfg.election_timeout_ms * 3 / 2,
+            election_timeout_min: openraft_election(cfg.election_timeout_ms).0,
+            election_timeout_max: openraft_election(cfg.election_timeout_ms).1,
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(1)),
             max_in_snapshot_log_to_keep: keep,

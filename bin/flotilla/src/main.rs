@@ -39,7 +39,9 @@ struct Tuning {
     /// slowest follower fsync.
     #[arg(long, default_value_t = 100)]
     heartbeat_interval_ms: u64,
-    /// Minimum election timeout in milliseconds (the maximum is 1.5 times this).
+    /// Election timeout in milliseconds: a follower that hears nothing from
+    /// its leader for this long (randomized up to 1.2 times, plus up to 1.5
+    /// heartbeats) stands for election. At least three heartbeats.
     #[arg(long, default_value_t = 300)]
     election_timeout_ms: u64,
     /// Log entries between two snapshots; the log is purged behind a snapshot.
