@@ -392,10 +392,8 @@ impl Master {
                 }
             } else {
                 let attempt_deadline = deadline.min(tokio::time::Instant::now() + attempt_limit);
-                match self
-                    .forward_propose(&node.peer_addr, &cmd, attempt_deadline)
-                    .await
-                {
+                let forwarded = self.forward_propose(&node.peer_addr, &cmd, attempt_deadline);
+                match self.unless_replaced(leader, &node, forwarded).await {
                     Err(Error::Timeout) if attempt_deadline < deadline => Err(Error::Unavailable(
                         format!("leader {} did not answer in time", node.name),
                     )),
@@ -413,6 +411,43 @@ impl Master {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
+        }
+    }
+
+    /// Run `attempt`, a request forwarded to `leader`, unless another master
+    /// becomes leader first: a paused or cut-off leader may hold a forwarded
+    /// request until the attempt's deadline, while a new leader is already
+    /// there to take it. Abandoning is safe: every forwarded request is
+    /// idempotent (proposals carry a request id that the state machine
+    /// applies once, reads and lease queries change nothing).
+    async fn unless_replaced<T>(
+        &self,
+        leader: NodeId,
+        node: &MasterNode,
+        attempt: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let mut rx = self.raft.metrics();
+        let replaced = async move {
+            loop {
+                if rx
+                    .borrow_and_update()
+                    .current_leader
+                    .is_some_and(|l| l != leader)
+                {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // Shutting down: let the attempt end on its own.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            r = attempt => r,
+            () = replaced => Err(Error::Unavailable(format!(
+                "leader {} was replaced before it answered",
+                node.name
+            ))),
         }
     }
 
@@ -461,10 +496,17 @@ impl Master {
                     .channels
                     .client(&node.peer_addr)
                     .map_err(Error::Unavailable)?;
-                match tokio::time::timeout_at(deadline, c.read_index(ReadIndexRequest {})).await {
-                    Err(_) => return Err(Error::Timeout),
-                    Ok(Ok(r)) => Ok(r.into_inner().index),
-                    Ok(Err(s)) => Err(Error::Unavailable(s.message().to_string())),
+                let ask = async {
+                    match tokio::time::timeout_at(deadline, c.read_index(ReadIndexRequest {})).await
+                    {
+                        Err(_) => Err(Error::Timeout),
+                        Ok(Ok(r)) => Ok(r.into_inner().index),
+                        Ok(Err(s)) => Err(Error::Unavailable(s.message().to_string())),
+                    }
+                };
+                match self.unless_replaced(leader, &node, ask).await {
+                    Err(Error::Timeout) => return Err(Error::Timeout),
+                    other => other,
                 }
             };
             match r {
@@ -575,7 +617,8 @@ impl Master {
                 return Ok(LeaseAnswer::Local);
             }
             let attempt = deadline.min(tokio::time::Instant::now() + attempt_limit);
-            match self.ask_leader_about_lease(&node, id, renew, attempt).await {
+            let ask = self.ask_leader_about_lease(&node, id, renew, attempt);
+            match self.unless_replaced(leader, &node, ask).await {
                 Ok(r) => return Ok(LeaseAnswer::Remote(r)),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
