@@ -1007,21 +1007,63 @@ fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, MasterNode>>) -> E
     }
 }
 
+/// Resolves once this master no longer leads in `term`.
+async fn deposed(raft: &Raft, term: u64) {
+    let mut rx = raft.metrics();
+    loop {
+        {
+            let m = rx.borrow_and_update();
+            if m.state != ServerState::Leader || m.current_term != term {
+                return;
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Write through openraft, unless this master stops leading first.
+///
+/// openraft 0.9 answers a write once its entry is applied, or refuses it
+/// when the entry is truncated by a newer leader; but when a deposed leader
+/// catches up by installing a snapshot, its uncommitted entries vanish
+/// without an answer, and the write would wait forever. Two such writes
+/// held both batch slots, so the master could never write again, even as
+/// leader (found by the partition-leader nemesis). The outcome of an
+/// abandoned write is unknown; the caller retries it under the same
+/// request id, which the state machine applies at most once.
+async fn client_write(raft: &Raft, cmd: Command) -> Result<CommandResult> {
+    let term = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader).then_some(m.current_term)
+    };
+    let write = async {
+        raft.client_write(cmd)
+            .await
+            .map(|r| r.data)
+            .map_err(|e| write_error(&e))
+    };
+    match term {
+        None => write.await,
+        Some(term) => tokio::select! {
+            r = write => r,
+            () = deposed(raft, term) => Err(Error::NoLeader),
+        },
+    }
+}
+
 async fn write_batch(raft: &Raft, mut batch: Vec<Proposal>) {
     if batch.len() == 1 {
         if let Some(p) = batch.pop() {
-            let r = raft
-                .client_write(p.cmd)
-                .await
-                .map(|r| r.data)
-                .map_err(|e| write_error(&e));
-            let _ = p.tx.send(r);
+            let _ = p.tx.send(client_write(raft, p.cmd).await);
         }
         return;
     }
     let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
-    match raft.client_write(Command::Batch(cmds)).await {
-        Ok(resp) => match resp.data.outcome {
+    match client_write(raft, Command::Batch(cmds)).await {
+        Ok(resp) => match resp.outcome {
             Outcome::Batch(results) if results.len() == txs.len() => {
                 for (tx, r) in txs.into_iter().zip(results) {
                     let _ = tx.send(Ok(r));
@@ -1037,7 +1079,10 @@ async fn write_batch(raft: &Raft, mut batch: Vec<Proposal>) {
         },
         Err(e) => {
             for tx in txs {
-                let _ = tx.send(Err(write_error(&e)));
+                let _ = tx.send(Err(match &e {
+                    Error::NoLeader => Error::NoLeader,
+                    other => Error::Unavailable(other.to_string()),
+                }));
             }
         }
     }

@@ -734,3 +734,187 @@ async fn flt_cluster_status_and_membership() {
     .await;
     println!("{}", out.stdout);
 }
+
+/// Connections to one loopback TCP port are refused with a reset while
+/// this lives: an iptables chain of the test's own (named after its pid and
+/// the port), jumped to from INPUT, removed on drop even if the test fails.
+struct RefusedPort {
+    chain: String,
+}
+
+impl RefusedPort {
+    fn new(port: u16) -> RefusedPort {
+        let chain = format!("flt-t{}-{port}", std::process::id());
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("iptables")
+                .args(args)
+                .output()
+                .expect("run iptables (the test needs root and iptables)");
+            assert!(
+                out.status.success(),
+                "iptables {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["-w", "-N", &chain]);
+        let guard = RefusedPort { chain };
+        let port = port.to_string();
+        run(&[
+            "-w",
+            "-A",
+            &guard.chain,
+            "-i",
+            "lo",
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ]);
+        run(&["-w", "-I", "INPUT", "-j", &guard.chain]);
+        guard
+    }
+}
+
+impl Drop for RefusedPort {
+    fn drop(&mut self) {
+        for args in [
+            vec!["-w", "-D", "INPUT", "-j", &self.chain],
+            vec!["-w", "-F", &self.chain],
+            vec!["-w", "-X", &self.chain],
+        ] {
+            let _ = std::process::Command::new("iptables").args(&args).output();
+        }
+    }
+}
+
+/// A leader deposed while it held writes it could not commit, and that then
+/// caught up by installing a snapshot, never answered those writes: openraft
+/// 0.9 answers a write when its entry is applied or truncated, and a
+/// snapshot does neither. Two such writes held both of the batcher's slots,
+/// so the master could not write again even once elected anew. Found by
+/// tests/jepsen (partition-leader, seed 600: no write for 7 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deposed_leader_that_caught_up_by_snapshot_answers_its_writes_and_writes_again() {
+    if skip_on_etcd(
+        "a_deposed_leader_that_caught_up_by_snapshot_answers_its_writes_and_writes_again",
+        false,
+    ) {
+        return;
+    }
+    let mut c = Cluster::start(
+        3,
+        Opts {
+            snapshot_logs: Some(20),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let a = c.leader().await;
+    let addr_a = c.client_addr(a);
+    let peer_port_a: u16 = c.masters[a]
+        .peer_addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("peer port");
+    let others: Vec<usize> = (0..3).filter(|&i| i != a).collect();
+    for &o in &others {
+        c.pause(o);
+    }
+    // Writes that `a` appends to its log but cannot commit, one after the
+    // other so that each is a batch of its own: two, as many as it lets be
+    // in flight.
+    let before = maintenance_status(&addr_a).await.unwrap().raft_index;
+    let mut stuck = Vec::new();
+    for n in 1..=2 {
+        let addr = addr_a.clone();
+        stuck.push(tokio::spawn(async move {
+            let mut kv = KvClient::new(channel(&addr).await?);
+            let put = kv.put(PutRequest {
+                key: format!("dl/stuck{n}").into_bytes(),
+                value: b"x".to_vec(),
+                ..Default::default()
+            });
+            tokio::time::timeout(Duration::from_secs(30), put)
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer in 30 s"))??;
+            Ok::<_, anyhow::Error>(())
+        }));
+        wait_until(
+            Duration::from_secs(10),
+            "the leader appends it",
+            async || {
+                maintenance_status(&addr_a)
+                    .await
+                    .is_ok_and(|s| s.raft_index >= before + n)
+            },
+        )
+        .await;
+    }
+    // Nothing reaches it from the others (a new leader would otherwise
+    // truncate those entries, which answers them); depose it, and let the
+    // others move on until their logs are purged behind snapshots, so that
+    // it can only catch up by a snapshot.
+    let refused = RefusedPort::new(peer_port_a);
+    c.pause(a);
+    for &o in &others {
+        c.resume(o);
+    }
+    let others_addrs = addrs(&c, &others);
+    for n in 0..100 {
+        let key = format!("dl/n{n:03}");
+        wait_for(Duration::from_secs(30), &format!("put {key}"), async || {
+            let addr = &others_addrs[n % others_addrs.len()];
+            put(addr, &key, "y").await.map_err(|e| format!("{e:#}"))
+        })
+        .await;
+    }
+    // It hears the new term (its own heartbeats are answered), then the
+    // others reach it again.
+    c.resume(a);
+    wait_until(Duration::from_secs(10), "it steps down", async || {
+        maintenance_status(&addr_a)
+            .await
+            .is_ok_and(|s| s.leader != s.header.map(|h| h.member_id).unwrap_or(0))
+    })
+    .await;
+    drop(refused);
+    wait_until(Duration::from_secs(30), "it catches up", async || {
+        range_prefix(&addr_a, "dl/n099", true)
+            .await
+            .is_ok_and(|kvs| kvs.len() == 1)
+    })
+    .await;
+    // Once it knows it was deposed, it hands them to the new leader (under
+    // their request ids, so at most once): they are acknowledged.
+    for h in stuck {
+        h.await
+            .expect("join")
+            .expect("a write held by the deposed leader is retried and acknowledged");
+    }
+    // Elect it again: crash whoever leads until it does (a crashed leader
+    // is started again once another leads; it would resume leading if
+    // restarted at once).
+    let mut rounds = 0;
+    loop {
+        let l = c.leader().await;
+        if l == a {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds <= 20, "it was not elected in 20 rounds");
+        c.kill(l);
+        wait_until(Duration::from_secs(30), "another leader", async || {
+            c.try_leader().await.is_ok()
+        })
+        .await;
+        c.restart(l);
+    }
+    put(&addr_a, "dl/after", "z")
+        .await
+        .expect("the re-elected leader takes writes");
+}
