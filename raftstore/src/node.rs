@@ -241,6 +241,7 @@ impl Master {
             rcfg,
             NetworkFactory {
                 channels: channels.clone(),
+                first_retry: Duration::from_millis(cfg.heartbeat_interval_ms),
             },
             log,
             sm,
