@@ -689,11 +689,19 @@ impl Master {
             .voter_ids()
             .any(|v| v == id);
         if !already_voter {
+            // The new master is a learner first (that changes no quorum),
+            // then a voter: the promotion needs it to answer.
+            self.check_quorum_after(
+                |voters| {
+                    voters.insert(id);
+                },
+                Some((id, &node.peer_addr)),
+            )
+            .await?;
             self.raft.add_learner(id, node, true).await.map_err(|e| {
                 Error::Unavailable(format!("adding {} as learner: {e}", addrs.name))
             })?;
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
                 .await
                 .map_err(|e| Error::Unavailable(format!("promoting {}: {e}", addrs.name)))?;
         }
@@ -725,18 +733,147 @@ impl Master {
                 "cannot remove the last voting master".into(),
             ));
         }
+        if voters.contains(&id) {
+            self.check_quorum_after(
+                |voters| {
+                    voters.remove(&id);
+                },
+                None,
+            )
+            .await?;
+        }
         // A voter is removed (retain=false drops it entirely); a learner is just dropped.
         let change = if voters.contains(&id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        self.raft
-            .change_membership(change, false)
+        self.change_membership(change)
             .await
             .map_err(|e| Error::Unavailable(format!("removing member: {e}")))?;
         // The leader's duties drop the removed master's directory entry.
         Ok(())
+    }
+
+    /// Refuse a change of the voters that the masters answering now could
+    /// not commit, as etcd does ("unhealthy cluster"). Raft changes voters
+    /// through a joint configuration, which commits nothing without a
+    /// majority of the old voters *and* of the new ones: removing a master
+    /// while another is cut off would stop every write until the cut heals.
+    /// `change` turns the current voters into the new ones; `extra` is the
+    /// address of a new master not yet known to the membership. Only the
+    /// leader checks (elsewhere openraft refuses the change anyway).
+    async fn check_quorum_after(
+        &self,
+        change: impl FnOnce(&mut BTreeSet<NodeId>),
+        extra: Option<(NodeId, &str)>,
+    ) -> Result<()> {
+        let (old, mut addrs) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader {
+                return Ok(());
+            }
+            let old: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+            let addrs: BTreeMap<NodeId, (String, String)> = m
+                .membership_config
+                .nodes()
+                .map(|(id, n)| (*id, (n.name.clone(), n.peer_addr.clone())))
+                .collect();
+            (old, addrs)
+        };
+        if let Some((id, addr)) = extra {
+            addrs.insert(id, (format!("{id:x}"), addr.to_string()));
+        }
+        let mut new = old.clone();
+        change(&mut new);
+        let limit = Duration::from_millis(self.cfg.election_timeout_ms.max(500));
+        let asked: BTreeSet<NodeId> = old.union(&new).copied().collect();
+        let mut up = BTreeSet::from([self.id]);
+        let pings = asked.iter().filter(|&&id| id != self.id).map(|&id| {
+            let addr = addrs.get(&id).map(|a| a.1.clone()).unwrap_or_default();
+            let channels = self.channels.clone();
+            async move {
+                let ok = match channels.client(&addr) {
+                    Ok(mut c) => {
+                        tokio::time::timeout(limit, c.ping(flotilla_proto::raft::PingRequest {}))
+                            .await
+                            .is_ok_and(|r| r.is_ok_and(|r| r.into_inner().member_id == id))
+                    }
+                    Err(_) => false,
+                };
+                (id, ok)
+            }
+        });
+        for (id, ok) in futures::future::join_all(pings).await {
+            if ok {
+                up.insert(id);
+            }
+        }
+        let majority = |set: &BTreeSet<NodeId>| set.intersection(&up).count() * 2 > set.len();
+        if majority(&old) && majority(&new) {
+            return Ok(());
+        }
+        let name = |id: &NodeId| {
+            addrs
+                .get(id)
+                .map(|a| a.0.clone())
+                .unwrap_or_else(|| format!("{id:x}"))
+        };
+        let down: Vec<String> = asked
+            .iter()
+            .filter(|id| !up.contains(id))
+            .map(name)
+            .collect();
+        Err(Error::FailedPrecondition(format!(
+            "etcdserver: unhealthy cluster: the change needs a majority of the voters before \
+             and after it to answer, and {} did not answer within {} ms",
+            down.join(", "),
+            limit.as_millis()
+        )))
+    }
+
+    /// Change the voters (removed ones are dropped, not kept as learners).
+    /// openraft does it in two steps (a joint configuration, then the new
+    /// one) inside the caller's future: if the caller went away between
+    /// them (a client that timed out drops its request), the cluster would
+    /// stay joint, needing a majority of both configurations. The change
+    /// runs in a task of its own so that it always finishes; a joint
+    /// configuration left by a crashed leader is finished by the next one
+    /// (see `finish_joint_membership`).
+    async fn change_membership(&self, change: ChangeMembers<NodeId, MasterNode>) -> Result<()> {
+        let raft = self.raft.clone();
+        tokio::spawn(async move { raft.change_membership(change, false).await })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map(|_| ())
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    /// The voters of a joint configuration's newer half, when this master
+    /// leads and the effective configuration is joint.
+    fn joint_goal(&self) -> Option<BTreeSet<NodeId>> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let joint = m.membership_config.membership().get_joint_config();
+        (joint.len() > 1).then(|| joint.last().cloned().unwrap_or_default())
+    }
+
+    /// Finish a membership change whose second step never came (its leader
+    /// crashed between the two), toward the newer configuration: the one
+    /// the change was heading to.
+    async fn finish_joint_membership(&self, goal: BTreeSet<NodeId>) {
+        tracing::warn!(voters = ?goal, "finishing a membership change left joint");
+        match self
+            .change_membership(ChangeMembers::ReplaceAllVoters(goal))
+            .await
+        {
+            Ok(()) => tracing::info!("membership change finished"),
+            Err(e) => tracing::warn!(error = %e, "could not finish the membership change yet"),
+        }
     }
 
     async fn join_loop(self) {
@@ -785,6 +922,9 @@ impl Master {
         let mut was_leader = false;
         let mut registered = false;
         let mut ticks = 0u64;
+        // A joint configuration seen at the last check (a second ago).
+        let mut joint_seen: Option<BTreeSet<NodeId>> = None;
+        let mut finishing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -822,6 +962,20 @@ impl Master {
                 }
                 if ticks.is_multiple_of(5) {
                     self.auto_compact().await;
+                    // A change in progress is joint for one commit; one that
+                    // is still joint a second later was abandoned.
+                    let goal = self.joint_goal();
+                    let idle = finishing.as_ref().is_none_or(|h| h.is_finished());
+                    if idle && goal.is_some() && goal == joint_seen {
+                        if let Some(g) = goal.clone() {
+                            let me = self.clone();
+                            finishing =
+                                Some(tokio::spawn(
+                                    async move { me.finish_joint_membership(g).await },
+                                ));
+                        }
+                    }
+                    joint_seen = goal;
                 }
             }
         }

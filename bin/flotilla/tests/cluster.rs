@@ -918,3 +918,84 @@ async fn a_deposed_leader_that_caught_up_by_snapshot_answers_its_writes_and_writ
         .await
         .expect("the re-elected leader takes writes");
 }
+
+/// Removing a master while another does not answer would leave Raft's joint
+/// configuration unable to commit anything (it needs a majority of the
+/// voters before and after the change) until that master came back: every
+/// write stopped. The leader now refuses, as etcd does ("unhealthy
+/// cluster"), naming the master that did not answer, and changes nothing.
+/// Found by tests/jepsen (member-partition: no write for 8-13 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removal_that_would_stop_writes_is_refused_and_changes_nothing() {
+    if skip_on_etcd(
+        "a_removal_that_would_stop_writes_is_refused_and_changes_nothing",
+        false,
+    ) {
+        return;
+    }
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let leader = c.leader().await;
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (silent, victim) = (others[0], others[1]);
+    let silent_name = c.masters[silent].name.clone();
+    c.pause(silent);
+    let err = c
+        .admin(leader)
+        .await
+        .unwrap()
+        .remove_master(RemoveMasterRequest {
+            name: c.masters[victim].name.clone(),
+        })
+        .await
+        .expect_err("a removal that needs a silent master to commit");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("unhealthy cluster"), "{err}");
+    assert!(err.message().contains(&silent_name), "{err}");
+    // Nothing changed: writes go on with the two masters that answer, and
+    // all three are still members.
+    put(&c.client_addr(leader), "rq/after", "1")
+        .await
+        .expect("writes go on");
+    c.resume(silent);
+    let status = c
+        .admin(leader)
+        .await
+        .unwrap()
+        .status(StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.members.len(), 3, "{:?}", status.members);
+    // Removing the silent one itself is fine: the others are a majority
+    // before and after. (Back from its pause, it may have called an
+    // election: ask whoever leads now.)
+    c.pause(silent);
+    let leader = wait_for(
+        Duration::from_secs(30),
+        "a leader that answers",
+        async || {
+            c.try_leader().await.and_then(|l| {
+                if l == silent {
+                    Err("the paused master is reported as leader".to_string())
+                } else {
+                    Ok(l)
+                }
+            })
+        },
+    )
+    .await;
+    wait_for(Duration::from_secs(30), "the removal", async || {
+        let mut admin = c.admin(leader).await.map_err(|e| format!("{e:#}"))?;
+        admin
+            .remove_master(RemoveMasterRequest {
+                name: silent_name.clone(),
+            })
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    c.forget(silent);
+    put(&c.client_addr(leader), "rq/after2", "2")
+        .await
+        .expect("writes go on after the removal");
+}

@@ -97,4 +97,13 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
             granted_ttl: r.map(|x| x.1).unwrap_or(0),
         }))
     }
+
+    async fn ping(
+        &self,
+        _req: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingReply>, Status> {
+        Ok(Response::new(pb::PingReply {
+            member_id: self.master.id,
+        }))
+    }
 }
