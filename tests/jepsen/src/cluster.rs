@@ -62,7 +62,14 @@ pub struct ClusterOpts {
     pub election_ms: u64,
     /// `--snapshot-logs` (etcd: `--snapshot-count`).
     pub snapshot_logs: u64,
+    /// libfaketime, preloaded into every master (Flotilla only) so that the
+    /// clock nemesis can move its wall clock; `None`: real clocks.
+    #[serde(default)]
+    pub fake_clock: Option<PathBuf>,
 }
+
+/// Where Debian's `faketime` package puts the multi-threaded libfaketime.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 #[derive(Clone, Debug)]
 enum Boot {
@@ -81,6 +88,11 @@ pub struct Node {
     pub peer_addr: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// libfaketime's spec for this master's wall clock (`+0`, `-300s`...),
+    /// read again by the master at most once a second.
+    pub clock_file: PathBuf,
+    /// The wall-clock offset last written to `clock_file`, in seconds.
+    pub clock_offset: i64,
     boot: Boot,
     child: Option<Child>,
     pub paused: bool,
@@ -135,6 +147,8 @@ impl Cluster {
                 peer_addr: format!("{}:{PEER_PORT}", h.ip),
                 data_dir: data_root.join(&h.name),
                 log_path: log_dir.join(format!("{}.log", h.name)),
+                clock_file: log_dir.join(format!("{}.clock", h.name)),
+                clock_offset: 0,
                 boot: Boot::Initial,
                 child: None,
                 paused: false,
@@ -274,10 +288,21 @@ impl Cluster {
             program.display(),
             args.join(" ")
         )?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &n.ns])
-            .arg(&program)
-            .args(&args)
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &n.ns]).arg(&program).args(&args);
+        if let Some(lib) = &self.opts.fake_clock {
+            // Only the wall clock moves (as when NTP steps it): elections,
+            // timers and leases run on the monotonic clock, which a step
+            // does not touch.
+            if !n.clock_file.exists() {
+                std::fs::write(&n.clock_file, "+0\n")?;
+            }
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &n.clock_file)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -323,6 +348,21 @@ impl Cluster {
             tracing::info!("SIGKILL {}", n.name);
         }
         n.paused = false;
+    }
+
+    /// Step master `i`'s wall clock to `offset` seconds from the real one
+    /// (it takes effect within a second: libfaketime's cache).
+    pub fn set_clock(&mut self, i: usize, offset: i64) -> Result<()> {
+        let n = &mut self.nodes[i];
+        if self.opts.fake_clock.is_none() {
+            bail!("{}: the clock cannot be moved (no libfaketime)", n.name);
+        }
+        // Write and rename: the master never reads a half-written spec.
+        let tmp = n.clock_file.with_extension("clock.tmp");
+        std::fs::write(&tmp, format!("{offset:+}s\n"))?;
+        std::fs::rename(&tmp, &n.clock_file)?;
+        n.clock_offset = offset;
+        Ok(())
     }
 
     /// SIGSTOP master `i`.

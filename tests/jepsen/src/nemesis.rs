@@ -57,11 +57,22 @@ pub enum Nemesis {
     /// masters: no quorum until it restarts); heal by restarting it, then
     /// letting the removed one join again, empty.
     MemberKill,
+    /// Step the wall clocks of 1 to all masters by seconds, minutes or
+    /// weeks, forward or back, and keep stepping them during the fault
+    /// (libfaketime; Flotilla only: etcd, a Go program, reads the clock
+    /// through the vDSO where a preloaded library cannot reach).
+    Clock,
+    /// A membership change during a partition: cut a random master off,
+    /// then ask to remove another (with three masters the change needs the
+    /// cut-off one, so it cannot finish before the heal). Heal: remove the
+    /// rules, see the removal through, stop the removed master and let it
+    /// join again, empty.
+    MemberPartition,
 }
 
 impl Nemesis {
     /// Every fault-injecting nemesis, in the order `all` runs them.
-    pub const ALL: [Nemesis; 13] = [
+    pub const ALL: [Nemesis; 15] = [
         Nemesis::KillLeader,
         Nemesis::KillRandom,
         Nemesis::KillMajority,
@@ -75,6 +86,8 @@ impl Nemesis {
         Nemesis::OneWayLeader,
         Nemesis::Lossy,
         Nemesis::MemberKill,
+        Nemesis::MemberPartition,
+        Nemesis::Clock,
     ];
 
     pub fn name(&self) -> String {
@@ -125,6 +138,14 @@ enum Undo {
     Resume(Vec<usize>),
     HealNetwork,
     Rejoin(usize),
+    /// Set these masters' wall clocks right again.
+    ResetClocks(Vec<usize>),
+    /// See this master's removal through (asking again until it is no
+    /// longer a member), stop it, and let it join again, empty. If the
+    /// removal cannot be seen through, it stays a member, with its data (a
+    /// member that lost its data could break Raft's guarantees: that would
+    /// be the harness's fault, not the cluster's).
+    FinishRemovalThenRejoin(usize),
     /// Undo each, in order.
     Then(Vec<Undo>),
     Nothing,
@@ -179,6 +200,81 @@ async fn leader_or_random(
                 vec![],
             );
             fallback
+        }
+    }
+}
+
+/// A wall-clock step, in seconds: a few seconds, minutes, or days to weeks;
+/// forward or back.
+fn clock_step(rng: &mut StdRng) -> i64 {
+    let size = match rng.gen_range(0..3) {
+        0 => rng.gen_range(1..=5),
+        1 => rng.gen_range(30..=600),
+        _ => rng.gen_range(3_600..=30 * 86_400),
+    };
+    if rng.gen_bool(0.5) {
+        size
+    } else {
+        -size
+    }
+}
+
+/// Step master `i`'s wall clock and make sure the step took: a master
+/// whose clock does not move would make the nemesis a no-op that always
+/// passes. The probe is a dry-run create, whose answer carries the
+/// master's own `creationTimestamp` (stored nowhere). A master that does
+/// not answer within 5 s is not confirmed (noted, not an error: another
+/// fault may hold it); one that answers with the wrong time is an error.
+async fn step_clock(
+    cluster: &mut Cluster,
+    i: usize,
+    offset: i64,
+    tl: &mut Timeline,
+    nemesis: &str,
+) -> Result<()> {
+    cluster.set_clock(i, offset)?;
+    let name = cluster.nodes[i].name.clone();
+    let addr = cluster.nodes[i].client_addr.clone();
+    let opts = flotilla_client::ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        retry_for: Duration::ZERO,
+    };
+    let client = flotilla_client::Client::connect_with(std::slice::from_ref(&addr), opts)?;
+    let probe = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "jepsen-clock-probe"},
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok((obj, _)) = client.create("configmaps", "default", &probe, true).await {
+            let stamp = obj["metadata"]["creationTimestamp"].as_str().unwrap_or("");
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(stamp) {
+                let seen = t.timestamp() - chrono::Utc::now().timestamp();
+                // Second resolution, and a second of libfaketime's cache.
+                if (seen - offset).abs() <= 2 {
+                    return Ok(());
+                }
+                last = Some(seen);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match last {
+        Some(seen) => anyhow::bail!(
+            "{name}'s wall clock did not move: {offset:+} s asked, {seen:+} s seen after 5 s \
+             (is libfaketime preloaded?)"
+        ),
+        None => {
+            tl.record(
+                "info",
+                nemesis,
+                format!("could not confirm {name}'s clock step (no answer within 5 s)"),
+                vec![name],
+            );
+            Ok(())
         }
     }
 }
@@ -306,6 +402,51 @@ async fn inject(
             );
             Undo::HealNetwork
         }
+        Nemesis::Clock => {
+            let mut v = members.clone();
+            v.shuffle(rng);
+            v.truncate(rng.gen_range(1..=members.len()));
+            v.sort_unstable();
+            let steps: Vec<i64> = v.iter().map(|_| clock_step(rng)).collect();
+            let what: Vec<String> = v
+                .iter()
+                .zip(&steps)
+                .map(|(&i, o)| format!("{} {o:+} s", cluster.nodes[i].name))
+                .collect();
+            tl.record(
+                "fault",
+                &name,
+                format!("step wall clocks: {}", what.join(", ")),
+                names(cluster, &v),
+            );
+            for (&i, &o) in v.iter().zip(&steps) {
+                step_clock(cluster, i, o, tl, &name).await?;
+            }
+            Undo::ResetClocks(v)
+        }
+        Nemesis::MemberPartition => {
+            let p = *members.choose(rng).unwrap();
+            let rest: Vec<usize> = members.iter().copied().filter(|&i| i != p).collect();
+            let v = *rest.choose(rng).unwrap();
+            let (pn, vn) = (cluster.nodes[p].name.clone(), cluster.nodes[v].name.clone());
+            cluster.partition(&cuts_between(&[p], &rest))?;
+            tl.record("fault", &name, format!("isolate {pn}"), vec![pn.clone()]);
+            let via = match cluster.leader().await {
+                Some(l) if l != v && l != p => l,
+                _ => *rest.iter().find(|&&i| i != v).unwrap_or(&v),
+            };
+            let outcome = match cluster.remove_member(v, via).await {
+                Ok(()) => "acknowledged".to_string(),
+                Err(e) => format!("not acknowledged ({e:#})"),
+            };
+            tl.record(
+                "fault",
+                &name,
+                format!("remove {vn} while {pn} is cut off: {outcome}"),
+                vec![vn],
+            );
+            Undo::Then(vec![Undo::HealNetwork, Undo::FinishRemovalThenRejoin(v)])
+        }
         Nemesis::Member | Nemesis::MemberKill => {
             let v = *members.choose(rng).unwrap();
             let n = names(cluster, &[v]);
@@ -414,6 +555,49 @@ async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timelin
                 }
             }
         }
+        Undo::FinishRemovalThenRejoin(v) => {
+            let n = cluster.nodes[v].name.clone();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let done = loop {
+                let via = match cluster.leader().await {
+                    Some(l) if l != v => l,
+                    _ => *cluster.members().iter().find(|&&i| i != v).unwrap(),
+                };
+                match cluster.remove_member(v, via).await {
+                    Ok(()) => break Ok(()),
+                    // Flotilla: NotFound; etcd: "member not found".
+                    Err(e) if format!("{e:#}").to_lowercase().contains("not found") => break Ok(()),
+                    Err(e) if tokio::time::Instant::now() >= deadline => break Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            };
+            match done {
+                Ok(()) => {
+                    tl.record("heal", &name, format!("{n} is removed; stop it"), vec![n]);
+                    cluster.kill(v);
+                    cluster.nodes[v].removed = true;
+                    Box::pin(undo(nemesis, Undo::Rejoin(v), cluster, tl)).await?;
+                }
+                Err(e) => tl.record(
+                    "info",
+                    &name,
+                    format!("removal of {n} not seen through in 20 s ({e:#}); it stays a member"),
+                    vec![n],
+                ),
+            }
+        }
+        Undo::ResetClocks(v) => {
+            let n = names(cluster, &v);
+            tl.record(
+                "heal",
+                &name,
+                format!("reset wall clocks of {}", n.join(",")),
+                n,
+            );
+            for i in v {
+                cluster.set_clock(i, 0)?;
+            }
+        }
         Undo::Then(steps) => {
             for u in steps {
                 Box::pin(undo(nemesis, u, cluster, tl)).await?;
@@ -476,6 +660,28 @@ pub async fn run(
                     cluster.heal_network()?;
                 }
             }
+        } else if let (Nemesis::Clock, Undo::ResetClocks(victims)) = (nemesis, &u) {
+            // Keep stepping: each 1-2 s one of the victims jumps again
+            // (back and forth, like a clock that NTP keeps correcting).
+            let until = clock.now() + window.as_micros() as u64;
+            while ok && clock.now() < until {
+                ok = pause_for(Duration::from_millis(rng.gen_range(1000..2000)), cancel).await;
+                let Some(&i) = victims.choose(&mut rng) else {
+                    break;
+                };
+                let step = clock_step(&mut rng);
+                let to = cluster.nodes[i].clock_offset + step;
+                tl.record(
+                    "info",
+                    "clock",
+                    format!(
+                        "step {}'s wall clock {step:+} s (now {to:+} s)",
+                        cluster.nodes[i].name
+                    ),
+                    names(cluster, &[i]),
+                );
+                cluster.set_clock(i, to)?;
+            }
         } else {
             ok = pause_for(window, cancel).await;
         }
@@ -494,6 +700,9 @@ pub async fn heal_all(cluster: &mut Cluster, tl: &mut Timeline) -> Result<()> {
     tl.record("heal", "final", "heal everything".into(), vec![]);
     cluster.heal_network()?;
     for i in 0..cluster.nodes.len() {
+        if cluster.nodes[i].clock_offset != 0 {
+            cluster.set_clock(i, 0)?;
+        }
         if cluster.nodes[i].paused {
             cluster.resume(i);
         }
