@@ -4,7 +4,8 @@
 //! Owns: the Raft log and vote on disk ([`log_store`]), the multi-version
 //! key-value state machine with etcd's revision semantics ([`mvcc`],
 //! [`state_machine`], [`snapshot`]), the peer transport ([`network`]), lease
-//! expiry ([`lease`]), watch fan-out ([`watch`]), the gRPC services
+//! expiry ([`lease`]), when to stand for election ([`election`]: Pre-Vote),
+//! watch fan-out ([`watch`]), the gRPC services
 //! ([`service`]) and the running master ([`node`], [`server`]).
 //!
 //! How a write travels: a service validates the request and turns it into a
@@ -22,6 +23,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod convert;
+pub mod election;
 pub mod engine;
 pub mod error;
 pub mod kv;

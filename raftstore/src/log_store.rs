@@ -81,6 +81,22 @@ impl LogStore {
 }
 
 /// Wait for flush requests; fsync the WAL once for all that are queued; answer them.
+/// The id of the last entry in the log (written, maybe not yet synced),
+/// or of the last purged one when the log is empty.
+pub fn last_log_id(db: &Db) -> Result<Option<LogId>, StorageError> {
+    let mut it = db.raw_iterator_cf(engine::cf(db, CF_RAFT_LOG));
+    it.seek_to_last();
+    let last = match it.value() {
+        Some(v) => {
+            let e: Entry = bincode::deserialize(v).map_err(|e| StorageIOError::read_logs(&e))?;
+            Some(e.log_id)
+        }
+        None => LogStore::get_meta(db, META_PURGED)?.flatten(),
+    };
+    it.status().map_err(|e| StorageIOError::read_logs(&e))?;
+    Ok(last)
+}
+
 fn sync_loop(
     db: std::sync::Weak<rocksdb::DB>,
     rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
@@ -154,20 +170,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         blocking(move || {
             let last_purged: Option<LogId> = Self::get_meta(&db, META_PURGED)?.flatten();
-            let mut it = db.raw_iterator_cf(engine::cf(&db, CF_RAFT_LOG));
-            it.seek_to_last();
-            let last = match it.value() {
-                Some(v) => {
-                    let e: Entry =
-                        bincode::deserialize(v).map_err(|e| StorageIOError::read_logs(&e))?;
-                    Some(e.log_id)
-                }
-                None => last_purged,
-            };
-            it.status().map_err(|e| StorageIOError::read_logs(&e))?;
             Ok(LogState {
                 last_purged_log_id: last_purged,
-                last_log_id: last,
+                last_log_id: last_log_id(&db)?,
             })
         })
         .await?

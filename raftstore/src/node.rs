@@ -108,18 +108,17 @@ impl MasterConfig {
 }
 
 /// openraft's `(election_timeout_min, election_timeout_max)` for an
-/// election timeout of `e` ms, meant as etcd means it: how long a follower
-/// hears nothing from its leader before it stands for election.
+/// election timeout of `e` ms.
 ///
-/// openraft 0.9 lets a follower that knew a leader stand only after the
-/// leader lease (`election_timeout_max`) *plus* its own randomized timeout
-/// (drawn once per process from `[min, max)`), and its voters refuse any
-/// candidate until their own lease has run out. Passing `e` straight through
-/// made a follower wait 2.5-3 `e` (750-900 ms by default, against etcd's
-/// `[e, 2e)`). With `0.4 e .. 0.6 e` the silence before a candidacy is
-/// `[e, 1.2 e)` plus openraft's tick (1.5 heartbeats), and the voters'
-/// lease (`0.6 e`) has run out by then. Safety does not depend on it: reads
-/// are confirmed by a quorum (read index), never by a clock.
+/// openraft's own election timer is off: [`crate::election`] decides when
+/// to stand, after `e` to `1.2 e` of silence and a Pre-Vote. What remains
+/// of these two is openraft's leader lease (`election_timeout_max`): a
+/// voter refuses any candidate for that long after hearing from its leader.
+/// It must be shorter than `e`, so that a candidacy after `e` of silence can
+/// win, and `min` must stay above one heartbeat (openraft checks). Passing
+/// `e` straight through, as before, made a failover take 2.5-3 `e`: the
+/// lease plus the timer, one after the other. Safety does not depend on
+/// it: reads are confirmed by a quorum (read index), never by a clock.
 fn openraft_election(e: u64) -> (u64, u64) {
     (e * 2 / 5, e * 3 / 5)
 }
@@ -141,6 +140,8 @@ pub struct MasterInner {
     /// True once this master has published its addresses and the cluster id
     /// is known (etcd likewise serves clients only after publishing itself).
     ready: tokio::sync::watch::Sender<bool>,
+    /// When this master last heard from a leader ([`crate::election`]).
+    pub heard: crate::election::Heard,
 }
 
 /// A cheap handle on a running master, shared by every service.
@@ -230,6 +231,8 @@ impl Master {
             // Every AppendEntries must finish within the heartbeat interval
             // (openraft's timeout), so keep them small: entries are batches.
             max_payload_entries: 32,
+            // Elections start from `election::election_loop` (Pre-Vote).
+            enable_elect: false,
             ..Default::default()
         };
         let rcfg = Arc::new(
@@ -263,9 +266,11 @@ impl Master {
             shutdown: CancellationToken::new(),
             revoking: Mutex::new(HashSet::new()),
             ready: tokio::sync::watch::channel(false).0,
+            heard: crate::election::Heard::default(),
         }));
         tokio::spawn(master.clone().read_index_loop(read_rx));
         tokio::spawn(proposer_loop(master.raft.clone(), proposals_rx));
+        tokio::spawn(crate::election::election_loop(master.clone()));
         Ok(master)
     }
 

@@ -999,3 +999,56 @@ async fn a_removal_that_would_stop_writes_is_refused_and_changes_nothing() {
         .await
         .expect("writes go on after the removal");
 }
+
+/// A master back from a pause (its election timer ran out while it was
+/// stopped) used to stand for election at once and depose a healthy
+/// leader. With Pre-Vote it first asks the others, who still hear their
+/// leader, and stays a follower: the term and the leader do not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_back_from_a_pause_does_not_depose_the_leader() {
+    if skip_on_etcd(
+        "a_master_back_from_a_pause_does_not_depose_the_leader",
+        false,
+    ) {
+        return;
+    }
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let leader = c.leader().await;
+    let addr = c.client_addr(leader);
+    put(&addr, "pv/before", "1").await.expect("put");
+    let term = maintenance_status(&addr).await.unwrap().raft_term;
+    let f = (0..3).find(|&i| i != leader).unwrap();
+    c.pause(f);
+    // Several election timeouts (300 ms) go by while it is stopped, with
+    // writes going on without it.
+    let paused = Instant::now();
+    let mut n = 0;
+    while paused.elapsed() < Duration::from_millis(1500) {
+        put(&addr, &format!("pv/while{n:04}"), "x")
+            .await
+            .expect("writes go on without it");
+        n += 1;
+    }
+    c.resume(f);
+    // Two rounds of writes that it must apply: its election timer has run
+    // several times by then (every half heartbeat).
+    for round in 0..2 {
+        put(&addr, &format!("pv/after{round}"), "y")
+            .await
+            .expect("put");
+        let target = maintenance_status(&addr).await.unwrap().raft_applied_index;
+        let faddr = c.client_addr(f);
+        wait_until(Duration::from_secs(30), "it catches up", async || {
+            maintenance_status(&faddr)
+                .await
+                .is_ok_and(|s| s.raft_applied_index >= target)
+        })
+        .await;
+    }
+    let s = maintenance_status(&addr).await.unwrap();
+    assert_eq!(
+        s.raft_term, term,
+        "the term changed: an election took place"
+    );
+    assert_eq!(c.leader().await, leader, "the leader changed");
+}

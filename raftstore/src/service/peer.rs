@@ -2,7 +2,9 @@
 //! and lease queries answered by the leader.
 
 use flotilla_proto::raft as pb;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use tonic::{Request, Response, Status};
 
 use crate::network::{decode, encode};
@@ -25,12 +27,18 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
     ) -> Result<Response<pb::Payload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref()).map_err(bad)?;
         let res = self.master.raft.append_entries(rpc).await;
+        if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.master.heard.touch();
+        }
         Ok(Response::new(encode(&res).map_err(Status::internal)?))
     }
 
     async fn vote(&self, req: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(req.get_ref()).map_err(bad)?;
         let res = self.master.raft.vote(rpc).await;
+        if matches!(&res, Ok(r) if r.vote_granted) {
+            self.master.heard.touch();
+        }
         Ok(Response::new(encode(&res).map_err(Status::internal)?))
     }
 
@@ -40,6 +48,9 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
     ) -> Result<Response<pb::Payload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.get_ref()).map_err(bad)?;
         let res = self.master.raft.install_snapshot(rpc).await;
+        if res.is_ok() {
+            self.master.heard.touch();
+        }
         Ok(Response::new(encode(&res).map_err(Status::internal)?))
     }
 
@@ -96,6 +107,17 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
             ttl: r.map(|x| x.0).unwrap_or(-1),
             granted_ttl: r.map(|x| x.1).unwrap_or(0),
         }))
+    }
+
+    async fn pre_vote(
+        &self,
+        req: Request<pb::PreVoteRequest>,
+    ) -> Result<Response<pb::PreVoteReply>, Status> {
+        let candidate_log: Option<crate::types::LogId> =
+            bincode::deserialize(&req.get_ref().last_log_id).map_err(|e| bad(e.to_string()))?;
+        let granted = crate::election::grants_prevote(&self.master, candidate_log);
+        tracing::debug!(candidate = req.get_ref().candidate, granted, "pre-vote");
+        Ok(Response::new(pb::PreVoteReply { granted }))
     }
 
     async fn ping(
