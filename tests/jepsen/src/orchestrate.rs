@@ -217,7 +217,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         && !Path::new(crate::cluster::LIBFAKETIME).exists()
     {
         bail!(
-            "the clock nemesis needs {} (apt-get install faketime)",
+            "the clock nemesis needs {} (apt-get install libfaketime)",
             crate::cluster::LIBFAKETIME
         );
     }
