@@ -80,7 +80,6 @@ impl LogStore {
     }
 }
 
-/// Wait for flush requests; fsync the WAL once for all that are queued; answer them.
 /// The id of the last entry in the log (written, maybe not yet synced),
 /// or of the last purged one when the log is empty.
 pub fn last_log_id(db: &Db) -> Result<Option<LogId>, StorageError> {
@@ -97,6 +96,7 @@ pub fn last_log_id(db: &Db) -> Result<Option<LogId>, StorageError> {
     Ok(last)
 }
 
+/// Wait for flush requests; fsync the WAL once for all that are queued; answer them.
 fn sync_loop(
     db: std::sync::Weak<rocksdb::DB>,
     rx: mpsc::Receiver<LogFlushed<TypeConfig>>,

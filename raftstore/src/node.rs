@@ -219,11 +219,12 @@ impl Master {
         let log = LogStore::new(db);
         let channels = PeerChannels::default();
         let keep = (cfg.snapshot_logs / 10).max(1);
+        let (election_min, election_max) = openraft_election(cfg.election_timeout_ms);
         let rcfg = openraft::Config {
             cluster_name: "flotilla".into(),
             heartbeat_interval: cfg.heartbeat_interval_ms,
-            election_timeout_min: openraft_election(cfg.election_timeout_ms).0,
-            election_timeout_max: openraft_election(cfg.election_timeout_ms).1,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(1)),
             max_in_snapshot_log_to_keep: keep,
@@ -434,18 +435,13 @@ impl Master {
     ) -> Result<T> {
         let mut rx = self.raft.metrics();
         let replaced = async move {
-            loop {
-                if rx
-                    .borrow_and_update()
-                    .current_leader
-                    .is_some_and(|l| l != leader)
-                {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    // Shutting down: let the attempt end on its own.
-                    std::future::pending::<()>().await;
-                }
+            let moved = rx
+                .wait_for(|m| m.current_leader.is_some_and(|l| l != leader))
+                .await
+                .is_ok();
+            if !moved {
+                // Shutting down: let the attempt end on its own.
+                std::future::pending::<()>().await;
             }
         };
         tokio::select! {
@@ -1170,17 +1166,11 @@ fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, MasterNode>>) -> E
 /// Resolves once this master no longer leads in `term`.
 async fn deposed(raft: &Raft, term: u64) {
     let mut rx = raft.metrics();
-    loop {
-        {
-            let m = rx.borrow_and_update();
-            if m.state != ServerState::Leader || m.current_term != term {
-                return;
-            }
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
+    // Err: shutting down, which deposes too.
+    let _ = rx
+        .wait_for(|m| m.state != ServerState::Leader || m.current_term != term)
+        .await
+        .is_ok();
 }
 
 /// Write through openraft, unless this master stops leading first.
