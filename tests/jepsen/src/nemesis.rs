@@ -204,6 +204,38 @@ async fn leader_or_random(
     }
 }
 
+/// The master to send a membership request through: the leader unless it
+/// is one of `not`, else the first member that is not.
+async fn via(cluster: &Cluster, not: &[usize]) -> usize {
+    match cluster.leader().await {
+        Some(l) if !not.contains(&l) => l,
+        _ => {
+            let members = cluster.members();
+            *members
+                .iter()
+                .find(|i| !not.contains(i))
+                .unwrap_or(&members[0])
+        }
+    }
+}
+
+/// Ask (again every 500 ms, for `limit`) to remove master `v`, until it is
+/// not a member. etcd refuses membership changes for a few seconds after a
+/// member (re)started ("unhealthy cluster"), Flotilla while a voter does
+/// not answer; "not found" (Flotilla: NotFound, etcd: "member not found")
+/// means it is removed already.
+async fn remove_until_gone(cluster: &Cluster, v: usize, limit: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match cluster.remove_member(v, via(cluster, &[v]).await).await {
+            Ok(()) => return Ok(()),
+            Err(e) if format!("{e:#}").to_lowercase().contains("not found") => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// A wall-clock step, in seconds: a few seconds, minutes, or days to weeks;
 /// forward or back.
 fn clock_step(rng: &mut StdRng) -> i64 {
@@ -431,11 +463,8 @@ async fn inject(
             let (pn, vn) = (cluster.nodes[p].name.clone(), cluster.nodes[v].name.clone());
             cluster.partition(&cuts_between(&[p], &rest))?;
             tl.record("fault", &name, format!("isolate {pn}"), vec![pn.clone()]);
-            let via = match cluster.leader().await {
-                Some(l) if l != v && l != p => l,
-                _ => *rest.iter().find(|&&i| i != v).unwrap_or(&v),
-            };
-            let outcome = match cluster.remove_member(v, via).await {
+            let through = via(cluster, &[v, p]).await;
+            let outcome = match cluster.remove_member(v, through).await {
                 Ok(()) => "acknowledged".to_string(),
                 Err(e) => format!("not acknowledged ({e:#})"),
             };
@@ -450,25 +479,7 @@ async fn inject(
         Nemesis::Member | Nemesis::MemberKill => {
             let v = *members.choose(rng).unwrap();
             let n = names(cluster, &[v]);
-            // etcd refuses membership changes for a few seconds after a
-            // member (re)started ("unhealthy cluster"): retry for a while.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-            let mut last_err = None;
-            while tokio::time::Instant::now() < deadline {
-                let via = match cluster.leader().await {
-                    Some(l) if l != v => l,
-                    _ => *members.iter().find(|&&i| i != v).unwrap(),
-                };
-                match cluster.remove_member(v, via).await {
-                    Ok(()) => {
-                        last_err = None;
-                        break;
-                    }
-                    Err(e) => last_err = Some(e),
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            if let Some(e) = last_err {
+            if let Err(e) = remove_until_gone(cluster, v, Duration::from_secs(15)).await {
                 tl.record(
                     "info",
                     &name,
@@ -536,11 +547,8 @@ async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timelin
             tl.record("heal", &name, format!("{} joins again, empty", n[0]), n);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
             loop {
-                let via = match cluster.leader().await {
-                    Some(l) if l != v => l,
-                    _ => *cluster.members().iter().find(|&&i| i != v).unwrap(),
-                };
-                match cluster.rejoin(v, via).await {
+                let through = via(cluster, &[v]).await;
+                match cluster.rejoin(v, through).await {
                     Ok(()) => break,
                     Err(e) if tokio::time::Instant::now() >= deadline => {
                         tl.record(
@@ -557,21 +565,7 @@ async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timelin
         }
         Undo::FinishRemovalThenRejoin(v) => {
             let n = cluster.nodes[v].name.clone();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            let done = loop {
-                let via = match cluster.leader().await {
-                    Some(l) if l != v => l,
-                    _ => *cluster.members().iter().find(|&&i| i != v).unwrap(),
-                };
-                match cluster.remove_member(v, via).await {
-                    Ok(()) => break Ok(()),
-                    // Flotilla: NotFound; etcd: "member not found".
-                    Err(e) if format!("{e:#}").to_lowercase().contains("not found") => break Ok(()),
-                    Err(e) if tokio::time::Instant::now() >= deadline => break Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            };
-            match done {
+            match remove_until_gone(cluster, v, Duration::from_secs(20)).await {
                 Ok(()) => {
                     tl.record("heal", &name, format!("{n} is removed; stop it"), vec![n]);
                     cluster.kill(v);
