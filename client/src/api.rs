@@ -1,17 +1,23 @@
 //! Typed calls: `Api::<Pod>::namespaced(client, "default").get("web")`.
+//!
+//! An [`Api`] works over any [`ObjectApi`]: the gRPC [`Client`] on a node or
+//! in `flt`, or the API server itself, in process, for the controllers on a
+//! master (one code path for validation and admission either way).
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
+use flotilla_objects::api::{DeleteParams, EventType, ListParams, ObjectApi, WatchParams};
 use flotilla_objects::Resource;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::client::{Client, DeleteParams, EventType, ListParams, WatchParams};
+use crate::client::Client;
 use crate::error::ApiError;
 
 /// The calls of the object API for one kind, in one namespace (or all).
 pub struct Api<K> {
-    client: Client,
+    api: Arc<dyn ObjectApi>,
     namespace: String,
     _kind: PhantomData<fn() -> K>,
 }
@@ -19,7 +25,7 @@ pub struct Api<K> {
 impl<K> Clone for Api<K> {
     fn clone(&self) -> Self {
         Api {
-            client: self.client.clone(),
+            api: self.api.clone(),
             namespace: self.namespace.clone(),
             _kind: PhantomData,
         }
@@ -49,7 +55,13 @@ fn decode<K: Resource>(v: Value) -> Result<K, ApiError> {
         .map_err(|e| ApiError::internal(format!("decoding a {}: {e}", K::info().kind)))
 }
 
-fn encode<K: Resource>(k: &K) -> Result<Value, ApiError> {
+fn decode_bytes<K: Resource>(b: &[u8]) -> Result<K, ApiError> {
+    serde_json::from_slice(b)
+        .map_err(|e| ApiError::internal(format!("decoding a {}: {e}", K::info().kind)))
+}
+
+/// A typed object as the API takes it: with its apiVersion and kind.
+pub fn encode<K: Resource>(k: &K) -> Result<Value, ApiError> {
     let mut v = serde_json::to_value(k)
         .map_err(|e| ApiError::internal(format!("encoding a {}: {e}", K::info().kind)))?;
     if let Some(m) = v.as_object_mut() {
@@ -61,22 +73,33 @@ fn encode<K: Resource>(k: &K) -> Result<Value, ApiError> {
 }
 
 impl<K: Resource> Api<K> {
-    /// Objects of a namespaced kind in `namespace`.
+    /// Objects of a namespaced kind in `namespace`, through the masters.
     pub fn namespaced(client: Client, namespace: &str) -> Self {
+        Self::namespaced_with(Arc::new(client), namespace)
+    }
+
+    /// Objects in every namespace, or of a cluster-scoped kind, through the masters.
+    pub fn all(client: Client) -> Self {
+        Self::namespaced(client, "")
+    }
+
+    /// Objects in `namespace` through any implementation of the object API.
+    pub fn namespaced_with(api: Arc<dyn ObjectApi>, namespace: &str) -> Self {
         Api {
-            client,
+            api,
             namespace: namespace.to_string(),
             _kind: PhantomData,
         }
     }
 
-    /// Objects in every namespace, or of a cluster-scoped kind.
-    pub fn all(client: Client) -> Self {
-        Self::namespaced(client, "")
+    /// Every namespace (or a cluster-scoped kind) through any implementation.
+    pub fn all_with(api: Arc<dyn ObjectApi>) -> Self {
+        Self::namespaced_with(api, "")
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The object API underneath.
+    pub fn object_api(&self) -> &Arc<dyn ObjectApi> {
+        &self.api
     }
 
     pub fn namespace(&self) -> &str {
@@ -93,8 +116,8 @@ impl<K: Resource> Api<K> {
 
     pub async fn get(&self, name: &str) -> Result<K, ApiError> {
         decode(
-            self.client
-                .get(K::info().plural, &self.namespace, name)
+            self.api
+                .get(K::info().plural, &self.namespace, name, false)
                 .await?,
         )
     }
@@ -102,17 +125,14 @@ impl<K: Resource> Api<K> {
     /// Read from the master asked, possibly stale.
     pub async fn get_serializable(&self, name: &str) -> Result<K, ApiError> {
         decode(
-            self.client
-                .get_with(K::info().plural, &self.namespace, name, true)
+            self.api
+                .get(K::info().plural, &self.namespace, name, true)
                 .await?,
         )
     }
 
     pub async fn list(&self, p: &ListParams) -> Result<List<K>, ApiError> {
-        let l = self
-            .client
-            .list(K::info().plural, &self.namespace, p)
-            .await?;
+        let l = self.api.list(K::info().plural, &self.namespace, p).await?;
         Ok(List {
             items: l.items.into_iter().map(decode).collect::<Result<_, _>>()?,
             resource_version: l.resource_version,
@@ -122,9 +142,7 @@ impl<K: Resource> Api<K> {
 
     /// Every page, at one revision.
     pub async fn list_all(&self, p: &ListParams) -> Result<List<K>, ApiError> {
-        let l = self
-            .client
-            .list_all(K::info().plural, &self.namespace, p)
+        let l = crate::client::list_all(self.api.as_ref(), K::info().plural, &self.namespace, p)
             .await?;
         Ok(List {
             items: l.items.into_iter().map(decode).collect::<Result<_, _>>()?,
@@ -134,53 +152,67 @@ impl<K: Resource> Api<K> {
     }
 
     pub async fn create(&self, k: &K) -> Result<K, ApiError> {
-        let (v, _) = self
-            .client
-            .create(K::info().plural, self.ns_of(k), &encode(k)?, false)
+        let w = self
+            .api
+            .create(K::info().plural, self.ns_of(k), encode(k)?, false)
             .await?;
-        decode(v)
+        decode(w.object)
     }
 
     /// Replace metadata and spec; `k`'s resourceVersion, when set, must be current.
     pub async fn replace(&self, k: &K) -> Result<K, ApiError> {
-        let (v, _) = self
-            .client
-            .update(K::info().plural, self.ns_of(k), &encode(k)?)
+        let w = self
+            .api
+            .update(K::info().plural, self.ns_of(k), encode(k)?, false, false)
             .await?;
-        decode(v)
+        decode(w.object)
     }
 
     /// Replace only the status.
     pub async fn replace_status(&self, k: &K) -> Result<K, ApiError> {
-        decode(
-            self.client
-                .update_status(K::info().plural, self.ns_of(k), &encode(k)?)
-                .await?,
-        )
+        let w = self
+            .api
+            .update(K::info().plural, self.ns_of(k), encode(k)?, true, false)
+            .await?;
+        decode(w.object)
     }
 
     /// JSON merge patch.
     pub async fn patch(&self, name: &str, patch: &Value) -> Result<K, ApiError> {
-        decode(
-            self.client
-                .patch(K::info().plural, &self.namespace, name, patch, false)
-                .await?,
-        )
+        let w = self
+            .api
+            .patch(
+                K::info().plural,
+                &self.namespace,
+                name,
+                patch.clone(),
+                false,
+                false,
+            )
+            .await?;
+        decode(w.object)
     }
 
     pub async fn patch_status(&self, name: &str, patch: &Value) -> Result<K, ApiError> {
-        decode(
-            self.client
-                .patch(K::info().plural, &self.namespace, name, patch, true)
-                .await?,
-        )
+        let w = self
+            .api
+            .patch(
+                K::info().plural,
+                &self.namespace,
+                name,
+                patch.clone(),
+                true,
+                false,
+            )
+            .await?;
+        decode(w.object)
     }
 
     /// Delete; returns the object and whether it is gone (false: it waits
     /// for finalizers or its grace period).
     pub async fn delete(&self, name: &str, p: &DeleteParams) -> Result<(K, bool), ApiError> {
         let (v, gone) = self
-            .client
+            .api
             .delete(K::info().plural, &self.namespace, name, p)
             .await?;
         Ok((decode(v)?, gone))
@@ -190,23 +222,22 @@ impl<K: Resource> Api<K> {
         &self,
         p: &WatchParams,
     ) -> Result<impl futures::Stream<Item = Result<Event<K>, ApiError>> + Send, ApiError> {
-        let s = self
-            .client
-            .watch(K::info().plural, &self.namespace, p)
-            .await?;
+        let s = self.api.watch(K::info().plural, &self.namespace, p).await?;
         Ok(s.map(|item| {
             let ev = item?;
             Ok(match ev.kind {
-                EventType::Added => Event::Added(decode(ev.object)?),
-                EventType::Modified => Event::Modified(decode(ev.object)?),
-                EventType::Deleted => Event::Deleted(decode(ev.object)?),
-                EventType::Bookmark => Event::Bookmark(
-                    ev.object
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                ),
+                EventType::Added => Event::Added(decode_bytes(&ev.object)?),
+                EventType::Modified => Event::Modified(decode_bytes(&ev.object)?),
+                EventType::Deleted => Event::Deleted(decode_bytes(&ev.object)?),
+                EventType::Bookmark => {
+                    let v: Value = serde_json::from_slice(&ev.object).unwrap_or(Value::Null);
+                    Event::Bookmark(
+                        v.pointer("/metadata/resourceVersion")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    )
+                }
             })
         }))
     }

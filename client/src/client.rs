@@ -1,19 +1,30 @@
 //! The untyped client: every call of the object API on JSON objects, with
 //! failover across masters.
+//!
+//! A call that finds a master unreachable, without a quorum, or that times
+//! out is tried again on the next master. Writes are safe to try again: each
+//! call carries one request id (the `flotilla-request-id` metadata entry) on
+//! every attempt, and the masters apply a request id at most once, answering
+//! a retry of a write that did commit with that write's outcome.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_objects::api::{
+    Applied, DeleteParams, EventType, ListParams, ObjectApi, ObjectList, RawEvent, RawWatch,
+    WatchParams, Written, REQUEST_ID_HEADER,
+};
 use flotilla_proto::objects as pb;
 use flotilla_proto::objects::objects_client::ObjectsClient;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Response, Status};
+use tonic::{Request, Response, Status};
 
-use crate::error::{ApiError, Reason};
+use crate::error::{from_status, ApiError, Reason};
 
 /// Largest message the client accepts (a list of many objects).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
@@ -39,7 +50,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// How long one call may take.
     pub request_timeout: Duration,
-    /// How long a call keeps trying other masters while none answers.
+    /// How long a call keeps trying other masters while none answers
+    /// (zero: one attempt).
     pub retry_for: Duration,
 }
 
@@ -53,128 +65,11 @@ impl Default for ClientOptions {
     }
 }
 
-/// `flt`'s and the components' parameters of a list.
-#[derive(Debug, Clone, Default)]
-pub struct ListParams {
-    pub label_selector: String,
-    pub field_selector: String,
-    /// Page size (0: everything in one answer).
-    pub limit: i64,
-    pub continue_token: String,
-    /// Allow a possibly stale answer from the master asked.
-    pub serializable: bool,
-}
-
-impl ListParams {
-    pub fn labels(mut self, s: &str) -> Self {
-        self.label_selector = s.to_string();
-        self
-    }
-    pub fn fields(mut self, s: &str) -> Self {
-        self.field_selector = s.to_string();
-        self
-    }
-    pub fn limit(mut self, n: i64) -> Self {
-        self.limit = n;
-        self
-    }
-}
-
-/// One page of a list.
-#[derive(Debug, Clone)]
-pub struct ObjectList {
-    pub items: Vec<Value>,
-    pub resource_version: String,
-    /// Pass back in [`ListParams::continue_token`] for the next page; empty
-    /// on the last page.
-    pub continue_token: String,
-}
-
-/// What happens to the objects an object owns when it is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Propagation {
-    /// Delete the owner now; its dependents are deleted after it.
-    Background,
-    /// Delete the dependents first; the owner waits (finalizer foregroundDeletion).
-    Foreground,
-    /// Keep the dependents, without their reference to the owner.
-    Orphan,
-}
-
-impl Propagation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Propagation::Background => "Background",
-            Propagation::Foreground => "Foreground",
-            Propagation::Orphan => "Orphan",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct DeleteParams {
-    pub grace_period_seconds: Option<i64>,
-    pub propagation: Option<Propagation>,
-    pub precondition_uid: String,
-    pub precondition_resource_version: String,
-    pub dry_run: bool,
-}
-
-/// What a watch reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    Added,
-    Modified,
-    Deleted,
-    /// No change: the stream has seen everything up to the object's
-    /// resourceVersion.
-    Bookmark,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-            EventType::Bookmark => "BOOKMARK",
-        }
-    }
-    pub fn parse(s: &str) -> Option<EventType> {
-        Some(match s {
-            "ADDED" => EventType::Added,
-            "MODIFIED" => EventType::Modified,
-            "DELETED" => EventType::Deleted,
-            "BOOKMARK" => EventType::Bookmark,
-            _ => return None,
-        })
-    }
-}
-
+/// A watch event with its object decoded.
 #[derive(Debug, Clone)]
 pub struct WatchEvent {
     pub kind: EventType,
     pub object: Value,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct WatchParams {
-    pub label_selector: String,
-    pub field_selector: String,
-    /// Start after this revision; empty: the current objects first (ADDED).
-    pub resource_version: String,
-    pub bookmarks: bool,
-    /// Zero: the server's default (10 s).
-    pub bookmark_interval: Duration,
-}
-
-/// The result of [`Client::apply`].
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub object: Value,
-    /// "created", "configured" or "unchanged".
-    pub action: String,
-    pub warnings: Vec<String>,
 }
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, ApiError>> + Send>>;
@@ -201,6 +96,19 @@ fn normalize(addr: &str) -> String {
     } else {
         format!("http://{a}")
     }
+}
+
+/// A fresh request id: 128 random bits, as 32 hex digits.
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// What a call is, for its retries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    /// Carries a request id, the same on every attempt.
+    Write,
 }
 
 impl Client {
@@ -247,14 +155,19 @@ impl Client {
     }
 
     /// Run one call, moving on to the next master while the one asked is
-    /// unreachable or cannot serve (no quorum), for up to `retry_for`.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, ApiError>
+    /// unreachable, cannot serve (no quorum) or does not answer in time, for
+    /// up to `retry_for`. Every attempt of a write carries the same request
+    /// id, so a write that committed on an attempt whose answer was lost is
+    /// not applied again.
+    async fn call<M, T, F, Fut>(&self, kind: Kind, msg: M, f: F) -> Result<T, ApiError>
     where
-        F: Fn(ObjectsClient<Channel>) -> Fut,
+        M: Clone,
+        F: Fn(ObjectsClient<Channel>, Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
         let n = self.inner.channels.len();
         let deadline = tokio::time::Instant::now() + self.inner.retry_for;
+        let request_id = (kind == Kind::Write).then(new_request_id);
         let mut backoff = Duration::from_millis(50);
         let mut tried = 0usize;
         loop {
@@ -262,10 +175,16 @@ impl Client {
             let c = ObjectsClient::new(self.inner.channels[idx].clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
-            match f(c).await {
+            let mut req = Request::new(msg.clone());
+            if let Some(id) = &request_id {
+                if let Ok(v) = MetadataValue::try_from(id.as_str()) {
+                    req.metadata_mut().insert(REQUEST_ID_HEADER, v);
+                }
+            }
+            match f(c, req).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => {
-                    let e = ApiError::from(s);
+                    let e = from_status(s);
                     if e.reason != Reason::Unavailable {
                         return Err(e);
                     }
@@ -308,19 +227,8 @@ impl Client {
         object: &Value,
         dry_run: bool,
     ) -> Result<(Value, Vec<String>), ApiError> {
-        let req = pb::CreateRequest {
-            resource: resource.into(),
-            namespace: namespace.into(),
-            object: to_json(object),
-            dry_run,
-        };
-        let r = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.create(req).await }
-            })
-            .await?;
-        Ok((from_json(&r.object)?, r.warnings))
+        let w = ObjectApi::create(self, resource, namespace, object.clone(), dry_run).await?;
+        Ok((w.object, w.warnings))
     }
 
     /// Read one object (linearizable).
@@ -340,6 +248,174 @@ impl Client {
         name: &str,
         serializable: bool,
     ) -> Result<Value, ApiError> {
+        ObjectApi::get(self, resource, namespace, name, serializable).await
+    }
+
+    /// One page of objects (all of them when `p.limit` is 0).
+    pub async fn list(
+        &self,
+        resource: &str,
+        namespace: &str,
+        p: &ListParams,
+    ) -> Result<ObjectList, ApiError> {
+        ObjectApi::list(self, resource, namespace, p).await
+    }
+
+    /// Every page of a list, read at one revision.
+    pub async fn list_all(
+        &self,
+        resource: &str,
+        namespace: &str,
+        p: &ListParams,
+    ) -> Result<ObjectList, ApiError> {
+        list_all(self, resource, namespace, p).await
+    }
+
+    /// Replace metadata and spec; a non-empty metadata.resourceVersion is a
+    /// precondition.
+    pub async fn update(
+        &self,
+        resource: &str,
+        namespace: &str,
+        object: &Value,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let w = ObjectApi::update(self, resource, namespace, object.clone(), false, false).await?;
+        Ok((w.object, w.warnings))
+    }
+
+    /// Replace only the status.
+    pub async fn update_status(
+        &self,
+        resource: &str,
+        namespace: &str,
+        object: &Value,
+    ) -> Result<Value, ApiError> {
+        let w = ObjectApi::update(self, resource, namespace, object.clone(), true, false).await?;
+        Ok(w.object)
+    }
+
+    /// Apply a JSON merge patch to the object (or, with `status`, to its status).
+    pub async fn patch(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+        status: bool,
+    ) -> Result<Value, ApiError> {
+        let w = ObjectApi::patch(
+            self,
+            resource,
+            namespace,
+            name,
+            patch.clone(),
+            status,
+            false,
+        )
+        .await?;
+        Ok(w.object)
+    }
+
+    /// Delete; returns the object as deleted (or as it now waits) and
+    /// whether it is gone.
+    pub async fn delete(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        p: &DeleteParams,
+    ) -> Result<(Value, bool), ApiError> {
+        ObjectApi::delete(self, resource, namespace, name, p).await
+    }
+
+    /// Create or update from a manifest (kubectl apply semantics).
+    pub async fn apply(
+        &self,
+        namespace: &str,
+        object: &Value,
+        dry_run: bool,
+    ) -> Result<Applied, ApiError> {
+        ObjectApi::apply(self, namespace, object.clone(), dry_run).await
+    }
+
+    /// Watch changes. The stream ends with a [`Reason::Gone`] error when the
+    /// start revision is compacted: relist then.
+    pub async fn watch(
+        &self,
+        resource: &str,
+        namespace: &str,
+        p: &WatchParams,
+    ) -> Result<WatchStream, ApiError> {
+        let raw = ObjectApi::watch(self, resource, namespace, p).await?;
+        Ok(Box::pin(raw.map(|item| {
+            let ev = item?;
+            Ok(WatchEvent {
+                kind: ev.kind,
+                object: from_json(&ev.object)?,
+            })
+        })))
+    }
+}
+
+/// Every page of a list, read at one revision.
+pub async fn list_all(
+    api: &(impl ObjectApi + ?Sized),
+    resource: &str,
+    namespace: &str,
+    p: &ListParams,
+) -> Result<ObjectList, ApiError> {
+    let mut p = p.clone();
+    let mut out = api.list(resource, namespace, &p).await?;
+    while !out.continue_token.is_empty() {
+        p.continue_token = std::mem::take(&mut out.continue_token);
+        let next = api.list(resource, namespace, &p).await?;
+        out.items.extend(next.items);
+        out.continue_token = next.continue_token;
+    }
+    Ok(out)
+}
+
+fn written(r: pb::ObjectResponse) -> Result<Written, ApiError> {
+    Ok(Written {
+        object: from_json(&r.object)?,
+        warnings: r.warnings,
+        // The wire does not say; a caller that needs it compares versions.
+        changed: true,
+    })
+}
+
+#[async_trait::async_trait]
+impl ObjectApi for Client {
+    async fn create(
+        &self,
+        resource: &str,
+        namespace: &str,
+        object: Value,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
+        let req = pb::CreateRequest {
+            resource: resource.into(),
+            namespace: namespace.into(),
+            object: to_json(&object),
+            dry_run,
+        };
+        let r = self
+            .call(
+                Kind::Write,
+                req,
+                |mut c, r| async move { c.create(r).await },
+            )
+            .await?;
+        written(r)
+    }
+
+    async fn get(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        serializable: bool,
+    ) -> Result<Value, ApiError> {
         let req = pb::GetRequest {
             resource: resource.into(),
             namespace: namespace.into(),
@@ -347,16 +423,12 @@ impl Client {
             serializable,
         };
         let r = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.get(req).await }
-            })
+            .call(Kind::Read, req, |mut c, r| async move { c.get(r).await })
             .await?;
         from_json(&r.object)
     }
 
-    /// One page of objects (all of them when `p.limit` is 0).
-    pub async fn list(
+    async fn list(
         &self,
         resource: &str,
         namespace: &str,
@@ -372,10 +444,7 @@ impl Client {
             serializable: p.serializable,
         };
         let r = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.list(req).await }
-            })
+            .call(Kind::Read, req, |mut c, r| async move { c.list(r).await })
             .await?;
         let items = r
             .items
@@ -389,98 +458,60 @@ impl Client {
         })
     }
 
-    /// Every page of a list, read at one revision.
-    pub async fn list_all(
+    async fn update(
         &self,
         resource: &str,
         namespace: &str,
-        p: &ListParams,
-    ) -> Result<ObjectList, ApiError> {
-        let mut p = p.clone();
-        let mut out = self.list(resource, namespace, &p).await?;
-        while !out.continue_token.is_empty() {
-            p.continue_token = std::mem::take(&mut out.continue_token);
-            let next = self.list(resource, namespace, &p).await?;
-            out.items.extend(next.items);
-            out.continue_token = next.continue_token;
-        }
-        Ok(out)
-    }
-
-    /// Replace metadata and spec; a non-empty metadata.resourceVersion is a
-    /// precondition.
-    pub async fn update(
-        &self,
-        resource: &str,
-        namespace: &str,
-        object: &Value,
-    ) -> Result<(Value, Vec<String>), ApiError> {
+        object: Value,
+        status: bool,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
         let req = pb::UpdateRequest {
             resource: resource.into(),
             namespace: namespace.into(),
-            object: to_json(object),
-            dry_run: false,
+            object: to_json(&object),
+            dry_run,
         };
-        let r = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.update(req).await }
+        let r = if status {
+            self.call(Kind::Write, req, |mut c, r| async move {
+                c.update_status(r).await
             })
-            .await?;
-        Ok((from_json(&r.object)?, r.warnings))
+            .await?
+        } else {
+            self.call(
+                Kind::Write,
+                req,
+                |mut c, r| async move { c.update(r).await },
+            )
+            .await?
+        };
+        written(r)
     }
 
-    /// Replace only the status.
-    pub async fn update_status(
-        &self,
-        resource: &str,
-        namespace: &str,
-        object: &Value,
-    ) -> Result<Value, ApiError> {
-        let req = pb::UpdateRequest {
-            resource: resource.into(),
-            namespace: namespace.into(),
-            object: to_json(object),
-            dry_run: false,
-        };
-        let r = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.update_status(req).await }
-            })
-            .await?;
-        from_json(&r.object)
-    }
-
-    /// Apply a JSON merge patch to the object (or, with `status`, to its status).
-    pub async fn patch(
+    async fn patch(
         &self,
         resource: &str,
         namespace: &str,
         name: &str,
-        patch: &Value,
+        patch: Value,
         status: bool,
-    ) -> Result<Value, ApiError> {
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
         let req = pb::PatchRequest {
             resource: resource.into(),
             namespace: namespace.into(),
             name: name.into(),
-            patch: to_json(patch),
+            patch: to_json(&patch),
             status,
-            dry_run: false,
+            dry_run,
         };
         let r = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.patch(req).await }
-            })
+            .call(Kind::Write, req, |mut c, r| async move { c.patch(r).await })
             .await?;
-        from_json(&r.object)
+        written(r)
     }
 
-    /// Delete; returns the object as deleted (or as it now waits) and
-    /// whether it is gone.
-    pub async fn delete(
+    async fn delete(
         &self,
         resource: &str,
         namespace: &str,
@@ -501,31 +532,28 @@ impl Client {
             dry_run: p.dry_run,
         };
         let r = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.delete(req).await }
-            })
+            .call(
+                Kind::Write,
+                req,
+                |mut c, r| async move { c.delete(r).await },
+            )
             .await?;
         Ok((from_json(&r.object)?, r.deleted))
     }
 
-    /// Create or update from a manifest (kubectl apply semantics).
-    pub async fn apply(
+    async fn apply(
         &self,
         namespace: &str,
-        object: &Value,
+        object: Value,
         dry_run: bool,
     ) -> Result<Applied, ApiError> {
         let req = pb::ApplyRequest {
             namespace: namespace.into(),
-            object: to_json(object),
+            object: to_json(&object),
             dry_run,
         };
         let r = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.apply(req).await }
-            })
+            .call(Kind::Write, req, |mut c, r| async move { c.apply(r).await })
             .await?;
         Ok(Applied {
             object: from_json(&r.object)?,
@@ -534,14 +562,24 @@ impl Client {
         })
     }
 
-    /// Watch changes. The stream ends with a [`Reason::Gone`] error when the
-    /// start revision is compacted: relist then.
-    pub async fn watch(
+    async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<Value, ApiError> {
+        let req = pb::BindRequest {
+            namespace: namespace.into(),
+            name: pod.into(),
+            node: node.into(),
+        };
+        let r = self
+            .call(Kind::Write, req, |mut c, r| async move { c.bind(r).await })
+            .await?;
+        from_json(&r.object)
+    }
+
+    async fn watch(
         &self,
         resource: &str,
         namespace: &str,
         p: &WatchParams,
-    ) -> Result<WatchStream, ApiError> {
+    ) -> Result<RawWatch, ApiError> {
         let req = pb::WatchRequest {
             resource: resource.into(),
             namespace: namespace.into(),
@@ -552,22 +590,19 @@ impl Client {
             bookmark_interval_ms: p.bookmark_interval.as_millis() as i64,
         };
         let stream = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.watch(req).await }
-            })
+            .call(Kind::Read, req, |mut c, r| async move { c.watch(r).await })
             .await?;
         Ok(Box::pin(stream.map(|item| match item {
             Ok(ev) => {
                 let kind = EventType::parse(&ev.r#type).ok_or_else(|| {
                     ApiError::internal(format!("unknown watch event type {:?}", ev.r#type))
                 })?;
-                Ok(WatchEvent {
+                Ok(RawEvent {
                     kind,
-                    object: from_json(&ev.object)?,
+                    object: ev.object,
                 })
             }
-            Err(s) => Err(ApiError::from(s)),
+            Err(s) => Err(from_status(s)),
         })))
     }
 }

@@ -1,19 +1,19 @@
 //! List-then-watch caches: a [`Reflector`] keeps a [`Cache`] of one kind
 //! equal to the store, relisting when its watch is told the start revision
-//! is Gone. Controllers, agents, proxies and DNS read caches, not the store.
+//! is Gone ([`crate::watcher`]). Agents, proxies and `flt` read caches, not
+//! the store; the controllers on the masters read the runtime's informers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use flotilla_objects::api::ListParams;
 use flotilla_objects::Resource;
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{Api, Event};
-use crate::client::{ListParams, WatchParams};
-use crate::error::Reason;
+use crate::watcher::{watch_loop, Step};
 
 /// (namespace, name)
 pub type ObjectKey = (String, String);
@@ -204,61 +204,16 @@ impl<K: Resource> Reflector<K> {
     }
 }
 
-const LIST_PAGE: i64 = 500;
-
 async fn run<K: Resource>(api: Api<K>, params: ListParams, cache: Cache<K>) {
-    let kind = K::info().kind;
-    let mut backoff = Duration::from_millis(100);
-    'relist: loop {
-        let lp = ListParams {
-            limit: LIST_PAGE,
-            continue_token: String::new(),
-            ..params.clone()
-        };
-        let list = match api.list_all(&lp).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(kind, error = %e, "reflector list failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        cache.replace(list.items, &list.resource_version);
-        tracing::debug!(kind, rv = %list.resource_version, "reflector listed");
-        loop {
-            let wp = WatchParams {
-                label_selector: params.label_selector.clone(),
-                field_selector: params.field_selector.clone(),
-                resource_version: cache.resource_version(),
-                bookmarks: true,
-                bookmark_interval: Duration::ZERO,
-            };
-            let mut stream = match api.watch(&wp).await {
-                Ok(s) => Box::pin(s),
-                Err(e) if e.is(Reason::Gone) => continue 'relist,
-                Err(e) => {
-                    tracing::warn!(kind, error = %e, "reflector watch failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            backoff = Duration::from_millis(100);
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(ev) => cache.apply(ev),
-                    Err(e) if e.is(Reason::Gone) => {
-                        tracing::info!(kind, "watch start compacted; relisting");
-                        continue 'relist;
-                    }
-                    Err(e) => {
-                        tracing::debug!(kind, error = %e, "watch ended; resuming");
-                        break;
-                    }
-                }
-            }
-            tokio::time::sleep(backoff).await;
+    watch_loop(&api, &params, Duration::ZERO, |step| {
+        match step {
+            Step::Listed {
+                items,
+                resource_version,
+            } => cache.replace(items, &resource_version),
+            Step::Event(ev) => cache.apply(ev),
         }
-    }
+        true
+    })
+    .await
 }

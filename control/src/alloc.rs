@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
-use flotilla_client::{ApiError, Reason};
+use flotilla_objects::api::{ApiError, Reason};
 use rand::Rng;
 use serde_json::{json, Value};
 

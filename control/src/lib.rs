@@ -1,24 +1,26 @@
-//! Flotilla's control plane: the object API server and the controllers
-//! that run beside it.
+//! Flotilla's object API server.
 //!
-//! Owns: the API's semantics ([`api`]: validation through
-//! `flotilla-objects`, optimistic concurrency, deletion with finalizers and
-//! grace, apply, watch), its gRPC face ([`grpc`]), the narrow interface it
-//! needs from the replicated store ([`store`]), the per-kind watch cache
-//! that fans changes out to watchers ([`watch_cache`]), service address
-//! allocation ([`alloc`]), and the garbage collector that carries out
-//! cascading and namespace deletion ([`gc`]).
+//! Owns: the API's semantics ([`api`]: one module per operation, a
+//! strategy per kind, validation through `flotilla-objects`, optimistic
+//! concurrency, deletion with finalizers and grace, apply, bind, watch), its
+//! gRPC face ([`grpc`]), the narrow interface it needs from the replicated
+//! store ([`store`]) and an in-memory implementation of it for tests
+//! ([`memstore`]), the per-kind watch cache that fans changes out to
+//! watchers ([`watch_cache`]), and service address allocation ([`alloc`]).
+//! [`ApiServer`] implements `flotilla_objects::api::ObjectApi`, so the
+//! controllers on a master call it in process, through the same admission
+//! as every other client.
 //!
 //! Must not depend on: `flotilla-raftstore`, RocksDB or Raft (the master
-//! binary plugs the store in through [`store::Store`]), nor on the node-side
-//! role crates. Controllers read through `flotilla-client` caches.
+//! binary plugs the store in through [`store::Store`]), its own client
+//! (`flotilla-client`), the controllers or the node-side role crates.
 
 pub mod alloc;
 pub mod api;
-pub mod gc;
 pub mod grpc;
+pub mod memstore;
 pub mod store;
 pub mod watch_cache;
 
-pub use api::ApiServer;
+pub use api::{ApiConfig, ApiServer};
 pub use store::Store;

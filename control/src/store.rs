@@ -72,11 +72,71 @@ pub struct WatchStream {
     pub rx: mpsc::Receiver<WatchMsg>,
 }
 
+/// A request id: the same on every retry of one API call. The store
+/// applies a transaction carrying it at most once; a retry of one that
+/// committed is answered with the first outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64, pub u64);
+
+impl RequestId {
+    /// Parse 32 hex digits (the client's encoding). None for anything else.
+    pub fn parse(s: &str) -> Option<RequestId> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let hi = u64::from_str_radix(&s[..16], 16).ok()?;
+        let lo = u64::from_str_radix(&s[16..], 16).ok()?;
+        Some(RequestId(hi, lo))
+    }
+}
+
+/// A compare-and-swap transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Txn {
+    /// Every condition must hold, or nothing is written.
+    pub conds: Vec<Cond>,
+    /// Written atomically, at one new revision. The last op is the
+    /// transaction's main key (the object): a replay reports that key.
+    pub ops: Vec<Op>,
+    /// Only a leader still in this Raft term may have it applied (a
+    /// controller's write): the store refuses it once the term is over.
+    pub fence: Option<u64>,
+    /// Applied at most once (see [`RequestId`]).
+    pub request: Option<RequestId>,
+}
+
+impl Txn {
+    pub fn new(conds: Vec<Cond>, ops: Vec<Op>) -> Self {
+        Txn {
+            conds,
+            ops,
+            ..Default::default()
+        }
+    }
+}
+
+/// What became of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnResult {
+    /// Written at this revision.
+    Committed(i64),
+    /// A condition did not hold: nothing was written.
+    Failed,
+    /// The request id was applied before (an earlier attempt of the same
+    /// call committed): nothing was written now; `key` is the main key that
+    /// earlier attempt wrote, at `revision`.
+    Replayed { revision: i64, key: Vec<u8> },
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No quorum, no leader, shutting down: another master may serve.
     #[error("{0}")]
     Unavailable(String),
+    /// A fenced write whose leadership term is over (a deposed leader's
+    /// controller): refused, nothing written.
+    #[error("leadership of term {term} is over; the write was refused")]
+    Fenced { term: u64 },
     #[error("required revision has been compacted (compacted to {compact_revision})")]
     Compacted { compact_revision: i64 },
     #[error("request is too large")]
@@ -99,9 +159,8 @@ pub trait Store: Send + Sync + 'static {
         linearizable: bool,
     ) -> Result<Page, StoreError>;
 
-    /// Apply `ops` atomically if every condition holds: Some(revision) then,
-    /// None when a condition failed (nothing written).
-    async fn txn(&self, conds: Vec<Cond>, ops: Vec<Op>) -> Result<Option<i64>, StoreError>;
+    /// Apply the transaction's ops atomically if every condition holds.
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError>;
 
     /// Follow `[start, end)` from revision `from` (0: from the next one).
     fn watch(&self, start: &[u8], end: &[u8], from: i64) -> WatchStream;
@@ -123,4 +182,20 @@ pub fn key_after(key: &[u8]) -> Vec<u8> {
     let mut k = key.to_vec();
     k.push(0);
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_parse_the_clients_encoding_only() {
+        assert_eq!(
+            RequestId::parse("0123456789abcdef00000000000000ff"),
+            Some(RequestId(0x0123_4567_89ab_cdef, 0xff))
+        );
+        assert_eq!(RequestId::parse(""), None);
+        assert_eq!(RequestId::parse("xyz"), None);
+        assert_eq!(RequestId::parse("0123456789abcdef00000000000000fg"), None);
+    }
 }

@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 use crate::api::{kind_prefix, with_rv};
 use crate::store::{prefix_end, Change, Kv, Store, WatchMsg};
 
-/// One change of one object, decoded once.
+/// One change of one object, decoded once (None: it cannot be read).
 #[derive(Debug)]
 pub struct CachedEvent {
     pub revision: i64,
@@ -209,7 +209,16 @@ impl WatchCaches {
                 tokio::select! {
                     msg = rx.recv() => match msg {
                         Some(WatchMsg::Changes { revision, changes }) => {
-                            let evs: Vec<CachedEvent> = changes.into_iter().filter_map(|ch| cached(revision, ch)).collect();
+                            // A change that cannot be read (a delete without
+                            // the object's last version, an object that is not
+                            // JSON) must not be skipped: the cache closes, and
+                            // its watchers resume from the store, which ends
+                            // them with Gone if the event is unreadable there too.
+                            let evs: Option<Vec<CachedEvent>> = changes.into_iter().map(|ch| cached(revision, ch)).collect();
+                            let Some(evs) = evs else {
+                                tracing::warn!(kind, revision, "watch cache met a change it cannot read; restarting it");
+                                break;
+                            };
                             c.append(revision, evs, capacity);
                         }
                         Some(WatchMsg::Compacted { compact_revision }) => {

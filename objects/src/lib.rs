@@ -7,12 +7,17 @@
 //! Owns: the kinds ([`core`], [`apps`], [`batch`], [`networking`],
 //! [`nodepool`]), object metadata ([`meta`]), the kind table
 //! ([`registry`]), admission ([`admit`]), label and field selectors
-//! ([`selector`]) and JSON merge patch ([`patch`]).
+//! ([`selector`]), JSON merge patch ([`patch`]), and the object API's
+//! shared vocabulary ([`api`]: errors and reasons, list, delete and watch
+//! parameters, and the [`api::ObjectApi`] trait that the API server and the
+//! client library both implement).
 //!
 //! Must not depend on: any other Flotilla crate, gRPC or storage. It is pure
-//! data and rules, used by the API server, the client library and `flt`.
+//! data and rules, used by the API server, the client library, the
+//! controllers, the node agents and `flt`.
 
 pub mod admit;
+pub mod api;
 pub mod apps;
 pub mod batch;
 pub mod core;
@@ -30,6 +35,7 @@ mod quantity;
 mod validation;
 
 pub use admit::{admit, invalid_message, validate_update, Admitted, FieldError, FieldErrorKind};
+pub use api::{ApiError, ObjectApi, Reason};
 pub use meta::{ObjectMeta, OwnerReference, Time};
 pub use patch::merge_patch;
 pub use registry::{lookup, ResourceInfo, RESOURCES};

@@ -693,9 +693,14 @@ impl KvStore {
                 let key = once_key(*id);
                 if let Some(v) = self.db.get_cf(meta, &key)? {
                     // Applied before: replay the first result, change nothing.
-                    return bincode::deserialize(&v)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()));
+                    let first: CommandResult =
+                        bincode::deserialize(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    return Ok(CommandResult {
+                        revision: first.revision,
+                        outcome: Outcome::Replayed(Box::new(first)),
+                    });
                 }
+                let events_before = fx.events.len();
                 let result = match cmd.as_ref() {
                     Command::Once { .. } | Command::Batch(_) => done(
                         cur,
@@ -703,6 +708,16 @@ impl KvStore {
                     ),
                     inner => self.execute(inner, batch, fx)?,
                 };
+                let wrote = fx.events.len() > events_before;
+                // Only a transaction that wrote something is remembered: one
+                // whose compares failed, that was refused, or that wrote
+                // nothing did nothing, so applying its id again later is as
+                // if it were applied only then. That lets one API call retry
+                // its read-modify-write rounds under one id, of which at
+                // most one ever writes.
+                if matches!(&result.outcome, Outcome::Txn(_)) && !wrote {
+                    return Ok(result);
+                }
                 let mut stored = ser(&result)?;
                 if stored.len() > ONCE_MAX_RESULT {
                     stored = ser(&CommandResult {

@@ -377,6 +377,30 @@ impl Master {
     /// follower the command is forwarded to the leader.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult> {
+        Ok(self.propose_reporting_replay(cmd).await?.0)
+    }
+
+    /// [`Master::propose`] of a command with a caller's request id (the
+    /// same on every retry of one client call): applied at most once, and
+    /// the answer says whether this was a replay of an earlier application.
+    pub async fn propose_once(
+        &self,
+        id: (u64, u64),
+        cmd: Command,
+    ) -> Result<(CommandResult, bool)> {
+        self.propose_reporting_replay(Command::Once {
+            id,
+            cmd: Box::new(cmd),
+        })
+        .await
+    }
+
+    async fn propose_reporting_replay(&self, cmd: Command) -> Result<(CommandResult, bool)> {
+        let r = self.propose_raw(cmd).await?;
+        Ok(r.unwrap_replay())
+    }
+
+    async fn propose_raw(&self, cmd: Command) -> Result<CommandResult> {
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
         // A unique id makes the retries below safe: an attempt that failed
         // ambiguously (the leader died after appending it) may still be

@@ -125,6 +125,20 @@ pub enum Outcome {
     LeaseGranted(Result<(i64, i64), KvError>),
     /// The results of a [`Command::Batch`], in order.
     Batch(Vec<CommandResult>),
+    /// A [`Command::Once`] whose id was applied before: nothing was done
+    /// now; this is the first application's result. (Last, so that the
+    /// encoding of the variants before it does not change.)
+    Replayed(Box<CommandResult>),
+}
+
+impl CommandResult {
+    /// The result, and whether it is the replay of an earlier application.
+    pub fn unwrap_replay(self) -> (CommandResult, bool) {
+        match self.outcome {
+            Outcome::Replayed(first) => (*first, true),
+            _ => (self, false),
+        }
+    }
 }
 
 impl Default for CommandResult {

@@ -441,7 +441,7 @@ fn a_replayed_request_id_changes_nothing_and_never_moves_the_revision_back() {
                      // The same request again (a retry after an ambiguous failure): the first
                      // result is replayed, nothing is written, the revision stays.
     let (again, evs) = t.apply(once(1, put("a", "1")));
-    assert_eq!(again, first);
+    assert_eq!(again.unwrap_replay(), (first.clone(), true));
     assert!(evs.is_empty());
     assert_eq!(
         t.get("a", 0).expect("a").version,
@@ -457,9 +457,56 @@ fn a_replayed_request_id_changes_nothing_and_never_moves_the_revision_back() {
     let Outcome::Batch(results) = r.outcome else {
         panic!("not a batch outcome")
     };
-    assert_eq!(results[0], first);
+    assert_eq!(results[0].clone().unwrap_replay(), (first, true));
     assert_eq!(
         results[1].revision, 4,
         "a write after a replay reused a revision"
     );
+}
+
+#[test]
+fn a_request_id_whose_compares_failed_is_not_remembered() {
+    // One API call retries its read-modify-write rounds under one request
+    // id: a round whose compares fail wrote nothing, so a later round (or a
+    // retry of the call) under the same id must run, and once one round
+    // wrote, every later one replays it.
+    let guarded = |expect_absent: bool, v: &str| {
+        Command::Txn(TxnRequest {
+            compare: vec![Compare {
+                key: b"k".to_vec(),
+                range_end: vec![],
+                result: if expect_absent {
+                    CompareResult::Equal
+                } else {
+                    CompareResult::Greater
+                },
+                target: CompareTarget::Create(0),
+            }],
+            success: vec![RequestOp::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: v.into(),
+                ..Default::default()
+            })],
+            failure: vec![],
+        })
+    };
+    let once = |cmd: Command| Command::Once {
+        id: (9, 77),
+        cmd: Box::new(cmd),
+    };
+    let mut t = T::new();
+    // "k exists" is false: nothing written, nothing remembered.
+    let (r, _) = t.apply(once(guarded(false, "x")));
+    assert!(matches!(r.outcome, Outcome::Txn(Ok(ref x)) if !x.succeeded));
+    // The next round under the same id sees the compare hold and writes.
+    let (r, evs) = t.apply(once(guarded(true, "y")));
+    let (r, replayed) = r.unwrap_replay();
+    assert!(!replayed);
+    assert!(matches!(r.outcome, Outcome::Txn(Ok(ref x)) if x.succeeded));
+    assert_eq!(evs.len(), 1);
+    // From now on the id is a replay, whatever the command says.
+    let (again, evs) = t.apply(once(guarded(true, "z")));
+    assert_eq!(again.unwrap_replay(), (r, true));
+    assert!(evs.is_empty());
+    assert_eq!(t.get("k", 0).expect("k").value, b"y".to_vec());
 }

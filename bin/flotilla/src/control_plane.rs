@@ -1,50 +1,63 @@
 //! The control plane on a master: the object API served beside the etcd
-//! API, the namespaces that always exist, and the controllers (on the
-//! leader).
+//! API, the namespaces that always exist, and the leader loops (the
+//! controllers) run by the controller runtime while this master leads.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use flotilla_control::alloc::ServiceRanges;
-use flotilla_control::gc::GarbageCollector;
 use flotilla_control::grpc::ObjectService;
-use flotilla_control::ApiServer;
+use flotilla_control::{ApiConfig, ApiServer};
+use flotilla_objects::api::ObjectApi;
 use flotilla_raftstore::{Master, MasterConfig, RunningMaster};
+use flotilla_runtime::Manager;
+use tokio::sync::watch;
 use tonic::service::Routes;
 
 use crate::store::{MasterStore, BOOTSTRAP_RETRY};
 
-/// Where this master's own controllers reach its API.
-fn loopback(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
-        match addr {
-            SocketAddr::V4(_) => "127.0.0.1".to_string(),
-            SocketAddr::V6(_) => "[::1]".to_string(),
-        }
-    } else if addr.is_ipv6() {
-        format!("[{}]", addr.ip())
-    } else {
-        addr.ip().to_string()
+/// Leadership as a stream: Some(term) while this master leads in `term`.
+fn leadership(master: &Master) -> watch::Receiver<Option<u64>> {
+    let mut metrics = master.raft.metrics();
+    let current = |m: &openraft::RaftMetrics<u64, flotilla_raftstore::types::MasterNode>| {
+        (m.state == openraft::ServerState::Leader).then_some(m.current_term)
     };
-    format!("{ip}:{}", addr.port())
+    let (tx, rx) = watch::channel(current(&metrics.borrow()));
+    tokio::spawn(async move {
+        while metrics.changed().await.is_ok() {
+            let now = current(&metrics.borrow());
+            tx.send_if_modified(|t| {
+                let changed = *t != now;
+                *t = now;
+                changed
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+        // The master is shutting down: nobody leads here any more.
+        tx.send_replace(None);
+    });
+    rx
 }
 
 /// Start a master with the object API and its controllers.
 pub async fn start(
     cfg: MasterConfig,
-    ranges: ServiceRanges,
+    api_cfg: ApiConfig,
 ) -> Result<RunningMaster, flotilla_raftstore::node::StartError> {
     let mut api = None;
     let running = flotilla_raftstore::start_with(cfg, |m: &Master| {
-        let server = ApiServer::new(Arc::new(MasterStore::new(m.clone())), ranges);
+        let server = ApiServer::new(Arc::new(MasterStore::new(m.clone())), api_cfg);
         api = Some(server.clone());
         let limit = m.cfg.limits.max_request_bytes + 512 * 1024;
         Routes::new(ObjectService::server(server, limit))
     })
     .await?;
     let master = running.master.clone();
-    if let Some(api) = api {
-        let stop = master.shutdown.clone();
+    let Some(api) = api else {
+        return Ok(running);
+    };
+    {
+        let (api, stop) = (api.clone(), master.shutdown.clone());
         tokio::spawn(async move {
             loop {
                 match api.ensure_namespaces().await {
@@ -58,13 +71,15 @@ pub async fn start(
             }
         });
     }
-    match flotilla_client::Client::connect(&[loopback(master.cfg.client_addr)]) {
-        Ok(client) => {
-            let m = master.clone();
-            let gc = GarbageCollector::new(client, Arc::new(move || m.is_leader()));
-            tokio::spawn(gc.run(master.shutdown.clone()));
-        }
-        Err(e) => tracing::error!(error = %e, "controllers not started"),
+    let fenced = api.clone();
+    let mut manager = Manager::new(
+        &master.cfg.name,
+        Arc::new(move |term| Arc::new(fenced.fenced(term)) as Arc<dyn ObjectApi>),
+    );
+    for l in flotilla_controllers::leader_loops() {
+        manager.add(l);
     }
+    let (lead, stop) = (leadership(&master), master.shutdown.clone());
+    tokio::spawn(async move { manager.run(lead, stop).await });
     Ok(running)
 }

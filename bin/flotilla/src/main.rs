@@ -65,12 +65,13 @@ struct Tuning {
 }
 
 impl Tuning {
-    fn ranges(&self) -> Result<flotilla_control::alloc::ServiceRanges> {
-        flotilla_control::alloc::ServiceRanges::parse(
+    fn api_config(&self) -> Result<flotilla_control::ApiConfig> {
+        let services = flotilla_control::alloc::ServiceRanges::parse(
             &self.service_cluster_ip_range,
             &self.service_node_port_range,
         )
-        .map_err(|e| anyhow::anyhow!(e))
+        .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(flotilla_control::ApiConfig { services })
     }
 }
 
@@ -166,7 +167,7 @@ async fn run_master(a: MasterArgs) -> Result<()> {
     let mut cfg = config(&a.name, a.data_dir, a.client_addr, a.peer_addr, &a.tuning);
     cfg.initial_cluster = parse_initial_cluster(&a.initial_cluster)?;
     cfg.join = a.join;
-    let running = control_plane::start(cfg, a.tuning.ranges()?).await?;
+    let running = control_plane::start(cfg, a.tuning.api_config()?).await?;
     stop.await;
     tracing::info!("stopping");
     running.shutdown().await;
@@ -196,7 +197,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
         let mut cfg = config(n, a.data_dir.join(n), addr(*c), addr(*p), &a.tuning);
         cfg.initial_cluster = initial.clone();
         running.push(
-            control_plane::start(cfg, a.tuning.ranges()?)
+            control_plane::start(cfg, a.tuning.api_config()?)
                 .await
                 .with_context(|| format!("starting master {n}"))?,
         );

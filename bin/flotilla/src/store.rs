@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use flotilla_control::store::{
-    Change, Cond, Kv, Op, Page, Store, StoreError, WatchMsg, WatchStream,
+    Change, Cond, Kv, Op, Page, Store, StoreError, Txn, TxnResult, WatchMsg, WatchStream,
 };
 use flotilla_raftstore::error::Error as RaftError;
 use flotilla_raftstore::kv::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, EventType, KeyValue, KvError,
-    PutRequest, RangeRequest, RequestOp, TxnRequest,
+    PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest,
 };
 use flotilla_raftstore::mvcc::RangeError;
 use flotilla_raftstore::types::{Command, Outcome};
@@ -152,19 +152,67 @@ impl Store for MasterStore {
         })
     }
 
-    async fn txn(&self, conds: Vec<Cond>, ops: Vec<Op>) -> Result<Option<i64>, StoreError> {
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        // The main key (the last op's), read back in the same transaction,
+        // so that a replay of a request id says which object it wrote.
+        let main = match txn.ops.last() {
+            Some(Op::Put(k, _)) | Some(Op::Delete(k)) => Some(k.clone()),
+            None => None,
+        };
+        let mut success: Vec<RequestOp> = txn.ops.into_iter().map(op).collect();
+        if let Some(k) = &main {
+            success.push(RequestOp::Range(RangeRequest {
+                key: k.clone(),
+                keys_only: true,
+                ..Default::default()
+            }));
+        }
         let t = TxnRequest {
-            compare: conds.into_iter().map(cond).collect(),
-            success: ops.into_iter().map(op).collect(),
+            compare: txn.conds.into_iter().map(cond).collect(),
+            success,
             failure: vec![],
         };
-        let r = self
-            .master
-            .propose(Command::Txn(t))
-            .await
-            .map_err(raft_err)?;
+        if let Some(term) = txn.fence {
+            // Fencing by term comes with the store's fenced commands; until
+            // then a controller's write is checked against this master's
+            // current leadership only.
+            let m = self.master.raft.metrics();
+            let m = m.borrow();
+            let leads = m.state == openraft::ServerState::Leader && m.current_term == term;
+            drop(m);
+            if !leads {
+                return Err(StoreError::Fenced { term });
+            }
+        }
+        let (r, replayed) = match txn.request {
+            Some(id) => self
+                .master
+                .propose_once((id.0, id.1), Command::Txn(t))
+                .await
+                .map_err(raft_err)?,
+            None => (
+                self.master
+                    .propose(Command::Txn(t))
+                    .await
+                    .map_err(raft_err)?,
+                false,
+            ),
+        };
         match r.outcome {
-            Outcome::Txn(Ok(t)) => Ok(t.succeeded.then_some(r.revision)),
+            Outcome::Txn(Ok(t)) if !t.succeeded => Ok(TxnResult::Failed),
+            Outcome::Txn(Ok(t)) if replayed => {
+                // The key the first application wrote (its read-back),
+                // not this attempt's: a generated name differs per attempt.
+                let key = match t.responses.last() {
+                    Some(ResponseOp::Range(r)) => r.kvs.first().map(|kv| kv.key.clone()),
+                    _ => None,
+                };
+                Ok(TxnResult::Replayed {
+                    revision: r.revision,
+                    key: key.or(main).unwrap_or_default(),
+                })
+            }
+            Outcome::Txn(Ok(_)) => Ok(TxnResult::Committed(r.revision)),
             Outcome::Txn(Err(e)) => Err(raft_err(RaftError::Kv(e))),
             other => Err(StoreError::Other(format!("unexpected outcome {other:?}"))),
         }

@@ -2648,7 +2648,9 @@ async fn creates_right_after_a_namespace_deletion_are_forbidden_on_every_master(
         );
         for r in [a, b] {
             match r {
-                Err(e) if e.is(Reason::Forbidden) => {}
+                // Forbidden while it terminates; NotFound once the garbage
+                // collector (which reacts to the deletion at once) removed it.
+                Err(e) if e.is(Reason::Forbidden) || e.is(Reason::NotFound) => {}
                 Ok((v, _)) => accepted.push(format!("{}/{}", ns, name(&v))),
                 Err(e) => panic!("unexpected error: {} ({})", e.message, e.reason),
             }
@@ -2668,4 +2670,90 @@ async fn creates_right_after_a_namespace_deletion_are_forbidden_on_every_master(
         },
     )
     .await;
+}
+
+/// One raw Create/Delete call to master `i` with a request id, as a client
+/// retry sends it (the id is the same on every attempt of one call).
+async fn call_with_id(
+    cluster: &Cluster,
+    i: usize,
+    id: &str,
+    req: impl FnOnce() -> RawCall,
+) -> Result<Value, tonic::Status> {
+    use flotilla_proto::objects::objects_client::ObjectsClient;
+    let mut c = ObjectsClient::connect(format!("http://{}", cluster.client_addr(i)))
+        .await
+        .expect("connect");
+    fn with_id<M>(msg: M, id: &str) -> tonic::Request<M> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut()
+            .insert("flotilla-request-id", id.parse().expect("ascii id"));
+        r
+    }
+    let bytes = match req() {
+        RawCall::Create(m) => c.create(with_id(m, id)).await?.into_inner().object,
+        RawCall::Delete(m) => c.delete(with_id(m, id)).await?.into_inner().object,
+    };
+    Ok(serde_json::from_slice(&bytes).expect("json"))
+}
+
+enum RawCall {
+    Create(flotilla_proto::objects::CreateRequest),
+    Delete(flotilla_proto::objects::DeleteRequest),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_under_its_request_id_applies_once_on_any_master() {
+    let Some((cluster, client)) =
+        start("a_write_retried_under_its_request_id_applies_once_on_any_master").await
+    else {
+        return;
+    };
+    let create = || {
+        RawCall::Create(flotilla_proto::objects::CreateRequest {
+            resource: "configmaps".into(),
+            namespace: "default".into(),
+            object: serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"generateName": "retried-"}}))
+            .expect("json"),
+            dry_run: false,
+        })
+    };
+    // The first attempt's answer is "lost"; the retry goes to another
+    // master with the same id: it gets the first attempt's object, and
+    // there is only one.
+    let id = "00000000000000000000000000c0ffee";
+    let first = call_with_id(&cluster, 0, id, create).await.expect("first");
+    let again = call_with_id(&cluster, 1, id, create).await.expect("retry");
+    assert_eq!(first["metadata"]["uid"], again["metadata"]["uid"]);
+    assert_eq!(first["metadata"]["name"], again["metadata"]["name"]);
+    let made = list_names(&client, "configmaps", "default", "").await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    // A retried delete finds the object deleted by its first attempt: it
+    // reports the deletion, not NotFound.
+    let del = || {
+        RawCall::Delete(flotilla_proto::objects::DeleteRequest {
+            resource: "configmaps".into(),
+            namespace: "default".into(),
+            name: made.iter().next().cloned().unwrap_or_default(),
+            ..Default::default()
+        })
+    };
+    let id = "00000000000000000000000000dead00";
+    call_with_id(&cluster, 2, id, del).await.expect("delete");
+    call_with_id(&cluster, 0, id, del)
+        .await
+        .expect("delete retried");
+    // A different id is a different request: NotFound now.
+    let other = call_with_id(&cluster, 0, "00000000000000000000000000dead01", del).await;
+    assert_eq!(other.expect_err("gone").code(), tonic::Code::NotFound);
+    // An id that is not 32 hex digits is refused, and changes nothing.
+    let bad = call_with_id(&cluster, 0, "not-an-id", create).await;
+    assert_eq!(
+        bad.expect_err("bad id").code(),
+        tonic::Code::InvalidArgument
+    );
+    assert!(list_names(&client, "configmaps", "default", "")
+        .await
+        .is_empty());
 }
