@@ -8,8 +8,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::apps::{Deployment, ReplicaSet};
-use crate::batch::Job;
+use crate::apps::{DaemonSet, Deployment, ReplicaSet};
+use crate::batch::{CronJob, Job};
 use crate::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
@@ -277,6 +277,18 @@ admission!(
 );
 admission!(Job, defaults::job, validation::job, validation::job_update);
 admission!(
+    CronJob,
+    defaults::cron_job,
+    validation::cron_job,
+    validation::cron_job_update
+);
+admission!(
+    DaemonSet,
+    defaults::daemon_set,
+    validation::daemon_set,
+    validation::daemon_set_update
+);
+admission!(
     Service,
     defaults::service,
     validation::service,
@@ -315,6 +327,8 @@ macro_rules! dispatch {
             "ReplicaSet" => Some($f::<ReplicaSet>($($arg),*)),
             "Deployment" => Some($f::<Deployment>($($arg),*)),
             "Job" => Some($f::<Job>($($arg),*)),
+            "CronJob" => Some($f::<CronJob>($($arg),*)),
+            "DaemonSet" => Some($f::<DaemonSet>($($arg),*)),
             "Service" => Some($f::<Service>($($arg),*)),
             "Endpoints" => Some($f::<Endpoints>($($arg),*)),
             "Ingress" => Some($f::<Ingress>($($arg),*)),
@@ -431,3 +445,5 @@ pub fn invalid_message(info: &ResourceInfo, name: &str, errors: &[FieldError]) -
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workload_tests;

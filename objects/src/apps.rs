@@ -1,4 +1,4 @@
-//! The `apps/v1` group: ReplicaSet and Deployment.
+//! The `apps/v1` group: ReplicaSet, Deployment and DaemonSet.
 
 use crate::core::PodTemplateSpec;
 use crate::meta::{object, resource, Condition, IntOrString, LabelSelector, ObjectMeta, Time};
@@ -130,6 +130,8 @@ object! {
         pub unavailable_replicas: i32,
         /// Available and Progressing conditions.
         pub conditions: Vec<DeploymentCondition>,
+        /// Hash collisions met naming the new ReplicaSet (part of the hash).
+        pub collision_count: Option<i32>,
     }
 }
 
@@ -149,5 +151,85 @@ object! {
         pub reason: String,
         /// Human-readable message.
         pub message: String,
+    }
+}
+
+object! {
+    /// Runs one pod on every eligible node.
+    pub struct DaemonSet {
+        /// "apps/v1"
+        pub api_version: String,
+        /// "DaemonSet"
+        pub kind: String,
+        /// Metadata.
+        pub metadata: ObjectMeta,
+        /// Desired state.
+        pub spec: DaemonSetSpec,
+        /// Observed state.
+        pub status: Option<DaemonSetStatus>,
+    }
+}
+resource!(DaemonSet, registry::DAEMON_SET);
+
+object! {
+    /// Desired state of a daemon set.
+    pub struct DaemonSetSpec {
+        /// Pods it owns (required; must match the template's labels).
+        pub selector: Option<LabelSelector>,
+        /// Template of the pods (restartPolicy Always).
+        pub template: PodTemplateSpec,
+        /// How pods are replaced when the template changes.
+        pub update_strategy: DaemonSetUpdateStrategy,
+        /// Seconds a pod must be ready to count as available.
+        pub min_ready_seconds: i32,
+        /// Old revisions kept (default 10).
+        pub revision_history_limit: Option<i32>,
+    }
+}
+
+object! {
+    /// How a daemon set replaces its pods.
+    pub struct DaemonSetUpdateStrategy {
+        /// RollingUpdate (default) or OnDelete.
+        #[serde(rename = "type")]
+        pub type_: String,
+        /// Parameters of RollingUpdate.
+        pub rolling_update: Option<RollingUpdateDaemonSet>,
+    }
+}
+
+object! {
+    /// Parameters of a daemon set's rolling update.
+    pub struct RollingUpdateDaemonSet {
+        /// Nodes whose pod may be unavailable at once (default 1).
+        pub max_unavailable: Option<IntOrString>,
+        /// Nodes that may run an old and a new pod at once (default 0).
+        pub max_surge: Option<IntOrString>,
+    }
+}
+
+object! {
+    /// Observed state of a daemon set.
+    pub struct DaemonSetStatus {
+        /// Nodes running a pod that should.
+        pub current_number_scheduled: i32,
+        /// Nodes running a pod that should not.
+        pub number_misscheduled: i32,
+        /// Nodes that should run a pod.
+        pub desired_number_scheduled: i32,
+        /// Nodes whose pod is ready.
+        pub number_ready: i32,
+        /// Generation last acted on.
+        pub observed_generation: i64,
+        /// Nodes running a pod of the current template.
+        pub updated_number_scheduled: i32,
+        /// Nodes whose pod is available.
+        pub number_available: i32,
+        /// Nodes that should run an available pod and do not.
+        pub number_unavailable: i32,
+        /// Hash collisions met.
+        pub collision_count: Option<i32>,
+        /// Conditions.
+        pub conditions: Vec<Condition>,
     }
 }

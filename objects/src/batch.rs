@@ -1,8 +1,8 @@
-//! The `batch/v1` group: Job.
+//! The `batch/v1` group: Job and CronJob.
 
 use std::collections::BTreeMap;
 
-use crate::core::PodTemplateSpec;
+use crate::core::{ObjectReference, PodTemplateSpec};
 use crate::meta::{object, resource, LabelSelector, ObjectMeta, Time};
 use crate::registry;
 
@@ -72,6 +72,8 @@ object! {
         pub completion_time: Option<Time>,
         /// Complete, Failed, Suspended ...
         pub conditions: Vec<JobCondition>,
+        /// Indexed jobs: the completed indexes, as ranges ("0-2,4").
+        pub completed_indexes: String,
     }
 }
 
@@ -91,6 +93,68 @@ object! {
         pub reason: String,
         /// Human-readable message.
         pub message: String,
+    }
+}
+
+object! {
+    /// Creates Jobs on a schedule.
+    pub struct CronJob {
+        /// "batch/v1"
+        pub api_version: String,
+        /// "CronJob"
+        pub kind: String,
+        /// Metadata.
+        pub metadata: ObjectMeta,
+        /// Desired state.
+        pub spec: CronJobSpec,
+        /// Observed state.
+        pub status: Option<CronJobStatus>,
+    }
+}
+resource!(CronJob, registry::CRON_JOB);
+
+object! {
+    /// Desired state of a cron job.
+    pub struct CronJobSpec {
+        /// When to run, in cron syntax ("*/5 * * * *", "@hourly").
+        pub schedule: String,
+        /// The time zone the schedule is read in (IANA name; default UTC).
+        pub time_zone: Option<String>,
+        /// Seconds after a missed time during which the job may still start.
+        pub starting_deadline_seconds: Option<i64>,
+        /// Allow (default), Forbid or Replace: what to do when the previous
+        /// run is still going.
+        pub concurrency_policy: String,
+        /// Whether runs are held back.
+        pub suspend: Option<bool>,
+        /// The Job each run creates.
+        pub job_template: JobTemplateSpec,
+        /// Finished successful jobs kept (default 3).
+        pub successful_jobs_history_limit: Option<i32>,
+        /// Finished failed jobs kept (default 1).
+        pub failed_jobs_history_limit: Option<i32>,
+    }
+}
+
+object! {
+    /// The Job a cron job creates.
+    pub struct JobTemplateSpec {
+        /// Labels and annotations of the jobs.
+        pub metadata: ObjectMeta,
+        /// Their spec.
+        pub spec: JobSpec,
+    }
+}
+
+object! {
+    /// Observed state of a cron job.
+    pub struct CronJobStatus {
+        /// The jobs running now.
+        pub active: Vec<ObjectReference>,
+        /// When a job was last started.
+        pub last_schedule_time: Option<Time>,
+        /// When a job last completed successfully.
+        pub last_successful_time: Option<Time>,
     }
 }
 

@@ -2,8 +2,10 @@
 
 use base64::Engine;
 
-use crate::apps::{Deployment, ReplicaSet, RollingUpdateDeployment};
-use crate::batch::Job;
+use crate::apps::{
+    DaemonSet, Deployment, ReplicaSet, RollingUpdateDaemonSet, RollingUpdateDeployment,
+};
+use crate::batch::{CronJob, Job, JobSpec};
 use crate::core::{
     Container, Endpoints, Namespace, NamespaceStatus, Pod, PodSpec, PodTemplateSpec, Probe,
     ReplicationController, Secret, Service,
@@ -103,6 +105,32 @@ fn template(t: &mut PodTemplateSpec, restart_policy: Option<&str>) {
 
 pub(crate) fn pod(p: &mut Pod) {
     pod_spec(&mut p.spec, Some("Always"));
+    default_toleration_seconds(&mut p.spec);
+}
+
+/// Seconds a pod stays on a node that stopped being ready or reachable
+/// before it is evicted, unless it says otherwise (Kubernetes'
+/// DefaultTolerationSeconds admission).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
+pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+
+fn default_toleration_seconds(spec: &mut PodSpec) {
+    for key in [TAINT_NOT_READY, TAINT_UNREACHABLE] {
+        let covered = spec.tolerations.iter().any(|t| {
+            (t.key == key || t.key.is_empty() && t.operator == "Exists")
+                && (t.effect.is_empty() || t.effect == "NoExecute")
+        });
+        if !covered {
+            spec.tolerations.push(crate::core::Toleration {
+                key: key.into(),
+                operator: "Exists".into(),
+                value: String::new(),
+                effect: "NoExecute".into(),
+                toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+            });
+        }
+    }
 }
 
 pub(crate) fn namespace(n: &mut Namespace) {
@@ -149,7 +177,10 @@ pub(crate) fn deployment(d: &mut Deployment) {
 /// Job defaults. The selector is left alone: the server generates it once
 /// the uid exists ([`Job::generate_selector`]).
 pub(crate) fn job(j: &mut Job) {
-    let spec = &mut j.spec;
+    job_spec(&mut j.spec);
+}
+
+fn job_spec(spec: &mut JobSpec) {
     if spec.completions.is_none() && spec.parallelism.is_none() {
         spec.completions = Some(1);
     }
@@ -158,6 +189,32 @@ pub(crate) fn job(j: &mut Job) {
     set_if_empty(&mut spec.completion_mode, "NonIndexed");
     spec.suspend.get_or_insert(false);
     template(&mut spec.template, None);
+}
+
+/// CronJob defaults (and its job template's, as a Job's).
+pub(crate) fn cron_job(c: &mut CronJob) {
+    let spec = &mut c.spec;
+    set_if_empty(&mut spec.concurrency_policy, "Allow");
+    spec.suspend.get_or_insert(false);
+    spec.successful_jobs_history_limit.get_or_insert(3);
+    spec.failed_jobs_history_limit.get_or_insert(1);
+    job_spec(&mut spec.job_template.spec);
+}
+
+/// DaemonSet defaults: RollingUpdate, one node at a time, no surge.
+pub(crate) fn daemon_set(d: &mut DaemonSet) {
+    let spec = &mut d.spec;
+    template(&mut spec.template, Some("Always"));
+    set_if_empty(&mut spec.update_strategy.type_, "RollingUpdate");
+    if spec.update_strategy.type_ == "RollingUpdate" {
+        let ru = spec
+            .update_strategy
+            .rolling_update
+            .get_or_insert_with(RollingUpdateDaemonSet::default);
+        ru.max_unavailable.get_or_insert(IntOrString::Int(1));
+        ru.max_surge.get_or_insert(IntOrString::Int(0));
+    }
+    spec.revision_history_limit.get_or_insert(10);
 }
 
 pub(crate) fn service(s: &mut Service) {

@@ -36,10 +36,12 @@ mod validation;
 
 pub use admit::{admit, invalid_message, validate_update, Admitted, FieldError, FieldErrorKind};
 pub use api::{ApiError, ObjectApi, Reason};
+pub use defaults::{DEFAULT_TOLERATION_SECONDS, TAINT_NOT_READY, TAINT_UNREACHABLE};
 pub use meta::{ObjectMeta, OwnerReference, Time};
 pub use patch::merge_patch;
 pub use registry::{lookup, ResourceInfo, RESOURCES};
 pub use selector::{FieldSelector, Selector, SelectorError};
+pub use validation::{parse_schedule, parse_time_zone};
 
 use serde::{de::DeserializeOwned, Serialize};
 

@@ -105,6 +105,24 @@ pub static DEPLOYMENT: ResourceInfo = res!(
     true
 );
 pub static JOB: ResourceInfo = res!("Job", "jobs", "job", [], "batch", true, true);
+pub static CRON_JOB: ResourceInfo = res!(
+    "CronJob",
+    "cronjobs",
+    "cronjob",
+    ["cj"],
+    "batch",
+    true,
+    true
+);
+pub static DAEMON_SET: ResourceInfo = res!(
+    "DaemonSet",
+    "daemonsets",
+    "daemonset",
+    ["ds"],
+    "apps",
+    true,
+    true
+);
 pub static SERVICE: ResourceInfo = res!("Service", "services", "service", ["svc"], "", true, true);
 pub static ENDPOINTS: ResourceInfo = res!(
     "Endpoints",
@@ -147,8 +165,10 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &REPLICATION_CONTROLLER,
     &SECRET,
     &SERVICE,
+    &DAEMON_SET,
     &DEPLOYMENT,
     &REPLICA_SET,
+    &CRON_JOB,
     &JOB,
     &NODE_POOL,
     &INGRESS,

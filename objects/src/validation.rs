@@ -20,6 +20,10 @@ use crate::{names, quantity};
 
 type Errors = Vec<FieldError>;
 
+mod workloads;
+pub(crate) use workloads::{cron_job, cron_job_update, daemon_set, daemon_set_update};
+pub use workloads::{parse_schedule, parse_time_zone};
+
 const PORT_RANGE: &str = "must be between 1 and 65535, inclusive";
 const NON_NEGATIVE: &str = "must be greater than or equal to 0";
 const IMMUTABLE: &str = "field is immutable";
@@ -1105,44 +1109,12 @@ pub(crate) fn deployment(d: &Deployment) -> Errors {
         }
         "RollingUpdate" => {
             if let Some(ru) = &s.strategy.rolling_update {
-                let up = "spec.strategy.rollingUpdate.maxUnavailable";
-                let sp = "spec.strategy.rollingUpdate.maxSurge";
-                let before = errs.len();
-                let unavailable = ru
-                    .max_unavailable
-                    .as_ref()
-                    .and_then(|v| int_or_percent(&mut errs, up, v));
-                let surge = ru
-                    .max_surge
-                    .as_ref()
-                    .and_then(|v| int_or_percent(&mut errs, sp, v));
-                if let Some((n, true)) = unavailable {
-                    if n > 100 {
-                        let shown = ru
-                            .max_unavailable
-                            .as_ref()
-                            .map(render_int_or_string)
-                            .unwrap_or_default();
-                        errs.push(FieldError::invalid(
-                            up,
-                            shown,
-                            "must not be greater than 100%",
-                        ));
-                    }
-                }
-                let zero = |v: Option<(i64, bool)>| v.is_none_or(|(n, _)| n == 0);
-                if zero(unavailable) && zero(surge) && errs.len() == before {
-                    let shown = ru
-                        .max_unavailable
-                        .as_ref()
-                        .map(render_int_or_string)
-                        .unwrap_or_else(|| "0".into());
-                    errs.push(FieldError::invalid(
-                        up,
-                        shown,
-                        "may not be 0 when `maxSurge` is 0",
-                    ));
-                }
+                rolling_limits(
+                    &mut errs,
+                    "spec.strategy.rollingUpdate",
+                    ru.max_unavailable.as_ref(),
+                    ru.max_surge.as_ref(),
+                );
             }
         }
         t => errs.push(FieldError::not_supported(
@@ -1165,6 +1137,44 @@ pub(crate) fn deployment(d: &Deployment) -> Errors {
         }
     }
     errs
+}
+
+/// maxUnavailable and maxSurge of a rolling update under `prefix`: each a
+/// count or a percentage, maxUnavailable at most 100%, not both 0.
+fn rolling_limits(
+    errs: &mut Errors,
+    prefix: &str,
+    max_unavailable: Option<&IntOrString>,
+    max_surge: Option<&IntOrString>,
+) {
+    let up = &format!("{prefix}.maxUnavailable");
+    let sp = &format!("{prefix}.maxSurge");
+    let before = errs.len();
+    let unavailable = max_unavailable.and_then(|v| int_or_percent(errs, up, v));
+    let surge = max_surge.and_then(|v| int_or_percent(errs, sp, v));
+    if let Some((n, true)) = unavailable {
+        if n > 100 {
+            let shown = max_unavailable
+                .map(render_int_or_string)
+                .unwrap_or_default();
+            errs.push(FieldError::invalid(
+                up,
+                shown,
+                "must not be greater than 100%",
+            ));
+        }
+    }
+    let zero = |v: Option<(i64, bool)>| v.is_none_or(|(n, _)| n == 0);
+    if zero(unavailable) && zero(surge) && errs.len() == before {
+        let shown = max_unavailable
+            .map(render_int_or_string)
+            .unwrap_or_else(|| "0".into());
+        errs.push(FieldError::invalid(
+            up,
+            shown,
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
 }
 
 pub(crate) fn deployment_update(old: &Deployment, new: &Deployment) -> Errors {

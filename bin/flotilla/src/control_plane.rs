@@ -43,6 +43,7 @@ fn leadership(master: &Master) -> watch::Receiver<Option<u64>> {
 pub async fn start(
     cfg: MasterConfig,
     api_cfg: ApiConfig,
+    loops: Vec<Arc<dyn flotilla_runtime::LeaderLoop>>,
 ) -> Result<RunningMaster, flotilla_raftstore::node::StartError> {
     let mut api = None;
     let running = flotilla_raftstore::start_with(cfg, |m: &Master| {
@@ -76,7 +77,7 @@ pub async fn start(
         &master.cfg.name,
         Arc::new(move |term| Arc::new(fenced.fenced(term)) as Arc<dyn ObjectApi>),
     );
-    for l in flotilla_controllers::leader_loops() {
+    for l in loops {
         manager.add(l);
     }
     let (lead, stop) = (leadership(&master), master.shutdown.clone());

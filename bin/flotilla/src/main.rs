@@ -62,6 +62,14 @@ struct Tuning {
     /// Range of node ports for NodePort and LoadBalancer services, LOW-HIGH.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// Leader loops to run, as kube-controller-manager's --controllers:
+    /// `*` for all, NAME to add one, -NAME to leave one out (e.g.
+    /// `*,-node-lifecycle-controller`); unknown names are an error.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    /// How long an event is kept after it last happened (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    event_ttl: std::time::Duration,
 }
 
 impl Tuning {
@@ -72,6 +80,13 @@ impl Tuning {
         )
         .map_err(|e| anyhow::anyhow!(e))?;
         Ok(flotilla_control::ApiConfig { services })
+    }
+
+    /// The leader loops --controllers chose.
+    fn leader_loops(&self) -> Result<Vec<std::sync::Arc<dyn flotilla_runtime::LeaderLoop>>> {
+        let all = flotilla_controllers::leader_loops(self.event_ttl);
+        flotilla_controllers::select(all, &self.controllers)
+            .map_err(|e| anyhow::anyhow!("--controllers: {e}"))
     }
 }
 
@@ -167,7 +182,8 @@ async fn run_master(a: MasterArgs) -> Result<()> {
     let mut cfg = config(&a.name, a.data_dir, a.client_addr, a.peer_addr, &a.tuning);
     cfg.initial_cluster = parse_initial_cluster(&a.initial_cluster)?;
     cfg.join = a.join;
-    let running = control_plane::start(cfg, a.tuning.api_config()?).await?;
+    let running =
+        control_plane::start(cfg, a.tuning.api_config()?, a.tuning.leader_loops()?).await?;
     stop.await;
     tracing::info!("stopping");
     running.shutdown().await;
@@ -197,7 +213,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
         let mut cfg = config(n, a.data_dir.join(n), addr(*c), addr(*p), &a.tuning);
         cfg.initial_cluster = initial.clone();
         running.push(
-            control_plane::start(cfg, a.tuning.api_config()?)
+            control_plane::start(cfg, a.tuning.api_config()?, a.tuning.leader_loops()?)
                 .await
                 .with_context(|| format!("starting master {n}"))?,
         );

@@ -47,7 +47,14 @@ async fn start(test: &str) -> Option<(Cluster, Client)> {
     if skip_on_etcd(test, false) {
         return None;
     }
-    let cluster = Cluster::start(3, Opts::default()).await;
+    // The API as clients see it: of the controllers only the garbage
+    // collector runs (the others would act on the deployments and
+    // replica sets these tests write by hand).
+    let opts = Opts {
+        extra_args: vec!["--controllers=garbage-collector".into()],
+        ..Opts::default()
+    };
+    let cluster = Cluster::start(3, opts).await;
     let client = client_all(&cluster);
     wait_for(
         Duration::from_secs(15),

@@ -70,7 +70,7 @@ impl Ctx {
     }
 
     /// The namespace a request for `info` goes to ("" when cluster-scoped).
-    fn ns(&self, info: &ResourceInfo) -> &str {
+    pub(crate) fn ns(&self, info: &ResourceInfo) -> &str {
         if info.namespaced {
             &self.namespace
         } else {
@@ -169,7 +169,8 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
             name,
             replicas,
             current_replicas,
-        } => scale(ctx, &kind, &name, replicas, current_replicas).await,
+        } => scale(ctx, &kind, name.as_deref(), replicas, current_replicas).await,
+        Command::Rollout(c) => crate::rollout::run(ctx, c).await,
         Command::Version => {
             println!("flt {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -722,33 +723,46 @@ async fn meta_change(ctx: &Ctx, a: MetaArgs, field: &str, verb: &str) -> Result<
             bail!("invalid {field} change {c:?}: use KEY=VALUE or KEY-");
         }
     }
-    let cur = ctx
-        .client
-        .get(info.plural, &ns, &a.name)
-        .await
-        .map_err(api)?;
-    let existing = cur
-        .pointer(&format!("/metadata/{field}"))
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    if !a.overwrite {
-        for (k, v) in &set {
-            if let (Some(old), Value::String(new)) = (existing.get(k).and_then(Value::as_str), v) {
-                if old != new {
-                    bail!("'{k}' already has a value ({old}), and --overwrite is false");
+    // The --overwrite check and the write are one step: the patch is
+    // conditional on the version checked, and a conflict (a controller
+    // wrote the status meanwhile) checks again on the new version.
+    let mut attempts = 0;
+    loop {
+        let cur = ctx
+            .client
+            .get(info.plural, &ns, &a.name)
+            .await
+            .map_err(api)?;
+        let existing = cur
+            .pointer(&format!("/metadata/{field}"))
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        if !a.overwrite {
+            for (k, v) in &set {
+                if let (Some(old), Value::String(new)) =
+                    (existing.get(k).and_then(Value::as_str), v)
+                {
+                    if old != new {
+                        bail!("'{k}' already has a value ({old}), and --overwrite is false");
+                    }
                 }
             }
         }
+        let rv = cur
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let patch = json!({"metadata": {field: set, "resourceVersion": rv}});
+        match ctx
+            .client
+            .patch(info.plural, &ns, &a.name, &patch, false)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if e.is(Reason::Conflict) && attempts < 10 => attempts += 1,
+            Err(e) => return Err(api(e)),
+        }
     }
-    let rv = cur
-        .pointer("/metadata/resourceVersion")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let patch = json!({"metadata": {field: set, "resourceVersion": rv}});
-    ctx.client
-        .patch(info.plural, &ns, &a.name, &patch, false)
-        .await
-        .map_err(api)?;
     println!("{} {verb}", ref_name(info, &a.name));
     Ok(())
 }
@@ -756,28 +770,34 @@ async fn meta_change(ctx: &Ctx, a: MetaArgs, field: &str, verb: &str) -> Result<
 async fn scale(
     ctx: &Ctx,
     kind: &str,
-    name: &str,
+    name: Option<&str>,
     replicas: i64,
     current: Option<i64>,
 ) -> Result<()> {
+    let (kind, name) = match (kind.split_once('/'), name) {
+        (Some((k, n)), None) => (k, n),
+        (None, Some(n)) => (kind, n),
+        (Some(_), Some(_)) => bail!("there is no need to specify a resource type as a separate argument when passing arguments in resource/name form"),
+        (None, None) => bail!("resource(s) were provided, but no name was specified"),
+    };
     let info = resolve(kind)?;
-    if !matches!(
-        info.kind,
-        "Deployment" | "ReplicaSet" | "ReplicationController"
-    ) {
-        bail!("cannot scale {}: only deployments, replicasets and replicationcontrollers have replicas", info.plural);
-    }
+    // A Job scales through its parallelism, as with kubectl.
+    let field = match info.kind {
+        "Deployment" | "ReplicaSet" | "ReplicationController" => "replicas",
+        "Job" => "parallelism",
+        _ => bail!("cannot scale {}: only deployments, replicasets, replicationcontrollers and jobs can be scaled", info.plural),
+    };
     if replicas < 0 {
         bail!(
             "The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0"
         );
     }
     let ns = ctx.ns(info).to_string();
-    let mut patch = json!({"spec": {"replicas": replicas}});
+    let mut patch = json!({"spec": {field: replicas}});
     if let Some(want) = current {
         let cur = ctx.client.get(info.plural, &ns, name).await.map_err(api)?;
         let have = cur
-            .pointer("/spec/replicas")
+            .pointer(&format!("/spec/{field}"))
             .and_then(Value::as_i64)
             .unwrap_or(1);
         if have != want {

@@ -16,6 +16,7 @@ mod config;
 mod manifest;
 #[allow(dead_code)]
 mod print;
+mod rollout;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -91,10 +92,13 @@ pub enum Command {
     Label(MetaArgs),
     /// Set or remove annotations: `flt annotate pod web note='hello'`.
     Annotate(MetaArgs),
-    /// Set the replica count of a Deployment, ReplicaSet or ReplicationController.
+    /// Set the replica count of a Deployment, ReplicaSet or
+    /// ReplicationController, or the parallelism of a Job:
+    /// `flt scale deploy/web --replicas 3`.
     Scale {
+        /// KIND/NAME, or KIND followed by NAME.
         kind: String,
-        name: String,
+        name: Option<String>,
         #[arg(long)]
         replicas: i64,
         /// Only scale when the current count is this (a precondition).
@@ -113,6 +117,9 @@ pub enum Command {
     /// Inspect and change the set of masters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Manage rollouts: status, history, undo, restart, pause, resume.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
 }
 
 #[derive(Args, Debug)]

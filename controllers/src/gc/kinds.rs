@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use flotilla_objects::apps::{Deployment, ReplicaSet};
-use flotilla_objects::batch::Job;
+use flotilla_objects::apps::{DaemonSet, Deployment, ReplicaSet};
+use flotilla_objects::batch::{CronJob, Job};
 use flotilla_objects::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
@@ -19,8 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Index of every informer: by the object's own uid.
 pub const BY_UID: &str = "uid";
-/// Index of the pod informer: by `spec.nodeName`.
-pub const BY_NODE: &str = "node";
+pub use crate::pods::BY_NODE;
 
 /// What the collector queues: a kind and an object of it.
 pub type Key = (&'static str, ObjectRef);
@@ -185,7 +184,7 @@ pub struct Kinds {
 impl Kinds {
     pub fn new(informers: &Informers) -> Self {
         let pods = informers.get::<Pod>();
-        pods.add_index(BY_NODE, Arc::new(|p: &Pod| vec![p.spec.node_name.clone()]));
+        crate::pods::index_by_node(&pods);
         Kinds {
             all: vec![
                 view::<Namespace>(informers),
@@ -196,6 +195,8 @@ impl Kinds {
                 view::<ReplicaSet>(informers),
                 view::<Deployment>(informers),
                 view::<Job>(informers),
+                view::<CronJob>(informers),
+                view::<DaemonSet>(informers),
                 view::<Service>(informers),
                 view::<Endpoints>(informers),
                 view::<Ingress>(informers),

@@ -614,8 +614,15 @@ fn pod_updates_change_only_images_deadline_and_tolerations() {
     let mut new = old.clone();
     new["spec"]["containers"][0]["image"] = json!("nginx:1.26");
     new["spec"]["activeDeadlineSeconds"] = json!(60);
-    new["spec"]["tolerations"] =
-        json!([{"key": "a", "operator": "Exists"}, {"key": "b", "operator": "Exists"}]);
+    // An addition to the existing tolerations (admission added the
+    // default not-ready and unreachable ones).
+    let mut tolerations = old["spec"]["tolerations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(tolerations.len(), 3, "{tolerations:?}");
+    tolerations.push(json!({"key": "b", "operator": "Exists"}));
+    new["spec"]["tolerations"] = json!(tolerations);
     new["status"] = json!({"phase": "Running"});
     assert_eq!(validate_update(&POD, &old, &new), vec![]);
 

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+mod apps;
+
 use super::tabwriter::tabwrite;
 use super::util::{
     age, age_at, at, flag, format_label_selector, format_labels, human_duration, int,
@@ -55,6 +57,31 @@ fn columns(kind: &str, wide: bool) -> Vec<&'static str> {
         ),
         "Job" => (
             &["NAME", "COMPLETIONS", "DURATION", "AGE"],
+            &["CONTAINERS", "IMAGES", "SELECTOR"],
+        ),
+        "CronJob" => (
+            &[
+                "NAME",
+                "SCHEDULE",
+                "TIMEZONE",
+                "SUSPEND",
+                "ACTIVE",
+                "LAST SCHEDULE",
+                "AGE",
+            ],
+            &["CONTAINERS", "IMAGES", "SELECTOR"],
+        ),
+        "DaemonSet" => (
+            &[
+                "NAME",
+                "DESIRED",
+                "CURRENT",
+                "READY",
+                "UP-TO-DATE",
+                "AVAILABLE",
+                "NODE SELECTOR",
+                "AGE",
+            ],
             &["CONTAINERS", "IMAGES", "SELECTOR"],
         ),
         "Service" => (
@@ -141,6 +168,8 @@ pub fn row(kind: &str, item: &Value, opts: &TableOpts, now: DateTime<Utc>) -> Ve
         "Deployment" => deployment_row(name, item, wide, now),
         "ReplicaSet" | "ReplicationController" => replica_set_row(name, item, wide, now),
         "Job" => job_row(name, item, wide, now),
+        "CronJob" => apps::cron_job_row(name, item, wide, now),
+        "DaemonSet" => apps::daemon_set_row(name, item, wide, now),
         "Service" => service_row(name, item, wide, now),
         "Endpoints" => vec![name, format_endpoints(item), created(item, now)],
         "Ingress" => ingress_row(name, item, wide, now),

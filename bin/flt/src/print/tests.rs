@@ -255,6 +255,27 @@ fn job_table() {
     );
 }
 
+#[test]
+fn cron_job_and_daemon_set_tables() {
+    let hourly = json!({
+        "metadata": meta("report", Some("default"), "2026-11-26T18:35:45Z"),
+        "spec": {"schedule": "0 * * * *", "timeZone": "Europe/Paris", "suspend": false},
+        "status": {"active": [{"name": "report-29400000"}], "lastScheduleTime": "2026-11-26T18:45:00Z"}
+    });
+    let held = json!({
+        "metadata": meta("cleanup", Some("default"), "2026-11-26T18:45:40Z"),
+        "spec": {"schedule": "*/5 * * * *", "suspend": true}
+    });
+    check(&table("cj", &[hourly, held], &opts(), now()), CRON_JOBS);
+    let logs = json!({
+        "metadata": meta("logs", Some("kube-system"), "2026-11-26T18:35:45Z"),
+        "spec": {"template": {"spec": {"nodeSelector": {"disk": "ssd", "arch": "amd64"}}}},
+        "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+            "updatedNumberScheduled": 1, "numberAvailable": 2}
+    });
+    check(&table("ds", &[logs], &opts(), now()), DAEMON_SETS);
+}
+
 fn services() -> Vec<Value> {
     let mut web_meta = meta("web", Some("default"), FORTY5_D);
     web_meta["labels"] = json!({"app": "web"});
@@ -799,6 +820,15 @@ NAME        COMPLETIONS   DURATION   AGE
 pi          1/1           35s        5m45s
 batch       0/1 of 3      10m        10m
 unstarted   0/5                      5s
+"#;
+const CRON_JOBS: &str = r#"
+NAME      SCHEDULE      TIMEZONE       SUSPEND   ACTIVE   LAST SCHEDULE   AGE
+report    0 * * * *     Europe/Paris   False     1        45s             10m
+cleanup   */5 * * * *   <none>         True      0        <none>          5s
+"#;
+const DAEMON_SETS: &str = r#"
+NAME   DESIRED   CURRENT   READY   UP-TO-DATE   AVAILABLE   NODE SELECTOR         AGE
+logs   3         3         2       1            2           arch=amd64,disk=ssd   10m
 "#;
 const SERVICES: &str = r#"
 NAME           TYPE           CLUSTER-IP   EXTERNAL-IP        PORT(S)                      AGE

@@ -1,0 +1,329 @@
+//! The workload controllers on real masters, with hollow nodes: a task in
+//! the test stands in for the agents (binds pods, reports them running and
+//! ready, finishes them as their `test/exit` label says, and removes pods
+//! being deleted). Rollouts keep their promise, undo goes back, a Job
+//! completes, and a SIGKILL of the leader during a rollout ends with
+//! exactly the replicas asked for.
+//!
+//! Flotilla only: with `FLOTILLA_TEST_TARGET=etcd` every test here is skipped.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use flotilla_client::{Client, DeleteParams, ListParams};
+use flotilla_objects::api::ObjectApi;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+fn client_all(c: &Cluster) -> Client {
+    let addrs: Vec<String> = (0..c.masters.len()).map(|i| c.client_addr(i)).collect();
+    Client::connect(&addrs).expect("client")
+}
+
+async fn start(test: &str) -> Option<(Cluster, Client, CancellationToken)> {
+    if skip_on_etcd(test, false) {
+        return None;
+    }
+    let cluster = Cluster::start(3, Opts::default()).await;
+    let client = client_all(&cluster);
+    wait_for(
+        Duration::from_secs(15),
+        "the namespace default exists",
+        async || client.get("namespaces", "", "default").await,
+    )
+    .await;
+    let stop = CancellationToken::new();
+    tokio::spawn(hollow_nodes(client.clone(), stop.clone()));
+    Some((cluster, client, stop))
+}
+
+fn text<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Three hollow nodes: what the agents would do to each pod, every 50 ms.
+async fn hollow_nodes(client: Client, stop: CancellationToken) {
+    let n = AtomicUsize::new(0);
+    loop {
+        if let Ok(list) = client.list("pods", "default", &ListParams::default()).await {
+            for p in list.items {
+                let _ = hollow_step(&client, &p, &n).await;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+async fn hollow_step(
+    client: &Client,
+    p: &Value,
+    n: &AtomicUsize,
+) -> Result<(), flotilla_client::ApiError> {
+    let name = text(p, "/metadata/name");
+    if p.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+    {
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        client.delete("pods", "default", name, &dp).await?;
+        return Ok(());
+    }
+    if text(p, "/spec/nodeName").is_empty() {
+        let i = n.fetch_add(1, Ordering::SeqCst) % 3;
+        ObjectApi::bind(client, "default", name, &format!("hollow-{i}")).await?;
+        return Ok(());
+    }
+    let phase = text(p, "/status/phase");
+    let exit = p
+        .pointer("/metadata/labels/test~1exit")
+        .and_then(Value::as_str);
+    let status = match (phase, exit) {
+        ("Pending", _) => json!({"status": {"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "True", "lastTransitionTime": flotilla_objects::Time::now()}]}}),
+        ("Running", Some("0")) => {
+            json!({"status": {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}]}})
+        }
+        ("Running", Some(_)) => {
+            json!({"status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}]}})
+        }
+        _ => return Ok(()),
+    };
+    client
+        .patch("pods", "default", name, &status, true)
+        .await
+        .map(|_| ())
+}
+
+fn deployment(replicas: i64, image: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": image}]}}}})
+}
+
+/// Live pods by image, and how many of them are ready.
+async fn pods_by_image(client: &Client) -> (BTreeMap<String, usize>, usize) {
+    let list = client
+        .list("pods", "default", &ListParams::default())
+        .await
+        .expect("pods");
+    let mut by = BTreeMap::new();
+    let mut ready = 0;
+    for p in &list.items {
+        if p.pointer("/metadata/deletionTimestamp")
+            .is_some_and(|t| !t.is_null())
+        {
+            continue;
+        }
+        if !matches!(text(p, "/status/phase"), "Running" | "Pending") {
+            continue;
+        }
+        *by.entry(text(p, "/spec/containers/0/image").to_string())
+            .or_insert(0) += 1;
+        let is_ready = p
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+        ready += usize::from(is_ready);
+    }
+    (by, ready)
+}
+
+async fn rolled_out(client: &Client, replicas: i64, image: &str) {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{replicas} ready pods of {image} and nothing else"),
+        async || {
+            let d = client
+                .get("deployments", "default", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            let (by, ready) = pods_by_image(client).await;
+            let want = BTreeMap::from([(image.to_string(), replicas as usize)]);
+            let observed =
+                d.pointer("/status/observedGeneration") == d.pointer("/metadata/generation");
+            if by == want
+                && ready == replicas as usize
+                && observed
+                && d.pointer("/status/availableReplicas") == Some(&json!(replicas))
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "pods {by:?}, ready {ready}, status {}",
+                    d["status"]
+                ))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_keeps_its_promise_and_undo_goes_back() {
+    let Some((mut cluster, client, stop)) =
+        start("a_rolling_update_keeps_its_promise_and_undo_goes_back").await
+    else {
+        return;
+    };
+    client
+        .apply("default", &deployment(5, "v1"), false)
+        .await
+        .expect("apply");
+    rolled_out(&client, 5, "v1").await;
+    // While it rolls out, at least 5 - maxUnavailable pods stay ready on
+    // every look.
+    let watching = CancellationToken::new();
+    let low = Arc::new(AtomicUsize::new(usize::MAX));
+    let (c2, w2, l2) = (client.clone(), watching.clone(), low.clone());
+    let watcher = tokio::spawn(async move {
+        while !w2.is_cancelled() {
+            let (_, ready) = pods_by_image(&c2).await;
+            l2.fetch_min(ready, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    client
+        .apply("default", &deployment(5, "v2"), false)
+        .await
+        .expect("update");
+    rolled_out(&client, 5, "v2").await;
+    watching.cancel();
+    watcher.await.expect("watcher");
+    let low = low.load(Ordering::SeqCst);
+    assert!(
+        low >= 4,
+        "ready pods fell to {low} during the rollout (promised at least 4)"
+    );
+    // Undo (what `flt rollout undo` writes): the v1 template comes back, on
+    // the first ReplicaSet, now the newest revision.
+    client
+        .apply("default", &deployment(5, "v1"), false)
+        .await
+        .expect("undo");
+    rolled_out(&client, 5, "v1").await;
+    let sets = client
+        .list("replicasets", "default", &ListParams::default())
+        .await
+        .expect("rs");
+    assert_eq!(sets.items.len(), 2, "no third ReplicaSet");
+    stop.cancel();
+    cluster.assert_none_exited();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_rollout_ends_with_exactly_the_replicas_asked_for() {
+    let Some((mut cluster, client, stop)) =
+        start("the_leader_killed_mid_rollout_ends_with_exactly_the_replicas_asked_for").await
+    else {
+        return;
+    };
+    client
+        .apply("default", &deployment(6, "v1"), false)
+        .await
+        .expect("apply");
+    rolled_out(&client, 6, "v1").await;
+    client
+        .apply("default", &deployment(6, "v2"), false)
+        .await
+        .expect("update");
+    wait_for(
+        Duration::from_secs(30),
+        "the rollout has started",
+        async || {
+            let (by, _) = pods_by_image(&client).await;
+            if by.contains_key("v2") {
+                Ok(())
+            } else {
+                Err(format!("{by:?}"))
+            }
+        },
+    )
+    .await;
+    let leader = cluster.leader().await;
+    cluster.kill(leader);
+    rolled_out(&client, 6, "v2").await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_completes_and_a_failing_job_stops_at_its_backoff_limit() {
+    let Some((_cluster, client, stop)) =
+        start("a_job_completes_and_a_failing_job_stops_at_its_backoff_limit").await
+    else {
+        return;
+    };
+    let job = |name: &str, exit: &str, spec: Value| {
+        let mut j = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"template": {"metadata": {"labels": {"test/exit": exit}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
+        flotilla_objects::merge_patch(&mut j, &json!({"spec": spec}));
+        j
+    };
+    client
+        .apply(
+            "default",
+            &job("pi", "0", json!({"completions": 4, "parallelism": 2})),
+            false,
+        )
+        .await
+        .expect("job");
+    // backoffLimit 0: the first failure ends it (no back-off wait).
+    client
+        .apply(
+            "default",
+            &job("bad", "1", json!({"backoffLimit": 0})),
+            false,
+        )
+        .await
+        .expect("job");
+    for (name, cond, reason) in [
+        ("pi", "Complete", "CompletionsReached"),
+        ("bad", "Failed", "BackoffLimitExceeded"),
+    ] {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("job {name} {cond}"),
+            async || {
+                let j = client
+                    .get("jobs", "default", name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ok = j
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| {
+                        c.iter().any(|c| {
+                            c["type"] == cond && c["status"] == "True" && c["reason"] == reason
+                        })
+                    });
+                if ok {
+                    Ok(j)
+                } else {
+                    Err(j["status"].to_string())
+                }
+            },
+        )
+        .await;
+    }
+    let pi = client.get("jobs", "default", "pi").await.expect("pi");
+    assert_eq!(pi.pointer("/status/succeeded"), Some(&json!(4)));
+    let bad = client.get("jobs", "default", "bad").await.expect("bad");
+    assert_eq!(bad.pointer("/status/failed"), Some(&json!(1)));
+    stop.cancel();
+}
