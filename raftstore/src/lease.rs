@@ -27,12 +27,34 @@ pub enum Renewal {
 
 #[derive(Default)]
 pub struct Lessor {
-    leases: Mutex<HashMap<i64, (i64, Instant)>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Granted TTL and expiry of every lease.
+    leases: HashMap<i64, (i64, Instant)>,
+    /// The leadership term the expiry times were started for: only then are
+    /// they a leader's (a follower's are only when each lease was granted).
+    term: Option<u64>,
+}
+
+impl std::ops::Deref for State {
+    type Target = HashMap<i64, (i64, Instant)>;
+    fn deref(&self) -> &Self::Target {
+        &self.leases
+    }
+}
+
+impl std::ops::DerefMut for State {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.leases
+    }
 }
 
 impl Lessor {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (i64, Instant)>> {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn expiry(ttl: i64) -> Instant {
@@ -47,9 +69,27 @@ impl Lessor {
         self.lock().remove(&id);
     }
 
-    /// Start every lease's clock again (on becoming leader or after a snapshot).
+    /// Start every lease's clock again (after a snapshot replaced the
+    /// state); the clocks belong to no leadership term.
     pub fn reset(&self, leases: &[(i64, i64)]) {
         let mut m = self.lock();
+        Self::restart(&mut m, leases);
+        m.term = None;
+    }
+
+    /// Start every lease's clock again for a leadership term that begins.
+    pub fn reset_for_term(&self, term: u64, leases: &[(i64, i64)]) {
+        let mut m = self.lock();
+        Self::restart(&mut m, leases);
+        m.term = Some(term);
+    }
+
+    /// The leadership term the clocks were last started for.
+    pub fn term(&self) -> Option<u64> {
+        self.lock().term
+    }
+
+    fn restart(m: &mut State, leases: &[(i64, i64)]) {
         m.clear();
         for (id, ttl) in leases {
             m.insert(*id, (*ttl, Self::expiry(*ttl)));

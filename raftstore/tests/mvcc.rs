@@ -25,10 +25,29 @@ impl T {
         }
     }
 
+    /// Close the store and open it again from disk, as a restart after a
+    /// crash would (a killed process keeps its unsynced writes in the page
+    /// cache, and so does a closed database).
+    fn reopen(self) -> T {
+        let T { _dir, store, index } = self;
+        drop(store);
+        let db = engine::open(&_dir.path().join("db")).expect("reopen");
+        T {
+            store: Arc::new(KvStore::open(db).expect("store")),
+            _dir,
+            index,
+        }
+    }
+
     fn apply(&mut self, cmd: Command) -> (CommandResult, Vec<Event>) {
+        self.apply_in_term(1, cmd)
+    }
+
+    /// Apply `cmd` as the leader of `term` would have it in its log entry.
+    fn apply_in_term(&mut self, term: u64, cmd: Command) -> (CommandResult, Vec<Event>) {
         self.index += 1;
         let e = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), self.index),
             payload: EntryPayload::Normal(cmd),
         };
         let (r, fx) = self.store.apply(&e).expect("apply");
@@ -509,4 +528,219 @@ fn a_request_id_whose_compares_failed_is_not_remembered() {
     assert_eq!(again.unwrap_replay(), (r, true));
     assert!(evs.is_empty());
     assert_eq!(t.get("k", 0).expect("k").value, b"y".to_vec());
+}
+
+/// Every version of `key` still stored, newest first.
+fn stored_versions(store: &KvStore, key: &[u8]) -> Vec<i64> {
+    let db = store.db();
+    let mut it = db.raw_iterator_cf(engine::cf(db, engine::CF_KV));
+    it.seek(engine::encoded_key(key));
+    let mut out = Vec::new();
+    while let Some(k) = it.key() {
+        match engine::decode_mvcc_key(k) {
+            Some((u, rev)) if u == key => out.push(rev),
+            _ => break,
+        }
+        it.next();
+    }
+    out
+}
+
+#[test]
+fn physical_compaction_never_exposes_an_older_version_of_a_deleted_key_even_after_a_crash() {
+    let mut t = T::new();
+    for i in 0..40 {
+        t.put("k", &format!("v{i}"));
+    }
+    t.put("j", "1");
+    t.del("k", "");
+    let upto = t.put("l", "1");
+    t.apply(Command::Compact { revision: upto });
+    // Small writes, so that there are many states between two writes; the
+    // compaction is cut short (a crash) after the third.
+    let mut writes = 0;
+    let mut seen_states = 0;
+    t.store
+        .compact_physical_observed(upto, 7, &mut |s: &KvStore| {
+            writes += 1;
+            let k = s.get_latest(b"k").expect("read");
+            assert!(
+                k.is_none(),
+                "after write {writes} of the compaction the deleted key is back: {k:?}"
+            );
+            let all = s
+                .range(&RangeRequest {
+                    key: b"\0".to_vec(),
+                    range_end: b"\0".to_vec(),
+                    ..Default::default()
+                })
+                .expect("range");
+            assert_eq!(all.count, 2, "only j and l exist");
+            seen_states += 1;
+            writes < 3
+        })
+        .expect("compaction");
+    assert_eq!(seen_states, 3, "the compaction was not cut short");
+    let mut t = t.reopen();
+    assert!(
+        t.get("k", 0).is_none(),
+        "the deleted key is back after a crash"
+    );
+    let rev = t.put("k", "new");
+    let k = t.get("k", 0).expect("k");
+    assert_eq!(
+        (k.version, k.create_revision),
+        (1, rev),
+        "a key put after its delete starts again at version 1"
+    );
+    // The next run (a restart resumes it) finishes what the crash left.
+    t.store.compact_physical(upto).expect("compaction");
+    assert_eq!(stored_versions(&t.store, b"k"), vec![rev]);
+}
+
+#[test]
+fn watch_history_read_during_compaction_reports_compacted_rather_than_a_delete_without_its_value() {
+    let mut t = T::new();
+    t.put("k", "1");
+    t.put("k", "2");
+    let deleted_at = t.del("k", "");
+    let upto = t.put("x", "1");
+    // A watcher reads history from `deleted_at`, allowed when it checked
+    // (the compaction to `upto` not applied yet), while the physical
+    // compaction runs: history is read between each two of its writes (one
+    // delete per write).
+    let mut checked = 0;
+    t.store
+        .compact_physical_observed(upto, 1, &mut |s: &KvStore| {
+            match s.history(deleted_at, b"\0", b"\0", 100) {
+                Ok((h, _)) => {
+                    for (rev, evs) in h {
+                        for e in evs {
+                            assert!(
+                                e.kind != EventType::Delete || e.prev_kv.is_some(),
+                                "a delete at {rev} without its previous value: a watcher would \
+                                 silently miss it"
+                            );
+                        }
+                    }
+                }
+                Err(RangeError::Kv(KvError::Compacted { .. })) => {}
+                Err(e) => panic!("history: {e}"),
+            }
+            checked += 1;
+            true
+        })
+        .expect("compaction");
+    assert!(checked >= 3, "history was read in only {checked} states");
+}
+
+fn put_cmd(k: &str, v: &str) -> Command {
+    Command::Txn(TxnRequest::single(RequestOp::Put(PutRequest {
+        key: k.into(),
+        value: v.into(),
+        ..Default::default()
+    })))
+}
+
+#[test]
+fn a_fenced_command_is_applied_only_in_the_term_it_was_fenced_with() {
+    let mut t = T::new();
+    let fenced = |term: u64, cmd: Command| Command::Fenced {
+        term,
+        cmd: Box::new(cmd),
+    };
+    // Proposed by the leader of term 3, in term 3: applied.
+    let (r, evs) = t.apply_in_term(3, fenced(3, put_cmd("a", "1")));
+    assert!(matches!(r.outcome, Outcome::Txn(Ok(_))), "{r:?}");
+    assert_eq!(evs.len(), 1);
+    // The leader of term 3, deposed, has its write reach the log of term 4
+    // (forwarded to or retried on the new leader): refused, nothing written.
+    let (r, evs) = t.apply_in_term(4, fenced(3, put_cmd("a", "2")));
+    assert_eq!(r.outcome, Outcome::Fenced { term: 3 });
+    assert!(evs.is_empty());
+    assert_eq!(t.get("a", 0).expect("a").value, b"1");
+    // Inside a request id, a refusal is not remembered: the id stays free.
+    let once = |cmd| Command::Once {
+        id: (7, 7),
+        cmd: Box::new(cmd),
+    };
+    let (r, _) = t.apply_in_term(4, once(fenced(3, put_cmd("a", "3"))));
+    assert_eq!(r.outcome, Outcome::Fenced { term: 3 });
+    let (r, _) = t.apply_in_term(4, once(fenced(4, put_cmd("a", "4"))));
+    assert!(matches!(r.outcome, Outcome::Txn(Ok(_))), "{r:?}");
+    assert_eq!(t.get("a", 0).expect("a").value, b"4");
+    // And in a batch, each command is judged on its own.
+    let (r, _) = t.apply_in_term(
+        5,
+        Command::Batch(vec![
+            fenced(4, put_cmd("b", "x")),
+            fenced(5, put_cmd("c", "y")),
+        ]),
+    );
+    let Outcome::Batch(rs) = r.outcome else {
+        panic!("not a batch outcome")
+    };
+    assert_eq!(rs[0].outcome, Outcome::Fenced { term: 4 });
+    assert!(t.get("b", 0).is_none());
+    assert!(t.get("c", 0).is_some());
+}
+
+#[test]
+fn the_cluster_id_is_set_once_and_only_by_a_written_command() {
+    let mut t = T::new();
+    assert_eq!(t.store.cluster_id(), 0);
+    t.apply(Command::SetClusterId { id: 42 });
+    assert_eq!(t.store.cluster_id(), 42);
+    t.apply(Command::SetClusterId { id: 43 });
+    assert_eq!(t.store.cluster_id(), 42);
+    let t = t.reopen();
+    assert_eq!(t.store.cluster_id(), 42);
+}
+
+#[test]
+fn a_read_only_txn_reads_one_revision_even_while_writes_are_applied() {
+    let mut t = T::new();
+    t.put("a", "1");
+    let cmp = Compare {
+        result: CompareResult::Equal,
+        target: CompareTarget::Value(b"1".to_vec()),
+        key: b"a".to_vec(),
+        range_end: vec![],
+    };
+    let get = RequestOp::Range(RangeRequest {
+        key: b"a".to_vec(),
+        ..Default::default()
+    });
+    let req = TxnRequest {
+        compare: vec![cmp],
+        success: vec![get.clone()],
+        failure: vec![get],
+    };
+    // An apply in progress: its version of `a` (revision 3) is written,
+    // the store's revision not moved yet. A read-only transaction now reads
+    // revision 2, its compares as much as its ranges.
+    let db = t.store.db();
+    let rec = engine::Record {
+        tombstone: false,
+        create_revision: 2,
+        version: 2,
+        lease: 0,
+        value: b"2".to_vec(),
+    };
+    db.put_cf(
+        engine::cf(db, engine::CF_KV),
+        engine::mvcc_key(b"a", 3),
+        rec.encode(),
+    )
+    .expect("write");
+    let (resp, rev) = t.store.read_only_txn(&req).expect("txn");
+    assert_eq!(rev, 2);
+    let ResponseOp::Range(r) = &resp.responses[0] else {
+        panic!("not a range")
+    };
+    assert_eq!(
+        (resp.succeeded, r.kvs[0].value.as_slice()),
+        (true, &b"1"[..]),
+        "the compare and the range of one read-only transaction read different revisions"
+    );
 }
