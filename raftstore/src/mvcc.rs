@@ -14,10 +14,13 @@ use crate::kv::*;
 
 mod apply;
 mod compact;
+mod once;
 mod txn;
+
 use crate::types::{
     Command, CommandResult, Entry, LogId, MemberAddrs, NodeId, Outcome, StoredMembership,
 };
+pub use once::{OnceLimits, OnceWindow};
 
 pub const META_APPLIED: &[u8] = b"applied";
 pub const META_MEMBERSHIP: &[u8] = b"membership";
@@ -27,29 +30,6 @@ pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
 pub const META_MEMBER_PREFIX: &[u8] = b"member/";
 /// `(log index, last sub-command written)` while a batched entry is half applied.
 pub const META_BATCH_PROGRESS: &[u8] = b"batch_progress";
-/// Results of recently applied [`Command::Once`] commands: `once/` ++ id.
-const META_ONCE_PREFIX: &[u8] = b"once/";
-/// The order they were applied in: `oncelog/` ++ be(seq) → `once/` key.
-const META_ONCE_LOG_PREFIX: &[u8] = b"oncelog/";
-const META_ONCE_SEQ: &[u8] = b"once_seq";
-/// How many applied request ids are remembered (retries happen within seconds).
-const ONCE_WINDOW: i64 = 100_000;
-/// Results larger than this are not kept for replay.
-const ONCE_MAX_RESULT: usize = 64 * 1024;
-
-fn once_key(id: (u64, u64)) -> Vec<u8> {
-    let mut k = META_ONCE_PREFIX.to_vec();
-    k.extend_from_slice(&id.0.to_be_bytes());
-    k.extend_from_slice(&id.1.to_be_bytes());
-    k
-}
-
-fn once_log_key(seq: i64) -> Vec<u8> {
-    let mut k = META_ONCE_LOG_PREFIX.to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
 fn ser<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     bincode::serialize(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -77,8 +57,8 @@ pub struct Effects {
     pub leases_revoked: Vec<i64>,
     pub compacted_to: Option<i64>,
     pub members_changed: bool,
-    /// The new count of applied request ids, when this command had one.
-    pub once_seq: Option<i64>,
+    /// The window of remembered request ids, when this command changed it.
+    pub once: Option<OnceWindow>,
     /// The cluster id this command set.
     pub cluster_id: Option<u64>,
 }
@@ -88,8 +68,9 @@ pub struct KvStore {
     revision: AtomicI64,
     compact_revision: AtomicI64,
     cluster_id: AtomicU64,
-    /// How many [`Command::Once`] ids have been applied (deterministic).
-    once_seq: AtomicI64,
+    /// The window of remembered [`Command::Once`] ids, as committed.
+    once: Mutex<OnceWindow>,
+    once_limits: Mutex<OnceLimits>,
     /// The member directory, cached so that no service reads RocksDB for it.
     directory: std::sync::RwLock<Vec<(NodeId, MemberAddrs)>>,
     /// Held by physical compaction and by snapshot installation, which must not overlap.
@@ -127,7 +108,8 @@ impl KvStore {
             revision: AtomicI64::new(0),
             compact_revision: AtomicI64::new(0),
             cluster_id: AtomicU64::new(0),
-            once_seq: AtomicI64::new(0),
+            once: Mutex::new(OnceWindow::default()),
+            once_limits: Mutex::new(OnceLimits::default()),
             directory: std::sync::RwLock::new(Vec::new()),
             maintenance: Mutex::new(()),
             readers: std::sync::RwLock::new(()),
@@ -147,8 +129,8 @@ impl KvStore {
             meta_i64(&self.db, META_CLUSTER_ID)? as u64,
             Ordering::SeqCst,
         );
-        self.once_seq
-            .store(meta_i64(&self.db, META_ONCE_SEQ)?, Ordering::SeqCst);
+        let window = self.load_once_window()?;
+        *self.once.lock().unwrap_or_else(|p| p.into_inner()) = window;
         let dir = self.members_from_db()?;
         *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;
         Ok(())

@@ -120,6 +120,14 @@ pub enum Command {
         term: u64,
         cmd: Box<Command>,
     },
+    /// A log entry's command with the time (ms since the Unix epoch) the
+    /// leader that wrote the entry stamped it with: the log's clock, by
+    /// which remembered request ids are forgotten
+    /// ([`crate::mvcc::OnceLimits`]). Only ever around an entry's command.
+    At {
+        ms: u64,
+        cmd: Box<Command>,
+    },
 }
 
 /// What applying a [`Command`] produced, with the store revision after it.

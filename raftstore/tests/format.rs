@@ -83,6 +83,10 @@ fn entries() -> Vec<Entry> {
             term: 4,
             cmd: Box::new(Command::Txn(txn)),
         },
+        Command::At {
+            ms: 1_764_000_000_000,
+            cmd: Box::new(Command::Batch(vec![Command::SetClusterId { id: 1 }])),
+        },
     ];
     let log_id = |i| LogId::new(CommittedLeaderId::new(3, 11), i);
     let mut out = vec![
@@ -168,6 +172,7 @@ fn results() -> Vec<CommandResult> {
         r(Outcome::Batch(vec![r(Outcome::Done(Ok(())))])),
         r(Outcome::Replayed(Box::new(r(Outcome::Done(Ok(())))))),
         r(Outcome::Fenced { term: 4 }),
+        r(Outcome::Txn(Err(KvError::TooManyRequests))),
     ]
 }
 

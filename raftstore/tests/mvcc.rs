@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use flotilla_raftstore::engine;
 use flotilla_raftstore::kv::*;
-use flotilla_raftstore::mvcc::{KvStore, RangeError};
+use flotilla_raftstore::mvcc::{KvStore, OnceLimits, RangeError};
 use flotilla_raftstore::types::{Command, CommandResult, Entry, Outcome};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
@@ -743,4 +743,56 @@ fn a_read_only_txn_reads_one_revision_even_while_writes_are_applied() {
         (true, &b"1"[..]),
         "the compare and the range of one read-only transaction read different revisions"
     );
+}
+
+#[test]
+fn request_ids_are_forgotten_after_the_time_bound_and_a_full_window_refuses_new_ones() {
+    let mut t = T::new();
+    t.store.set_once_limits(OnceLimits {
+        keep_ms: 1000,
+        max_ids: 2,
+        max_bytes: 1 << 20,
+    });
+    // Entries as a leader writes them: stamped with its clock.
+    let mut at = |ms: u64, n: u64, k: &str| {
+        let once = Command::Once {
+            id: (1, n),
+            cmd: Box::new(put_cmd(k, "v")),
+        };
+        t.apply(Command::At {
+            ms,
+            cmd: Box::new(once),
+        })
+        .0
+        .outcome
+    };
+    assert!(matches!(at(10_000, 1, "a"), Outcome::Txn(Ok(_))));
+    assert!(matches!(at(10_100, 2, "b"), Outcome::Txn(Ok(_))));
+    // A retry within the window replays.
+    assert!(matches!(at(10_200, 1, "a"), Outcome::Replayed(_)));
+    // A third id while both are young: remembering it would forget one
+    // whose retry could then apply twice. Refused, nothing written.
+    assert_eq!(
+        at(10_300, 3, "c"),
+        Outcome::Txn(Err(KvError::TooManyRequests))
+    );
+    assert!(matches!(at(10_400, 1, "a"), Outcome::Replayed(_)));
+    // Log time passes id 1's bound: it is forgotten, id 3 fits.
+    assert!(matches!(at(11_050, 3, "c"), Outcome::Txn(Ok(_))));
+    // And past id 2's: id 1, long forgotten, is a new request again.
+    assert!(matches!(at(11_200, 1, "a"), Outcome::Txn(Ok(_))));
+    let t = t.reopen();
+    // The window survives a restart: id 3 is still remembered.
+    let mut t = t;
+    let r = t
+        .apply(Command::At {
+            ms: 11_300,
+            cmd: Box::new(Command::Once {
+                id: (1, 3),
+                cmd: Box::new(put_cmd("c", "v")),
+            }),
+        })
+        .0;
+    assert!(matches!(r.outcome, Outcome::Replayed(_)), "{r:?}");
+    assert_eq!(t.get("c", 0).expect("c").version, 1);
 }

@@ -38,9 +38,10 @@ fn kv(k: KeyValue) -> Kv {
 
 fn raft_err(e: RaftError) -> StoreError {
     match e {
-        RaftError::NoLeader | RaftError::Timeout | RaftError::Unavailable(_) => {
-            StoreError::Unavailable(e.to_string())
-        }
+        RaftError::NoLeader
+        | RaftError::Timeout
+        | RaftError::Unavailable(_)
+        | RaftError::Kv(KvError::TooManyRequests) => StoreError::Unavailable(e.to_string()),
         RaftError::Kv(KvError::Compacted { compact_revision }) => {
             StoreError::Compacted { compact_revision }
         }

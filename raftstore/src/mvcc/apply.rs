@@ -12,8 +12,14 @@ impl KvStore {
     /// Apply one committed log entry. Writes are not synced here: the log is
     /// durable, and a state machine that lost its tail re-applies it.
     pub fn apply(&self, entry: &Entry) -> Result<(CommandResult, Vec<Effects>), StoreError> {
-        if let openraft::EntryPayload::Normal(Command::Batch(cmds)) = &entry.payload {
-            return self.apply_batch(entry.log_id, cmds);
+        // The leader's stamp (log time), around the entry's command.
+        let (stamp, normal) = match &entry.payload {
+            openraft::EntryPayload::Normal(Command::At { ms, cmd }) => (Some(*ms), Some(&**cmd)),
+            openraft::EntryPayload::Normal(cmd) => (None, Some(cmd)),
+            _ => (None, None),
+        };
+        if let Some(Command::Batch(cmds)) = normal {
+            return self.apply_batch(entry.log_id, stamp, cmds);
         }
         let meta = engine::cf(&self.db, CF_SM_META);
         let mut batch = WriteBatch::default();
@@ -33,7 +39,11 @@ impl KvStore {
                     outcome: Outcome::Done(Ok(())),
                 }
             }
-            openraft::EntryPayload::Normal(cmd) => {
+            openraft::EntryPayload::Normal(_) => {
+                if let Some(ms) = stamp {
+                    self.stamp(ms, &mut batch, &mut effects);
+                }
+                let cmd = normal.unwrap_or_else(|| unreachable!("a normal entry has a command"));
                 self.execute(cmd, entry.log_id.leader_id.term, &mut batch, &mut effects)?
             }
         };
@@ -48,6 +58,7 @@ impl KvStore {
     fn apply_batch(
         &self,
         log_id: LogId,
+        stamp: Option<u64>,
         cmds: &[Command],
     ) -> Result<(CommandResult, Vec<Effects>), StoreError> {
         let meta = engine::cf(&self.db, CF_SM_META);
@@ -73,6 +84,9 @@ impl KvStore {
                 batch.put_cf(meta, META_BATCH_PROGRESS, ser(&(log_id.index, i))?);
             }
             let mut fx = Effects::default();
+            if let Some(ms) = stamp {
+                self.stamp(ms, &mut batch, &mut fx);
+            }
             let result = match cmd {
                 Command::Batch(_) => CommandResult {
                     revision: self.revision(),
@@ -114,8 +128,8 @@ impl KvStore {
         // A replayed request reports the revision it was first applied at:
         // the store's revision never moves back.
         self.revision.fetch_max(result.revision, Ordering::SeqCst);
-        if let Some(seq) = effects.once_seq {
-            self.once_seq.store(seq, Ordering::SeqCst);
+        if let Some(w) = effects.once {
+            *self.once.lock().unwrap_or_else(|p| p.into_inner()) = w;
         }
         // In memory only once written: a failed write must leave no trace.
         if let Some(id) = effects.cluster_id {
@@ -248,19 +262,24 @@ impl KvStore {
                 Err(KvError::InvalidArgument("batches do not nest".into())),
             ),
             Command::Once { id, cmd } => {
-                let key = once_key(*id);
-                if let Some(v) = self.db.get_cf(meta, &key)? {
+                if let Some(first) = self.remembered(*id)? {
                     // Applied before: replay the first result, change nothing.
-                    let first: CommandResult =
-                        bincode::deserialize(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     return Ok(CommandResult {
                         revision: first.revision,
                         outcome: Outcome::Replayed(Box::new(first)),
                     });
                 }
+                if !self.make_room(batch, fx)? {
+                    // Remembering it would forget a young id, whose retry
+                    // could then apply twice: refused, nothing applied.
+                    return Ok(CommandResult {
+                        revision: cur,
+                        outcome: refusal(cmd, KvError::TooManyRequests),
+                    });
+                }
                 let events_before = fx.events.len();
                 let result = match cmd.as_ref() {
-                    Command::Once { .. } | Command::Batch(_) => done(
+                    Command::Once { .. } | Command::Batch(_) | Command::At { .. } => done(
                         cur,
                         Err(KvError::InvalidArgument("request ids do not nest".into())),
                     ),
@@ -280,30 +299,15 @@ impl KvStore {
                 if matches!(&result.outcome, Outcome::Txn(_)) && !wrote {
                     return Ok(result);
                 }
-                let mut stored = ser(&result)?;
-                if stored.len() > ONCE_MAX_RESULT {
-                    stored = ser(&CommandResult {
-                        revision: result.revision,
-                        outcome: Outcome::Done(Err(KvError::InvalidArgument(
-                            "the request was applied, but its result is too large to report again"
-                                .into(),
-                        ))),
-                    })?;
-                }
-                batch.put_cf(meta, &key, stored);
-                let seq = self.once_seq.load(Ordering::SeqCst) + 1;
-                batch.put_cf(meta, META_ONCE_SEQ, seq.to_be_bytes());
-                batch.put_cf(meta, once_log_key(seq), &key);
-                if seq > ONCE_WINDOW {
-                    let old = once_log_key(seq - ONCE_WINDOW);
-                    if let Some(old_key) = self.db.get_cf(meta, &old)? {
-                        batch.delete_cf(meta, old_key);
-                    }
-                    batch.delete_cf(meta, old);
-                }
-                fx.once_seq = Some(seq);
+                self.remember(*id, &result, batch, fx)?;
                 result
             }
+            Command::At { .. } => done(
+                cur,
+                Err(KvError::InvalidArgument(
+                    "a time stamp is only around a log entry's command".into(),
+                )),
+            ),
             Command::SetClusterId { id } => {
                 if self.cluster_id() == 0 && fx.cluster_id.is_none() {
                     batch.put_cf(meta, META_CLUSTER_ID, id.to_be_bytes());
@@ -324,7 +328,10 @@ impl KvStore {
                     }
                 } else {
                     match inner.as_ref() {
-                        Command::Once { .. } | Command::Batch(_) | Command::Fenced { .. } => done(
+                        Command::Once { .. }
+                        | Command::Batch(_)
+                        | Command::Fenced { .. }
+                        | Command::At { .. } => done(
                             cur,
                             Err(KvError::InvalidArgument(
                                 "a fenced command holds a plain command".into(),
@@ -335,5 +342,17 @@ impl KvStore {
                 }
             }
         })
+    }
+}
+
+/// The outcome of a refused command, of the kind its caller expects.
+fn refusal(cmd: &Command, e: KvError) -> Outcome {
+    match cmd {
+        Command::Txn(_) => Outcome::Txn(Err(e)),
+        Command::LeaseGrant { .. } => Outcome::LeaseGranted(Err(e)),
+        Command::Fenced { cmd, .. } | Command::At { cmd, .. } | Command::Once { cmd, .. } => {
+            refusal(cmd, e)
+        }
+        _ => Outcome::Done(Err(e)),
     }
 }

@@ -21,7 +21,9 @@ pub(super) fn command_size(cmd: &Command) -> usize {
     match cmd {
         Command::Txn(t) => crate::kv::txn_size(t) + 16,
         Command::Batch(b) => b.iter().map(command_size).sum(),
-        Command::Once { cmd, .. } | Command::Fenced { cmd, .. } => command_size(cmd) + 24,
+        Command::Once { cmd, .. } | Command::Fenced { cmd, .. } | Command::At { cmd, .. } => {
+            command_size(cmd) + 24
+        }
         _ => 64,
     }
 }
@@ -98,6 +100,15 @@ async fn client_write(raft: &Raft, cmd: Command) -> Result<CommandResult> {
         let m = raft.metrics();
         let m = m.borrow();
         (m.state == ServerState::Leader).then_some(m.current_term)
+    };
+    // The leader's clock on the entry: the log's time (see `Command::At`).
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let cmd = Command::At {
+        ms,
+        cmd: Box::new(cmd),
     };
     let write = async {
         raft.client_write(cmd)
