@@ -1,69 +1,11 @@
-//! The store as a running master serves it: the revision a read reports,
-//! and the refusal of data written in a format this release does not know.
+//! The store as `flotilla master` opens it: data written in a format this
+//! release does not know is refused, and a new data folder is made durable.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use flotilla_proto::etcdserverpb::kv_client::KvClient;
-use flotilla_proto::etcdserverpb::{PutRequest, RangeRequest};
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_range_reports_the_revision_it_read_at_while_writes_go_on() {
-    let c = Cluster::start(1, Opts::default()).await;
-    let addr = c.client_addr(0);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (addr, stop) = (addr.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut kv = KvClient::new(channel(&addr).await.expect("connect"));
-                let mut i = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    kv.put(PutRequest {
-                        key: format!("/hdr/{w}/{i}").into_bytes(),
-                        value: b"v".to_vec(),
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("put");
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    let mut kv = KvClient::new(channel(&addr).await.expect("connect"));
-    let mut newer = 0;
-    for _ in 0..2000 {
-        let r = kv
-            .range(RangeRequest {
-                key: b"/hdr/".to_vec(),
-                range_end: prefix_end(b"/hdr/"),
-                keys_only: true,
-                serializable: true,
-                ..Default::default()
-            })
-            .await
-            .expect("range")
-            .into_inner();
-        let header = r.header.expect("header").revision;
-        if r.kvs.iter().any(|kv| kv.mod_revision > header) {
-            newer += 1;
-        }
-    }
-    stop.store(true, Ordering::SeqCst);
-    for w in writers {
-        w.await.expect("writer");
-    }
-    assert_eq!(
-        newer, 0,
-        "{newer} of 2000 ranges returned data newer than their header revision \
-         (a client that lists, then watches from header + 1, sees those writes twice)"
-    );
-}
 
 #[tokio::test]
 async fn flotilla_master_refuses_data_written_in_a_format_it_does_not_know() {
@@ -110,4 +52,75 @@ async fn flotilla_master_refuses_data_written_in_a_format_it_does_not_know() {
         out.stderr.contains(&want) && out.stderr.contains("needs a newer Flotilla"),
         "{out}"
     );
+}
+
+/// `(pid, fd)` of each open of `path` in an strace log, and whether that
+/// process then fsynced that descriptor.
+fn opened_then_fsynced(trace: &str, path: &str) -> bool {
+    let open = format!("openat(AT_FDCWD, \"{path}\", ");
+    let lines: Vec<&str> = trace.lines().collect();
+    lines.iter().enumerate().any(|(i, line)| {
+        let Some((pid, rest)) = line.split_once(' ') else {
+            return false;
+        };
+        if !rest.trim_start().starts_with(&open) {
+            return false;
+        }
+        let Some(fd) = rest.rsplit("= ").next().map(str::trim) else {
+            return false;
+        };
+        let fsync = format!("fsync({fd})");
+        lines[i + 1..].iter().any(|l| {
+            l.split_once(' ')
+                .is_some_and(|(p, r)| p == pid && r.trim_start().starts_with(&fsync))
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_new_data_folder_and_its_parent_are_fsynced_at_first_start() {
+    if skip_on_etcd("data folder fsync", false) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let trace = dir.path().join("trace");
+    let peer = format!("127.0.0.1:{}", free_port());
+    let client = format!("127.0.0.1:{}", free_port());
+    let child = tokio::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,fsync", "-o"])
+        .arg(&trace)
+        .arg(flotilla_bin())
+        .args(["master", "--name", "n1", "--data-dir"])
+        .arg(&data)
+        .args(["--client-addr", &client, "--peer-addr", &peer])
+        .args(["--initial-cluster", &format!("n1={peer}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("run flotilla master under strace (Debian's strace)");
+    // Killing strace would leave the master it traces running: the whole
+    // process group goes, even if the test fails.
+    let _group = KillGroup(child.id().expect("strace's pid") as i32);
+    let (data_s, parent_s) = (data.display().to_string(), dir.path().display().to_string());
+    wait_until(
+        Duration::from_secs(30),
+        "the data folder and its parent are fsynced",
+        async || {
+            let t = std::fs::read_to_string(&trace).unwrap_or_default();
+            opened_then_fsynced(&t, &data_s) && opened_then_fsynced(&t, &parent_s)
+        },
+    )
+    .await;
+}
+
+/// Kills a process group when dropped.
+struct KillGroup(i32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.0);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    }
 }
