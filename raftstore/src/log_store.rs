@@ -72,16 +72,18 @@ impl InstallGate {
         self.waiting.load(Ordering::SeqCst)
     }
 
-    /// Wait until no received snapshot waits to be installed.
-    async fn wait_installed(&self) {
+    /// Wait until no received snapshot waits to be installed. Returns
+    /// whether one did.
+    async fn wait_installed(&self) -> bool {
         let mut rx = self.pending.subscribe();
         if !*rx.borrow() {
-            return;
+            return false;
         }
         self.waiting.fetch_add(1, Ordering::SeqCst);
         // Err: the sender is gone, which cannot happen while `self` lives.
         let _ = rx.wait_for(|pending| !*pending).await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
+        true
     }
 }
 
@@ -315,16 +317,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let db = self.db.clone();
-        let applied = {
+        let applied = || {
             let db = db.clone();
-            blocking(move || crate::mvcc::applied_log_id(&db)).await?
-        }
-        .map_err(|e| StorageIOError::read_state_machine(&e))?;
-        if applied < Some(log_id) {
-            // What a received snapshot covers: wait for its install (openraft
-            // sends nothing else to the log meanwhile, so no entry beyond the
-            // snapshot is acknowledged before the snapshot is durable).
-            self.install.wait_installed().await;
+            async move {
+                blocking(move || crate::mvcc::applied_log_id(&db))
+                    .await?
+                    .map_err(|e| StorageError::from(StorageIOError::read_state_machine(&e)))
+            }
+        };
+        // What a received snapshot covers: wait for its install (openraft
+        // sends nothing else to the log meanwhile, so no entry beyond the
+        // snapshot is acknowledged before the snapshot is durable).
+        if applied().await? < Some(log_id)
+            && self.install.wait_installed().await
+            && applied().await? < Some(log_id)
+        {
+            // The install failed (which stops Raft): keep the log.
+            return Err(StorageIOError::write_logs(&std::io::Error::other(
+                "not purging the log past what the state machine has applied",
+            ))
+            .into());
         }
         let v = bincode::serialize(&Some(log_id)).map_err(|e| StorageIOError::write(&e))?;
         blocking(move || {
