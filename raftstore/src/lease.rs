@@ -39,19 +39,6 @@ struct State {
     term: Option<u64>,
 }
 
-impl std::ops::Deref for State {
-    type Target = HashMap<i64, (i64, Instant)>;
-    fn deref(&self) -> &Self::Target {
-        &self.leases
-    }
-}
-
-impl std::ops::DerefMut for State {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.leases
-    }
-}
-
 impl Lessor {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -62,11 +49,11 @@ impl Lessor {
     }
 
     pub fn granted(&self, id: i64, ttl: i64) {
-        self.lock().insert(id, (ttl, Self::expiry(ttl)));
+        self.lock().leases.insert(id, (ttl, Self::expiry(ttl)));
     }
 
     pub fn revoked(&self, id: i64) {
-        self.lock().remove(&id);
+        self.lock().leases.remove(&id);
     }
 
     /// Start every lease's clock again (after a snapshot replaced the
@@ -90,9 +77,9 @@ impl Lessor {
     }
 
     fn restart(m: &mut State, leases: &[(i64, i64)]) {
-        m.clear();
+        m.leases.clear();
         for (id, ttl) in leases {
-            m.insert(*id, (*ttl, Self::expiry(*ttl)));
+            m.leases.insert(*id, (*ttl, Self::expiry(*ttl)));
         }
     }
 
@@ -100,7 +87,7 @@ impl Lessor {
     pub fn renew(&self, id: i64) -> Renewal {
         let mut m = self.lock();
         let now = Instant::now();
-        match m.get_mut(&id) {
+        match m.leases.get_mut(&id) {
             Some((ttl, exp)) if *exp > now => {
                 *exp = Self::expiry(*ttl);
                 Renewal::Renewed(*ttl)
@@ -113,7 +100,7 @@ impl Lessor {
     /// Seconds left (rounded up) and granted TTL.
     pub fn remaining(&self, id: i64) -> Option<(i64, i64)> {
         let m = self.lock();
-        let (ttl, exp) = m.get(&id)?;
+        let (ttl, exp) = m.leases.get(&id)?;
         let left = exp.saturating_duration_since(Instant::now());
         let secs = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);
         Some((secs, *ttl))
@@ -122,6 +109,7 @@ impl Lessor {
     pub fn expired(&self) -> Vec<i64> {
         let now = Instant::now();
         self.lock()
+            .leases
             .iter()
             .filter(|(_, (_, exp))| *exp <= now)
             .map(|(id, _)| *id)
