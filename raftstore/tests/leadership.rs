@@ -246,17 +246,19 @@ async fn a_new_leader_restarts_the_lease_clocks_before_answering_a_keep_alive() 
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = cluster(dir.path());
     let (old, term) = settled_leader(&nodes).await;
-    let id = grant(&nodes[old], 2).await;
+    // A TTL long enough for keep-alives to keep it on a busy machine.
+    let ttl = 5;
+    let id = grant(&nodes[old], ttl).await;
     // Kept alive by the leader only: on the followers, whose clocks run
     // from the grant, the lease expires.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let kept = on(
             &nodes[old],
             move |m| async move { m.lease_keep_alive(id).await },
         )
         .await;
-        assert_eq!(kept.expect("keep-alive"), Some(2));
+        assert_eq!(kept.expect("keep-alive"), Some(ttl));
         if (0..3)
             .filter(|i| *i != old)
             .all(|i| nodes[i].master.lessor.expired().contains(&id))
@@ -278,7 +280,7 @@ async fn a_new_leader_restarts_the_lease_clocks_before_answering_a_keep_alive() 
         move |m| async move { m.lease_keep_alive(id).await },
     )
     .await;
-    assert_eq!(kept.expect("keep-alive in the new term"), Some(2));
+    assert_eq!(kept.expect("keep-alive in the new term"), Some(ttl));
     let store = nodes[new].master.store.clone();
     assert!(
         store.lease_ttl(id).expect("read").is_some(),
