@@ -79,6 +79,7 @@ pub async fn start(
     for l in flotilla_controllers::leader_loops() {
         manager.add(l);
     }
+    manager.add(Arc::new(flotilla_scheduler::Scheduler));
     let (lead, stop) = (leadership(&master), master.shutdown.clone());
     tokio::spawn(async move { manager.run(lead, stop).await });
     Ok(running)

@@ -1,0 +1,181 @@
+//! The scheduler on real masters with hollow nodes (Node objects created by
+//! the test; no agent runs): pods get bound, and a SIGKILL of the leader in
+//! the middle of scheduling ends with every pod bound exactly once and no
+//! node over-committed.
+//!
+//! Flotilla only: with `FLOTILLA_TEST_TARGET=etcd` every test here is skipped.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use flotilla_client::{Client, EventType, ListParams, WatchParams};
+use serde_json::{json, Value};
+use tokio_stream::StreamExt;
+
+const NODES: usize = 25;
+/// 4 cpu per node and 100m per pod: the pods fill the nodes exactly, so a
+/// single over-committed node leaves some pod unbound.
+const PODS: usize = 1000;
+
+fn node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+        "status": {"allocatable": {"cpu": "4", "memory": "64Gi", "pods": "110"},
+                   "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}})
+}
+
+async fn bound_count(c: &Client) -> usize {
+    match c.list_all("pods", "default", &ListParams::default()).await {
+        Ok(l) => l
+            .items
+            .iter()
+            .filter(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+            })
+            .count(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_while_scheduling_binds_every_pod_once_without_overcommit() {
+    if skip_on_etcd("scheduler", false) {
+        return;
+    }
+    let mut cluster = Cluster::start(3, Opts::default()).await;
+    let addrs: Vec<String> = (0..3).map(|i| cluster.client_addr(i)).collect();
+    let client = Client::connect(&addrs).expect("client");
+    wait_for(
+        Duration::from_secs(15),
+        "the default namespace",
+        async || client.get("namespaces", "", "default").await,
+    )
+    .await;
+    for i in 0..NODES {
+        client
+            .create("nodes", "", &node(&format!("hollow-{i:02}")), false)
+            .await
+            .expect("node");
+    }
+    // Every change of every pod, from before the first one: a pod's node,
+    // once set, must never change.
+    let start_rv = client
+        .list("pods", "default", &ListParams::default())
+        .await
+        .expect("list")
+        .resource_version;
+    let first_node: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let rebound: Arc<Mutex<Vec<String>>> = Arc::default();
+    let watch = {
+        let (c, first, rebound) = (client.clone(), first_node.clone(), rebound.clone());
+        tokio::spawn(async move {
+            let p = WatchParams {
+                resource_version: start_rv,
+                ..Default::default()
+            };
+            let mut s = c.watch("pods", "default", &p).await.expect("watch");
+            while let Some(ev) = s.next().await {
+                let Ok(ev) = ev else { return };
+                if ev.kind == EventType::Bookmark {
+                    continue;
+                }
+                let name = ev.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let node = ev.object["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                if node.is_empty() {
+                    continue;
+                }
+                let mut f = first.lock().unwrap();
+                match f.get(&name) {
+                    Some(n) if *n != node => rebound
+                        .lock()
+                        .unwrap()
+                        .push(format!("{name}: {n} then {node}")),
+                    Some(_) => {}
+                    None => {
+                        f.insert(name, node);
+                    }
+                }
+            }
+        })
+    };
+    let creators: Vec<_> = (0..16)
+        .map(|t| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                for i in (t..PODS).step_by(16) {
+                    c.create("pods", "default", &pod(&format!("p-{i:04}")), false)
+                        .await
+                        .expect("create pod");
+                }
+            })
+        })
+        .collect();
+    // Kill the leader once scheduling is well under way.
+    wait_until(
+        Duration::from_secs(60),
+        "a third of the pods are bound",
+        async || bound_count(&client).await >= PODS / 3,
+    )
+    .await;
+    let leader = cluster.leader().await;
+    cluster.kill(leader);
+    println!("[test] killed the leader, master {leader}");
+    for c in creators {
+        c.await.expect("creator");
+    }
+    wait_until(Duration::from_secs(90), "every pod is bound", async || {
+        bound_count(&client).await == PODS
+    })
+    .await;
+    let pods = client
+        .list_all("pods", "default", &ListParams::default())
+        .await
+        .expect("list");
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &pods.items {
+        let n = p["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+        *per_node.entry(n).or_insert(0) += 1;
+        let scheduled = p["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"))
+            .map(|c| c["status"].clone());
+        assert_eq!(scheduled, Some(json!("True")), "{p}");
+    }
+    assert_eq!(per_node.len(), NODES, "{per_node:?}");
+    for (n, count) in &per_node {
+        assert_eq!(
+            *count,
+            PODS / NODES,
+            "node {n} holds {count} pods: {per_node:?}"
+        );
+    }
+    // The watch saw every binding, and none twice.
+    wait_until(
+        Duration::from_secs(15),
+        "the watch saw every binding",
+        async || first_node.lock().unwrap().len() == PODS,
+    )
+    .await;
+    watch.abort();
+    let rebound = rebound.lock().unwrap().clone();
+    assert!(rebound.is_empty(), "pods bound twice: {rebound:?}");
+    // The survivors are still up (the killed master is no longer watched).
+    cluster.assert_none_exited();
+}
