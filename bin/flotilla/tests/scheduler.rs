@@ -136,7 +136,8 @@ async fn leader_killed_while_scheduling_binds_every_pod_once_without_overcommit(
     .await;
     let leader = cluster.leader().await;
     cluster.kill(leader);
-    println!("[test] killed the leader, master {leader}");
+    let at_kill = bound_count(&client).await;
+    println!("[test] killed the leader, master {leader}, with {at_kill} pods bound");
     for c in creators {
         c.await.expect("creator");
     }
