@@ -247,8 +247,6 @@ impl Shared {
             nominated = pre.node;
         }
         tracing::debug!(pod = %key, %message, "unschedulable");
-        self.events
-            .warning(&pod, "FailedScheduling", message.clone());
         let mut conds: Vec<PodCondition> = pod
             .status
             .as_ref()
@@ -260,6 +258,7 @@ impl Shared {
             .map(|s| s.nominated_node_name.as_str())
             .unwrap_or("");
         let now = Time::now();
+        let message_copy = message.clone();
         match conds.iter().position(|c| c.type_ == "PodScheduled") {
             Some(i)
                 if conds[i].status == "False"
@@ -288,6 +287,10 @@ impl Shared {
                 last_probe_time: None,
             }),
         }
+        // One event per new reason, not per attempt: events are not
+        // aggregated yet, and a pod parked for hours would otherwise write
+        // one every minute.
+        self.events.warning(&pod, "FailedScheduling", message_copy);
         let mut status = json!({ "conditions": conds });
         if !nominated.is_empty() {
             status["nominatedNodeName"] = json!(nominated);

@@ -48,12 +48,13 @@ async fn bound_count(c: &Client) -> usize {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leader_killed_while_scheduling_binds_every_pod_once_without_overcommit() {
+/// Three masters and a client of all of them, once the default namespace
+/// exists; None when the target is etcd.
+async fn start() -> Option<(Cluster, Client)> {
     if skip_on_etcd("scheduler", false) {
-        return;
+        return None;
     }
-    let mut cluster = Cluster::start(3, Opts::default()).await;
+    let cluster = Cluster::start(3, Opts::default()).await;
     let addrs: Vec<String> = (0..3).map(|i| cluster.client_addr(i)).collect();
     let client = Client::connect(&addrs).expect("client");
     wait_for(
@@ -62,6 +63,14 @@ async fn leader_killed_while_scheduling_binds_every_pod_once_without_overcommit(
         async || client.get("namespaces", "", "default").await,
     )
     .await;
+    Some((cluster, client))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_while_scheduling_binds_every_pod_once_without_overcommit() {
+    let Some((mut cluster, client)) = start().await else {
+        return;
+    };
     for i in 0..NODES {
         client
             .create("nodes", "", &node(&format!("hollow-{i:02}")), false)
@@ -179,4 +188,160 @@ async fn leader_killed_while_scheduling_binds_every_pod_once_without_overcommit(
     assert!(rebound.is_empty(), "pods bound twice: {rebound:?}");
     // The survivors are still up (the killed master is no longer watched).
     cluster.assert_none_exited();
+}
+
+async fn flt(cluster: &Cluster, args: &[&str]) -> CmdOut {
+    let servers: Vec<String> = (0..3).map(|i| cluster.client_addr(i)).collect();
+    let mut cmd = tokio::process::Command::new(flt_bin());
+    cmd.args(args)
+        .env("FLT_SERVER", servers.join(","))
+        .env_remove("FLT_CONFIG");
+    run_command(
+        &mut cmd,
+        format!("flt {}", args.join(" ")),
+        None,
+        Duration::from_secs(60),
+    )
+    .await
+}
+
+async fn create_pod(c: &Client, pod: &Value) {
+    c.create("pods", "default", pod, false)
+        .await
+        .expect("create pod");
+}
+
+async fn wait_on(c: &Client, pod: &str, node: &str) {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{pod} is on {node}"),
+        async || node_of(c, pod).await == node,
+    )
+    .await;
+}
+
+async fn node_of(c: &Client, pod: &str) -> String {
+    c.get("pods", "default", pod)
+        .await
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taints_affinity_preemption_and_the_reason_in_flt() {
+    let Some((cluster, client)) = start().await else {
+        return;
+    };
+    let mut plain = node("plain");
+    plain["status"]["allocatable"]["cpu"] = json!("1");
+    let mut gpu = node("gpu");
+    gpu["metadata"]["labels"] = json!({"zone": "b"});
+    gpu["spec"] = json!({"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]});
+    for n in [plain, gpu] {
+        client.create("nodes", "", &n, false).await.expect("node");
+    }
+    for (name, value) in [("low", 1), ("high", 100)] {
+        let c = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value});
+        client
+            .create("priorityclasses", "", &c, false)
+            .await
+            .expect("class");
+    }
+    let with = |name: &str, cpu: &str, spec: Value| {
+        let mut p = pod(name);
+        p["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!(cpu);
+        flotilla_objects::merge_patch(&mut p, &json!({ "spec": spec }));
+        p
+    };
+    // Fits nowhere: says why, in the condition and in flt describe.
+    create_pod(&client, &with("big", "2", json!({}))).await;
+    let why = "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}.";
+    wait_until(
+        Duration::from_secs(20),
+        "flt describe shows why big waits",
+        async || {
+            let out = flt(&cluster, &["describe", "pod", "big"]).await;
+            out.stdout.contains("FailedScheduling") && out.stdout.contains(why)
+        },
+    )
+    .await;
+    let big = client.get("pods", "default", "big").await.expect("big");
+    let cond = big["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled").cloned())
+        .expect("PodScheduled");
+    assert_eq!(
+        (cond["status"].clone(), cond["reason"].clone()),
+        (json!("False"), json!("Unschedulable"))
+    );
+    assert_eq!(cond["message"], why);
+    // Tolerates the taint and asks for zone b: the gpu node.
+    let tolerant = with(
+        "tolerant",
+        "1",
+        json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}]}}}}),
+    );
+    create_pod(&client, &tolerant).await;
+    wait_on(&client, "tolerant", "gpu").await;
+    // Preemption: high evicts low from the only node it fits.
+    create_pod(
+        &client,
+        &with("low", "1", json!({"priorityClassName": "low"})),
+    )
+    .await;
+    wait_on(&client, "low", "plain").await;
+    create_pod(
+        &client,
+        &with("high", "1", json!({"priorityClassName": "high"})),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(20),
+        "high is nominated, low terminating",
+        async || {
+            let out = flt(&cluster, &["get", "pods", "-o", "wide"]).await;
+            let high = out
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("high "))
+                .unwrap_or("")
+                .to_string();
+            let low = out
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("low "))
+                .unwrap_or("")
+                .to_string();
+            high.trim_end().ends_with("plain") && low.contains("Terminating")
+        },
+    )
+    .await;
+    assert_eq!(node_of(&client, "high").await, "", "not before low is gone");
+    // The node's agent would confirm low stopped; here the test does.
+    flt(
+        &cluster,
+        &["delete", "pod", "low", "--grace-period=0", "--wait=false"],
+    )
+    .await
+    .ok();
+    wait_on(&client, "high", "plain").await;
+    let preempted = client
+        .list(
+            "events",
+            "default",
+            &ListParams::default().fields("reason=Preempted"),
+        )
+        .await
+        .expect("events");
+    assert!(
+        preempted
+            .items
+            .iter()
+            .any(|e| e["involvedObject"]["name"] == "low"),
+        "{:?}",
+        preempted.items
+    );
 }
