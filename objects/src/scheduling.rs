@@ -449,6 +449,55 @@ mod tests {
         c
     }
 
+    fn admit_errors(info: &'static crate::ResourceInfo, v: serde_json::Value) -> Vec<String> {
+        match crate::admit(info, v) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn priority_classes_and_affinity_are_validated() {
+        let pc = |name: &str, value: i64| serde_json::json!({"metadata": {"name": name}, "value": value});
+        let info = &registry::PRIORITY_CLASS;
+        assert!(admit_errors(info, pc("ok", 1000)).is_empty());
+        assert_eq!(
+            admit_errors(info, pc("huge", 2_000_000_000)),
+            ["value: Forbidden: maximum allowed value of a user defined priority is 1000000000"]
+        );
+        assert_eq!(
+            admit_errors(info, pc("system-mine", 1)),
+            ["metadata.name: Forbidden: priority class names with 'system-' prefix are reserved"]
+        );
+        let pod = |affinity: serde_json::Value| {
+            serde_json::json!({"metadata": {"name": "p"}, "spec": {
+                "containers": [{"name": "c", "image": "busybox"}], "affinity": affinity}})
+        };
+        let req = |expr: serde_json::Value| {
+            pod(
+                serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                {"nodeSelectorTerms": [{"matchExpressions": [expr]}]}}}),
+            )
+        };
+        let path = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0]";
+        assert_eq!(
+            admit_errors(&registry::POD, req(serde_json::json!({"key": "k", "operator": "Near"}))),
+            [format!("{path}.operator: Unsupported value: \"Near\": supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\", \"Gt\", \"Lt\"")]
+        );
+        assert_eq!(
+            admit_errors(&registry::POD, req(serde_json::json!({"key": "k", "operator": "Gt", "values": ["x"]}))),
+            [format!("{path}.values: Required value: must be specified single value when `operator` is 'Lt' or 'Gt'")]
+        );
+        let anti = pod(
+            serde_json::json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"a": "b"}}}]}}),
+        );
+        assert_eq!(
+            admit_errors(&registry::POD, anti),
+            ["spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: Required value: can not be empty"]
+        );
+    }
+
     #[test]
     fn priority_resolution_uses_the_class_then_the_global_default() {
         let mut classes = BTreeMap::new();

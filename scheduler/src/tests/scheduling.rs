@@ -232,6 +232,17 @@ async fn higher_priority_first_and_classes_resolved_at_admission() {
     })
     .await;
     assert_eq!(e.node_of("low").await, "");
+    // An update that leaves out what admission resolved keeps it.
+    let mut high = e.get("high").await;
+    for f in ["priority", "priorityClassName", "preemptionPolicy"] {
+        high["spec"].as_object_mut().map(|s| s.remove(f));
+    }
+    high["spec"]["containers"][0]["image"] = json!("busybox:2");
+    let updated = ObjectApi::update(&e.api, "pods", "default", high, false, false)
+        .await
+        .expect("update");
+    assert_eq!(updated.object["spec"]["priority"], 1000);
+    assert_eq!(updated.object["spec"]["priorityClassName"], "high");
 }
 
 #[tokio::test]
