@@ -139,7 +139,15 @@ impl Shared {
                 c.assume(info, &node);
             }
         }
-        for p in pods.list() {
+        // Pending pods join the queue in the order they were created (the
+        // cache lists them by name).
+        let mut all = pods.list();
+        all.sort_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .cmp(&b.metadata.creation_timestamp)
+        });
+        for p in all {
             self.on_pod(p);
         }
         self.queue.move_all();

@@ -357,3 +357,30 @@ async fn anti_affinity_spreads_and_many_pods_never_overcommit() {
         "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
     );
 }
+
+#[tokio::test]
+async fn pods_waiting_at_the_start_of_a_term_are_queued_by_creation_time() {
+    let e = env().await;
+    e.node("only", "1", json!({})).await;
+    // Created an hour earlier, but listed after "a-later" by name.
+    let earlier = e
+        .api
+        .clone()
+        .with_clock(Arc::new(|| chrono::Utc::now() - chrono::Duration::hours(1)));
+    let mut p = pod_json("z-earlier", "1", "", json!({}));
+    p["metadata"].as_object_mut().map(|m| m.remove("uid"));
+    ObjectApi::create(&earlier, "pods", "default", p, false)
+        .await
+        .expect("pod");
+    e.pod("a-later", "1", json!({})).await;
+    e.start();
+    until("the earlier pod is bound", || async {
+        e.node_of("z-earlier").await == "only"
+    })
+    .await;
+    until("the later one waits", || async {
+        e.condition("a-later").await.is_some()
+    })
+    .await;
+    assert_eq!(e.node_of("a-later").await, "");
+}
