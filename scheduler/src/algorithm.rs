@@ -50,6 +50,18 @@ pub fn schedule_one(cache: &mut Cache, pod: &PodInfo) -> Result<String, Diagnosi
         let Some(n) = cache.node_at(idx) else {
             continue;
         };
+        let nominated = cache.nominated_for(n.name(), pod);
+        let with_nominated;
+        let n = if nominated.is_empty() {
+            n
+        } else {
+            let mut sim = n.clone();
+            for p in nominated {
+                sim.add_pod(p);
+            }
+            with_nominated = sim;
+            &with_nominated
+        };
         let fits = filter(pod, n).and_then(|()| match &spread {
             Some(s) => s.check(n).map_err(|e| vec![e]),
             None => Ok(()),

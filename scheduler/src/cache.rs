@@ -30,6 +30,10 @@ pub struct Cache {
     /// The node each known pod is on (bound or assumed).
     pod_node: HashMap<PodKey, String>,
     assumed: HashSet<PodKey>,
+    /// Pending pods nominated to a node by preemption (by node): the room
+    /// their victims leave is theirs, not a less important pod's.
+    nominated: HashMap<String, HashMap<PodKey, PodInfo>>,
+    nominated_node: HashMap<PodKey, String>,
     /// Where the next cycle starts looking.
     pub next_start: usize,
 }
@@ -162,6 +166,47 @@ impl Cache {
 
     pub fn clear(&mut self) {
         *self = Cache::default();
+    }
+
+    /// Note (or, with an empty node, forget) a pending pod's nomination.
+    pub fn nominate(&mut self, pod: PodInfo, node: &str) {
+        let key = pod.key();
+        self.forget_nomination(&key);
+        if node.is_empty() {
+            return;
+        }
+        self.nominated_node.insert(key.clone(), node.to_string());
+        self.nominated
+            .entry(node.to_string())
+            .or_default()
+            .insert(key, pod);
+    }
+
+    pub fn forget_nomination(&mut self, key: &str) {
+        let Some(node) = self.nominated_node.remove(key) else {
+            return;
+        };
+        if let Some(m) = self.nominated.get_mut(&node) {
+            m.remove(key);
+            if m.is_empty() {
+                self.nominated.remove(&node);
+            }
+        }
+    }
+
+    /// The pods nominated to `node` that `pod` must leave room for: those
+    /// at least as important, other than itself.
+    pub fn nominated_for(&self, node: &str, pod: &PodInfo) -> Vec<PodInfo> {
+        let key = pod.key();
+        self.nominated
+            .get(node)
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, p)| **k != key && p.priority() >= pod.priority())
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

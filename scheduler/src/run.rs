@@ -86,6 +86,7 @@ impl Shared {
             self.queue.remove(&key);
             let freed = {
                 let mut c = self.cache();
+                c.forget_nomination(&key);
                 if is_terminal(&p) {
                     c.remove_pod(&key)
                 } else {
@@ -100,11 +101,21 @@ impl Shared {
         }
         if p.metadata.deletion_timestamp.is_some() || is_terminal(&p) || !ours(&p) {
             self.queue.remove(&key);
+            self.cache().forget_nomination(&key);
             return;
         }
-        if self.cache().is_assumed(&key) {
-            // Its binding is in flight.
-            return;
+        {
+            let mut c = self.cache();
+            if c.is_assumed(&key) {
+                // Its binding is in flight.
+                return;
+            }
+            // A nomination written by an earlier term (or this one) holds
+            // the room its victims leave.
+            let nominated = p.status.as_ref().map(|s| s.nominated_node_name.as_str());
+            if let Some(n) = nominated.filter(|n| !n.is_empty()) {
+                c.nominate(PodInfo::new(p.clone()), n);
+            }
         }
         self.queue.add_or_update(p);
     }
@@ -112,7 +123,11 @@ impl Shared {
     fn on_pod_deleted(&self, p: &Pod) {
         let key = pod_key(p);
         self.queue.remove(&key);
-        if self.cache().remove_pod(&key) {
+        let mut c = self.cache();
+        c.forget_nomination(&key);
+        let freed = c.remove_pod(&key);
+        drop(c);
+        if freed {
             self.queue.move_all();
         }
     }
@@ -166,6 +181,7 @@ impl Shared {
             }
             match schedule_one(&mut c, &info) {
                 Ok(node) => {
+                    c.forget_nomination(&key);
                     c.assume(info, &node);
                     Ok(node)
                 }
@@ -173,6 +189,9 @@ impl Shared {
                     let pre = (diag.preemption_may_help() && may_preempt(&pod, &c))
                         .then(|| find_preemption(&c, &info))
                         .flatten();
+                    if let Some(p) = &pre {
+                        c.nominate(info, &p.node);
+                    }
                     Err((diag.message(), pre))
                 }
             }

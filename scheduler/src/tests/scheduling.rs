@@ -283,10 +283,15 @@ async fn preemption_evicts_a_lower_priority_pod_and_nominates_the_node() {
     )
     .await
     .expect("delete");
+    // A less important pod that comes now does not take the room.
+    e.pod("mid", "1", json!({"spec": {"priorityClassName": "low"}}))
+        .await;
     until("the high pod is bound", || async {
         e.node_of("high").await == "only"
     })
     .await;
+    until("mid waits", || async { e.condition("mid").await.is_some() }).await;
+    assert_eq!(e.node_of("mid").await, "");
     let high = e.get("high").await;
     assert!(high["status"]["nominatedNodeName"].is_null(), "{high}");
     until("a Preempted event", || async {
