@@ -76,10 +76,10 @@ pub async fn start(
         &master.cfg.name,
         Arc::new(move |term| Arc::new(fenced.fenced(term)) as Arc<dyn ObjectApi>),
     );
+    manager.add(Arc::new(flotilla_scheduler::Scheduler));
     for l in flotilla_controllers::leader_loops() {
         manager.add(l);
     }
-    manager.add(Arc::new(flotilla_scheduler::Scheduler));
     let (lead, stop) = (leadership(&master), master.shutdown.clone());
     tokio::spawn(async move { manager.run(lead, stop).await });
     Ok(running)
