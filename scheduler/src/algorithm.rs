@@ -12,7 +12,7 @@ use crate::cache::Cache;
 use crate::filters::filter;
 use crate::message::Diagnosis;
 use crate::nodeinfo::{NodeInfo, PodInfo};
-use crate::score::{normalize_reverse, score};
+use crate::score::{normalize_reverse, owner_zone_counts, score_with_zones};
 use crate::spread::SpreadState;
 
 /// How many feasible nodes to find before scoring, out of `all` (Kubernetes'
@@ -81,7 +81,8 @@ pub fn schedule_one(cache: &mut Cache, pod: &PodInfo) -> Result<String, Diagnosi
         return Err(diag);
     }
     let nodes: Vec<&NodeInfo> = feasible.iter().filter_map(|i| cache.node_at(*i)).collect();
-    let mut scores = score(pod, &nodes);
+    let zones = owner_zone_counts(&pod.pod, cache.nodes());
+    let mut scores = score_with_zones(pod, &nodes, zones.as_ref());
     if let Some(s) = spread.as_ref().filter(|s| s.has_soft()) {
         let raw: Vec<i64> = nodes.iter().map(|n| s.raw_score(n)).collect();
         for (t, r) in scores.iter_mut().zip(normalize_reverse(&raw)) {

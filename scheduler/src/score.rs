@@ -11,6 +11,8 @@
 //! | PreferNoSchedule taints       | 3      |
 //! | spreading one owner's pods    | 2      |
 
+use std::collections::HashMap;
+
 use flotilla_objects::core::Pod;
 
 use crate::filters::{term_matches, tolerated};
@@ -137,8 +139,40 @@ pub fn normalize_reverse(raw: &[i64]) -> Vec<i64> {
         .collect()
 }
 
+/// The node label naming a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// Pods of the pod's controlling owner in each zone, over all `nodes` (the
+/// whole cluster, not only the feasible nodes); None for a pod without an
+/// owner or a cluster without zones.
+pub fn owner_zone_counts<'a>(
+    pod: &Pod,
+    nodes: impl Iterator<Item = &'a NodeInfo>,
+) -> Option<HashMap<String, i64>> {
+    let uid = controller_uid(pod)?;
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for n in nodes {
+        if let Some(z) = n.labels.get(ZONE_LABEL) {
+            *counts.entry(z.clone()).or_insert(0) += n.owners.get(uid).copied().unwrap_or(0) as i64;
+        }
+    }
+    (!counts.is_empty()).then_some(counts)
+}
+
 /// The total score of each node (same order as `nodes`).
 pub fn score(pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
+    score_with_zones(pod, nodes, None)
+}
+
+/// [`score`], spreading one owner's pods across zones too when
+/// `zones` (from [`owner_zone_counts`]) is given: as kube-scheduler does,
+/// the spreading score is then one third the node's count and two thirds
+/// its zone's.
+pub fn score_with_zones(
+    pod: &PodInfo,
+    nodes: &[&NodeInfo],
+    zones: Option<&HashMap<String, i64>>,
+) -> Vec<i64> {
     let p = &pod.pod;
     let affinity = normalize(
         &nodes
@@ -152,12 +186,27 @@ pub fn score(pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
             .map(|n| prefer_no_schedule_raw(p, n))
             .collect::<Vec<_>>(),
     );
-    let spread = normalize_reverse(
+    let mut spread = normalize_reverse(
         &nodes
             .iter()
             .map(|n| same_owner_raw(p, n))
             .collect::<Vec<_>>(),
     );
+    if let Some(zones) = zones {
+        let raw: Vec<i64> = nodes
+            .iter()
+            .map(|n| {
+                n.labels
+                    .get(ZONE_LABEL)
+                    .and_then(|z| zones.get(z))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for (s, z) in spread.iter_mut().zip(normalize_reverse(&raw)) {
+            *s = (*s + 2 * z) / 3;
+        }
+    }
     nodes
         .iter()
         .enumerate()

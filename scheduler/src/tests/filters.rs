@@ -432,3 +432,37 @@ fn topology_spread_keeps_the_skew_and_scores_the_soft_kind() {
     assert_eq!(st.check(&a), Ok(()));
     assert!(st.raw_score(&a) > st.raw_score(&b));
 }
+
+#[test]
+fn one_owners_replicas_spread_across_zones_too() {
+    use crate::score::{owner_zone_counts, score_with_zones};
+    let owned = |n: &str| {
+        pod(
+            n,
+            "",
+            "",
+            json!({"metadata": {"ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]}}),
+        )
+    };
+    let zoned = |n: &str, z: &str| {
+        node(
+            n,
+            "4",
+            "8Gi",
+            json!({"metadata": {"labels": {"topology.kubernetes.io/zone": z}}}),
+        )
+    };
+    let (r1, r2) = (owned("r1"), owned("r2"));
+    // Zone a holds two replicas (on a1); a2 and b1 hold none.
+    let a1 = info(zoned("a1", "a"), &[&r1, &r2]);
+    let a2 = info(zoned("a2", "a"), &[]);
+    let b1 = info(zoned("b1", "b"), &[]);
+    let new = owned("r3");
+    let zones = owner_zone_counts(&new.pod, [&a1, &a2, &b1].into_iter()).expect("zones");
+    let s = score_with_zones(&new, &[&a2, &b1], Some(&zones));
+    assert!(s[1] > s[0], "the empty zone wins: {s:?}");
+    // Without zones, the two empty nodes are equal.
+    let s = score_with_zones(&new, &[&a2, &b1], None);
+    assert_eq!(s[0], s[1]);
+}
