@@ -12,6 +12,17 @@ fn empty() -> serde_json::Value {
     json!({})
 }
 
+/// A pod controlled by ReplicaSet rs-1.
+fn owned(name: &str) -> PodInfo {
+    pod(
+        name,
+        "",
+        "",
+        json!({"metadata": {"ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]}}),
+    )
+}
+
 #[test]
 fn resources_count_requests_of_the_pods_already_there() {
     let n = node("n", "2", "4Gi", empty());
@@ -346,15 +357,6 @@ fn scores_prefer_free_balanced_preferred_untainted_and_spread_nodes() {
     let s = score::score(&pref, &[&empty_node, &ssd, &tainted]);
     assert!(s[1] > s[0] && s[0] > s[2], "{s:?}");
     // Replicas of one owner spread.
-    let owned = |n: &str| {
-        pod(
-            n,
-            "",
-            "",
-            json!({"metadata": {"ownerReferences": [
-            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]}}),
-        )
-    };
     let r1 = owned("r1");
     let with_replica = info(node("r", "4", "8Gi", empty()), &[&r1]);
     let s = score::score(&owned("r2"), &[&with_replica, &empty_node]);
@@ -436,15 +438,6 @@ fn topology_spread_keeps_the_skew_and_scores_the_soft_kind() {
 #[test]
 fn one_owners_replicas_spread_across_zones_too() {
     use crate::score::{owner_zone_counts, score_with_zones};
-    let owned = |n: &str| {
-        pod(
-            n,
-            "",
-            "",
-            json!({"metadata": {"ownerReferences": [
-            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true}]}}),
-        )
-    };
     let zoned = |n: &str, z: &str| {
         node(
             n,
