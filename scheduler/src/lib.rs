@@ -19,6 +19,14 @@
 //! event; such a pod is tried again when nodes or pods change, or after a
 //! back-off.
 //!
+//! The autoscaler asks the same filters whether a pending pod would fit a
+//! node that does not exist yet (a pool's template), with the pods it
+//! would carry:
+//!
+//! ```ignore
+//! let fits = flotilla_scheduler::filter(&PodInfo::new(pod), &NodeInfo::with_pods(template, pods));
+//! ```
+//!
 //! Must not depend on: the store or the API server's implementation
 //! (except in tests), the workload controllers, or any node-side crate.
 
