@@ -36,6 +36,10 @@ impl Diagnosis {
             .map(|(r, n)| format!("{n} {r}"))
             .collect();
         parts.sort();
+        if self.nodes == 0 {
+            // kube-scheduler's ErrNoNodesAvailable.
+            return "no nodes available to schedule pods".to_string();
+        }
         if parts.is_empty() {
             format!("0/{} nodes are available.", self.nodes)
         } else {
@@ -66,7 +70,7 @@ mod tests {
             value: "gpu".into(),
         };
         let table = [
-            (diag(0, &[]), "0/0 nodes are available."),
+            (diag(0, &[]), "no nodes available to schedule pods"),
             (
                 diag(3, &[(Unfit::InsufficientCpu, 1), (Unfit::NodeAffinity, 2)]),
                 "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector.",
