@@ -345,3 +345,54 @@ async fn taints_affinity_preemption_and_the_reason_in_flt() {
         preempted.items
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_spread_across_zones_and_nodes() {
+    let Some((_cluster, client)) = start().await else {
+        return;
+    };
+    for (name, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        let mut n = node(name);
+        n["metadata"]["labels"] = json!({"topology.kubernetes.io/zone": zone});
+        client.create("nodes", "", &n, false).await.expect("node");
+    }
+    // An owner that exists (the garbage collector keeps its dependents).
+    let owner = client
+        .create(
+            "configmaps",
+            "default",
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}}),
+            false,
+        )
+        .await
+        .expect("owner")
+        .0;
+    let owner_ref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+        "uid": owner["metadata"]["uid"], "controller": true}]);
+    // Four replicas, at most one more in a zone than in another: zone b's
+    // single node must take two.
+    for i in 0..4 {
+        let mut p = pod(&format!("r{i}"));
+        p["metadata"]["labels"] = json!({"app": "r"});
+        p["metadata"]["ownerReferences"] = owner_ref.clone();
+        p["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "r"}}}]);
+        create_pod(&client, &p).await;
+    }
+    wait_until(Duration::from_secs(20), "four replicas bound", async || {
+        bound_count(&client).await == 4
+    })
+    .await;
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..4 {
+        *per_node
+            .entry(node_of(&client, &format!("r{i}")).await)
+            .or_insert(0) += 1;
+    }
+    let zone_b = per_node.get("b1").copied().unwrap_or(0);
+    assert_eq!(zone_b, 2, "{per_node:?}");
+    // Within zone a, the owner's replicas spread over both nodes.
+    assert_eq!(per_node.get("a1"), Some(&1), "{per_node:?}");
+    assert_eq!(per_node.get("a2"), Some(&1), "{per_node:?}");
+}
