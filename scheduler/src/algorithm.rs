@@ -10,6 +10,7 @@ use rand::Rng;
 
 use crate::cache::Cache;
 use crate::filters::filter;
+use crate::interpod::InterPodState;
 use crate::message::Diagnosis;
 use crate::nodeinfo::{NodeInfo, PodInfo};
 use crate::score::{normalize_reverse, owner_zone_counts, score_with_zones};
@@ -42,6 +43,7 @@ pub fn schedule_one(cache: &mut Cache, pod: &PodInfo) -> Result<String, Diagnosi
         cache.next_start % slots
     };
     let spread = SpreadState::new(&pod.pod, cache.nodes());
+    let interpod = InterPodState::new(pod, cache.nodes(), cache.any_anti_affinity());
     let mut feasible: Vec<usize> = Vec::new();
     let mut looked = 0;
     for i in 0..slots {
@@ -62,10 +64,15 @@ pub fn schedule_one(cache: &mut Cache, pod: &PodInfo) -> Result<String, Diagnosi
             with_nominated = sim;
             &with_nominated
         };
-        let fits = filter(pod, n).and_then(|()| match &spread {
-            Some(s) => s.check(n).map_err(|e| vec![e]),
-            None => Ok(()),
-        });
+        let fits = filter(pod, n)
+            .and_then(|()| match &interpod {
+                Some(s) => s.check(n).map_err(|e| vec![e]),
+                None => Ok(()),
+            })
+            .and_then(|()| match &spread {
+                Some(s) => s.check(n).map_err(|e| vec![e]),
+                None => Ok(()),
+            });
         match fits {
             Ok(()) => {
                 feasible.push(idx);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use flotilla_objects::core::{Node, Pod};
 
-use crate::nodeinfo::{NodeInfo, PodInfo};
+use crate::nodeinfo::{has_required_anti_affinity, NodeInfo, PodInfo};
 use crate::queue::{pod_key, PodKey};
 
 struct Slot {
@@ -34,6 +34,8 @@ pub struct Cache {
     /// their victims leave is theirs, not a less important pod's.
     nominated: HashMap<String, HashMap<PodKey, PodInfo>>,
     nominated_node: HashMap<PodKey, String>,
+    /// Pods (bound or assumed) with a required pod anti-affinity term.
+    anti_affinity_pods: usize,
     /// Where the next cycle starts looking.
     pub next_start: usize,
 }
@@ -103,7 +105,20 @@ impl Cache {
         let node = pod.spec.node_name.clone();
         self.remove_pod(&key);
         self.pod_node.insert(key, node.clone());
+        self.count_anti_affinity(&pod, 1);
         self.slot_mut(&node).info.add_pod(PodInfo::new(pod));
+    }
+
+    fn count_anti_affinity(&mut self, p: &Pod, d: isize) {
+        if has_required_anti_affinity(p) {
+            self.anti_affinity_pods = self.anti_affinity_pods.saturating_add_signed(d);
+        }
+    }
+
+    /// Whether any pod here has a required pod anti-affinity term (every
+    /// node must then be checked against it).
+    pub fn any_anti_affinity(&self) -> bool {
+        self.anti_affinity_pods > 0
     }
 
     /// Forget a pod (deleted, finished, or an assumption that failed).
@@ -114,8 +129,12 @@ impl Cache {
         };
         if let Some(&idx) = self.by_name.get(&node) {
             let s = &mut self.slots[idx];
-            s.info.remove_pod(key);
-            if !s.present && s.info.pods.is_empty() {
+            let gone = s.info.remove_pod(key);
+            let empty = !s.present && s.info.pods.is_empty();
+            if let Some(p) = gone {
+                self.count_anti_affinity(&p.pod, -1);
+            }
+            if empty {
                 self.drop_slot(&node);
             }
         }
@@ -128,6 +147,7 @@ impl Cache {
         self.remove_pod(&key);
         self.pod_node.insert(key.clone(), node.to_string());
         self.assumed.insert(key);
+        self.count_anti_affinity(&pod.pod, 1);
         self.slot_mut(node).info.add_pod(pod);
     }
 

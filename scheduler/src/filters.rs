@@ -47,6 +47,8 @@ pub enum Unfit {
     ExistingPodsAntiAffinity,
     /// A DoNotSchedule topology spread constraint (see [`crate::spread`]).
     TopologySpread,
+    /// A required pod affinity (see [`crate::interpod`]).
+    PodAffinity,
 }
 
 impl fmt::Display for Unfit {
@@ -68,6 +70,7 @@ impl fmt::Display for Unfit {
             Unfit::ExistingPodsAntiAffinity => {
                 f.write_str("node(s) didn't satisfy existing pods anti-affinity rules")
             }
+            Unfit::PodAffinity => f.write_str("node(s) didn't match pod affinity rules"),
             Unfit::TopologySpread => {
                 f.write_str("node(s) didn't match pod topology spread constraints")
             }

@@ -4,7 +4,8 @@
 //! Owns: the pure filter and score functions over a pod, a node and the
 //! pods on it ([`filters`], [`score`], [`nodeinfo`], [`resources`]), which
 //! the autoscaler reuses to simulate, and topology spreading over the
-//! whole cluster ([`spread`]); the unschedulable message
+//! whole cluster ([`spread`]) and required pod (anti-)affinity across
+//! topology domains ([`interpod`]); the unschedulable message
 //! ([`message`]); the queue of pending pods in priority order ([`queue`]);
 //! the cache of nodes with bound and assumed pods ([`cache`]); one
 //! decision, preemption included ([`algorithm`]); and the loop that runs
@@ -34,6 +35,7 @@ pub mod algorithm;
 pub mod cache;
 pub mod events;
 pub mod filters;
+pub mod interpod;
 pub mod message;
 pub mod nodeinfo;
 pub mod queue;

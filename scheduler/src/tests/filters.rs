@@ -459,3 +459,103 @@ fn one_owners_replicas_spread_across_zones_too() {
     let s = score_with_zones(&new, &[&a2, &b1], None);
     assert_eq!(s[0], s[1]);
 }
+
+fn with_affinity(name: &str, app: &str, kind: &str, key: &str, wants: &str) -> PodInfo {
+    pod(
+        name,
+        "",
+        "",
+        json!({"metadata": {"labels": {"app": app}}, "spec": {"affinity": {kind: {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": {"app": wants}},
+                "topologyKey": key}]}}}}),
+    )
+}
+
+#[test]
+fn required_pod_affinity_and_zone_anti_affinity_need_the_whole_cluster() {
+    use crate::interpod::InterPodState;
+    const ZONE: &str = "topology.kubernetes.io/zone";
+    let zoned = |n: &str, z: &str| node(n, "8", "8Gi", json!({"metadata": {"labels": {ZONE: z}}}));
+    let db = pod("db", "", "", json!({"metadata": {"labels": {"app": "db"}}}));
+    let a1 = info(zoned("a1", "a"), &[&db]);
+    let a2 = info(zoned("a2", "a"), &[]);
+    let b1 = info(zoned("b1", "b"), &[]);
+    let all = || [&a1, &a2, &b1].into_iter();
+    // Affinity to db's zone: both nodes of zone a, not b.
+    let web = with_affinity("web", "web", "podAffinity", ZONE, "db");
+    let st = InterPodState::new(&web, all(), false).expect("state");
+    assert_eq!(st.check(&a2), Ok(()));
+    assert_eq!(st.check(&b1), Err(Unfit::PodAffinity));
+    // Affinity to the hostname: only db's node.
+    let near = with_affinity(
+        "near",
+        "near",
+        "podAffinity",
+        "kubernetes.io/hostname",
+        "db",
+    );
+    let st = InterPodState::new(&near, all(), false).expect("state");
+    assert_eq!(st.check(&a1), Ok(()));
+    assert_eq!(st.check(&a2), Err(Unfit::PodAffinity));
+    // The first pod of a group that wants its own kind goes anywhere.
+    let first = with_affinity("c1", "cache", "podAffinity", ZONE, "cache");
+    let st = InterPodState::new(&first, all(), false).expect("state");
+    assert_eq!(st.check(&b1), Ok(()));
+    // Anti-affinity on the zone: not in db's zone, either way round.
+    let away = with_affinity("away", "away", "podAntiAffinity", ZONE, "db");
+    let st = InterPodState::new(&away, all(), false).expect("state");
+    assert_eq!(st.check(&a2), Err(Unfit::PodAntiAffinity));
+    assert_eq!(st.check(&b1), Ok(()));
+    let loner = with_affinity("loner", "loner", "podAntiAffinity", ZONE, "web");
+    let b1_loner = info(zoned("b1", "b"), &[&loner]);
+    let plain_web = pod("w", "", "", json!({"metadata": {"labels": {"app": "web"}}}));
+    let st =
+        InterPodState::new(&plain_web, [&a1, &a2, &b1_loner].into_iter(), true).expect("state");
+    assert_eq!(st.check(&b1_loner), Err(Unfit::ExistingPodsAntiAffinity));
+    assert_eq!(st.check(&a2), Ok(()));
+    // Nothing to look at: no state.
+    assert!(InterPodState::new(&plain_web, all(), false).is_none());
+}
+
+#[test]
+fn a_cache_decision_follows_pod_affinity_and_zone_anti_affinity() {
+    const ZONE: &str = "topology.kubernetes.io/zone";
+    let mut c = Cache::new();
+    for (n, z) in [("a1", "a"), ("b1", "b"), ("b2", "b")] {
+        c.set_node(node(
+            n,
+            "8",
+            "8Gi",
+            json!({"metadata": {"labels": {ZONE: z}}}),
+        ));
+    }
+    c.assume(
+        pod("db", "", "", json!({"metadata": {"labels": {"app": "db"}}})),
+        "a1",
+    );
+    let web = with_affinity("web", "web", "podAffinity", ZONE, "db");
+    assert_eq!(schedule_one(&mut c, &web).expect("fits"), "a1");
+    // A pod that must keep away from db's zone goes to zone b; once there,
+    // a db replica may no longer join it.
+    let away = with_affinity("away", "away", "podAntiAffinity", ZONE, "db");
+    let n = schedule_one(&mut c, &away).expect("fits");
+    assert!(n.starts_with('b'), "{n}");
+    c.assume(away, &n);
+    let db2 = pod(
+        "db2",
+        "",
+        "",
+        json!({"metadata": {"labels": {"app": "db"}}}),
+    );
+    assert_eq!(schedule_one(&mut c, &db2).expect("fits"), "a1");
+    let d = schedule_one(
+        &mut c,
+        &with_affinity("x", "x", "podAffinity", ZONE, "nothing"),
+    )
+    .expect_err("no db-less group to join");
+    assert_eq!(
+        d.message(),
+        "0/3 nodes are available: 3 node(s) didn't match pod affinity rules."
+    );
+}
