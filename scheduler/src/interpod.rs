@@ -80,7 +80,12 @@ impl InterPodState {
         let mut forbidden = HashSet::new();
         let mut forbidden_by_others = HashSet::new();
         let me = pod.key();
+        let own_terms = !own_affinity.is_empty() || !own_anti.is_empty();
         for n in nodes {
+            if !own_terms && n.anti_affinity_pods == 0 {
+                // Only other pods' anti-affinity matters, and none is here.
+                continue;
+            }
             for other in n.pods.values() {
                 if other.key() == me {
                     continue;
