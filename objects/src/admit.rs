@@ -16,6 +16,7 @@ use crate::core::{
 use crate::networking::Ingress;
 use crate::nodepool::NodePool;
 use crate::registry::ResourceInfo;
+use crate::scheduling::{self, PriorityClass};
 use crate::{decode, defaults, validation, Resource};
 
 /// The kind of a [`FieldError`] (Kubernetes' `field.ErrorType`).
@@ -302,6 +303,12 @@ admission!(
     validation::secret_update
 );
 admission!(Event, no_defaults, validation::event, no_update_rules);
+admission!(
+    PriorityClass,
+    scheduling::priority_class_defaults,
+    scheduling::validate_priority_class,
+    scheduling::priority_class_update
+);
 
 /// Calls `$f::<Kind>` for the kind `$info` names.
 macro_rules! dispatch {
@@ -321,6 +328,7 @@ macro_rules! dispatch {
             "ConfigMap" => Some($f::<ConfigMap>($($arg),*)),
             "Secret" => Some($f::<Secret>($($arg),*)),
             "Event" => Some($f::<Event>($($arg),*)),
+            "PriorityClass" => Some($f::<PriorityClass>($($arg),*)),
             _ => None,
         }
     };

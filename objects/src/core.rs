@@ -225,6 +225,14 @@ object! {
         pub volumes: Vec<Volume>,
         /// Taints the pod tolerates.
         pub tolerations: Vec<Toleration>,
+        /// Name of the pod's PriorityClass (resolved into `priority` at admission).
+        pub priority_class_name: String,
+        /// PreemptLowerPriority or Never (from the PriorityClass at admission).
+        pub preemption_policy: String,
+        /// Node and pod (anti-)affinity.
+        pub affinity: Option<crate::scheduling::Affinity>,
+        /// How the pod's replicas spread across topology domains.
+        pub topology_spread_constraints: Vec<crate::scheduling::TopologySpreadConstraint>,
     }
 }
 
@@ -518,6 +526,8 @@ object! {
         pub container_statuses: Vec<ContainerStatus>,
         /// Guaranteed, Burstable or BestEffort.
         pub qos_class: String,
+        /// The node a preempting pod waits for (set by the scheduler).
+        pub nominated_node_name: String,
     }
 }
 

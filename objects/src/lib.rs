@@ -5,7 +5,7 @@
 //! validation with errors that name the field path.
 //!
 //! Owns: the kinds ([`core`], [`apps`], [`batch`], [`networking`],
-//! [`nodepool`]), object metadata ([`meta`]), the kind table
+//! [`nodepool`], [`scheduling`]), object metadata ([`meta`]), the kind table
 //! ([`registry`]), admission ([`admit`]), label and field selectors
 //! ([`selector`]), JSON merge patch ([`patch`]), and the object API's
 //! shared vocabulary ([`api`]: errors and reasons, list, delete and watch
@@ -26,6 +26,7 @@ pub mod networking;
 pub mod nodepool;
 pub mod patch;
 pub mod registry;
+pub mod scheduling;
 pub mod selector;
 
 mod decode;
@@ -39,6 +40,10 @@ pub use api::{ApiError, ObjectApi, Reason};
 pub use meta::{ObjectMeta, OwnerReference, Time};
 pub use patch::merge_patch;
 pub use registry::{lookup, ResourceInfo, RESOURCES};
+/// The value of a resource quantity ("500m", "128Mi"); None when it does not parse.
+pub fn parse_quantity(s: &str) -> Option<f64> {
+    quantity::parse(s)
+}
 pub use selector::{FieldSelector, Selector, SelectorError};
 
 use serde::{de::DeserializeOwned, Serialize};

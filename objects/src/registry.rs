@@ -135,6 +135,15 @@ pub static CONFIG_MAP: ResourceInfo = res!(
 );
 pub static SECRET: ResourceInfo = res!("Secret", "secrets", "secret", [], "", true, false);
 pub static EVENT: ResourceInfo = res!("Event", "events", "event", ["ev"], "", true, false);
+pub static PRIORITY_CLASS: ResourceInfo = res!(
+    "PriorityClass",
+    "priorityclasses",
+    "priorityclass",
+    ["pc"],
+    "scheduling.k8s.io",
+    false,
+    false
+);
 
 /// Every kind, in the order `flt api-resources` lists them.
 pub static RESOURCES: &[&ResourceInfo] = &[
@@ -152,6 +161,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &JOB,
     &NODE_POOL,
     &INGRESS,
+    &PRIORITY_CLASS,
 ];
 
 /// Find a kind by any of the names a user may type: the kind ("Pod",

@@ -50,6 +50,7 @@ pub async fn start(
         &master.cfg.name,
         Arc::new(move |term| Arc::new(fenced.fenced(term)) as Arc<dyn ObjectApi>),
     );
+    manager.add(Arc::new(flotilla_scheduler::Scheduler));
     for l in flotilla_controllers::leader_loops() {
         manager.add(l);
     }

@@ -23,6 +23,7 @@ mod cas;
 mod create;
 mod delete;
 pub(crate) mod json;
+mod priority;
 mod read;
 pub mod strategy;
 mod update;

@@ -94,6 +94,19 @@ impl Strategy for Pod {
         }
     }
 
+    fn prepare_update(&self, cur: &Value, new: &mut Value) {
+        // The priority admission resolved stays when an update omits it.
+        for f in ["priority", "priorityClassName", "preemptionPolicy"] {
+            let (Some(v), Some(spec)) = (
+                cur.pointer(&format!("/spec/{f}")),
+                new.get_mut("spec").and_then(Value::as_object_mut),
+            ) else {
+                continue;
+            };
+            spec.entry(f).or_insert_with(|| v.clone());
+        }
+    }
+
     fn grace_seconds(&self, cur: &Value, o: &DeleteParams) -> i64 {
         // Only a pod bound to a node waits: its agent confirms it stopped.
         if str_at(cur, "/spec/nodeName").is_empty() {
