@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::apps::{Deployment, ReplicaSet};
 use crate::batch::Job;
+use crate::coordination::Lease;
 use crate::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
@@ -302,6 +303,12 @@ admission!(
     validation::secret_update
 );
 admission!(Event, no_defaults, validation::event, no_update_rules);
+admission!(
+    Lease,
+    no_defaults,
+    crate::coordination::validate_lease,
+    no_update_rules
+);
 
 /// Calls `$f::<Kind>` for the kind `$info` names.
 macro_rules! dispatch {
@@ -321,6 +328,7 @@ macro_rules! dispatch {
             "ConfigMap" => Some($f::<ConfigMap>($($arg),*)),
             "Secret" => Some($f::<Secret>($($arg),*)),
             "Event" => Some($f::<Event>($($arg),*)),
+            "Lease" => Some($f::<Lease>($($arg),*)),
             _ => None,
         }
     };

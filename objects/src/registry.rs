@@ -135,6 +135,15 @@ pub static CONFIG_MAP: ResourceInfo = res!(
 );
 pub static SECRET: ResourceInfo = res!("Secret", "secrets", "secret", [], "", true, false);
 pub static EVENT: ResourceInfo = res!("Event", "events", "event", ["ev"], "", true, false);
+pub static LEASE: ResourceInfo = res!(
+    "Lease",
+    "leases",
+    "lease",
+    [],
+    "coordination.k8s.io",
+    true,
+    false
+);
 
 /// Every kind, in the order `flt api-resources` lists them.
 pub static RESOURCES: &[&ResourceInfo] = &[
@@ -152,6 +161,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &JOB,
     &NODE_POOL,
     &INGRESS,
+    &LEASE,
 ];
 
 /// Find a kind by any of the names a user may type: the kind ("Pod",

@@ -1,6 +1,7 @@
 //! `flotilla`: the daemon binary. Each role is a subcommand; this file only
 //! parses flags, sets up logging and signals, and hands over to the libraries.
 
+mod agent_cmd;
 mod control_plane;
 mod store;
 
@@ -30,6 +31,9 @@ enum Cmd {
     Master(MasterArgs),
     /// Run a local three-master cluster in this process, with its data under one folder.
     Up(UpArgs),
+    /// Run a node agent: register this node and run the pods bound to it
+    /// through containerd.
+    Agent(agent_cmd::AgentArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +66,12 @@ struct Tuning {
     /// Range of node ports for NodePort and LoadBalancer services, LOW-HIGH.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// Range nodes' pod CIDRs are drawn from (the same on every master).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// Size of each node's pod CIDR, as a prefix length (24: a /24 each).
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
 }
 
 impl Tuning {
@@ -71,7 +81,15 @@ impl Tuning {
             &self.service_node_port_range,
         )
         .map_err(|e| anyhow::anyhow!(e))?;
-        Ok(flotilla_control::ApiConfig { services })
+        let pod_cidrs = flotilla_control::podcidr::PodCidrs::parse(
+            &self.cluster_cidr,
+            self.node_cidr_mask_size,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(flotilla_control::ApiConfig {
+            services,
+            pod_cidrs,
+        })
     }
 }
 
@@ -260,6 +278,7 @@ fn main() {
         match cli.cmd {
             Cmd::Master(a) => run_master(a).await,
             Cmd::Up(a) => run_up(a).await,
+            Cmd::Agent(a) => agent_cmd::run(a, shutdown_signal()?).await,
         }
     });
     if let Err(e) = res {

@@ -1,0 +1,43 @@
+//! Connections from the node's network namespace: the agent may run outside
+//! it (`--netns`), while probes must reach pod IPs as the node does.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// Connect to `addr` from `netns` (None: the agent's own namespace).
+pub async fn connect(
+    netns: Option<&Path>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let Some(ns) = netns else {
+        return match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("dial tcp {addr}: i/o timeout"),
+            )),
+        };
+    };
+    let ns: PathBuf = ns.to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread of its own: setns changes the calling thread only, and this
+    // one ends right after; the socket stays in the namespace it was made in.
+    std::thread::spawn(move || {
+        let r = (|| {
+            let f = std::fs::File::open(&ns)?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+            s.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(s)
+        })();
+        let _ = tx.send(r);
+    });
+    let s = rx
+        .await
+        .map_err(|_| std::io::Error::other("the connecting thread ended"))??;
+    TcpStream::from_std(s)
+}
