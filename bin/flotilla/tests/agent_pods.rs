@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use agent_support::lan::Lan;
-use agent_support::{in_netns, AgentProc, Registry};
+use agent_support::{http_get_in, AgentProc, Registry};
 use common::{wait_for, Cluster, Opts};
 use flotilla_client::{Api, Client, DeleteParams};
 use flotilla_objects::coordination::{Lease, NODE_LEASE_NAMESPACE};
@@ -154,17 +154,12 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
     }
 
     // The pod's IP answers from the node's host namespace.
-    let url = format!("http://{}:8080/", st.pod_ip);
+    let addr: std::net::SocketAddr = format!("{}:8080", st.pod_ip).parse().expect("addr");
+    let netns = lan.hosts[0].netns.clone();
     let page = wait_for(Duration::from_secs(20), "the pod answers", async || {
-        let out = in_netns(
-            &lan.hosts[0].netns,
-            &["busybox", "wget", "-qO-", "-T", "2", &url],
-        );
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        http_get_in(&netns, addr, "/")
+            .await
+            .map(|b| b.trim().to_string())
     })
     .await;
     assert_eq!(page, "from-init-web");
@@ -191,12 +186,8 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
         .expect("list")
         .is_empty());
     assert!(cri.list_containers("").await.expect("list").is_empty());
-    let out = in_netns(
-        &lan.hosts[0].netns,
-        &["busybox", "wget", "-qO-", "-T", "2", &url],
-    );
     assert!(
-        !out.status.success(),
+        http_get_in(&netns, addr, "/").await.is_err(),
         "the pod still answers after its deletion"
     );
     drop(agent);

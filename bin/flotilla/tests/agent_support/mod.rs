@@ -379,3 +379,31 @@ impl Drop for AgentProc {
         }
     }
 }
+
+/// GET `path` from `addr` over HTTP/1.0, connecting from a network
+/// namespace; the body.
+pub async fn http_get_in(
+    netns: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ns = PathBuf::from(format!("/run/netns/{netns}"));
+    let mut s = flotilla_agent::netns::connect(Some(&ns), addr, Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| "read timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("answer: {head}"));
+    }
+    Ok(body.to_string())
+}
