@@ -104,10 +104,36 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
                 Duration::from_secs(2)
             }
         };
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(delay) => {}
+        // Wake for a change of the pod other than its status (our own
+        // writes come back through the watch), or when the delay is over.
+        let deadline = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                r = rx.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if material_change(last.as_deref(), rx.borrow().as_deref()) {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
         }
+    }
+}
+
+/// Whether a pod changed in more than its status and resourceVersion.
+fn material_change(old: Option<&Pod>, new: Option<&Pod>) -> bool {
+    match (old, new) {
+        (Some(a), Some(b)) => {
+            let mut am = a.metadata.clone();
+            let mut bm = b.metadata.clone();
+            am.resource_version.clear();
+            bm.resource_version.clear();
+            am != bm || a.spec != b.spec
+        }
+        _ => true,
     }
 }
 
@@ -245,7 +271,7 @@ async fn run_probes(
             if Instant::now() >= st.next {
                 let r = probe::run(ctx, c, &latest.id, &obs.ip, p).await;
                 if let Err(m) = &r {
-                    tracing::info!(pod = %pod.metadata.name, container = %c.name, ?kind, "probe failed: {m}");
+                    tracing::debug!(pod = %pod.metadata.name, container = %c.name, ?kind, "probe failed: {m}");
                 }
                 st.record(p, r);
             }
