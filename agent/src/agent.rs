@@ -72,6 +72,14 @@ async fn run_node(cfg: &AgentConfig, client: Client, stop: CancellationToken) ->
         cri,
         client,
     });
+    let streams = {
+        let (ctx, cache, stop) = (ctx.clone(), cache.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::streams::serve(ctx, cache, stop).await {
+                tracing::error!("pod logs and exec are unavailable: {e}");
+            }
+        })
+    };
     tokio::select! {
         _ = stop.cancelled() => {}
         ready = reflector.wait_until_ready(pods::CACHE_TIMEOUT) => {
@@ -82,6 +90,7 @@ async fn run_node(cfg: &AgentConfig, client: Client, stop: CancellationToken) ->
         }
     }
     heartbeat.abort();
+    streams.abort();
     Ok(())
 }
 

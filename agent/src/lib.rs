@@ -25,6 +25,7 @@ pub mod logs;
 pub mod netns;
 pub mod node;
 pub mod pods;
+pub mod streams;
 
 pub use agent::Agent;
 pub use config::{AgentConfig, RegistryMirror};

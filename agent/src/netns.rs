@@ -41,3 +41,29 @@ pub async fn connect(
         .map_err(|_| std::io::Error::other("the connecting thread ended"))??;
     TcpStream::from_std(s)
 }
+
+/// Listen on `addr` in `netns` (None: the agent's own namespace).
+pub async fn listen(
+    netns: Option<&Path>,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let Some(ns) = netns else {
+        return tokio::net::TcpListener::bind(addr).await;
+    };
+    let ns: PathBuf = ns.to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let r = (|| {
+            let f = std::fs::File::open(&ns)?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(l)
+        })();
+        let _ = tx.send(r);
+    });
+    let l = rx
+        .await
+        .map_err(|_| std::io::Error::other("the listening thread ended"))??;
+    tokio::net::TcpListener::from_std(l)
+}

@@ -58,6 +58,9 @@ pub struct AgentArgs {
     /// Name of the node's pod bridge.
     #[arg(long, default_value = "flt0")]
     cni_bridge: String,
+    /// Port of the pod streams (logs, exec) the masters relay to, on the node's IP.
+    #[arg(long, default_value_t = 10250)]
+    stream_port: u16,
     /// Seconds between two renewals of the node's Lease.
     #[arg(long, default_value_t = 10)]
     lease_interval_seconds: u64,
@@ -77,6 +80,7 @@ pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.sandbox_image = a.sandbox_image;
     cfg.cni_bin_dir = a.cni_bin_dir;
     cfg.cni_bridge = a.cni_bridge;
+    cfg.stream_port = a.stream_port;
     cfg.lease_interval = std::time::Duration::from_secs(a.lease_interval_seconds.max(1));
     let client =
         flotilla_client::Client::connect(&a.server).context("connecting to the masters")?;

@@ -5,6 +5,7 @@
 //! its CRI log file.
 
 mod agent_support;
+mod common;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

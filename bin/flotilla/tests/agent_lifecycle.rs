@@ -159,6 +159,10 @@ async fn restart_policies_pull_errors_probes_and_graceful_termination() {
     })
     .await;
     assert_eq!(phase(&p), "Running");
+    let out = agent_support::flt(&cluster.endpoints(), &["logs", "crash", "--previous"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "run\n");
     // Never / OnFailure: terminal phases with the exit codes.
     let p = until(&pods, "done", "Succeeded", |p| phase(p) == "Succeeded").await;
     assert_eq!(

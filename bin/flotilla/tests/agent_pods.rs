@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use agent_support::lan::Lan;
-use agent_support::{http_get_in, AgentProc, Registry};
+use agent_support::{flt, http_get_in, AgentProc, Registry};
 use common::{wait_for, Cluster, Opts};
 use flotilla_client::{Api, Client, DeleteParams};
 use flotilla_objects::coordination::{Lease, NODE_LEASE_NAMESPACE};
@@ -104,7 +104,7 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
                 "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                 "volumeMounts": [{"name": "www", "mountPath": "/www"}]}],
             "containers": [{"name": "httpd", "image": "busybox",
-                "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                "command": ["sh", "-c", "echo serving $(cat /www/index.html); exec httpd -f -p 8080 -h /www"],
                 "volumeMounts": [{"name": "www", "mountPath": "/www"}]}]
         }
     }))
@@ -163,6 +163,64 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
     })
     .await;
     assert_eq!(page, "from-init-web");
+
+    // Logs and exec through the master (which relays to the agent).
+    let servers = cluster.endpoints();
+    let out = flt(&servers, &["logs", "web"]).await.ok();
+    assert_eq!(out.stdout, "serving from-init-web\n");
+    let out = flt(&servers, &["logs", "web", "--timestamps", "-c", "httpd"])
+        .await
+        .ok();
+    assert!(
+        out.stdout.starts_with("20") && out.stdout.ends_with(" serving from-init-web\n"),
+        "{out}"
+    );
+    let out = flt(&servers, &["exec", "web", "--", "cat", "/www/index.html"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "from-init-web\n");
+    let out = flt(
+        &servers,
+        &[
+            "exec",
+            "web",
+            "-c",
+            "httpd",
+            "--",
+            "sh",
+            "-c",
+            "echo oops >&2; exit 7",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(7), "{out}");
+    assert_eq!(out.stderr, "oops\n");
+    flt(&servers, &["logs", "nosuchpod"])
+        .await
+        .fails_with("not found");
+
+    // -f follows a container until it exits.
+    let counter: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "counter"},
+        "spec": {"nodeName": name, "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox",
+                "command": ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 1; done"]}]}
+    }))
+    .expect("pod");
+    pods.create(&counter).await.expect("create");
+    wait_for(TIMEOUT, "counter runs", async || {
+        let p = pods.get("counter").await.map_err(|e| e.to_string())?;
+        match p.status.map(|s| s.phase) {
+            Some(ph) if ph == "Running" || ph == "Succeeded" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let out = flt(&servers, &["logs", "-f", "counter"]).await.ok();
+    assert_eq!(out.stdout, "line 1\nline 2\nline 3\n");
+    pods.delete("counter", &DeleteParams::default())
+        .await
+        .expect("delete");
 
     // Deleting the pod stops its containers and removes its sandbox; the
     // object goes once the agent confirms.

@@ -174,7 +174,11 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
             println!("flt {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::ApiResources | Command::Completion { .. } | Command::Cluster(_) => Ok(()),
+        Command::ApiResources
+        | Command::Completion { .. }
+        | Command::Cluster(_)
+        | Command::Logs(_)
+        | Command::Exec(_) => Ok(()),
     }
 }
 

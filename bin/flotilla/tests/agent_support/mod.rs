@@ -407,3 +407,16 @@ pub async fn http_get_in(
     }
     Ok(body.to_string())
 }
+
+/// Runs `flt --server SERVERS ARGS...` to completion (60 s at most).
+pub async fn flt(servers: &str, args: &[&str]) -> crate::common::CmdOut {
+    let mut cmd = tokio::process::Command::new(crate::common::flt_bin());
+    cmd.arg("--server").arg(servers).args(args);
+    crate::common::run_command(
+        &mut cmd,
+        format!("flt {}", args.join(" ")),
+        None,
+        Duration::from_secs(60),
+    )
+    .await
+}
