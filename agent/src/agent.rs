@@ -62,6 +62,11 @@ async fn run_node(cfg: &AgentConfig, client: Client, stop: CancellationToken) ->
         runtime,
         stop.clone(),
     ));
+    let routes = tokio::spawn(crate::routes::run(
+        cfg.clone(),
+        client.clone(),
+        stop.clone(),
+    ));
     let reflector = Reflector::spawn(
         Api::<Pod>::all(client.clone()),
         ListParams::default().fields(&format!("spec.nodeName={}", cfg.name)),
@@ -91,6 +96,7 @@ async fn run_node(cfg: &AgentConfig, client: Client, stop: CancellationToken) ->
     }
     heartbeat.abort();
     streams.abort();
+    routes.abort();
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -182,25 +182,14 @@ fn spawn(how: &How) -> Result<Child> {
     let err = out
         .try_clone()
         .map_err(Error::io(format!("opening {}", log.display())))?;
-    let mut cmd = Command::new(&how.bin);
+    let mut cmd = crate::netns::command_in(how.netns.as_deref(), &how.bin)
+        .map_err(Error::io("opening the node's network namespace"))?;
     cmd.arg("--config")
         .arg(&how.conf)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .kill_on_drop(true);
-    if let Some(ns) = &how.netns {
-        // Only the network namespace changes (as `nsenter --net`); /sys
-        // stays the host's, which runc needs to find the cgroups.
-        let fd = std::fs::File::open(ns).map_err(Error::io(format!("opening {}", ns.display())))?;
-        // SAFETY: setns(2) is async-signal-safe; the fd is opened before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
-    }
     cmd.spawn()
         .map_err(|e| Error::Containerd(format!("starting {}: {e}", how.bin.display())))
 }

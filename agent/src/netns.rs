@@ -67,3 +67,24 @@ pub async fn listen(
         .map_err(|_| std::io::Error::other("the listening thread ended"))??;
     tokio::net::TcpListener::from_std(l)
 }
+
+/// A command that runs in `netns` (None: the agent's own namespace). Only
+/// the network namespace changes, as with `nsenter --net`: /sys stays the
+/// host's (runc needs it to find the cgroups).
+pub fn command_in(
+    netns: Option<&Path>,
+    program: &Path,
+) -> std::io::Result<tokio::process::Command> {
+    let mut cmd = tokio::process::Command::new(program);
+    if let Some(ns) = netns {
+        let fd = std::fs::File::open(ns)?;
+        // SAFETY: setns(2) is async-signal-safe; the fd is opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    Ok(cmd)
+}
