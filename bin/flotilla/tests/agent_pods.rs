@@ -35,7 +35,7 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
     lan.add_host();
     let registry = Registry::start(cluster.dir(), lan.gateway);
     let name = format!("h1-{}", lan.id);
-    let agent = AgentProc::start(
+    let mut agent = AgentProc::start(
         &cluster.endpoints(),
         &name,
         &lan.hosts[0],
@@ -222,19 +222,81 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
         .await
         .expect("delete");
 
+    // An agent restart adopts the running containers (same ids, no
+    // restart); a pod deleted while the agent was down is stopped when it
+    // comes back.
+    let before = pods.get("web").await.expect("get").status.expect("status");
+    let doomed: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "doomed"},
+        "spec": {"nodeName": name, "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "600"]}]}
+    }))
+    .expect("pod");
+    let doomed_uid = pods.create(&doomed).await.expect("create").metadata.uid;
+    wait_for(TIMEOUT, "doomed runs", async || {
+        let p = pods.get("doomed").await.map_err(|e| e.to_string())?;
+        match p.status.map(|s| s.phase) {
+            Some(ph) if ph == "Running" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    agent.stop();
+    pods.delete(
+        "doomed",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("delete");
+    agent.restart();
+    let socket = agent.socket();
+    wait_for(
+        TIMEOUT,
+        "the deleted pod's sandbox is removed",
+        async || {
+            let mut cri = flotilla_agent::cri::Cri::connect(&socket)
+                .await
+                .map_err(|e| e.to_string())?;
+            let boxes = cri
+                .list_pod_sandboxes(Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            if boxes
+                .iter()
+                .any(|b| b.metadata.as_ref().is_some_and(|m| m.uid == doomed_uid))
+            {
+                Err(format!("{} sandboxes", boxes.len()))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let after = pods.get("web").await.expect("get").status.expect("status");
+    assert_eq!(
+        after.container_statuses[0].container_id,
+        before.container_statuses[0].container_id
+    );
+    assert_eq!(after.container_statuses[0].restart_count, 0);
+    assert_eq!(after.pod_ip, before.pod_ip);
+
     // Deleting the pod stops its containers and removes its sandbox; the
     // object goes once the agent confirms.
     pods.delete("web", &DeleteParams::default())
         .await
         .expect("delete");
-    wait_for(TIMEOUT, "the pod object is gone", async || {
-        match pods.get("web").await {
-            Err(e) if e.is(flotilla_client::Reason::NotFound) => Ok(()),
-            Ok(p) => Err(format!("still there: {:?}", p.metadata.deletion_timestamp)),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await;
+    for pod in ["web", "counter"] {
+        wait_for(TIMEOUT, "the pod objects are gone", async || {
+            match pods.get(pod).await {
+                Err(e) if e.is(flotilla_client::Reason::NotFound) => Ok(()),
+                Ok(p) => Err(format!("still there: {:?}", p.metadata.deletion_timestamp)),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+    }
     let mut cri = flotilla_agent::cri::Cri::connect(&agent.socket())
         .await
         .expect("cri");
