@@ -456,7 +456,14 @@ async fn write_status(ctx: &Ctx, mem: &Memory, pod: &Pod, obs: &Observed) -> Res
         .iter()
         .map(|c| view(obs, mem, c, |code| restarts(&policy, code)))
         .collect();
-    let st = status::pod_status(pod, &init, &app, &obs.ip, &ctx.cfg.node_ip.to_string());
+    let host_ip = ctx.cfg.node_ip.to_string();
+    // A pod on the node's network has the node's address.
+    let pod_ip = if pod.spec.host_network && obs.sandbox.is_some() {
+        host_ip.clone()
+    } else {
+        obs.ip.clone()
+    };
+    let st = status::pod_status(pod, &init, &app, &pod_ip, &host_ip);
     if pod.status.as_ref() == Some(&st) {
         return Ok(());
     }

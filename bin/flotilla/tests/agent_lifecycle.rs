@@ -82,7 +82,7 @@ async fn restart_policies_pull_errors_probes_and_graceful_termination() {
         &registry,
     );
     let client = Client::connect(&[cluster.client_addr(0)]).expect("client");
-    let pods = Api::<Pod>::namespaced(client, "default");
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
     let marks = cluster.dir().join("marks");
     std::fs::create_dir_all(&marks).expect("marks dir");
 
@@ -238,15 +238,57 @@ async fn restart_policies_pull_errors_probes_and_graceful_termination() {
         "TERM"
     );
     assert!(!marks.join("ignorer").exists());
-    for p in &all {
-        let _ = pods
-            .delete(
-                &p.metadata.name,
-                &DeleteParams {
-                    grace_period_seconds: Some(0),
-                    ..Default::default()
-                },
-            )
-            .await;
-    }
+    // Drain: refused while pods no controller owns are there, then forced;
+    // the node stays cordoned until uncordoned.
+    let servers = cluster.endpoints();
+    let rs: Value = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "keeper"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "k"}},
+            "template": {"metadata": {"labels": {"app": "k"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    let rs = client
+        .create("replicasets", "default", &rs, false)
+        .await
+        .expect("rs")
+        .0;
+    let mut owned = pod("owned", &node, "Always", json!([sh("c", "exec sleep 600")]));
+    owned.metadata.owner_references = serde_json::from_value(json!([{"apiVersion": "apps/v1",
+        "kind": "ReplicaSet", "name": "keeper", "uid": rs["metadata"]["uid"], "controller": true}]))
+    .expect("owner");
+    pods.create(&owned).await.expect("owned");
+    until(&pods, "owned", "running", |p| phase(p) == "Running").await;
+    agent_support::flt(&servers, &["drain", &node])
+        .await
+        .fails_with("cannot delete pods that declare no controller");
+    let out = agent_support::flt(
+        &servers,
+        &["drain", &node, "--force", "--grace-period", "1"],
+    )
+    .await
+    .ok();
+    assert!(out.stdout.contains("evicting pod default/owned"), "{out}");
+    assert!(
+        out.stdout.ends_with(&format!("node/{node} drained\n")),
+        "{out}"
+    );
+    let left = pods
+        .list(&flotilla_client::ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+        .expect("list");
+    assert!(
+        left.items.is_empty(),
+        "{:?}",
+        left.items
+            .iter()
+            .map(|p| &p.metadata.name)
+            .collect::<Vec<_>>()
+    );
+    let n = flotilla_client::Api::<flotilla_objects::core::Node>::all(client.clone())
+        .get(&node)
+        .await
+        .expect("node");
+    assert!(n.spec.unschedulable);
+    let out = agent_support::flt(&servers, &["uncordon", &node])
+        .await
+        .ok();
+    assert_eq!(out.stdout, format!("node/{node} uncordoned\n"));
 }

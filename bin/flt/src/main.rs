@@ -14,6 +14,7 @@ mod cluster;
 mod commands;
 mod config;
 mod manifest;
+mod nodes;
 #[allow(dead_code)]
 mod print;
 mod streams;
@@ -119,6 +120,19 @@ pub enum Command {
     /// Run a command in a container: `flt exec web -- ls /`; its exit code
     /// becomes flt's.
     Exec(streams::ExecArgs),
+    /// Mark a node unschedulable.
+    Cordon {
+        /// The node.
+        node: String,
+    },
+    /// Mark a node schedulable again.
+    Uncordon {
+        /// The node.
+        node: String,
+    },
+    /// Cordon a node and evict its pods (those a controller recreates;
+    /// --force for the others), honouring their grace periods.
+    Drain(nodes::DrainArgs),
 }
 
 #[derive(Args, Debug)]
