@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::apps::{Deployment, ReplicaSet};
 use crate::batch::Job;
+use crate::coordination::Lease;
 use crate::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
@@ -309,6 +310,12 @@ admission!(
     scheduling::validate_priority_class,
     scheduling::priority_class_update
 );
+admission!(
+    Lease,
+    no_defaults,
+    crate::coordination::validate_lease,
+    no_update_rules
+);
 
 /// Calls `$f::<Kind>` for the kind `$info` names.
 macro_rules! dispatch {
@@ -329,6 +336,7 @@ macro_rules! dispatch {
             "Secret" => Some($f::<Secret>($($arg),*)),
             "Event" => Some($f::<Event>($($arg),*)),
             "PriorityClass" => Some($f::<PriorityClass>($($arg),*)),
+            "Lease" => Some($f::<Lease>($($arg),*)),
             _ => None,
         }
     };

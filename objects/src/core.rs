@@ -107,6 +107,25 @@ object! {
         pub addresses: Vec<NodeAddress>,
         /// Versions and identity of the machine.
         pub node_info: NodeSystemInfo,
+        /// Ports the node's agent serves on.
+        pub daemon_endpoints: NodeDaemonEndpoints,
+    }
+}
+
+object! {
+    /// Ports the node's agent serves on.
+    pub struct NodeDaemonEndpoints {
+        /// The agent's pod streams (logs, exec), on the node's InternalIP.
+        pub kubelet_endpoint: DaemonEndpoint,
+    }
+}
+
+object! {
+    /// A port.
+    pub struct DaemonEndpoint {
+        /// Port number.
+        #[serde(rename = "Port")]
+        pub port: i32,
     }
 }
 

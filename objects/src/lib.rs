@@ -5,7 +5,7 @@
 //! validation with errors that name the field path.
 //!
 //! Owns: the kinds ([`core`], [`apps`], [`batch`], [`networking`],
-//! [`nodepool`], [`scheduling`]), object metadata ([`meta`]), the kind table
+//! [`nodepool`], [`scheduling`], [`coordination`]), object metadata ([`meta`]), the kind table
 //! ([`registry`]), admission ([`admit`]), label and field selectors
 //! ([`selector`]), JSON merge patch ([`patch`]), and the object API's
 //! shared vocabulary ([`api`]: errors and reasons, list, delete and watch
@@ -20,6 +20,7 @@ pub mod admit;
 pub mod api;
 pub mod apps;
 pub mod batch;
+pub mod coordination;
 pub mod core;
 pub mod meta;
 pub mod networking;
@@ -39,6 +40,7 @@ pub use admit::{admit, invalid_message, validate_update, Admitted, FieldError, F
 pub use api::{ApiError, ObjectApi, Reason};
 pub use meta::{ObjectMeta, OwnerReference, Time};
 pub use patch::merge_patch;
+pub use quantity::parse as parse_quantity;
 pub use registry::{lookup, ResourceInfo, RESOURCES};
 /// The value of a resource quantity ("500m", "128Mi"); None when it does not parse.
 pub fn parse_quantity(s: &str) -> Option<f64> {

@@ -144,6 +144,15 @@ pub static PRIORITY_CLASS: ResourceInfo = res!(
     false,
     false
 );
+pub static LEASE: ResourceInfo = res!(
+    "Lease",
+    "leases",
+    "lease",
+    [],
+    "coordination.k8s.io",
+    true,
+    false
+);
 
 /// Every kind, in the order `flt api-resources` lists them.
 pub static RESOURCES: &[&ResourceInfo] = &[
@@ -162,6 +171,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &NODE_POOL,
     &INGRESS,
     &PRIORITY_CLASS,
+    &LEASE,
 ];
 
 /// Find a kind by any of the names a user may type: the kind ("Pod",

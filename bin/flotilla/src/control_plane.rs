@@ -23,7 +23,8 @@ pub async fn start(
         let server = ApiServer::new(Arc::new(MasterStore::new(m.clone())), api_cfg);
         api = Some(server.clone());
         let limit = m.cfg.limits.max_request_bytes + 512 * 1024;
-        Routes::new(ObjectService::server(server, limit))
+        Routes::new(ObjectService::server(server.clone(), limit))
+            .add_service(flotilla_control::relay::Relay::server(server))
     })
     .await?;
     let master = running.master.clone();

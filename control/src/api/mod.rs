@@ -66,6 +66,8 @@ const WATCH_CACHE_EVENTS: usize = 10_000;
 pub struct ApiConfig {
     /// Cluster IPs and node ports of services.
     pub services: ServiceRanges,
+    /// Pod CIDRs of nodes.
+    pub pod_cidrs: crate::podcidr::PodCidrs,
 }
 
 /// The wall clock the server stamps objects with (creation, deletion
@@ -429,3 +431,5 @@ impl ObjectApi for ApiServer {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nodes;
