@@ -116,10 +116,15 @@ fn fenced_put(term: u64, key: &str) -> Command {
 /// leader's fenced write is applied (if leadership moved meanwhile, as it
 /// may just after the start, the next leader's is).
 async fn settled_leader(nodes: &[Node]) -> (usize, u64) {
+    settled_leader_above(nodes, 0, "before").await
+}
+
+/// [`settled_leader`] in a term above `above`, writing `key`.
+async fn settled_leader_above(nodes: &[Node], above: u64, key: &str) -> (usize, u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (l, term) = leader(nodes, None, 0).await;
-        match propose(&nodes[l], fenced_put(term, "before")).await {
+        let (l, term) = leader(nodes, None, above).await;
+        match propose(&nodes[l], fenced_put(term, key)).await {
             Outcome::Txn(Ok(_)) => return (l, term),
             Outcome::Fenced { .. } if tokio::time::Instant::now() < deadline => {}
             r => panic!("the leader's own fenced write: {r:?}"),
@@ -166,7 +171,7 @@ async fn a_paused_old_leaders_fenced_write_is_refused_after_a_new_leader_is_elec
 
     // Pause the leader; the others elect a new one.
     let resume = nodes[old].pause();
-    let (new, new_term) = leader(&nodes, Some(old), term).await;
+    leader(&nodes, Some(old), term).await;
     let _ = resume.send(());
 
     // Back from its pause, the old leader's loop writes with its old term:
@@ -174,8 +179,7 @@ async fn a_paused_old_leaders_fenced_write_is_refused_after_a_new_leader_is_elec
     let r = propose(&nodes[old], fenced_put(term, "late")).await;
     assert_eq!(r, Outcome::Fenced { term });
     // The new leader's writes with its own term go through.
-    let r = propose(&nodes[new], fenced_put(new_term, "after")).await;
-    assert!(matches!(r, Outcome::Txn(Ok(_))), "{r:?}");
+    let (new, _) = settled_leader_above(&nodes, term, "after").await;
     let store = nodes[new].master.store.clone();
     assert!(store.get_latest(b"before").expect("read").is_some());
     assert!(store.get_latest(b"late").expect("read").is_none());
@@ -213,14 +217,25 @@ async fn grant(node: &Node, ttl: i64) -> i64 {
 async fn a_leader_cut_off_from_its_peers_does_not_renew_leases() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = cluster(dir.path());
-    let (l, _) = settled_leader(&nodes).await;
-    let id = grant(&nodes[l], 30).await;
-    let renewed = on(
-        &nodes[l],
-        move |m| async move { m.lease_keep_alive(id).await },
-    )
-    .await;
-    assert_eq!(renewed.expect("keep-alive"), Some(30));
+    let (first, _) = settled_leader(&nodes).await;
+    let id = grant(&nodes[first], 30).await;
+    // Renewed while the leader has its quorum (retried if leadership moves).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let l = loop {
+        let (l, _) = leader(&nodes, None, 0).await;
+        match on(
+            &nodes[l],
+            move |m| async move { m.lease_keep_alive(id).await },
+        )
+        .await
+        {
+            Ok(renewed) => {
+                assert_eq!(renewed, Some(30));
+                break l;
+            }
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "{e}"),
+        }
+    };
     // Both followers paused: the leader still takes client calls, but a new
     // leader could be elected behind it (and let the lease expire).
     let followers: Vec<_> = (0..3)
