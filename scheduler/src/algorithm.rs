@@ -10,7 +10,7 @@ use rand::Rng;
 
 use crate::cache::Cache;
 use crate::filters::filter;
-use crate::interpod::InterPodState;
+use crate::interpod::{normalize_min_max, InterPodState, Preferred};
 use crate::message::Diagnosis;
 use crate::nodeinfo::{NodeInfo, PodInfo};
 use crate::score::{normalize_reverse, owner_zone_counts, score_with_zones};
@@ -90,6 +90,12 @@ pub fn schedule_one(cache: &mut Cache, pod: &PodInfo) -> Result<String, Diagnosi
     let nodes: Vec<&NodeInfo> = feasible.iter().filter_map(|i| cache.node_at(*i)).collect();
     let zones = owner_zone_counts(&pod.pod, cache.nodes());
     let mut scores = score_with_zones(pod, &nodes, zones.as_ref());
+    if let Some(pref) = Preferred::new(pod, cache.nodes()) {
+        let raw: Vec<i64> = nodes.iter().map(|n| pref.raw(n)).collect();
+        for (t, r) in scores.iter_mut().zip(normalize_min_max(&raw)) {
+            *t += 2 * r;
+        }
+    }
     if let Some(s) = spread.as_ref().filter(|s| s.has_soft()) {
         let raw: Vec<i64> = nodes.iter().map(|n| s.raw_score(n)).collect();
         for (t, r) in scores.iter_mut().zip(normalize_reverse(&raw)) {

@@ -154,3 +154,85 @@ impl InterPodState {
         Ok(())
     }
 }
+
+/// A pod's preferred pod affinity (+weight) and anti-affinity (-weight)
+/// terms, with the count of matching pods per domain of each.
+pub struct Preferred {
+    terms: Vec<(String, i64, std::collections::HashMap<String, i64>)>,
+}
+
+impl Preferred {
+    /// None for a pod without preferred pod (anti-)affinity.
+    pub fn new<'a>(pod: &PodInfo, nodes: impl Iterator<Item = &'a NodeInfo>) -> Option<Preferred> {
+        let p = &pod.pod;
+        let a = p.spec.affinity.as_ref()?;
+        let mut weighted: Vec<(&PodAffinityTerm, i64)> = Vec::new();
+        if let Some(x) = &a.pod_affinity {
+            for w in &x.preferred_during_scheduling_ignored_during_execution {
+                weighted.push((&w.pod_affinity_term, i64::from(w.weight)));
+            }
+        }
+        if let Some(x) = &a.pod_anti_affinity {
+            for w in &x.preferred_during_scheduling_ignored_during_execution {
+                weighted.push((&w.pod_affinity_term, -i64::from(w.weight)));
+            }
+        }
+        if weighted.is_empty() {
+            return None;
+        }
+        let ns = p.metadata.namespace.as_str();
+        let me = pod.key();
+        let mut terms: Vec<(String, i64, std::collections::HashMap<String, i64>)> = weighted
+            .iter()
+            .map(|(t, w)| (t.topology_key.clone(), *w, Default::default()))
+            .collect();
+        for n in nodes {
+            for other in n.pods.values() {
+                if other.key() == me {
+                    continue;
+                }
+                for (i, (t, _)) in weighted.iter().enumerate() {
+                    if term_selects(t, ns, &other.pod) {
+                        if let Some(d) = n.labels.get(&t.topology_key) {
+                            *terms[i].2.entry(d.clone()).or_insert(0) += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Some(Preferred { terms })
+    }
+
+    /// The node's raw score: each term's weight times the matching pods in
+    /// the node's domain (negative for anti-affinity).
+    pub fn raw(&self, node: &NodeInfo) -> i64 {
+        self.terms
+            .iter()
+            .map(|(key, w, counts)| {
+                node.labels
+                    .get(key)
+                    .and_then(|d| counts.get(d))
+                    .map(|c| w * c)
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+/// Scale raw scores to 0-100, min to max (kube-scheduler's normalisation
+/// of inter-pod affinity, whose raw scores may be negative).
+pub fn normalize_min_max(raw: &[i64]) -> Vec<i64> {
+    let (min, max) = (
+        raw.iter().copied().min().unwrap_or(0),
+        raw.iter().copied().max().unwrap_or(0),
+    );
+    raw.iter()
+        .map(|r| {
+            if max > min {
+                (r - min) * crate::score::MAX_SCORE / (max - min)
+            } else {
+                0
+            }
+        })
+        .collect()
+}

@@ -10,6 +10,11 @@
 //! | preferred node affinity       | 2      |
 //! | PreferNoSchedule taints       | 3      |
 //! | spreading one owner's pods    | 2      |
+//!
+//! (node, then two thirds zone when nodes have zones). Two more need the
+//! whole cluster and are added by [`crate::algorithm`]: preferred pod
+//! (anti-)affinity ([`crate::interpod::Preferred`], weight 2) and
+//! ScheduleAnyway topology spread ([`crate::spread`], weight 2).
 
 use std::collections::HashMap;
 

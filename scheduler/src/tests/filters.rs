@@ -559,3 +559,47 @@ fn a_cache_decision_follows_pod_affinity_and_zone_anti_affinity() {
         "0/3 nodes are available: 3 node(s) didn't match pod affinity rules."
     );
 }
+
+#[test]
+fn preferred_pod_affinity_scores_near_and_anti_affinity_far() {
+    const ZONE: &str = "topology.kubernetes.io/zone";
+    let mut c = Cache::new();
+    for (n, z) in [("a1", "a"), ("b1", "b")] {
+        c.set_node(node(
+            n,
+            "8",
+            "8Gi",
+            json!({"metadata": {"labels": {ZONE: z}}}),
+        ));
+    }
+    // The db pod makes a1 the busier node: least allocated alone picks b1.
+    c.assume(
+        pod(
+            "db",
+            "2",
+            "2Gi",
+            json!({"metadata": {"labels": {"app": "db"}}}),
+        ),
+        "a1",
+    );
+    let prefer = |kind: &str| {
+        pod(
+            "web",
+            "",
+            "",
+            json!({"spec": {"affinity": {kind: {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "db"}},
+                    "topologyKey": ZONE}}]}}}}),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            schedule_one(&mut c, &prefer("podAffinity")).expect("fits"),
+            "a1"
+        );
+        assert_eq!(
+            schedule_one(&mut c, &prefer("podAntiAffinity")).expect("fits"),
+            "b1"
+        );
+    }
+}
