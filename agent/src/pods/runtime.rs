@@ -167,6 +167,113 @@ async fn lookups(ctx: &Ctx, pod: &Pod, c: &Container) -> Result<spec::Lookups, S
     Ok(out)
 }
 
+/// The files of a config map or secret volume: (path, bytes, mode).
+fn projected(
+    data: &std::collections::BTreeMap<String, Vec<u8>>,
+    items: &[flotilla_objects::core::KeyToPath],
+    default_mode: Option<i32>,
+) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
+    let mode = |m: Option<i32>| m.or(default_mode).unwrap_or(0o644) as u32 & 0o777;
+    if items.is_empty() {
+        return Ok(data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), mode(None)))
+            .collect());
+    }
+    items
+        .iter()
+        .map(|i| {
+            let v = data
+                .get(&i.key)
+                .ok_or_else(|| format!("configmap or secret key {:?} not found", i.key))?;
+            if i.path.split('/').any(|c| c == "..") || i.path.starts_with('/') {
+                return Err(format!("invalid path {:?}", i.path));
+            }
+            Ok((i.path.clone(), v.clone(), mode(i.mode)))
+        })
+        .collect()
+}
+
+/// Write the config map and secret volumes of a pod into their folders.
+async fn project_volumes(ctx: &Ctx, pod: &Pod, dirs: &PodDirs) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = &pod.metadata.namespace;
+    for v in &pod.spec.volumes {
+        let (data, items, mode, optional) = if let Some(cm) = &v.config_map {
+            let data = match Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+                .get(&cm.name)
+                .await
+            {
+                Ok(o) => Some(
+                    o.data
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .chain(o.binary_data.into_iter().filter_map(|(k, v)| {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(v)
+                                .ok()
+                                .map(|b| (k, b))
+                        }))
+                        .collect(),
+                ),
+                Err(e) if e.is(Reason::NotFound) => None,
+                Err(e) => return Err(e.to_string()),
+            };
+            (
+                data.ok_or(format!("configmap \"{}\" not found", cm.name)),
+                &cm.items,
+                cm.default_mode,
+                cm.optional,
+            )
+        } else if let Some(s) = &v.secret {
+            let data = match Api::<Secret>::namespaced(ctx.client.clone(), ns)
+                .get(&s.secret_name)
+                .await
+            {
+                Ok(o) => Some(
+                    o.data
+                        .into_iter()
+                        .filter_map(|(k, v)| {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(v)
+                                .ok()
+                                .map(|b| (k, b))
+                        })
+                        .collect(),
+                ),
+                Err(e) if e.is(Reason::NotFound) => None,
+                Err(e) => return Err(e.to_string()),
+            };
+            (
+                data.ok_or(format!("secret \"{}\" not found", s.secret_name)),
+                &s.items,
+                s.default_mode,
+                s.optional,
+            )
+        } else {
+            continue;
+        };
+        let data = match data {
+            Ok(d) => d,
+            Err(_) if optional == Some(true) => Default::default(),
+            Err(e) => return Err(e),
+        };
+        let dir = dirs.volumes.join(&v.name);
+        for (path, bytes, mode) in projected(&data, items, mode)? {
+            let file = dir.join(&path);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            std::fs::write(&file, &bytes)
+                .map_err(|e| format!("writing {}: {e}", file.display()))?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Start run number `attempt` of a container in the pod's sandbox.
 pub async fn start_container(
     ctx: &Ctx,
@@ -189,6 +296,7 @@ pub async fn start_container(
                 .map_err(|e| config_err(format!("creating {}: {e}", d.display())))?;
         }
     }
+    project_volumes(ctx, pod, &dirs).await.map_err(config_err)?;
     let mounts = spec::mounts(pod, c, &dirs).map_err(config_err)?;
     let log = dirs.log_file(&c.name, attempt);
     if let Some(parent) = log.parent() {

@@ -307,10 +307,12 @@ pub fn mounts(pod: &Pod, c: &Container, dirs: &PodDirs) -> Result<Vec<cri::Mount
         if !vm.sub_path.is_empty() {
             host = host.join(&vm.sub_path);
         }
+        // Config map and secret volumes are read-only, as with kubelet.
+        let projected = vol.config_map.is_some() || vol.secret.is_some();
         out.push(cri::Mount {
             container_path: vm.mount_path.clone(),
             host_path: host.to_string_lossy().into_owned(),
-            readonly: vm.read_only,
+            readonly: vm.read_only || projected,
             ..Default::default()
         });
     }

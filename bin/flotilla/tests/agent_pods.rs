@@ -222,6 +222,52 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
         .await
         .expect("delete");
 
+    // Config maps and secrets: as environment and as read-only files.
+    for (res, obj) in [
+        (
+            "configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+            "data": {"greeting": "hello", "file.txt": "content"}}),
+        ),
+        (
+            "secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+            "stringData": {"password": "s3cret"}}),
+        ),
+    ] {
+        client
+            .create(res, "default", &obj, false)
+            .await
+            .expect("create");
+    }
+    let config: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "config"},
+        "spec": {"nodeName": name, "restartPolicy": "Never",
+            "volumes": [{"name": "settings", "configMap": {"name": "settings"}},
+                        {"name": "creds", "secret": {"secretName": "creds", "items": [{"key": "password", "path": "pw"}]}}],
+            "containers": [{"name": "c", "image": "busybox",
+                "command": ["sh", "-c", "echo $GREETING $PASSWORD $(cat /etc/settings/file.txt) $(cat /etc/creds/pw); touch /etc/settings/x 2>/dev/null || echo read-only"],
+                "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
+                "volumeMounts": [{"name": "settings", "mountPath": "/etc/settings"},
+                                 {"name": "creds", "mountPath": "/etc/creds"}]}]}
+    }))
+    .expect("pod");
+    pods.create(&config).await.expect("create");
+    wait_for(TIMEOUT, "config succeeds", async || {
+        let p = pods.get("config").await.map_err(|e| e.to_string())?;
+        match p.status {
+            Some(s) if s.phase == "Succeeded" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let out = flt(&servers, &["logs", "config"]).await.ok();
+    assert_eq!(out.stdout, "hello s3cret content s3cret\nread-only\n");
+    pods.delete("config", &DeleteParams::default())
+        .await
+        .expect("delete");
+
     // An agent restart adopts the running containers (same ids, no
     // restart); a pod deleted while the agent was down is stopped when it
     // comes back.
@@ -287,7 +333,7 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
     pods.delete("web", &DeleteParams::default())
         .await
         .expect("delete");
-    for pod in ["web", "counter"] {
+    for pod in ["web", "counter", "config"] {
         wait_for(TIMEOUT, "the pod objects are gone", async || {
             match pods.get(pod).await {
                 Err(e) if e.is(flotilla_client::Reason::NotFound) => Ok(()),
