@@ -3,7 +3,7 @@
 //! life: start its sandbox, start one container (image pulled per policy,
 //! environment and mounts resolved), and kill it all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -132,36 +132,55 @@ async fn ensure_image(ctx: &Ctx, c: &Container) -> Result<(), Waiting> {
     }
 }
 
+/// The data of a config map (`data` and `binaryData`) or a secret, as
+/// bytes; None when it does not exist.
+async fn data_of(
+    ctx: &Ctx,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let b64 = |v: String| base64::engine::general_purpose::STANDARD.decode(v).ok();
+    let r = if kind == "ConfigMap" {
+        Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+            .get(name)
+            .await
+            .map(|o| {
+                o.data
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .chain(
+                        o.binary_data
+                            .into_iter()
+                            .filter_map(|(k, v)| b64(v).map(|b| (k, b))),
+                    )
+                    .collect()
+            })
+    } else {
+        Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get(name)
+            .await
+            .map(|o| {
+                o.data
+                    .into_iter()
+                    .filter_map(|(k, v)| b64(v).map(|b| (k, b)))
+                    .collect()
+            })
+    };
+    match r {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.is(Reason::NotFound) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The config map and secret values a container's environment names.
 async fn lookups(ctx: &Ctx, pod: &Pod, c: &Container) -> Result<spec::Lookups, String> {
-    let ns = &pod.metadata.namespace;
     let mut out = spec::Lookups::new();
     for (kind, name, key, _optional) in spec::env_refs(c) {
-        let value = if kind == "ConfigMap" {
-            match Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-                .get(&name)
-                .await
-            {
-                Ok(cm) => cm.data.get(&key).cloned(),
-                Err(e) if e.is(Reason::NotFound) => None,
-                Err(e) => return Err(e.to_string()),
-            }
-        } else {
-            match Api::<Secret>::namespaced(ctx.client.clone(), ns)
-                .get(&name)
-                .await
-            {
-                Ok(s) => s
-                    .data
-                    .get(&key)
-                    .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
-                Err(e) if e.is(Reason::NotFound) => None,
-                Err(e) => return Err(e.to_string()),
-            }
-        };
-        if let Some(v) = value {
-            out.insert((kind, name, key), v);
+        let data = data_of(ctx, &pod.metadata.namespace, kind, &name).await?;
+        if let Some(v) = data.and_then(|mut d| d.remove(&key)) {
+            out.insert((kind, name, key), String::from_utf8_lossy(&v).into_owned());
         }
     }
     Ok(out)
@@ -169,7 +188,7 @@ async fn lookups(ctx: &Ctx, pod: &Pod, c: &Container) -> Result<spec::Lookups, S
 
 /// The files of a config map or secret volume: (path, bytes, mode).
 fn projected(
-    data: &std::collections::BTreeMap<String, Vec<u8>>,
+    data: &BTreeMap<String, Vec<u8>>,
     items: &[flotilla_objects::core::KeyToPath],
     default_mode: Option<i32>,
 ) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
@@ -197,66 +216,28 @@ fn projected(
 /// Write the config map and secret volumes of a pod into their folders.
 async fn project_volumes(ctx: &Ctx, pod: &Pod, dirs: &PodDirs) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let ns = &pod.metadata.namespace;
     for v in &pod.spec.volumes {
-        let (data, items, mode, optional) = if let Some(cm) = &v.config_map {
-            let data = match Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-                .get(&cm.name)
-                .await
-            {
-                Ok(o) => Some(
-                    o.data
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes()))
-                        .chain(o.binary_data.into_iter().filter_map(|(k, v)| {
-                            base64::engine::general_purpose::STANDARD
-                                .decode(v)
-                                .ok()
-                                .map(|b| (k, b))
-                        }))
-                        .collect(),
-                ),
-                Err(e) if e.is(Reason::NotFound) => None,
-                Err(e) => return Err(e.to_string()),
-            };
-            (
-                data.ok_or(format!("configmap \"{}\" not found", cm.name)),
+        let (kind, name, items, mode, optional) = match (&v.config_map, &v.secret) {
+            (Some(cm), _) => (
+                "ConfigMap",
+                &cm.name,
                 &cm.items,
                 cm.default_mode,
                 cm.optional,
-            )
-        } else if let Some(s) = &v.secret {
-            let data = match Api::<Secret>::namespaced(ctx.client.clone(), ns)
-                .get(&s.secret_name)
-                .await
-            {
-                Ok(o) => Some(
-                    o.data
-                        .into_iter()
-                        .filter_map(|(k, v)| {
-                            base64::engine::general_purpose::STANDARD
-                                .decode(v)
-                                .ok()
-                                .map(|b| (k, b))
-                        })
-                        .collect(),
-                ),
-                Err(e) if e.is(Reason::NotFound) => None,
-                Err(e) => return Err(e.to_string()),
-            };
-            (
-                data.ok_or(format!("secret \"{}\" not found", s.secret_name)),
+            ),
+            (None, Some(s)) => (
+                "Secret",
+                &s.secret_name,
                 &s.items,
                 s.default_mode,
                 s.optional,
-            )
-        } else {
-            continue;
+            ),
+            _ => continue,
         };
-        let data = match data {
-            Ok(d) => d,
-            Err(_) if optional == Some(true) => Default::default(),
-            Err(e) => return Err(e),
+        let data = match data_of(ctx, &pod.metadata.namespace, kind, name).await? {
+            Some(d) => d,
+            None if optional == Some(true) => BTreeMap::new(),
+            None => return Err(format!("{} \"{name}\" not found", kind.to_lowercase())),
         };
         let dir = dirs.volumes.join(&v.name);
         for (path, bytes, mode) in projected(&data, items, mode)? {
