@@ -27,6 +27,7 @@ pub mod networking;
 pub mod nodepool;
 pub mod patch;
 pub mod registry;
+pub mod security;
 pub mod selector;
 
 mod decode;

@@ -277,6 +277,9 @@ pub async fn start_container(
                 .map_err(|e| config_err(format!("creating {}: {e}", d.display())))?;
         }
     }
+    if let Some(why) = spec::refuse(c) {
+        return Err(config_err(why));
+    }
     project_volumes(ctx, pod, &dirs).await.map_err(config_err)?;
     let mounts = spec::mounts(pod, c, &dirs).map_err(config_err)?;
     let log = dirs.log_file(&c.name, attempt);

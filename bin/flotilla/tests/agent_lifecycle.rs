@@ -132,6 +132,24 @@ async fn restart_policies_pull_errors_probes_and_graceful_termination() {
             "name": "c", "image": "busybox", "command": ["sleep", "600"],
             "readinessProbe": {"tcpSocket": {"port": 9999}, "periodSeconds": 1}}]),
         ),
+        // Security contexts: a user, a group and a read-only root; and
+        // runAsNonRoot without a user, refused.
+        pod(
+            "secure",
+            &node,
+            "Never",
+            json!([{
+            "name": "c", "image": "busybox",
+            "command": ["sh", "-c", "id -u; id -g; touch /x 2>/dev/null || echo read-only"],
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 2000, "readOnlyRootFilesystem": true}}]),
+        ),
+        pod(
+            "nonroot",
+            &node,
+            "Always",
+            json!([{"name": "c", "image": "busybox", "command": ["sleep", "600"],
+            "securityContext": {"runAsNonRoot": true}}]),
+        ),
     ];
     // Graceful termination: one traps SIGTERM and leaves a mark, one ignores it.
     for (name, script) in [
@@ -206,6 +224,17 @@ async fn restart_policies_pull_errors_probes_and_graceful_termination() {
         Some(false),
         "a failing tcpSocket readiness probe"
     );
+
+    // Security contexts.
+    until(&pods, "secure", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let out = agent_support::flt(&cluster.endpoints(), &["logs", "secure"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "1000\n2000\nread-only\n");
+    until(&pods, "nonroot", "refused", |p| {
+        waiting_reason(p) == "CreateContainerConfigError"
+    })
+    .await;
 
     // Graceful termination.
     for name in ["trapper", "ignorer"] {
