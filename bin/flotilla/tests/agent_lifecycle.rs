@@ -143,6 +143,15 @@ async fn restart_policies_pull_errors_probes_and_graceful_termination() {
             "command": ["sh", "-c", "id -u; id -g; touch /x 2>/dev/null || echo read-only"],
             "securityContext": {"runAsUser": 1000, "runAsGroup": 2000, "readOnlyRootFilesystem": true}}]),
         ),
+        // Over its memory limit: OOMKilled.
+        pod(
+            "oom",
+            &node,
+            "Never",
+            json!([{"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "head -c 200000000 /dev/zero | tail"],
+            "resources": {"limits": {"memory": "16Mi"}}}]),
+        ),
         pod(
             "nonroot",
             &node,
@@ -225,6 +234,12 @@ async fn restart_policies_pull_errors_probes_and_graceful_termination() {
         "a failing tcpSocket readiness probe"
     );
 
+    let p = until(&pods, "oom", "Failed", |p| phase(p) == "Failed").await;
+    assert_eq!(
+        cs(&p).state.terminated.map(|t| t.reason).as_deref(),
+        Some("OOMKilled")
+    );
+    assert_eq!(p.status.map(|s| s.qos_class).as_deref(), Some("Burstable"));
     // Security contexts.
     until(&pods, "secure", "Succeeded", |p| phase(p) == "Succeeded").await;
     let out = agent_support::flt(&cluster.endpoints(), &["logs", "secure"])
