@@ -105,7 +105,10 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
                 "volumeMounts": [{"name": "www", "mountPath": "/www"}]}],
             "containers": [{"name": "httpd", "image": "busybox",
                 "command": ["sh", "-c", "echo serving $(cat /www/index.html); exec httpd -f -p 8080 -h /www"],
-                "volumeMounts": [{"name": "www", "mountPath": "/www"}]}]
+                "volumeMounts": [{"name": "www", "mountPath": "/www"}]},
+                // A sidecar reaches the server over the pod's localhost.
+                {"name": "sidecar", "image": "busybox",
+                "command": ["sh", "-c", "until printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc localhost 8080 > /tmp/page; do sleep 0.2; done; echo sidecar got $(tail -n 1 /tmp/page); exec sleep 3600"]}]
         }
     }))
     .expect("pod");
@@ -166,8 +169,25 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
 
     // Logs and exec through the master (which relays to the agent).
     let servers = cluster.endpoints();
-    let out = flt(&servers, &["logs", "web"]).await.ok();
+    flt(&servers, &["logs", "web"])
+        .await
+        .fails_with("a container name must be specified for pod web");
+    let out = flt(&servers, &["logs", "web", "-c", "httpd"]).await.ok();
     assert_eq!(out.stdout, "serving from-init-web\n");
+    let out = wait_for(
+        TIMEOUT,
+        "the sidecar reached the server over localhost",
+        async || {
+            let out = flt(&servers, &["logs", "web", "-c", "sidecar"]).await;
+            if out.stdout.contains("sidecar got") {
+                Ok(out.stdout)
+            } else {
+                Err(out.to_string())
+            }
+        },
+    )
+    .await;
+    assert_eq!(out, "sidecar got from-init-web\n");
     let out = flt(&servers, &["logs", "web", "--timestamps", "-c", "httpd"])
         .await
         .ok();
@@ -175,9 +195,12 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
         out.stdout.starts_with("20") && out.stdout.ends_with(" serving from-init-web\n"),
         "{out}"
     );
-    let out = flt(&servers, &["exec", "web", "--", "cat", "/www/index.html"])
-        .await
-        .ok();
+    let out = flt(
+        &servers,
+        &["exec", "web", "-c", "httpd", "--", "cat", "/www/index.html"],
+    )
+    .await
+    .ok();
     assert_eq!(out.stdout, "from-init-web\n");
     let out = flt(
         &servers,
