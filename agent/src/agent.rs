@@ -25,6 +25,9 @@ impl Agent {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(Error::io(format!("creating {}", cfg.data_dir.display())))?;
+        if cfg.fake_runtime {
+            return run_fake(&cfg, client, stop).await;
+        }
         let supervisor = match cfg.containerd_socket {
             Some(_) => None,
             None => Some(Supervisor::start(&cfg).await?),
@@ -35,6 +38,28 @@ impl Agent {
         }
         res
     }
+}
+
+/// A node without containers ([`crate::fake`]).
+async fn run_fake(cfg: &AgentConfig, client: Client, stop: CancellationToken) -> Result<()> {
+    let host = HostInfo::read();
+    let runtime = crate::fake::RUNTIME.to_string();
+    let node = node::register(&client, cfg, node::node_status(cfg, &host, &runtime, true)).await?;
+    let pod_cidr = if node.spec.pod_cidr.is_empty() {
+        node::wait_pod_cidr(&client, &cfg.name).await?
+    } else {
+        node.spec.pod_cidr.clone()
+    };
+    let heartbeat = tokio::spawn(heartbeat(
+        cfg.clone(),
+        client.clone(),
+        host,
+        runtime,
+        stop.clone(),
+    ));
+    let r = crate::fake::run_pods(cfg, client, &pod_cidr, stop).await;
+    heartbeat.abort();
+    r
 }
 
 async fn run_node(cfg: &AgentConfig, client: Client, stop: CancellationToken) -> Result<()> {

@@ -56,6 +56,9 @@ pub struct AgentConfig {
     pub containerd_socket: Option<PathBuf>,
     /// The containerd binary started when no socket is given.
     pub containerd_bin: PathBuf,
+    /// No containers at all: pods are reported Running at once
+    /// ([`crate::fake`], for scale tests).
+    pub fake_runtime: bool,
     /// The node's network namespace (a path such as /run/netns/NAME), when
     /// it is not the agent's own: our containerd, and with it the pods'
     /// network, runs there, and probes connect from there.
@@ -88,6 +91,7 @@ impl AgentConfig {
             data_dir,
             containerd_socket: None,
             containerd_bin: PathBuf::from("containerd"),
+            fake_runtime: false,
             netns: None,
             registry_mirrors: Vec::new(),
             sandbox_image: DEFAULT_SANDBOX_IMAGE.to_string(),

@@ -24,6 +24,7 @@ pub mod config;
 pub mod containerd;
 pub mod cri;
 pub mod error;
+pub mod fake;
 pub mod logs;
 pub mod netns;
 pub mod node;

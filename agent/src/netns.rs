@@ -1,11 +1,34 @@
-//! Connections from the node's network namespace: the agent may run outside
-//! it (`--netns`), while probes must reach pod IPs as the node does.
+//! Sockets and commands in the node's network namespace: the agent may run
+//! outside it (`--netns`), while probes must reach pod IPs as the node does
+//! and the pod streams listen on the node's IP.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Run `f` on a thread of its own inside `ns`: setns changes the calling
+/// thread only, and this one ends right after; sockets stay in the
+/// namespace they were made in.
+async fn on_thread_in<T, F>(ns: &Path, f: F) -> std::io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> std::io::Result<T> + Send + 'static,
+{
+    let ns: PathBuf = ns.to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let r = (|| {
+            let file = std::fs::File::open(&ns)?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            f()
+        })();
+        let _ = tx.send(r);
+    });
+    rx.await
+        .map_err(|_| std::io::Error::other("the namespace thread ended"))?
+}
 
 /// Connect to `addr` from `netns` (None: the agent's own namespace).
 pub async fn connect(
@@ -22,50 +45,27 @@ pub async fn connect(
             )),
         };
     };
-    let ns: PathBuf = ns.to_path_buf();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    // A thread of its own: setns changes the calling thread only, and this
-    // one ends right after; the socket stays in the namespace it was made in.
-    std::thread::spawn(move || {
-        let r = (|| {
-            let f = std::fs::File::open(&ns)?;
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-            s.set_nonblocking(true)?;
-            Ok::<_, std::io::Error>(s)
-        })();
-        let _ = tx.send(r);
-    });
-    let s = rx
-        .await
-        .map_err(|_| std::io::Error::other("the connecting thread ended"))??;
+    let s = on_thread_in(ns, move || {
+        let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })
+    .await?;
     TcpStream::from_std(s)
 }
 
 /// Listen on `addr` in `netns` (None: the agent's own namespace).
-pub async fn listen(
-    netns: Option<&Path>,
-    addr: SocketAddr,
-) -> std::io::Result<tokio::net::TcpListener> {
+pub async fn listen(netns: Option<&Path>, addr: SocketAddr) -> std::io::Result<TcpListener> {
     let Some(ns) = netns else {
-        return tokio::net::TcpListener::bind(addr).await;
+        return TcpListener::bind(addr).await;
     };
-    let ns: PathBuf = ns.to_path_buf();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let r = (|| {
-            let f = std::fs::File::open(&ns)?;
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            let l = std::net::TcpListener::bind(addr)?;
-            l.set_nonblocking(true)?;
-            Ok::<_, std::io::Error>(l)
-        })();
-        let _ = tx.send(r);
-    });
-    let l = rx
-        .await
-        .map_err(|_| std::io::Error::other("the listening thread ended"))??;
-    tokio::net::TcpListener::from_std(l)
+    let l = on_thread_in(ns, move || {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })
+    .await?;
+    TcpListener::from_std(l)
 }
 
 /// A command that runs in `netns` (None: the agent's own namespace). Only

@@ -284,6 +284,8 @@ object! {
         pub startup_probe: Option<Probe>,
         /// Always, IfNotPresent or Never.
         pub image_pull_policy: String,
+        /// Security settings.
+        pub security_context: Option<crate::security::SecurityContext>,
     }
 }
 

@@ -28,6 +28,7 @@ pub mod nodepool;
 pub mod patch;
 pub mod registry;
 pub mod scheduling;
+pub mod security;
 pub mod selector;
 
 mod decode;

@@ -3,7 +3,7 @@
 //! life: start its sandbox, start one container (image pulled per policy,
 //! environment and mounts resolved), and kill it all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -132,39 +132,127 @@ async fn ensure_image(ctx: &Ctx, c: &Container) -> Result<(), Waiting> {
     }
 }
 
+/// The data of a config map (`data` and `binaryData`) or a secret, as
+/// bytes; None when it does not exist.
+async fn data_of(
+    ctx: &Ctx,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let b64 = |v: String| base64::engine::general_purpose::STANDARD.decode(v).ok();
+    let r = if kind == "ConfigMap" {
+        Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+            .get(name)
+            .await
+            .map(|o| {
+                o.data
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .chain(
+                        o.binary_data
+                            .into_iter()
+                            .filter_map(|(k, v)| b64(v).map(|b| (k, b))),
+                    )
+                    .collect()
+            })
+    } else {
+        Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get(name)
+            .await
+            .map(|o| {
+                o.data
+                    .into_iter()
+                    .filter_map(|(k, v)| b64(v).map(|b| (k, b)))
+                    .collect()
+            })
+    };
+    match r {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.is(Reason::NotFound) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The config map and secret values a container's environment names.
 async fn lookups(ctx: &Ctx, pod: &Pod, c: &Container) -> Result<spec::Lookups, String> {
-    let ns = &pod.metadata.namespace;
     let mut out = spec::Lookups::new();
     for (kind, name, key, _optional) in spec::env_refs(c) {
-        let value = if kind == "ConfigMap" {
-            match Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-                .get(&name)
-                .await
-            {
-                Ok(cm) => cm.data.get(&key).cloned(),
-                Err(e) if e.is(Reason::NotFound) => None,
-                Err(e) => return Err(e.to_string()),
-            }
-        } else {
-            match Api::<Secret>::namespaced(ctx.client.clone(), ns)
-                .get(&name)
-                .await
-            {
-                Ok(s) => s
-                    .data
-                    .get(&key)
-                    .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
-                Err(e) if e.is(Reason::NotFound) => None,
-                Err(e) => return Err(e.to_string()),
-            }
-        };
-        if let Some(v) = value {
-            out.insert((kind, name, key), v);
+        let data = data_of(ctx, &pod.metadata.namespace, kind, &name).await?;
+        if let Some(v) = data.and_then(|mut d| d.remove(&key)) {
+            out.insert((kind, name, key), String::from_utf8_lossy(&v).into_owned());
         }
     }
     Ok(out)
+}
+
+/// The files of a config map or secret volume: (path, bytes, mode).
+fn projected(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: &[flotilla_objects::core::KeyToPath],
+    default_mode: Option<i32>,
+) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
+    let mode = |m: Option<i32>| m.or(default_mode).unwrap_or(0o644) as u32 & 0o777;
+    if items.is_empty() {
+        return Ok(data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), mode(None)))
+            .collect());
+    }
+    items
+        .iter()
+        .map(|i| {
+            let v = data
+                .get(&i.key)
+                .ok_or_else(|| format!("configmap or secret key {:?} not found", i.key))?;
+            if i.path.split('/').any(|c| c == "..") || i.path.starts_with('/') {
+                return Err(format!("invalid path {:?}", i.path));
+            }
+            Ok((i.path.clone(), v.clone(), mode(i.mode)))
+        })
+        .collect()
+}
+
+/// Write the config map and secret volumes of a pod into their folders.
+async fn project_volumes(ctx: &Ctx, pod: &Pod, dirs: &PodDirs) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    for v in &pod.spec.volumes {
+        let (kind, name, items, mode, optional) = match (&v.config_map, &v.secret) {
+            (Some(cm), _) => (
+                "ConfigMap",
+                &cm.name,
+                &cm.items,
+                cm.default_mode,
+                cm.optional,
+            ),
+            (None, Some(s)) => (
+                "Secret",
+                &s.secret_name,
+                &s.items,
+                s.default_mode,
+                s.optional,
+            ),
+            _ => continue,
+        };
+        let data = match data_of(ctx, &pod.metadata.namespace, kind, name).await? {
+            Some(d) => d,
+            None if optional == Some(true) => BTreeMap::new(),
+            None => return Err(format!("{} \"{name}\" not found", kind.to_lowercase())),
+        };
+        let dir = dirs.volumes.join(&v.name);
+        for (path, bytes, mode) in projected(&data, items, mode)? {
+            let file = dir.join(&path);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            std::fs::write(&file, &bytes)
+                .map_err(|e| format!("writing {}: {e}", file.display()))?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", file.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Start run number `attempt` of a container in the pod's sandbox.
@@ -189,6 +277,10 @@ pub async fn start_container(
                 .map_err(|e| config_err(format!("creating {}: {e}", d.display())))?;
         }
     }
+    if let Some(why) = spec::refuse(c) {
+        return Err(config_err(why));
+    }
+    project_volumes(ctx, pod, &dirs).await.map_err(config_err)?;
     let mounts = spec::mounts(pod, c, &dirs).map_err(config_err)?;
     let log = dirs.log_file(&c.name, attempt);
     if let Some(parent) = log.parent() {

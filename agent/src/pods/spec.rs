@@ -307,14 +307,44 @@ pub fn mounts(pod: &Pod, c: &Container, dirs: &PodDirs) -> Result<Vec<cri::Mount
         if !vm.sub_path.is_empty() {
             host = host.join(&vm.sub_path);
         }
+        // Config map and secret volumes are read-only, as with kubelet.
+        let projected = vol.config_map.is_some() || vol.secret.is_some();
         out.push(cri::Mount {
             container_path: vm.mount_path.clone(),
             host_path: host.to_string_lossy().into_owned(),
-            readonly: vm.read_only,
+            readonly: vm.read_only || projected,
             ..Default::default()
         });
     }
     Ok(out)
+}
+
+/// The runtime's security context of a container.
+fn security_context(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityContext {
+    let sc = c.security_context.clone().unwrap_or_default();
+    let caps = sc.capabilities.unwrap_or_default();
+    cri::LinuxContainerSecurityContext {
+        namespace_options: Some(namespace_options(pod)),
+        run_as_user: sc.run_as_user.map(|value| cri::Int64Value { value }),
+        run_as_group: sc.run_as_group.map(|value| cri::Int64Value { value }),
+        readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+        privileged: sc.privileged == Some(true),
+        capabilities: Some(cri::Capability {
+            add_capabilities: caps.add,
+            drop_capabilities: caps.drop,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Why a container may not start as configured (runAsNonRoot with uid 0).
+pub fn refuse(c: &Container) -> Option<String> {
+    let sc = c.security_context.as_ref()?;
+    (sc.run_as_non_root == Some(true) && sc.run_as_user.unwrap_or(0) == 0).then(|| {
+        "container's runAsUser breaks non-root policy (runAsNonRoot is set and the user is root or not given)"
+            .to_string()
+    })
 }
 
 /// A container's configuration for run number `attempt`.
@@ -350,10 +380,7 @@ pub fn container_config(
         log_path: container_log_path(&c.name, attempt),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(resources(c)),
-            security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(namespace_options(pod)),
-                ..Default::default()
-            }),
+            security_context: Some(security_context(pod, c)),
         }),
         ..Default::default()
     }

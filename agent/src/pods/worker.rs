@@ -322,9 +322,23 @@ fn is_exited(s: &cri::ContainerStatus) -> bool {
 }
 
 /// Start what should run and does not; true if anything was started.
+/// What starting a container needs to know of its pod.
+struct Scope<'a> {
+    ctx: &'a Ctx,
+    pod: &'a Pod,
+    obs: &'a Observed,
+    sandbox: &'a cri::PodSandbox,
+}
+
 async fn act(ctx: &Ctx, mem: &mut Memory, pod: &Pod, obs: &Observed) -> bool {
     let Some(sandbox) = &obs.sandbox else {
         return false;
+    };
+    let sc = Scope {
+        ctx,
+        pod,
+        obs,
+        sandbox,
     };
     let policy = pod.spec.restart_policy.as_str();
     for c in &pod.spec.init_containers {
@@ -333,22 +347,22 @@ async fn act(ctx: &Ctx, mem: &mut Memory, pod: &Pod, obs: &Observed) -> bool {
             Some(s) if is_exited(s) && s.exit_code == 0 => continue,
             Some(s) if is_exited(s) => {
                 if policy != "Never" {
-                    return restart(ctx, mem, pod, obs, sandbox, c, s).await;
+                    return restart(&sc, mem, c, s).await;
                 }
                 return false;
             }
             // Running (or created): the next one waits for it.
             Some(_) => return false,
-            None => return start(ctx, mem, pod, obs, sandbox, c, 0).await,
+            None => return start(&sc, mem, c, 0).await,
         }
     }
     let mut started = false;
     for c in &pod.spec.containers {
         let (latest, _) = obs.latest(&c.name);
         started |= match latest {
-            None => start(ctx, mem, pod, obs, sandbox, c, 0).await,
+            None => start(&sc, mem, c, 0).await,
             Some(s) if is_exited(s) && restarts(policy, s.exit_code) => {
-                restart(ctx, mem, pod, obs, sandbox, c, s).await
+                restart(&sc, mem, c, s).await
             }
             Some(_) => false,
         };
@@ -356,15 +370,8 @@ async fn act(ctx: &Ctx, mem: &mut Memory, pod: &Pod, obs: &Observed) -> bool {
     started
 }
 
-async fn start(
-    ctx: &Ctx,
-    mem: &mut Memory,
-    pod: &Pod,
-    obs: &Observed,
-    sandbox: &cri::PodSandbox,
-    c: &Container,
-    attempt: u32,
-) -> bool {
+async fn start(sc: &Scope<'_>, mem: &mut Memory, c: &Container, attempt: u32) -> bool {
+    let (ctx, pod, obs) = (sc.ctx, sc.pod, sc.obs);
     if let Some(b) = mem.pulls.get(&c.image) {
         if Instant::now() < b.until && c.image_pull_policy != "Never" {
             let reason = "ImagePullBackOff".to_string();
@@ -373,7 +380,7 @@ async fn start(
             return false;
         }
     }
-    match runtime::start_container(ctx, pod, sandbox, &obs.ip, c, attempt).await {
+    match runtime::start_container(ctx, pod, sc.sandbox, &obs.ip, c, attempt).await {
         Ok(_) => {
             mem.waiting.remove(&c.name);
             mem.pulls.remove(&c.image);
@@ -395,14 +402,12 @@ async fn start(
 }
 
 async fn restart(
-    ctx: &Ctx,
+    sc: &Scope<'_>,
     mem: &mut Memory,
-    pod: &Pod,
-    obs: &Observed,
-    sandbox: &cri::PodSandbox,
     c: &Container,
     last: &cri::ContainerStatus,
 ) -> bool {
+    let pod = sc.pod;
     let prev = mem.restarts.get(&c.name).copied();
     if let Some(b) = prev {
         if Instant::now() < b.until {
@@ -418,7 +423,7 @@ async fn restart(
         }
     }
     let attempt = last.metadata.as_ref().map_or(0, |m| m.attempt) + 1;
-    let started = start(ctx, mem, pod, obs, sandbox, c, attempt).await;
+    let started = start(sc, mem, c, attempt).await;
     if started {
         mem.restarts.insert(c.name.clone(), Backoff::next(prev));
     }

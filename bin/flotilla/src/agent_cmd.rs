@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub enum RuntimeKind {
     /// Real containers through containerd's CRI.
     Cri,
+    /// No containers: pods are reported Running at once (scale tests).
+    Fake,
 }
 
 #[derive(Args)]
@@ -64,14 +66,14 @@ pub struct AgentArgs {
     /// Seconds between two renewals of the node's Lease.
     #[arg(long, default_value_t = 10)]
     lease_interval_seconds: u64,
-    /// Container runtime: cri (containerd).
+    /// Container runtime: cri (containerd), or fake (no containers).
     #[arg(long, value_enum, default_value = "cri")]
     runtime: RuntimeKind,
 }
 
 pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> Result<()> {
-    let RuntimeKind::Cri = a.runtime;
     let mut cfg = AgentConfig::new(&a.name, a.node_ip, a.data_dir);
+    cfg.fake_runtime = matches!(a.runtime, RuntimeKind::Fake);
     cfg.pool = a.pool;
     cfg.containerd_socket = a.containerd_socket;
     cfg.containerd_bin = a.containerd_bin;

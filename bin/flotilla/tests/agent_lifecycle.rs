@@ -132,6 +132,33 @@ async fn restart_policies_pull_errors_probes_and_graceful_termination() {
             "name": "c", "image": "busybox", "command": ["sleep", "600"],
             "readinessProbe": {"tcpSocket": {"port": 9999}, "periodSeconds": 1}}]),
         ),
+        // Security contexts: a user, a group and a read-only root; and
+        // runAsNonRoot without a user, refused.
+        pod(
+            "secure",
+            &node,
+            "Never",
+            json!([{
+            "name": "c", "image": "busybox",
+            "command": ["sh", "-c", "id -u; id -g; touch /x 2>/dev/null || echo read-only"],
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 2000, "readOnlyRootFilesystem": true}}]),
+        ),
+        // Over its memory limit: OOMKilled.
+        pod(
+            "oom",
+            &node,
+            "Never",
+            json!([{"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "head -c 200000000 /dev/zero | tail"],
+            "resources": {"limits": {"memory": "16Mi"}}}]),
+        ),
+        pod(
+            "nonroot",
+            &node,
+            "Always",
+            json!([{"name": "c", "image": "busybox", "command": ["sleep", "600"],
+            "securityContext": {"runAsNonRoot": true}}]),
+        ),
     ];
     // Graceful termination: one traps SIGTERM and leaves a mark, one ignores it.
     for (name, script) in [
@@ -206,6 +233,23 @@ async fn restart_policies_pull_errors_probes_and_graceful_termination() {
         Some(false),
         "a failing tcpSocket readiness probe"
     );
+
+    let p = until(&pods, "oom", "Failed", |p| phase(p) == "Failed").await;
+    assert_eq!(
+        cs(&p).state.terminated.map(|t| t.reason).as_deref(),
+        Some("OOMKilled")
+    );
+    assert_eq!(p.status.map(|s| s.qos_class).as_deref(), Some("Burstable"));
+    // Security contexts.
+    until(&pods, "secure", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let out = agent_support::flt(&cluster.endpoints(), &["logs", "secure"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "1000\n2000\nread-only\n");
+    until(&pods, "nonroot", "refused", |p| {
+        waiting_reason(p) == "CreateContainerConfigError"
+    })
+    .await;
 
     // Graceful termination.
     for name in ["trapper", "ignorer"] {

@@ -105,7 +105,10 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
                 "volumeMounts": [{"name": "www", "mountPath": "/www"}]}],
             "containers": [{"name": "httpd", "image": "busybox",
                 "command": ["sh", "-c", "echo serving $(cat /www/index.html); exec httpd -f -p 8080 -h /www"],
-                "volumeMounts": [{"name": "www", "mountPath": "/www"}]}]
+                "volumeMounts": [{"name": "www", "mountPath": "/www"}]},
+                // A sidecar reaches the server over the pod's localhost.
+                {"name": "sidecar", "image": "busybox",
+                "command": ["sh", "-c", "until printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc localhost 8080 > /tmp/page; do sleep 0.2; done; echo sidecar got $(tail -n 1 /tmp/page); exec sleep 3600"]}]
         }
     }))
     .expect("pod");
@@ -166,8 +169,25 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
 
     // Logs and exec through the master (which relays to the agent).
     let servers = cluster.endpoints();
-    let out = flt(&servers, &["logs", "web"]).await.ok();
+    flt(&servers, &["logs", "web"])
+        .await
+        .fails_with("a container name must be specified for pod web");
+    let out = flt(&servers, &["logs", "web", "-c", "httpd"]).await.ok();
     assert_eq!(out.stdout, "serving from-init-web\n");
+    let out = wait_for(
+        TIMEOUT,
+        "the sidecar reached the server over localhost",
+        async || {
+            let out = flt(&servers, &["logs", "web", "-c", "sidecar"]).await;
+            if out.stdout.contains("sidecar got") {
+                Ok(out.stdout)
+            } else {
+                Err(out.to_string())
+            }
+        },
+    )
+    .await;
+    assert_eq!(out, "sidecar got from-init-web\n");
     let out = flt(&servers, &["logs", "web", "--timestamps", "-c", "httpd"])
         .await
         .ok();
@@ -175,9 +195,12 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
         out.stdout.starts_with("20") && out.stdout.ends_with(" serving from-init-web\n"),
         "{out}"
     );
-    let out = flt(&servers, &["exec", "web", "--", "cat", "/www/index.html"])
-        .await
-        .ok();
+    let out = flt(
+        &servers,
+        &["exec", "web", "-c", "httpd", "--", "cat", "/www/index.html"],
+    )
+    .await
+    .ok();
     assert_eq!(out.stdout, "from-init-web\n");
     let out = flt(
         &servers,
@@ -219,6 +242,52 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
     let out = flt(&servers, &["logs", "-f", "counter"]).await.ok();
     assert_eq!(out.stdout, "line 1\nline 2\nline 3\n");
     pods.delete("counter", &DeleteParams::default())
+        .await
+        .expect("delete");
+
+    // Config maps and secrets: as environment and as read-only files.
+    for (res, obj) in [
+        (
+            "configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+            "data": {"greeting": "hello", "file.txt": "content"}}),
+        ),
+        (
+            "secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+            "stringData": {"password": "s3cret"}}),
+        ),
+    ] {
+        client
+            .create(res, "default", &obj, false)
+            .await
+            .expect("create");
+    }
+    let config: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "config"},
+        "spec": {"nodeName": name, "restartPolicy": "Never",
+            "volumes": [{"name": "settings", "configMap": {"name": "settings"}},
+                        {"name": "creds", "secret": {"secretName": "creds", "items": [{"key": "password", "path": "pw"}]}}],
+            "containers": [{"name": "c", "image": "busybox",
+                "command": ["sh", "-c", "echo $GREETING $PASSWORD $(cat /etc/settings/file.txt) $(cat /etc/creds/pw); touch /etc/settings/x 2>/dev/null || echo read-only"],
+                "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
+                        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
+                "volumeMounts": [{"name": "settings", "mountPath": "/etc/settings"},
+                                 {"name": "creds", "mountPath": "/etc/creds"}]}]}
+    }))
+    .expect("pod");
+    pods.create(&config).await.expect("create");
+    wait_for(TIMEOUT, "config succeeds", async || {
+        let p = pods.get("config").await.map_err(|e| e.to_string())?;
+        match p.status {
+            Some(s) if s.phase == "Succeeded" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let out = flt(&servers, &["logs", "config"]).await.ok();
+    assert_eq!(out.stdout, "hello s3cret content s3cret\nread-only\n");
+    pods.delete("config", &DeleteParams::default())
         .await
         .expect("delete");
 
@@ -287,7 +356,7 @@ async fn a_pod_bound_to_the_node_runs_with_a_reachable_ip_and_stops_when_deleted
     pods.delete("web", &DeleteParams::default())
         .await
         .expect("delete");
-    for pod in ["web", "counter"] {
+    for pod in ["web", "counter", "config"] {
         wait_for(TIMEOUT, "the pod objects are gone", async || {
             match pods.get(pod).await {
                 Err(e) if e.is(flotilla_client::Reason::NotFound) => Ok(()),
