@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/flotilla/raft.proto",
                 "proto/flotilla/cluster.proto",
                 "proto/flotilla/objects.proto",
+                "proto/flotilla/node.proto",
             ],
             &["proto"],
         )?;

@@ -24,6 +24,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use tonic::transport::{Channel, Endpoint};
 
 mod objects;
+mod schedule;
 
 /// Load generator for etcd v3 API servers (etcd, Flotilla masters).
 #[derive(Debug, Parser)]
@@ -107,6 +108,10 @@ enum Cmd {
         /// Files of JSON lines (any mix of systems).
         files: Vec<std::path::PathBuf>,
     },
+    /// Scheduler benchmark: hollow nodes, pods created as fast as possible
+    /// and at a fixed rate, pods per second from creation to bound and the
+    /// latency of that. Prints one JSON line per point.
+    Schedule(schedule::ScheduleArgs),
     /// Succeed when every endpoint answers Maintenance.Status and all of them
     /// report the same, non-zero leader. Prints one JSON line.
     Healthy {
@@ -199,6 +204,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", report.to_json());
         }
         Cmd::Objects(a) => objects::run(&cli.endpoints, cli.max_conns, a).await?,
+        Cmd::Schedule(a) => schedule::run(&cli.endpoints, a).await?,
         Cmd::ObjectsReport { files } => print!("{}", objects::report(files)?),
         Cmd::UntilWrite {
             since_unix_ns,

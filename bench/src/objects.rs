@@ -255,6 +255,10 @@ fn pod(ns: &str, name: &str, selected: bool, annotations: &[(&str, String)]) -> 
             "annotations": ann
         },
         "spec": {
+            // No master runs this scheduler: the object API's figures are
+            // the benchmark's writes alone (the scheduler would mark every
+            // pod unschedulable, there being no nodes).
+            "schedulerName": "flotilla-bench-none",
             "containers": [{
                 "name": "web",
                 "image": "registry.example.com/team/web:1.27.3",

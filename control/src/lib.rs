@@ -6,7 +6,8 @@
 //! gRPC face ([`grpc`]), the narrow interface it needs from the replicated
 //! store ([`store`]) and an in-memory implementation of it for tests
 //! ([`memstore`]), the per-kind watch cache that fans changes out to
-//! watchers ([`watch_cache`]), and service address allocation ([`alloc`]).
+//! watchers ([`watch_cache`]), service address allocation ([`alloc`]) and
+//! nodes' pod CIDRs ([`podcidr`]).
 //! [`ApiServer`] implements `flotilla_objects::api::ObjectApi`, so the
 //! controllers on a master call it in process, through the same admission
 //! as every other client.
@@ -19,6 +20,8 @@ pub mod alloc;
 pub mod api;
 pub mod grpc;
 pub mod memstore;
+pub mod podcidr;
+pub mod relay;
 pub mod store;
 pub mod watch_cache;
 

@@ -10,12 +10,14 @@ use serde_json::Value;
 
 use crate::apps::{DaemonSet, Deployment, ReplicaSet};
 use crate::batch::{CronJob, Job};
+use crate::coordination::Lease;
 use crate::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
 use crate::networking::Ingress;
 use crate::nodepool::NodePool;
 use crate::registry::ResourceInfo;
+use crate::scheduling::{self, PriorityClass};
 use crate::{decode, defaults, validation, Resource};
 
 /// The kind of a [`FieldError`] (Kubernetes' `field.ErrorType`).
@@ -314,6 +316,18 @@ admission!(
     validation::secret_update
 );
 admission!(Event, no_defaults, validation::event, no_update_rules);
+admission!(
+    PriorityClass,
+    scheduling::priority_class_defaults,
+    scheduling::validate_priority_class,
+    scheduling::priority_class_update
+);
+admission!(
+    Lease,
+    no_defaults,
+    crate::coordination::validate_lease,
+    no_update_rules
+);
 
 /// Calls `$f::<Kind>` for the kind `$info` names.
 macro_rules! dispatch {
@@ -335,6 +349,8 @@ macro_rules! dispatch {
             "ConfigMap" => Some($f::<ConfigMap>($($arg),*)),
             "Secret" => Some($f::<Secret>($($arg),*)),
             "Event" => Some($f::<Event>($($arg),*)),
+            "PriorityClass" => Some($f::<PriorityClass>($($arg),*)),
+            "Lease" => Some($f::<Lease>($($arg),*)),
             _ => None,
         }
     };

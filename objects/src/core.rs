@@ -107,6 +107,25 @@ object! {
         pub addresses: Vec<NodeAddress>,
         /// Versions and identity of the machine.
         pub node_info: NodeSystemInfo,
+        /// Ports the node's agent serves on.
+        pub daemon_endpoints: NodeDaemonEndpoints,
+    }
+}
+
+object! {
+    /// Ports the node's agent serves on.
+    pub struct NodeDaemonEndpoints {
+        /// The agent's pod streams (logs, exec), on the node's InternalIP.
+        pub kubelet_endpoint: DaemonEndpoint,
+    }
+}
+
+object! {
+    /// A port.
+    pub struct DaemonEndpoint {
+        /// Port number.
+        #[serde(rename = "Port")]
+        pub port: i32,
     }
 }
 
@@ -225,6 +244,14 @@ object! {
         pub volumes: Vec<Volume>,
         /// Taints the pod tolerates.
         pub tolerations: Vec<Toleration>,
+        /// Name of the pod's PriorityClass (resolved into `priority` at admission).
+        pub priority_class_name: String,
+        /// PreemptLowerPriority or Never (from the PriorityClass at admission).
+        pub preemption_policy: String,
+        /// Node and pod (anti-)affinity.
+        pub affinity: Option<crate::scheduling::Affinity>,
+        /// How the pod's replicas spread across topology domains.
+        pub topology_spread_constraints: Vec<crate::scheduling::TopologySpreadConstraint>,
     }
 }
 
@@ -257,6 +284,8 @@ object! {
         pub startup_probe: Option<Probe>,
         /// Always, IfNotPresent or Never.
         pub image_pull_policy: String,
+        /// Security settings.
+        pub security_context: Option<crate::security::SecurityContext>,
     }
 }
 
@@ -518,6 +547,8 @@ object! {
         pub container_statuses: Vec<ContainerStatus>,
         /// Guaranteed, Burstable or BestEffort.
         pub qos_class: String,
+        /// The node a preempting pod waits for (set by the scheduler).
+        pub nominated_node_name: String,
     }
 }
 

@@ -5,7 +5,7 @@
 //! validation with errors that name the field path.
 //!
 //! Owns: the kinds ([`core`], [`apps`], [`batch`], [`networking`],
-//! [`nodepool`]), object metadata ([`meta`]), the kind table
+//! [`nodepool`], [`scheduling`], [`coordination`]), object metadata ([`meta`]), the kind table
 //! ([`registry`]), admission ([`admit`]), label and field selectors
 //! ([`selector`]), JSON merge patch ([`patch`]), and the object API's
 //! shared vocabulary ([`api`]: errors and reasons, list, delete and watch
@@ -20,12 +20,15 @@ pub mod admit;
 pub mod api;
 pub mod apps;
 pub mod batch;
+pub mod coordination;
 pub mod core;
 pub mod meta;
 pub mod networking;
 pub mod nodepool;
 pub mod patch;
 pub mod registry;
+pub mod scheduling;
+pub mod security;
 pub mod selector;
 
 mod decode;
@@ -39,6 +42,7 @@ pub use api::{ApiError, ObjectApi, Reason};
 pub use defaults::{DEFAULT_TOLERATION_SECONDS, TAINT_NOT_READY, TAINT_UNREACHABLE};
 pub use meta::{ObjectMeta, OwnerReference, Time};
 pub use patch::merge_patch;
+pub use quantity::parse as parse_quantity;
 pub use registry::{lookup, ResourceInfo, RESOURCES};
 pub use selector::{FieldSelector, Selector, SelectorError};
 pub use validation::{parse_schedule, parse_time_zone};

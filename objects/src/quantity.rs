@@ -8,7 +8,7 @@ pub(crate) const QUANTITY_MSG: &str =
 /// Grammar: `[+-]` then digits with an optional fraction (`1`, `0.5`,
 /// `.5`), then nothing, a binary suffix (Ki Mi Gi Ti Pi Ei), a decimal
 /// suffix (n u m k M G T P E) or an exponent (`e3`, `E-2`).
-pub(crate) fn parse(s: &str) -> Option<f64> {
+pub fn parse(s: &str) -> Option<f64> {
     let (sign, rest) = match s.as_bytes().first()? {
         b'+' => (1.0, &s[1..]),
         b'-' => (-1.0, &s[1..]),

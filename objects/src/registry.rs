@@ -153,6 +153,24 @@ pub static CONFIG_MAP: ResourceInfo = res!(
 );
 pub static SECRET: ResourceInfo = res!("Secret", "secrets", "secret", [], "", true, false);
 pub static EVENT: ResourceInfo = res!("Event", "events", "event", ["ev"], "", true, false);
+pub static PRIORITY_CLASS: ResourceInfo = res!(
+    "PriorityClass",
+    "priorityclasses",
+    "priorityclass",
+    ["pc"],
+    "scheduling.k8s.io",
+    false,
+    false
+);
+pub static LEASE: ResourceInfo = res!(
+    "Lease",
+    "leases",
+    "lease",
+    [],
+    "coordination.k8s.io",
+    true,
+    false
+);
 
 /// Every kind, in the order `flt api-resources` lists them.
 pub static RESOURCES: &[&ResourceInfo] = &[
@@ -172,6 +190,8 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &JOB,
     &NODE_POOL,
     &INGRESS,
+    &PRIORITY_CLASS,
+    &LEASE,
 ];
 
 /// Find a kind by any of the names a user may type: the kind ("Pod",

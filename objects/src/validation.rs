@@ -714,6 +714,12 @@ pub(crate) fn pod_spec(errs: &mut Errors, path: &str, spec: &PodSpec, restart_po
         &spec.dns_policy,
         &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
     );
+    crate::scheduling::validate_pod_scheduling(
+        errs,
+        path,
+        spec.affinity.as_ref(),
+        &spec.topology_spread_constraints,
+    );
     if let Some(g) = spec.termination_grace_period_seconds {
         non_negative(errs, &format!("{path}.terminationGracePeriodSeconds"), g);
     }

@@ -3,8 +3,9 @@
 //! Owns: the etcd v3 wire types and services (`mvccpb`, `etcdserverpb`),
 //! written from the protocol's public description so that etcd clients work
 //! unchanged; Flotilla's master-to-master service (`raft`); and the cluster
-//! administration service that `flt` speaks (`cluster`); and the object
-//! API (`objects`), whose messages carry objects as JSON.
+//! administration service that `flt` speaks (`cluster`); the object
+//! API (`objects`), whose messages carry objects as JSON; and the node
+//! streams (`node`: pod logs and exec, served by agents, relayed by masters).
 //!
 //! Must not depend on any other Flotilla crate: protobuf stays at this edge,
 //! and the crates above convert it to their own types.
@@ -29,6 +30,10 @@ pub mod cluster {
 
 pub mod objects {
     tonic::include_proto!("flotilla.objects.v1");
+}
+
+pub mod node {
+    tonic::include_proto!("flotilla.node.v1");
 }
 
 /// The etcd v3 convention for a prefix range: the `range_end` that, with

@@ -48,6 +48,7 @@ impl From<Error> for Status {
                 }
                 KvError::LeaseNotFound => Code::NotFound,
                 KvError::LeaseExists => Code::FailedPrecondition,
+                KvError::TooManyRequests => Code::ResourceExhausted,
                 _ => Code::InvalidArgument,
             },
             Error::NoLeader | Error::Unavailable(_) | Error::Timeout => Code::Unavailable,

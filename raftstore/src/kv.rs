@@ -208,6 +208,11 @@ pub enum KvError {
     LeaseTtlTooLarge,
     #[error("etcdserver: {0}")]
     InvalidArgument(String),
+    /// More distinct requests than can be remembered for a retry: refused
+    /// rather than risking a double apply. (Last, so that the encoding of
+    /// the variants before it does not change.)
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
 }
 
 /// Limits checked on every request before it reaches the log.

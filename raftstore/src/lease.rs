@@ -27,12 +27,21 @@ pub enum Renewal {
 
 #[derive(Default)]
 pub struct Lessor {
-    leases: Mutex<HashMap<i64, (i64, Instant)>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Granted TTL and expiry of every lease.
+    leases: HashMap<i64, (i64, Instant)>,
+    /// The leadership term the expiry times were started for: only then are
+    /// they a leader's (a follower's are only when each lease was granted).
+    term: Option<u64>,
 }
 
 impl Lessor {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (i64, Instant)>> {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn expiry(ttl: i64) -> Instant {
@@ -40,19 +49,37 @@ impl Lessor {
     }
 
     pub fn granted(&self, id: i64, ttl: i64) {
-        self.lock().insert(id, (ttl, Self::expiry(ttl)));
+        self.lock().leases.insert(id, (ttl, Self::expiry(ttl)));
     }
 
     pub fn revoked(&self, id: i64) {
-        self.lock().remove(&id);
+        self.lock().leases.remove(&id);
     }
 
-    /// Start every lease's clock again (on becoming leader or after a snapshot).
+    /// Start every lease's clock again (after a snapshot replaced the
+    /// state); the clocks belong to no leadership term.
     pub fn reset(&self, leases: &[(i64, i64)]) {
         let mut m = self.lock();
-        m.clear();
+        Self::restart(&mut m, leases);
+        m.term = None;
+    }
+
+    /// Start every lease's clock again for a leadership term that begins.
+    pub fn reset_for_term(&self, term: u64, leases: &[(i64, i64)]) {
+        let mut m = self.lock();
+        Self::restart(&mut m, leases);
+        m.term = Some(term);
+    }
+
+    /// The leadership term the clocks were last started for.
+    pub fn term(&self) -> Option<u64> {
+        self.lock().term
+    }
+
+    fn restart(m: &mut State, leases: &[(i64, i64)]) {
+        m.leases.clear();
         for (id, ttl) in leases {
-            m.insert(*id, (*ttl, Self::expiry(*ttl)));
+            m.leases.insert(*id, (*ttl, Self::expiry(*ttl)));
         }
     }
 
@@ -60,7 +87,7 @@ impl Lessor {
     pub fn renew(&self, id: i64) -> Renewal {
         let mut m = self.lock();
         let now = Instant::now();
-        match m.get_mut(&id) {
+        match m.leases.get_mut(&id) {
             Some((ttl, exp)) if *exp > now => {
                 *exp = Self::expiry(*ttl);
                 Renewal::Renewed(*ttl)
@@ -73,7 +100,7 @@ impl Lessor {
     /// Seconds left (rounded up) and granted TTL.
     pub fn remaining(&self, id: i64) -> Option<(i64, i64)> {
         let m = self.lock();
-        let (ttl, exp) = m.get(&id)?;
+        let (ttl, exp) = m.leases.get(&id)?;
         let left = exp.saturating_duration_since(Instant::now());
         let secs = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);
         Some((secs, *ttl))
@@ -82,6 +109,7 @@ impl Lessor {
     pub fn expired(&self) -> Vec<i64> {
         let now = Instant::now();
         self.lock()
+            .leases
             .iter()
             .filter(|(_, (_, exp))| *exp <= now)
             .map(|(id, _)| *id)

@@ -26,6 +26,7 @@ pub mod convert;
 pub mod election;
 pub mod engine;
 pub mod error;
+pub mod format;
 pub mod kv;
 pub mod lease;
 pub mod log_store;

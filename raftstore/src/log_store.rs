@@ -6,6 +6,13 @@
 //! durable. A vote is written with a synced write before `save_vote` returns.
 //! So an entry is acknowledged only once it is on disk, and many concurrent
 //! writers share one fsync.
+//!
+//! The log is never purged past what the state machine has applied: openraft
+//! 0.9 asks for the purge of everything a received snapshot covers as soon as
+//! it hands the snapshot to the state machine, before the install is done. A
+//! crash in between would leave a log purged past the state machine, which no
+//! restart can replay. [`InstallGate`] holds such a purge until the install
+//! has finished.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -28,6 +35,56 @@ pub struct LogStore {
     db: Db,
     syncer: mpsc::Sender<LogFlushed<TypeConfig>>,
     synced: Arc<AtomicU64>,
+    install: Arc<InstallGate>,
+}
+
+/// Whether a received snapshot waits to be installed, shared by the state
+/// machine (which receives and installs it) and the log (whose purge of what
+/// the snapshot covers must wait for the install).
+#[derive(Debug)]
+pub struct InstallGate {
+    pending: tokio::sync::watch::Sender<bool>,
+    waiting: AtomicU64,
+}
+
+impl Default for InstallGate {
+    fn default() -> Self {
+        InstallGate {
+            pending: tokio::sync::watch::channel(false).0,
+            waiting: AtomicU64::new(0),
+        }
+    }
+}
+
+impl InstallGate {
+    /// A snapshot is being received (and will be installed).
+    pub fn receiving(&self) {
+        self.pending.send_replace(true);
+    }
+
+    /// The received snapshot is installed (or its install failed).
+    pub fn installed(&self) {
+        self.pending.send_replace(false);
+    }
+
+    /// How many purges wait for an install now.
+    pub fn waiting_purges(&self) -> u64 {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Wait until no received snapshot waits to be installed. Returns
+    /// whether one did.
+    async fn wait_installed(&self) -> bool {
+        let mut rx = self.pending.subscribe();
+        if !*rx.borrow() {
+            return false;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        // Err: the sender is gone, which cannot happen while `self` lives.
+        let _ = rx.wait_for(|pending| !*pending).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        true
+    }
 }
 
 fn idx_key(i: u64) -> [u8; 8] {
@@ -43,7 +100,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl LogStore {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, install: Arc<InstallGate>) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let sdb = Arc::downgrade(&db);
         let synced = Arc::new(AtomicU64::new(0));
@@ -56,6 +113,7 @@ impl LogStore {
             db,
             syncer: tx,
             synced,
+            install,
         }
     }
 
@@ -259,6 +317,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let db = self.db.clone();
+        let applied = || {
+            let db = db.clone();
+            async move {
+                blocking(move || crate::mvcc::applied_log_id(&db))
+                    .await?
+                    .map_err(|e| StorageError::from(StorageIOError::read_state_machine(&e)))
+            }
+        };
+        // What a received snapshot covers: wait for its install (openraft
+        // sends nothing else to the log meanwhile, so no entry beyond the
+        // snapshot is acknowledged before the snapshot is durable).
+        if applied().await? < Some(log_id)
+            && self.install.wait_installed().await
+            && applied().await? < Some(log_id)
+        {
+            // The install failed (which stops Raft): keep the log.
+            return Err(StorageIOError::write_logs(&std::io::Error::other(
+                "not purging the log past what the state machine has applied",
+            ))
+            .into());
+        }
         let v = bincode::serialize(&Some(log_id)).map_err(|e| StorageIOError::write(&e))?;
         blocking(move || {
             let mut batch = WriteBatch::default();

@@ -20,7 +20,7 @@ use crate::engine;
 use crate::error::{Error, Result};
 use crate::kv::Limits;
 use crate::lease::{Lessor, Renewal};
-use crate::log_store::LogStore;
+use crate::log_store::{InstallGate, LogStore};
 use crate::mvcc::KvStore;
 use crate::network::{self, NetworkFactory, PeerChannels};
 use crate::state_machine::{Listeners, StateMachine};
@@ -28,6 +28,13 @@ use crate::types::{
     node_id_from_name, Command, CommandResult, MasterNode, MemberAddrs, NodeId, Outcome, Raft,
 };
 use crate::watch::WatchHub;
+
+mod batcher;
+mod leadership;
+mod leases;
+mod membership;
+
+use batcher::{command_size, proposer_loop, Proposal};
 
 /// Everything `flotilla master` is told on its command line.
 #[derive(Debug, Clone)]
@@ -107,6 +114,18 @@ impl MasterConfig {
     }
 }
 
+/// Fsync the data folder (holding db/ and snapshots/) and its parent
+/// (holding the data folder), so that the entries created on a first start
+/// are durable.
+fn sync_dirs(data_dir: &std::path::Path) -> std::io::Result<()> {
+    let abs = std::path::absolute(data_dir)?;
+    std::fs::File::open(&abs)?.sync_all()?;
+    if let Some(parent) = abs.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// openraft's `(election_timeout_min, election_timeout_max)` for an
 /// election timeout of `e` ms.
 ///
@@ -142,6 +161,8 @@ pub struct MasterInner {
     ready: tokio::sync::watch::Sender<bool>,
     /// When this master last heard from a leader ([`crate::election`]).
     pub heard: crate::election::Heard,
+    /// `Some(term)` while this master leads ([`Master::leadership`]).
+    leadership: tokio::sync::watch::Receiver<Option<u64>>,
 }
 
 /// A cheap handle on a running master, shared by every service.
@@ -184,6 +205,9 @@ impl Master {
             .await
             .map_err(|e| StartError::Storage(e.to_string()))?
             .map_err(|e| StartError::Storage(e.to_string()))?;
+        crate::format::check(&db).map_err(|e| {
+            StartError::Storage(format!("{}: {e}", cfg.data_dir.join("db").display()))
+        })?;
         let store =
             Arc::new(KvStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?);
         let hub = Arc::new(WatchHub::default());
@@ -204,19 +228,35 @@ impl Master {
                 }
             })
             .map_err(|e| StartError::Storage(e.to_string()))?;
+        // Finish a physical compaction that a crash interrupted (it leaves a
+        // correct state, but one that keeps what it should have removed).
+        if store.compact_revision() > 0 {
+            let _ = ctx.send(store.compact_revision());
+        }
         let listeners = Listeners {
             hub: hub.clone(),
             lessor: lessor.clone(),
             compactor: ctx,
         };
-        let sm = StateMachine::new(store.clone(), cfg.data_dir.join("snapshots"), listeners)
-            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let install = Arc::new(InstallGate::default());
+        let sm = StateMachine::new(
+            store.clone(),
+            cfg.data_dir.join("snapshots"),
+            listeners,
+            install.clone(),
+        )
+        .map_err(|e| StartError::Storage(e.to_string()))?;
         lessor.reset(
             &store
                 .leases()
                 .map_err(|e| StartError::Storage(e.to_string()))?,
         );
-        let log = LogStore::new(db);
+        // A power loss must not lose the folders themselves: RocksDB syncs
+        // what it writes inside db/, not the directory entries that make
+        // db/ and snapshots/ reachable.
+        sync_dirs(&cfg.data_dir)
+            .map_err(|e| StartError::Storage(format!("syncing {}: {e}", cfg.data_dir.display())))?;
+        let log = LogStore::new(db, install);
         let channels = PeerChannels::default();
         let keep = (cfg.snapshot_logs / 10).max(1);
         let (election_min, election_max) = openraft_election(cfg.election_timeout_ms);
@@ -254,6 +294,7 @@ impl Master {
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let (read_tx, read_rx) = mpsc::unbounded_channel();
         let (proposals, proposals_rx) = mpsc::unbounded_channel();
+        let leadership = leadership::follow(&raft);
         let master = Master(Arc::new(MasterInner {
             id,
             cfg,
@@ -268,7 +309,9 @@ impl Master {
             revoking: Mutex::new(HashSet::new()),
             ready: tokio::sync::watch::channel(false).0,
             heard: crate::election::Heard::default(),
+            leadership,
         }));
+        tokio::spawn(master.clone().lease_clock_loop());
         tokio::spawn(master.clone().read_index_loop(read_rx));
         tokio::spawn(proposer_loop(master.raft.clone(), proposals_rx));
         tokio::spawn(crate::election::election_loop(master.clone()));
@@ -585,362 +628,6 @@ impl Master {
         }
     }
 
-    /// Renew a lease on the leader (forwarded there from a follower).
-    /// `Ok(None)` when the lease does not exist or expired.
-    pub async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>> {
-        let r = self.lease_on_leader(id, true).await?;
-        match r {
-            LeaseAnswer::Local => self.lease_keep_alive_local(id).await,
-            LeaseAnswer::Remote(r) => Ok(r.found.then_some(r.ttl)),
-        }
-    }
-
-    /// Renew a lease on this (leader) master. A lease that has expired but
-    /// whose revocation is not applied yet still has its keys: answer only
-    /// once the revocation is applied, as etcd does, so that a client told
-    /// "expired" never finds the lease's keys afterwards.
-    pub async fn lease_keep_alive_local(&self, id: i64) -> Result<Option<i64>> {
-        match self.lessor.renew(id) {
-            Renewal::Renewed(ttl) => Ok(Some(ttl)),
-            Renewal::Unknown => Ok(None),
-            Renewal::Expired => {
-                let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
-                loop {
-                    let store = self.store.clone();
-                    let gone = tokio::task::spawn_blocking(move || store.lease_ttl(id))
-                        .await
-                        .map_err(|e| Error::Internal(e.to_string()))??
-                        .is_none();
-                    if gone {
-                        return Ok(None);
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(Error::Timeout);
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    }
-
-    /// Seconds left and granted TTL of a lease, as the leader sees it.
-    pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>> {
-        match self.lease_on_leader(id, false).await? {
-            LeaseAnswer::Local => Ok(self.lessor.remaining(id)),
-            LeaseAnswer::Remote(r) => Ok(r.found.then_some((r.ttl, r.granted_ttl))),
-        }
-    }
-
-    /// Find the leader for a lease query: this master, or the answer of the
-    /// leader. Both queries are idempotent, so an attempt that hangs (its
-    /// leader paused or cut off) is retried on the current leader.
-    async fn lease_on_leader(&self, id: i64, renew: bool) -> Result<LeaseAnswer> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
-        let attempt_limit = self.forward_attempt_limit();
-        loop {
-            let (leader, node) = self.wait_for_leader(deadline).await?;
-            if leader == self.id {
-                return Ok(LeaseAnswer::Local);
-            }
-            let attempt = deadline.min(tokio::time::Instant::now() + attempt_limit);
-            let ask = self.ask_leader_about_lease(&node, id, renew, attempt);
-            match self.unless_replaced(leader, &node, ask).await {
-                Ok(r) => return Ok(LeaseAnswer::Remote(r)),
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }
-
-    /// Forward a keep-alive (`renew`) or a time-to-live query to the leader.
-    async fn ask_leader_about_lease(
-        &self,
-        leader: &MasterNode,
-        id: i64,
-        renew: bool,
-        deadline: tokio::time::Instant,
-    ) -> Result<flotilla_proto::raft::LeaseReply> {
-        let mut c = self
-            .channels
-            .client(&leader.peer_addr)
-            .map_err(Error::Unavailable)?;
-        let req = LeaseRequest { id };
-        let call = async {
-            if renew {
-                c.lease_keep_alive(req).await
-            } else {
-                c.lease_time_to_live(req).await
-            }
-        };
-        Ok(tokio::time::timeout_at(deadline, call)
-            .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(|s| Error::Unavailable(s.message().to_string()))?
-            .into_inner())
-    }
-
-    /// Members known to Raft, with the client addresses they registered.
-    pub fn members(&self) -> Vec<(NodeId, MemberAddrs, bool)> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let directory: BTreeMap<NodeId, MemberAddrs> = self.store.members().into_iter().collect();
-        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-        m.membership_config
-            .nodes()
-            .map(|(id, node)| {
-                let addrs = directory.get(id).cloned().unwrap_or_else(|| MemberAddrs {
-                    name: node.name.clone(),
-                    peer_addr: node.peer_addr.clone(),
-                    client_addr: String::new(),
-                });
-                (*id, addrs, !voters.contains(id))
-            })
-            .collect()
-    }
-
-    /// Admit a new master: as a learner until it has caught up, then as a voter.
-    pub async fn add_master(&self, addrs: MemberAddrs) -> Result<()> {
-        let id = node_id_from_name(&addrs.name);
-        let node = MasterNode {
-            name: addrs.name.clone(),
-            peer_addr: addrs.peer_addr.clone(),
-        };
-        let already_voter = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == id);
-        if !already_voter {
-            // The new master is a learner first (that changes no quorum),
-            // then a voter: the promotion needs it to answer.
-            self.check_quorum_after(
-                |voters| {
-                    voters.insert(id);
-                },
-                Some((id, &node.peer_addr)),
-            )
-            .await?;
-            self.raft.add_learner(id, node, true).await.map_err(|e| {
-                Error::Unavailable(format!("adding {} as learner: {e}", addrs.name))
-            })?;
-            self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
-                .await
-                .map_err(|e| Error::Unavailable(format!("promoting {}: {e}", addrs.name)))?;
-        }
-        self.propose(Command::RegisterMember { id, addrs }).await?;
-        Ok(())
-    }
-
-    pub async fn remove_master(&self, id: NodeId) -> Result<()> {
-        let known = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .nodes()
-            .any(|(n, _)| *n == id);
-        if !known {
-            return Err(Error::NotFound("etcdserver: member not found".into()));
-        }
-        let voters: BTreeSet<NodeId> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        if voters.contains(&id) && voters.len() == 1 {
-            return Err(Error::FailedPrecondition(
-                "cannot remove the last voting master".into(),
-            ));
-        }
-        if voters.contains(&id) {
-            self.check_quorum_after(
-                |voters| {
-                    voters.remove(&id);
-                },
-                None,
-            )
-            .await?;
-        }
-        // A voter is removed (retain=false drops it entirely); a learner is just dropped.
-        let change = if voters.contains(&id) {
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
-        self.change_membership(change)
-            .await
-            .map_err(|e| Error::Unavailable(format!("removing member: {e}")))?;
-        // The leader's duties drop the removed master's directory entry.
-        Ok(())
-    }
-
-    /// Refuse a change of the voters that the masters answering now could
-    /// not commit, as etcd does ("unhealthy cluster"). Raft changes voters
-    /// through a joint configuration, which commits nothing without a
-    /// majority of the old voters *and* of the new ones: removing a master
-    /// while another is cut off would stop every write until the cut heals.
-    /// `change` turns the current voters into the new ones; `extra` is the
-    /// address of a new master not yet known to the membership. Only the
-    /// leader checks (elsewhere openraft refuses the change anyway).
-    async fn check_quorum_after(
-        &self,
-        change: impl FnOnce(&mut BTreeSet<NodeId>),
-        extra: Option<(NodeId, &str)>,
-    ) -> Result<()> {
-        let (old, mut addrs) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            if m.state != ServerState::Leader {
-                return Ok(());
-            }
-            let old: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-            let addrs: BTreeMap<NodeId, (String, String)> = m
-                .membership_config
-                .nodes()
-                .map(|(id, n)| (*id, (n.name.clone(), n.peer_addr.clone())))
-                .collect();
-            (old, addrs)
-        };
-        if let Some((id, addr)) = extra {
-            addrs.insert(id, (format!("{id:x}"), addr.to_string()));
-        }
-        let mut new = old.clone();
-        change(&mut new);
-        let limit = Duration::from_millis(self.cfg.election_timeout_ms.max(500));
-        let asked: BTreeSet<NodeId> = old.union(&new).copied().collect();
-        let mut up = BTreeSet::from([self.id]);
-        let pings = asked.iter().filter(|&&id| id != self.id).map(|&id| {
-            let addr = addrs.get(&id).map(|a| a.1.clone()).unwrap_or_default();
-            let channels = self.channels.clone();
-            async move {
-                let ok = match channels.client(&addr) {
-                    Ok(mut c) => {
-                        tokio::time::timeout(limit, c.ping(flotilla_proto::raft::PingRequest {}))
-                            .await
-                            .is_ok_and(|r| r.is_ok_and(|r| r.into_inner().member_id == id))
-                    }
-                    Err(_) => false,
-                };
-                (id, ok)
-            }
-        });
-        for (id, ok) in futures::future::join_all(pings).await {
-            if ok {
-                up.insert(id);
-            }
-        }
-        let majority = |set: &BTreeSet<NodeId>| set.intersection(&up).count() * 2 > set.len();
-        if majority(&old) && majority(&new) {
-            return Ok(());
-        }
-        let name = |id: &NodeId| {
-            addrs
-                .get(id)
-                .map(|a| a.0.clone())
-                .unwrap_or_else(|| format!("{id:x}"))
-        };
-        let down: Vec<String> = asked
-            .iter()
-            .filter(|id| !up.contains(id))
-            .map(name)
-            .collect();
-        Err(Error::FailedPrecondition(format!(
-            "etcdserver: unhealthy cluster: the change needs a majority of the voters before \
-             and after it to answer, and {} did not answer within {} ms",
-            down.join(", "),
-            limit.as_millis()
-        )))
-    }
-
-    /// Change the voters (removed ones are dropped, not kept as learners).
-    /// openraft does it in two steps (a joint configuration, then the new
-    /// one) inside the caller's future: if the caller went away between
-    /// them (a client that timed out drops its request), the cluster would
-    /// stay joint, needing a majority of both configurations. The change
-    /// runs in a task of its own so that it always finishes; a joint
-    /// configuration left by a crashed leader is finished by the next one
-    /// (see `finish_joint_membership`).
-    async fn change_membership(&self, change: ChangeMembers<NodeId, MasterNode>) -> Result<()> {
-        let raft = self.raft.clone();
-        tokio::spawn(async move { raft.change_membership(change, false).await })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map(|_| ())
-            .map_err(|e| Error::Unavailable(e.to_string()))
-    }
-
-    /// The voters of a joint configuration's newer half, when this master
-    /// leads and the effective configuration is joint.
-    fn joint_goal(&self) -> Option<BTreeSet<NodeId>> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        if m.state != ServerState::Leader {
-            return None;
-        }
-        let joint = m.membership_config.membership().get_joint_config();
-        (joint.len() > 1).then(|| joint.last().cloned().unwrap_or_default())
-    }
-
-    /// Finish a membership change whose second step never came (its leader
-    /// crashed between the two), toward the newer configuration: the one
-    /// the change was heading to.
-    async fn finish_joint_membership(&self, goal: BTreeSet<NodeId>) {
-        tracing::warn!(voters = ?goal, "finishing a membership change left joint");
-        match self
-            .change_membership(ChangeMembers::ReplaceAllVoters(goal))
-            .await
-        {
-            Ok(()) => tracing::info!("membership change finished"),
-            Err(e) => tracing::warn!(error = %e, "could not finish the membership change yet"),
-        }
-    }
-
-    async fn join_loop(self) {
-        use flotilla_proto::cluster::cluster_admin_client::ClusterAdminClient;
-        use flotilla_proto::cluster::AddMasterRequest;
-        let req = AddMasterRequest {
-            name: self.cfg.name.clone(),
-            peer_addr: self.cfg.peer_addr.to_string(),
-            client_addr: self.cfg.client_addr.to_string(),
-        };
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            for addr in &self.cfg.join {
-                if self.shutdown.is_cancelled() {
-                    return;
-                }
-                let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                else {
-                    tracing::error!(addr, "bad --join address");
-                    continue;
-                };
-                let Ok(ch) = ep.connect_timeout(Duration::from_secs(1)).connect().await else {
-                    continue;
-                };
-                match ClusterAdminClient::new(ch).add_master(req.clone()).await {
-                    Ok(_) => {
-                        tracing::info!(via = addr, "joined the cluster");
-                        return;
-                    }
-                    Err(s) => {
-                        tracing::warn!(via = addr, error = s.message(), "join refused; retrying")
-                    }
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = self.shutdown.cancelled() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-    }
-
     async fn duties_loop(self) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -958,11 +645,8 @@ impl Master {
             ticks += 1;
             let leader = self.is_leader();
             if leader && !was_leader {
-                // A new leader gives every lease a full TTL (as etcd does).
-                let store = self.store.clone();
-                if let Ok(Ok(leases)) = tokio::task::spawn_blocking(move || store.leases()).await {
-                    self.lessor.reset(&leases);
-                }
+                // (Lease clocks restart on the term change itself: see
+                // `lease_clock_loop`.)
                 if self.store.cluster_id() == 0 {
                     let id: u64 = rand::thread_rng().gen_range(1..u64::MAX);
                     let me = self.clone();
@@ -1006,93 +690,6 @@ impl Master {
         }
     }
 
-    /// Drop directory entries of masters that are no longer members.
-    async fn forget_removed_members(&self) {
-        let nodes: BTreeSet<NodeId> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .nodes()
-            .map(|(n, _)| *n)
-            .collect();
-        for (id, addrs) in self.store.members() {
-            if !nodes.contains(&id) {
-                match self.propose(Command::UnregisterMember { id }).await {
-                    Ok(_) => tracing::info!(name = %addrs.name, "forgot a removed master"),
-                    Err(e) => tracing::warn!(error = %e, "could not forget a removed master"),
-                }
-            }
-        }
-    }
-
-    async fn register_self(&self) -> bool {
-        let want = MemberAddrs {
-            name: self.cfg.name.clone(),
-            peer_addr: self.cfg.peer_addr.to_string(),
-            client_addr: self.cfg.client_addr.to_string(),
-        };
-        let in_membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .nodes()
-            .any(|(n, _)| *n == self.id);
-        if !in_membership {
-            return false;
-        }
-        let current = self
-            .store
-            .members()
-            .into_iter()
-            .find(|(id, _)| *id == self.id)
-            .map(|(_, a)| a);
-        if current.as_ref() == Some(&want) {
-            return true;
-        }
-        match self
-            .propose(Command::RegisterMember {
-                id: self.id,
-                addrs: want,
-            })
-            .await
-        {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "member registration postponed");
-                false
-            }
-        }
-    }
-
-    fn revoke_expired(&self) {
-        for id in self.lessor.expired() {
-            {
-                let mut r = self.revoking.lock().unwrap_or_else(|p| p.into_inner());
-                if !r.insert(id) {
-                    continue;
-                }
-            }
-            let me = self.clone();
-            tokio::spawn(async move {
-                // Only this master's own term may revoke on expiry: never
-                // forward, or a deposed leader would revoke a lease that the
-                // new leader has renewed meanwhile.
-                if me.is_leader() {
-                    tracing::info!(lease = id, "lease expired; revoking");
-                    if let Err(e) = me.submit(Command::LeaseRevoke { id }).await {
-                        tracing::warn!(lease = id, error = %e, "revoking an expired lease failed; will retry");
-                    }
-                }
-                me.revoking
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-            });
-        }
-    }
-
     async fn auto_compact(&self) {
         let keep = self.cfg.auto_compaction_retention;
         if keep <= 0 {
@@ -1105,158 +702,6 @@ impl Master {
             match self.propose(Command::Compact { revision: target }).await {
                 Ok(_) => tracing::debug!(revision = target, "automatic compaction"),
                 Err(e) => tracing::warn!(error = %e, "automatic compaction failed"),
-            }
-        }
-    }
-}
-
-/// Where a lease query is answered.
-enum LeaseAnswer {
-    /// This master is the leader.
-    Local,
-    /// The leader's answer.
-    Remote(flotilla_proto::raft::LeaseReply),
-}
-
-/// A command waiting to be put in the log, and who waits for its result.
-struct Proposal {
-    cmd: Command,
-    size: usize,
-    tx: oneshot::Sender<Result<CommandResult>>,
-}
-
-/// Most commands carried by one log entry.
-const MAX_BATCH: usize = 512;
-/// Most bytes (roughly) carried by one log entry.
-const MAX_BATCH_BYTES: usize = 1 << 20;
-/// Batches handed to Raft and not yet answered.
-const BATCHES_IN_FLIGHT: usize = 2;
-
-fn command_size(cmd: &Command) -> usize {
-    match cmd {
-        Command::Txn(t) => crate::kv::txn_size(t) + 16,
-        Command::Batch(b) => b.iter().map(command_size).sum(),
-        _ => 64,
-    }
-}
-
-/// Group commit above Raft: openraft 0.9 appends (and fsyncs) one log entry
-/// at a time, so commands that arrive while earlier ones are being
-/// replicated travel together in one entry.
-async fn proposer_loop(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
-    let mut carry: Option<Proposal> = None;
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let mut bytes = first.size;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) if bytes + p.size > MAX_BATCH_BYTES => {
-                    carry = Some(p);
-                    break;
-                }
-                Ok(p) => {
-                    bytes += p.size;
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            write_batch(&raft, batch).await;
-        });
-    }
-}
-
-fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, MasterNode>>) -> Error {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::NoLeader,
-        e => Error::Unavailable(e.to_string()),
-    }
-}
-
-/// Resolves once this master no longer leads in `term`.
-async fn deposed(raft: &Raft, term: u64) {
-    let mut rx = raft.metrics();
-    // Err: shutting down, which deposes too.
-    let _ = rx
-        .wait_for(|m| m.state != ServerState::Leader || m.current_term != term)
-        .await
-        .is_ok();
-}
-
-/// Write through openraft, unless this master stops leading first.
-///
-/// openraft 0.9 answers a write once its entry is applied, or refuses it
-/// when the entry is truncated by a newer leader; but when a deposed leader
-/// catches up by installing a snapshot, its uncommitted entries vanish
-/// without an answer, and the write would wait forever. Two such writes
-/// held both batch slots, so the master could never write again, even as
-/// leader (found by the partition-leader nemesis). The outcome of an
-/// abandoned write is unknown; the caller retries it under the same
-/// request id, which the state machine applies at most once.
-async fn client_write(raft: &Raft, cmd: Command) -> Result<CommandResult> {
-    let term = {
-        let m = raft.metrics();
-        let m = m.borrow();
-        (m.state == ServerState::Leader).then_some(m.current_term)
-    };
-    let write = async {
-        raft.client_write(cmd)
-            .await
-            .map(|r| r.data)
-            .map_err(|e| write_error(&e))
-    };
-    match term {
-        None => write.await,
-        Some(term) => tokio::select! {
-            r = write => r,
-            () = deposed(raft, term) => Err(Error::NoLeader),
-        },
-    }
-}
-
-async fn write_batch(raft: &Raft, mut batch: Vec<Proposal>) {
-    if batch.len() == 1 {
-        if let Some(p) = batch.pop() {
-            let _ = p.tx.send(client_write(raft, p.cmd).await);
-        }
-        return;
-    }
-    let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
-    match client_write(raft, Command::Batch(cmds)).await {
-        Ok(resp) => match resp.outcome {
-            Outcome::Batch(results) if results.len() == txs.len() => {
-                for (tx, r) in txs.into_iter().zip(results) {
-                    let _ = tx.send(Ok(r));
-                }
-            }
-            other => {
-                for tx in txs {
-                    let _ = tx.send(Err(Error::Internal(format!(
-                        "unexpected batch outcome {other:?}"
-                    ))));
-                }
-            }
-        },
-        Err(e) => {
-            for tx in txs {
-                let _ = tx.send(Err(match &e {
-                    Error::NoLeader => Error::NoLeader,
-                    other => Error::Unavailable(other.to_string()),
-                }));
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Snapshot files: built by streaming a RocksDB checkpoint to disk, installed
 //! by streaming a file into the database. Neither holds the snapshot in memory.
 //!
-//! Format: `FLTSNAP1`, u32 length + bincode [`SnapshotMeta`], then records
+//! Format: `FLTSNAP1` (the format version is its last byte, see
+//! [`crate::format`]), u32 length + bincode [`SnapshotMeta`], then records
 //! `[cf u8][key len u32][key][value len u32][value]`, a `0xFF` end marker,
 //! and the CRC-32 of everything before it.
 
@@ -61,13 +62,21 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
-/// Build a snapshot file from a checkpoint directory; returns its meta.
-/// The file is written beside `dest` and renamed over it once synced.
+/// Serialises the replacements of a current snapshot file: a build and an
+/// install compare and rename under it.
+static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Build a snapshot file from a checkpoint directory; returns its meta and
+/// the file, open for reading. The file is written beside `dest` and, once
+/// synced, becomes `dest` unless `dest` is as new already (a snapshot
+/// installed while this one was built): an older build never replaces a
+/// newer snapshot (the returned file stays readable either way).
 pub fn build_from_checkpoint(
     checkpoint: &Path,
     dest: &Path,
     snapshot_id: String,
-) -> Result<SnapshotMeta, StoreError> {
+) -> Result<(SnapshotMeta, File), StoreError> {
+    let tmp = building_path(dest, &snapshot_id);
     let db = engine::open_read_only(checkpoint)?;
     let smeta = engine::cf(&db, engine::CF_SM_META);
     let applied: Option<LogId> = match db.get_cf(smeta, META_APPLIED)? {
@@ -83,7 +92,6 @@ pub fn build_from_checkpoint(
         last_membership: membership,
         snapshot_id,
     };
-    let tmp = dest.with_extension("building");
     let file = File::create(&tmp).map_err(io)?;
     let mut w = CrcWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
@@ -113,12 +121,58 @@ pub fn build_from_checkpoint(
     let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     drop(file);
-    fs::rename(&tmp, dest).map_err(io)?;
+    let file = File::open(&tmp).map_err(io)?;
+    let _publishing = PUBLISHING.lock().unwrap_or_else(|p| p.into_inner());
+    let current = read_meta(dest).ok().map(|m| m.last_log_id);
+    if current.is_some_and(|c| c >= meta.last_log_id) {
+        tracing::info!(built = ?meta.last_log_id, current = ?current, "a newer snapshot is current; the one built is not kept");
+        fs::remove_file(&tmp).map_err(io)?;
+    } else {
+        fs::rename(&tmp, dest).map_err(io)?;
+    }
     if let Some(dir) = dest.parent() {
         fsync_dir(dir)?;
     }
-    Ok(meta)
+    Ok((meta, file))
 }
+
+/// Where a snapshot is built before it replaces `dest`: a name of its own
+/// per build, so that two builds never write one file.
+fn building_path(dest: &Path, snapshot_id: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!("{name}.{snapshot_id}{BUILDING}"))
+}
+
+const BUILDING: &str = ".building";
+const CHECKPOINT: &str = "checkpoint-";
+
+/// The name of a checkpoint directory taken for a snapshot build.
+pub fn checkpoint_name(id: &str) -> String {
+    format!("{CHECKPOINT}{id}")
+}
+
+/// Remove what builds and receptions that a crash interrupted left in the
+/// snapshot directory: checkpoints (which pin SST files) and partial files.
+pub fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with(CHECKPOINT) {
+            tracing::info!(path = %path.display(), "removing a checkpoint left by a crash");
+            fs::remove_dir_all(&path).map_err(io)?;
+        } else if name.ends_with(BUILDING) || name == RECEIVING {
+            fs::remove_file(&path).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a snapshot sent by the leader is received.
+pub const RECEIVING: &str = "receiving.part";
 
 /// Read the meta at the head of a snapshot file.
 pub fn read_meta(path: &Path) -> Result<SnapshotMeta, StoreError> {
@@ -130,6 +184,12 @@ fn read_header<R: Read>(r: &mut R) -> Result<SnapshotMeta, StoreError> {
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic).map_err(io)?;
     if &magic != MAGIC {
+        if magic.starts_with(&MAGIC[..7]) {
+            return Err(corrupt(format!(
+                "snapshot format {} is unknown to this master (it reads format 1): it needs a newer Flotilla",
+                String::from_utf8_lossy(&magic[7..])
+            )));
+        }
         return Err(corrupt("not a Flotilla snapshot"));
     }
     let mut len = [0u8; 4];
@@ -189,7 +249,7 @@ fn for_each_record<R: Read>(
 /// Verify a received snapshot stream and store it as the current snapshot.
 pub fn save_received<R: Read>(src: R, dir: &Path) -> Result<PathBuf, StoreError> {
     let dest = dir.join(CURRENT);
-    let tmp = dir.join("received.building");
+    let tmp = dir.join(format!("received{BUILDING}"));
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
     // Copy while checking: records are re-serialised exactly as read.
     let mut tee = TeeReader {
@@ -204,6 +264,8 @@ pub fn save_received<R: Read>(src: R, dir: &Path) -> Result<PathBuf, StoreError>
     res?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
+    // Always current: the state machine is about to become this snapshot.
+    let _publishing = PUBLISHING.lock().unwrap_or_else(|p| p.into_inner());
     fs::rename(&tmp, &dest).map_err(io)?;
     fsync_dir(dir)?;
     Ok(dest)
@@ -245,6 +307,8 @@ fn clear_cf(db: &Db, name: &str) -> Result<(), StoreError> {
 /// crash half-way resume the install at the next start.
 pub fn install(store: &KvStore, path: &Path) -> Result<SnapshotMeta, StoreError> {
     let _guard = store.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+    // No read may see the state half replaced: reads wait for the install.
+    let _readers = store.block_readers();
     let db = store.db();
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);

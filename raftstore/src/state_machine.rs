@@ -8,6 +8,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, RaftSnapshotBuilder};
 
 use crate::lease::Lessor;
+use crate::log_store::InstallGate;
 use crate::mvcc::{Effects, KvStore, StoreError};
 use crate::snapshot;
 use crate::types::{
@@ -29,6 +30,7 @@ pub struct StateMachine {
     store: Arc<KvStore>,
     snap_dir: PathBuf,
     listeners: Listeners,
+    install: Arc<InstallGate>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -40,9 +42,11 @@ impl StateMachine {
         store: Arc<KvStore>,
         snap_dir: PathBuf,
         listeners: Listeners,
+        install: Arc<InstallGate>,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&snap_dir)
             .map_err(|e| StoreError::Corrupt(format!("snapshot dir: {e}")))?;
+        snapshot::remove_leftovers(&snap_dir)?;
         // Finish an install that a crash interrupted.
         if snapshot::install_interrupted(store.db())? {
             let path = snap_dir.join(snapshot::CURRENT);
@@ -53,6 +57,7 @@ impl StateMachine {
             store,
             snap_dir,
             listeners,
+            install,
         })
     }
 
@@ -82,14 +87,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .checkpoint
             .clone()
             .map_err(|e| StorageIOError::write_snapshot(None, &std::io::Error::other(e)))?;
-        let dest = self.snap_dir.join(snapshot::CURRENT);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let d2 = dest.clone();
+        let d2 = self.snap_dir.join(snapshot::CURRENT);
         let ck2 = ckpt.clone();
-        let meta = tokio::task::spawn_blocking(move || {
+        let (meta, file) = tokio::task::spawn_blocking(move || {
             let r = snapshot::build_from_checkpoint(&ck2, &d2, format!("{nanos}"));
             let _ = std::fs::remove_dir_all(&ck2);
             r
@@ -98,12 +102,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| StorageIOError::write_snapshot(None, &e))?
         .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built");
-        let file = tokio::fs::File::open(&dest)
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -149,7 +150,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let dir = self.snap_dir.join(format!("checkpoint-{nanos}"));
+        let dir = self
+            .snap_dir
+            .join(snapshot::checkpoint_name(&nanos.to_string()));
         let db = self.store.db().clone();
         let d2 = dir.clone();
         // A checkpoint is a consistent, hard-linked copy taken between two applies.
@@ -168,7 +171,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let path = self.snap_dir.join("receiving.part");
+        // From now on the log keeps what this snapshot will cover until it
+        // is installed (see `InstallGate`).
+        self.install.receiving();
+        let path = self.snap_dir.join(snapshot::RECEIVING);
         let f = tokio::fs::File::options()
             .read(true)
             .write(true)
@@ -186,36 +192,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-        let mut f = *snapshot;
-        let werr = |e: std::io::Error| StorageError::from(StorageIOError::write_snapshot(None, &e));
-        f.flush().await.map_err(werr)?;
-        f.seek(std::io::SeekFrom::Start(0)).await.map_err(werr)?;
-        let std_file = f.into_std().await;
-        let dir = self.snap_dir.clone();
-        let store = self.store.clone();
-        let installed = tokio::task::spawn_blocking(move || -> Result<SnapshotMeta, StoreError> {
-            let path = snapshot::save_received(std_file, &dir)?;
-            let _ = std::fs::remove_file(dir.join("receiving.part"));
-            snapshot::install(&store, &path)
-        })
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
-        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        if installed.last_log_id != meta.last_log_id {
-            return Err(StorageIOError::write_snapshot(
-                None,
-                &std::io::Error::other("snapshot meta does not match its data"),
-            )
-            .into());
-        }
-        let leases = self.store.leases().map_err(sm_err)?;
-        self.listeners.lessor.reset(&leases);
-        self.listeners.hub.reset();
-        tracing::info!(last_log_id = ?meta.last_log_id, revision = self.store.revision(), "snapshot installed");
-        Ok(())
+        let r = self.install_received(meta, snapshot).await;
+        // Installed (durably: the install syncs), or failed, which stops Raft.
+        self.install.installed();
+        r
     }
-
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let path = self.snap_dir.join(snapshot::CURRENT);
         if !path.exists() {
@@ -233,5 +214,42 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(file),
         }))
+    }
+}
+
+impl StateMachine {
+    async fn install_received(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let mut f = *snapshot;
+        let werr = |e: std::io::Error| StorageError::from(StorageIOError::write_snapshot(None, &e));
+        f.flush().await.map_err(werr)?;
+        f.seek(std::io::SeekFrom::Start(0)).await.map_err(werr)?;
+        let std_file = f.into_std().await;
+        let dir = self.snap_dir.clone();
+        let store = self.store.clone();
+        let installed = tokio::task::spawn_blocking(move || -> Result<SnapshotMeta, StoreError> {
+            let path = snapshot::save_received(std_file, &dir)?;
+            let _ = std::fs::remove_file(dir.join(snapshot::RECEIVING));
+            snapshot::install(&store, &path)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        if installed.last_log_id != meta.last_log_id {
+            return Err(StorageIOError::write_snapshot(
+                None,
+                &std::io::Error::other("snapshot meta does not match its data"),
+            )
+            .into());
+        }
+        let leases = self.store.leases().map_err(sm_err)?;
+        self.listeners.lessor.reset(&leases);
+        self.listeners.hub.reset();
+        tracing::info!(last_log_id = ?meta.last_log_id, revision = self.store.revision(), "snapshot installed");
+        Ok(())
     }
 }

@@ -109,6 +109,25 @@ pub enum Command {
     /// Commands proposed concurrently, carried by one log entry (one fsync)
     /// and applied in order, each with its own revision.
     Batch(Vec<Command>),
+    /// A command of a leader-only loop started in Raft term `term`: applied
+    /// only if its log entry belongs to that term, that is if it was
+    /// proposed by the leader of `term` while it led; refused
+    /// ([`Outcome::Fenced`]) once that term is over (a deposed leader's late
+    /// write, forwarded to or retried on the next leader). The check is the
+    /// state machine's, on every master alike. (Last, so that the encoding
+    /// of the variants before it does not change.)
+    Fenced {
+        term: u64,
+        cmd: Box<Command>,
+    },
+    /// A log entry's command with the time (ms since the Unix epoch) the
+    /// leader that wrote the entry stamped it with: the log's clock, by
+    /// which remembered request ids are forgotten
+    /// ([`crate::mvcc::OnceLimits`]). Only ever around an entry's command.
+    At {
+        ms: u64,
+        cmd: Box<Command>,
+    },
 }
 
 /// What applying a [`Command`] produced, with the store revision after it.
@@ -129,6 +148,10 @@ pub enum Outcome {
     /// now; this is the first application's result. (Last, so that the
     /// encoding of the variants before it does not change.)
     Replayed(Box<CommandResult>),
+    /// A [`Command::Fenced`] whose term was over: nothing was done.
+    Fenced {
+        term: u64,
+    },
 }
 
 impl CommandResult {

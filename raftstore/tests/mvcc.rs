@@ -1,92 +1,12 @@
 //! etcd's revision semantics, executed by the state machine directly.
 
-use std::sync::Arc;
+mod common;
 
+use common::*;
 use flotilla_raftstore::engine;
 use flotilla_raftstore::kv::*;
-use flotilla_raftstore::mvcc::{KvStore, RangeError};
-use flotilla_raftstore::types::{Command, CommandResult, Entry, Outcome};
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
-
-struct T {
-    _dir: tempfile::TempDir,
-    store: Arc<KvStore>,
-    index: u64,
-}
-
-impl T {
-    fn new() -> T {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = engine::open(&dir.path().join("db")).expect("open");
-        T {
-            store: Arc::new(KvStore::open(db).expect("store")),
-            _dir: dir,
-            index: 0,
-        }
-    }
-
-    fn apply(&mut self, cmd: Command) -> (CommandResult, Vec<Event>) {
-        self.index += 1;
-        let e = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
-            payload: EntryPayload::Normal(cmd),
-        };
-        let (r, fx) = self.store.apply(&e).expect("apply");
-        (r, fx.into_iter().flat_map(|f| f.events).collect())
-    }
-
-    fn txn(&mut self, t: TxnRequest) -> (Result<TxnResponse, KvError>, i64) {
-        let (r, _) = self.apply(Command::Txn(t));
-        match r.outcome {
-            Outcome::Txn(x) => (x, r.revision),
-            o => panic!("unexpected {o:?}"),
-        }
-    }
-
-    fn put(&mut self, k: &str, v: &str) -> i64 {
-        self.put_lease(k, v, 0)
-    }
-
-    fn put_lease(&mut self, k: &str, v: &str, lease: i64) -> i64 {
-        let p = PutRequest {
-            key: k.into(),
-            value: v.into(),
-            lease,
-            ..Default::default()
-        };
-        let (r, rev) = self.txn(TxnRequest::single(RequestOp::Put(p)));
-        r.expect("put");
-        rev
-    }
-
-    fn del(&mut self, k: &str, end: &str) -> i64 {
-        let d = DeleteRangeRequest {
-            key: k.into(),
-            range_end: end.into(),
-            prev_kv: false,
-        };
-        let (r, rev) = self.txn(TxnRequest::single(RequestOp::DeleteRange(d)));
-        r.expect("delete");
-        rev
-    }
-
-    fn range(&self, k: &str, end: &str, rev: i64) -> Result<RangeResponse, RangeError> {
-        self.store.range(&RangeRequest {
-            key: k.into(),
-            range_end: end.into(),
-            revision: rev,
-            ..Default::default()
-        })
-    }
-
-    fn get(&self, k: &str, rev: i64) -> Option<KeyValue> {
-        self.range(k, "", rev)
-            .expect("range")
-            .kvs
-            .into_iter()
-            .next()
-    }
-}
+use flotilla_raftstore::mvcc::RangeError;
+use flotilla_raftstore::types::{Command, Outcome};
 
 #[test]
 fn revisions_versions_and_create_revisions_follow_etcd() {
@@ -252,57 +172,6 @@ fn txn_compares_choose_the_branch_and_see_their_own_writes() {
 }
 
 #[test]
-fn compaction_refuses_old_revisions_and_keeps_the_state_at_the_compact_revision() {
-    let mut t = T::new();
-    for i in 0..5 {
-        t.put("a", &format!("{i}"));
-    }
-    t.put("b", "1");
-    t.del("b", "");
-    t.put("c", "1");
-    // revisions: a=2..6, b put=7, b del=8, c=9
-    let (r, _) = t.apply(Command::Compact { revision: 8 });
-    assert_eq!(r.outcome, Outcome::Done(Ok(())));
-    assert!(matches!(
-        t.range("a", "", 7),
-        Err(RangeError::Kv(KvError::Compacted {
-            compact_revision: 8
-        }))
-    ));
-    let before = t
-        .range("\0", "\0", 8)
-        .expect("range at the compact revision");
-    t.store.compact_physical(8).expect("physical compaction");
-    let after = t
-        .range("\0", "\0", 8)
-        .expect("range at the compact revision");
-    assert_eq!(before, after);
-    assert_eq!(t.get("a", 8).expect("a").value, b"4");
-    assert!(t.get("b", 8).is_none());
-    assert!(matches!(
-        t.store.history(7, b"\0", b"\0", 100),
-        Err(RangeError::Kv(KvError::Compacted {
-            compact_revision: 8
-        }))
-    ));
-    let (h, next) = t
-        .store
-        .history(8, b"\0", b"\0", 100)
-        .expect("history from the compact revision");
-    assert_eq!(h.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![8, 9]);
-    assert_eq!(next, 10);
-    let (r, _) = t.apply(Command::Compact { revision: 5 });
-    assert_eq!(
-        r.outcome,
-        Outcome::Done(Err(KvError::Compacted {
-            compact_revision: 8
-        }))
-    );
-    let (r, _) = t.apply(Command::Compact { revision: 100 });
-    assert_eq!(r.outcome, Outcome::Done(Err(KvError::FutureRevision)));
-}
-
-#[test]
 fn history_replays_the_same_events_that_were_applied() {
     let mut t = T::new();
     let mut applied = Vec::new();
@@ -373,140 +242,49 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
 }
 
 #[test]
-fn a_batch_applies_each_command_at_its_own_revision_and_resumes_after_a_crash() {
-    let put = |k: &str| {
-        Command::Txn(TxnRequest::single(RequestOp::Put(PutRequest {
-            key: k.into(),
-            value: b"v".to_vec(),
-            ..Default::default()
-        })))
-    };
+fn a_read_only_txn_reads_one_revision_even_while_writes_are_applied() {
     let mut t = T::new();
-    let (r, evs) = t.apply(Command::Batch(vec![put("a"), put("b"), put("a")]));
-    let Outcome::Batch(results) = r.outcome else {
-        panic!("not a batch outcome")
+    t.put("a", "1");
+    let cmp = Compare {
+        result: CompareResult::Equal,
+        target: CompareTarget::Value(b"1".to_vec()),
+        key: b"a".to_vec(),
+        range_end: vec![],
+    };
+    let get = RequestOp::Range(RangeRequest {
+        key: b"a".to_vec(),
+        ..Default::default()
+    });
+    let req = TxnRequest {
+        compare: vec![cmp],
+        success: vec![get.clone()],
+        failure: vec![get],
+    };
+    // An apply in progress: its version of `a` (revision 3) is written,
+    // the store's revision not moved yet. A read-only transaction now reads
+    // revision 2, its compares as much as its ranges.
+    let db = t.store.db();
+    let rec = engine::Record {
+        tombstone: false,
+        create_revision: 2,
+        version: 2,
+        lease: 0,
+        value: b"2".to_vec(),
+    };
+    db.put_cf(
+        engine::cf(db, engine::CF_KV),
+        engine::mvcc_key(b"a", 3),
+        rec.encode(),
+    )
+    .expect("write");
+    let (resp, rev) = t.store.read_only_txn(&req).expect("txn");
+    assert_eq!(rev, 2);
+    let ResponseOp::Range(r) = &resp.responses[0] else {
+        panic!("not a range")
     };
     assert_eq!(
-        results.iter().map(|r| r.revision).collect::<Vec<_>>(),
-        vec![2, 3, 4]
+        (resp.succeeded, r.kvs[0].value.as_slice()),
+        (true, &b"1"[..]),
+        "the compare and the range of one read-only transaction read different revisions"
     );
-    assert_eq!(evs.len(), 3);
-    assert_eq!(t.get("a", 0).expect("a").version, 2);
-    let (applied, _) = t.store.applied_state().expect("applied");
-    assert_eq!(applied.map(|l| l.index), Some(1));
-
-    // A master that crashed after writing the first two commands of entry 1
-    // re-applies the entry and must not write them twice.
-    let mut t = T::new();
-    let meta = engine::cf(t.store.db(), engine::CF_SM_META);
-    t.store
-        .db()
-        .put_cf(
-            meta,
-            flotilla_raftstore::mvcc::META_BATCH_PROGRESS,
-            bincode_progress(1, 1),
-        )
-        .expect("marker");
-    t.apply(Command::Batch(vec![put("a"), put("b"), put("c")]));
-    assert!(
-        t.get("a", 0).is_none() && t.get("b", 0).is_none(),
-        "already-written commands were written again"
-    );
-    assert_eq!(t.get("c", 0).expect("c").mod_revision, 2);
-}
-
-fn bincode_progress(index: u64, sub: usize) -> Vec<u8> {
-    let mut v = index.to_le_bytes().to_vec();
-    v.extend_from_slice(&(sub as u64).to_le_bytes());
-    v
-}
-
-#[test]
-fn a_replayed_request_id_changes_nothing_and_never_moves_the_revision_back() {
-    let put = |k: &str, v: &str| {
-        Command::Txn(TxnRequest::single(RequestOp::Put(PutRequest {
-            key: k.into(),
-            value: v.into(),
-            ..Default::default()
-        })))
-    };
-    let once = |id: u64, cmd: Command| Command::Once {
-        id: (9, id),
-        cmd: Box::new(cmd),
-    };
-    let mut t = T::new();
-    let (first, _) = t.apply(once(1, put("a", "1")));
-    assert_eq!(first.revision, 2);
-    t.put("b", "1"); // revision 3
-                     // The same request again (a retry after an ambiguous failure): the first
-                     // result is replayed, nothing is written, the revision stays.
-    let (again, evs) = t.apply(once(1, put("a", "1")));
-    assert_eq!(again.unwrap_replay(), (first.clone(), true));
-    assert!(evs.is_empty());
-    assert_eq!(
-        t.get("a", 0).expect("a").version,
-        1,
-        "a replayed put was applied twice"
-    );
-    assert_eq!(t.store.revision(), 3, "a replay moved the revision back");
-    // And inside a batch, with a new write after the replay.
-    let (r, _) = t.apply(Command::Batch(vec![
-        once(1, put("a", "1")),
-        once(2, put("c", "1")),
-    ]));
-    let Outcome::Batch(results) = r.outcome else {
-        panic!("not a batch outcome")
-    };
-    assert_eq!(results[0].clone().unwrap_replay(), (first, true));
-    assert_eq!(
-        results[1].revision, 4,
-        "a write after a replay reused a revision"
-    );
-}
-
-#[test]
-fn a_request_id_whose_compares_failed_is_not_remembered() {
-    // One API call retries its read-modify-write rounds under one request
-    // id: a round whose compares fail wrote nothing, so a later round (or a
-    // retry of the call) under the same id must run, and once one round
-    // wrote, every later one replays it.
-    let guarded = |expect_absent: bool, v: &str| {
-        Command::Txn(TxnRequest {
-            compare: vec![Compare {
-                key: b"k".to_vec(),
-                range_end: vec![],
-                result: if expect_absent {
-                    CompareResult::Equal
-                } else {
-                    CompareResult::Greater
-                },
-                target: CompareTarget::Create(0),
-            }],
-            success: vec![RequestOp::Put(PutRequest {
-                key: b"k".to_vec(),
-                value: v.into(),
-                ..Default::default()
-            })],
-            failure: vec![],
-        })
-    };
-    let once = |cmd: Command| Command::Once {
-        id: (9, 77),
-        cmd: Box::new(cmd),
-    };
-    let mut t = T::new();
-    // "k exists" is false: nothing written, nothing remembered.
-    let (r, _) = t.apply(once(guarded(false, "x")));
-    assert!(matches!(r.outcome, Outcome::Txn(Ok(ref x)) if !x.succeeded));
-    // The next round under the same id sees the compare hold and writes.
-    let (r, evs) = t.apply(once(guarded(true, "y")));
-    let (r, replayed) = r.unwrap_replay();
-    assert!(!replayed);
-    assert!(matches!(r.outcome, Outcome::Txn(Ok(ref x)) if x.succeeded));
-    assert_eq!(evs.len(), 1);
-    // From now on the id is a replay, whatever the command says.
-    let (again, evs) = t.apply(once(guarded(true, "z")));
-    assert_eq!(again.unwrap_replay(), (r, true));
-    assert!(evs.is_empty());
-    assert_eq!(t.get("k", 0).expect("k").value, b"y".to_vec());
 }

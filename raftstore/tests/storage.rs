@@ -1,22 +1,37 @@
 //! The RocksDB log and state machine against openraft's storage contract,
 //! and the durability rule of the log.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use flotilla_raftstore::engine;
+use flotilla_raftstore::kv::{PutRequest, RangeRequest, RequestOp, TxnRequest};
 use flotilla_raftstore::lease::Lessor;
-use flotilla_raftstore::log_store::LogStore;
+use flotilla_raftstore::log_store::{InstallGate, LogStore};
 use flotilla_raftstore::mvcc::KvStore;
 use flotilla_raftstore::state_machine::{Listeners, StateMachine};
-use flotilla_raftstore::types::{Entry, StorageError, TypeConfig};
+use flotilla_raftstore::types::{Command, Entry, Snapshot, StorageError, TypeConfig};
 use flotilla_raftstore::watch::WatchHub;
-use openraft::storage::RaftLogStorageExt;
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
 
 struct Builder;
 
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
+    let o = open_all(dir);
+    (o.log, o.sm)
+}
+
+struct Opened {
+    log: LogStore,
+    sm: StateMachine,
+    gate: Arc<InstallGate>,
+    store: Arc<KvStore>,
+}
+
+fn open_all(dir: &std::path::Path) -> Opened {
     let db = engine::open(&dir.join("db")).expect("open rocksdb");
     let store = Arc::new(KvStore::open(db.clone()).expect("open kv store"));
     let (tx, _rx) = std::sync::mpsc::channel();
@@ -25,8 +40,20 @@ fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
         lessor: Arc::new(Lessor::default()),
         compactor: tx,
     };
-    let sm = StateMachine::new(store, dir.join("snapshots"), listeners).expect("state machine");
-    (LogStore::new(db), sm)
+    let gate = Arc::new(InstallGate::default());
+    let sm = StateMachine::new(
+        store.clone(),
+        dir.join("snapshots"),
+        listeners,
+        gate.clone(),
+    )
+    .expect("state machine");
+    Opened {
+        log: LogStore::new(db, gate.clone()),
+        sm,
+        gate,
+        store,
+    }
 }
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
@@ -66,4 +93,210 @@ async fn append_is_acknowledged_only_after_a_wal_fsync_and_survives_reopen() {
         .await
         .expect("log state");
     assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+}
+
+fn blank(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Blank,
+    }
+}
+
+/// A snapshot of a state machine that applied `entries` (with the folder
+/// that holds it).
+async fn snapshot_of(entries: Vec<Entry>) -> (tempfile::TempDir, Snapshot) {
+    let src = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(src.path());
+    sm.apply(entries).await.expect("apply");
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+    (src, snap)
+}
+
+/// Receive `data` as the leader sends a snapshot: into the file the state
+/// machine gives for it.
+async fn receive(sm: &mut StateMachine, mut data: Box<tokio::fs::File>) -> Box<tokio::fs::File> {
+    let mut file = sm.begin_receiving_snapshot().await.expect("receive");
+    tokio::io::copy(&mut *data, &mut *file).await.expect("copy");
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_not_purged_past_a_received_snapshot_until_it_is_installed() {
+    // A snapshot of a state machine that applied entries 1..=20.
+    let (_src, snap) = snapshot_of((1..=20).map(|i| blank(2, i)).collect()).await;
+    let covers = snap.meta.last_log_id.expect("snapshot log id");
+
+    // A follower that has the first three entries receives it.
+    let dst = tempfile::tempdir().expect("tempdir");
+    let Opened {
+        mut log,
+        mut sm,
+        gate,
+        ..
+    } = open_all(dst.path());
+    log.blocking_append((1..=3).map(|i| blank(1, i)))
+        .await
+        .expect("append");
+    let file = receive(&mut sm, snap.snapshot).await;
+
+    // openraft asks for the purge of what the snapshot covers as soon as it
+    // hands the snapshot to the state machine.
+    let mut purging = log.clone();
+    let purge = tokio::spawn(async move { purging.purge(covers).await });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gate.waiting_purges() == 0 && !purge.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the purge neither finished nor waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        !purge.is_finished(),
+        "the log was purged past the state machine before the snapshot was installed"
+    );
+    // What a crash now would leave: a log that still has what the state
+    // machine has not applied.
+    let state = log.get_log_state().await.expect("log state");
+    let (applied, _) = sm.applied_state().await.expect("applied");
+    assert_eq!((state.last_purged_log_id, applied), (None, None));
+
+    let meta = snap.meta.clone();
+    sm.install_snapshot(&meta, file).await.expect("install");
+    purge.await.expect("purge task").expect("purge");
+    let state = log.get_log_state().await.expect("log state");
+    let (applied, _) = sm.applied_state().await.expect("applied");
+    assert_eq!(state.last_purged_log_id, Some(covers));
+    assert_eq!(applied, Some(covers));
+}
+
+fn put(index: u64, key: String, value: Vec<u8>) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+        payload: EntryPayload::Normal(Command::Txn(TxnRequest::single(RequestOp::Put(
+            PutRequest {
+                key: key.into_bytes(),
+                value,
+                ..Default::default()
+            },
+        )))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_read_sees_a_half_installed_snapshot() {
+    // The snapshot: 300 keys of 32 KiB (the install writes them in several
+    // batches). The follower has the first 100 of them.
+    let key = |i: usize| format!("k{i:03}");
+    let (_src, snap) = snapshot_of(
+        (0..300)
+            .map(|i| put(i as u64 + 1, key(i), vec![b'n'; 32 << 10]))
+            .collect(),
+    )
+    .await;
+    let dst = tempfile::tempdir().expect("tempdir");
+    let Opened { mut sm, store, .. } = open_all(dst.path());
+    sm.apply((0..100).map(|i| put(i as u64 + 1, key(i), b"old".to_vec())))
+        .await
+        .expect("apply");
+
+    // A serializable reader counts the keys while the snapshot is installed.
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut seen = BTreeSet::new();
+            let mut reads = 0u64;
+            while !done.load(Ordering::SeqCst) || reads == 0 {
+                let r = store
+                    .range(&RangeRequest {
+                        key: b"k".to_vec(),
+                        range_end: b"l".to_vec(),
+                        count_only: true,
+                        ..Default::default()
+                    })
+                    .expect("range");
+                seen.insert(r.count);
+                reads += 1;
+            }
+            (seen, reads)
+        })
+    };
+    let file = receive(&mut sm, snap.snapshot).await;
+    sm.install_snapshot(&snap.meta, file)
+        .await
+        .expect("install");
+    done.store(true, Ordering::SeqCst);
+    let (seen, reads) = reader.join().expect("reader");
+    assert!(
+        seen.iter().all(|c| *c == 100 || *c == 300),
+        "{reads} reads saw key counts {seen:?}: states that never existed"
+    );
+    assert_eq!(
+        store
+            .range(&RangeRequest {
+                key: b"k".to_vec(),
+                range_end: b"l".to_vec(),
+                count_only: true,
+                ..Default::default()
+            })
+            .expect("range")
+            .count,
+        300
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_build_never_replaces_a_newer_snapshot_and_a_crashs_leftovers_go_at_start() {
+    let (_src, newer) = snapshot_of((1..=20).map(|i| blank(2, i)).collect()).await;
+
+    let dst = tempfile::tempdir().expect("tempdir");
+    let mut o = open_all(dst.path());
+    o.sm.apply((1..=5).map(|i| blank(1, i)))
+        .await
+        .expect("apply");
+    // A slow build starts from the state at entry 5 ...
+    let mut slow = o.sm.get_snapshot_builder().await;
+    // ... while the leader's newer snapshot is received and installed.
+    let file = receive(&mut o.sm, newer.snapshot).await;
+    o.sm.install_snapshot(&newer.meta, file)
+        .await
+        .expect("install");
+    let built = slow.build_snapshot().await.expect("slow build");
+    assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(5));
+    let current =
+        o.sm.get_current_snapshot()
+            .await
+            .expect("current")
+            .expect("a snapshot");
+    assert_eq!(
+        current.meta.last_log_id, newer.meta.last_log_id,
+        "an older build replaced the installed snapshot"
+    );
+
+    // What a crash in the middle of a build leaves: a checkpoint (pinning
+    // SST files) and a partial file. Both go at the next start.
+    let snaps = dst.path().join("snapshots");
+    std::fs::create_dir_all(snaps.join("checkpoint-1")).expect("mkdir");
+    std::fs::write(snaps.join("checkpoint-1").join("000001.sst"), b"x").expect("write");
+    std::fs::write(snaps.join("current.snap.1.building"), b"x").expect("write");
+    drop(o);
+    let mut o = open_all(dst.path());
+    let mut left: Vec<String> = std::fs::read_dir(&snaps)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["current.snap".to_string()]);
+    let current =
+        o.sm.get_current_snapshot()
+            .await
+            .expect("current")
+            .expect("a snapshot");
+    assert_eq!(current.meta.last_log_id, newer.meta.last_log_id);
 }

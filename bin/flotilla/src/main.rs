@@ -1,8 +1,10 @@
 //! `flotilla`: the daemon binary. Each role is a subcommand; this file only
 //! parses flags, sets up logging and signals, and hands over to the libraries.
 
+mod agent_cmd;
 mod control_plane;
 mod store;
+mod up_agents;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +32,9 @@ enum Cmd {
     Master(MasterArgs),
     /// Run a local three-master cluster in this process, with its data under one folder.
     Up(UpArgs),
+    /// Run a node agent: register this node and run the pods bound to it
+    /// through containerd.
+    Agent(agent_cmd::AgentArgs),
 }
 
 #[derive(Args)]
@@ -70,6 +75,12 @@ struct Tuning {
     /// How long an event is kept after it last happened (e.g. 1h, 30m).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     event_ttl: std::time::Duration,
+    /// Range nodes' pod CIDRs are drawn from (the same on every master).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// Size of each node's pod CIDR, as a prefix length (24: a /24 each).
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
 }
 
 impl Tuning {
@@ -79,12 +90,21 @@ impl Tuning {
             &self.service_node_port_range,
         )
         .map_err(|e| anyhow::anyhow!(e))?;
-        Ok(flotilla_control::ApiConfig { services })
+        let pod_cidrs = flotilla_control::podcidr::PodCidrs::parse(
+            &self.cluster_cidr,
+            self.node_cidr_mask_size,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(flotilla_control::ApiConfig {
+            services,
+            pod_cidrs,
+        })
     }
 
     /// The leader loops --controllers chose.
     fn leader_loops(&self) -> Result<Vec<std::sync::Arc<dyn flotilla_runtime::LeaderLoop>>> {
-        let all = flotilla_controllers::leader_loops(self.event_ttl);
+        let mut all = flotilla_controllers::leader_loops(self.event_ttl);
+        all.insert(0, std::sync::Arc::new(flotilla_scheduler::Scheduler));
         flotilla_controllers::select(all, &self.controllers)
             .map_err(|e| anyhow::anyhow!("--controllers: {e}"))
     }
@@ -122,6 +142,15 @@ struct UpArgs {
     /// First client port; masters use PORT, PORT+10000, PORT+20000 for clients and the next port for peers.
     #[arg(long, default_value_t = 2379)]
     base_port: u16,
+    /// Node agents to run (root only), each in a host network namespace of
+    /// its own on the bridge flotilla-up0 (172.30.0.0/24).
+    #[arg(long, default_value_t = 2)]
+    agents: usize,
+    /// A registry mirror for the agents, REGISTRY=URL (repeatable); images,
+    /// the sandbox image (registry.k8s.io/pause:3.6) included, come from
+    /// there (scripts/images builds and pushes test images).
+    #[arg(long = "registry-mirror")]
+    registry_mirrors: Vec<flotilla_agent::RegistryMirror>,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -231,10 +260,29 @@ async fn run_up(a: UpArgs) -> Result<()> {
         }
     }
     let endpoints: Vec<String> = ports.iter().map(|(c, _)| addr(*c).to_string()).collect();
+    let agents = if a.agents > 0 && !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "warning: not root: starting no agents (they need network namespaces and containerd)"
+        );
+        up_agents::Agents::start(0, &endpoints, &a.data_dir, &a.registry_mirrors)?
+    } else {
+        up_agents::Agents::start(a.agents, &endpoints, &a.data_dir, &a.registry_mirrors)?
+    };
     println!(
-        "Flotilla is up: three masters, data in {}",
+        "Flotilla is up: three masters and {} agents, data in {}",
+        agents.names.len(),
         a.data_dir.display()
     );
+    if !agents.names.is_empty() {
+        println!(
+            "  agents:        {} (host namespaces flotilla-up-a1.., bridge flotilla-up0); pods: flt --server {} get pods -o wide",
+            agents.names.join(", "),
+            endpoints.join(",")
+        );
+        if a.registry_mirrors.is_empty() {
+            println!("  images:        no --registry-mirror given: pulls go to the registries themselves");
+        }
+    }
     println!(
         "  etcd v3 API:   ETCDCTL_API=3 etcdctl --endpoints={} endpoint status -w table",
         endpoints.join(",")
@@ -246,6 +294,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
     println!("Press Ctrl-C to stop; the same command starts it again on the same data.");
     stop.await;
     println!("stopping...");
+    agents.shutdown().await;
     for r in running {
         r.shutdown().await;
     }
@@ -276,6 +325,7 @@ fn main() {
         match cli.cmd {
             Cmd::Master(a) => run_master(a).await,
             Cmd::Up(a) => run_up(a).await,
+            Cmd::Agent(a) => agent_cmd::run(a, shutdown_signal()?).await,
         }
     });
     if let Err(e) = res {

@@ -38,9 +38,10 @@ fn kv(k: KeyValue) -> Kv {
 
 fn raft_err(e: RaftError) -> StoreError {
     match e {
-        RaftError::NoLeader | RaftError::Timeout | RaftError::Unavailable(_) => {
-            StoreError::Unavailable(e.to_string())
-        }
+        RaftError::NoLeader
+        | RaftError::Timeout
+        | RaftError::Unavailable(_)
+        | RaftError::Kv(KvError::TooManyRequests) => StoreError::Unavailable(e.to_string()),
         RaftError::Kv(KvError::Compacted { compact_revision }) => {
             StoreError::Compacted { compact_revision }
         }
@@ -172,33 +173,25 @@ impl Store for MasterStore {
             success,
             failure: vec![],
         };
-        if let Some(term) = txn.fence {
-            // Fencing by term comes with the store's fenced commands; until
-            // then a controller's write is checked against this master's
-            // current leadership only.
-            let m = self.master.raft.metrics();
-            let m = m.borrow();
-            let leads = m.state == openraft::ServerState::Leader && m.current_term == term;
-            drop(m);
-            if !leads {
-                return Err(StoreError::Fenced { term });
-            }
-        }
+        // A fenced write is refused by the state machine itself once its
+        // term is over (see `Command::Fenced`), on every master alike.
+        let cmd = match txn.fence {
+            Some(term) => Command::Fenced {
+                term,
+                cmd: Box::new(Command::Txn(t)),
+            },
+            None => Command::Txn(t),
+        };
         let (r, replayed) = match txn.request {
             Some(id) => self
                 .master
-                .propose_once((id.0, id.1), Command::Txn(t))
+                .propose_once((id.0, id.1), cmd)
                 .await
                 .map_err(raft_err)?,
-            None => (
-                self.master
-                    .propose(Command::Txn(t))
-                    .await
-                    .map_err(raft_err)?,
-                false,
-            ),
+            None => (self.master.propose(cmd).await.map_err(raft_err)?, false),
         };
         match r.outcome {
+            Outcome::Fenced { term } => Err(StoreError::Fenced { term }),
             Outcome::Txn(Ok(t)) if !t.succeeded => Ok(TxnResult::Failed),
             Outcome::Txn(Ok(t)) if replayed => {
                 // The key the first application wrote (its read-back),

@@ -221,6 +221,10 @@ async fn create_get_list_fill_server_fields_and_defaults() {
     };
     let mut pod = pod_json("web", json!({"app": "web"}));
     pod["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
+    // A scheduler no master runs: nothing but this test writes the pod (the
+    // scheduler would mark it unschedulable), so every read must return
+    // exactly what the create returned.
+    pod["spec"]["schedulerName"] = json!("no-such-scheduler");
     let (created, warnings) = client
         .create("pods", "default", &pod, false)
         .await
@@ -258,7 +262,11 @@ async fn create_get_list_fill_server_fields_and_defaults() {
     // Defaults.
     assert_eq!(s(&created, "/spec/restartPolicy"), "Always");
     assert_eq!(s(&created, "/spec/dnsPolicy"), "ClusterFirst");
-    assert_eq!(s(&created, "/spec/schedulerName"), "default-scheduler");
+    let (defaulted, _) = client
+        .create("pods", "default", &pod_json("defaulted", json!({})), true)
+        .await
+        .expect("dry-run create");
+    assert_eq!(s(&defaulted, "/spec/schedulerName"), "default-scheduler");
     assert_eq!(created["spec"]["terminationGracePeriodSeconds"], json!(30));
     assert_eq!(
         created["spec"]["containers"][0]["ports"][0],

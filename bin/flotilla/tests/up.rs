@@ -23,7 +23,7 @@ fn start_up(dir: &std::path::Path, base: u16) -> Up {
     Up(Command::new(flotilla_bin())
         .args(["up", "--data-dir"])
         .arg(dir)
-        .args(["--base-port", &base.to_string()])
+        .args(["--base-port", &base.to_string(), "--agents", "0"])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

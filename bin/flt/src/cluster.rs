@@ -52,7 +52,7 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCommand) -> Result<()> {
 }
 
 /// `http://HOST:PORT` for a HOST:PORT (a URL is kept as it is).
-fn url_of(addr: &str) -> String {
+pub(crate) fn url_of(addr: &str) -> String {
     if addr.contains("://") {
         addr.to_string()
     } else {
@@ -60,7 +60,7 @@ fn url_of(addr: &str) -> String {
     }
 }
 
-async fn connect(addr: &str, dial: Duration, request: Duration) -> Result<Channel> {
+pub(crate) async fn connect(addr: &str, dial: Duration, request: Duration) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(url_of(addr))
         .with_context(|| format!("invalid server address {addr:?}"))?
         .connect_timeout(dial)

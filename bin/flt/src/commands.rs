@@ -175,7 +175,14 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
             println!("flt {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::ApiResources | Command::Completion { .. } | Command::Cluster(_) => Ok(()),
+        Command::Cordon { node } => crate::nodes::cordon(ctx, &node, true).await,
+        Command::Uncordon { node } => crate::nodes::cordon(ctx, &node, false).await,
+        Command::Drain(a) => crate::nodes::drain(ctx, a).await,
+        Command::ApiResources
+        | Command::Completion { .. }
+        | Command::Cluster(_)
+        | Command::Logs(_)
+        | Command::Exec(_) => Ok(()),
     }
 }
 

@@ -14,9 +14,11 @@ mod cluster;
 mod commands;
 mod config;
 mod manifest;
+mod nodes;
 #[allow(dead_code)]
 mod print;
 mod rollout;
+mod streams;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -120,6 +122,24 @@ pub enum Command {
     /// Manage rollouts: status, history, undo, restart, pause, resume.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Print a container's log (through the masters and the pod's node).
+    Logs(streams::LogsArgs),
+    /// Run a command in a container: `flt exec web -- ls /`; its exit code
+    /// becomes flt's.
+    Exec(streams::ExecArgs),
+    /// Mark a node unschedulable.
+    Cordon {
+        /// The node.
+        node: String,
+    },
+    /// Mark a node schedulable again.
+    Uncordon {
+        /// The node.
+        node: String,
+    },
+    /// Cordon a node and evict its pods (those a controller recreates;
+    /// --force for the others), honouring their grace periods.
+    Drain(nodes::DrainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -315,6 +335,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(streams::ExitStatus(code)) = e.downcast_ref::<streams::ExitStatus>() {
+                // `flt exec`: the command's own exit code, as kubectl does.
+                return ExitCode::from(u8::try_from(*code).unwrap_or(1));
+            }
             // One line: the error and its causes joined by ": ".
             eprintln!("Error: {}", cluster::one_line(&e));
             ExitCode::from(1)
@@ -349,6 +373,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             commands::api_resources();
             Ok(())
         }
+        Command::Logs(a) => streams::logs(&servers, dial, &namespace, a).await,
+        Command::Exec(a) => streams::exec(&servers, dial, &namespace, a).await,
         other => {
             let ctx = commands::Ctx::new(
                 &servers,

@@ -83,6 +83,10 @@ impl ApiServer {
                         &mut new,
                         json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now}),
                     );
+                    // A preemptor's nomination is over once it is bound.
+                    if let Some(s) = new.get_mut("status").and_then(Value::as_object_mut) {
+                        s.remove("nominatedNodeName");
+                    }
                     let bytes = self.encode_for_store(&new)?;
                     Ok(Step::Write(
                         Txn::new(vec![], vec![Op::Put(key.clone(), bytes)]),

@@ -68,6 +68,9 @@ impl ApiServer {
             }
         }
         strategy.prepare_create(&mut obj);
+        if info.kind == "Pod" {
+            self.resolve_pod_priority(&mut obj).await?;
+        }
         if dry_run {
             return Ok(Written {
                 object: obj,

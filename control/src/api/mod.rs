@@ -23,6 +23,7 @@ mod cas;
 mod create;
 mod delete;
 pub(crate) mod json;
+mod priority;
 mod read;
 pub mod strategy;
 mod update;
@@ -65,6 +66,8 @@ const WATCH_CACHE_EVENTS: usize = 10_000;
 pub struct ApiConfig {
     /// Cluster IPs and node ports of services.
     pub services: ServiceRanges,
+    /// Pod CIDRs of nodes.
+    pub pod_cidrs: crate::podcidr::PodCidrs,
 }
 
 /// The wall clock the server stamps objects with (creation, deletion
@@ -428,3 +431,5 @@ impl ObjectApi for ApiServer {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nodes;

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::json::str_at;
 use super::ApiConfig;
 use crate::alloc::{self, ServiceRanges};
+use crate::podcidr::{self, PodCidrs};
 
 use flotilla_objects::api::NAMESPACE_FINALIZER;
 /// Namespaces that always exist and may not be deleted.
@@ -79,10 +80,24 @@ pub trait Strategy: Send + Sync {
 struct Plain;
 impl Strategy for Plain {}
 
-struct Node;
+struct Node {
+    pod_cidrs: Arc<PodCidrs>,
+}
 impl Strategy for Node {
     fn keeps_status_on_create(&self) -> bool {
         true
+    }
+
+    fn allocate(&self, obj: &mut Value, prev: Option<&Value>) -> Result<(), ApiError> {
+        podcidr::assign(&self.pod_cidrs, obj, prev)
+    }
+
+    fn held(&self, obj: &Value) -> Vec<Vec<u8>> {
+        podcidr::held(obj)
+    }
+
+    fn taken(&self, name: &str, key: &[u8]) -> ApiError {
+        podcidr::taken(name, key)
     }
 }
 
@@ -91,6 +106,19 @@ impl Strategy for Pod {
     fn prepare_create(&self, obj: &mut Value) {
         if let Some(o) = obj.as_object_mut() {
             o.insert("status".into(), json!({"phase": "Pending"}));
+        }
+    }
+
+    fn prepare_update(&self, cur: &Value, new: &mut Value) {
+        // The priority admission resolved stays when an update omits it.
+        for f in ["priority", "priorityClassName", "preemptionPolicy"] {
+            let (Some(v), Some(spec)) = (
+                cur.pointer(&format!("/spec/{f}")),
+                new.get_mut("spec").and_then(Value::as_object_mut),
+            ) else {
+                continue;
+            };
+            spec.entry(f).or_insert_with(|| v.clone());
         }
     }
 
@@ -189,7 +217,9 @@ impl Strategies {
     pub fn new(cfg: &ApiConfig) -> Self {
         Strategies {
             plain: Plain,
-            node: Node,
+            node: Node {
+                pod_cidrs: Arc::new(cfg.pod_cidrs.clone()),
+            },
             pod: Pod,
             namespace: Namespace,
             job: Job,

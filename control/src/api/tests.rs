@@ -393,6 +393,7 @@ async fn a_service_update_picks_again_when_its_pick_is_taken() {
     // the server's own pick), never reported as "already allocated".
     let cfg = ApiConfig {
         services: ServiceRanges::parse("10.96.0.0/24", "30000-30001").expect("ranges"),
+        ..Default::default()
     };
     let (_store, api) = server_with(cfg).await;
     let svc = |name: &str, ty: &str| {

@@ -96,13 +96,22 @@ impl LeaderLoop for NodeLifecycle {
 }
 
 mod leases {
-    //! Heartbeats from Leases, once the Lease kind is served.
-    use super::Heartbeats;
-    use flotilla_runtime::Informers;
+    //! Heartbeats from the agents' Leases in `kube-node-lease`.
     use std::sync::Arc;
 
-    pub fn heartbeats(_informers: &Informers) -> Heartbeats {
-        Arc::new(|_| None)
+    use flotilla_objects::coordination::{Lease, NODE_LEASE_NAMESPACE};
+    use flotilla_runtime::Informers;
+
+    use super::Heartbeats;
+
+    pub fn heartbeats(informers: &Informers) -> Heartbeats {
+        let leases = informers.get::<Lease>();
+        Arc::new(move |node| {
+            leases
+                .get(NODE_LEASE_NAMESPACE, node)
+                .and_then(|l| l.spec.renew_time)
+                .map(|t| t.0)
+        })
     }
 }
 

@@ -43,7 +43,15 @@ impl pb::kv_server::Kv for KvService {
         }
         let store = self.master.store.clone();
         let (resp, rev) = blocking(move || {
+            // Read at the revision the header reports: a write applied in
+            // between must not make the data newer than the header (a
+            // client that lists, then watches from header + 1, would see
+            // that write twice).
+            let mut r = r;
             let rev = store.revision();
+            if r.revision <= 0 {
+                r.revision = rev;
+            }
             store.range(&r).map(|x| (x, rev))
         })
         .await?

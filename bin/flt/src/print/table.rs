@@ -45,7 +45,7 @@ fn columns(kind: &str, wide: bool) -> Vec<&'static str> {
     let (base, extra): (&[&str], &[&str]) = match canonical(kind) {
         "Pod" => (
             &["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
-            &["IP", "NODE"],
+            &["IP", "NODE", "NOMINATED NODE"],
         ),
         "Deployment" => (
             &["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
@@ -410,6 +410,7 @@ fn pod_row(name: String, pod: &Value, wide: bool, now: DateTime<Utc>) -> Vec<Str
     if wide {
         cells.push(or(text(pod, &["status", "podIP"]), "<none>"));
         cells.push(or(text(pod, &["spec", "nodeName"]), "<none>"));
+        cells.push(or(text(pod, &["status", "nominatedNodeName"]), "<none>"));
     }
     cells
 }

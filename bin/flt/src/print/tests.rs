@@ -793,9 +793,9 @@ old-pod            1/1     Terminating        0            10d
 init-pod           0/1     Init:0/1           0            30s
 "#;
 const PODS_WIDE_ALL_NS: &str = r#"
-NAMESPACE   NAME               READY   STATUS    RESTARTS   AGE    IP           NODE
-default     web-7d4b9c-abcde   1/1     Running   0          5m5s   10.244.1.5   node-1
-prod        pending-pod        0/1     Pending   0          2d     <none>       <none>
+NAMESPACE   NAME               READY   STATUS    RESTARTS   AGE    IP           NODE     NOMINATED NODE
+default     web-7d4b9c-abcde   1/1     Running   0          5m5s   10.244.1.5   node-1   <none>
+prod        pending-pod        0/1     Pending   0          2d     <none>       <none>   <none>
 "#;
 const DEPLOYMENTS: &str = r#"
 NAME   READY   UP-TO-DATE   AVAILABLE   AGE

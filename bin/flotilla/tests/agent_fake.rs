@@ -1,0 +1,108 @@
+//! `flotilla agent --runtime fake`: a node without containers registers,
+//! turns Ready, reports a pod bound to it Running with an IP from its pod
+//! CIDR, and completes the pod's deletion.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{flotilla_bin, wait_for, Cluster, Opts};
+use flotilla_client::{Api, Client, DeleteParams, Reason};
+use flotilla_objects::core::{Node, Pod};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_fake_node_runs_pods_without_containers() {
+    let cluster = Cluster::start(1, Opts::default()).await;
+    let log = std::fs::File::create(cluster.dir().join("fake.log")).expect("log");
+    let _agent = Killed(
+        Command::new(flotilla_bin())
+            .args([
+                "agent",
+                "--runtime",
+                "fake",
+                "--name",
+                "fake-1",
+                "--node-ip",
+                "10.0.0.9",
+            ])
+            .arg("--server")
+            .arg(cluster.endpoints())
+            .arg("--data-dir")
+            .arg(cluster.dir().join("fake"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("agent"),
+    );
+    let client = Client::connect(&[cluster.client_addr(0)]).expect("client");
+    let nodes = Api::<Node>::all(client.clone());
+    let node = wait_for(TIMEOUT, "the fake node is Ready", async || {
+        let n = nodes.get("fake-1").await.map_err(|e| e.to_string())?;
+        let ready = n.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        if ready {
+            Ok(n)
+        } else {
+            Err("not ready".to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        node.status
+            .expect("status")
+            .node_info
+            .container_runtime_version,
+        "fake://0"
+    );
+    let pods = Api::<Pod>::namespaced(client, "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"nodeName": "fake-1", "containers": [{"name": "c", "image": "nosuch"}]}
+    }))
+    .expect("pod");
+    pods.create(&pod).await.expect("create");
+    let st = wait_for(TIMEOUT, "the pod runs", async || {
+        let p = pods.get("p").await.map_err(|e| e.to_string())?;
+        match p.status {
+            Some(s) if s.phase == "Running" => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let prefix = node.spec.pod_cidr.trim_end_matches("0/24");
+    assert!(
+        st.pod_ip.starts_with(prefix),
+        "{} in {}",
+        st.pod_ip,
+        node.spec.pod_cidr
+    );
+    assert!(st.container_statuses[0].ready);
+    pods.delete("p", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(TIMEOUT, "the pod is gone", async || {
+        match pods.get("p").await {
+            Err(e) if e.is(Reason::NotFound) => Ok(()),
+            Ok(_) => Err("still there".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+}

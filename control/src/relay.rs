@@ -1,0 +1,124 @@
+//! pods/log and pods/exec through any master, as the Kubernetes API server
+//! relays them: the master finds the pod's node and that node's agent
+//! (its InternalIP and the port in `status.daemonEndpoints`), calls the
+//! agent's pod streams with the same request, and passes the answer back.
+//! Clients reach every pod through the masters alone.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use flotilla_objects::api::ApiError;
+use flotilla_objects::registry;
+use flotilla_proto::node::pod_streams_client::PodStreamsClient;
+use flotilla_proto::node::pod_streams_server::{PodStreams, PodStreamsServer};
+use flotilla_proto::node::{ExecRequest, ExecResponse, LogsChunk, LogsRequest};
+use futures::Stream;
+use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::api::json::str_at;
+use crate::grpc::to_status;
+use crate::ApiServer;
+
+/// How long a master waits to reach an agent.
+const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The relay served on every master's client port.
+pub struct Relay {
+    api: ApiServer,
+}
+
+impl Relay {
+    pub fn server(api: ApiServer) -> PodStreamsServer<Relay> {
+        PodStreamsServer::new(Relay { api })
+    }
+
+    /// A client of the agent running pod `ns/name`.
+    async fn agent_for(&self, ns: &str, name: &str) -> Result<PodStreamsClient<Channel>, Status> {
+        let pod = self
+            .api
+            .get(&registry::POD, ns, name, false)
+            .await
+            .map_err(to_status)?;
+        let node_name = str_at(&pod, "/spec/nodeName").to_string();
+        if node_name.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "pod {name} does not have a host assigned"
+            )));
+        }
+        let node = self
+            .api
+            .get(&registry::NODE, "", &node_name, false)
+            .await
+            .map_err(to_status)?;
+        let addr = agent_address(&node).ok_or_else(|| {
+            to_status(ApiError::unavailable(format!(
+                "node {node_name} has no agent address (InternalIP and daemonEndpoints.kubeletEndpoint.Port)"
+            )))
+        })?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .connect_timeout(AGENT_CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "the agent of node {node_name} at {addr} is unreachable: {e}"
+                ))
+            })?;
+        Ok(PodStreamsClient::new(channel))
+    }
+}
+
+/// `IP:PORT` of a node's agent.
+pub fn agent_address(node: &Value) -> Option<String> {
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_i64)
+        .filter(|p| *p > 0)?;
+    let ip = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|a| a.get("type").and_then(Value::as_str) == Some("InternalIP"))?
+        .get("address")
+        .and_then(Value::as_str)?
+        .to_string();
+    Some(format!("{ip}:{port}"))
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogsChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PodStreams for Relay {
+    type LogsStream = LogStream;
+
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
+        let r = req.into_inner();
+        let mut agent = self.agent_for(&r.namespace, &r.pod).await?;
+        let s = agent.logs(r).await?.into_inner();
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let r = req.into_inner();
+        let mut agent = self.agent_for(&r.namespace, &r.pod).await?;
+        agent.exec(r).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_agent_is_at_the_internal_ip_and_daemon_port() {
+        let n = json!({"status": {"addresses": [{"type": "Hostname", "address": "h"},
+            {"type": "InternalIP", "address": "10.0.0.2"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
+        assert_eq!(agent_address(&n).as_deref(), Some("10.0.0.2:10250"));
+        assert_eq!(agent_address(&json!({"status": {}})), None);
+    }
+}

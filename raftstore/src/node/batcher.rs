@@ -1,0 +1,160 @@
+//! Group commit above Raft: proposals batched into log entries, and the
+//! writes through openraft that a deposed leader abandons.
+
+use super::*;
+
+/// A command waiting to be put in the log, and who waits for its result.
+pub(super) struct Proposal {
+    pub(super) cmd: Command,
+    pub(super) size: usize,
+    pub(super) tx: oneshot::Sender<Result<CommandResult>>,
+}
+
+/// Most commands carried by one log entry.
+const MAX_BATCH: usize = 512;
+/// Most bytes (roughly) carried by one log entry.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Batches handed to Raft and not yet answered.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+pub(super) fn command_size(cmd: &Command) -> usize {
+    match cmd {
+        Command::Txn(t) => crate::kv::txn_size(t) + 16,
+        Command::Batch(b) => b.iter().map(command_size).sum(),
+        Command::Once { cmd, .. } | Command::Fenced { cmd, .. } | Command::At { cmd, .. } => {
+            command_size(cmd) + 24
+        }
+        _ => 64,
+    }
+}
+
+/// Group commit above Raft: openraft 0.9 appends (and fsyncs) one log entry
+/// at a time, so commands that arrive while earlier ones are being
+/// replicated travel together in one entry.
+pub(super) async fn proposer_loop(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut carry: Option<Proposal> = None;
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) if bytes + p.size > MAX_BATCH_BYTES => {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.size;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            write_batch(&raft, batch).await;
+        });
+    }
+}
+
+fn write_error(e: &RaftError<NodeId, ClientWriteError<NodeId, MasterNode>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::NoLeader,
+        e => Error::Unavailable(e.to_string()),
+    }
+}
+
+/// Resolves once this master no longer leads in `term`.
+async fn deposed(raft: &Raft, term: u64) {
+    let mut rx = raft.metrics();
+    // Err: shutting down, which deposes too.
+    let _ = rx
+        .wait_for(|m| m.state != ServerState::Leader || m.current_term != term)
+        .await
+        .is_ok();
+}
+
+/// Write through openraft, unless this master stops leading first.
+///
+/// openraft 0.9 answers a write once its entry is applied, or refuses it
+/// when the entry is truncated by a newer leader; but when a deposed leader
+/// catches up by installing a snapshot, its uncommitted entries vanish
+/// without an answer, and the write would wait forever. Two such writes
+/// held both batch slots, so the master could never write again, even as
+/// leader (found by the partition-leader nemesis). The outcome of an
+/// abandoned write is unknown; the caller retries it under the same
+/// request id, which the state machine applies at most once.
+async fn client_write(raft: &Raft, cmd: Command) -> Result<CommandResult> {
+    let term = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader).then_some(m.current_term)
+    };
+    // The leader's clock on the entry: the log's time (see `Command::At`).
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let cmd = Command::At {
+        ms,
+        cmd: Box::new(cmd),
+    };
+    let write = async {
+        raft.client_write(cmd)
+            .await
+            .map(|r| r.data)
+            .map_err(|e| write_error(&e))
+    };
+    match term {
+        None => write.await,
+        Some(term) => tokio::select! {
+            r = write => r,
+            () = deposed(raft, term) => Err(Error::NoLeader),
+        },
+    }
+}
+
+async fn write_batch(raft: &Raft, mut batch: Vec<Proposal>) {
+    if batch.len() == 1 {
+        if let Some(p) = batch.pop() {
+            let _ = p.tx.send(client_write(raft, p.cmd).await);
+        }
+        return;
+    }
+    let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+    match client_write(raft, Command::Batch(cmds)).await {
+        Ok(resp) => match resp.outcome {
+            Outcome::Batch(results) if results.len() == txs.len() => {
+                for (tx, r) in txs.into_iter().zip(results) {
+                    let _ = tx.send(Ok(r));
+                }
+            }
+            other => {
+                for tx in txs {
+                    let _ = tx.send(Err(Error::Internal(format!(
+                        "unexpected batch outcome {other:?}"
+                    ))));
+                }
+            }
+        },
+        Err(e) => {
+            for tx in txs {
+                let _ = tx.send(Err(match &e {
+                    Error::NoLeader => Error::NoLeader,
+                    other => Error::Unavailable(other.to_string()),
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Leadership as a stream: `Some(term)` while this master leads in `term`,
+//! `None` otherwise, pushed on every change of Raft's state (no polling).
+//! Leader-only duties start and stop on it, and lease clocks restart on the
+//! term change itself.
+
+use tokio::sync::watch;
+
+use super::*;
+
+/// The term this master leads in, from Raft's metrics.
+fn leading_term(m: &openraft::RaftMetrics<NodeId, MasterNode>) -> Option<u64> {
+    (m.state == ServerState::Leader).then_some(m.current_term)
+}
+
+/// Follow Raft's metrics into a leadership stream. The stream says `None`
+/// for good once Raft stops.
+pub(super) fn follow(raft: &Raft) -> watch::Receiver<Option<u64>> {
+    let mut metrics = raft.metrics();
+    let (tx, rx) = watch::channel(leading_term(&metrics.borrow()));
+    tokio::spawn(async move {
+        while metrics.changed().await.is_ok() {
+            let now = leading_term(&metrics.borrow_and_update());
+            tx.send_if_modified(|t| {
+                let changed = *t != now;
+                *t = now;
+                changed
+            });
+        }
+        tx.send_replace(None);
+    });
+    rx
+}
+
+impl Master {
+    /// Leadership as a stream: `Some(term)` while this master leads in
+    /// `term`. A loop started for a term carries it as its fence (see
+    /// [`crate::types::Command::Fenced`]), so that none of its writes lands
+    /// once the term is over.
+    pub fn leadership(&self) -> watch::Receiver<Option<u64>> {
+        self.leadership.clone()
+    }
+
+    /// The term this master leads in now, as Raft reports it.
+    pub fn leading(&self) -> Option<u64> {
+        leading_term(&self.raft.metrics().borrow())
+    }
+
+    /// Give every lease a full TTL when this master starts leading in a new
+    /// term (as etcd does), before any lease call of that term is answered:
+    /// the clocks a follower kept are not the leader's. Idempotent per term.
+    pub(crate) async fn lease_clocks_for(&self, term: u64) -> Result<()> {
+        if self.lessor.term() == Some(term) {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let leases = tokio::task::spawn_blocking(move || store.leases())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        self.lessor.reset_for_term(term, &leases);
+        Ok(())
+    }
+
+    /// Restart the lease clocks on every term change to leader.
+    pub(super) async fn lease_clock_loop(self) {
+        let mut lead = self.leadership();
+        loop {
+            let term = *lead.borrow_and_update();
+            if let Some(term) = term {
+                if let Err(e) = self.lease_clocks_for(term).await {
+                    tracing::warn!(term, error = %e, "could not restart the lease clocks");
+                }
+            }
+            tokio::select! {
+                r = lead.changed() => if r.is_err() { return },
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Applying commands: batches, request ids and their window, fencing.
+
+mod common;
+
+use common::*;
+use flotilla_raftstore::engine;
+use flotilla_raftstore::kv::*;
+use flotilla_raftstore::mvcc::OnceLimits;
+use flotilla_raftstore::types::{Command, Outcome};
+
+#[test]
+fn a_batch_applies_each_command_at_its_own_revision_and_resumes_after_a_crash() {
+    let put = |k: &str| {
+        Command::Txn(TxnRequest::single(RequestOp::Put(PutRequest {
+            key: k.into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })))
+    };
+    let mut t = T::new();
+    let (r, evs) = t.apply(Command::Batch(vec![put("a"), put("b"), put("a")]));
+    let Outcome::Batch(results) = r.outcome else {
+        panic!("not a batch outcome")
+    };
+    assert_eq!(
+        results.iter().map(|r| r.revision).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(evs.len(), 3);
+    assert_eq!(t.get("a", 0).expect("a").version, 2);
+    let (applied, _) = t.store.applied_state().expect("applied");
+    assert_eq!(applied.map(|l| l.index), Some(1));
+
+    // A master that crashed after writing the first two commands of entry 1
+    // re-applies the entry and must not write them twice.
+    let mut t = T::new();
+    let meta = engine::cf(t.store.db(), engine::CF_SM_META);
+    t.store
+        .db()
+        .put_cf(
+            meta,
+            flotilla_raftstore::mvcc::META_BATCH_PROGRESS,
+            bincode_progress(1, 1),
+        )
+        .expect("marker");
+    t.apply(Command::Batch(vec![put("a"), put("b"), put("c")]));
+    assert!(
+        t.get("a", 0).is_none() && t.get("b", 0).is_none(),
+        "already-written commands were written again"
+    );
+    assert_eq!(t.get("c", 0).expect("c").mod_revision, 2);
+}
+
+fn bincode_progress(index: u64, sub: usize) -> Vec<u8> {
+    let mut v = index.to_le_bytes().to_vec();
+    v.extend_from_slice(&(sub as u64).to_le_bytes());
+    v
+}
+
+#[test]
+fn a_replayed_request_id_changes_nothing_and_never_moves_the_revision_back() {
+    let put = |k: &str, v: &str| {
+        Command::Txn(TxnRequest::single(RequestOp::Put(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })))
+    };
+    let once = |id: u64, cmd: Command| Command::Once {
+        id: (9, id),
+        cmd: Box::new(cmd),
+    };
+    let mut t = T::new();
+    let (first, _) = t.apply(once(1, put("a", "1")));
+    assert_eq!(first.revision, 2);
+    t.put("b", "1"); // revision 3
+                     // The same request again (a retry after an ambiguous failure): the first
+                     // result is replayed, nothing is written, the revision stays.
+    let (again, evs) = t.apply(once(1, put("a", "1")));
+    assert_eq!(again.unwrap_replay(), (first.clone(), true));
+    assert!(evs.is_empty());
+    assert_eq!(
+        t.get("a", 0).expect("a").version,
+        1,
+        "a replayed put was applied twice"
+    );
+    assert_eq!(t.store.revision(), 3, "a replay moved the revision back");
+    // And inside a batch, with a new write after the replay.
+    let (r, _) = t.apply(Command::Batch(vec![
+        once(1, put("a", "1")),
+        once(2, put("c", "1")),
+    ]));
+    let Outcome::Batch(results) = r.outcome else {
+        panic!("not a batch outcome")
+    };
+    assert_eq!(results[0].clone().unwrap_replay(), (first, true));
+    assert_eq!(
+        results[1].revision, 4,
+        "a write after a replay reused a revision"
+    );
+}
+
+#[test]
+fn a_request_id_whose_compares_failed_is_not_remembered() {
+    // One API call retries its read-modify-write rounds under one request
+    // id: a round whose compares fail wrote nothing, so a later round (or a
+    // retry of the call) under the same id must run, and once one round
+    // wrote, every later one replays it.
+    let guarded = |expect_absent: bool, v: &str| {
+        Command::Txn(TxnRequest {
+            compare: vec![Compare {
+                key: b"k".to_vec(),
+                range_end: vec![],
+                result: if expect_absent {
+                    CompareResult::Equal
+                } else {
+                    CompareResult::Greater
+                },
+                target: CompareTarget::Create(0),
+            }],
+            success: vec![RequestOp::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: v.into(),
+                ..Default::default()
+            })],
+            failure: vec![],
+        })
+    };
+    let once = |cmd: Command| Command::Once {
+        id: (9, 77),
+        cmd: Box::new(cmd),
+    };
+    let mut t = T::new();
+    // "k exists" is false: nothing written, nothing remembered.
+    let (r, _) = t.apply(once(guarded(false, "x")));
+    assert!(matches!(r.outcome, Outcome::Txn(Ok(ref x)) if !x.succeeded));
+    // The next round under the same id sees the compare hold and writes.
+    let (r, evs) = t.apply(once(guarded(true, "y")));
+    let (r, replayed) = r.unwrap_replay();
+    assert!(!replayed);
+    assert!(matches!(r.outcome, Outcome::Txn(Ok(ref x)) if x.succeeded));
+    assert_eq!(evs.len(), 1);
+    // From now on the id is a replay, whatever the command says.
+    let (again, evs) = t.apply(once(guarded(true, "z")));
+    assert_eq!(again.unwrap_replay(), (r, true));
+    assert!(evs.is_empty());
+    assert_eq!(t.get("k", 0).expect("k").value, b"y".to_vec());
+}
+
+#[test]
+fn a_fenced_command_is_applied_only_in_the_term_it_was_fenced_with() {
+    let mut t = T::new();
+    let fenced = |term: u64, cmd: Command| Command::Fenced {
+        term,
+        cmd: Box::new(cmd),
+    };
+    // Proposed by the leader of term 3, in term 3: applied.
+    let (r, evs) = t.apply_in_term(3, fenced(3, put_cmd("a", "1")));
+    assert!(matches!(r.outcome, Outcome::Txn(Ok(_))), "{r:?}");
+    assert_eq!(evs.len(), 1);
+    // The leader of term 3, deposed, has its write reach the log of term 4
+    // (forwarded to or retried on the new leader): refused, nothing written.
+    let (r, evs) = t.apply_in_term(4, fenced(3, put_cmd("a", "2")));
+    assert_eq!(r.outcome, Outcome::Fenced { term: 3 });
+    assert!(evs.is_empty());
+    assert_eq!(t.get("a", 0).expect("a").value, b"1");
+    // Inside a request id, a refusal is not remembered: the id stays free.
+    let once = |cmd| Command::Once {
+        id: (7, 7),
+        cmd: Box::new(cmd),
+    };
+    let (r, _) = t.apply_in_term(4, once(fenced(3, put_cmd("a", "3"))));
+    assert_eq!(r.outcome, Outcome::Fenced { term: 3 });
+    let (r, _) = t.apply_in_term(4, once(fenced(4, put_cmd("a", "4"))));
+    assert!(matches!(r.outcome, Outcome::Txn(Ok(_))), "{r:?}");
+    assert_eq!(t.get("a", 0).expect("a").value, b"4");
+    // And in a batch, each command is judged on its own.
+    let (r, _) = t.apply_in_term(
+        5,
+        Command::Batch(vec![
+            fenced(4, put_cmd("b", "x")),
+            fenced(5, put_cmd("c", "y")),
+        ]),
+    );
+    let Outcome::Batch(rs) = r.outcome else {
+        panic!("not a batch outcome")
+    };
+    assert_eq!(rs[0].outcome, Outcome::Fenced { term: 4 });
+    assert!(t.get("b", 0).is_none());
+    assert!(t.get("c", 0).is_some());
+}
+
+#[test]
+fn the_cluster_id_is_set_once_and_only_by_a_written_command() {
+    let mut t = T::new();
+    assert_eq!(t.store.cluster_id(), 0);
+    t.apply(Command::SetClusterId { id: 42 });
+    assert_eq!(t.store.cluster_id(), 42);
+    t.apply(Command::SetClusterId { id: 43 });
+    assert_eq!(t.store.cluster_id(), 42);
+    let t = t.reopen();
+    assert_eq!(t.store.cluster_id(), 42);
+}
+
+#[test]
+fn request_ids_are_forgotten_after_the_time_bound_and_a_full_window_refuses_new_ones() {
+    let mut t = T::new();
+    t.store.set_once_limits(OnceLimits {
+        keep_ms: 1000,
+        max_ids: 2,
+        max_bytes: 1 << 20,
+    });
+    // Entries as a leader writes them: stamped with its clock.
+    let mut at = |ms: u64, n: u64, k: &str| {
+        let once = Command::Once {
+            id: (1, n),
+            cmd: Box::new(put_cmd(k, "v")),
+        };
+        t.apply(Command::At {
+            ms,
+            cmd: Box::new(once),
+        })
+        .0
+        .outcome
+    };
+    assert!(matches!(at(10_000, 1, "a"), Outcome::Txn(Ok(_))));
+    assert!(matches!(at(10_100, 2, "b"), Outcome::Txn(Ok(_))));
+    // A retry within the window replays.
+    assert!(matches!(at(10_200, 1, "a"), Outcome::Replayed(_)));
+    // A third id while both are young: remembering it would forget one
+    // whose retry could then apply twice. Refused, nothing written.
+    assert_eq!(
+        at(10_300, 3, "c"),
+        Outcome::Txn(Err(KvError::TooManyRequests))
+    );
+    assert!(matches!(at(10_400, 1, "a"), Outcome::Replayed(_)));
+    // Log time passes id 1's bound: it is forgotten, id 3 fits.
+    assert!(matches!(at(11_050, 3, "c"), Outcome::Txn(Ok(_))));
+    // And past id 2's: id 1, long forgotten, is a new request again.
+    assert!(matches!(at(11_200, 1, "a"), Outcome::Txn(Ok(_))));
+    let t = t.reopen();
+    // The window survives a restart: id 3 is still remembered.
+    let mut t = t;
+    let r = t
+        .apply(Command::At {
+            ms: 11_300,
+            cmd: Box::new(Command::Once {
+                id: (1, 3),
+                cmd: Box::new(put_cmd("c", "v")),
+            }),
+        })
+        .0;
+    assert!(matches!(r.outcome, Outcome::Replayed(_)), "{r:?}");
+    assert_eq!(t.get("c", 0).expect("c").version, 1);
+}

@@ -1,0 +1,165 @@
+//! Compaction: logical (refused reads) and physical (what a running or
+//! interrupted removal of old versions lets readers see).
+
+mod common;
+
+use common::*;
+use flotilla_raftstore::engine;
+use flotilla_raftstore::kv::*;
+use flotilla_raftstore::mvcc::{KvStore, RangeError};
+use flotilla_raftstore::types::{Command, Outcome};
+
+#[test]
+fn compaction_refuses_old_revisions_and_keeps_the_state_at_the_compact_revision() {
+    let mut t = T::new();
+    for i in 0..5 {
+        t.put("a", &format!("{i}"));
+    }
+    t.put("b", "1");
+    t.del("b", "");
+    t.put("c", "1");
+    // revisions: a=2..6, b put=7, b del=8, c=9
+    let (r, _) = t.apply(Command::Compact { revision: 8 });
+    assert_eq!(r.outcome, Outcome::Done(Ok(())));
+    assert!(matches!(
+        t.range("a", "", 7),
+        Err(RangeError::Kv(KvError::Compacted {
+            compact_revision: 8
+        }))
+    ));
+    let before = t
+        .range("\0", "\0", 8)
+        .expect("range at the compact revision");
+    t.store.compact_physical(8).expect("physical compaction");
+    let after = t
+        .range("\0", "\0", 8)
+        .expect("range at the compact revision");
+    assert_eq!(before, after);
+    assert_eq!(t.get("a", 8).expect("a").value, b"4");
+    assert!(t.get("b", 8).is_none());
+    assert!(matches!(
+        t.store.history(7, b"\0", b"\0", 100),
+        Err(RangeError::Kv(KvError::Compacted {
+            compact_revision: 8
+        }))
+    ));
+    let (h, next) = t
+        .store
+        .history(8, b"\0", b"\0", 100)
+        .expect("history from the compact revision");
+    assert_eq!(h.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![8, 9]);
+    assert_eq!(next, 10);
+    let (r, _) = t.apply(Command::Compact { revision: 5 });
+    assert_eq!(
+        r.outcome,
+        Outcome::Done(Err(KvError::Compacted {
+            compact_revision: 8
+        }))
+    );
+    let (r, _) = t.apply(Command::Compact { revision: 100 });
+    assert_eq!(r.outcome, Outcome::Done(Err(KvError::FutureRevision)));
+}
+
+/// Every version of `key` still stored, newest first.
+fn stored_versions(store: &KvStore, key: &[u8]) -> Vec<i64> {
+    let db = store.db();
+    let mut it = db.raw_iterator_cf(engine::cf(db, engine::CF_KV));
+    it.seek(engine::encoded_key(key));
+    let mut out = Vec::new();
+    while let Some(k) = it.key() {
+        match engine::decode_mvcc_key(k) {
+            Some((u, rev)) if u == key => out.push(rev),
+            _ => break,
+        }
+        it.next();
+    }
+    out
+}
+
+#[test]
+fn physical_compaction_never_exposes_an_older_version_of_a_deleted_key_even_after_a_crash() {
+    let mut t = T::new();
+    for i in 0..40 {
+        t.put("k", &format!("v{i}"));
+    }
+    t.put("j", "1");
+    t.del("k", "");
+    let upto = t.put("l", "1");
+    t.apply(Command::Compact { revision: upto });
+    // Small writes, so that there are many states between two writes; the
+    // compaction is cut short (a crash) after the third.
+    let mut writes = 0;
+    let mut seen_states = 0;
+    t.store
+        .compact_physical_observed(upto, 7, &mut |s: &KvStore| {
+            writes += 1;
+            let k = s.get_latest(b"k").expect("read");
+            assert!(
+                k.is_none(),
+                "after write {writes} of the compaction the deleted key is back: {k:?}"
+            );
+            let all = s
+                .range(&RangeRequest {
+                    key: b"\0".to_vec(),
+                    range_end: b"\0".to_vec(),
+                    ..Default::default()
+                })
+                .expect("range");
+            assert_eq!(all.count, 2, "only j and l exist");
+            seen_states += 1;
+            writes < 3
+        })
+        .expect("compaction");
+    assert_eq!(seen_states, 3, "the compaction was not cut short");
+    let mut t = t.reopen();
+    assert!(
+        t.get("k", 0).is_none(),
+        "the deleted key is back after a crash"
+    );
+    let rev = t.put("k", "new");
+    let k = t.get("k", 0).expect("k");
+    assert_eq!(
+        (k.version, k.create_revision),
+        (1, rev),
+        "a key put after its delete starts again at version 1"
+    );
+    // The next run (a restart resumes it) finishes what the crash left.
+    t.store.compact_physical(upto).expect("compaction");
+    assert_eq!(stored_versions(&t.store, b"k"), vec![rev]);
+}
+
+#[test]
+fn watch_history_read_during_compaction_reports_compacted_rather_than_a_delete_without_its_value() {
+    let mut t = T::new();
+    t.put("k", "1");
+    t.put("k", "2");
+    let deleted_at = t.del("k", "");
+    let upto = t.put("x", "1");
+    // A watcher reads history from `deleted_at`, allowed when it checked
+    // (the compaction to `upto` not applied yet), while the physical
+    // compaction runs: history is read between each two of its writes (one
+    // delete per write).
+    let mut checked = 0;
+    t.store
+        .compact_physical_observed(upto, 1, &mut |s: &KvStore| {
+            match s.history(deleted_at, b"\0", b"\0", 100) {
+                Ok((h, _)) => {
+                    for (rev, evs) in h {
+                        for e in evs {
+                            assert!(
+                                e.kind != EventType::Delete || e.prev_kv.is_some(),
+                                "a delete at {rev} without its previous value: a watcher would \
+                                 silently miss it"
+                            );
+                        }
+                    }
+                }
+                Err(RangeError::Kv(KvError::Compacted { .. })) => {}
+                Err(e) => panic!("history: {e}"),
+            }
+            checked += 1;
+            true
+        })
+        .expect("compaction");
+    assert!(checked >= 3, "history was read in only {checked} states");
+}
