@@ -230,3 +230,35 @@ fn the_taint_bucket_paces_nodes() {
     .take()
     .is_err());
 }
+
+#[tokio::test]
+async fn a_node_whose_lease_is_renewed_stays_ready() {
+    use flotilla_objects::coordination::NODE_LEASE_NAMESPACE;
+    let env = env(100.0).await;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NODE_LEASE_NAMESPACE}});
+    let _ = env.api.apply("", ns, false).await;
+    // Both report Ready once; only "leased" renews its Lease after that,
+    // as agents do (the Node status is written only on changes).
+    add_node(&env, "leased").await;
+    add_node(&env, "silent").await;
+    let api = env.api.clone();
+    let stop = CancellationToken::new();
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        while !s2.is_cancelled() {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "leased", "namespace": NODE_LEASE_NAMESPACE},
+                "spec": {"holderIdentity": "leased", "leaseDurationSeconds": 40, "renewTime": Time::now()}});
+            let _ = api.apply(NODE_LEASE_NAMESPACE, lease, false).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    until("silent is Unknown", 15, || async {
+        ready_status(&node(&env, "silent").await) == "Unknown"
+    })
+    .await;
+    let leased = node(&env, "leased").await;
+    assert_eq!(ready_status(&leased), "True", "its Lease keeps it alive");
+    assert!(taint_keys(&leased).is_empty());
+    stop.cancel();
+}
