@@ -15,6 +15,15 @@ use flotilla_objects::core::{Pod, PodTemplateSpec};
 use flotilla_objects::{ObjectMeta, OwnerReference, Resource};
 use flotilla_runtime::{Informer, ObjectRef};
 
+/// A controller's selector, if it has a usable one: admission requires
+/// one, and an object without it (or with an empty one) is left alone.
+pub fn usable_selector(
+    s: Option<&flotilla_objects::meta::LabelSelector>,
+) -> Option<flotilla_objects::selector::Selector> {
+    let s = flotilla_objects::selector::Selector::from_label_selector(s?).ok()?;
+    (!s.is_empty()).then_some(s)
+}
+
 /// Index of the pod informer: by `spec.nodeName`.
 pub const BY_NODE: &str = "node";
 
@@ -128,7 +137,7 @@ async fn set_owner(
             false,
         )
         .await?;
-    Ok(revision_of(&w.object))
+    Ok(written_revision(&w.object))
 }
 
 /// The pods `owner` controls among `candidates` (its namespace's pods),
@@ -230,7 +239,8 @@ pub struct Written {
     pub error: Option<ApiError>,
 }
 
-fn revision_of(v: &serde_json::Value) -> i64 {
+/// The resourceVersion of an object as written (0 when absent).
+pub fn written_revision(v: &serde_json::Value) -> i64 {
     v.pointer("/metadata/resourceVersion")
         .and_then(|r| r.as_str())
         .and_then(|r| r.parse().ok())
@@ -266,7 +276,7 @@ pub async fn create_pods(
             match r {
                 Ok(w) => {
                     out.done += 1;
-                    out.revision = out.revision.max(revision_of(&w.object));
+                    out.revision = out.revision.max(written_revision(&w.object));
                     let name = w
                         .object
                         .pointer("/metadata/name")
@@ -326,7 +336,7 @@ pub async fn delete_pods(
         match r {
             Ok((v, _)) => {
                 out.done += 1;
-                out.revision = out.revision.max(revision_of(&v));
+                out.revision = out.revision.max(written_revision(&v));
                 recorder
                     .record(
                         owner,

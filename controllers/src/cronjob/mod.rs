@@ -27,7 +27,7 @@ use flotilla_runtime::{
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use crate::pods::{controlled_by, latest, owner_ref, Freshness};
+use crate::pods::{controlled_by, latest, owner_ref, written_revision, Freshness};
 
 pub const COMPONENT: &str = "cronjob-controller";
 /// The annotation on a run's Job with the time it was scheduled for.
@@ -225,12 +225,8 @@ impl CronJobs {
             .await
         {
             Ok(w) => {
-                let rv = w
-                    .object
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(|r| r.as_str())
-                    .and_then(|r| r.parse().ok());
-                self.fresh.note(&ObjectRef::of(c), rv.unwrap_or(0));
+                self.fresh
+                    .note(&ObjectRef::of(c), written_revision(&w.object));
                 let created: Job = serde_json::from_value(w.object)
                     .map_err(|e| ApiError::internal(e.to_string()))?;
                 self.recorder

@@ -27,13 +27,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pods::usable_selector;
 use chrono::Utc;
 use flotilla_client::events::Recorder;
 use flotilla_objects::api::{ApiError, ObjectApi, Reason};
 use flotilla_objects::apps::DaemonSet;
 use flotilla_objects::core::{Node, Pod};
 use flotilla_objects::meta::IntOrString;
-use flotilla_objects::selector::Selector;
 use flotilla_runtime::informer::BY_NAMESPACE;
 use flotilla_runtime::{
     Action, Controller, Informer, LeaderContext, LeaderLoop, ObjectRef, Reconciler,
@@ -124,13 +124,7 @@ struct NodePlan {
 
 impl DaemonSets {
     async fn sync(&self, key: &ObjectRef, ds: &DaemonSet) -> Result<Action, ApiError> {
-        let Some(selector) = ds
-            .spec
-            .selector
-            .as_ref()
-            .and_then(|s| Selector::from_label_selector(s).ok())
-            .filter(|s| !s.is_empty())
-        else {
+        let Some(selector) = usable_selector(ds.spec.selector.as_ref()) else {
             return Ok(Action::Await);
         };
         let candidates = self.pods.by_index(BY_NAMESPACE, &key.namespace);

@@ -41,7 +41,9 @@ use flotilla_runtime::{
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use crate::pods::{controlled_by, controller_of, latest, owner_ref, Freshness};
+use crate::pods::{
+    controlled_by, controller_of, latest, owner_ref, usable_selector, written_revision, Freshness,
+};
 use plan::Rs;
 
 pub const COMPONENT: &str = "deployment-controller";
@@ -164,13 +166,6 @@ pub struct Deployments {
     fresh: Freshness,
 }
 
-fn rv(v: &serde_json::Value) -> i64 {
-    v.pointer("/metadata/resourceVersion")
-        .and_then(|r| r.as_str())
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
-
 impl Deployments {
     pub fn new(
         api: Arc<dyn ObjectApi>,
@@ -215,7 +210,7 @@ impl Deployments {
                         .api
                         .patch("replicasets", &m.namespace, &m.name, p, false, false)
                         .await?;
-                    self.fresh.note(key, rv(&w.object));
+                    self.fresh.note(key, written_revision(&w.object));
                 }
             } else if matches
                 && controller_of(m).is_none()
@@ -229,7 +224,7 @@ impl Deployments {
                     .api
                     .patch("replicasets", &m.namespace, &m.name, p, false, false)
                     .await?;
-                self.fresh.note(key, rv(&w.object));
+                self.fresh.note(key, written_revision(&w.object));
                 let mut adopted = (*rs).clone();
                 adopted.metadata.owner_references.push(owner_ref(d));
                 out.push(Arc::new(adopted));
@@ -274,7 +269,7 @@ impl Deployments {
                 false,
             )
             .await?;
-        self.fresh.note(key, rv(&w.object));
+        self.fresh.note(key, written_revision(&w.object));
         if rs_replicas(rs) != to {
             let verb = if to > rs_replicas(rs) { "up" } else { "down" };
             self.recorder
@@ -329,7 +324,7 @@ impl Deployments {
                         false,
                     )
                     .await?;
-                self.fresh.note(key, rv(&w.object));
+                self.fresh.note(key, written_revision(&w.object));
                 let mut rs2 = (**rs).clone();
                 rs2.metadata
                     .annotations
@@ -399,7 +394,7 @@ impl Deployments {
             .await
         {
             Ok(w) => {
-                self.fresh.note(key, rv(&w.object));
+                self.fresh.note(key, written_revision(&w.object));
                 self.recorder
                     .record(
                         d,
@@ -609,13 +604,7 @@ impl Deployments {
     }
 
     async fn sync(&self, key: &ObjectRef, d: &Deployment) -> Result<Action, ApiError> {
-        let Some(sel) = d
-            .spec
-            .selector
-            .as_ref()
-            .and_then(|s| Selector::from_label_selector(s).ok())
-            .filter(|s| !s.is_empty())
-        else {
+        let Some(sel) = usable_selector(d.spec.selector.as_ref()) else {
             return Ok(Action::Await);
         };
         let mut sets = self.claim(key, d, &sel).await?;

@@ -29,12 +29,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::pods::usable_selector;
 use chrono::Utc;
 use flotilla_client::events::{EventType, Recorder};
 use flotilla_objects::api::{ApiError, DeleteParams, ObjectApi, Propagation, Reason};
 use flotilla_objects::batch::{Job, JobCondition, JobStatus};
 use flotilla_objects::core::{EnvVar, Pod};
-use flotilla_objects::selector::Selector;
 use flotilla_objects::Time;
 use flotilla_runtime::informer::BY_NAMESPACE;
 use flotilla_runtime::{
@@ -296,13 +296,7 @@ impl Jobs {
         {
             return self.finished(key, j, c.last_transition_time).await;
         }
-        let Some(selector) = j
-            .spec
-            .selector
-            .as_ref()
-            .and_then(|s| Selector::from_label_selector(s).ok())
-            .filter(|s| !s.is_empty())
-        else {
+        let Some(selector) = usable_selector(j.spec.selector.as_ref()) else {
             return Ok(Action::Await);
         };
         let candidates = self.pods.by_index(BY_NAMESPACE, &key.namespace);

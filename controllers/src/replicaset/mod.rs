@@ -60,8 +60,7 @@ impl ReplicaOwner for ReplicaSet {
         self.spec.replicas.unwrap_or(1)
     }
     fn selector(&self) -> Option<Selector> {
-        let s = Selector::from_label_selector(self.spec.selector.as_ref()?).ok()?;
-        (!s.is_empty()).then_some(s)
+        crate::pods::usable_selector(self.spec.selector.as_ref())
     }
     fn template(&self) -> Option<&PodTemplateSpec> {
         Some(&self.spec.template)
