@@ -606,3 +606,84 @@ impl ObjectApi for Client {
         })))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::REASON_HEADER;
+    use std::sync::atomic::AtomicU32;
+    use tokio::net::TcpListener;
+
+    /// A bare HTTP/2 peer on loopback. `drop_calls` of them lose their
+    /// connection under the call, the way a master killed mid-request does;
+    /// the others answer every call NotFound.
+    async fn peer(drop_calls: bool, calls: Arc<AtomicU32>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(sock).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        if drop_calls {
+                            // The connection goes, with the call unanswered.
+                            return;
+                        }
+                        let resp = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "5")
+                            .header("grpc-message", "from the live master")
+                            .header(REASON_HEADER, "NotFound")
+                            .body(())
+                            .unwrap();
+                        let _ = respond.send_response(resp, true);
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_connection_broken_under_a_call_moves_it_to_the_next_master() {
+        let (dead, live) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let addrs = vec![
+            peer(true, dead.clone()).await,
+            peer(false, live.clone()).await,
+        ];
+        let c = Client::connect(&addrs).unwrap();
+        let e = c.get("configmaps", "default", "x").await.unwrap_err();
+        assert_eq!(e.reason, Reason::NotFound, "{e:?}");
+        assert_eq!(e.message, "from the live master");
+        assert_eq!(dead.load(Ordering::SeqCst), 1);
+        assert_eq!(live.load(Ordering::SeqCst), 1);
+        // A write too: it carries its request id to the next master.
+        let e = c
+            .delete("configmaps", "default", "x", &DeleteParams::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, Reason::NotFound, "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn masters_that_all_break_calls_give_unavailable_after_retrying() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let addrs = vec![
+            peer(true, calls.clone()).await,
+            peer(true, calls.clone()).await,
+        ];
+        let opts = ClientOptions {
+            retry_for: Duration::from_millis(500),
+            ..ClientOptions::default()
+        };
+        let c = Client::connect_with(&addrs, opts).unwrap();
+        let e = c.get("configmaps", "default", "x").await.unwrap_err();
+        assert_eq!(e.reason, Reason::Unavailable, "{e:?}");
+        assert!(e.message.starts_with("no master of"), "{}", e.message);
+        assert!(calls.load(Ordering::SeqCst) >= 3, "the call was retried");
+    }
+}

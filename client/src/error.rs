@@ -16,13 +16,24 @@ pub fn to_status(e: ApiError) -> Status {
 
 /// The [`ApiError`] a gRPC status carries (its reason from the metadata
 /// entry, else from the code).
+///
+/// Every status a master returns carries its reason in a header. A status
+/// without one and with the code `Unknown` was made by the client's own
+/// transport: the connection broke under the call (a master killed or
+/// restarted while the request was in flight, or a connection it closed
+/// that the client had not noticed yet). That is `Unavailable`, so the call
+/// moves on to another master; writes carry a request id, so a retried
+/// write that had in fact committed is not applied twice.
 pub fn from_status(s: Status) -> ApiError {
     let reason = s
         .metadata()
         .get(REASON_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(Reason::parse)
-        .unwrap_or_else(|| Reason::from_grpc_code(s.code() as i32));
+        .unwrap_or_else(|| match s.code() {
+            Code::Unknown => Reason::Unavailable,
+            c => Reason::from_grpc_code(c as i32),
+        });
     let message = if s.message().is_empty() {
         format!("{:?}", s.code())
     } else {
@@ -48,5 +59,14 @@ mod tests {
         assert_eq!(e.message, "no leader");
         let e = from_status(Status::deadline_exceeded("slow"));
         assert_eq!(e.reason, Reason::Unavailable);
+        // What tonic makes of a connection that broke under a call.
+        let e = from_status(Status::unknown("transport error"));
+        assert_eq!(e.reason, Reason::Unavailable);
+        assert_eq!(e.message, "transport error");
+        // A server's own Unknown keeps its reason.
+        let mut s = Status::unknown("boom");
+        s.metadata_mut()
+            .insert(REASON_HEADER, "Internal".parse().unwrap());
+        assert_eq!(from_status(s).reason, Reason::Internal);
     }
 }
