@@ -3,7 +3,7 @@
 //! ReplicaSets and ReplicationControllers ([`replicaset`]), Deployments
 //! ([`deployment`]), Jobs ([`job`]), CronJobs ([`cronjob`]), DaemonSets
 //! ([`daemonset`]), node lifecycle ([`nodelifecycle`]), event expiry
-//! ([`events`]); the scheduler, workload controllers, endpoints and node
+//! ([`events`]), Endpoints and EndpointSlices ([`endpoints`]); the scheduler, workload controllers, endpoints and node
 //! lifecycle are added the same way, as [`flotilla_runtime::LeaderLoop`]s,
 //! without touching the runtime.
 //!
@@ -14,6 +14,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod job;
@@ -43,6 +44,7 @@ pub fn leader_loops(event_ttl: Duration) -> Vec<Arc<dyn LeaderLoop>> {
         Arc::new(daemonset::DaemonSetLoop),
         Arc::new(events::EventExpiry { ttl: event_ttl }),
         Arc::new(nodelifecycle::NodeLifecycle::default()),
+        Arc::new(endpoints::EndpointsLoop),
     ]
 }
 

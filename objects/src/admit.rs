@@ -14,6 +14,7 @@ use crate::coordination::Lease;
 use crate::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
+use crate::discovery::EndpointSlice;
 use crate::networking::Ingress;
 use crate::nodepool::NodePool;
 use crate::registry::ResourceInfo;
@@ -302,6 +303,12 @@ admission!(
     validation::endpoints,
     no_update_rules
 );
+admission!(
+    EndpointSlice,
+    crate::discovery::endpoint_slice_defaults,
+    crate::discovery::validate_endpoint_slice,
+    crate::discovery::endpoint_slice_update
+);
 admission!(Ingress, no_defaults, validation::ingress, no_update_rules);
 admission!(
     ConfigMap,
@@ -345,6 +352,7 @@ macro_rules! dispatch {
             "DaemonSet" => Some($f::<DaemonSet>($($arg),*)),
             "Service" => Some($f::<Service>($($arg),*)),
             "Endpoints" => Some($f::<Endpoints>($($arg),*)),
+            "EndpointSlice" => Some($f::<EndpointSlice>($($arg),*)),
             "Ingress" => Some($f::<Ingress>($($arg),*)),
             "ConfigMap" => Some($f::<ConfigMap>($($arg),*)),
             "Secret" => Some($f::<Secret>($($arg),*)),

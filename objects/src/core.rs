@@ -746,13 +746,53 @@ object! {
         pub external_ips: Vec<String>,
         /// None or ClientIP.
         pub session_affinity: String,
-        /// Cluster or Local.
+        /// Settings of ClientIP affinity.
+        pub session_affinity_config: Option<SessionAffinityConfig>,
+        /// Cluster or Local: where traffic from outside the cluster (node
+        /// ports, load balancer and external addresses) may go.
         pub external_traffic_policy: String,
+        /// Cluster or Local: where traffic from inside the cluster (the
+        /// cluster IP) may go.
+        pub internal_traffic_policy: String,
         /// Requested load balancer IP.
         #[serde(rename = "loadBalancerIP")]
         pub load_balancer_ip: String,
         /// Whether not-ready pods are published too.
         pub publish_not_ready_addresses: bool,
+    }
+}
+
+object! {
+    /// Settings of a service's session affinity.
+    pub struct SessionAffinityConfig {
+        /// ClientIP affinity.
+        #[serde(rename = "clientIP")]
+        pub client_ip: Option<ClientIpConfig>,
+    }
+}
+
+object! {
+    /// ClientIP affinity.
+    pub struct ClientIpConfig {
+        /// How long a client sticks to its endpoint (default 10800, at
+        /// most 86400).
+        pub timeout_seconds: Option<i32>,
+    }
+}
+
+/// The default of `sessionAffinityConfig.clientIP.timeoutSeconds`.
+pub const DEFAULT_AFFINITY_TIMEOUT_SECONDS: i32 = 10800;
+
+impl ServiceSpec {
+    /// The ClientIP affinity timeout, when the service asks for affinity.
+    pub fn affinity_timeout(&self) -> Option<i32> {
+        (self.session_affinity == "ClientIP").then(|| {
+            self.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECONDS)
+        })
     }
 }
 

@@ -221,8 +221,19 @@ pub(crate) fn service(s: &mut Service) {
     let spec = &mut s.spec;
     set_if_empty(&mut spec.type_, "ClusterIP");
     set_if_empty(&mut spec.session_affinity, "None");
+    if spec.session_affinity == "ClientIP" {
+        spec.session_affinity_config
+            .get_or_insert_with(Default::default)
+            .client_ip
+            .get_or_insert_with(Default::default)
+            .timeout_seconds
+            .get_or_insert(crate::core::DEFAULT_AFFINITY_TIMEOUT_SECONDS);
+    }
     if matches!(spec.type_.as_str(), "NodePort" | "LoadBalancer") {
         set_if_empty(&mut spec.external_traffic_policy, "Cluster");
+    }
+    if spec.type_ != "ExternalName" {
+        set_if_empty(&mut spec.internal_traffic_policy, "Cluster");
     }
     for p in &mut spec.ports {
         set_if_empty(&mut p.protocol, "TCP");

@@ -22,6 +22,7 @@ pub mod apps;
 pub mod batch;
 pub mod coordination;
 pub mod core;
+pub mod discovery;
 pub mod meta;
 pub mod networking;
 pub mod nodepool;

@@ -172,6 +172,16 @@ pub static LEASE: ResourceInfo = res!(
     false
 );
 
+pub static ENDPOINT_SLICE: ResourceInfo = res!(
+    "EndpointSlice",
+    "endpointslices",
+    "endpointslice",
+    [],
+    "discovery.k8s.io",
+    true,
+    false
+);
+
 /// Every kind, in the order `flt api-resources` lists them.
 pub static RESOURCES: &[&ResourceInfo] = &[
     &CONFIG_MAP,
@@ -188,6 +198,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &REPLICA_SET,
     &CRON_JOB,
     &JOB,
+    &ENDPOINT_SLICE,
     &NODE_POOL,
     &INGRESS,
     &PRIORITY_CLASS,

@@ -1293,6 +1293,31 @@ pub(crate) fn service(svc: &Service) -> Errors {
         &s.session_affinity,
         &["ClientIP", "None"],
     );
+    if let Some(c) = &s.session_affinity_config {
+        if s.session_affinity != "ClientIP" {
+            errs.push(FieldError::invalid_str(
+                "spec.sessionAffinityConfig",
+                "",
+                "must not be set when `sessionAffinity` is None",
+            ));
+        } else if let Some(t) = c.client_ip.as_ref().and_then(|c| c.timeout_seconds) {
+            if !(1..=86400).contains(&t) {
+                errs.push(FieldError::invalid(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    t.to_string(),
+                    "must be greater than 0 and less than 86400",
+                ));
+            }
+        }
+    }
+    if !s.internal_traffic_policy.is_empty() {
+        one_of(
+            &mut errs,
+            "spec.internalTrafficPolicy",
+            &s.internal_traffic_policy,
+            &["Cluster", "Local"],
+        );
+    }
     if !s.external_traffic_policy.is_empty() {
         if matches!(s.type_.as_str(), "NodePort" | "LoadBalancer") {
             one_of(

@@ -9,6 +9,7 @@ use flotilla_objects::batch::{CronJob, Job};
 use flotilla_objects::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
+use flotilla_objects::discovery::EndpointSlice;
 use flotilla_objects::networking::Ingress;
 use flotilla_objects::nodepool::NodePool;
 use flotilla_objects::registry::ResourceInfo;
@@ -199,6 +200,7 @@ impl Kinds {
                 view::<DaemonSet>(informers),
                 view::<Service>(informers),
                 view::<Endpoints>(informers),
+                view::<EndpointSlice>(informers),
                 view::<Ingress>(informers),
                 view::<ConfigMap>(informers),
                 view::<Secret>(informers),

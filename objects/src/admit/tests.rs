@@ -938,6 +938,21 @@ fn service_defaults() {
     );
     assert_eq!(spec["ports"][1]["targetPort"], "tls");
     assert_eq!(spec.get("externalTrafficPolicy"), None);
+    assert_eq!(spec["internalTrafficPolicy"], "Cluster");
+    assert_eq!(spec.get("sessionAffinityConfig"), None);
+    let sticky = ok(
+        &SERVICE,
+        service(json!({"ports": [{"port": 80}], "sessionAffinity": "ClientIP"})),
+    );
+    assert_eq!(
+        sticky.object["spec"]["sessionAffinityConfig"],
+        json!({"clientIP": {"timeoutSeconds": 10800}})
+    );
+    let ext = ok(
+        &SERVICE,
+        json!({"metadata": {"name": "db"}, "spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
+    );
+    assert_eq!(ext.object["spec"].get("internalTrafficPolicy"), None);
     let np = ok(
         &SERVICE,
         service(json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]})),
@@ -993,6 +1008,18 @@ fn service_rules() {
             "spec.sessionAffinity: Unsupported value: \"Sticky\": supported values: \"ClientIP\", \"None\"",
             "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set when `type` is 'NodePort' or 'LoadBalancer'",
         ]
+    );
+    assert_eq!(
+        errors(&SERVICE, service(json!({"sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}, "internalTrafficPolicy": "Node"}))),
+        vec![
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 0: must be greater than 0 and less than 86400",
+            "spec.internalTrafficPolicy: Unsupported value: \"Node\": supported values: \"Cluster\", \"Local\"",
+        ]
+    );
+    assert_eq!(
+        errors(&SERVICE, service(json!({"sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}))),
+        vec!["spec.sessionAffinityConfig: Invalid value: \"\": must not be set when `sessionAffinity` is None"]
     );
     ok(
         &SERVICE,
@@ -1379,7 +1406,8 @@ fn realistic_service_job_ingress_round_trip() {
             "spec": {"type": "LoadBalancer", "selector": {"app.kubernetes.io/name": "MyApp"},
                 "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 9376, "nodePort": 30080},
                           {"name": "https", "port": 443, "targetPort": "https"}],
-                "sessionAffinity": "ClientIP", "externalTrafficPolicy": "Local"}}),
+                "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local"}}),
     );
     let job = round_trip(
         &JOB,

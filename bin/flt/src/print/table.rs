@@ -96,6 +96,7 @@ fn columns(kind: &str, wide: bool) -> Vec<&'static str> {
             &["SELECTOR"],
         ),
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
+        "EndpointSlice" => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
         "Ingress" => (&["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], &[]),
         "Node" => (
             &["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
@@ -172,6 +173,13 @@ pub fn row(kind: &str, item: &Value, opts: &TableOpts, now: DateTime<Utc>) -> Ve
         "DaemonSet" => apps::daemon_set_row(name, item, wide, now),
         "Service" => service_row(name, item, wide, now),
         "Endpoints" => vec![name, format_endpoints(item), created(item, now)],
+        "EndpointSlice" => vec![
+            name,
+            text(item, &["addressType"]).to_string(),
+            slice_ports(item),
+            slice_endpoints(item),
+            created(item, now),
+        ],
         "Ingress" => ingress_row(name, item, wide, now),
         "Node" => node_row(name, item, wide, now),
         "NodePool" => node_pool_row(name, item, now),
@@ -606,6 +614,44 @@ fn service_row(name: String, svc: &Value, wide: bool, now: DateTime<Utc>) -> Vec
 /// ENDPOINTS, following kubectl's `formatEndpoints`: "ip:port" for every
 /// address and port (bare IPs for a subset without ports), at most three,
 /// then " + N more..."; "<none>" without subsets.
+/// An EndpointSlice's port numbers, as kubectl prints them.
+fn slice_ports(s: &Value) -> String {
+    let ports = list(s, &["ports"]);
+    if ports.is_empty() {
+        return "<unset>".to_string();
+    }
+    ports
+        .iter()
+        .map(|p| match p.get("port") {
+            Some(Value::Number(n)) => n.to_string(),
+            _ => "<unset>".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// An EndpointSlice's first three addresses, then how many more.
+fn slice_endpoints(s: &Value) -> String {
+    const MAX: usize = 3;
+    let all: Vec<&str> = list(s, &["endpoints"])
+        .iter()
+        .flat_map(|e| {
+            list(e, &["addresses"])
+                .iter()
+                .map(|a| a.as_str().unwrap_or(""))
+        })
+        .collect();
+    if all.is_empty() {
+        return "<unset>".to_string();
+    }
+    let shown = all[..all.len().min(MAX)].join(",");
+    if all.len() > MAX {
+        format!("{shown} + {} more...", all.len() - MAX)
+    } else {
+        shown
+    }
+}
+
 fn format_endpoints(ep: &Value) -> String {
     let subsets = list(ep, &["subsets"]);
     if subsets.is_empty() {

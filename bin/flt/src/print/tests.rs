@@ -342,6 +342,27 @@ fn endpoints_table() {
 }
 
 #[test]
+fn endpoint_slice_table() {
+    let slice = |name: &str, ports: Value, ips: &[&str]| {
+        let eps: Vec<Value> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+        json!({"metadata": meta(name, Some("default"), FIVE_M), "addressType": "IPv4",
+            "ports": ports, "endpoints": eps})
+    };
+    let items = [
+        slice(
+            "web-abcde",
+            json!([{"name": "http", "port": 80}, {"name": "https", "port": 443}]),
+            &["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"],
+        ),
+        slice("empty-xyz12", json!([]), &[]),
+    ];
+    check(
+        &table("EndpointSlice", &items, &opts(), now()),
+        ENDPOINT_SLICES,
+    );
+}
+
+#[test]
 fn ingress_table() {
     let backend = json!({"service": {"name": "web", "port": {"number": 80}}});
     let http = json!({"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]});
@@ -850,6 +871,11 @@ many       10.0.1.1:8080,10.0.1.2:8080,10.0.1.3:8080 + 2 more...   5m5s
 headless   10.0.2.1                                                5m5s
 empty      <none>                                                  5m5s
 v6         [fd00::1]:80                                            5m5s
+"#;
+const ENDPOINT_SLICES: &str = r#"
+NAME          ADDRESSTYPE   PORTS     ENDPOINTS                                AGE
+web-abcde     IPv4          80,443    10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...   5m5s
+empty-xyz12   IPv4          <unset>   <unset>                                  5m5s
 "#;
 const INGRESSES: &str = r#"
 NAME       CLASS    HOSTS                              ADDRESS     PORTS     AGE
