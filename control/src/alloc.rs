@@ -1,5 +1,9 @@
 //! Service addresses: the cluster IP of every ClusterIP, NodePort and
-//! LoadBalancer service, and the node ports of the last two.
+//! LoadBalancer service, the node ports of the last two, and, when the
+//! masters are given a pool (`--lb-pool`), each LoadBalancer service's
+//! external address, shown in `status.loadBalancer.ingress` (Flotilla's
+//! own load balancer, as k3s's ServiceLB or MetalLB's layer-2 mode: the
+//! node proxies answer it).
 //!
 //! Each address in use is a key in the store (`/flotilla/allocations/...`),
 //! written in the same transaction as the service that holds it, with the
@@ -19,6 +23,65 @@ pub struct ServiceRanges {
     base: u32,
     prefix: u8,
     pub node_ports: RangeInclusive<u16>,
+    /// Where LoadBalancer services' addresses come from (None: nowhere;
+    /// their status is left to whoever provides load balancers).
+    lb_pool: Option<Pool>,
+}
+
+/// A block of IPv4 addresses.
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    base: u32,
+    prefix: u8,
+}
+
+impl Pool {
+    fn parse(cidr: &str, what: &str, max_prefix: u8) -> Result<Pool, String> {
+        let (ip, len) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("{what} {cidr:?} is not ADDRESS/PREFIX"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{what} {cidr:?}: {ip:?} is not an IPv4 address"))?;
+        let prefix: u8 = len
+            .parse()
+            .ok()
+            .filter(|p| *p <= max_prefix)
+            .ok_or_else(|| format!("{what} {cidr:?}: the prefix must be 0-{max_prefix}"))?;
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        Ok(Pool {
+            base: u32::from(ip) & mask,
+            prefix,
+        })
+    }
+
+    fn size(&self) -> u64 {
+        1u64 << (32 - self.prefix)
+    }
+
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let v = u64::from(u32::from(ip));
+        v >= u64::from(self.base) && v - u64::from(self.base) < self.size()
+    }
+
+    fn cidr(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+
+    /// A random usable address: not the network or broadcast address of a
+    /// block larger than two.
+    fn random(&self) -> Ipv4Addr {
+        let n = if self.size() <= 2 {
+            rand::thread_rng().gen_range(0..self.size())
+        } else {
+            rand::thread_rng().gen_range(1..self.size() - 1)
+        };
+        Ipv4Addr::from(self.base.wrapping_add(n as u32))
+    }
 }
 
 impl Default for ServiceRanges {
@@ -28,32 +91,26 @@ impl Default for ServiceRanges {
             base: u32::from(Ipv4Addr::new(10, 96, 0, 0)),
             prefix: 12,
             node_ports: 30000..=32767,
+            lb_pool: None,
         }
     }
 }
 
 const IP_PREFIX: &str = "/flotilla/allocations/serviceips/";
 const PORT_PREFIX: &str = "/flotilla/allocations/nodeports/";
+const LB_PREFIX: &str = "/flotilla/allocations/loadbalancerips/";
 
 impl ServiceRanges {
+    /// LoadBalancer services get their address from `cidr` (e.g.
+    /// "192.168.50.240/28"; a /32 is one address).
+    pub fn with_lb_pool(mut self, cidr: &str) -> Result<Self, String> {
+        self.lb_pool = Some(Pool::parse(cidr, "load balancer pool", 32)?);
+        Ok(self)
+    }
+
     /// `cidr` like "10.96.0.0/12" (at least 8 addresses), `ports` like "30000-32767".
     pub fn parse(cidr: &str, ports: &str) -> Result<Self, String> {
-        let (ip, len) = cidr
-            .split_once('/')
-            .ok_or_else(|| format!("service IP range {cidr:?} is not ADDRESS/PREFIX"))?;
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("service IP range {cidr:?}: {ip:?} is not an IPv4 address"))?;
-        let prefix: u8 = len
-            .parse()
-            .ok()
-            .filter(|p| *p <= 29)
-            .ok_or_else(|| format!("service IP range {cidr:?}: the prefix must be 0-29"))?;
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
+        let Pool { base, prefix } = Pool::parse(cidr, "service IP range", 29)?;
         let (lo, hi) = ports
             .split_once('-')
             .ok_or_else(|| format!("node port range {ports:?} is not LOW-HIGH"))?;
@@ -69,9 +126,10 @@ impl ServiceRanges {
             return Err(format!("node port range {ports:?} is empty"));
         }
         Ok(ServiceRanges {
-            base: u32::from(ip) & mask,
+            base,
             prefix,
             node_ports: lo..=hi,
+            lb_pool: None,
         })
     }
 
@@ -108,6 +166,23 @@ pub fn port_key(port: i64) -> Vec<u8> {
     format!("{PORT_PREFIX}{port}").into_bytes()
 }
 
+pub fn lb_key(ip: &str) -> Vec<u8> {
+    format!("{LB_PREFIX}{ip}").into_bytes()
+}
+
+/// The addresses in a service's `status.loadBalancer.ingress`.
+fn lb_ips(svc: &Value) -> Vec<&str> {
+    svc.pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i.get("ip").and_then(Value::as_str))
+                .filter(|ip| !ip.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn service_type(svc: &Value) -> &str {
     svc.pointer("/spec/type")
         .and_then(Value::as_str)
@@ -140,7 +215,63 @@ pub fn held(svc: &Value) -> Vec<Vec<u8>> {
             }
         }
     }
+    if service_type(svc) == "LoadBalancer" {
+        keys.extend(lb_ips(svc).into_iter().map(lb_key));
+    }
     keys
+}
+
+/// A LoadBalancer service's address from the pool: the one it asks for
+/// (`spec.loadBalancerIP`), else the one it has, else a new one. Other
+/// types lose the address they had.
+fn assign_lb(
+    r: &ServiceRanges,
+    svc: &mut Value,
+    prev: Option<&Value>,
+    name: &str,
+) -> Result<(), ApiError> {
+    let Some(pool) = r.lb_pool else {
+        return Ok(());
+    };
+    if service_type(svc) != "LoadBalancer" {
+        if let Some(st) = svc.get_mut("status").and_then(Value::as_object_mut) {
+            st.remove("loadBalancer");
+        }
+        return Ok(());
+    }
+    let asked = svc
+        .pointer("/spec/loadBalancerIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let in_pool = |ip: &str| ip.parse::<Ipv4Addr>().is_ok_and(|a| pool.contains(a));
+    let ip = if !asked.is_empty() {
+        if !in_pool(&asked) {
+            return Err(invalid(
+                name,
+                format!(
+                    "spec.loadBalancerIP: Invalid value: \"{asked}\": not in the load balancer pool {}",
+                    pool.cidr()
+                ),
+            ));
+        }
+        asked
+    } else {
+        let had = lb_ips(svc)
+            .into_iter()
+            .chain(prev.map(lb_ips).unwrap_or_default())
+            .find(|ip| in_pool(ip))
+            .map(str::to_string);
+        had.unwrap_or_else(|| pool.random().to_string())
+    };
+    let Some(obj) = svc.as_object_mut() else {
+        return Ok(());
+    };
+    let status = obj.entry("status").or_insert_with(|| json!({}));
+    if let Some(st) = status.as_object_mut() {
+        st.insert("loadBalancer".into(), json!({"ingress": [{"ip": ip}]}));
+    }
+    Ok(())
 }
 
 fn invalid(name: &str, detail: String) -> ApiError {
@@ -159,6 +290,7 @@ pub fn assign(r: &ServiceRanges, svc: &mut Value, prev: Option<&Value>) -> Resul
         .unwrap_or("")
         .to_string();
     let ty = service_type(svc).to_string();
+    assign_lb(r, svc, prev, &name)?;
     let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
         return Ok(());
     };
@@ -289,7 +421,11 @@ pub fn assign(r: &ServiceRanges, svc: &mut Value, prev: Option<&Value>) -> Resul
 /// The message for an address someone else holds.
 pub fn taken(name: &str, key: &[u8]) -> ApiError {
     let k = String::from_utf8_lossy(key);
-    if let Some(ip) = k.strip_prefix(IP_PREFIX) {
+    if let Some(ip) = k.strip_prefix(LB_PREFIX) {
+        invalid(name, format!(
+            "spec.loadBalancerIP: Invalid value: \"{ip}\": failed to allocate IP {ip}: provided IP is already allocated"
+        ))
+    } else if let Some(ip) = k.strip_prefix(IP_PREFIX) {
         invalid(name, format!(
             "spec.clusterIPs: Invalid value: [\"{ip}\"]: failed to allocate IP {ip}: provided IP is already allocated"
         ))
@@ -362,6 +498,75 @@ mod tests {
         assign(&r, &mut headless, None).unwrap();
         assert!(held(&headless).is_empty());
         assert!(headless["spec"]["ports"][0].get("nodePort").is_none());
+    }
+
+    #[test]
+    fn load_balancers_get_an_address_from_the_pool_and_keep_it() {
+        let r = ServiceRanges::default()
+            .with_lb_pool("192.168.50.240/29")
+            .unwrap();
+        let pool = r.lb_pool.unwrap();
+        let lb = |extra: Value| {
+            let mut s = json!({"metadata": {"name": "s"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+            flotilla_objects::merge_patch(&mut s, &extra);
+            s
+        };
+        let mut svc = lb(json!({}));
+        assign(&r, &mut svc, None).unwrap();
+        let ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let a: Ipv4Addr = ip.parse().unwrap();
+        assert!(
+            pool.contains(a)
+                && a != Ipv4Addr::new(192, 168, 50, 240)
+                && a != Ipv4Addr::new(192, 168, 50, 247)
+        );
+        assert!(held(&svc).contains(&lb_key(&ip)), "the address is held");
+
+        // An update keeps it; a change of type gives it back.
+        let mut upd = lb(json!({}));
+        assign(&r, &mut upd, Some(&svc)).unwrap();
+        assert_eq!(
+            upd["status"]["loadBalancer"]["ingress"][0]["ip"],
+            ip.as_str()
+        );
+        let mut cip = json!({"metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}, "status": svc["status"].clone()});
+        assign(&r, &mut cip, Some(&svc)).unwrap();
+        assert!(cip["status"].get("loadBalancer").is_none());
+        assert!(!held(&cip).contains(&lb_key(&ip)));
+
+        // One asked for must be in the pool.
+        let mut asked = lb(json!({"spec": {"loadBalancerIP": "192.168.50.242"}}));
+        assign(&r, &mut asked, None).unwrap();
+        assert_eq!(
+            asked["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "192.168.50.242"
+        );
+        let mut outside = lb(json!({"spec": {"loadBalancerIP": "10.1.2.3"}}));
+        let e = assign(&r, &mut outside, None).unwrap_err();
+        assert_eq!(e.message, "Service \"s\" is invalid: spec.loadBalancerIP: Invalid value: \"10.1.2.3\": not in the load balancer pool 192.168.50.240/29");
+        assert!(taken("s", &lb_key("192.168.50.242"))
+            .message
+            .contains("provided IP is already allocated"));
+
+        // Without a pool, the status is left to whoever provides balancers.
+        let mut none =
+            lb(json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}));
+        assign(&ServiceRanges::default(), &mut none, None).unwrap();
+        assert_eq!(
+            none["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "203.0.113.7"
+        );
+        // A one-address pool hands out that address.
+        let one = ServiceRanges::default()
+            .with_lb_pool("192.0.2.9/32")
+            .unwrap();
+        let mut s = lb(json!({}));
+        assign(&one, &mut s, None).unwrap();
+        assert_eq!(s["status"]["loadBalancer"]["ingress"][0]["ip"], "192.0.2.9");
+        assert!(ServiceRanges::default().with_lb_pool("192.0.2.0").is_err());
     }
 
     #[test]

@@ -67,6 +67,11 @@ struct Tuning {
     /// Range of node ports for NodePort and LoadBalancer services, LOW-HIGH.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// Addresses for LoadBalancer services (CIDR, e.g. 192.168.50.240/28):
+    /// each gets one, shown in its status and answered by the node proxies.
+    /// Without a pool their status is left to an outside load balancer.
+    #[arg(long, value_name = "CIDR")]
+    lb_pool: Option<String>,
     /// Leader loops to run, as kube-controller-manager's --controllers:
     /// `*` for all, NAME to add one, -NAME to leave one out (e.g.
     /// `*,-node-lifecycle-controller`); unknown names are an error.
@@ -85,11 +90,16 @@ struct Tuning {
 
 impl Tuning {
     fn api_config(&self) -> Result<flotilla_control::ApiConfig> {
-        let services = flotilla_control::alloc::ServiceRanges::parse(
+        let mut services = flotilla_control::alloc::ServiceRanges::parse(
             &self.service_cluster_ip_range,
             &self.service_node_port_range,
         )
         .map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(pool) = &self.lb_pool {
+            services = services
+                .with_lb_pool(pool)
+                .map_err(|e| anyhow::anyhow!("--lb-pool: {e}"))?;
+        }
         let pod_cidrs = flotilla_control::podcidr::PodCidrs::parse(
             &self.cluster_cidr,
             self.node_cidr_mask_size,

@@ -2,8 +2,9 @@
 //! the test stands in for the agents (binds pods, reports them running and
 //! ready, finishes them as their `test/exit` label says, and removes pods
 //! being deleted). Rollouts keep their promise, undo goes back, a Job
-//! completes, and a SIGKILL of the leader during a rollout ends with
-//! exactly the replicas asked for.
+//! completes, a SIGKILL of the leader during a rollout ends with exactly
+//! the replicas asked for, and a service's endpoints follow its pods (its
+//! LoadBalancer address from the masters' pool).
 //!
 //! Flotilla only: with `FLOTILLA_TEST_TARGET=etcd` every test here is skipped.
 
@@ -29,7 +30,11 @@ async fn start(test: &str) -> Option<(Cluster, Client, CancellationToken)> {
     if skip_on_etcd(test, false) {
         return None;
     }
-    let cluster = Cluster::start(3, Opts::default()).await;
+    let opts = Opts {
+        extra_args: vec![format!("--lb-pool={LB_POOL}")],
+        ..Opts::default()
+    };
+    let cluster = Cluster::start(3, opts).await;
     let client = client_all(&cluster);
     wait_for(
         Duration::from_secs(15),
@@ -41,6 +46,9 @@ async fn start(test: &str) -> Option<(Cluster, Client, CancellationToken)> {
     tokio::spawn(hollow_nodes(client.clone(), stop.clone()));
     Some((cluster, client, stop))
 }
+
+/// The masters' pool of load balancer addresses.
+const LB_POOL: &str = "192.0.2.0/29";
 
 fn text<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
@@ -87,8 +95,10 @@ async fn hollow_step(
     let exit = p
         .pointer("/metadata/labels/test~1exit")
         .and_then(Value::as_str);
+    // Each pod an address of its own, as an agent gives it.
+    let ip = format!("10.244.9.{}", n.fetch_add(1, Ordering::SeqCst) % 250 + 1);
     let status = match (phase, exit) {
-        ("Pending", _) => json!({"status": {"phase": "Running", "conditions": [
+        ("Pending", _) => json!({"status": {"phase": "Running", "podIP": ip, "conditions": [
             {"type": "PodScheduled", "status": "True"},
             {"type": "Ready", "status": "True", "lastTransitionTime": flotilla_objects::Time::now()}]}}),
         ("Running", Some("0")) => {
@@ -325,5 +335,117 @@ async fn a_job_completes_and_a_failing_job_stops_at_its_backoff_limit() {
     assert_eq!(pi.pointer("/status/succeeded"), Some(&json!(4)));
     let bad = client.get("jobs", "default", "bad").await.expect("bad");
     assert_eq!(bad.pointer("/status/failed"), Some(&json!(1)));
+    stop.cancel();
+}
+
+/// The ready addresses of a service's Endpoints and of its slices.
+async fn service_addresses(client: &Client, name: &str) -> (Vec<String>, Vec<String>) {
+    let mut ep: Vec<String> = match client.get("endpoints", "default", name).await {
+        Ok(e) => e["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+            .map(|a| text(&a, "/ip").to_string())
+            .collect(),
+        Err(_) => vec!["<no endpoints>".into()],
+    };
+    let p = ListParams {
+        label_selector: format!("kubernetes.io/service-name={name}"),
+        ..Default::default()
+    };
+    let mut sl: Vec<String> = client
+        .list("endpointslices", "default", &p)
+        .await
+        .expect("slices")
+        .items
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e.pointer("/conditions/ready") != Some(&json!(false)))
+        .map(|e| text(&e, "/addresses/0").to_string())
+        .collect();
+    ep.sort();
+    sl.sort();
+    (ep, sl)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_endpoints_follow_its_pods_and_a_load_balancer_gets_a_pool_address() {
+    let Some((mut cluster, client, stop)) =
+        start("a_services_endpoints_follow_its_pods_and_a_load_balancer_gets_a_pool_address").await
+    else {
+        return;
+    };
+    let svc = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+    };
+    client
+        .apply("default", &deployment(3, "v1"), false)
+        .await
+        .expect("deploy");
+    let web = client
+        .apply("default", &svc("web"), false)
+        .await
+        .expect("svc")
+        .object;
+    let ip = text(&web, "/status/loadBalancer/ingress/0/ip").to_string();
+    assert!(ip.starts_with("192.0.2."), "a pool address: {web}");
+
+    let three = async |client: &Client, name: &str, n: usize| {
+        wait_for(
+            Duration::from_secs(30),
+            "the endpoints hold the pods",
+            async || {
+                let (ep, sl) = service_addresses(client, name).await;
+                if ep.len() == n && ep == sl {
+                    Ok(())
+                } else {
+                    Err(format!("endpoints {ep:?}, slices {sl:?}"))
+                }
+            },
+        )
+        .await
+    };
+    three(&client, "web", 3).await;
+    client
+        .patch(
+            "deployments",
+            "default",
+            "web",
+            &json!({"spec": {"replicas": 1}}),
+            false,
+        )
+        .await
+        .expect("scale");
+    three(&client, "web", 1).await;
+
+    // With the leader gone, the next leader keeps them and gives a second
+    // balancer another address.
+    let leader = cluster.leader().await;
+    cluster.kill(leader);
+    let api = client
+        .apply("default", &svc("api"), false)
+        .await
+        .expect("svc 2")
+        .object;
+    let ip2 = text(&api, "/status/loadBalancer/ingress/0/ip");
+    assert!(ip2.starts_with("192.0.2.") && ip2 != ip, "{ip} then {ip2}");
+    three(&client, "api", 1).await;
+
+    // A service deleted takes its endpoints and slices with it.
+    client
+        .delete("services", "default", "web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(
+        Duration::from_secs(15),
+        "web's endpoints are gone",
+        async || match service_addresses(&client, "web").await {
+            (ep, sl) if ep == ["<no endpoints>"] && sl.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
     stop.cancel();
 }
