@@ -656,3 +656,216 @@ async fn flags_people_rely_on() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imperative_verbs_create_run_expose_and_wait() {
+    if skip_on_etcd("imperative_verbs_create_run_expose_and_wait", false) {
+        return;
+    }
+    let (mut c, flt, _home) = cluster().await;
+
+    // Manifests made from flags, printed (nothing sent) with --dry-run=client.
+    let out = flt
+        .run(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox:1.36",
+            "--replicas=2",
+            "--port=8080",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])
+        .await
+        .ok();
+    golden_with("create_deployment_dry_run", &out.stdout, false);
+    one_error(
+        &flt.run(&["get", "deploy", "web"]).await,
+        "deployments.apps \"web\" not found",
+    );
+
+    let out = flt.run(&["create", "namespace", "t1"]).await.ok();
+    assert_eq!(out.stdout, "namespace/t1 created\n");
+    let out = flt
+        .run(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox:1.36",
+            "--replicas=2",
+            "--port=8080",
+        ])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "deployment.apps/web created\n");
+    let out = flt
+        .run(&[
+            "expose",
+            "deploy/web",
+            "--port=80",
+            "--target-port=8080",
+            "--type=NodePort",
+        ])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "service/web created\n");
+    let svc = flt.run(&["get", "svc", "web", "-o", "json"]).await.ok();
+    let svc: serde_json::Value = serde_json::from_str(&svc.stdout).expect("json");
+    assert_eq!(svc["spec"]["selector"], serde_json::json!({"app": "web"}));
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    assert!(svc["spec"]["ports"][0]["nodePort"].as_i64().is_some());
+
+    // wait: a jsonpath the deployment controller makes true; a condition
+    // that cannot come true here (no nodes) times out with exit code 1.
+    let out = flt
+        .run(&[
+            "wait",
+            "deploy/web",
+            "--for=jsonpath={.status.replicas}=2",
+            "--timeout=30s",
+        ])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "deployment.apps/web condition met\n");
+    one_error(
+        &flt.run(&[
+            "wait",
+            "deploy/web",
+            "--for=condition=Available",
+            "--timeout=1s",
+        ])
+        .await,
+        "timed out waiting for the condition on deployments/web",
+    );
+    let out = flt
+        .run(&[
+            "wait",
+            "pods",
+            "-l",
+            "app=web",
+            "--for=jsonpath={.status.phase}=Pending",
+            "--timeout=10s",
+        ])
+        .await
+        .ok();
+    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
+
+    // run, then wait for its deletion.
+    let out = flt
+        .run(&[
+            "run",
+            "box",
+            "--image=busybox",
+            "--restart=Never",
+            "--",
+            "sleep",
+            "5",
+        ])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "pod/box created\n");
+    let pod = flt.run(&["get", "pod", "box", "-o", "json"]).await.ok();
+    let pod: serde_json::Value = serde_json::from_str(&pod.stdout).expect("json");
+    assert_eq!(pod["metadata"]["labels"]["run"], "box");
+    assert_eq!(
+        pod["spec"]["containers"][0]["args"],
+        serde_json::json!(["sleep", "5"])
+    );
+    flt.run(&["delete", "pod", "box", "--wait=false"])
+        .await
+        .ok();
+    let out = flt
+        .run(&["wait", "pod/box", "--for=delete", "--timeout=30s"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "pod/box condition met\n");
+
+    // A job from a cronjob's template, owned by it.
+    flt.run(&[
+        "create",
+        "cronjob",
+        "nightly",
+        "--image=busybox",
+        "--schedule=0 3 * * *",
+        "--",
+        "date",
+    ])
+    .await
+    .ok();
+    let out = flt
+        .run(&["create", "job", "now", "--from=cronjob/nightly"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "job.batch/now created\n");
+    let job = flt.run(&["get", "job", "now", "-o", "json"]).await.ok();
+    let job: serde_json::Value = serde_json::from_str(&job.stdout).expect("json");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["name"], "nightly");
+    assert_eq!(
+        job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["command"],
+        serde_json::json!(["date"])
+    );
+
+    // Config maps and secrets from literals and files.
+    let dir = tempfile::tempdir().expect("dir");
+    let f = dir.path().join("app.conf");
+    std::fs::write(&f, "x=1\n").expect("write");
+    let from_file = format!("--from-file={}", f.display());
+    let out = flt
+        .run(&[
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal=mode=fast",
+            &from_file,
+        ])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "configmap/cfg created\n");
+    let cm = flt.run(&["get", "cm", "cfg", "-o", "json"]).await.ok();
+    let cm: serde_json::Value = serde_json::from_str(&cm.stdout).expect("json");
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({"app.conf": "x=1\n", "mode": "fast"})
+    );
+    let out = flt
+        .run(&[
+            "create",
+            "secret",
+            "generic",
+            "pw",
+            "--from-literal=password=s3cret",
+        ])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "secret/pw created\n");
+    let out = flt
+        .run(&[
+            "create",
+            "service",
+            "clusterip",
+            "api",
+            "--tcp=80:8080",
+            "--dry-run=server",
+        ])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "service/api created (server dry run)\n");
+    one_error(
+        &flt.run(&["get", "svc", "api"]).await,
+        "services \"api\" not found",
+    );
+
+    // A missing object is only an error: nothing on stdout.
+    let out = flt.run(&["get", "job", "pi", "-o", "yaml"]).await;
+    assert_eq!(out.stdout, "");
+    one_error(&out, "jobs.batch \"pi\" not found");
+    // Missing arguments are named.
+    let out = flt.run(&["create", "deployment", "x"]).await;
+    assert!(out.stderr.contains("--image"), "{}", out.stderr);
+    c.assert_none_exited();
+}

@@ -103,7 +103,7 @@ fn resolve(kind: &str) -> Result<&'static ResourceInfo> {
         .ok_or_else(|| anyhow!("the server doesn't have a resource type \"{kind}\""))
 }
 
-fn name_of(v: &Value) -> &str {
+pub(crate) fn name_of(v: &Value) -> &str {
     v.pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
@@ -156,7 +156,25 @@ fn finish(mut errors: Vec<anyhow::Error>) -> Result<()> {
 pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
     match cmd {
         Command::Apply(a) => write_docs(ctx, a, Verb::Apply).await,
-        Command::Create(a) => write_docs(ctx, a, Verb::Create).await,
+        Command::Create(a) => match a.what {
+            None => write_docs(ctx, a.files, Verb::Create).await,
+            Some(cmd) => {
+                let (obj, flags, from) = crate::generate::create_manifest(&ctx.namespace, cmd)?;
+                let obj = match from {
+                    Some(f) => {
+                        crate::generate::job_from(ctx, crate::commands::name_of(&obj), &f).await?
+                    }
+                    None => obj,
+                };
+                crate::generate::emit(ctx, obj, &flags).await
+            }
+        },
+        Command::Run(a) => {
+            let obj = crate::generate::run_manifest(&ctx.namespace, &a)?;
+            crate::generate::emit(ctx, obj, &a.flags).await
+        }
+        Command::Expose(a) => expose(ctx, a).await,
+        Command::Wait(a) => crate::wait::wait(ctx, a).await,
         Command::Replace(a) => write_docs(ctx, a, Verb::Replace).await,
         Command::Get(a) => get(ctx, a).await,
         Command::Describe { kind, names } => describe(ctx, &kind, &names).await,
@@ -184,6 +202,33 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
         | Command::Logs(_)
         | Command::Exec(_) => Ok(()),
     }
+}
+
+async fn expose(ctx: &Ctx, a: crate::generate::ExposeArgs) -> Result<()> {
+    let (kind, name) = match (a.kind.split_once('/'), &a.name) {
+        (Some((k, n)), None) => (k.to_string(), n.to_string()),
+        (None, Some(n)) => (a.kind.clone(), n.clone()),
+        _ => bail!("expose takes KIND/NAME or KIND NAME"),
+    };
+    let info = resolve(&kind)?;
+    if ![
+        "Deployment",
+        "ReplicaSet",
+        "ReplicationController",
+        "Pod",
+        "Service",
+    ]
+    .contains(&info.kind)
+    {
+        bail!("cannot expose a {}", info.kind);
+    }
+    let obj = ctx
+        .client
+        .get(info.plural, ctx.ns(info), &name)
+        .await
+        .map_err(api)?;
+    let svc = crate::generate::expose_manifest(&ctx.namespace, info.kind, &obj, &a)?;
+    crate::generate::emit(ctx, svc, &a.flags).await
 }
 
 // ---- apply / create / replace ----
@@ -346,7 +391,8 @@ async fn get(ctx: &Ctx, a: GetArgs) -> Result<()> {
         } else {
             print::list(&collected)
         };
-        if !(collected.is_empty() && !errors.is_empty() && single) {
+        // A missing object is only an error (no empty List before it).
+        if !collected.is_empty() || errors.is_empty() {
             if a.output == Some(Output::Yaml) {
                 print!("{}", print::to_yaml(&v));
             } else {

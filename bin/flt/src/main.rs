@@ -13,12 +13,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod cluster;
 mod commands;
 mod config;
+mod generate;
 mod manifest;
 mod nodes;
 #[allow(dead_code)]
 mod print;
 mod rollout;
 mod streams;
+mod wait;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,8 +66,17 @@ pub struct Cli {
 pub enum Command {
     /// Create or update objects from manifests (kubectl apply semantics).
     Apply(FileArgs),
-    /// Create objects from manifests; existing ones are an error.
-    Create(FileArgs),
+    /// Create objects from manifests (`-f`), or one from flags:
+    /// `flt create deployment web --image=nginx`; existing ones are an error.
+    Create(CreateArgs),
+    /// Run a pod: `flt run web --image=nginx --port=80`.
+    Run(generate::RunArgs),
+    /// Make a service for a deployment, replica set, replication
+    /// controller, pod or service: `flt expose deploy/web --port=80`.
+    Expose(generate::ExposeArgs),
+    /// Wait until objects meet a condition:
+    /// `flt wait pod/web --for=condition=Ready --timeout=60s`.
+    Wait(wait::WaitArgs),
     /// Replace objects from manifests; a resourceVersion in a manifest must
     /// be current (a stale one is a Conflict).
     Replace(FileArgs),
@@ -159,6 +170,15 @@ pub struct FileArgs {
     /// Check the objects with the server without saving them.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct CreateArgs {
+    #[command(subcommand)]
+    pub what: Option<generate::CreateCmd>,
+    #[command(flatten)]
+    pub files: FileArgs,
 }
 
 #[derive(Args, Debug)]
@@ -313,9 +333,16 @@ fn main() -> ExitCode {
                 }
                 _ => {
                     let text = e.to_string();
-                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                    let first = lines.next().unwrap_or("invalid arguments");
                     let first = first.strip_prefix("error: ").unwrap_or(first);
-                    eprintln!("Error: {first} (see `flt --help`)");
+                    // "the following required arguments were not provided:"
+                    // names them on the next line.
+                    let detail = match lines.next() {
+                        Some(next) if first.ends_with(':') => format!("{first} {next}"),
+                        _ => first.to_string(),
+                    };
+                    eprintln!("Error: {detail} (see `flt --help`)");
                     return ExitCode::from(1);
                 }
             }
