@@ -529,8 +529,23 @@ impl Cluster {
     }
 
     /// SIGSTOP master `i`: it keeps its sockets but answers nothing.
+    /// SIGSTOP master `i`, and wait until every thread of it has stopped:
+    /// the signal is delivered asynchronously, and a master that still runs
+    /// for a moment after `kill` returns could answer a request the test
+    /// sends next, as if the pause had not happened.
     pub fn pause(&mut self, i: usize) {
         self.signal(i, nix::sys::signal::Signal::SIGSTOP);
+        if let Some(pid) = self.masters[i].pid() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !all_threads_stopped(pid) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "master {} did not stop within 5 s of SIGSTOP",
+                    self.masters[i].name
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// SIGCONT master `i` after `pause`.
@@ -1154,4 +1169,19 @@ pub fn ji64_or0(v: &serde_json::Value, field: &str) -> i64 {
     v.get(field)
         .and_then(serde_json::Value::as_i64)
         .unwrap_or(0)
+}
+
+/// Whether every thread of `pid` is stopped (state T in /proc), or the
+/// process is gone.
+pub fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.filter_map(Result::ok).all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // "tid (comm) S ...": the state follows the last ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state == "T" || state == "t" || state == "Z" || state == "X")
+    })
 }
