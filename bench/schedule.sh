@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# bench/schedule.sh: the scheduler benchmark (issue 12). Starts a
+# bench/schedule.sh: the scheduler benchmark (issue 12), and with
+# --workloads the workload controllers' one (issue 13: a Deployment's pods
+# against the same pods created directly; bench/workloads.sh). Starts a
 # three-master Flotilla on 127.0.0.1, runs `flotilla-bench schedule` against
 # it (hollow nodes; pods created as fast as possible, then at a fixed rate;
 # pods per second from creation to bound and its latency), stops it, and
@@ -20,6 +22,8 @@ Usage: bench/schedule.sh [options]
   --rate R         pods per second offered at the open-loop point (default 500)
   --rate-secs S    its duration (default 10)
   --quick          --nodes 100,500 --pods 2000 --rate-secs 4 (a smoke run)
+  --workloads      run `flotilla-bench workloads` instead: --nodes hollow
+                   nodes (default 100), --pods pods per phase (default 3000)
   --base-port P    client ports P, P+10000, P+20000, peers +1 (default 34379)
   --results FILE   append the report here (default bench/RESULTS.md; "-": none)
   --workdir DIR    parent of the temporary data directories (default ${TMPDIR:-/tmp})
@@ -44,6 +48,7 @@ RATE_SECS=10
 BASE_PORT=34379
 RESULTS="$SCRIPT_DIR/RESULTS.md"
 WORK_PARENT="${TMPDIR:-/tmp}"
+WORKLOADS=0
 
 while (($#)); do
   case "$1" in
@@ -53,6 +58,7 @@ while (($#)); do
     --rate) RATE="${2:?}"; shift ;;
     --rate-secs) RATE_SECS="${2:?}"; shift ;;
     --quick) NODES=100,500; PODS=2000; RATE_SECS=4 ;;
+    --workloads) WORKLOADS=1 ;;
     --base-port) BASE_PORT="${2:?}"; shift ;;
     --results) RESULTS="${2:?}"; shift ;;
     --workdir) WORK_PARENT="${2:?}"; shift ;;
@@ -62,6 +68,10 @@ while (($#)); do
   shift
 done
 
+if ((WORKLOADS)); then
+  [[ $NODES == 500,5000 ]] && NODES=100
+  [[ $PODS == 10000 ]] && PODS=3000
+fi
 FLOTILLA="${FLOTILLA_BIN:-$CARGO_TARGET_DIR/release/flotilla}"
 BENCH="${BENCH_BIN:-$CARGO_TARGET_DIR/release/flotilla-bench}"
 log() { printf '[schedule.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -97,7 +107,8 @@ IC="m1=127.0.0.1:$(port 1 1),m2=127.0.0.1:$(port 2 1),m3=127.0.0.1:$(port 3 1)"
 for i in 1 2 3; do
   mkdir -p "$WORK/m$i"
   "$FLOTILLA" master --name "m$i" --data-dir "$WORK/m$i" --client-addr "127.0.0.1:$(port "$i" 0)" \
-    --peer-addr "127.0.0.1:$(port "$i" 1)" --initial-cluster "$IC" >>"$WORK/m$i.log" 2>&1 &
+    --peer-addr "127.0.0.1:$(port "$i" 1)" --initial-cluster "$IC" \
+    --controllers='*,-node-lifecycle-controller' >>"$WORK/m$i.log" 2>&1 &
   PIDS+=($!)
 done
 "$BENCH" --endpoints "$ENDPOINTS" healthy --wait-secs 90 >/dev/null || die "the masters did not become healthy"
@@ -107,18 +118,24 @@ log "three masters up; running"
 START_DATE="$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 START_LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 OUT="$WORK/out.jsonl"
-"$BENCH" --endpoints "$ENDPOINTS" schedule --nodes "$NODES" --pods "$PODS" --clients "$CLIENTS" \
-  --rate "$RATE" --rate-secs "$RATE_SECS" --run-id "s$(date +%s)" | tee "$OUT"
+if ((WORKLOADS)); then
+  TITLE="Workload controllers (issue 13): a Deployment against direct creates"
+  "$BENCH" --endpoints "$ENDPOINTS" workloads --nodes "$NODES" --replicas "$PODS" --run-id "w$(date +%s)" | tee "$OUT"
+else
+  TITLE="Scheduler (issue 12)"
+  "$BENCH" --endpoints "$ENDPOINTS" schedule --nodes "$NODES" --pods "$PODS" --clients "$CLIENTS" \
+    --rate "$RATE" --rate-secs "$RATE_SECS" --run-id "s$(date +%s)" | tee "$OUT"
+fi
 
 if [[ $RESULTS != "-" ]]; then
   {
     echo
-    echo "## Scheduler (issue 12): run of $START_DATE"
+    echo "## $TITLE: run of $START_DATE"
     echo
     echo "- Command: \`$CMDLINE\`"
     echo "- Machine: $(nproc) CPUs, kernel $(uname -r); the three masters and the load generator share the CPUs"
     echo "- Finished: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); load average at start $START_LOAD, at end $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- Hollow nodes: 32 cpu, 128Gi, 110 pods each, Ready; pods request 100m and 128Mi"
+    echo "- Hollow nodes: 32 cpu, 128Gi, 110 pods each, Ready (node lifecycle off: they send no heartbeats); pods request 100m and 128Mi"
     echo
     echo '```'
     cat "$OUT"

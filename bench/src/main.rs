@@ -25,6 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 
 mod objects;
 mod schedule;
+mod workloads;
 
 /// Load generator for etcd v3 API servers (etcd, Flotilla masters).
 #[derive(Debug, Parser)]
@@ -112,6 +113,10 @@ enum Cmd {
     /// and at a fixed rate, pods per second from creation to bound and the
     /// latency of that. Prints one JSON line per point.
     Schedule(schedule::ScheduleArgs),
+    /// Workload controllers' cost: a Deployment's pods all Ready on hollow
+    /// nodes, against the same pods created directly. Prints one JSON line
+    /// per phase and their ratio.
+    Workloads(workloads::WorkloadsArgs),
     /// Succeed when every endpoint answers Maintenance.Status and all of them
     /// report the same, non-zero leader. Prints one JSON line.
     Healthy {
@@ -205,6 +210,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Objects(a) => objects::run(&cli.endpoints, cli.max_conns, a).await?,
         Cmd::Schedule(a) => schedule::run(&cli.endpoints, a).await?,
+        Cmd::Workloads(a) => workloads::run(&cli.endpoints, a).await?,
         Cmd::ObjectsReport { files } => print!("{}", objects::report(files)?),
         Cmd::UntilWrite {
             since_unix_ns,

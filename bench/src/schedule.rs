@@ -45,7 +45,7 @@ pub struct ScheduleArgs {
     run_id: String,
 }
 
-fn client(endpoints: &[String]) -> Result<Client> {
+pub(crate) fn client(endpoints: &[String]) -> Result<Client> {
     Client::connect_with(
         endpoints,
         ClientOptions {
@@ -66,7 +66,7 @@ fn hollow_node(name: &str) -> Value {
             "conditions": [{"type": "Ready", "status": "True"}]}})
 }
 
-fn bench_pod(name: &str) -> Value {
+pub(crate) fn bench_pod(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "bench"}},
         "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9",
@@ -74,7 +74,7 @@ fn bench_pod(name: &str) -> Value {
 }
 
 /// Run `n` calls of `f(i)` over `clients` concurrent tasks; count failures.
-async fn fan_out<F, Fut>(n: usize, clients: usize, f: F) -> usize
+pub(crate) async fn fan_out<F, Fut>(n: usize, clients: usize, f: F) -> usize
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send + 'static,
@@ -104,7 +104,7 @@ where
     failed
 }
 
-async fn grow_nodes(c: &Client, prefix: &str, from: usize, to: usize) -> Result<()> {
+pub(crate) async fn grow_nodes(c: &Client, prefix: &str, from: usize, to: usize) -> Result<()> {
     let c = c.clone();
     let prefix = prefix.to_string();
     let failed = fan_out(to - from, 64, move |i| {
