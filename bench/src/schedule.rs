@@ -173,7 +173,7 @@ fn watch_bound(
     })
 }
 
-async fn namespace(c: &Client, ns: &str) -> Result<String> {
+pub(crate) async fn namespace(c: &Client, ns: &str) -> Result<String> {
     let v = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
     c.create("namespaces", "", &v, false)
         .await

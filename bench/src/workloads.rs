@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use flotilla_client::{Client, EventType, ListParams, WatchParams};
+use flotilla_client::{Client, EventType, WatchParams};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::schedule::{bench_pod, client, fan_out, grow_nodes};
+use crate::schedule::{bench_pod, client, fan_out, grow_nodes, namespace};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkloadsArgs {
@@ -103,18 +103,6 @@ fn kubelet(c: Client, ns: String, rv: String, writers: usize) -> Kubelet {
         }
     });
     Kubelet { ready, last, task }
-}
-
-async fn namespace(c: &Client, ns: &str) -> Result<String> {
-    let v = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-    c.create("namespaces", "", &v, false)
-        .await
-        .map_err(|e| anyhow::anyhow!("namespace {ns}: {e}"))?;
-    let l = c
-        .list("pods", ns, &ListParams::default().limit(1))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(l.resource_version)
 }
 
 async fn wait_ready(k: &Kubelet, n: usize, deadline: Instant) -> Result<Instant> {
