@@ -1,5 +1,6 @@
 //! `flotilla up`: a local three-master cluster in one process that stops
-//! cleanly on Ctrl-C and finds its data again when started once more.
+//! cleanly on Ctrl-C and finds its data again when started once more, and
+//! whose healthy start and stop log no WARN or ERROR line.
 
 mod common;
 
@@ -19,14 +20,17 @@ impl Drop for Up {
     }
 }
 
-fn start_up(dir: &std::path::Path, base: u16) -> Up {
+/// Start `flotilla up` on `dir`, its log (stderr, default filter) to `log`.
+fn start_up(dir: &std::path::Path, base: u16, log: &std::path::Path) -> Up {
+    let log = std::fs::File::create(log).expect("log file");
     Up(Command::new(flotilla_bin())
         .args(["up", "--data-dir"])
         .arg(dir)
         .args(["--base-port", &base.to_string(), "--agents", "0"])
         .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn flotilla up"))
 }
@@ -81,7 +85,9 @@ async fn up_stops_on_ctrl_c_and_keeps_its_data() {
     let first = format!("127.0.0.1:{base}");
     let third = format!("127.0.0.1:{}", base + 20_000);
 
-    let mut up = start_up(dir.path(), base);
+    let logs = tempfile::tempdir().expect("log dir");
+    let first_log = logs.path().join("first.log");
+    let mut up = start_up(dir.path(), base, &first_log);
     let rev = wait_for(
         Duration::from_secs(30),
         "flotilla up serves writes",
@@ -89,8 +95,23 @@ async fn up_stops_on_ctrl_c_and_keeps_its_data() {
     )
     .await;
     interrupt_and_wait(&mut up);
+    // A healthy start and stop: nothing an operator would have to look at.
+    let log = std::fs::read_to_string(&first_log).expect("log");
+    let alarming: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(
+        alarming.is_empty(),
+        "a healthy start and stop logged:\n{}",
+        alarming.join("\n")
+    );
+    assert!(
+        log.contains("master serving"),
+        "the log is the master's: {log}"
+    );
 
-    let _up = start_up(dir.path(), base);
+    let _up = start_up(dir.path(), base, &logs.path().join("second.log"));
     let (value, mod_rev) = wait_for(
         Duration::from_secs(30),
         "flotilla up serves again",

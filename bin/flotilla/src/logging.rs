@@ -1,0 +1,187 @@
+//! Logging for every role: `RUST_LOG`-style filters (default `info`), to
+//! stderr, and quiet at start: the election chatter of masters finding each
+//! other is not shown as WARN and ERROR lines.
+//!
+//! openraft logs, at WARN or ERROR, things that are normal while a cluster
+//! forms or changes leader: a vote answer that arrives after the vote
+//! changed, replication that learns of a higher term, and a vote request to
+//! a peer that is not listening yet. [`ElectionChatter`] drops those (they
+//! are still shown when `RUST_LOG` asks for openraft at debug), except an
+//! unreachable peer that stays unreachable for longer than [`GRACE`]: that
+//! is shown, since an operator may have to act on it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// How long a peer may be unreachable before vote errors about it show.
+pub const GRACE: Duration = Duration::from_secs(10);
+/// A peer not complained about for this long starts a new grace period.
+const FORGET: Duration = Duration::from_secs(30);
+
+/// Start logging: `RUST_LOG` if set, else `info,openraft=warn`.
+pub fn init() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let verbose_raft = std::env::var("RUST_LOG")
+        .is_ok_and(|v| v.contains("openraft=debug") || v.contains("openraft=trace"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with((!verbose_raft).then(ElectionChatter::default))
+        .with(fmt)
+        .try_init();
+}
+
+/// The message and error of an event, as text.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    error: String,
+    target: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let s = format!("{value:?}");
+        match field.name() {
+            "message" => self.message = s,
+            "error" => self.error = s,
+            "target" => self.target = s,
+            _ => {}
+        }
+    }
+}
+
+/// Drops openraft's expected election noise (see the module doc).
+#[derive(Default)]
+pub struct ElectionChatter {
+    /// Peer -> (first complaint of this outage, last complaint).
+    unreachable: Mutex<HashMap<String, (Instant, Instant)>>,
+}
+
+/// What an openraft WARN or ERROR event is.
+#[derive(Debug, PartialEq)]
+enum Kind {
+    /// Normal while electing: never shown at WARN.
+    Chatter,
+    /// A vote to a peer that is not listening.
+    Unreachable(String),
+    Other,
+}
+
+fn classify(f: &Fields) -> Kind {
+    let m = f.message.as_str();
+    if m.starts_with("A message will be ignored because vote changed")
+        || (m.starts_with("error replication to target") && m.contains("seen a higher vote"))
+        || f.error.contains("seen a higher vote")
+    {
+        return Kind::Chatter;
+    }
+    if m.starts_with("while requesting vote") && f.error.contains("Unreachable") {
+        return Kind::Unreachable(f.target.clone());
+    }
+    Kind::Other
+}
+
+impl ElectionChatter {
+    /// Whether a complaint about `peer` at `now` is still within its grace.
+    fn in_grace(&self, peer: String, now: Instant) -> bool {
+        let mut m = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(peer).or_insert((now, now));
+        if now.duration_since(e.1) > FORGET {
+            *e = (now, now);
+        }
+        e.1 = now;
+        now.duration_since(e.0) < GRACE
+    }
+}
+
+impl<S: Subscriber> Layer<S> for ElectionChatter {
+    fn event_enabled(&self, event: &Event<'_>, _ctx: Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if !meta.target().starts_with("openraft") || *meta.level() > Level::WARN {
+            return true;
+        }
+        let mut f = Fields::default();
+        event.record(&mut f);
+        match classify(&f) {
+            Kind::Chatter => false,
+            Kind::Unreachable(peer) => !self.in_grace(peer, Instant::now()),
+            Kind::Other => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(message: &str, error: &str, target: &str) -> Fields {
+        Fields {
+            message: message.into(),
+            error: error.into(),
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn election_noise_is_told_from_real_trouble() {
+        assert_eq!(
+            classify(&fields(
+                "A message will be ignored because vote changed: msg sent by vote: T2",
+                "",
+                ""
+            )),
+            Kind::Chatter
+        );
+        assert_eq!(
+            classify(&fields(
+                "error replication to target=1 error=seen a higher vote: T1 GT mine: T1",
+                "",
+                ""
+            )),
+            Kind::Chatter
+        );
+        assert_eq!(
+            classify(&fields(
+                "while requesting vote",
+                "Unreachable node: vote to 127.0.0.1:22380: tcp connect error",
+                "7"
+            )),
+            Kind::Unreachable("7".into())
+        );
+        assert_eq!(
+            classify(&fields("while requesting vote", "Timeout", "7")),
+            Kind::Other
+        );
+        assert_eq!(classify(&fields("failed to apply", "", "")), Kind::Other);
+    }
+
+    #[test]
+    fn an_unreachable_peer_shows_once_past_its_grace_and_a_new_outage_starts_over() {
+        let c = ElectionChatter::default();
+        let t0 = Instant::now();
+        assert!(c.in_grace("p".into(), t0));
+        assert!(c.in_grace("p".into(), t0 + Duration::from_secs(5)));
+        assert!(
+            !c.in_grace("p".into(), t0 + GRACE + Duration::from_secs(1)),
+            "still down: shown"
+        );
+        // Quiet for longer than FORGET: the next outage has its grace again.
+        assert!(c.in_grace("p".into(), t0 + GRACE + FORGET + Duration::from_secs(5)));
+        assert!(
+            c.in_grace("q".into(), t0 + GRACE + Duration::from_secs(1)),
+            "per peer"
+        );
+    }
+}
