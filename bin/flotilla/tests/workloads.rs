@@ -449,3 +449,68 @@ async fn a_services_endpoints_follow_its_pods_and_a_load_balancer_gets_a_pool_ad
     .await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_set_follows_the_nodes_that_join_and_leave() {
+    let Some((_cluster, client, stop)) =
+        start("a_daemon_set_follows_the_nodes_that_join_and_leave").await
+    else {
+        return;
+    };
+    let node = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    };
+    for n in ["hollow-0", "hollow-1"] {
+        client
+            .create("nodes", "", &node(n), false)
+            .await
+            .expect("node");
+    }
+    let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    client.apply("default", &ds, false).await.expect("ds");
+    let placed = async |want: &[&str]| {
+        wait_for(
+            Duration::from_secs(30),
+            "one running daemon per node",
+            async || {
+                let p = ListParams {
+                    label_selector: "app=agent".into(),
+                    ..Default::default()
+                };
+                let pods = client.list("pods", "default", &p).await?;
+                let mut on: Vec<String> = pods
+                    .items
+                    .iter()
+                    .filter(|p| text(p, "/status/phase") == "Running")
+                    .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+                    .map(|p| text(p, "/spec/nodeName").to_string())
+                    .collect();
+                on.sort();
+                let ds = client.get("daemonsets", "default", "agent").await?;
+                let ready = ds.pointer("/status/numberReady").and_then(Value::as_u64);
+                if on == want && ready == Some(want.len() as u64) {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("daemons on {on:?}, numberReady {ready:?}"))
+                }
+            },
+        )
+        .await
+    };
+    placed(&["hollow-0", "hollow-1"]).await;
+    client
+        .create("nodes", "", &node("hollow-2"), false)
+        .await
+        .expect("node 3");
+    placed(&["hollow-0", "hollow-1", "hollow-2"]).await;
+    client
+        .delete("nodes", "", "hollow-0", &DeleteParams::default())
+        .await
+        .expect("delete node");
+    placed(&["hollow-1", "hollow-2"]).await;
+    stop.cancel();
+}
