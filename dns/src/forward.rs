@@ -88,8 +88,7 @@ impl Forwarder {
             u16::from(q.query_class()),
         );
         if let Some(mut hit) = self.cached(&key) {
-            hit.set_id(req.id());
-            *hit.queries_mut() = req.queries().to_vec();
+            as_answer_to(&mut hit, req);
             return Ok(hit);
         }
         let mut last = Error::NoUpstream;
@@ -97,9 +96,7 @@ impl Forwarder {
             match ask(*up, &q).await {
                 Ok(mut m) => {
                     self.store(key, &m);
-                    m.set_id(req.id());
-                    *m.queries_mut() = req.queries().to_vec();
-                    m.set_recursion_desired(req.recursion_desired());
+                    as_answer_to(&mut m, req);
                     return Ok(m);
                 }
                 Err(e) => {
@@ -166,6 +163,22 @@ impl Forwarder {
             },
         );
     }
+}
+
+/// Make an upstream's answer this server's answer to `req`: its id and
+/// question (in the query's case), not authoritative, recursion
+/// available, EDNS only when `req` used it.
+fn as_answer_to(m: &mut Message, req: &Message) {
+    m.set_id(req.id())
+        .set_authoritative(false)
+        .set_recursion_available(true)
+        .set_recursion_desired(req.recursion_desired());
+    *m.queries_mut() = req.queries().to_vec();
+    *m.extensions_mut() = req.extensions().as_ref().map(|_| {
+        let mut e = Edns::new();
+        e.set_max_payload(crate::answer::EDNS_PAYLOAD);
+        e
+    });
 }
 
 fn random_id() -> u16 {

@@ -67,22 +67,20 @@ impl DnsArgs {
     }
 }
 
-/// How often the quorum is looked at.
+/// How often the quorum is checked.
 const QUORUM_POLL: Duration = Duration::from_millis(500);
 
-/// Mark the DNS server stale while this master knows no leader, or leads
-/// without hearing from a quorum.
+/// Mark the DNS server stale while this master cannot confirm a read
+/// with a quorum (a read index through the leader, as linearizable reads
+/// do), within twice the election timeout.
 pub async fn watch_quorum(master: Master, dns: flotilla_dns::Running, stop: CancellationToken) {
-    let limit = master.cfg.election_timeout_ms.saturating_mul(2);
+    let limit = Duration::from_millis(master.cfg.election_timeout_ms.saturating_mul(2));
     loop {
-        let stale = {
-            let m = master.raft.metrics();
-            let m = m.borrow();
-            m.current_leader.is_none()
-                || (m.current_leader == Some(master.id)
-                    && m.millis_since_quorum_ack.is_none_or(|ms| ms > limit))
+        let ok = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout(limit, master.linearize()) => matches!(r, Ok(Ok(()))),
         };
-        dns.set_stale(stale);
+        dns.set_stale(!ok);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(QUORUM_POLL) => {}
