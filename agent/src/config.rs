@@ -79,6 +79,10 @@ pub struct AgentConfig {
     pub status_interval: Duration,
     /// Interval at which every pod is synced even without a change.
     pub resync_interval: Duration,
+    /// Name servers of pods with dnsPolicy ClusterFirst (kubelet's --cluster-dns).
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster domain of pods' search path (kubelet's --cluster-domain).
+    pub cluster_domain: String,
 }
 
 impl AgentConfig {
@@ -101,6 +105,18 @@ impl AgentConfig {
             lease_interval: Duration::from_secs(10),
             status_interval: Duration::from_secs(60),
             resync_interval: Duration::from_secs(10),
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".to_string(),
+        }
+    }
+
+    /// What a pod's resolv.conf is made from; the host's resolv.conf is
+    /// read now (for dnsPolicy Default).
+    pub fn node_dns(&self) -> crate::pods::dns::NodeDns {
+        crate::pods::dns::NodeDns {
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         }
     }
 

@@ -228,6 +228,9 @@ object! {
         pub active_deadline_seconds: Option<i64>,
         /// ClusterFirst, ClusterFirstWithHostNet, Default or None.
         pub dns_policy: String,
+        /// Name servers, searches and options added to (with dnsPolicy
+        /// None: making) the pod's /etc/resolv.conf.
+        pub dns_config: Option<PodDnsConfig>,
         /// Whether the pod uses the node's network namespace.
         pub host_network: bool,
         /// Hostname of the pod.
@@ -1061,5 +1064,25 @@ mod tests {
             serde_json::to_value(&p).unwrap(),
             json!({"spec": {"volumes": [{"name": "d", "emptyDir": {}}]}})
         );
+    }
+}
+
+object! {
+    /// DNS settings of a pod, merged into what its dnsPolicy gives.
+    pub struct PodDnsConfig {
+        /// Name server addresses (at most 3 in all).
+        pub nameservers: Vec<String>,
+        /// Search domains (at most 32).
+        pub searches: Vec<String>,
+        /// resolv.conf options, e.g. ndots.
+        pub options: Vec<PodDnsConfigOption>,
+    }
+}
+
+object! {
+    /// One resolv.conf option: `name` or `name:value`.
+    pub struct PodDnsConfigOption {
+        pub name: String,
+        pub value: Option<String>,
     }
 }

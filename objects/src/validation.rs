@@ -714,6 +714,7 @@ pub(crate) fn pod_spec(errs: &mut Errors, path: &str, spec: &PodSpec, restart_po
         &spec.dns_policy,
         &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
     );
+    validate_dns_config(errs, path, spec);
     crate::scheduling::validate_pod_scheduling(
         errs,
         path,
@@ -1715,4 +1716,56 @@ pub(crate) fn event(e: &Event) -> Errors {
     }
     non_negative(&mut errs, "count", e.count.into());
     errs
+}
+
+/// dnsConfig as Kubernetes checks it: dnsPolicy None needs a name server;
+/// at most 3 name servers (IP addresses), 32 searches, named options.
+fn validate_dns_config(errs: &mut Errors, path: &str, spec: &crate::core::PodSpec) {
+    let p = format!("{path}.dnsConfig");
+    let Some(c) = &spec.dns_config else {
+        if spec.dns_policy == "None" {
+            errs.push(FieldError::required(
+                &p,
+                "must provide `dnsConfig` when `dnsPolicy` is None",
+            ));
+        }
+        return;
+    };
+    if spec.dns_policy == "None" && c.nameservers.is_empty() {
+        errs.push(FieldError::required(
+            format!("{p}.nameservers"),
+            "must provide at least one DNS nameserver when `dnsPolicy` is None",
+        ));
+    }
+    if c.nameservers.len() > 3 {
+        errs.push(FieldError::invalid(
+            format!("{p}.nameservers"),
+            c.nameservers.join(","),
+            "must not have more than 3 nameservers",
+        ));
+    }
+    for (i, n) in c.nameservers.iter().enumerate() {
+        if n.parse::<std::net::IpAddr>().is_err() {
+            errs.push(FieldError::invalid_str(
+                format!("{p}.nameservers[{i}]"),
+                n,
+                "must be a valid IP address",
+            ));
+        }
+    }
+    if c.searches.len() > 32 {
+        errs.push(FieldError::invalid(
+            format!("{p}.searches"),
+            c.searches.join(","),
+            "must not have more than 32 search paths",
+        ));
+    }
+    for (i, o) in c.options.iter().enumerate() {
+        if o.name.is_empty() {
+            errs.push(FieldError::required(
+                format!("{p}.options[{i}].name"),
+                "must not be empty",
+            ));
+        }
+    }
 }

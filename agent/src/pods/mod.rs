@@ -3,6 +3,7 @@
 //! of its pod, and a sweep that removes what the runtime runs for pods that
 //! no longer exist (deleted while the agent was down, or never ours).
 
+pub mod dns;
 pub mod probe;
 pub mod runtime;
 pub mod spec;

@@ -97,7 +97,8 @@ pub async fn start_sandbox(ctx: &Ctx, pod: &Pod, attempt: u32) -> Result<String>
         std::fs::create_dir_all(d)
             .map_err(crate::Error::io(format!("creating {}", d.display())))?;
     }
-    let config = spec::sandbox_config(&ctx.cfg.name, pod, &dirs, attempt);
+    let mut config = spec::sandbox_config(&ctx.cfg.name, pod, &dirs, attempt);
+    config.dns_config = Some(super::dns::dns_config(pod, &ctx.cfg.node_dns()));
     ctx.cri.clone().run_pod_sandbox(config).await
 }
 
@@ -288,7 +289,8 @@ pub async fn start_container(
             .map_err(|e| config_err(format!("creating {}: {e}", parent.display())))?;
     }
     let sandbox_attempt = sandbox.metadata.as_ref().map_or(0, |m| m.attempt);
-    let sandbox_config = spec::sandbox_config(&ctx.cfg.name, pod, &dirs, sandbox_attempt);
+    let mut sandbox_config = spec::sandbox_config(&ctx.cfg.name, pod, &dirs, sandbox_attempt);
+    sandbox_config.dns_config = Some(super::dns::dns_config(pod, &ctx.cfg.node_dns()));
     let config = spec::container_config(&ctx.cfg.name, pod, c, attempt, env, mounts);
     let mut cri = ctx.cri.clone();
     let id = cri

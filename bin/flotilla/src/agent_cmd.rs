@@ -69,6 +69,13 @@ pub struct AgentArgs {
     /// Container runtime: cri (containerd), or fake (no containers).
     #[arg(long, value_enum, default_value = "cri")]
     runtime: RuntimeKind,
+    /// Name servers of pods with dnsPolicy ClusterFirst, IP[,IP] (the
+    /// kube-dns ClusterIP); without it such pods use the host's resolv.conf.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster domain in pods' DNS search path.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> Result<()> {
@@ -83,6 +90,8 @@ pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.cni_bin_dir = a.cni_bin_dir;
     cfg.cni_bridge = a.cni_bridge;
     cfg.stream_port = a.stream_port;
+    cfg.cluster_dns = a.cluster_dns;
+    cfg.cluster_domain = a.cluster_domain;
     cfg.lease_interval = std::time::Duration::from_secs(a.lease_interval_seconds.max(1));
     let client =
         flotilla_client::Client::connect(&a.server).context("connecting to the masters")?;

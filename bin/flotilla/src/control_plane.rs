@@ -13,12 +13,14 @@ use tonic::service::Routes;
 
 use crate::store::{MasterStore, BOOTSTRAP_RETRY};
 
-/// Start a master with the object API and its controllers.
+/// Start a master with the object API, its controllers and, with `dns`,
+/// its cluster DNS server (on every master, answering from this replica).
 pub async fn start(
     cfg: MasterConfig,
     api_cfg: ApiConfig,
     loops: Vec<Arc<dyn flotilla_runtime::LeaderLoop>>,
-) -> Result<RunningMaster, flotilla_raftstore::node::StartError> {
+    dns: Option<flotilla_dns::DnsConfig>,
+) -> anyhow::Result<RunningMaster> {
     let mut api = None;
     let running = flotilla_raftstore::start_with(cfg, |m: &Master| {
         let server = ApiServer::new(Arc::new(MasterStore::new(m.clone())), api_cfg);
@@ -46,6 +48,19 @@ pub async fn start(
                 }
             }
         });
+    }
+    if let Some(dns) = dns {
+        let addr = dns.addr;
+        let stop = master.shutdown.clone();
+        let api_dyn: Arc<dyn ObjectApi> = Arc::new(api.clone());
+        let server = match flotilla_dns::start(dns, api_dyn, stop.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                running.shutdown().await;
+                return Err(anyhow::Error::new(e).context(format!("DNS on {addr}")));
+            }
+        };
+        tokio::spawn(crate::dns::watch_quorum(master.clone(), server, stop));
     }
     let fenced = api.clone();
     let mut manager = Manager::new(

@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod control_plane;
+mod dns;
 mod logging;
 mod store;
 mod up_agents;
@@ -141,6 +142,12 @@ struct MasterArgs {
     /// Client addresses of running masters; a new master asks them to admit it.
     #[arg(long, value_delimiter = ',')]
     join: Vec<String>,
+    /// Serve cluster DNS (UDP and TCP) on ADDR:PORT, answering from this
+    /// master's replica; no DNS server without it.
+    #[arg(long)]
+    dns_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    dns: dns::DnsArgs,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -150,7 +157,8 @@ struct UpArgs {
     /// Folder holding the three masters' data (m1, m2, m3 under it).
     #[arg(long, default_value = "flotilla-data")]
     data_dir: PathBuf,
-    /// First client port; masters use PORT, PORT+10000, PORT+20000 for clients and the next port for peers.
+    /// First client port; masters use PORT, PORT+10000, PORT+20000 for
+    /// clients, the next port for peers and the one after for DNS.
     #[arg(long, default_value_t = 2379)]
     base_port: u16,
     /// Node agents to run (root only), each in a host network namespace of
@@ -162,6 +170,8 @@ struct UpArgs {
     /// there (scripts/images builds and pushes test images).
     #[arg(long = "registry-mirror")]
     registry_mirrors: Vec<flotilla_agent::RegistryMirror>,
+    #[command(flatten)]
+    dns: dns::DnsArgs,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -222,8 +232,9 @@ async fn run_master(a: MasterArgs) -> Result<()> {
     let mut cfg = config(&a.name, a.data_dir, a.client_addr, a.peer_addr, &a.tuning);
     cfg.initial_cluster = parse_initial_cluster(&a.initial_cluster)?;
     cfg.join = a.join;
+    let dns = a.dns_addr.map(|addr| a.dns.config(addr)).transpose()?;
     let running =
-        control_plane::start(cfg, a.tuning.api_config()?, a.tuning.leader_loops()?).await?;
+        control_plane::start(cfg, a.tuning.api_config()?, a.tuning.leader_loops()?, dns).await?;
     stop.await;
     tracing::info!("stopping");
     running.shutdown().await;
@@ -243,17 +254,19 @@ async fn run_up(a: UpArgs) -> Result<()> {
     let ports: Vec<(u16, u16)> = (0..3)
         .map(|i| (a.base_port + i * 10_000, a.base_port + i * 10_000 + 1))
         .collect();
+    let dns_addrs: Vec<SocketAddr> = ports.iter().map(|(c, _)| addr(c + 2)).collect();
     let initial: Vec<(String, String)> = names
         .iter()
         .zip(&ports)
         .map(|(n, (_, p))| (n.to_string(), addr(*p).to_string()))
         .collect();
     let mut running = Vec::new();
-    for (n, (c, p)) in names.iter().zip(&ports) {
+    for ((n, (c, p)), d) in names.iter().zip(&ports).zip(&dns_addrs) {
         let mut cfg = config(n, a.data_dir.join(n), addr(*c), addr(*p), &a.tuning);
         cfg.initial_cluster = initial.clone();
+        let dns = Some(a.dns.config(*d)?);
         running.push(
-            control_plane::start(cfg, a.tuning.api_config()?, a.tuning.leader_loops()?)
+            control_plane::start(cfg, a.tuning.api_config()?, a.tuning.leader_loops()?, dns)
                 .await
                 .with_context(|| format!("starting master {n}"))?,
         );
@@ -302,6 +315,14 @@ async fn run_up(a: UpArgs) -> Result<()> {
         "  cluster:       flt --server {} cluster status",
         endpoints.join(",")
     );
+    for (n, d) in names.iter().zip(&dns_addrs) {
+        println!(
+            "  {n} dns {d}    dig @{} -p {} kubernetes.default.svc.{}",
+            d.ip(),
+            d.port(),
+            a.dns.cluster_domain
+        );
+    }
     println!("Press Ctrl-C to stop; the same command starts it again on the same data.");
     stop.await;
     println!("stopping...");
