@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod control_plane;
+mod proxy_cmd;
 mod store;
 mod up_agents;
 
@@ -35,6 +36,9 @@ enum Cmd {
     /// Run a node agent: register this node and run the pods bound to it
     /// through containerd.
     Agent(agent_cmd::AgentArgs),
+    /// Run a node proxy: send traffic for services' addresses to their
+    /// endpoints, through iptables or through this process.
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 #[derive(Args)]
@@ -326,6 +330,7 @@ fn main() {
             Cmd::Master(a) => run_master(a).await,
             Cmd::Up(a) => run_up(a).await,
             Cmd::Agent(a) => agent_cmd::run(a, shutdown_signal()?).await,
+            Cmd::Proxy(a) => proxy_cmd::run(a, shutdown_signal()?).await,
         }
     });
     if let Err(e) = res {
