@@ -3,6 +3,12 @@
 //! `IFACE:flt`, so that the node answers ARP for it (layer 2, like
 //! MetalLB's); addresses it no longer answers are removed. The label lets
 //! a restarted proxy and `--cleanup` find them.
+//!
+//! Also the route of the service range to the node's loopback (protocol
+//! [`ROUTE_PROTO`]): packets to a cluster IP that no DNAT rule took are
+//! then never sent off the node, and reach the filter table's REJECT
+//! rules (without a route the kernel drops them with a soft ICMP error and
+//! TCP clients wait for their timeout).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -42,7 +48,7 @@ async fn addresses(ns: Option<&Path>) -> Vec<(String, Ipv4Addr, String)> {
                 .iter()
                 .rev()
                 .find(|w| w.starts_with(&dev))
-                .map(|w| w.to_string())
+                .map(|w| w.trim_end_matches('\\').to_string())
                 .unwrap_or_default();
             Some((dev, addr, label))
         })
@@ -123,8 +129,32 @@ impl Addresses {
     }
 }
 
-/// Remove every address the proxy put on the node.
+/// The routing protocol number that marks the proxy's routes.
+pub const ROUTE_PROTO: &str = "76";
+
+/// Route `cidr` to the loopback device (idempotent).
+pub async fn ensure_service_route(ns: Option<&Path>, cidr: &str) {
+    if let Err(e) = ip(
+        ns,
+        &["route", "replace", cidr, "dev", "lo", "proto", ROUTE_PROTO],
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "routing the service range to the loopback");
+    }
+}
+
+/// Remove every address and route the proxy put on the node.
 pub async fn cleanup(ns: Option<&Path>) {
+    let routes = ip(ns, &["-4", "route", "show", "proto", ROUTE_PROTO])
+        .await
+        .unwrap_or_default();
+    for r in routes.lines() {
+        let args: Vec<&str> = r.split_whitespace().collect();
+        let mut del = vec!["route", "del"];
+        del.extend(args);
+        let _ = ip(ns, &del).await;
+    }
     for (dev, addr, label) in addresses(ns).await {
         if label.ends_with(LABEL_SUFFIX) {
             let _ = ip(ns, &["addr", "del", &format!("{addr}/32"), "dev", &dev]).await;

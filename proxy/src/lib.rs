@@ -66,6 +66,9 @@ pub struct Config {
     pub node_ip: Option<Ipv4Addr>,
     /// Pod addresses; traffic to cluster IPs from elsewhere is masqueraded.
     pub cluster_cidr: Option<String>,
+    /// The service (cluster IP) range, routed to the node's loopback so
+    /// that addresses without endpoints are refused (None: no route).
+    pub service_cidr: Option<String>,
     /// Interval of full resyncs (rewrite every chain).
     pub resync: Duration,
     /// Least time between two syncs (changes coalesce within it).
@@ -82,6 +85,7 @@ impl Config {
             netns: None,
             node_ip: None,
             cluster_cidr: Some("10.244.0.0/16".into()),
+            service_cidr: Some("10.96.0.0/12".into()),
             resync: Duration::from_secs(60),
             min_sync_interval: Duration::from_millis(20),
             data_threads: 2,
@@ -130,6 +134,9 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                     .map_err(|e| Error::Io(format!("data path runtime: {e}")))?,
             )),
         };
+        if let Some(cidr) = &cfg.service_cidr {
+            lbaddr::ensure_service_route(cfg.netns.as_deref(), cidr).await;
+        }
         let mut writer = iptables::Writer::new(cfg.netns.clone());
         let mut lb = lbaddr::Addresses::new(cfg.netns.clone(), cfg.node_ip);
         let (svc_cache, slice_cache, node_cache) =

@@ -48,6 +48,11 @@ pub struct ProxyArgs {
     /// Pod addresses: traffic to a cluster IP from outside them is masqueraded.
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: String,
+    /// The service (cluster IP) range, as the masters'
+    /// --service-cluster-ip-range: routed to the node's loopback so that a
+    /// cluster IP without endpoints is refused at once ("" for no route).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
     /// Seconds between two full resyncs (every chain rewritten).
     #[arg(long, default_value_t = 60)]
     resync_seconds: u64,
@@ -69,6 +74,7 @@ pub async fn run(a: ProxyArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.netns = a.netns;
     cfg.node_ip = a.node_ip;
     cfg.cluster_cidr = Some(a.cluster_cidr).filter(|c| !c.is_empty());
+    cfg.service_cidr = Some(a.service_cidr).filter(|c| !c.is_empty());
     cfg.resync = std::time::Duration::from_secs(a.resync_seconds.max(1));
     let client =
         flotilla_client::Client::connect(&a.server).context("connecting to the masters")?;
