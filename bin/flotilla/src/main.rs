@@ -155,6 +155,9 @@ struct UpArgs {
     /// there (scripts/images builds and pushes test images).
     #[arg(long = "registry-mirror")]
     registry_mirrors: Vec<flotilla_agent::RegistryMirror>,
+    /// The node proxy beside each agent: iptables, userspace, or none.
+    #[arg(long, value_enum, default_value = "iptables")]
+    proxy_mode: proxy_cmd::UpProxyMode,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -268,9 +271,15 @@ async fn run_up(a: UpArgs) -> Result<()> {
         eprintln!(
             "warning: not root: starting no agents (they need network namespaces and containerd)"
         );
-        up_agents::Agents::start(0, &endpoints, &a.data_dir, &a.registry_mirrors)?
+        up_agents::Agents::start(0, &endpoints, &a.data_dir, &a.registry_mirrors, None)?
     } else {
-        up_agents::Agents::start(a.agents, &endpoints, &a.data_dir, &a.registry_mirrors)?
+        up_agents::Agents::start(
+            a.agents,
+            &endpoints,
+            &a.data_dir,
+            &a.registry_mirrors,
+            a.proxy_mode.mode(),
+        )?
     };
     println!(
         "Flotilla is up: three masters and {} agents, data in {}",

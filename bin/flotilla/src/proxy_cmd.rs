@@ -26,6 +26,27 @@ impl From<ProxyMode> for flotilla_proxy::Mode {
     }
 }
 
+/// `flotilla up --proxy-mode`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum UpProxyMode {
+    /// Kernel forwarding (nat chains).
+    Iptables,
+    /// Forwarding by the proxy process.
+    Userspace,
+    /// No proxies.
+    None,
+}
+
+impl UpProxyMode {
+    pub fn mode(self) -> Option<flotilla_proxy::Mode> {
+        match self {
+            UpProxyMode::Iptables => Some(flotilla_proxy::Mode::Iptables),
+            UpProxyMode::Userspace => Some(flotilla_proxy::Mode::Userspace),
+            UpProxyMode::None => None,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct ProxyArgs {
     /// Client addresses of the masters, ADDR[,ADDR...].

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_support::lan::Lan;
-use agent_support::{flt, http_get_in, in_netns, AgentProc, Registry};
+use agent_support::{flt, http_get_in, in_netns, running_ip, AgentProc, Registry};
 use common::{wait_for, Cluster, Opts};
 use flotilla_client::{Api, Client};
 use flotilla_objects::core::{Endpoints, Pod, Service};
@@ -114,17 +114,6 @@ impl Drop for Cleanup {
     }
 }
 
-async fn running_ip(pods: &Api<Pod>, name: &str) -> String {
-    wait_for(TIMEOUT, &format!("{name} runs"), async || {
-        let p = pods.get(name).await.map_err(|e| e.to_string())?;
-        match p.status {
-            Some(s) if s.phase == "Running" && !s.pod_ip.is_empty() => Ok(s.pod_ip),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await
-}
-
 /// GET / from pod `pod` to `ip:port` with busybox nc; the body or the error.
 async fn get_from_pod(servers: &str, pod: &str, ip: &str, port: u16) -> Result<String, String> {
     let cmd = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}");
@@ -154,6 +143,22 @@ async fn reaches_all(servers: &str, pod: &str, ip: &str, port: u16, names: &[&st
             }
         },
     )
+    .await;
+}
+
+/// Wait until GETs from the outside host to `addr` were answered by all
+/// three servers.
+async fn outside_reaches_all(netns: &str, addr: std::net::SocketAddr, what: &str) {
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for(TIMEOUT, what, async || {
+        let body = http_get_in(netns, addr, "/").await?;
+        seen.insert(body.trim().to_string());
+        if seen.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("seen {seen:?}"))
+        }
+    })
     .await;
 }
 
@@ -288,19 +293,10 @@ async fn services_reach_pods_through_both_proxy_modes() {
     // NodePort from a host outside the cluster, through each mode's node.
     for (i, mode) in modes.iter().enumerate().take(2) {
         let addr = std::net::SocketAddr::from((lan.hosts[i].ip, node_port));
-        let mut seen = std::collections::BTreeSet::new();
-        wait_for(
-            TIMEOUT,
+        outside_reaches_all(
+            &outside,
+            addr,
             &format!("the node port answers on the {mode} node"),
-            async || {
-                let body = http_get_in(&outside, addr, "/").await?;
-                seen.insert(body.trim().to_string());
-                if seen.len() == 3 {
-                    Ok(())
-                } else {
-                    Err(format!("seen {seen:?}"))
-                }
-            },
         )
         .await;
     }
@@ -391,19 +387,10 @@ async fn services_reach_pods_through_both_proxy_modes() {
             .expect("status"),
     );
     svcs.replace_status(&lb).await.expect("lb status");
-    let mut seen = std::collections::BTreeSet::new();
-    wait_for(
-        TIMEOUT,
+    outside_reaches_all(
+        &outside,
+        std::net::SocketAddr::from((lb_ip, 80)),
         "the load balancer address answers from outside",
-        async || {
-            let body = http_get_in(&outside, std::net::SocketAddr::from((lb_ip, 80)), "/").await?;
-            seen.insert(body.trim().to_string());
-            if seen.len() == 3 {
-                Ok(())
-            } else {
-                Err(format!("seen {seen:?}"))
-            }
-        },
     )
     .await;
     for h in &lan.hosts[..3] {
