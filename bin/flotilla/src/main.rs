@@ -5,6 +5,7 @@ mod agent_cmd;
 mod control_plane;
 mod dns;
 mod logging;
+mod proxy_cmd;
 mod store;
 mod up_agents;
 
@@ -37,6 +38,9 @@ enum Cmd {
     /// Run a node agent: register this node and run the pods bound to it
     /// through containerd.
     Agent(agent_cmd::AgentArgs),
+    /// Run a node proxy: send traffic for services' addresses to their
+    /// endpoints, through iptables or through this process.
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 #[derive(Args)]
@@ -170,6 +174,9 @@ struct UpArgs {
     /// there (scripts/images builds and pushes test images).
     #[arg(long = "registry-mirror")]
     registry_mirrors: Vec<flotilla_agent::RegistryMirror>,
+    /// The node proxy beside each agent: iptables, userspace, or none.
+    #[arg(long, value_enum, default_value = "iptables")]
+    proxy_mode: proxy_cmd::UpProxyMode,
     #[command(flatten)]
     dns: dns::DnsArgs,
     #[command(flatten)]
@@ -288,9 +295,15 @@ async fn run_up(a: UpArgs) -> Result<()> {
         eprintln!(
             "warning: not root: starting no agents (they need network namespaces and containerd)"
         );
-        up_agents::Agents::start(0, &endpoints, &a.data_dir, &a.registry_mirrors)?
+        up_agents::Agents::start(0, &endpoints, &a.data_dir, &a.registry_mirrors, None)?
     } else {
-        up_agents::Agents::start(a.agents, &endpoints, &a.data_dir, &a.registry_mirrors)?
+        up_agents::Agents::start(
+            a.agents,
+            &endpoints,
+            &a.data_dir,
+            &a.registry_mirrors,
+            a.proxy_mode.mode(),
+        )?
     };
     println!(
         "Flotilla is up: three masters and {} agents, data in {}",
@@ -351,6 +364,7 @@ fn main() {
             Cmd::Master(a) => run_master(a).await,
             Cmd::Up(a) => run_up(a).await,
             Cmd::Agent(a) => agent_cmd::run(a, shutdown_signal()?).await,
+            Cmd::Proxy(a) => proxy_cmd::run(a, shutdown_signal()?).await,
         }
     });
     if let Err(e) = res {

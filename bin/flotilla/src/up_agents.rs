@@ -3,7 +3,8 @@
 //! (`flotilla-up0`, 172.30.0.1/24; agent N at 172.30.0.(10+N)), run in this
 //! process with their own containerd. The namespaces and the bridge are
 //! made once and kept, like the agents' pods, so that the next
-//! `flotilla up` adopts them.
+//! `flotilla up` adopts them. Beside each agent runs a node proxy
+//! (`--proxy-mode`, iptables by default) for the same namespace.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -80,6 +81,7 @@ impl Agents {
         servers: &[String],
         data_dir: &Path,
         mirrors: &[RegistryMirror],
+        proxy_mode: Option<flotilla_proxy::Mode>,
     ) -> Result<Agents> {
         let stop = CancellationToken::new();
         let mut agents = Agents {
@@ -99,7 +101,18 @@ impl Agents {
             let name = format!("agent-{i}");
             let netns = network(i).with_context(|| format!("the network of {name}"))?;
             let mut cfg = AgentConfig::new(&name, host_ip(i), data_dir.join("agents").join(&name));
-            cfg.netns = Some(netns.into());
+            cfg.netns = Some(netns.clone().into());
+            if let Some(mode) = proxy_mode {
+                let mut pcfg = flotilla_proxy::Config::new(&name, mode);
+                pcfg.netns = Some(netns.into());
+                pcfg.node_ip = Some(host_ip(i));
+                let (client, stop, n2) = (client.clone(), stop.clone(), name.clone());
+                agents.tasks.push(tokio::spawn(async move {
+                    if let Err(e) = flotilla_proxy::run(pcfg, client, stop).await {
+                        tracing::error!(node = %n2, "proxy stopped: {e}");
+                    }
+                }));
+            }
             cfg.registry_mirrors = mirrors.to_vec();
             let (client, stop, n2) = (client.clone(), stop.clone(), name.clone());
             agents.tasks.push(tokio::spawn(async move {

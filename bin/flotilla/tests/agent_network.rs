@@ -9,24 +9,13 @@ mod common;
 use std::time::Duration;
 
 use agent_support::lan::Lan;
-use agent_support::{flt, AgentProc, Registry};
+use agent_support::{flt, running_ip, AgentProc, Registry};
 use common::{wait_for, Cluster, Opts};
 use flotilla_client::{Api, Client};
 use flotilla_objects::core::Pod;
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-async fn running_ip(pods: &Api<Pod>, name: &str) -> String {
-    wait_for(TIMEOUT, &format!("{name} runs"), async || {
-        let p = pods.get(name).await.map_err(|e| e.to_string())?;
-        match p.status {
-            Some(s) if s.phase == "Running" && !s.pod_ip.is_empty() => Ok(s.pod_ip),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await
-}
 
 #[tokio::test]
 async fn a_pod_reaches_a_pod_on_another_node_by_its_ip_without_nat() {

@@ -420,3 +420,22 @@ pub async fn flt(servers: &str, args: &[&str]) -> crate::common::CmdOut {
     )
     .await
 }
+
+/// Wait until pod `name` runs; its IP.
+pub async fn running_ip(
+    pods: &flotilla_client::Api<flotilla_objects::core::Pod>,
+    name: &str,
+) -> String {
+    crate::common::wait_for(
+        Duration::from_secs(90),
+        &format!("{name} runs"),
+        async || {
+            let p = pods.get(name).await.map_err(|e| e.to_string())?;
+            match p.status {
+                Some(s) if s.phase == "Running" && !s.pod_ip.is_empty() => Ok(s.pod_ip),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}

@@ -1,0 +1,111 @@
+//! `flotilla proxy`: flags to a [`flotilla_proxy::Config`], then the proxy
+//! until a signal (or `--cleanup` and exit).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ProxyMode {
+    /// The kernel forwards: nat chains DNAT each service address to an endpoint.
+    Iptables,
+    /// This process forwards: it accepts each connection and connects to an
+    /// endpoint, retrying another when a connect fails.
+    Userspace,
+}
+
+impl From<ProxyMode> for flotilla_proxy::Mode {
+    fn from(m: ProxyMode) -> Self {
+        match m {
+            ProxyMode::Iptables => flotilla_proxy::Mode::Iptables,
+            ProxyMode::Userspace => flotilla_proxy::Mode::Userspace,
+        }
+    }
+}
+
+/// `flotilla up --proxy-mode`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum UpProxyMode {
+    /// Kernel forwarding (nat chains).
+    Iptables,
+    /// Forwarding by the proxy process.
+    Userspace,
+    /// No proxies.
+    None,
+}
+
+impl UpProxyMode {
+    pub fn mode(self) -> Option<flotilla_proxy::Mode> {
+        match self {
+            UpProxyMode::Iptables => Some(flotilla_proxy::Mode::Iptables),
+            UpProxyMode::Userspace => Some(flotilla_proxy::Mode::Userspace),
+            UpProxyMode::None => None,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// Client addresses of the masters, ADDR[,ADDR...].
+    #[arg(long, value_delimiter = ',', required_unless_present = "cleanup")]
+    server: Vec<String>,
+    /// This node's name (its Node object; endpoints on it are "local").
+    #[arg(long, required_unless_present = "cleanup")]
+    node_name: Option<String>,
+    /// How traffic is moved.
+    #[arg(long, value_enum, default_value = "iptables")]
+    mode: ProxyMode,
+    /// The node's address: load balancer addresses this node answers go on
+    /// the interface that holds it.
+    #[arg(long)]
+    node_ip: Option<Ipv4Addr>,
+    /// The node's network namespace (e.g. /run/netns/NAME), when it is not
+    /// the proxy's own: rules and listeners go there.
+    #[arg(long)]
+    netns: Option<PathBuf>,
+    /// Pod addresses: traffic to a cluster IP from outside them is masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// The service (cluster IP) range, as the masters'
+    /// --service-cluster-ip-range: routed to the node's loopback so that a
+    /// cluster IP without endpoints is refused at once ("" for no route).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// Seconds between two full resyncs (every chain rewritten).
+    #[arg(long, default_value_t = 60)]
+    resync_seconds: u64,
+    /// Remove every rule, chain and address the proxy ever wrote, then exit.
+    #[arg(long)]
+    cleanup: bool,
+}
+
+pub async fn run(a: ProxyArgs, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    if a.cleanup {
+        let n = flotilla_proxy::cleanup(a.netns.as_deref())
+            .await
+            .context("cleanup")?;
+        println!("removed {n} chains");
+        return Ok(());
+    }
+    let node = a.node_name.context("--node-name is required")?;
+    let mut cfg = flotilla_proxy::Config::new(&node, a.mode.into());
+    cfg.netns = a.netns;
+    cfg.node_ip = a.node_ip;
+    cfg.cluster_cidr = Some(a.cluster_cidr).filter(|c| !c.is_empty());
+    cfg.service_cidr = Some(a.service_cidr).filter(|c| !c.is_empty());
+    cfg.resync = std::time::Duration::from_secs(a.resync_seconds.max(1));
+    let client =
+        flotilla_client::Client::connect(&a.server).context("connecting to the masters")?;
+    let token = CancellationToken::new();
+    let run = flotilla_proxy::run(cfg, client, token.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => return r.context("proxy"),
+        _ = stop => tracing::info!("stopping"),
+    }
+    token.cancel();
+    run.await.context("proxy")
+}

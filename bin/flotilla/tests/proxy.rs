@@ -1,0 +1,547 @@
+//! `flotilla proxy` end to end: one cluster, three hosts with real agents
+//! (h1 and h3 run the proxy in iptables mode, h2 in userspace mode) and a
+//! fourth host outside the cluster; pods run busybox httpd, clients are
+//! pods (`flt exec ... nc`) or the outside host. One test walks through
+//! the scenarios in order, so the cluster starts once.
+
+mod agent_support;
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_support::lan::Lan;
+use agent_support::{flt, http_get_in, in_netns, running_ip, AgentProc, Registry};
+use common::{wait_for, Cluster, Opts};
+use flotilla_client::{Api, Client};
+use flotilla_objects::core::{Endpoints, Pod, Service};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A `flotilla proxy` for one host; killed on drop.
+struct ProxyProc {
+    args: Vec<String>,
+    log: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl ProxyProc {
+    fn start(
+        servers: &str,
+        node: &str,
+        host: &agent_support::lan::Host,
+        mode: &str,
+        dir: &std::path::Path,
+    ) -> ProxyProc {
+        let args: Vec<String> = [
+            "proxy",
+            "--server",
+            servers,
+            "--node-name",
+            node,
+            "--mode",
+            mode,
+            "--node-ip",
+            &host.ip.to_string(),
+            "--netns",
+            &host.netns_path(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut p = ProxyProc {
+            args,
+            log: dir.join(format!("proxy-{node}.log")),
+            child: None,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("proxy log");
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_flotilla"))
+                .args(&self.args)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("flotilla proxy"),
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = s.lines().collect();
+            println!(
+                "--- {} (tail) ---\n{}",
+                self.log.display(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        self.kill();
+    }
+}
+
+/// Removes the proxy's rules from the hosts even when the test fails (the
+/// namespaces go with the Lan anyway; this keeps the order tidy).
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+                .args(["proxy", "--cleanup", "--netns", ns])
+                .output();
+        }
+    }
+}
+
+/// GET / from pod `pod` to `ip:port` with busybox nc; the body or the error.
+async fn get_from_pod(servers: &str, pod: &str, ip: &str, port: u16) -> Result<String, String> {
+    let cmd = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}");
+    let out = flt(servers, &["exec", pod, "--", "sh", "-c", &cmd]).await;
+    if !out.success() {
+        return Err(out.to_string());
+    }
+    out.stdout
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .ok_or_else(|| format!("no HTTP answer: {:?} {:?}", out.stdout, out.stderr))
+}
+
+/// Wait until GETs from `pod` have been answered by every one of `names`.
+async fn reaches_all(servers: &str, pod: &str, ip: &str, port: u16, names: &[&str]) {
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for(
+        TIMEOUT,
+        &format!("{pod} reaches {names:?} at {ip}:{port}"),
+        async || {
+            let body = get_from_pod(servers, pod, ip, port).await?;
+            seen.insert(body);
+            if names.iter().all(|n| seen.contains(*n)) {
+                Ok(())
+            } else {
+                Err(format!("seen {seen:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Wait until GETs from the outside host to `addr` were answered by all
+/// three servers.
+async fn outside_reaches_all(netns: &str, addr: std::net::SocketAddr, what: &str) {
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for(TIMEOUT, what, async || {
+        let body = http_get_in(netns, addr, "/").await?;
+        seen.insert(body.trim().to_string());
+        if seen.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("seen {seen:?}"))
+        }
+    })
+    .await;
+}
+
+fn server_pod(name: &str, node: &str) -> Pod {
+    let cmd = format!(
+        "mkdir /www && echo {name} > /www/index.html && touch /tmp/ready && exec httpd -f -p 8080 -h /www"
+    );
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", cmd],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1}}]}
+    }))
+    .expect("pod")
+}
+
+fn service(name: &str, extra: serde_json::Value) -> Service {
+    let mut v = json!({
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+    });
+    if let (Some(spec), Some(extra)) = (v["spec"].as_object_mut(), extra.as_object()) {
+        for (k, val) in extra {
+            spec.insert(k.clone(), val.clone());
+        }
+    }
+    serde_json::from_value(v).expect("service")
+}
+
+fn iptables_save(netns: &str) -> String {
+    let out = in_netns(netns, &["iptables-save"]);
+    assert!(out.status.success(), "iptables-save: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            // Counters ([packets:bytes]) change with traffic.
+            match l.find(" [") {
+                Some(i) if l.starts_with(':') => l[..i].to_string(),
+                _ => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn routes(netns: &str) -> String {
+    String::from_utf8_lossy(&in_netns(netns, &["ip", "-4", "route", "show", "table", "all"]).stdout)
+        .into_owned()
+}
+
+#[tokio::test]
+async fn services_reach_pods_through_both_proxy_modes() {
+    let cluster = Cluster::start(1, Opts::default()).await;
+    let mut lan = Lan::new();
+    for _ in 0..4 {
+        lan.add_host();
+    }
+    let registry = Registry::start(cluster.dir(), lan.gateway);
+    let servers = cluster.endpoints();
+    let names: Vec<String> = (1..=3).map(|i| format!("h{i}-{}", lan.id)).collect();
+    let _agents: Vec<AgentProc> = (0..3)
+        .map(|i| AgentProc::start(&servers, &names[i], &lan.hosts[i], cluster.dir(), &registry))
+        .collect();
+    let outside = lan.hosts[3].netns.clone();
+    // Rules of someone else's, which the proxy must leave alone.
+    for rule in [
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "192.0.2.0/24",
+            "-j",
+            "RETURN",
+        ][..],
+        &[
+            "-t",
+            "filter",
+            "-A",
+            "INPUT",
+            "-s",
+            "192.0.2.0/24",
+            "-j",
+            "ACCEPT",
+        ][..],
+    ] {
+        let mut args = vec!["iptables", "-w"];
+        args.extend(rule);
+        assert!(in_netns(&outside, &args).status.success(), "{args:?}");
+    }
+    let before_outside = (iptables_save(&outside), routes(&outside));
+    let _cleanup = Cleanup(lan.hosts.iter().map(|h| h.netns_path()).collect());
+    let modes = ["iptables", "userspace", "iptables"];
+    let mut proxies: Vec<ProxyProc> = (0..3)
+        .map(|i| ProxyProc::start(&servers, &names[i], &lan.hosts[i], modes[i], cluster.dir()))
+        .collect();
+
+    let client = Client::connect(&[cluster.client_addr(0)]).expect("client");
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    let svcs = Api::<Service>::namespaced(client.clone(), "default");
+    for (i, n) in names.iter().enumerate() {
+        pods.create(&server_pod(&format!("s{}", i + 1), n))
+            .await
+            .expect("server");
+        let c: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("c{}", i + 1)},
+            "spec": {"nodeName": n, "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}
+        }))
+        .expect("client pod");
+        pods.create(&c).await.expect("client");
+    }
+    let web = svcs
+        .create(&service("web", json!({"type": "NodePort"})))
+        .await
+        .expect("web");
+    let cip = web.spec.cluster_ip.clone();
+    let node_port = web.spec.ports[0].node_port as u16;
+    for i in 1..=3 {
+        running_ip(&pods, &format!("s{i}")).await;
+        running_ip(&pods, &format!("c{i}")).await;
+    }
+
+    // ClusterIP: balanced over the pods of all three hosts, from a client
+    // on an iptables node and from one on the userspace node.
+    reaches_all(&servers, "c1", &cip, 80, &["s1", "s2", "s3"]).await;
+    reaches_all(&servers, "c2", &cip, 80, &["s1", "s2", "s3"]).await;
+
+    // NodePort from a host outside the cluster, through each mode's node.
+    for (i, mode) in modes.iter().enumerate().take(2) {
+        let addr = std::net::SocketAddr::from((lan.hosts[i].ip, node_port));
+        outside_reaches_all(
+            &outside,
+            addr,
+            &format!("the node port answers on the {mode} node"),
+        )
+        .await;
+    }
+
+    // No endpoints: refused at once, in both modes.
+    let empty = svcs
+        .create(&service("empty", json!({"selector": {"app": "nobody"}})))
+        .await
+        .expect("empty");
+    for pod in ["c1", "c2"] {
+        let out = wait_for(
+            TIMEOUT,
+            "a service without endpoints is refused",
+            async || {
+                let started = Instant::now();
+                match get_from_pod(&servers, pod, &empty.spec.cluster_ip, 80).await {
+                    Ok(b) => Err(format!("answered {b}")),
+                    Err(e) if e.contains("refused") => Ok(started.elapsed()),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await;
+        // nc -w 3 would give up after 3 s on a dropped SYN.
+        assert!(out < Duration::from_secs(3), "{pod}: refusal took {out:?}");
+    }
+
+    // A service without a selector, whose Endpoints list s1 twice: on its
+    // port and on a closed one. The userspace proxy retries the refused
+    // connect on the live endpoint: every request succeeds.
+    let s1_ip = running_ip(&pods, "s1").await;
+    let manual: Service = serde_json::from_value(json!({
+        "metadata": {"name": "manual"},
+        "spec": {"ports": [{"name": "http", "port": 80}]}
+    }))
+    .expect("manual");
+    let manual = svcs.create(&manual).await.expect("manual");
+    let eps: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "manual"},
+        "subsets": [
+            {"addresses": [{"ip": s1_ip}], "ports": [{"name": "http", "port": 8080}]},
+            {"addresses": [{"ip": s1_ip}], "ports": [{"name": "http", "port": 8081}]}
+        ]
+    }))
+    .expect("endpoints");
+    Api::<Endpoints>::namespaced(client.clone(), "default")
+        .create(&eps)
+        .await
+        .expect("endpoints");
+    reaches_all(&servers, "c2", &manual.spec.cluster_ip, 80, &["s1"]).await;
+    for _ in 0..8 {
+        let r = get_from_pod(&servers, "c2", &manual.spec.cluster_ip, 80).await;
+        assert_eq!(r.as_deref(), Ok("s1"), "the userspace proxy did not retry");
+    }
+
+    // ClientIP affinity: one client keeps its endpoint.
+    let sticky = svcs
+        .create(&service("sticky", json!({"sessionAffinity": "ClientIP"})))
+        .await
+        .expect("sticky");
+    for pod in ["c1", "c2"] {
+        let first = wait_for(TIMEOUT, "the sticky service answers", async || {
+            get_from_pod(&servers, pod, &sticky.spec.cluster_ip, 80).await
+        })
+        .await;
+        for _ in 0..6 {
+            let b = get_from_pod(&servers, pod, &sticky.spec.cluster_ip, 80).await;
+            assert_eq!(b.as_deref(), Ok(first.as_str()), "{pod} left its endpoint");
+        }
+    }
+
+    // A headless service gets no rules.
+    svcs.create(&service("headless", json!({"clusterIP": "None"})))
+        .await
+        .expect("headless");
+    // A LoadBalancer address (set here as the masters' pool would) answers
+    // from outside the nodes, through the elected node.
+    let lb_ip = {
+        let o = lan.gateway.octets();
+        std::net::Ipv4Addr::new(o[0], o[1], o[2], 200)
+    };
+    let mut lb = svcs
+        .create(&service("lb", json!({"type": "LoadBalancer"})))
+        .await
+        .expect("lb");
+    lb.status = Some(
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": lb_ip.to_string()}]}}))
+            .expect("status"),
+    );
+    svcs.replace_status(&lb).await.expect("lb status");
+    outside_reaches_all(
+        &outside,
+        std::net::SocketAddr::from((lb_ip, 80)),
+        "the load balancer address answers from outside",
+    )
+    .await;
+    for h in &lan.hosts[..3] {
+        assert!(
+            !iptables_save(&h.netns).contains("default/headless"),
+            "rules for a headless service"
+        );
+    }
+
+    // An established connection survives a restart of the iptables proxy.
+    let echo: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "echo", "labels": {"app": "echo"}},
+        "spec": {"nodeName": names[2], "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": "busybox", "command": ["nc", "-ll", "-p", "9000", "-e", "cat"]}]}
+    }))
+    .expect("echo");
+    pods.create(&echo).await.expect("echo");
+    running_ip(&pods, "echo").await;
+    let echo_svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "echo"},
+        "spec": {"selector": {"app": "echo"}, "ports": [{"name": "e", "port": 9000}]}
+    }))
+    .expect("echo svc");
+    let echo_ip = svcs
+        .create(&echo_svc)
+        .await
+        .expect("echo svc")
+        .spec
+        .cluster_ip;
+    wait_for(TIMEOUT, "the echo service answers", async || {
+        let cmd = format!("echo ping | nc -w 2 {echo_ip} 9000");
+        let out = flt(&servers, &["exec", "c1", "--", "sh", "-c", &cmd]).await;
+        if out.stdout.trim() == "ping" {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    })
+    .await;
+    let long = {
+        let servers = servers.clone();
+        let cmd = format!(
+            "(echo one; while [ ! -e /tmp/go ]; do sleep 0.2; done; echo two) | nc -w 10 {echo_ip} 9000"
+        );
+        tokio::spawn(async move { flt(&servers, &["exec", "c1", "--", "sh", "-c", &cmd]).await })
+    };
+    // Let the connection establish, restart the proxy, wait for its
+    // full resync, then let the client send its second line.
+    wait_for(TIMEOUT, "the long connection is established", async || {
+        let out = in_netns(
+            &lan.hosts[0].netns,
+            &[
+                "conntrack",
+                "-L",
+                "-p",
+                "tcp",
+                "--dport",
+                "9000",
+                "--state",
+                "ESTABLISHED",
+            ],
+        );
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        if s.contains("ESTABLISHED") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    proxies[0].kill();
+    proxies[0].spawn();
+    wait_for(TIMEOUT, "the restarted proxy synced", async || {
+        let log = std::fs::read_to_string(&proxies[0].log).unwrap_or_default();
+        if log.matches("full=true").count() >= 2 {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await;
+    flt(&servers, &["exec", "c1", "--", "touch", "/tmp/go"])
+        .await
+        .ok();
+    let out = long.await.expect("long connection");
+    assert_eq!(out.stdout, "one\ntwo\n", "{out}");
+
+    // A pod that becomes unready leaves the rules within a second of its
+    // endpoint turning unready.
+    let s3_ip = running_ip(&pods, "s3").await;
+    let slices =
+        Api::<flotilla_objects::discovery::EndpointSlice>::namespaced(client.clone(), "default");
+    flt(&servers, &["exec", "s3", "--", "rm", "/tmp/ready"])
+        .await
+        .ok();
+    let mut unready_at = None;
+    let lag = wait_for(TIMEOUT, "s3 leaves the iptables rules", async || {
+        if unready_at.is_none() {
+            let l = slices
+                .list(&flotilla_client::ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let not_ready = l.items.iter().any(|s| {
+                s.service_name() == Some("web")
+                    && s.endpoints
+                        .iter()
+                        .any(|e| e.addresses.contains(&s3_ip) && !e.conditions.is_ready())
+            });
+            if not_ready {
+                unready_at = Some(Instant::now());
+            }
+        }
+        let rules = iptables_save(&lan.hosts[0].netns);
+        let present = rules.contains(&format!("--to-destination {s3_ip}:8080"));
+        match (unready_at, present) {
+            (Some(t), false) => Ok(t.elapsed()),
+            _ => Err(format!(
+                "unready seen: {}, rule present: {present}",
+                unready_at.is_some()
+            )),
+        }
+    })
+    .await;
+    println!("s3 left the rules {lag:?} after its endpoint turned unready");
+    assert!(lag < Duration::from_secs(1), "{lag:?}");
+
+    // --cleanup on a host that ran a proxy leaves its tables as before.
+    {
+        let mut p = ProxyProc::start(
+            &servers,
+            "outside",
+            &lan.hosts[3],
+            "iptables",
+            cluster.dir(),
+        );
+        wait_for(TIMEOUT, "the outside proxy wrote its rules", async || {
+            let s = iptables_save(&outside);
+            if s.contains(&format!("-d {cip}/32")) {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        })
+        .await;
+        p.kill();
+        let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["proxy", "--cleanup", "--netns", &lan.hosts[3].netns_path()])
+            .output()
+            .expect("cleanup");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!((iptables_save(&outside), routes(&outside)), before_outside);
+    }
+    proxies.clear();
+}

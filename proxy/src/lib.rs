@@ -1,0 +1,235 @@
+//! `flotilla proxy`: the node proxy, like kube-proxy. It watches Services,
+//! EndpointSlices and Nodes through `flotilla-client` caches and makes the
+//! node send traffic for a service's addresses (cluster IP, node ports,
+//! external IPs, load balancer addresses) to the service's ready
+//! endpoints, in one of two modes:
+//!
+//! - iptables ([`rules::iptables_mode`], [`iptables::Writer`]): the kernel
+//!   DNATs, with kube-proxy's chain layout under FLOTILLA- names;
+//! - userspace ([`userspace`]): nat rules REDIRECT each service address to
+//!   a listener of this process, which connects to an endpoint, retrying
+//!   others when a connect fails.
+//!
+//! Load balancer addresses are answered by one elected node ([`lb`]); the
+//! elected node's proxy puts the address on the node's interface so that
+//! it answers ARP for it.
+//!
+//! Owns: the proxy's rules and listeners, and `--cleanup`. Must not depend
+//! on the agent, the controllers, the masters' crates or the store: it
+//! reads the cluster only through the API (`flotilla-client`).
+
+pub mod iptables;
+pub mod lb;
+pub mod lbaddr;
+pub mod model;
+pub mod netns;
+pub mod rules;
+pub mod userspace;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use flotilla_client::{Api, Client, ListParams, Reflector};
+use flotilla_objects::core::{Node, Service};
+use flotilla_objects::discovery::EndpointSlice;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Errors of the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(String),
+    #[error("{command}: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("the caches did not fill within {0:?} (are the masters reachable?)")]
+    NotReady(Duration),
+}
+
+/// How the proxy moves traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Iptables,
+    Userspace,
+}
+
+/// The proxy's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    pub mode: Mode,
+    /// The node's network namespace when the proxy runs outside it.
+    pub netns: Option<PathBuf>,
+    /// The node's address: load balancer addresses go on its interface.
+    pub node_ip: Option<Ipv4Addr>,
+    /// Pod addresses; traffic to cluster IPs from elsewhere is masqueraded.
+    pub cluster_cidr: Option<String>,
+    /// The service (cluster IP) range, routed to the node's loopback so
+    /// that addresses without endpoints are refused (None: no route).
+    pub service_cidr: Option<String>,
+    /// Interval of full resyncs (rewrite every chain).
+    pub resync: Duration,
+    /// Least time between two syncs (changes coalesce within it).
+    pub min_sync_interval: Duration,
+    /// Threads of the userspace data path.
+    pub data_threads: usize,
+}
+
+impl Config {
+    pub fn new(node_name: &str, mode: Mode) -> Config {
+        Config {
+            node_name: node_name.to_string(),
+            mode,
+            netns: None,
+            node_ip: None,
+            cluster_cidr: Some("10.244.0.0/16".into()),
+            service_cidr: Some("10.96.0.0/12".into()),
+            resync: Duration::from_secs(60),
+            min_sync_interval: Duration::from_millis(20),
+            data_threads: 2,
+        }
+    }
+}
+
+enum Backend {
+    Iptables,
+    Userspace(userspace::Userspace),
+}
+
+/// Remove every rule, chain and load balancer address the proxy writes.
+pub async fn cleanup(netns: Option<&std::path::Path>) -> Result<usize, Error> {
+    let n = iptables::cleanup(netns).await?;
+    lbaddr::cleanup(netns).await;
+    Ok(n)
+}
+
+/// Run the proxy until `token` is cancelled. Rules stay in place on exit
+/// (established and new connections keep working until the next proxy
+/// syncs); `--cleanup` removes them.
+pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Result<(), Error> {
+    let span = tracing::info_span!("proxy", node = %cfg.node_name, mode = ?cfg.mode);
+    async move {
+        let services = Reflector::spawn(Api::<Service>::all(client.clone()), ListParams::default());
+        let slices = Reflector::spawn(
+            Api::<EndpointSlice>::all(client.clone()),
+            ListParams::default(),
+        );
+        let nodes = Reflector::spawn(Api::<Node>::all(client), ListParams::default());
+        let wait = Duration::from_secs(60);
+        for ok in [
+            services.wait_until_ready(wait).await,
+            slices.wait_until_ready(wait).await,
+            nodes.wait_until_ready(wait).await,
+        ] {
+            if !ok {
+                return Err(Error::NotReady(wait));
+            }
+        }
+        let mut backend = match cfg.mode {
+            Mode::Iptables => Backend::Iptables,
+            Mode::Userspace => Backend::Userspace(userspace::Userspace::new(
+                netns::runtime_in(cfg.netns.as_deref(), cfg.data_threads)
+                    .map_err(|e| Error::Io(format!("data path runtime: {e}")))?,
+            )),
+        };
+        if let Some(cidr) = &cfg.service_cidr {
+            lbaddr::ensure_service_route(cfg.netns.as_deref(), cidr).await;
+        }
+        let mut writer = iptables::Writer::new(cfg.netns.clone());
+        let mut lb = lbaddr::Addresses::new(cfg.netns.clone(), cfg.node_ip);
+        let (svc_cache, slice_cache, node_cache) =
+            (services.cache(), slices.cache(), nodes.cache());
+        let mut changes = [
+            svc_cache.changes(),
+            slice_cache.changes(),
+            node_cache.changes(),
+        ];
+        let mut last_resync = Instant::now();
+        let mut udp_before: BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        loop {
+            for c in changes.iter_mut() {
+                c.borrow_and_update();
+            }
+            let started = Instant::now();
+            let (svcs, sls, ns) = (svc_cache.list(), slice_cache.list(), node_cache.list());
+            let ports = model::build(&model::Inputs {
+                node_name: &cfg.node_name,
+                services: &svcs,
+                slices: &sls,
+                nodes: &ns,
+            });
+            let tables = match &mut backend {
+                Backend::Iptables => rules::iptables_mode(&ports, cfg.cluster_cidr.as_deref()),
+                Backend::Userspace(u) => rules::userspace_mode(&ports, &u.apply(&ports).await),
+            };
+            let result = writer.sync(tables).await;
+            match &result {
+                Ok(s) => tracing::info!(
+                    services = ports.len(),
+                    full = s.full,
+                    chains_written = s.chains_written,
+                    chains_removed = s.chains_removed,
+                    bytes = s.payload_bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "synced"
+                ),
+                Err(e) => tracing::error!(error = %e, "sync failed; retrying"),
+            }
+            if cfg.mode == Mode::Iptables {
+                let udp_now = udp_endpoints(&ports);
+                for (dst, eps) in &udp_before {
+                    for ep in eps.difference(udp_now.get(dst).unwrap_or(&BTreeSet::new())) {
+                        iptables::flush_udp(
+                            cfg.netns.as_deref(),
+                            &dst.0.to_string(),
+                            &ep.to_string(),
+                        )
+                        .await;
+                    }
+                }
+                udp_before = udp_now;
+            }
+            lb.apply(&model::lb_addresses(&ports)).await;
+            let retry = result.is_err();
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
+                _ = tokio::time::sleep(cfg.resync.saturating_sub(last_resync.elapsed())) => {
+                    writer.force_full();
+                    last_resync = Instant::now();
+                }
+                _ = async {
+                    let [a, b, c] = &mut changes;
+                    tokio::select! {
+                        _ = a.changed() => {}
+                        _ = b.changed() => {}
+                        _ = c.changed() => {}
+                    }
+                } => {
+                    tokio::time::sleep(cfg.min_sync_interval).await;
+                }
+            }
+        }
+        tracing::info!("stopping; rules stay until `flotilla proxy --cleanup`");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+fn udp_endpoints(
+    ports: &[model::SvcPort],
+) -> BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>> {
+    ports
+        .iter()
+        .filter(|p| p.proto == model::Proto::Udp)
+        .map(|p| {
+            (
+                (p.cluster_ip, p.node_port),
+                p.endpoints.iter().map(|e| e.ip).collect(),
+            )
+        })
+        .collect()
+}

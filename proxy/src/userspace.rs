@@ -1,0 +1,238 @@
+//! Userspace mode's data path: a TCP listener per service port (plus one
+//! on its node port), each accepted connection sent to the next endpoint
+//! round-robin (or the client's sticky one under ClientIP affinity); a
+//! connect that fails is retried on the other endpoints before the client
+//! sees anything, and when none answers the client gets a reset. Bytes are
+//! copied both ways with half-close kept (`copy_bidirectional`). All
+//! sockets live on a runtime whose threads are in the node's namespace.
+//! UDP service ports are not served in this mode.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::model::{Proto, SvcPort};
+use crate::Error;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The endpoints of one service port and how to choose among them.
+struct Balancer {
+    key: String,
+    internal: RwLock<Vec<SocketAddr>>,
+    external: RwLock<Vec<SocketAddr>>,
+    next: AtomicUsize,
+    affinity: RwLock<Option<Duration>>,
+    sticky: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
+}
+
+impl Balancer {
+    /// Endpoints to try, in order, for a client.
+    fn order(&self, client: IpAddr, external: bool) -> Vec<SocketAddr> {
+        let eps = if external {
+            self.external.read()
+        } else {
+            self.internal.read()
+        }
+        .map(|g| g.clone())
+        .unwrap_or_default();
+        if eps.is_empty() {
+            return eps;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % eps.len();
+        let mut order: Vec<SocketAddr> =
+            eps[start..].iter().chain(&eps[..start]).copied().collect();
+        let affinity = self.affinity.read().map(|a| *a).unwrap_or(None);
+        if let Some(ttl) = affinity {
+            if let Ok(m) = self.sticky.lock() {
+                if let Some((ep, at)) = m.get(&client) {
+                    if at.elapsed() < ttl {
+                        if let Some(i) = order.iter().position(|e| e == ep) {
+                            let ep = order.remove(i);
+                            order.insert(0, ep);
+                        }
+                    }
+                }
+            }
+        }
+        order
+    }
+
+    fn chose(&self, client: IpAddr, ep: SocketAddr) {
+        if self.affinity.read().map(|a| a.is_some()).unwrap_or(false) {
+            if let Ok(mut m) = self.sticky.lock() {
+                m.insert(client, (ep, Instant::now()));
+            }
+        }
+    }
+}
+
+async fn serve_conn(b: Arc<Balancer>, client: TcpStream, peer: SocketAddr, external: bool) {
+    let order = b.order(peer.ip(), external);
+    for ep in order {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(ep)).await {
+            Ok(Ok(mut up)) => {
+                b.chose(peer.ip(), ep);
+                let _ = up.set_nodelay(true);
+                let _ = client.set_nodelay(true);
+                let mut client = client;
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut up).await {
+                    tracing::debug!(service = %b.key, %ep, error = %e, "connection ended");
+                }
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(service = %b.key, %ep, error = %e, "endpoint refused; trying the next");
+            }
+            Err(_) => {
+                tracing::info!(service = %b.key, %ep, "endpoint connect timed out; trying the next");
+            }
+        }
+    }
+    // Nothing answered: reset, so the client fails at once.
+    let _ = client.set_zero_linger();
+}
+
+async fn accept_loop(l: TcpListener, b: Arc<Balancer>, external: bool) {
+    loop {
+        match l.accept().await {
+            Ok((s, peer)) => {
+                tokio::spawn(serve_conn(b.clone(), s, peer, external));
+            }
+            Err(e) => {
+                tracing::warn!(service = %b.key, error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+struct Served {
+    balancer: Arc<Balancer>,
+    port: u16,
+    node_port: Option<u16>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+/// The listeners of userspace mode.
+pub struct Userspace {
+    rt: Option<Runtime>,
+    served: HashMap<String, Served>,
+}
+
+impl Drop for Userspace {
+    fn drop(&mut self) {
+        self.served.clear();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn addrs(eps: &[&crate::model::Ep]) -> Vec<SocketAddr> {
+    eps.iter()
+        .map(|e| SocketAddr::from((e.ip, e.port)))
+        .collect()
+}
+
+impl Userspace {
+    pub fn new(rt: Runtime) -> Userspace {
+        Userspace {
+            rt: Some(rt),
+            served: HashMap::new(),
+        }
+    }
+
+    async fn bind(&self, port: u16) -> Result<TcpListener, Error> {
+        let rt = self.rt.as_ref().ok_or(Error::Io("runtime gone".into()))?;
+        rt.spawn(
+            async move { TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await },
+        )
+        .await
+        .map_err(|e| Error::Io(e.to_string()))?
+        .map_err(|e| Error::Io(format!("listening on port {port}: {e}")))
+    }
+
+    /// Serve `ports`; the listener port of each served key.
+    pub async fn apply(&mut self, ports: &[SvcPort]) -> HashMap<String, u16> {
+        let want: HashMap<&str, &SvcPort> = ports
+            .iter()
+            .filter(|p| p.proto == Proto::Tcp)
+            .map(|p| (p.key.as_str(), p))
+            .collect();
+        self.served.retain(|k, s| {
+            want.get(k.as_str())
+                .is_some_and(|p| p.node_port == s.node_port)
+        });
+        for (key, p) in &want {
+            if !self.served.contains_key(*key) {
+                let balancer = Arc::new(Balancer {
+                    key: key.to_string(),
+                    internal: RwLock::new(Vec::new()),
+                    external: RwLock::new(Vec::new()),
+                    next: AtomicUsize::new(0),
+                    affinity: RwLock::new(None),
+                    sticky: Mutex::new(HashMap::new()),
+                });
+                let l = match self.bind(0).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(service = %key, error = %e, "no listener");
+                        continue;
+                    }
+                };
+                let Ok(port) = l.local_addr().map(|a| a.port()) else {
+                    continue;
+                };
+                let Some(rt) = self.rt.as_ref() else {
+                    return HashMap::new();
+                };
+                let mut tasks = vec![rt.spawn(accept_loop(l, balancer.clone(), false))];
+                if let Some(np) = p.node_port {
+                    match self.bind(np).await {
+                        Ok(l) => tasks.push(rt.spawn(accept_loop(l, balancer.clone(), true))),
+                        Err(e) => tracing::error!(service = %key, error = %e, "node port"),
+                    }
+                }
+                tracing::info!(service = %key, port, node_port = ?p.node_port, "listening");
+                self.served.insert(
+                    key.to_string(),
+                    Served {
+                        balancer,
+                        port,
+                        node_port: p.node_port,
+                        tasks,
+                    },
+                );
+            }
+            if let Some(s) = self.served.get(*key) {
+                let b = &s.balancer;
+                if let Ok(mut g) = b.internal.write() {
+                    *g = addrs(&p.internal_endpoints());
+                }
+                if let Ok(mut g) = b.external.write() {
+                    *g = addrs(&p.external_endpoints());
+                }
+                if let Ok(mut g) = b.affinity.write() {
+                    *g = p.affinity.map(|s| Duration::from_secs(u64::from(s)));
+                }
+            }
+        }
+        self.served
+            .iter()
+            .map(|(k, s)| (k.clone(), s.port))
+            .collect()
+    }
+}
