@@ -57,7 +57,10 @@ fn synthetic(n: usize, bump: usize) -> Vec<SvcPort> {
             let vip = SocketAddr::from((Ipv4Addr::from(0x0a60_0000u32 + i as u32 + 1), 80));
             let ep = |k: u32| {
                 let extra = if i == 0 { bump as u32 * 2 } else { 0 };
-                SocketAddr::from((Ipv4Addr::from(0x0af4_0000u32 + (i as u32) * 2 + k + extra), 8080))
+                SocketAddr::from((
+                    Ipv4Addr::from(0x0af4_0000u32 + (i as u32) * 2 + k + extra),
+                    8080,
+                ))
             };
             port(format!("bench/svc-{i}:http"), vip, vec![ep(0), ep(1)])
         })
