@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# bench/proxy.sh: the node proxy benchmarks (issue 14), side by side in one
+# run, printed as Markdown for bench/RESULTS.md.
+#
+# 1. Short HTTP requests with wrk, keep-alive and a new connection per
+#    request, from a client namespace through a node namespace to a "pod"
+#    namespace whose server is HAProxy answering 200 itself (a fast server,
+#    so the path is measured): direct to the pod IP, to a cluster IP in
+#    iptables mode, to a cluster IP in userspace mode, and to HAProxy in TCP
+#    mode on the node (the userspace anchor). The proxy modes run through
+#    proxy/examples/dataplane.rs (the crate's own rules, writer and
+#    listeners, one service, no cluster).
+# 2. iptables sync at 1,000/5,000/10,000 services x 2 endpoints in a fresh
+#    namespace: one full sync, then the median and worst of five syncs that
+#    change one endpoint (the restore returns when the rule is live).
+#
+# Needs root, wrk, haproxy, iptables. Namespaces are named fpb-<pid>-*,
+# addresses are in 10.251.0.0/16, nothing is routed off the machine; all
+# is removed on exit (also on failure or Ctrl-C).
+set -euo pipefail
+
+DUR=${DUR:-5}
+CONNS=${CONNS:-32}
+BIN=${DATAPLANE_BIN:-${CARGO_TARGET_DIR:-target}/release/examples/dataplane}
+[[ -x $BIN ]] || { echo "build it: cargo build --release -p flotilla-proxy --example dataplane" >&2; exit 1; }
+id=fpb-$$
+C=$id-c N=$id-n P=$id-p S=$id-s
+tmp=$(mktemp -d)
+pids=()
+stop() { kill -INT "$1" 2>/dev/null || true; timeout 5 tail --pid="$1" -f /dev/null || kill -KILL "$1" 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do stop "$p"; done
+  for ns in $C $N $P $S; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+nsr() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" "$@"; }
+
+for ns in $C $N $P $S; do ip netns add "$ns"; nsr "$ns" ip link set lo up; done
+ip link add "${id}a" netns "$C" type veth peer name nc netns "$N"
+ip link add "${id}b" netns "$P" type veth peer name np netns "$N"
+nsr "$C" ip addr add 10.251.0.2/24 dev "${id}a"; nsr "$C" ip link set "${id}a" up
+nsr "$C" ip route add default via 10.251.0.1
+nsr "$N" ip addr add 10.251.0.1/24 dev nc; nsr "$N" ip link set nc up
+nsr "$N" ip addr add 10.251.1.1/24 dev np; nsr "$N" ip link set np up
+nsr "$N" sysctl -qw net.ipv4.ip_forward=1
+nsr "$P" ip addr add 10.251.1.2/24 dev "${id}b"; nsr "$P" ip link set "${id}b" up
+nsr "$P" ip route add default via 10.251.1.1
+
+cat >"$tmp/server.cfg" <<CFG
+global
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 10s
+  timeout server 10s
+frontend web
+  bind 10.251.1.2:8080
+  http-request return status 200 content-type text/plain string "hello"
+CFG
+cat >"$tmp/tcp.cfg" <<CFG
+global
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 10s
+  timeout server 10s
+frontend fe
+  bind 10.251.0.1:8081
+  default_backend be
+backend be
+  server p 10.251.1.2:8080
+CFG
+nsr "$P" haproxy -f "$tmp/server.cfg" & pids+=($!)
+nsr "$N" haproxy -f "$tmp/tcp.cfg" & pids+=($!)
+for _ in $(seq 100); do
+  nsr "$C" wrk -t1 -c1 -d1s http://10.251.0.1:8081/ >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+echo "| path | keep-alive req/s | p99 | new conn req/s | p99 |"
+echo "|---|---:|---:|---:|---:|"
+for t in "direct pod|10.251.1.2:8080|" "iptables mode|10.96.0.1:80|iptables" "userspace mode|10.96.0.1:80|userspace" "HAProxy TCP|10.251.0.1:8081|"; do
+  IFS='|' read -r name addr mode <<<"$t"
+  dp=
+  if [[ -n $mode ]]; then
+    # One mode at a time on the node (each run owns the FLOTILLA chains).
+    "$BIN" serve --netns /run/netns/$N --mode "$mode" --vip 10.96.0.1:80 --endpoint 10.251.1.2:8080 >"$tmp/$mode.log" 2>&1 & dp=$!
+    pids+=("$dp")
+    for _ in $(seq 100); do grep -q ready "$tmp/$mode.log" && break; sleep 0.1; done
+  fi
+  ka=$(nsr "$C" wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "http://$addr/")
+  nc=$(nsr "$C" wrk -t2 -c"$CONNS" -d"${DUR}s" --latency -H "Connection: close" "http://$addr/")
+  rps() { awk '/Requests\/sec/ {print int($2)}'; }
+  p99() { awk '$1=="99%" {print $2}'; }
+  echo "| $name | $(rps <<<"$ka") | $(p99 <<<"$ka") | $(rps <<<"$nc") | $(p99 <<<"$nc") |"
+  [[ -z $dp ]] || stop "$dp"
+done
+
+echo
+echo "| services x 2 endpoints | rules | full sync | one change (median of 5) | one change (max) |"
+echo "|---:|---:|---:|---:|---:|"
+for n in 1000 5000 10000; do
+  out=$("$BIN" sync --netns /run/netns/$S --services "$n")
+  v() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $out"; }
+  echo "| $n | $(v rules) | $(v full_sync_ms) ms | $(v one_change_ms_median) ms | $(v one_change_ms_max) ms |"
+done
