@@ -50,7 +50,7 @@ pub async fn start(
         });
     }
     if let Some(dns) = dns {
-        let addr = dns.addr;
+        let (addr, cluster_dns) = (dns.addr, dns.cluster_dns);
         let stop = master.shutdown.clone();
         let api_dyn: Arc<dyn ObjectApi> = Arc::new(api.clone());
         let server = match flotilla_dns::start(dns, api_dyn, stop.clone()).await {
@@ -60,6 +60,13 @@ pub async fn start(
                 return Err(anyhow::Error::new(e).context(format!("DNS on {addr}")));
             }
         };
+        tokio::spawn(flotilla_dns::kube_dns::publish(
+            Arc::new(api.clone()),
+            master.cfg.name.clone(),
+            server.addr,
+            cluster_dns,
+            stop.clone(),
+        ));
         tokio::spawn(crate::dns::watch_quorum(master.clone(), server, stop));
     }
     let fenced = api.clone();

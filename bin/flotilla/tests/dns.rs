@@ -251,6 +251,33 @@ async fn dns_answers_from_every_master() {
     })
     .await;
 
+    // kube-dns: the fixed ClusterIP, one slice per master with its address.
+    wait_until(WAIT, "kube-dns resolves to --cluster-dns", async || {
+        dig(d, &["kube-dns.kube-system.svc.cluster.local"])
+            .await
+            .data("A")
+            == vec!["10.96.0.10"]
+    })
+    .await;
+    wait_until(WAIT, "a kube-dns slice per master", async || {
+        let out = flt(
+            &cluster,
+            &["get", "endpointslices", "-n", "kube-system", "-o", "json"],
+            None,
+        )
+        .await;
+        let ports: Vec<String> = out.json()["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| format!("127.0.0.1:{}", s["ports"][0]["port"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        dns.iter().all(|a| ports.contains(a))
+    })
+    .await;
+
     // A, in the query's case.
     let r = dig(d, &["WeB.Default.svc.Cluster.Local"]).await;
     assert_eq!(r.status(), "NOERROR", "{}", r.out);
