@@ -4,8 +4,9 @@
 //!
 //! openraft logs, at WARN or ERROR, things that are normal while a cluster
 //! forms or changes leader: a vote answer that arrives after the vote
-//! changed, replication that learns of a higher term, and a vote request to
-//! a peer that is not listening yet. [`ElectionChatter`] drops those (they
+//! changed, replication that learns of a higher term, votes and appends to
+//! a peer that is not listening yet (or any more, while a cluster stops),
+//! and the back-off that follows. [`ElectionChatter`] drops those (they
 //! are still shown when `RUST_LOG` asks for openraft at debug), except an
 //! unreachable peer that stays unreachable for longer than [`GRACE`]: that
 //! is shown, since an operator may have to act on it.
@@ -42,7 +43,8 @@ pub fn init() {
         .try_init();
 }
 
-/// The message and error of an event, as text.
+/// The message of an event, its `target` field (a peer), and every other
+/// field's value (`error`, `err`, `result`, ...), as text.
 #[derive(Default)]
 struct Fields {
     message: String,
@@ -55,9 +57,11 @@ impl Visit for Fields {
         let s = format!("{value:?}");
         match field.name() {
             "message" => self.message = s,
-            "error" => self.error = s,
             "target" => self.target = s,
-            _ => {}
+            _ => {
+                self.error.push_str(&s);
+                self.error.push(' ');
+            }
         }
     }
 }
@@ -82,13 +86,43 @@ enum Kind {
 fn classify(f: &Fields) -> Kind {
     let m = f.message.as_str();
     if m.starts_with("A message will be ignored because vote changed")
-        || (m.starts_with("error replication to target") && m.contains("seen a higher vote"))
+        || m.contains("seen a higher vote")
         || f.error.contains("seen a higher vote")
+        // Replication pausing after a failed send: the failure itself is
+        // what is reported (or not).
+        || m.contains("backoff mode: drain events")
+        // A caller that stopped waiting for its answer (a client gone, or
+        // a master shutting down).
+        || m.starts_with("OneshotConsumer.tx.send")
+        // Calls racing the Raft core as it stops (a master shutting down).
+        || f.error.trim() == "Stopped"
+        || f.error.contains("Err(Stopped)")
+        || m.contains("core_result=Err(Stopped)")
     {
         return Kind::Chatter;
     }
-    if m.starts_with("while requesting vote") && f.error.contains("Unreachable") {
-        return Kind::Unreachable(f.target.clone());
+    if m.contains("Unreachable node") || f.error.contains("Unreachable node") {
+        // Votes, appends and their progress updates to a peer that is not
+        // listening (yet, or any more): keyed by the peer.
+        let peer = if f.target.is_empty() {
+            m.split("target=")
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next())
+                .unwrap_or("")
+                .to_string()
+        } else {
+            f.target.clone()
+        };
+        let peer = if peer.is_empty() {
+            m.split(" to ")
+                .nth(1)
+                .and_then(|t| t.split(':').next())
+                .unwrap_or("?")
+                .to_string()
+        } else {
+            peer
+        };
+        return Kind::Unreachable(peer);
     }
     Kind::Other
 }
