@@ -91,6 +91,27 @@ impl Running {
 
 /// Bind `cfg.addr` (UDP and TCP) and serve the zone from informers over
 /// `api`, until `stop`.
+/// UDP and TCP sockets on one address. With port 0 the UDP socket picks
+/// the port, and TCP takes the same one; when that port is taken for TCP
+/// (by any other program), another is picked, up to 20 times.
+async fn bind(want: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), Error> {
+    let mut tries = 0;
+    loop {
+        let udp = UdpSocket::bind(want)
+            .await
+            .map_err(|source| Error::Bind { addr: want, source })?;
+        let addr = udp.local_addr()?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp, addr)),
+            Err(e) if want.port() == 0 && tries < 20 => {
+                tracing::debug!(%addr, error = %e, "TCP port taken; picking another");
+                tries += 1;
+            }
+            Err(source) => return Err(Error::Bind { addr, source }),
+        }
+    }
+}
+
 pub async fn start(
     cfg: DnsConfig,
     api: Arc<dyn ObjectApi>,
@@ -100,16 +121,7 @@ pub async fn start(
     if domain.is_empty() || hickory_proto::rr::Name::from_ascii(&domain).is_err() {
         return Err(Error::Invalid(format!("cluster domain {:?}", cfg.domain)));
     }
-    let udp = UdpSocket::bind(cfg.addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: cfg.addr,
-            source,
-        })?;
-    let addr = udp.local_addr()?;
-    let tcp = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
+    let (udp, tcp, addr) = bind(cfg.addr).await?;
     let own = [addr, SocketAddr::new(cfg.cluster_dns, 53)];
     let shared = Arc::new(Shared {
         table: RwLock::new(Arc::new(build(&domain, cfg.cluster_dns, &[], &[], 0))),
