@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 /// The ranges services draw from.
 #[derive(Debug, Clone)]
 pub struct ServiceRanges {
-    base: u32,
-    prefix: u8,
+    /// Cluster IPs.
+    ips: Pool,
     pub node_ports: RangeInclusive<u16>,
     /// Where LoadBalancer services' addresses come from (None: nowhere;
     /// their status is left to whoever provides load balancers).
@@ -88,8 +88,10 @@ impl Default for ServiceRanges {
     fn default() -> Self {
         // Kubernetes' defaults: 10.96.0.0/12 and 30000-32767.
         ServiceRanges {
-            base: u32::from(Ipv4Addr::new(10, 96, 0, 0)),
-            prefix: 12,
+            ips: Pool {
+                base: u32::from(Ipv4Addr::new(10, 96, 0, 0)),
+                prefix: 12,
+            },
             node_ports: 30000..=32767,
             lb_pool: None,
         }
@@ -110,7 +112,7 @@ impl ServiceRanges {
 
     /// `cidr` like "10.96.0.0/12" (at least 8 addresses), `ports` like "30000-32767".
     pub fn parse(cidr: &str, ports: &str) -> Result<Self, String> {
-        let Pool { base, prefix } = Pool::parse(cidr, "service IP range", 29)?;
+        let ips = Pool::parse(cidr, "service IP range", 29)?;
         let (lo, hi) = ports
             .split_once('-')
             .ok_or_else(|| format!("node port range {ports:?} is not LOW-HIGH"))?;
@@ -126,31 +128,26 @@ impl ServiceRanges {
             return Err(format!("node port range {ports:?} is empty"));
         }
         Ok(ServiceRanges {
-            base,
-            prefix,
+            ips,
             node_ports: lo..=hi,
             lb_pool: None,
         })
     }
 
-    fn size(&self) -> u32 {
-        1u32 << (32 - self.prefix)
-    }
-
     pub fn cidr(&self) -> String {
-        format!("{}/{}", Ipv4Addr::from(self.base), self.prefix)
+        self.ips.cidr()
     }
 
     fn contains(&self, ip: Ipv4Addr) -> bool {
-        let v = u32::from(ip);
-        v >= self.base && v - self.base < self.size()
+        self.ips.contains(ip)
     }
 
     fn random_ip(&self) -> Ipv4Addr {
         // Skip the network address and the first host (Kubernetes gives it
-        // to the API's own service) and the broadcast address.
-        let n = rand::thread_rng().gen_range(2..self.size() - 1);
-        Ipv4Addr::from(self.base + n)
+        // to the API's own service) and the broadcast address (the range
+        // holds at least 8 addresses).
+        let n = rand::thread_rng().gen_range(2..self.ips.size() - 1);
+        Ipv4Addr::from(self.ips.base + n as u32)
     }
 
     fn random_port(&self) -> u16 {

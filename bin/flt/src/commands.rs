@@ -90,7 +90,7 @@ fn ref_name(info: &ResourceInfo, name: &str) -> String {
 }
 
 /// `deployment.apps`, `pod`
-fn singular_qualified(info: &ResourceInfo) -> String {
+pub(crate) fn singular_qualified(info: &ResourceInfo) -> String {
     if info.group.is_empty() {
         info.singular.to_string()
     } else {
@@ -98,7 +98,7 @@ fn singular_qualified(info: &ResourceInfo) -> String {
     }
 }
 
-fn resolve(kind: &str) -> Result<&'static ResourceInfo> {
+pub(crate) fn resolve(kind: &str) -> Result<&'static ResourceInfo> {
     registry::lookup(kind)
         .ok_or_else(|| anyhow!("the server doesn't have a resource type \"{kind}\""))
 }

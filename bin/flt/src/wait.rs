@@ -11,10 +11,10 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use flotilla_client::ListParams;
 use flotilla_objects::api::Reason;
-use flotilla_objects::registry::{self, ResourceInfo};
+use flotilla_objects::registry::ResourceInfo;
 use serde_json::Value;
 
-use crate::commands::Ctx;
+use crate::commands::{resolve, singular_qualified, Ctx};
 
 #[derive(Args, Debug)]
 pub struct WaitArgs {
@@ -145,11 +145,6 @@ fn met(obj: &Value, f: &For) -> bool {
     }
 }
 
-fn resolve(kind: &str) -> Result<&'static ResourceInfo> {
-    registry::lookup(kind)
-        .ok_or_else(|| anyhow!("the server doesn't have a resource type \"{kind}\""))
-}
-
 pub async fn wait(ctx: &Ctx, a: WaitArgs) -> Result<()> {
     let f = parse_for(&a.for_)?;
     // The objects: KIND/NAME..., or KIND NAME..., or KIND with a selector.
@@ -193,11 +188,7 @@ pub async fn wait(ctx: &Ctx, a: WaitArgs) -> Result<()> {
     }
     let deadline = tokio::time::Instant::now() + a.timeout;
     for (info, name) in objects {
-        let qualified = if info.group.is_empty() {
-            info.singular.to_string()
-        } else {
-            format!("{}.{}", info.singular, info.group)
-        };
+        let qualified = singular_qualified(info);
         loop {
             let done = match ctx.client.get(info.plural, ctx.ns(info), &name).await {
                 Ok(obj) => met(&obj, &f),

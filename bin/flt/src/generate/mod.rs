@@ -558,11 +558,7 @@ pub async fn emit(ctx: &Ctx, mut obj: Value, flags: &GenFlags) -> Result<()> {
         }
         obj = v;
     }
-    let qualified = if info.group.is_empty() {
-        info.singular.to_string()
-    } else {
-        format!("{}.{}", info.singular, info.group)
-    };
+    let qualified = crate::commands::singular_qualified(info);
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
