@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
@@ -22,6 +22,7 @@ impl Drop for Up {
 
 /// Start `flotilla up` on `dir`, its log (stderr, default filter) to `log`.
 fn start_up(dir: &std::path::Path, base: u16, log: &std::path::Path) -> Up {
+    let out = std::fs::File::create(log.with_extension("out")).expect("stdout file");
     let log = std::fs::File::create(log).expect("log file");
     Up(Command::new(flotilla_bin())
         .args(["up", "--data-dir"])
@@ -29,7 +30,7 @@ fn start_up(dir: &std::path::Path, base: u16, log: &std::path::Path) -> Up {
         .args(["--base-port", &base.to_string(), "--agents", "0"])
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
+        .stdout(out)
         .stderr(log)
         .spawn()
         .expect("spawn flotilla up"))
@@ -92,6 +93,53 @@ async fn up_stops_on_ctrl_c_and_keeps_its_data() {
         Duration::from_secs(30),
         "flotilla up serves writes",
         async || put(&first, "up/key", "kept").await,
+    )
+    .await;
+    // Each master's DNS address is printed on a line with the word `dns`,
+    // and answers (the README's promise).
+    let printed = wait_for(
+        Duration::from_secs(10),
+        "up prints its dns lines",
+        async || {
+            let out = std::fs::read_to_string(first_log.with_extension("out"))?;
+            let addrs: Vec<String> = out
+                .lines()
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace();
+                    w.find(|x| *x == "dns")
+                        .and_then(|_| w.next())
+                        .map(str::to_string)
+                })
+                .collect();
+            if addrs.len() == 3 {
+                Ok(addrs)
+            } else {
+                Err(anyhow::anyhow!("dns lines so far: {addrs:?} in {out}"))
+            }
+        },
+    )
+    .await;
+    let (host, port) = printed[0].rsplit_once(':').expect("ADDR:PORT");
+    wait_for(
+        Duration::from_secs(10),
+        "kube-dns answers through up's printed address",
+        async || {
+            let dig = Command::new("dig")
+                .args([
+                    &format!("@{host}"),
+                    "-p",
+                    port,
+                    "+short",
+                    "kube-dns.kube-system.svc.cluster.local",
+                ])
+                .output()?;
+            let got = String::from_utf8_lossy(&dig.stdout).trim().to_string();
+            if got == "10.96.0.10" {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("dig @{} said {got:?}", printed[0]))
+            }
+        },
     )
     .await;
     interrupt_and_wait(&mut up);
