@@ -1,12 +1,15 @@
 //! The object API's gRPC service: protobuf in, [`ApiServer`] calls, protobuf out.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_objects::api::{
     ApiError, DeleteParams, ListParams, Propagation, WatchParams, Written, REASON_HEADER,
     REQUEST_ID_HEADER,
 };
+use flotilla_objects::rbac::Attributes;
+use flotilla_objects::registry;
 use flotilla_proto::objects as pb;
 use flotilla_proto::objects::objects_server::{Objects, ObjectsServer};
 use futures::Stream;
@@ -16,17 +19,24 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status};
 
 use crate::api::{resolve, ApiServer};
+use crate::auth::Auth;
 use crate::store::RequestId;
 
-/// The gRPC service over an [`ApiServer`].
+/// The gRPC service over an [`ApiServer`]: every call authenticated and
+/// authorized by `auth` first.
 pub struct ObjectService {
     pub api: ApiServer,
+    pub auth: Arc<Auth>,
 }
 
 impl ObjectService {
     /// The tonic server for this service, taking messages up to `max_bytes`.
-    pub fn server(api: ApiServer, max_bytes: usize) -> ObjectsServer<ObjectService> {
-        ObjectsServer::new(ObjectService { api })
+    pub fn server(
+        api: ApiServer,
+        auth: Arc<Auth>,
+        max_bytes: usize,
+    ) -> ObjectsServer<ObjectService> {
+        ObjectsServer::new(ObjectService { api, auth })
             .max_decoding_message_size(max_bytes)
             .max_encoding_message_size(usize::MAX)
     }
@@ -45,6 +55,105 @@ impl ObjectService {
             }
         }
     }
+}
+
+/// The attributes of a write of `obj` (its name and, unless the request
+/// names one, its namespace).
+fn write_attrs(
+    verb: &str,
+    info: &'static registry::ResourceInfo,
+    ns: &str,
+    obj: &Value,
+) -> Attributes {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let ns = if ns.is_empty() {
+        obj.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+    } else {
+        ns
+    };
+    Attributes::new(verb, info, ns, name)
+}
+
+impl ObjectService {
+    /// Apply is a patch of an object that exists and a create of one that
+    /// does not (as Kubernetes authorizes server-side apply).
+    async fn authorize_apply(
+        &self,
+        req: &Request<pb::ApplyRequest>,
+        obj: &Value,
+    ) -> Result<(), ApiError> {
+        let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let Some(info) = registry::by_kind(av, kind) else {
+            // The API server names what is wrong with the manifest.
+            return Ok(());
+        };
+        let ns = req.get_ref().namespace.as_str();
+        let who = self.auth.caller(req).await?;
+        let patch = write_attrs("patch", info, ns, obj);
+        if self.auth.allowed(&who, &patch).await? {
+            return Ok(());
+        }
+        let mut create = patch.clone();
+        create.verb = "create".into();
+        create.name.clear();
+        if self.auth.allowed(&who, &create).await? {
+            let exists = match self
+                .api
+                .get(info, &patch.namespace, &patch.name, true)
+                .await
+            {
+                Ok(_) => true,
+                Err(e) if e.is(flotilla_objects::api::Reason::NotFound) => false,
+                Err(e) => return Err(e),
+            };
+            if !exists {
+                return Ok(());
+            }
+        }
+        self.auth.authorize(&who, &patch).await
+    }
+}
+
+/// What an access review asks about: a kind by any of its names, or `*`.
+fn review_attrs(r: &pb::AccessReviewRequest) -> Result<Attributes, ApiError> {
+    if r.verb.is_empty() {
+        return Err(ApiError::bad_request("an access review needs a verb"));
+    }
+    let (api_group, resource, namespaced) = match r.resource.as_str() {
+        "*" => ("*".to_string(), "*".to_string(), true),
+        // Impersonation's resources are not kinds.
+        "users" | "groups" | "serviceaccounts" => (String::new(), r.resource.clone(), false),
+        name => {
+            let info = registry::lookup(name).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "the server doesn't have a resource type \"{name}\""
+                ))
+            })?;
+            (
+                info.group.to_string(),
+                info.plural.to_string(),
+                info.namespaced,
+            )
+        }
+    };
+    Ok(Attributes {
+        verb: r.verb.clone(),
+        api_group,
+        resource,
+        subresource: r.subresource.clone(),
+        namespace: if namespaced {
+            r.namespace.clone()
+        } else {
+            String::new()
+        },
+        name: r.name.clone(),
+    })
 }
 
 /// The gRPC status an [`ApiError`] travels as (the reason in the
@@ -95,14 +204,14 @@ impl Objects for ObjectService {
         written(
             async {
                 let api = self.server_for(&req)?;
+                let info = resolve(&req.get_ref().resource)?;
+                let ns = &req.get_ref().namespace;
+                self.auth
+                    .check(&req, &Attributes::new("create", info, ns, ""))
+                    .await?;
                 let r = req.into_inner();
-                api.create(
-                    resolve(&r.resource)?,
-                    &r.namespace,
-                    parse(&r.object)?,
-                    r.dry_run,
-                )
-                .await
+                api.create(info, &r.namespace, parse(&r.object)?, r.dry_run)
+                    .await
             }
             .await,
         )
@@ -112,11 +221,15 @@ impl Objects for ObjectService {
         &self,
         req: Request<pb::GetRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
-        let r = req.into_inner();
         object(
             async {
+                let info = resolve(&req.get_ref().resource)?;
+                let r = req.get_ref();
+                self.auth
+                    .check(&req, &Attributes::new("get", info, &r.namespace, &r.name))
+                    .await?;
                 self.api
-                    .get(resolve(&r.resource)?, &r.namespace, &r.name, r.serializable)
+                    .get(info, &r.namespace, &r.name, r.serializable)
                     .await
             }
             .await,
@@ -127,9 +240,13 @@ impl Objects for ObjectService {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let r = req.into_inner();
         let l = async {
-            let info = resolve(&r.resource)?;
+            let info = resolve(&req.get_ref().resource)?;
+            let r = req.get_ref();
+            self.auth
+                .check(&req, &Attributes::new("list", info, &r.namespace, ""))
+                .await?;
+            let r = req.into_inner();
             self.api
                 .list(
                     info,
@@ -160,14 +277,12 @@ impl Objects for ObjectService {
         written(
             async {
                 let api = self.server_for(&req)?;
+                let info = resolve(&req.get_ref().resource)?;
+                let obj = parse(&req.get_ref().object)?;
+                let a = write_attrs("update", info, &req.get_ref().namespace, &obj);
+                self.auth.check(&req, &a).await?;
                 let r = req.into_inner();
-                api.update(
-                    resolve(&r.resource)?,
-                    &r.namespace,
-                    parse(&r.object)?,
-                    r.dry_run,
-                )
-                .await
+                api.update(info, &r.namespace, obj, r.dry_run).await
             }
             .await,
         )
@@ -180,14 +295,13 @@ impl Objects for ObjectService {
         written(
             async {
                 let api = self.server_for(&req)?;
+                let info = resolve(&req.get_ref().resource)?;
+                let obj = parse(&req.get_ref().object)?;
+                let a = write_attrs("update", info, &req.get_ref().namespace, &obj)
+                    .subresource("status");
+                self.auth.check(&req, &a).await?;
                 let r = req.into_inner();
-                api.update_status(
-                    resolve(&r.resource)?,
-                    &r.namespace,
-                    parse(&r.object)?,
-                    r.dry_run,
-                )
-                .await
+                api.update_status(info, &r.namespace, obj, r.dry_run).await
             }
             .await,
         )
@@ -200,19 +314,19 @@ impl Objects for ObjectService {
         written(
             async {
                 let api = self.server_for(&req)?;
+                let info = resolve(&req.get_ref().resource)?;
+                let r = req.get_ref();
+                let mut a = Attributes::new("patch", info, &r.namespace, &r.name);
+                if r.status {
+                    a = a.subresource("status");
+                }
+                self.auth.check(&req, &a).await?;
                 let r = req.into_inner();
                 let patch = serde_json::from_slice(&r.patch).map_err(|e| {
                     ApiError::bad_request(format!("the patch is not valid JSON: {e}"))
                 })?;
-                api.patch(
-                    resolve(&r.resource)?,
-                    &r.namespace,
-                    &r.name,
-                    patch,
-                    r.status,
-                    r.dry_run,
-                )
-                .await
+                api.patch(info, &r.namespace, &r.name, patch, r.status, r.dry_run)
+                    .await
             }
             .await,
         )
@@ -224,6 +338,14 @@ impl Objects for ObjectService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let (v, deleted) = async {
             let api = self.server_for(&req)?;
+            let info = resolve(&req.get_ref().resource)?;
+            let r = req.get_ref();
+            self.auth
+                .check(
+                    &req,
+                    &Attributes::new("delete", info, &r.namespace, &r.name),
+                )
+                .await?;
             let r = req.into_inner();
             let o = DeleteParams {
                 precondition_uid: r.precondition_uid,
@@ -232,8 +354,7 @@ impl Objects for ObjectService {
                 propagation: Propagation::parse(&r.propagation_policy)?,
                 dry_run: r.dry_run,
             };
-            api.delete(resolve(&r.resource)?, &r.namespace, &r.name, &o)
-                .await
+            api.delete(info, &r.namespace, &r.name, &o).await
         }
         .await
         .map_err(to_status)?;
@@ -249,8 +370,10 @@ impl Objects for ObjectService {
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let (w, action) = async {
             let api = self.server_for(&req)?;
+            let obj = parse(&req.get_ref().object)?;
+            self.authorize_apply(&req, &obj).await?;
             let r = req.into_inner();
-            api.apply(&r.namespace, parse(&r.object)?, r.dry_run).await
+            api.apply(&r.namespace, obj, r.dry_run).await
         }
         .await
         .map_err(to_status)?;
@@ -268,11 +391,45 @@ impl Objects for ObjectService {
         object(
             async {
                 let api = self.server_for(&req)?;
+                let r = req.get_ref();
+                let a = Attributes::new("create", &registry::POD, &r.namespace, &r.name)
+                    .subresource("binding");
+                self.auth.check(&req, &a).await?;
                 let r = req.into_inner();
                 api.bind(&r.namespace, &r.name, &r.node).await
             }
             .await,
         )
+    }
+
+    async fn access_review(
+        &self,
+        req: Request<pb::AccessReviewRequest>,
+    ) -> Result<Response<pb::AccessReviewResponse>, Status> {
+        let who = self.auth.caller(&req).await.map_err(to_status)?;
+        let r = req.into_inner();
+        let a = review_attrs(&r).map_err(to_status)?;
+        let allowed = self.auth.allowed(&who, &a).await.map_err(to_status)?;
+        Ok(Response::new(pb::AccessReviewResponse {
+            allowed,
+            reason: if allowed {
+                String::new()
+            } else {
+                crate::auth::forbidden(&who, &a)
+            },
+        }))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let who = self.auth.caller(&req).await.map_err(to_status)?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            user: who.user,
+            uid: who.uid,
+            groups: who.groups,
+        }))
     }
 
     type WatchStream = WatchStream;
@@ -281,9 +438,15 @@ impl Objects for ObjectService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let r = req.into_inner();
         let rx = async {
-            let info = resolve(&r.resource)?;
+            let info = resolve(&req.get_ref().resource)?;
+            self.auth
+                .check(
+                    &req,
+                    &Attributes::new("watch", info, &req.get_ref().namespace, ""),
+                )
+                .await?;
+            let r = req.into_inner();
             self.api
                 .watch(
                     info,

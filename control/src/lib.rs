@@ -7,7 +7,8 @@
 //! store ([`store`]) and an in-memory implementation of it for tests
 //! ([`memstore`]), the per-kind watch cache that fans changes out to
 //! watchers ([`watch_cache`]), service address allocation ([`alloc`]) and
-//! nodes' pod CIDRs ([`podcidr`]).
+//! nodes' pod CIDRs ([`podcidr`]), and who may do what ([`auth`]:
+//! authentication of each call and Kubernetes' RBAC).
 //! [`ApiServer`] implements `flotilla_objects::api::ObjectApi`, so the
 //! controllers on a master call it in process, through the same admission
 //! as every other client.
@@ -18,6 +19,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod auth;
 pub mod grpc;
 pub mod memstore;
 pub mod podcidr;

@@ -5,19 +5,22 @@
 //! Clients reach every pod through the masters alone.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_objects::api::ApiError;
+use flotilla_objects::rbac::Attributes;
 use flotilla_objects::registry;
 use flotilla_proto::node::pod_streams_client::PodStreamsClient;
 use flotilla_proto::node::pod_streams_server::{PodStreams, PodStreamsServer};
 use flotilla_proto::node::{ExecRequest, ExecResponse, LogsChunk, LogsRequest};
 use futures::Stream;
 use serde_json::Value;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::api::json::str_at;
+use crate::auth::Auth;
 use crate::grpc::to_status;
 use crate::ApiServer;
 
@@ -27,11 +30,23 @@ const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The relay served on every master's client port.
 pub struct Relay {
     api: ApiServer,
+    auth: Arc<Auth>,
+    /// How the master calls agents: TLS with its own certificate, when the
+    /// agents serve TLS.
+    agent_tls: Option<ClientTlsConfig>,
 }
 
 impl Relay {
-    pub fn server(api: ApiServer) -> PodStreamsServer<Relay> {
-        PodStreamsServer::new(Relay { api })
+    pub fn server(
+        api: ApiServer,
+        auth: Arc<Auth>,
+        agent_tls: Option<ClientTlsConfig>,
+    ) -> PodStreamsServer<Relay> {
+        PodStreamsServer::new(Relay {
+            api,
+            auth,
+            agent_tls,
+        })
     }
 
     /// A client of the agent running pod `ns/name`.
@@ -57,8 +72,19 @@ impl Relay {
                 "node {node_name} has no agent address (InternalIP and daemonEndpoints.kubeletEndpoint.Port)"
             )))
         })?;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(e.to_string()))?
+        let scheme = if self.agent_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(tls) = &self.agent_tls {
+            ep = ep
+                .tls_config(tls.clone())
+                .map_err(|e| Status::internal(format!("TLS to agents: {e}")))?;
+        }
+        let channel = ep
             .connect_timeout(AGENT_CONNECT_TIMEOUT)
             .connect()
             .await
@@ -95,6 +121,14 @@ impl PodStreams for Relay {
     type LogsStream = LogStream;
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
+        let a = Attributes::new(
+            "get",
+            &registry::POD,
+            &req.get_ref().namespace,
+            &req.get_ref().pod,
+        )
+        .subresource("log");
+        self.auth.check(&req, &a).await.map_err(to_status)?;
         let r = req.into_inner();
         let mut agent = self.agent_for(&r.namespace, &r.pod).await?;
         let s = agent.logs(r).await?.into_inner();
@@ -102,6 +136,14 @@ impl PodStreams for Relay {
     }
 
     async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let a = Attributes::new(
+            "create",
+            &registry::POD,
+            &req.get_ref().namespace,
+            &req.get_ref().pod,
+        )
+        .subresource("exec");
+        self.auth.check(&req, &a).await.map_err(to_status)?;
         let r = req.into_inner();
         let mut agent = self.agent_for(&r.namespace, &r.pod).await?;
         agent.exec(r).await

@@ -17,6 +17,7 @@ use crate::core::{
 use crate::discovery::EndpointSlice;
 use crate::networking::Ingress;
 use crate::nodepool::NodePool;
+use crate::rbac::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use crate::registry::ResourceInfo;
 use crate::scheduling::{self, PriorityClass};
 use crate::{decode, defaults, validation, Resource};
@@ -336,6 +337,31 @@ admission!(
     no_update_rules
 );
 
+admission!(
+    Role,
+    no_defaults,
+    crate::rbac::validate_role,
+    no_update_rules
+);
+admission!(
+    ClusterRole,
+    no_defaults,
+    crate::rbac::validate_cluster_role,
+    no_update_rules
+);
+admission!(
+    RoleBinding,
+    no_defaults,
+    crate::rbac::validate_role_binding,
+    crate::rbac::role_binding_update
+);
+admission!(
+    ClusterRoleBinding,
+    no_defaults,
+    crate::rbac::validate_cluster_role_binding,
+    crate::rbac::cluster_role_binding_update
+);
+
 /// Calls `$f::<Kind>` for the kind `$info` names.
 macro_rules! dispatch {
     ($info:expr, $f:ident, $($arg:expr),*) => {
@@ -359,6 +385,10 @@ macro_rules! dispatch {
             "Event" => Some($f::<Event>($($arg),*)),
             "PriorityClass" => Some($f::<PriorityClass>($($arg),*)),
             "Lease" => Some($f::<Lease>($($arg),*)),
+            "Role" => Some($f::<Role>($($arg),*)),
+            "ClusterRole" => Some($f::<ClusterRole>($($arg),*)),
+            "RoleBinding" => Some($f::<RoleBinding>($($arg),*)),
+            "ClusterRoleBinding" => Some($f::<ClusterRoleBinding>($($arg),*)),
             _ => None,
         }
     };

@@ -36,6 +36,8 @@ pub enum Reason {
     /// The requested resourceVersion is compacted away: relist.
     Gone,
     BadRequest,
+    /// The caller's credentials were not accepted (a token not known).
+    Unauthorized,
     Forbidden,
     MethodNotAllowed,
     /// No master could serve the call (no quorum, all unreachable), or the
@@ -52,6 +54,7 @@ mod code {
     pub const NOT_FOUND: i32 = 5;
     pub const ALREADY_EXISTS: i32 = 6;
     pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAUTHENTICATED: i32 = 16;
     pub const ABORTED: i32 = 10;
     pub const OUT_OF_RANGE: i32 = 11;
     pub const UNIMPLEMENTED: i32 = 12;
@@ -66,13 +69,14 @@ pub const REASON_HEADER: &str = "flotilla-reason";
 pub const REQUEST_ID_HEADER: &str = "flotilla-request-id";
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::NotFound,
         Reason::AlreadyExists,
         Reason::Conflict,
         Reason::Invalid,
         Reason::Gone,
         Reason::BadRequest,
+        Reason::Unauthorized,
         Reason::Forbidden,
         Reason::MethodNotAllowed,
         Reason::Unavailable,
@@ -87,6 +91,7 @@ impl Reason {
             Reason::Invalid => "Invalid",
             Reason::Gone => "Gone",
             Reason::BadRequest => "BadRequest",
+            Reason::Unauthorized => "Unauthorized",
             Reason::Forbidden => "Forbidden",
             Reason::MethodNotAllowed => "MethodNotAllowed",
             Reason::Unavailable => "Unavailable",
@@ -107,6 +112,7 @@ impl Reason {
             Reason::Invalid | Reason::BadRequest => code::INVALID_ARGUMENT,
             Reason::Gone => code::OUT_OF_RANGE,
             Reason::Forbidden => code::PERMISSION_DENIED,
+            Reason::Unauthorized => code::UNAUTHENTICATED,
             Reason::MethodNotAllowed => code::UNIMPLEMENTED,
             Reason::Unavailable => code::UNAVAILABLE,
             Reason::Internal => code::INTERNAL,
@@ -122,6 +128,7 @@ impl Reason {
             code::INVALID_ARGUMENT => Reason::BadRequest,
             code::OUT_OF_RANGE => Reason::Gone,
             code::PERMISSION_DENIED => Reason::Forbidden,
+            code::UNAUTHENTICATED => Reason::Unauthorized,
             code::UNIMPLEMENTED => Reason::MethodNotAllowed,
             code::UNAVAILABLE | code::DEADLINE_EXCEEDED | code::CANCELLED => Reason::Unavailable,
             _ => Reason::Internal,

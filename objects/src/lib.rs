@@ -27,6 +27,7 @@ pub mod meta;
 pub mod networking;
 pub mod nodepool;
 pub mod patch;
+pub mod rbac;
 pub mod registry;
 pub mod scheduling;
 pub mod security;

@@ -48,6 +48,20 @@ pub(crate) fn dns1123_subdomain(s: &str) -> Vec<String> {
     errs
 }
 
+/// A path segment name (RBAC objects' names): anything but `.`, `..` and
+/// names holding `/` or `%`.
+pub(crate) fn path_segment(s: &str) -> Vec<String> {
+    if s == "." || s == ".." {
+        return vec![format!("may not be '{s}'")];
+    }
+    for bad in ["/", "%"] {
+        if s.contains(bad) {
+            return vec![format!("may not contain '{bad}'")];
+        }
+    }
+    Vec::new()
+}
+
 /// RFC 1035 label: an RFC 1123 label that starts with a letter.
 pub(crate) fn dns1035_label(s: &str) -> Vec<String> {
     let mut errs = Vec::new();

@@ -172,6 +172,43 @@ pub static LEASE: ResourceInfo = res!(
     false
 );
 
+pub static ROLE: ResourceInfo = res!(
+    "Role",
+    "roles",
+    "role",
+    [],
+    "rbac.authorization.k8s.io",
+    true,
+    false
+);
+pub static CLUSTER_ROLE: ResourceInfo = res!(
+    "ClusterRole",
+    "clusterroles",
+    "clusterrole",
+    [],
+    "rbac.authorization.k8s.io",
+    false,
+    false
+);
+pub static ROLE_BINDING: ResourceInfo = res!(
+    "RoleBinding",
+    "rolebindings",
+    "rolebinding",
+    [],
+    "rbac.authorization.k8s.io",
+    true,
+    false
+);
+pub static CLUSTER_ROLE_BINDING: ResourceInfo = res!(
+    "ClusterRoleBinding",
+    "clusterrolebindings",
+    "clusterrolebinding",
+    [],
+    "rbac.authorization.k8s.io",
+    false,
+    false
+);
+
 pub static ENDPOINT_SLICE: ResourceInfo = res!(
     "EndpointSlice",
     "endpointslices",
@@ -203,6 +240,10 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &INGRESS,
     &PRIORITY_CLASS,
     &LEASE,
+    &ROLE,
+    &CLUSTER_ROLE,
+    &ROLE_BINDING,
+    &CLUSTER_ROLE_BINDING,
 ];
 
 /// Find a kind by any of the names a user may type: the kind ("Pod",

@@ -77,6 +77,8 @@ fn name_check(info: &ResourceInfo) -> fn(&str) -> Vec<String> {
     match info.kind {
         "Namespace" | "NodePool" => names::dns1123_label,
         "Service" => names::dns1035_label,
+        // RBAC objects are named like "system:node" (a path segment).
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => names::path_segment,
         _ => names::dns1123_subdomain,
     }
 }

@@ -218,6 +218,46 @@ impl ApiServer {
         Ok(())
     }
 
+    /// Create the default ClusterRoles and ClusterRoleBindings
+    /// (`flotilla_objects::rbac::bootstrap_policy`) that do not exist yet.
+    /// Existing ones are left as operators changed them.
+    pub async fn ensure_rbac_defaults(&self) -> Result<(), ApiError> {
+        let (roles, bindings) = flotilla_objects::rbac::bootstrap_policy();
+        let to_value = |v: Result<Value, serde_json::Error>| {
+            v.map_err(|e| ApiError::internal(format!("encoding the default policy: {e}")))
+        };
+        let mut objects = Vec::new();
+        for r in roles {
+            objects.push((
+                &registry::CLUSTER_ROLE,
+                r.metadata.name.clone(),
+                to_value(serde_json::to_value(r))?,
+            ));
+        }
+        for b in bindings {
+            objects.push((
+                &registry::CLUSTER_ROLE_BINDING,
+                b.metadata.name.clone(),
+                to_value(serde_json::to_value(b))?,
+            ));
+        }
+        for (info, name, obj) in objects {
+            if self
+                .read(&object_key(info, "", &name), true)
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            match self.create(info, "", obj, false).await {
+                Ok(_) => tracing::info!(kind = info.kind, name, "created"),
+                Err(e) if e.is(Reason::AlreadyExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The namespace an object of `info` goes in: the object's own, or the
     /// request's ("default" when neither says), "" for cluster-scoped kinds.
     fn namespace_for(
