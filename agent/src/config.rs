@@ -83,6 +83,11 @@ pub struct AgentConfig {
     pub cluster_dns: Vec<std::net::IpAddr>,
     /// The cluster domain of pods' search path (kubelet's --cluster-domain).
     pub cluster_domain: String,
+    /// TLS for the pod streams (kubelet's --tls-cert-file,
+    /// --tls-private-key-file, --client-ca-file): only callers with a client
+    /// certificate of that CA in the group system:masters (the masters
+    /// relaying `flt logs` and `flt exec`) are then served.
+    pub stream_tls: Option<std::sync::Arc<flotilla_security::tls::ServerTls>>,
 }
 
 impl AgentConfig {
@@ -107,6 +112,7 @@ impl AgentConfig {
             resync_interval: Duration::from_secs(10),
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_string(),
+            stream_tls: None,
         }
     }
 

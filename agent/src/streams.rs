@@ -35,13 +35,48 @@ pub async fn serve(ctx: Arc<Ctx>, pods: Cache<Pod>, stop: CancellationToken) -> 
     let listener = crate::netns::listen(ctx.cfg.netns.as_deref(), addr)
         .await
         .map_err(Error::io(format!("listening on {addr}")))?;
-    tracing::info!(%addr, "serving pod logs and exec");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
-        .add_service(PodStreamsServer::new(Streams { ctx, pods }))
-        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-        .await
-        .map_err(|e| Error::Config(format!("serving pod streams on {addr}: {e}")))
+    tracing::info!(%addr, tls = ctx.cfg.stream_tls.is_some(), "serving pod logs and exec");
+    let tls = ctx.cfg.stream_tls.clone();
+    let router = tonic::transport::Server::builder()
+        .add_service(PodStreamsServer::new(Streams { ctx, pods }));
+    let served = match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener), stop.cancelled_owned())
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+        }
+    };
+    served.map_err(|e| Error::Config(format!("serving pod streams on {addr}: {e}")))
+}
+
+/// With TLS, only the masters (a client certificate in system:masters,
+/// verified by the TLS layer against the cluster CA) may read logs or run
+/// commands; without TLS the agent trusts its network.
+fn check_caller<T>(tls: bool, req: &Request<T>) -> Result<(), Status> {
+    if !tls {
+        return Ok(());
+    }
+    let certs = req.peer_certs();
+    let leaf = certs
+        .as_ref()
+        .and_then(|c| c.first())
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let who = flotilla_security::authn::identity_of_certificate(leaf.as_ref())
+        .map_err(|e| Status::unauthenticated(e.to_string()))?;
+    if who.in_group(flotilla_security::authn::MASTERS_GROUP) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "User \"{}\" may not use this node's pod streams (only the masters may)",
+            who.user
+        )))
+    }
 }
 
 fn not_found(ns: &str, name: &str) -> Status {
@@ -105,6 +140,7 @@ impl PodStreams for Streams {
     type LogsStream = LogStream;
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
+        check_caller(self.ctx.cfg.stream_tls.is_some(), &req)?;
         let r = req.into_inner();
         let pod = self.pod(&r.namespace, &r.pod)?;
         let container = container_name(&pod, &r.container)?;
@@ -178,6 +214,7 @@ impl PodStreams for Streams {
     }
 
     async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        check_caller(self.ctx.cfg.stream_tls.is_some(), &req)?;
         let r = req.into_inner();
         let pod = self.pod(&r.namespace, &r.pod)?;
         let container = container_name(&pod, &r.container)?;

@@ -41,6 +41,8 @@ struct Inner {
     channels: Vec<Channel>,
     current: AtomicUsize,
     retry_for: Duration,
+    /// Credentials' metadata entries, sent with every call.
+    headers: Vec<(&'static str, MetadataValue<tonic::metadata::Ascii>)>,
 }
 
 /// Options for [`Client::connect_with`].
@@ -53,6 +55,50 @@ pub struct ClientOptions {
     /// How long a call keeps trying other masters while none answers
     /// (zero: one attempt).
     pub retry_for: Duration,
+    /// TLS to the masters (their CA, and a client certificate to present);
+    /// addresses without a scheme then mean https.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Credentials sent with every call.
+    pub credentials: Credentials,
+}
+
+/// What a client says about who it is, beyond its certificate.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// A bearer token (`authorization: Bearer ...`).
+    pub token: Option<String>,
+    /// Act as this user (kubectl's --as), and in these groups (--as-group).
+    pub impersonate_user: Option<String>,
+    pub impersonate_groups: Vec<String>,
+}
+
+impl Credentials {
+    /// The metadata entries these credentials add to a call.
+    fn headers(
+        &self,
+    ) -> Result<Vec<(&'static str, MetadataValue<tonic::metadata::Ascii>)>, ApiError> {
+        let bad = |what: &str| ApiError::bad_request(format!("the {what} is not printable ASCII"));
+        let mut h = Vec::new();
+        if let Some(t) = &self.token {
+            h.push((
+                "authorization",
+                MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| bad("token"))?,
+            ));
+        }
+        if let Some(u) = &self.impersonate_user {
+            h.push((
+                "impersonate-user",
+                MetadataValue::try_from(u.as_str()).map_err(|_| bad("user to act as"))?,
+            ));
+        }
+        for g in &self.impersonate_groups {
+            h.push((
+                "impersonate-group",
+                MetadataValue::try_from(g.as_str()).map_err(|_| bad("group to act as"))?,
+            ));
+        }
+        Ok(h)
+    }
 }
 
 impl Default for ClientOptions {
@@ -61,6 +107,8 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             retry_for: Duration::from_secs(15),
+            tls: None,
+            credentials: Credentials::default(),
         }
     }
 }
@@ -89,10 +137,12 @@ pub fn name_of(v: &Value) -> &str {
         .unwrap_or("")
 }
 
-fn normalize(addr: &str) -> String {
+fn normalize(addr: &str, tls: bool) -> String {
     let a = addr.trim();
     if a.starts_with("http://") || a.starts_with("https://") {
         a.to_string()
+    } else if tls {
+        format!("https://{a}")
     } else {
         format!("http://{a}")
     }
@@ -130,8 +180,14 @@ impl Client {
         }
         let mut channels = Vec::with_capacity(addrs.len());
         for a in &addrs {
-            let ep = Endpoint::from_shared(normalize(a))
-                .map_err(|e| ApiError::bad_request(format!("bad master address {a:?}: {e}")))?
+            let mut ep = Endpoint::from_shared(normalize(a, opts.tls.is_some()))
+                .map_err(|e| ApiError::bad_request(format!("bad master address {a:?}: {e}")))?;
+            if let Some(tls) = &opts.tls {
+                ep = ep
+                    .tls_config(tls.clone())
+                    .map_err(|e| ApiError::bad_request(format!("TLS for {a}: {e}")))?;
+            }
+            let ep = ep
                 .connect_timeout(opts.connect_timeout)
                 .timeout(opts.request_timeout)
                 .tcp_nodelay(true)
@@ -145,6 +201,7 @@ impl Client {
                 channels,
                 current: AtomicUsize::new(0),
                 retry_for: opts.retry_for,
+                headers: opts.credentials.headers()?,
             }),
         })
     }
@@ -176,6 +233,9 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
             let mut req = Request::new(msg.clone());
+            for (k, v) in &self.inner.headers {
+                req.metadata_mut().append(*k, v.clone());
+            }
             if let Some(id) = &request_id {
                 if let Ok(v) = MetadataValue::try_from(id.as_str()) {
                     req.metadata_mut().insert(REQUEST_ID_HEADER, v);
@@ -336,6 +396,25 @@ impl Client {
         dry_run: bool,
     ) -> Result<Applied, ApiError> {
         ObjectApi::apply(self, namespace, object.clone(), dry_run).await
+    }
+
+    /// Who the masters take this client for (`flt auth whoami`).
+    pub async fn who_am_i(&self) -> Result<pb::WhoAmIResponse, ApiError> {
+        self.call(Kind::Read, pb::WhoAmIRequest {}, |mut c, r| async move {
+            c.who_am_i(r).await
+        })
+        .await
+    }
+
+    /// Whether this client may do what `req` asks (`flt auth can-i`).
+    pub async fn access_review(
+        &self,
+        req: pb::AccessReviewRequest,
+    ) -> Result<pb::AccessReviewResponse, ApiError> {
+        self.call(Kind::Read, req, |mut c, r| async move {
+            c.access_review(r).await
+        })
+        .await
     }
 
     /// Watch changes. The stream ends with a [`Reason::Gone`] error when the

@@ -21,7 +21,7 @@ pub mod reflector;
 pub mod watcher;
 
 pub use api::{Api, Event, List};
-pub use client::{Client, ClientOptions, WatchEvent, WatchStream};
+pub use client::{Client, ClientOptions, Credentials, WatchEvent, WatchStream};
 pub use error::{ApiError, Reason};
 pub use flotilla_objects::api::{
     Applied, DeleteParams, EventType, ListParams, ObjectApi, ObjectList, Propagation, RawEvent,

@@ -37,6 +37,7 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;
+pub mod transport;
 pub mod types;
 pub mod watch;
 

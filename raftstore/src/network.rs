@@ -16,7 +16,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::types::{MasterNode, NodeId, TypeConfig};
 
@@ -32,6 +32,8 @@ const CONNECTIONS_PER_PEER: usize = 4;
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     inner: Arc<Mutex<HashMap<String, Pool>>>,
+    /// TLS to present to peers, when the peer port is secured.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 struct Pool {
@@ -40,6 +42,13 @@ struct Pool {
 }
 
 impl PeerChannels {
+    pub fn new(tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        PeerChannels {
+            inner: Default::default(),
+            tls,
+        }
+    }
+
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let ch = match m.get_mut(addr) {
@@ -48,8 +57,8 @@ impl PeerChannels {
                 pool.channels[pool.next].clone()
             }
             None => {
-                let ep = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| format!("bad peer address {addr}: {e}"))?
+                let ep = crate::transport::endpoint(addr, self.tls.as_ref())
+                    .map_err(|e| format!("peer: {e}"))?
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))

@@ -54,6 +54,8 @@ pub struct MasterConfig {
     /// Revisions kept by automatic compaction; 0 turns it off.
     pub auto_compaction_retention: i64,
     pub limits: Limits,
+    /// TLS on the ports and who may use the etcd API.
+    pub security: crate::transport::TransportSecurity,
 }
 
 impl MasterConfig {
@@ -75,6 +77,7 @@ impl MasterConfig {
             snapshot_logs: 10_000,
             auto_compaction_retention: 10_000,
             limits: Limits::default(),
+            security: Default::default(),
         }
     }
 
@@ -257,7 +260,7 @@ impl Master {
         sync_dirs(&cfg.data_dir)
             .map_err(|e| StartError::Storage(format!("syncing {}: {e}", cfg.data_dir.display())))?;
         let log = LogStore::new(db, install);
-        let channels = PeerChannels::default();
+        let channels = PeerChannels::new(cfg.security.peer_client.clone());
         let keep = (cfg.snapshot_logs / 10).max(1);
         let (election_min, election_max) = openraft_election(cfg.election_timeout_ms);
         let rcfg = openraft::Config {

@@ -9,11 +9,20 @@ use flotilla_proto::etcdserverpb::lease_server::LeaseServer;
 use flotilla_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use flotilla_proto::etcdserverpb::watch_server::WatchServer;
 use flotilla_proto::raft::raft_peer_server::RaftPeerServer;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use flotilla_security::tls::ServerTls;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
+use tonic::transport::server::Router;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+
+use crate::transport::GateInterceptor;
 
 use crate::node::{Master, MasterConfig, StartError};
 use crate::service::{
@@ -25,6 +34,19 @@ use crate::service::{maintenance::MaintenanceService, peer::PeerService, watch::
 /// not wait for delayed ACKs (that costs 40 ms a round trip).
 fn incoming(l: TcpListener) -> TcpIncoming {
     TcpIncoming::from(l).with_nodelay(Some(true))
+}
+
+type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// Serve `router` on `l` until the master stops: through TLS when `tls` is
+/// given, plaintext otherwise.
+fn serve(router: Router, l: TcpListener, tls: Option<&Arc<ServerTls>>, m: &Master) -> Serving {
+    let stop = m.shutdown.clone();
+    let until = async move { stop.cancelled().await };
+    match tls {
+        Some(t) => Box::pin(router.serve_with_incoming_shutdown(t.incoming(l), until)),
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming(l), until)),
+    }
 }
 
 /// How long a starting master waits to publish itself before serving clients.
@@ -62,33 +84,47 @@ pub async fn start_with(
     let master = Master::open(cfg).await?;
     let limit = master.cfg.limits.max_request_bytes + 512 * 1024;
 
-    let stop = master.shutdown.clone();
-    let peer = Server::builder()
-        .tcp_nodelay(true)
-        .add_service(
-            RaftPeerServer::new(PeerService {
-                master: master.clone(),
-            })
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX),
-        )
-        .serve_with_incoming_shutdown(incoming(peer_l), async move { stop.cancelled().await });
+    let sec = master.cfg.security.clone();
+    let peer = Server::builder().tcp_nodelay(true).add_service(
+        RaftPeerServer::new(PeerService {
+            master: master.clone(),
+        })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX),
+    );
+    let peer = serve(peer, peer_l, sec.peer_tls.as_ref(), &master);
 
-    let stop = master.shutdown.clone();
     let m = || master.clone();
+    let gate = GateInterceptor(sec.gate.clone());
     let client = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_routes(extra(&master))
-        .add_service(KvServer::new(KvService { master: m() }).max_decoding_message_size(limit))
-        .add_service(
+        .add_service(InterceptedService::new(
+            KvServer::new(KvService { master: m() }).max_decoding_message_size(limit),
+            gate.clone(),
+        ))
+        .add_service(InterceptedService::new(
             WatchServer::new(WatchService { master: m() }).max_decoding_message_size(limit),
-        )
-        .add_service(LeaseServer::new(LeaseService { master: m() }))
-        .add_service(ClusterServer::new(ClusterService { master: m() }))
-        .add_service(MaintenanceServer::new(MaintenanceService { master: m() }))
-        .add_service(ClusterAdminServer::new(AdminService { master: m() }))
-        .serve_with_incoming_shutdown(incoming(client_l), async move { stop.cancelled().await });
+            gate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            LeaseServer::new(LeaseService { master: m() }),
+            gate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterServer::new(ClusterService { master: m() }),
+            gate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            MaintenanceServer::new(MaintenanceService { master: m() }),
+            gate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterAdminServer::new(AdminService { master: m() }),
+            gate,
+        ));
+    let client = serve(client, client_l, sec.client_tls.as_ref(), &master);
 
     master.bootstrap().await?;
     master.spawn_duties();

@@ -240,10 +240,15 @@ impl Master {
                 if self.shutdown.is_cancelled() {
                     return;
                 }
-                let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                else {
-                    tracing::error!(addr, "bad --join address");
-                    continue;
+                let ep = match crate::transport::endpoint(
+                    addr,
+                    self.cfg.security.client_client.as_ref(),
+                ) {
+                    Ok(ep) => ep,
+                    Err(e) => {
+                        tracing::error!(addr, error = %e, "bad --join address");
+                        continue;
+                    }
                 };
                 let Ok(ch) = ep.connect_timeout(Duration::from_secs(1)).connect().await else {
                     continue;

@@ -46,8 +46,8 @@ pub async fn leader_admin(
         .ok_or_else(|| {
             Error::Unavailable("the leader has not registered its client address yet; retry".into())
         })?;
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::Internal(e.to_string()))?
+    let ch = crate::transport::endpoint(&addr, m.cfg.security.client_client.as_ref())
+        .map_err(Error::Internal)?
         .connect_timeout(Duration::from_secs(2))
         .connect()
         .await
