@@ -165,6 +165,7 @@ fn flotilla_client(ep: &str, request_timeout: Duration) -> Result<Client> {
             request_timeout,
             // One master per client: the benchmark spreads load itself.
             retry_for: Duration::from_millis(500),
+            ..Default::default()
         },
     )
     .map_err(|e| anyhow::anyhow!("client of {ep}: {e}"))

@@ -52,6 +52,7 @@ pub(crate) fn client(endpoints: &[String]) -> Result<Client> {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(10),
+            ..Default::default()
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))

@@ -1,9 +1,11 @@
 //! The control plane on a master: the object API served beside the etcd
-//! API, the namespaces that always exist, and the leader loops (the
+//! API (authenticated and authorized), the namespaces and default roles
+//! that always exist, and the leader loops (the
 //! controllers) run by the controller runtime while this master leads.
 
 use std::sync::Arc;
 
+use flotilla_control::auth::Auth;
 use flotilla_control::grpc::ObjectService;
 use flotilla_control::{ApiConfig, ApiServer};
 use flotilla_objects::api::ObjectApi;
@@ -11,6 +13,7 @@ use flotilla_raftstore::{Master, MasterConfig, RunningMaster};
 use flotilla_runtime::Manager;
 use tonic::service::Routes;
 
+use crate::security::AccessConfig;
 use crate::store::{MasterStore, BOOTSTRAP_RETRY};
 
 /// Start a master with the object API, its controllers and, with `dns`,
@@ -20,14 +23,22 @@ pub async fn start(
     api_cfg: ApiConfig,
     loops: Vec<Arc<dyn flotilla_runtime::LeaderLoop>>,
     dns: Option<flotilla_dns::DnsConfig>,
+    access: AccessConfig,
 ) -> anyhow::Result<RunningMaster> {
     let mut api = None;
     let running = flotilla_raftstore::start_with(cfg, |m: &Master| {
         let server = ApiServer::new(Arc::new(MasterStore::new(m.clone())), api_cfg);
         api = Some(server.clone());
+        let auth = if access.rbac {
+            Auth::rbac(access.authn, server.clone(), m.shutdown.clone())
+        } else {
+            Auth::always_allow(access.authn)
+        };
+        let _ = access.gate.auth.set(auth.clone());
         let limit = m.cfg.limits.max_request_bytes + 512 * 1024;
-        Routes::new(ObjectService::server(server.clone(), limit))
-            .add_service(flotilla_control::relay::Relay::server(server))
+        Routes::new(ObjectService::server(server.clone(), auth.clone(), limit)).add_service(
+            flotilla_control::relay::Relay::server(server, auth, access.agent_tls),
+        )
     })
     .await?;
     let master = running.master.clone();
@@ -39,7 +50,10 @@ pub async fn start(
         tokio::spawn(async move {
             loop {
                 match api.ensure_namespaces().await {
-                    Ok(()) => break,
+                    Ok(()) => match api.ensure_rbac_defaults().await {
+                        Ok(()) => break,
+                        Err(e) => tracing::debug!(error = %e, "default roles not created yet"),
+                    },
                     Err(e) => tracing::debug!(error = %e, "default namespaces not created yet"),
                 }
                 tokio::select! {

@@ -2,12 +2,15 @@
 //! parses flags, sets up logging and signals, and hands over to the libraries.
 
 mod agent_cmd;
+mod certs_cmd;
 mod control_plane;
 mod dns;
 mod logging;
 mod proxy_cmd;
+mod security;
 mod store;
 mod up_agents;
+mod up_pki;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,15 +35,18 @@ struct Cli {
 enum Cmd {
     /// Run a master: a member of the Raft group that keeps the cluster state
     /// and serves the etcd v3 API and Flotilla's admin API.
-    Master(MasterArgs),
+    Master(Box<MasterArgs>),
     /// Run a local three-master cluster in this process, with its data under one folder.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run a node agent: register this node and run the pods bound to it
     /// through containerd.
     Agent(agent_cmd::AgentArgs),
     /// Run a node proxy: send traffic for services' addresses to their
     /// endpoints, through iptables or through this process.
     Proxy(proxy_cmd::ProxyArgs),
+    /// Make a cluster CA and certificates signed by it.
+    #[command(subcommand)]
+    Certs(certs_cmd::CertsCmd),
 }
 
 #[derive(Args)]
@@ -153,6 +159,8 @@ struct MasterArgs {
     #[command(flatten)]
     dns: dns::DnsArgs,
     #[command(flatten)]
+    security: security::SecurityArgs,
+    #[command(flatten)]
     tuning: Tuning,
 }
 
@@ -177,6 +185,10 @@ struct UpArgs {
     /// The node proxy beside each agent: iptables, userspace, or none.
     #[arg(long, value_enum, default_value = "iptables")]
     proxy_mode: proxy_cmd::UpProxyMode,
+    /// Bearer tokens the masters accept, besides the certificates up makes
+    /// (kube-apiserver's CSV: token,user,uid,"group1,group2").
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
     #[command(flatten)]
     dns: dns::DnsArgs,
     #[command(flatten)]
@@ -239,9 +251,17 @@ async fn run_master(a: MasterArgs) -> Result<()> {
     let mut cfg = config(&a.name, a.data_dir, a.client_addr, a.peer_addr, &a.tuning);
     cfg.initial_cluster = parse_initial_cluster(&a.initial_cluster)?;
     cfg.join = a.join;
+    let (sec, access) = a.security.build(a.client_addr, a.peer_addr)?;
+    cfg.security = sec;
     let dns = a.dns_addr.map(|addr| a.dns.config(addr)).transpose()?;
-    let running =
-        control_plane::start(cfg, a.tuning.api_config()?, a.tuning.leader_loops()?, dns).await?;
+    let running = control_plane::start(
+        cfg,
+        a.tuning.api_config()?,
+        a.tuning.leader_loops()?,
+        dns,
+        access,
+    )
+    .await?;
     stop.await;
     tracing::info!("stopping");
     running.shutdown().await;
@@ -267,15 +287,26 @@ async fn run_up(a: UpArgs) -> Result<()> {
         .zip(&ports)
         .map(|(n, (_, p))| (n.to_string(), addr(*p).to_string()))
         .collect();
+    let pki = up_pki::UpPki::ensure(&a.data_dir)?;
     let mut running = Vec::new();
     for ((n, (c, p)), d) in names.iter().zip(&ports).zip(&dns_addrs) {
         let mut cfg = config(n, a.data_dir.join(n), addr(*c), addr(*p), &a.tuning);
         cfg.initial_cluster = initial.clone();
+        let mut args = pki.master_args(n)?;
+        args.token_auth_file = a.token_auth_file.clone();
+        let (sec, access) = args.build(addr(*c), addr(*p))?;
+        cfg.security = sec;
         let dns = Some(a.dns.config(*d)?);
         running.push(
-            control_plane::start(cfg, a.tuning.api_config()?, a.tuning.leader_loops()?, dns)
-                .await
-                .with_context(|| format!("starting master {n}"))?,
+            control_plane::start(
+                cfg,
+                a.tuning.api_config()?,
+                a.tuning.leader_loops()?,
+                dns,
+                access,
+            )
+            .await
+            .with_context(|| format!("starting master {n}"))?,
         );
     }
     for r in &running {
@@ -295,7 +326,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
         eprintln!(
             "warning: not root: starting no agents (they need network namespaces and containerd)"
         );
-        up_agents::Agents::start(0, &endpoints, &a.data_dir, &a.registry_mirrors, None)?
+        up_agents::Agents::start(0, &endpoints, &a.data_dir, &a.registry_mirrors, None, &pki)?
     } else {
         up_agents::Agents::start(
             a.agents,
@@ -303,31 +334,37 @@ async fn run_up(a: UpArgs) -> Result<()> {
             &a.data_dir,
             &a.registry_mirrors,
             a.proxy_mode.mode(),
+            &pki,
         )?
     };
+    let flt_config = pki.write_flt_config(&a.data_dir, &endpoints)?;
+    let pki_dir = std::path::absolute(&pki.dir).unwrap_or(pki.dir.clone());
     println!(
         "Flotilla is up: three masters and {} agents, data in {}",
         agents.names.len(),
         a.data_dir.display()
     );
+    println!(
+        "  flt:           export FLT_CONFIG={}   (cluster-admin over TLS; certificates in {})",
+        flt_config.display(),
+        pki_dir.display()
+    );
     if !agents.names.is_empty() {
         println!(
-            "  agents:        {} (host namespaces flotilla-up-a1.., bridge flotilla-up0); pods: flt --server {} get pods -o wide",
+            "  agents:        {} (host namespaces flotilla-up-a1.., bridge flotilla-up0); pods: flt get pods -o wide",
             agents.names.join(", "),
-            endpoints.join(",")
         );
         if a.registry_mirrors.is_empty() {
             println!("  images:        no --registry-mirror given: pulls go to the registries themselves");
         }
     }
+    let https: Vec<String> = endpoints.iter().map(|e| format!("https://{e}")).collect();
     println!(
-        "  etcd v3 API:   ETCDCTL_API=3 etcdctl --endpoints={} endpoint status -w table",
-        endpoints.join(",")
+        "  etcd v3 API:   ETCDCTL_API=3 etcdctl --endpoints={} --cacert {p}/ca.crt --cert {p}/admin.crt --key {p}/admin.key endpoint status -w table",
+        https.join(","),
+        p = pki_dir.display()
     );
-    println!(
-        "  cluster:       flt --server {} cluster status",
-        endpoints.join(",")
-    );
+    println!("  cluster:       flt cluster status");
     for (n, d) in names.iter().zip(&dns_addrs) {
         println!(
             "  {n} dns {d}    dig @{} -p {} kubernetes.default.svc.{}",
@@ -361,10 +398,11 @@ fn main() {
     };
     let res = rt.block_on(async {
         match cli.cmd {
-            Cmd::Master(a) => run_master(a).await,
-            Cmd::Up(a) => run_up(a).await,
+            Cmd::Master(a) => run_master(*a).await,
+            Cmd::Up(a) => run_up(*a).await,
             Cmd::Agent(a) => agent_cmd::run(a, shutdown_signal()?).await,
             Cmd::Proxy(a) => proxy_cmd::run(a, shutdown_signal()?).await,
+            Cmd::Certs(c) => certs_cmd::run(c),
         }
     });
     if let Err(e) = res {

@@ -12,8 +12,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use flotilla_agent::{Agent, AgentConfig, RegistryMirror};
+use flotilla_security::tls::{ServerTls, ServerTlsFiles};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::up_pki::UpPki;
 
 const BRIDGE: &str = "flotilla-up0";
 
@@ -82,6 +85,7 @@ impl Agents {
         data_dir: &Path,
         mirrors: &[RegistryMirror],
         proxy_mode: Option<flotilla_proxy::Mode>,
+        pki: &UpPki,
     ) -> Result<Agents> {
         let stop = CancellationToken::new();
         let mut agents = Agents {
@@ -95,18 +99,42 @@ impl Agents {
         if !nix::unistd::geteuid().is_root() {
             bail!("agents need root (network namespaces, containerd): run as root, or with --agents 0");
         }
-        let client =
-            flotilla_client::Client::connect(servers).context("connecting to the masters")?;
+        // Each agent calls the masters as system:node:<name> (group
+        // system:nodes) and serves its pod streams with the same
+        // certificate, to the masters only; the proxies are system:kube-proxy.
+        let client_as =
+            |files: flotilla_security::tls::ClientTlsFiles| -> Result<flotilla_client::Client> {
+                let opts = flotilla_client::ClientOptions {
+                    tls: Some(files.tonic_config()?),
+                    ..Default::default()
+                };
+                flotilla_client::Client::connect_with(servers, opts)
+                    .context("connecting to the masters")
+            };
+        let proxy_client = client_as(pki.client("kube-proxy", "system:kube-proxy", &[], &[])?)?;
         for i in 1..=n {
             let name = format!("agent-{i}");
             let netns = network(i).with_context(|| format!("the network of {name}"))?;
             let mut cfg = AgentConfig::new(&name, host_ip(i), data_dir.join("agents").join(&name));
             cfg.netns = Some(netns.clone().into());
+            let files = pki.client(
+                &name,
+                &format!("system:node:{name}"),
+                &["system:nodes"],
+                &[host_ip(i).into()],
+            )?;
+            cfg.stream_tls = Some(ServerTls::load(ServerTlsFiles {
+                cert: files.cert.clone().context("agent certificate")?,
+                key: files.key.clone().context("agent key")?,
+                client_ca: Some(pki.ca_file()),
+                require_client_cert: true,
+            })?);
+            let client = client_as(files)?;
             if let Some(mode) = proxy_mode {
                 let mut pcfg = flotilla_proxy::Config::new(&name, mode);
                 pcfg.netns = Some(netns.into());
                 pcfg.node_ip = Some(host_ip(i));
-                let (client, stop, n2) = (client.clone(), stop.clone(), name.clone());
+                let (client, stop, n2) = (proxy_client.clone(), stop.clone(), name.clone());
                 agents.tasks.push(tokio::spawn(async move {
                     if let Err(e) = flotilla_proxy::run(pcfg, client, stop).await {
                         tracing::error!(node = %n2, "proxy stopped: {e}");

@@ -11,6 +11,17 @@ use common::*;
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcdserverpb::RangeRequest;
 
+/// The cluster-admin's TLS settings that `flotilla up` wrote under `dir`.
+fn admin_tls(dir: &std::path::Path) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    let pki = dir.join("pki");
+    Ok(flotilla_security::tls::ClientTlsFiles {
+        ca: Some(pki.join("ca.crt")),
+        cert: Some(pki.join("admin.crt")),
+        key: Some(pki.join("admin.key")),
+    }
+    .tonic_config()?)
+}
+
 struct Up(Child);
 
 impl Drop for Up {
@@ -34,23 +45,6 @@ fn start_up(dir: &std::path::Path, base: u16, log: &std::path::Path) -> Up {
         .stderr(log)
         .spawn()
         .expect("spawn flotilla up"))
-}
-
-/// A base port whose three client and three peer ports are all free.
-fn free_base() -> u16 {
-    for _ in 0..100 {
-        let base = free_port();
-        if base > 40_000 {
-            continue;
-        }
-        let all_free = [0u16, 1, 10_000, 10_001, 20_000, 20_001]
-            .iter()
-            .all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no free base port for flotilla up");
 }
 
 fn interrupt_and_wait(up: &mut Up) {
@@ -82,17 +76,19 @@ async fn up_stops_on_ctrl_c_and_keeps_its_data() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base();
+    let base = free_up_base();
     let first = format!("127.0.0.1:{base}");
     let third = format!("127.0.0.1:{}", base + 20_000);
 
     let logs = tempfile::tempdir().expect("log dir");
     let first_log = logs.path().join("first.log");
     let mut up = start_up(dir.path(), base, &first_log);
+    // up serves TLS only, with the certificates it writes under pki/.
+    let tls = || admin_tls(dir.path());
     let rev = wait_for(
         Duration::from_secs(30),
         "flotilla up serves writes",
-        async || put(&first, "up/key", "kept").await,
+        async || put_with(&first, Some(tls()?), "up/key", "kept").await,
     )
     .await;
     // Each master's DNS address is printed on a line with the word `dns`,
@@ -164,7 +160,7 @@ async fn up_stops_on_ctrl_c_and_keeps_its_data() {
         Duration::from_secs(30),
         "flotilla up serves again",
         async || {
-            let mut kv = KvClient::new(channel(&third).await?);
+            let mut kv = KvClient::new(channel_with(&third, Some(tls()?)).await?);
             let r = kv
                 .range(RangeRequest {
                     key: b"up/key".to_vec(),

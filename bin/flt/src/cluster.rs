@@ -11,6 +11,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::ClusterCommand;
 
+/// A channel whose calls carry flt's credentials.
+pub(crate) type Authed =
+    tonic::service::interceptor::InterceptedService<Channel, crate::access::Headers>;
+
 /// What the cluster commands need to know.
 pub struct Ctx {
     pub servers: Vec<String>,
@@ -61,10 +65,20 @@ pub(crate) fn url_of(addr: &str) -> String {
 }
 
 pub(crate) async fn connect(addr: &str, dial: Duration, request: Duration) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(url_of(addr))
+    let access = crate::access::get();
+    let url = match &access.tls {
+        Some(_) if !addr.contains("://") => format!("https://{addr}"),
+        _ => url_of(addr),
+    };
+    let mut endpoint = Endpoint::from_shared(url)
         .with_context(|| format!("invalid server address {addr:?}"))?
         .connect_timeout(dial)
         .timeout(request);
+    if let Some(tls) = access.tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .with_context(|| format!("TLS to {addr}"))?;
+    }
     match tokio::time::timeout(dial, endpoint.connect()).await {
         Ok(Ok(channel)) => Ok(channel),
         Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("cannot connect to {addr}"))),
@@ -102,7 +116,7 @@ fn grpc_error(status: tonic::Status) -> anyhow::Error {
 async fn status_of(addr: &str, limit: Duration) -> Result<StatusResponse> {
     let call = async {
         let channel = connect(addr, limit, limit).await?;
-        let mut client = ClusterAdminClient::new(channel);
+        let mut client = ClusterAdminClient::with_interceptor(channel, crate::access::headers());
         let resp = client
             .status(StatusRequest {})
             .await
@@ -230,7 +244,7 @@ async fn cluster_status(ctx: &Ctx) -> Result<()> {
 /// sees it), falling back to the other known masters if it cannot be reached.
 async fn membership_change<F, Fut>(ctx: &Ctx, what: &str, call: F) -> Result<Vec<MemberInfo>>
 where
-    F: Fn(ClusterAdminClient<Channel>) -> Fut,
+    F: Fn(ClusterAdminClient<Authed>) -> Fut,
     Fut: std::future::Future<
         Output = std::result::Result<
             tonic::Response<flotilla_proto::cluster::MembershipResponse>,
@@ -270,7 +284,7 @@ where
                 continue;
             }
         };
-        let client = ClusterAdminClient::new(channel);
+        let client = ClusterAdminClient::with_interceptor(channel, crate::access::headers());
         match tokio::time::timeout(ctx.command_timeout, call(client)).await {
             Ok(Ok(resp)) => return Ok(resp.into_inner().members),
             Ok(Err(st)) if st.code() == tonic::Code::Unavailable => {

@@ -37,10 +37,13 @@ impl Ctx {
         dial: Duration,
         timeout: Duration,
     ) -> Result<Ctx> {
+        let access = crate::access::get();
         let opts = ClientOptions {
             connect_timeout: dial,
             request_timeout: timeout,
             retry_for: timeout.min(Duration::from_secs(10)),
+            tls: access.tls,
+            credentials: access.credentials,
         };
         let client = Client::connect_with(servers, opts).map_err(|e| anyhow!(e.message))?;
         Ok(Ctx {
@@ -156,6 +159,7 @@ fn finish(mut errors: Vec<anyhow::Error>) -> Result<()> {
 pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
     match cmd {
         Command::Apply(a) => write_docs(ctx, a, Verb::Apply).await,
+        Command::Auth(a) => crate::auth::run(ctx, a).await,
         Command::Create(a) => match a.what {
             None => write_docs(ctx, a.files, Verb::Create).await,
             Some(cmd) => {

@@ -4,7 +4,13 @@
 //! ```yaml
 //! server: 10.0.0.1:2379,10.0.0.2:2379   # or a YAML list
 //! namespace: web
+//! certificate-authority: /etc/flotilla/pki/ca.crt   # TLS to the masters
+//! client-certificate: /home/alice/.flt/alice.crt     # who flt is
+//! client-key: /home/alice/.flt/alice.key
+//! token: 0123456789abcdef                           # or a bearer token
 //! ```
+//!
+//! `flotilla up` writes such a file for its cluster-admin (`<data>/flt.yaml`).
 
 use std::path::PathBuf;
 
@@ -19,6 +25,17 @@ pub struct Config {
     pub server: Option<Servers>,
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The CA of the masters' certificates (turns on TLS).
+    #[serde(default, rename = "certificate-authority")]
+    pub certificate_authority: Option<PathBuf>,
+    /// A client certificate and its key.
+    #[serde(default, rename = "client-certificate")]
+    pub client_certificate: Option<PathBuf>,
+    #[serde(default, rename = "client-key")]
+    pub client_key: Option<PathBuf>,
+    /// A bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

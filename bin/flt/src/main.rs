@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod access;
+mod auth;
 mod cluster;
 mod commands;
 mod config;
@@ -57,6 +59,9 @@ pub struct Cli {
     /// master answers), in seconds.
     #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
     command_timeout_secs: u64,
+
+    #[command(flatten)]
+    access: access::AccessArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -138,6 +143,10 @@ pub enum Command {
     /// Run a command in a container: `flt exec web -- ls /`; its exit code
     /// becomes flt's.
     Exec(streams::ExecArgs),
+    /// Ask the masters about access: `flt auth can-i VERB RESOURCE`,
+    /// `flt auth whoami`.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Mark a node unschedulable.
     Cordon {
         /// The node.
@@ -362,6 +371,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if e.downcast_ref::<auth::No>().is_some() {
+                // `flt auth can-i` said no (and printed it).
+                return ExitCode::from(1);
+            }
             if let Some(streams::ExitStatus(code)) = e.downcast_ref::<streams::ExitStatus>() {
                 // `flt exec`: the command's own exit code, as kubectl does.
                 return ExitCode::from(u8::try_from(*code).unwrap_or(1));
@@ -375,6 +388,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config::load()?;
+    access::init(&cli.access, &cfg)?;
     let servers = config::servers(cli.server.clone(), &cfg);
     let namespace = cli
         .namespace

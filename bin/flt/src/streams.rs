@@ -9,7 +9,6 @@ use anyhow::{bail, Result};
 use clap::Args;
 use flotilla_proto::node::pod_streams_client::PodStreamsClient;
 use flotilla_proto::node::{ExecRequest, LogsRequest};
-use tonic::transport::Channel;
 
 use crate::cluster::connect;
 
@@ -68,12 +67,20 @@ pub struct ExecArgs {
 }
 
 /// A client of the first master that answers.
-async fn masters(servers: &[String], dial: Duration) -> Result<PodStreamsClient<Channel>> {
+async fn masters(
+    servers: &[String],
+    dial: Duration,
+) -> Result<PodStreamsClient<crate::cluster::Authed>> {
     let mut last = None;
     for s in servers {
         // Streams may last: no request timeout of the channel's own.
         match connect(s, dial, Duration::from_secs(24 * 3600)).await {
-            Ok(c) => return Ok(PodStreamsClient::new(c)),
+            Ok(c) => {
+                return Ok(PodStreamsClient::with_interceptor(
+                    c,
+                    crate::access::headers(),
+                ))
+            }
             Err(e) => last = Some(e),
         }
     }

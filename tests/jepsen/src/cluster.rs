@@ -200,6 +200,8 @@ impl Cluster {
                         // Keep every revision: watchers resume from old ones.
                         "--auto-compaction-retention",
                         "0",
+                        // The masters sit on the test's own sealed bridge.
+                        "--insecure-allow-plaintext",
                     ]
                     .map(String::from),
                 );

@@ -271,6 +271,7 @@ async fn step_clock(
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
         retry_for: Duration::ZERO,
+        ..Default::default()
     };
     let client = flotilla_client::Client::connect_with(std::slice::from_ref(&addr), opts)?;
     let probe = serde_json::json!({

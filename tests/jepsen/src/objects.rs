@@ -48,6 +48,7 @@ impl Conns {
             connect_timeout: Duration::from_secs(1),
             request_timeout: ctx.op_timeout,
             retry_for: Duration::ZERO,
+            ..Default::default()
         };
         let nodes = ctx
             .nodes

@@ -83,6 +83,24 @@ pub fn flt_bin() -> PathBuf {
     path
 }
 
+/// A base port for `flotilla up` whose three client and three peer ports
+/// are all free.
+pub fn free_up_base() -> u16 {
+    for _ in 0..100 {
+        let base = free_port();
+        if base > 40_000 {
+            continue;
+        }
+        let all_free = [0u16, 1, 2, 10_000, 10_001, 10_002, 20_000, 20_001, 20_002]
+            .iter()
+            .all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free base port for flotilla up");
+}
+
 pub fn etcd_bin() -> PathBuf {
     std::env::var_os("FLOTILLA_TEST_ETCD")
         .map(PathBuf::from)
@@ -765,9 +783,21 @@ pub fn tail(path: &Path, n: usize) -> String {
 
 /// A gRPC channel to `addr` (HOST:PORT): 1 s to connect, 10 s per request.
 pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+    channel_with(addr, None).await
+}
+
+/// A channel to `addr`, over TLS when `tls` is given.
+pub async fn channel_with(
+    addr: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> anyhow::Result<Channel> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(10));
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
     Ok(
         tokio::time::timeout(Duration::from_secs(2), endpoint.connect())
             .await
@@ -825,7 +855,17 @@ pub use flotilla_proto::prefix_end;
 
 /// Puts one key through master `addr`; returns the revision of the write.
 pub async fn put(addr: &str, key: &str, value: &str) -> anyhow::Result<i64> {
-    let mut kv = KvClient::new(channel(addr).await?);
+    put_with(addr, None, key, value).await
+}
+
+/// [`put`] over TLS when `tls` is given.
+pub async fn put_with(
+    addr: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    key: &str,
+    value: &str,
+) -> anyhow::Result<i64> {
+    let mut kv = KvClient::new(channel_with(addr, tls).await?);
     let resp = tokio::time::timeout(
         Duration::from_secs(5),
         kv.put(PutRequest {

@@ -1,0 +1,190 @@
+//! The masters' transport and access flags (etcd's TLS flag names,
+//! kube-apiserver's for tokens and authorization), turned into the store's
+//! [`TransportSecurity`] and the API server's [`Auth`].
+//!
+//! Without any TLS flag a master serves plaintext, and only on loopback
+//! addresses unless `--insecure-allow-plaintext` says otherwise; without
+//! credentials configured (no client certificate authentication, no token
+//! file) it allows every call, like etcd without auth.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use flotilla_control::auth::Auth;
+use flotilla_raftstore::transport::{ClientGate, TransportSecurity};
+use flotilla_security::authn::{Authenticator, TokenFile};
+use flotilla_security::tls::{ClientTlsFiles, ServerTls, ServerTlsFiles};
+use tonic::transport::ClientTlsConfig;
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct SecurityArgs {
+    /// The client port's TLS certificate (PEM); with --key-file, the client
+    /// port serves TLS only.
+    #[arg(long, requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The key of --cert-file.
+    #[arg(long, requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// The CA that clients' certificates must chain to (they name the user:
+    /// CN the user, O the groups). Also the CA of the agents' certificates.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate of --trusted-ca-file at the TLS
+    /// handshake (otherwise a bearer token or anonymous access is possible).
+    #[arg(long, requires = "trusted_ca_file")]
+    pub client_cert_auth: bool,
+    /// The peer port's certificate (PEM); peers must present one of
+    /// --peer-trusted-ca-file, and this master presents it to them.
+    #[arg(long, requires_all = ["peer_key_file", "peer_trusted_ca_file"])]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The key of --peer-cert-file.
+    #[arg(long, requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA of the masters' peer certificates.
+    #[arg(long, requires = "peer_cert_file")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Bearer tokens, one `token,user,uid,"group1,group2"` per line
+    /// (kube-apiserver's --token-auth-file).
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// How calls are authorized: RBAC (Kubernetes' roles and bindings) or
+    /// AlwaysAllow. Default: RBAC when clients can be authenticated
+    /// (--trusted-ca-file or --token-auth-file), else AlwaysAllow.
+    #[arg(long, value_enum)]
+    pub authorization_mode: Option<AuthzMode>,
+    /// Serve plaintext on non-loopback addresses (anyone who reaches them
+    /// can then read and write everything).
+    #[arg(long)]
+    pub insecure_allow_plaintext: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthzMode {
+    #[value(name = "RBAC", alias = "rbac")]
+    Rbac,
+    #[value(name = "AlwaysAllow", alias = "always-allow")]
+    AlwaysAllow,
+}
+
+/// The etcd and cluster admin APIs' gate, bound to the API server's
+/// [`Auth`] once the master has opened (refusing until then).
+#[derive(Default)]
+pub struct LateGate {
+    pub auth: OnceLock<Arc<Auth>>,
+}
+
+impl ClientGate for LateGate {
+    fn check(&self, req: &tonic::Request<()>) -> Result<(), tonic::Status> {
+        let Some(auth) = self.auth.get() else {
+            return Err(tonic::Status::unavailable("the master is starting; retry"));
+        };
+        let certs = req.peer_certs();
+        let leaf = certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
+        auth.etcd_allowed(req.metadata(), leaf)
+            .map_err(flotilla_control::grpc::to_status)
+    }
+}
+
+/// What the control plane needs to authenticate and authorize.
+pub struct AccessConfig {
+    pub authn: Authenticator,
+    pub rbac: bool,
+    /// TLS with which the masters call agents (logs, exec).
+    pub agent_tls: Option<ClientTlsConfig>,
+    pub gate: Arc<LateGate>,
+}
+
+impl SecurityArgs {
+    fn tls_on(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    /// The store's transport security and the API's access configuration.
+    pub fn build(
+        &self,
+        client: SocketAddr,
+        peer: SocketAddr,
+    ) -> Result<(TransportSecurity, AccessConfig)> {
+        if !self.insecure_allow_plaintext {
+            if !self.tls_on() && !client.ip().is_loopback() {
+                bail!("--client-addr {client} is not a loopback address: serve it with TLS (--cert-file, --key-file) or pass --insecure-allow-plaintext");
+            }
+            if self.peer_cert_file.is_none() && !peer.ip().is_loopback() {
+                bail!("--peer-addr {peer} is not a loopback address: secure it with --peer-cert-file, --peer-key-file, --peer-trusted-ca-file or pass --insecure-allow-plaintext");
+            }
+        }
+        let mut sec = TransportSecurity::default();
+        let gate = Arc::new(LateGate::default());
+        sec.gate = Some(gate.clone());
+        let mut agent_tls = None;
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            let files = ServerTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.trusted_ca_file.clone(),
+                require_client_cert: self.client_cert_auth,
+            };
+            sec.client_tls = Some(ServerTls::load(files).context("client TLS")?);
+            // The same certificate identifies this master to other masters'
+            // client ports and to the agents.
+            let client = ClientTlsFiles {
+                ca: self.trusted_ca_file.clone(),
+                cert: Some(cert.clone()),
+                key: Some(key.clone()),
+            }
+            .tonic_config()
+            .context("TLS to other masters and agents")?;
+            sec.client_client = Some(client.clone());
+            agent_tls = Some(client);
+        }
+        if let (Some(cert), Some(key), Some(ca)) = (
+            &self.peer_cert_file,
+            &self.peer_key_file,
+            &self.peer_trusted_ca_file,
+        ) {
+            let files = ServerTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: Some(ca.clone()),
+                require_client_cert: true,
+            };
+            sec.peer_tls = Some(ServerTls::load(files).context("peer TLS")?);
+            sec.peer_client = Some(
+                ClientTlsFiles {
+                    ca: Some(ca.clone()),
+                    cert: Some(cert.clone()),
+                    key: Some(key.clone()),
+                }
+                .tonic_config()
+                .context("TLS to peers")?,
+            );
+        }
+        let tokens = match &self.token_auth_file {
+            Some(p) => TokenFile::load(p).context("--token-auth-file")?,
+            None => TokenFile::default(),
+        };
+        let can_authenticate = self.trusted_ca_file.is_some() || self.token_auth_file.is_some();
+        let rbac = match self.authorization_mode {
+            Some(AuthzMode::Rbac) => {
+                if !can_authenticate {
+                    bail!("--authorization-mode RBAC needs a way to authenticate clients: --trusted-ca-file or --token-auth-file");
+                }
+                true
+            }
+            Some(AuthzMode::AlwaysAllow) => false,
+            None => can_authenticate,
+        };
+        Ok((
+            sec,
+            AccessConfig {
+                authn: Authenticator { tokens },
+                rbac,
+                agent_tls,
+                gate,
+            },
+        ))
+    }
+}
