@@ -193,9 +193,18 @@ fn zone_name() -> impl Strategy<Value = String> {
 fn rows(m: &Message) -> Vec<String> {
     let mut out = vec![format!("{:?}", m.header())];
     for q in m.queries() {
-        out.push(format!("Q {} {} {}", q.name().to_ascii(), q.query_class(), q.query_type()));
+        out.push(format!(
+            "Q {} {} {}",
+            q.name().to_ascii(),
+            q.query_class(),
+            q.query_type()
+        ));
     }
-    for (sec, rs) in [("AN", m.answers()), ("NS", m.name_servers()), ("AR", m.additionals())] {
+    for (sec, rs) in [
+        ("AN", m.answers()),
+        ("NS", m.name_servers()),
+        ("AR", m.additionals()),
+    ] {
         for r in rs {
             out.push(format!(
                 "{sec} {} {} {} {} {}",
