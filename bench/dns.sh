@@ -3,6 +3,8 @@
 # master's DNS and against Knot DNS (Debian's knot) serving the same
 # records from a zone file, on this machine, in one run.
 #   bench/dns.sh [SERVICES=10000] [SECONDS=10] [CLIENTS=4]
+# With PERF_OUT=FILE, the master is profiled (Debian's linux-perf, perf
+# record -g) during its peak run and perf's report is written to FILE.
 # Then, against Flotilla only: dnsperf held at 80% of the peak it measured
 # (-Q), the queries lost; and while that load runs, how long a service
 # created (and then deleted) through the API takes to be answered (and to
@@ -26,10 +28,12 @@ port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));pri
 CP=$(port); PP=$(port); DP=$(port); KP=$(port)
 FLT=("$T/flt" --server "127.0.0.1:$CP")
 # No upstream: nothing leaves the machine.
+master_pid=""
 "$T/flotilla" master --name b1 --data-dir "$W/m" --client-addr 127.0.0.1:$CP \
     --peer-addr 127.0.0.1:$PP --initial-cluster b1=127.0.0.1:$PP \
     --dns-addr 127.0.0.1:$DP --dns-upstream 127.0.0.1:9 >"$W/master.log" 2>&1 &
-pids+=($!)
+master_pid=$!
+pids+=($master_pid)
 for _ in $(seq 100); do
     "${FLT[@]}" get ns default >/dev/null 2>&1 && break
     sleep 0.2
@@ -92,8 +96,8 @@ for _ in $(seq 100); do
     [[ -n $a && -n $k ]] && break
     sleep 0.2
 done
-# perf PORT [dnsperf flags...]: dnsperf's output in $W/out; sets qps, lat, lost.
-perf() {
+# measure PORT [dnsperf flags...]: dnsperf's output in $W/out; sets qps, lat, lost.
+measure() {
     local p=$1
     shift
     dnsperf -s 127.0.0.1 -p "$p" -d "$W/queries" -c "$CLIENTS" -l "$SECS" "$@" >"$W/out" 2>&1
@@ -105,10 +109,19 @@ perf() {
 }
 echo "| server | names | queries/s | avg latency ms | lost | response codes |"
 echo "|---|---|---|---|---|---|"
-perf "$DP"
+if [[ -n ${PERF_OUT:-} ]]; then
+    perf record -q -g -o "$W/perf.data" -p "$master_pid" -- sleep "$SECS" 2>/dev/null &
+    perf_pid=$!
+fi
+measure "$DP"
+if [[ -n ${PERF_OUT:-} ]]; then
+    wait "$perf_pid" || true
+    perf report -q -i "$W/perf.data" --stdio --no-children --sort comm,dso,sym 2>/dev/null |
+        grep -v '^$' | grep '%' | head -40 >"$PERF_OUT" || true
+fi
 peak=${qps%.*}
 echo "| Flotilla master DNS | $count | $qps | $lat | $lost | $codes |"
-perf "$KP"
+measure "$KP"
 echo "| Knot $(knotd --version | awk '{print $NF}') | $count | $qps | $lat | $lost | $codes |"
 
 # now_ms: wall clock in milliseconds.
