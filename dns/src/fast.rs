@@ -1,6 +1,7 @@
-//! The fast path for the query a cluster asks most: one A or AAAA question,
-//! class IN, for a name of the zone that has such records, with or without
-//! an EDNS0 OPT record. It reads the question in place and writes the
+//! The fast path for the queries a cluster asks most: one A or AAAA
+//! question, class IN, for a name of the zone (its records, or NODATA or
+//! NXDOMAIN with the zone's SOA, as pods' search paths and AAAA lookups
+//! bring), with or without an EDNS0 OPT record. It reads the question in place and writes the
 //! answer straight into a buffer (the question copied as asked, so in the
 //! query's case, and each record's owner a pointer to it), instead of
 //! building hickory-proto messages. Anything else, or anything unusual
@@ -21,6 +22,37 @@ const CLASS_IN: u16 = 1;
 const OPT_SUBNET: u16 = 8;
 /// The longest name, in wire form.
 const MAX_NAME: usize = 255;
+const TYPE_SOA: u16 = 6;
+const NXDOMAIN: u8 = 3;
+
+/// `name` (dotted, no final dot) in wire form, uncompressed.
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    for label in name.split('.') {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+}
+
+/// The zone's SOA record as the full path writes it
+/// ([`crate::answer`]'s `soa`), names uncompressed.
+fn soa(cfg: &ZoneConfig, serial: u32) -> Vec<u8> {
+    let d = &cfg.domain;
+    let mut rdata = Vec::with_capacity(2 * d.len() + 40);
+    put_name(&mut rdata, &format!("ns.dns.{d}"));
+    put_name(&mut rdata, &format!("hostmaster.{d}"));
+    for n in [serial, 7200, 1800, 86400, cfg.negative_ttl] {
+        rdata.extend_from_slice(&n.to_be_bytes());
+    }
+    let mut out = Vec::with_capacity(d.len() + 12 + rdata.len());
+    put_name(&mut out, d);
+    out.extend_from_slice(&TYPE_SOA.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&cfg.negative_ttl.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(&rdata);
+    out
+}
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
@@ -138,29 +170,35 @@ pub fn answer(
     if !in_zone {
         return None;
     }
-    let node = table.get(key)?;
-    if node.cname.is_some() {
-        return None;
-    }
-    let count = match q.qtype {
-        TYPE_A => node.a.len(),
-        _ => node.aaaa.len(),
+    let node = table.get(key);
+    let (rcode, count) = match &node {
+        Some(n) if n.cname.is_some() => return None,
+        Some(n) if q.qtype == TYPE_A => (0, n.a.len()),
+        Some(n) => (0, n.aaaa.len()),
+        // Pod names (`a-b-c-d.<ns>.pod.<domain>`) are computed by the
+        // full path.
+        None if key.strip_suffix(d).is_some_and(|r| r.ends_with(".pod.")) => return None,
+        None => (NXDOMAIN, 0),
     };
-    if count == 0 {
-        return None;
-    }
+    // A negative answer (NODATA or NXDOMAIN) carries the zone's SOA.
+    let soa = (count == 0).then(|| soa(cfg, table.serial()));
     let rdlen = if q.qtype == TYPE_A { 4 } else { 16 };
-    let size = 12 + q.question.len() + count * (12 + rdlen) + if q.edns.is_some() { 11 } else { 0 };
+    let size = 12
+        + q.question.len()
+        + count * (12 + rdlen)
+        + soa.as_ref().map_or(0, Vec::len)
+        + if q.edns.is_some() { 11 } else { 0 };
     if size > size_limit_of(q.edns, transport) {
         return None;
     }
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&packet[..2]);
-    // QR, AA and the query's RD; RA and the query's CD; NOERROR.
+    // QR, AA and the query's RD; RA and the query's CD; the rcode.
     out.push(0x84 | (packet[2] & 0x01));
-    out.push(0x80 | (packet[3] & 0x10));
+    out.push(0x80 | (packet[3] & 0x10) | rcode);
+    let ns = u16::from(soa.is_some());
     let ar = u16::from(q.edns.is_some());
-    for n in [1, count as u16, 0, ar] {
+    for n in [1, count as u16, ns, ar] {
         out.extend_from_slice(&n.to_be_bytes());
     }
     out.extend_from_slice(q.question);
@@ -172,10 +210,13 @@ pub fn answer(
         out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         out.extend_from_slice(rdata);
     };
-    if q.qtype == TYPE_A {
-        node.a.iter().for_each(|ip| rr(&ip.octets()));
-    } else {
-        node.aaaa.iter().for_each(|ip| rr(&ip.octets()));
+    match &node {
+        Some(n) if q.qtype == TYPE_A => n.a.iter().for_each(|ip| rr(&ip.octets())),
+        Some(n) => n.aaaa.iter().for_each(|ip| rr(&ip.octets())),
+        None => {}
+    }
+    if let Some(soa) = soa {
+        out.extend_from_slice(&soa);
     }
     if q.edns.is_some() {
         out.push(0);

@@ -11,7 +11,7 @@ use flotilla_dns::answer::{handle, handle_full, Outcome, Transport, ZoneConfig};
 use flotilla_dns::zone::{build, Table};
 use flotilla_objects::core::{Service, ServicePort};
 use flotilla_objects::discovery::{Endpoint, EndpointSlice, LABEL_SERVICE_NAME};
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use proptest::prelude::*;
@@ -172,6 +172,10 @@ fn zone_name() -> impl Strategy<Value = String> {
         Just("xcluster.local".to_string()),
         Just("svc7.default.svc.cluster.local.cluster.local".to_string()),
         Just("svc7.default".to_string()),
+        Just("10-1-2-3.default.pod.cluster.local".to_string()),
+        Just("default.pod.cluster.local".to_string()),
+        Just("x.10-1-2-3.default.pod.cluster.local".to_string()),
+        Just("_http._tcp.svc7.default.svc.cluster.local".to_string()),
     ];
     (names, any::<u64>()).prop_map(|(n, bits)| {
         n.chars()
@@ -306,9 +310,22 @@ fn fast_path_takes_the_common_queries() {
         assert!(m.authoritative() && m.recursion_desired() && m.recursion_available());
         assert!(ask("dual.default.svc.cluster.local.", RecordType::AAAA, edns).is_some());
     }
-    // NODATA, NXDOMAIN, other types, too big for 512 bytes: the full path.
-    assert!(ask("svc7.default.svc.cluster.local.", RecordType::AAAA, false).is_none());
-    assert!(ask("nope.default.svc.cluster.local.", RecordType::A, false).is_none());
+    // NODATA and NXDOMAIN (with the SOA) too.
+    let m = Message::from_vec(
+        &ask("svc7.default.svc.cluster.local.", RecordType::AAAA, false).expect("NODATA"),
+    )
+    .unwrap();
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.answers().is_empty());
+    assert_eq!(m.name_servers()[0].record_type(), RecordType::SOA);
+    let m = Message::from_vec(
+        &ask("nope.default.svc.cluster.local.", RecordType::A, true).expect("NXDOMAIN"),
+    )
+    .unwrap();
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert_eq!(m.name_servers()[0].record_type(), RecordType::SOA);
+    // Pod names, other types, too big for 512 bytes: the full path.
+    assert!(ask("10-1-2-3.default.pod.cluster.local.", RecordType::A, false).is_none());
     assert!(ask(
         "_http._tcp.svc7.default.svc.cluster.local.",
         RecordType::SRV,
