@@ -5,7 +5,8 @@
 #   bench/dns.sh [SERVICES=10000] [SECONDS=10] [CLIENTS=4]
 # With PERF_OUT=FILE, the master is profiled (Debian's linux-perf, perf
 # record -g) during its peak run and perf's report is written to FILE.
-# Then, against Flotilla only: dnsperf held at 80% of the peak it measured
+# The same again with what pods' resolvers ask besides: AAAA (NODATA) and a
+# search-path name that does not exist (NXDOMAIN). Then, against Flotilla only: dnsperf held at 80% of the peak it measured
 # (-Q), the queries lost; and while that load runs, how long a service
 # created (and then deleted) through the API takes to be answered (and to
 # be gone), asked with dig every 10 ms.
@@ -89,6 +90,11 @@ CONF
 knotd -c "$W/knot.conf" >"$W/knot.log" 2>&1 &
 pids+=($!)
 awk '{print $1, "A"}' "$W/records" | shuf --random-source=<(yes) >"$W/queries"
+# What a pod's resolver asks for a service's full name: A, and AAAA
+# (NODATA: the services are IPv4), and one name of the search path that
+# does not exist (NXDOMAIN).
+awk '{print $1, "A"; print $1, "AAAA"; print $1 "default.svc.cluster.local.", "A"}' "$W/records" |
+    shuf --random-source=<(yes) >"$W/mixed"
 count=$(wc -l <"$W/queries")
 for _ in $(seq 100); do
     a=$(dig +short @127.0.0.1 -p "$DP" "svc$((N - 1)).default.svc.cluster.local" || true)
@@ -96,11 +102,9 @@ for _ in $(seq 100); do
     [[ -n $a && -n $k ]] && break
     sleep 0.2
 done
-# measure PORT [dnsperf flags...]: dnsperf's output in $W/out; sets qps, lat, lost.
+# measure PORT [QUERIES]: dnsperf's output in $W/out; sets qps, lat, lost, codes.
 measure() {
-    local p=$1
-    shift
-    dnsperf -s 127.0.0.1 -p "$p" -d "$W/queries" -c "$CLIENTS" -l "$SECS" "$@" >"$W/out" 2>&1
+    dnsperf -s 127.0.0.1 -p "$1" -d "${2:-$W/queries}" -c "$CLIENTS" -l "$SECS" >"$W/out" 2>&1
     qps=$(sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p' "$W/out")
     lat=$(sed -n 's/.*Average Latency (s): *\([0-9.]*\).*/\1/p' "$W/out")
     lat=$(awk "BEGIN{printf \"%.3f\", $lat*1000}")
@@ -123,6 +127,11 @@ peak=${qps%.*}
 echo "| Flotilla master DNS | $count | $qps | $lat | $lost | $codes |"
 measure "$KP"
 echo "| Knot $(knotd --version | awk '{print $NF}') | $count | $qps | $lat | $lost | $codes |"
+mixed=$(wc -l <"$W/mixed")
+measure "$DP" "$W/mixed"
+echo "| Flotilla, A + AAAA (NODATA) + NXDOMAIN | $mixed | $qps | $lat | $lost | $codes |"
+measure "$KP" "$W/mixed"
+echo "| Knot, A + AAAA (NODATA) + NXDOMAIN | $mixed | $qps | $lat | $lost | $codes |"
 
 # now_ms: wall clock in milliseconds.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
