@@ -49,6 +49,20 @@ pub enum Outcome {
 
 /// Handle one packet.
 pub fn handle(packet: &[u8], table: &Table, cfg: &ZoneConfig, transport: Transport) -> Outcome {
+    if let Some(b) = crate::fast::answer(packet, table, cfg, transport) {
+        return Outcome::Reply(b);
+    }
+    handle_full(packet, table, cfg, transport)
+}
+
+/// Handle one packet through hickory-proto's messages, whatever it is
+/// (what [`handle`] does when the fast path declines).
+pub fn handle_full(
+    packet: &[u8],
+    table: &Table,
+    cfg: &ZoneConfig,
+    transport: Transport,
+) -> Outcome {
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
         Err(_) => return format_error(packet),
@@ -76,7 +90,7 @@ pub fn handle(packet: &[u8], table: &Table, cfg: &ZoneConfig, transport: Transpo
     let key = key_of(&qname);
     let in_zone = key == cfg.domain || key.ends_with(&format!(".{}", cfg.domain));
     if !in_zone {
-        if table.nodes.contains_key(&key) {
+        if table.contains(&key) {
             // A reverse name of a service or endpoint address.
             resp.set_authoritative(true);
             answer_node(&mut resp, table, cfg, &qname, q.query_type(), &key);
@@ -89,7 +103,7 @@ pub fn handle(packet: &[u8], table: &Table, cfg: &ZoneConfig, transport: Transpo
         resp.set_response_code(ResponseCode::Refused);
         return finish(resp, &req, transport);
     }
-    if table.nodes.contains_key(&key) {
+    if table.contains(&key) {
         answer_node(&mut resp, table, cfg, &qname, q.query_type(), &key);
     } else if let Some(exists) = pod_name(&key, &cfg.domain) {
         if let Some(ip) = exists {
@@ -165,7 +179,7 @@ fn answer_node(
     rt: RecordType,
     key: &str,
 ) {
-    let Some(node) = table.nodes.get(key) else {
+    let Some(node) = table.get(key) else {
         return;
     };
     if key == cfg.domain {
@@ -192,15 +206,15 @@ fn answer_node(
         if rt != RecordType::CNAME {
             // Follow it inside the zone; outside, the client's resolver does.
             let tkey = key_of(target);
-            if let Some(t) = table.nodes.get(&tkey) {
-                for rd in node_rdata(t, rt) {
+            if let Some(t) = table.get(&tkey) {
+                for rd in node_rdata(&t, rt) {
                     resp.add_answer(Record::from_rdata(target.clone(), cfg.ttl, rd));
                 }
             }
         }
         return;
     }
-    for rd in node_rdata(node, rt) {
+    for rd in node_rdata(&node, rt) {
         if let RData::SRV(srv) = &rd {
             add_address_of(resp, table, cfg, srv.target());
         }
@@ -210,10 +224,10 @@ fn answer_node(
 
 /// The target's A/AAAA records in the additional section.
 fn add_address_of(resp: &mut Message, table: &Table, cfg: &ZoneConfig, target: &Name) {
-    if let Some(t) = table.nodes.get(&key_of(target)) {
-        for rd in node_rdata(t, RecordType::A)
+    if let Some(t) = table.get(&key_of(target)) {
+        for rd in node_rdata(&t, RecordType::A)
             .into_iter()
-            .chain(node_rdata(t, RecordType::AAAA))
+            .chain(node_rdata(&t, RecordType::AAAA))
         {
             let r = Record::from_rdata(target.clone(), cfg.ttl, rd);
             if !resp.additionals().contains(&r) {
@@ -238,7 +252,7 @@ fn soa(cfg: &ZoneConfig, table: &Table) -> Record {
         RData::SOA(SOA::new(
             ns_name(cfg),
             rname,
-            table.serial,
+            table.serial(),
             7200,
             1800,
             86400,
@@ -271,10 +285,19 @@ pub fn response_to(req: &Message) -> Message {
 
 /// The most bytes an answer to `req` may take over `transport`.
 pub fn size_limit(req: &Message, transport: Transport) -> usize {
+    size_limit_of(
+        req.extensions().as_ref().map(|e| e.max_payload()),
+        transport,
+    )
+}
+
+/// The most bytes an answer may take over `transport` to a client that
+/// offered `edns` as its EDNS0 payload size (None: no EDNS0).
+pub fn size_limit_of(edns: Option<u16>, transport: Transport) -> usize {
     match transport {
         Transport::Tcp => MAX_TCP,
-        Transport::Udp => match req.extensions() {
-            Some(e) => (e.max_payload() as usize).clamp(512, MAX_UDP),
+        Transport::Udp => match edns {
+            Some(size) => (size as usize).clamp(512, MAX_UDP),
             None => 512,
         },
     }

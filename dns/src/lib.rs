@@ -1,8 +1,10 @@
 //! Cluster DNS, served by every master from its own replica.
 //!
 //! Owns: the cluster zone (`<svc>.<ns>.svc.<domain>` and the rest of the
-//! Kubernetes DNS-based service discovery specification) as a table
-//! rebuilt from the Service and EndpointSlice informers ([`zone`]); the
+//! Kubernetes DNS-based service discovery specification): what each
+//! service puts in it ([`records`]) and the table kept up to date one
+//! service at a time from the Service and EndpointSlice informers
+//! ([`zone`]); the
 //! request handler that answers a packet from that table or hands it to
 //! the forwarder ([`answer`]); forwarding of out-of-zone names to upstream
 //! resolvers with a small cache and a self-forwarding guard ([`forward`]);
@@ -13,15 +15,20 @@
 //! has lost its quorum keeps answering from its replica (stale, as Consul
 //! does), and says so ([`server::Running::set_stale`]).
 //!
-//! Messages are parsed and written by hickory-proto; no wire code here.
+//! Messages are parsed and written by hickory-proto, except for the one
+//! common case the fast path ([`fast`]) answers in place: an A or AAAA
+//! question for a zone name that has such records; the property tests hold
+//! it to the same answers as the full path.
 //!
 //! Must not depend on: the store (raftstore), the API server's
 //! implementation (control, except in tests), the controllers, or any
 //! other role crate (agent, proxy, scheduler).
 
 pub mod answer;
+pub mod fast;
 pub mod forward;
 pub mod kube_dns;
+pub mod records;
 pub mod server;
 pub mod zone;
 

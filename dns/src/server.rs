@@ -1,26 +1,27 @@
-//! The listeners (UDP and TCP on one address) and the loop that rebuilds
-//! the zone's table from the informers whenever a service or an endpoint
-//! slice changes.
+//! The listeners (UDP and TCP on one address) and the loop that keeps
+//! the zone up to date from the informers: each Service or EndpointSlice
+//! change recomputes the one service it concerns.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_objects::api::{ListParams, ObjectApi};
 use flotilla_objects::core::Service;
 use flotilla_objects::discovery::EndpointSlice;
+use flotilla_runtime::informer::{Change, ObjectRef};
 use flotilla_runtime::Informer;
 use hickory_proto::op::ResponseCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::answer::{error_reply, handle, Outcome, Transport, ZoneConfig};
 use crate::forward::Forwarder;
-use crate::zone::{build, Table};
+use crate::zone::{Table, Zone};
 use crate::Error;
 
 /// A TCP connection idle this long is closed.
@@ -41,20 +42,21 @@ pub struct DnsConfig {
     pub cluster_dns: IpAddr,
     /// Upstream resolvers for names outside the zone.
     pub upstreams: Vec<SocketAddr>,
+    /// Threads answering UDP queries (see [`default_udp_workers`]).
+    pub udp_workers: usize,
+}
+
+/// One UDP worker per core.
+pub fn default_udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// The zone's current table and what answering needs.
 pub struct Shared {
-    table: RwLock<Arc<Table>>,
+    table: Arc<Table>,
     zone: ZoneConfig,
     forwarder: Forwarder,
     stale: AtomicBool,
-}
-
-impl Shared {
-    fn table(&self) -> Arc<Table> {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
 }
 
 /// A running DNS server; it stops when the token given to [`start`] is
@@ -85,12 +87,10 @@ impl Running {
 
     /// Names in the current table (for metrics and tests).
     pub fn names(&self) -> usize {
-        self.shared.table().nodes.len()
+        self.shared.table.len()
     }
 }
 
-/// Bind `cfg.addr` (UDP and TCP) and serve the zone from informers over
-/// `api`, until `stop`.
 /// UDP and TCP sockets on one address. With port 0 the UDP socket picks
 /// the port, and TCP takes the same one; when that port is taken for TCP
 /// (by any other program), another is picked, up to 20 times.
@@ -112,6 +112,8 @@ async fn bind(want: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), 
     }
 }
 
+/// Bind `cfg.addr` (UDP and TCP) and serve the zone from informers over
+/// `api`, until `stop`.
 pub async fn start(
     cfg: DnsConfig,
     api: Arc<dyn ObjectApi>,
@@ -123,8 +125,9 @@ pub async fn start(
     }
     let (udp, tcp, addr) = bind(cfg.addr).await?;
     let own = [addr, SocketAddr::new(cfg.cluster_dns, 53)];
+    let zone = Zone::new(&domain, cfg.cluster_dns);
     let shared = Arc::new(Shared {
-        table: RwLock::new(Arc::new(build(&domain, cfg.cluster_dns, &[], &[], 0))),
+        table: zone.table(),
         zone: ZoneConfig {
             domain: domain.clone(),
             ttl: cfg.ttl,
@@ -141,19 +144,26 @@ pub async fn start(
     };
     let services = Informer::<Service>::spawn_with(api.clone(), local.clone());
     let slices = Informer::<EndpointSlice>::spawn_with(api, local);
-    tokio::spawn(
-        rebuild_loop(
-            shared.clone(),
-            services,
-            slices,
-            cfg.cluster_dns,
-            stop.clone(),
-        )
-        .instrument(span.clone()),
+    slices.add_index(
+        BY_SERVICE,
+        Arc::new(|s: &EndpointSlice| {
+            slice_service(s)
+                .map(|r| format!("{}/{}", r.namespace, r.name))
+                .into_iter()
+                .collect()
+        }),
     );
-    let udp = Arc::new(udp);
-    for _ in 0..2 {
-        tokio::spawn(serve_udp(udp.clone(), shared.clone(), stop.clone()).instrument(span.clone()));
+    tokio::spawn(sync_loop(zone, services, slices, stop.clone()).instrument(span.clone()));
+    let udp = Arc::new(udp.into_std()?);
+    udp.set_nonblocking(false)?;
+    udp.set_read_timeout(Some(UDP_WAKE))?;
+    let workers = cfg.udp_workers.max(1);
+    for i in 0..workers {
+        let (udp, shared, stop) = (udp.clone(), shared.clone(), stop.clone());
+        let (rt, span) = (tokio::runtime::Handle::current(), span.clone());
+        std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || span.in_scope(|| serve_udp(udp, shared, stop, rt)))?;
     }
     tokio::spawn(serve_tcp(tcp, shared.clone(), stop).instrument(span.clone()));
     span.in_scope(|| {
@@ -162,79 +172,145 @@ pub async fn start(
     Ok(Running { addr, shared })
 }
 
-async fn rebuild_loop(
-    shared: Arc<Shared>,
+/// The slices' index by the service they belong to (`<ns>/<name>`).
+const BY_SERVICE: &str = "dns-service";
+
+fn slice_service(s: &EndpointSlice) -> Option<ObjectRef> {
+    s.service_name()
+        .map(|svc| ObjectRef::new(&s.metadata.namespace, svc))
+}
+
+/// Recompute the records of one service from the caches.
+fn update(
+    zone: &mut Zone,
+    services: &Informer<Service>,
+    slices: &Informer<EndpointSlice>,
+    key: &ObjectRef,
+) -> bool {
+    let svc = services.get_ref(key);
+    let ss = slices.by_index(BY_SERVICE, &format!("{}/{}", key.namespace, key.name));
+    let ss: Vec<&EndpointSlice> = ss.iter().map(|s| s.as_ref()).collect();
+    zone.set_service(&key.namespace, &key.name, svc.as_deref(), &ss)
+}
+
+/// Recompute every service (at the start, and after missed changes).
+fn resync(zone: &mut Zone, services: &Informer<Service>, slices: &Informer<EndpointSlice>) {
+    let mut keys: BTreeSet<ObjectRef> = services.keys().into_iter().collect();
+    keys.extend(
+        zone.services()
+            .into_iter()
+            .map(|(ns, n)| ObjectRef::new(&ns, &n)),
+    );
+    let mut changed = 0;
+    for key in &keys {
+        changed += usize::from(update(zone, services, slices, key));
+    }
+    tracing::debug!(services = keys.len(), changed, "zone resynced");
+}
+
+/// Keep the zone up to date: each Service or EndpointSlice change
+/// recomputes the one service it concerns.
+async fn sync_loop(
+    mut zone: Zone,
     services: Informer<Service>,
     slices: Informer<EndpointSlice>,
-    dns_ip: IpAddr,
     stop: CancellationToken,
 ) {
-    let changed = Arc::new(Notify::new());
     let mut sub_s = services.subscribe();
     let mut sub_e = slices.subscribe();
-    let notify = changed.clone();
-    let watch_changes = async move {
-        loop {
-            tokio::select! {
-                c = sub_s.next() => if c.is_none() { return },
-                c = sub_e.next() => if c.is_none() { return },
-            }
-            notify.notify_one();
-        }
-    };
-    let serial = AtomicU32::new(1);
-    let rebuild = async {
-        loop {
-            while !(services.is_synced() && slices.is_synced()) {
-                services.wait_synced(Duration::from_secs(1)).await;
-                slices.wait_synced(Duration::from_secs(1)).await;
-            }
-            let t = build(
-                &shared.zone.domain,
-                dns_ip,
-                &services.list(),
-                &slices.list(),
-                serial.fetch_add(1, Ordering::Relaxed),
-            );
-            tracing::debug!(names = t.nodes.len(), "zone rebuilt");
-            *shared.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
-            changed.notified().await;
+    let synced = async {
+        while !(services.is_synced() && slices.is_synced()) {
+            services.wait_synced(Duration::from_secs(1)).await;
+            slices.wait_synced(Duration::from_secs(1)).await;
         }
     };
     tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = watch_changes => {}
-        _ = rebuild => {}
+        _ = stop.cancelled() => return,
+        _ = synced => {}
     }
-}
-
-async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>, stop: CancellationToken) {
-    let mut buf = vec![0u8; 4096];
+    resync(&mut zone, &services, &slices);
+    tracing::debug!(names = zone.table().len(), "zone ready");
     loop {
-        let (n, peer) = tokio::select! {
+        let keys: Vec<ObjectRef> = tokio::select! {
             _ = stop.cancelled() => return,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "udp receive");
+            c = sub_s.next() => match c {
+                None => return,
+                Some(Change::Lagged) => {
+                    resync(&mut zone, &services, &slices);
                     continue;
+                }
+                Some(Change::Added(s) | Change::Updated { new: s, .. } | Change::Deleted(s)) => {
+                    vec![ObjectRef::of(s.as_ref())]
+                }
+            },
+            c = sub_e.next() => match c {
+                None => return,
+                Some(Change::Lagged) => {
+                    resync(&mut zone, &services, &slices);
+                    continue;
+                }
+                Some(Change::Added(s) | Change::Deleted(s)) => slice_service(&s).into_iter().collect(),
+                Some(Change::Updated { old, new }) => {
+                    let mut v: Vec<ObjectRef> = slice_service(&old).into_iter().collect();
+                    v.extend(slice_service(&new).filter(|n| !v.contains(n)));
+                    v
                 }
             },
         };
-        let table = shared.table();
-        match handle(&buf[..n], &table, &shared.zone, Transport::Udp) {
+        for key in &keys {
+            if update(&mut zone, &services, &slices, key) {
+                tracing::trace!(service = %key, "zone updated");
+            }
+        }
+    }
+}
+
+/// How often a UDP worker blocked in `recv_from` looks at the stop token.
+const UDP_WAKE: Duration = Duration::from_millis(200);
+
+/// One UDP worker: a thread blocked in `recv_from` on the shared socket
+/// (the kernel hands each datagram to one of them), answering in place;
+/// names to forward go to a task on the runtime, which sends the answer
+/// from the same socket.
+fn serve_udp(
+    sock: Arc<std::net::UdpSocket>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    rt: tokio::runtime::Handle,
+) {
+    let mut buf = vec![0u8; 4096];
+    while !stop.is_cancelled() {
+        let (n, peer) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) => {
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) {
+                    tracing::debug!(error = %e, "udp receive");
+                }
+                continue;
+            }
+        };
+        match handle(&buf[..n], &shared.table, &shared.zone, Transport::Udp) {
             Outcome::Reply(b) => {
-                if let Err(e) = sock.send_to(&b, peer).await {
+                if let Err(e) = sock.send_to(&b, peer) {
                     tracing::debug!(error = %e, %peer, "udp send");
                 }
             }
             Outcome::Forward(req) => {
                 let (sock, shared) = (sock.clone(), shared.clone());
-                tokio::spawn(async move {
-                    if let Some(b) = forward(&shared, req, Transport::Udp).await {
-                        let _ = sock.send_to(&b, peer).await;
+                rt.spawn(
+                    async move {
+                        if let Some(b) = forward(&shared, req, Transport::Udp).await {
+                            // A UDP send does not wait (a full buffer drops).
+                            let _ = sock.send_to(&b, peer);
+                        }
                     }
-                });
+                    .in_current_span(),
+                );
             }
             Outcome::Drop => {}
         }
@@ -294,8 +370,7 @@ async fn serve_conn(mut conn: TcpStream, shared: &Shared) -> Result<(), Error> {
         tokio::time::timeout(TCP_IDLE, conn.read_exact(&mut buf))
             .await
             .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-        let table = shared.table();
-        let reply = match handle(&buf, &table, &shared.zone, Transport::Tcp) {
+        let reply = match handle(&buf, &shared.table, &shared.zone, Transport::Tcp) {
             Outcome::Reply(b) => Some(b),
             Outcome::Forward(req) => forward(shared, req, Transport::Tcp).await,
             Outcome::Drop => None,

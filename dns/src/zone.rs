@@ -1,309 +1,319 @@
-//! The cluster zone as a table of names, rebuilt from the Service and
-//! EndpointSlice caches: one immutable [`Table`] per rebuild, swapped in
-//! whole, so that a query reads one consistent picture without locks.
+//! The cluster zone as a table of names, kept up to date one service at a
+//! time: a Service or EndpointSlice change recomputes that service's
+//! records ([`crate::records`]) and rewrites only the names whose records
+//! changed, so a change costs the same with ten services or ten thousand.
 //!
-//! Names follow the Kubernetes DNS-based service discovery specification:
-//! `<svc>.<ns>.svc.<domain>` (ClusterIP A/AAAA, or one per ready endpoint
-//! for a headless service), `<host>.<svc>.<ns>.svc.<domain>` per headless
-//! endpoint, `_<port>._<proto>.<svc>.<ns>.svc.<domain>` SRV for named ports,
-//! PTR for service and endpoint addresses, CNAME for ExternalName services.
-//! Pod names (`a-b-c-d.<ns>.pod.<domain>`) are computed per query, not kept.
+//! Several sources may put records at one name (the namespace's
+//! `<ns>.svc.<domain>` is an ancestor of all its services; two services
+//! may share an endpoint address and so its PTR name): the zone keeps each
+//! source's share of each name, and a name's published records are the
+//! union of the shares; a name goes once no source holds it.
+//!
+//! Queries read the [`Table`] under a read lock held for one lookup; the
+//! writer holds the write lock only to swap in the names it recomputed.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 
 use flotilla_objects::core::Service;
 use flotilla_objects::discovery::EndpointSlice;
-use hickory_proto::rr::Name;
 
-/// The TXT record `dns-version.<domain>` carries (the specification's version).
-pub const SCHEMA_VERSION: &str = "1.1.0";
+pub use crate::records::{
+    ip_label, key_of, parse_ip_label, reverse_key, Node, Records, Srv, SCHEMA_VERSION,
+};
+use crate::records::{service_records, zone_records};
 
-/// An SRV record's data, without the name it hangs on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Srv {
-    pub port: u16,
-    pub weight: u16,
-    pub target: Name,
-}
+/// Where a name's records come from: a service (namespace, name), or the
+/// zone itself (two empty strings).
+pub type Source = (String, String);
 
-/// The records at one name. A node with nothing in it is an empty
-/// non-terminal: the name exists (NODATA, not NXDOMAIN).
-#[derive(Debug, Default, Clone)]
-pub struct Node {
-    pub a: Vec<Ipv4Addr>,
-    pub aaaa: Vec<Ipv6Addr>,
-    pub cname: Option<Name>,
-    pub srv: Vec<Srv>,
-    pub ptr: Vec<Name>,
-    pub txt: Vec<String>,
-}
-
-/// One consistent picture of the cluster zone.
-#[derive(Debug, Clone)]
+/// The names queries are answered from.
+#[derive(Debug, Default)]
 pub struct Table {
     /// Lower-case names, without the trailing dot.
-    pub nodes: HashMap<String, Node>,
-    /// Bumped on every rebuild (the SOA serial).
-    pub serial: u32,
+    nodes: RwLock<HashMap<String, Arc<Node>>>,
+    /// Bumped on every change (the SOA serial).
+    serial: AtomicU32,
 }
 
-/// The lower-case key of a name: its labels joined by dots, no final dot.
-pub fn key_of(name: &Name) -> String {
-    let mut s = name.to_lowercase().to_ascii();
-    if s.ends_with('.') {
-        s.pop();
+impl Table {
+    /// The records at `key` (lower case, no final dot).
+    pub fn get(&self, key: &str) -> Option<Arc<Node>> {
+        self.read().get(key).cloned()
     }
-    s
-}
 
-/// The reverse (PTR) name of an address, without the final dot.
-pub fn reverse_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
-        }
-        IpAddr::V6(v6) => {
-            let mut s = String::with_capacity(72);
-            for b in v6.octets().iter().rev() {
-                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
-            }
-            s.push_str("ip6.arpa");
-            s
-        }
+    /// Whether the name exists.
+    pub fn contains(&self, key: &str) -> bool {
+        self.read().contains_key(key)
     }
-}
 
-/// An address as one DNS label: dots (or colons) become dashes.
-pub fn ip_label(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
-        IpAddr::V6(v6) => v6.to_string().replace(':', "-"),
+    /// How many names there are.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The SOA serial.
+    pub fn serial(&self) -> u32 {
+        self.serial.load(Ordering::Relaxed)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Node>>> {
+        self.nodes.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The address a dashed label stands for (`10-244-1-5`), if it is one.
-pub fn parse_ip_label(label: &str) -> Option<IpAddr> {
-    if label.contains(':') || label.contains('.') {
-        return None;
-    }
-    if let Ok(v4) = label.replace('-', ".").parse::<Ipv4Addr>() {
-        return Some(IpAddr::V4(v4));
-    }
-    label
-        .replace('-', ":")
-        .parse::<Ipv6Addr>()
-        .ok()
-        .map(IpAddr::V6)
+/// Every source's share of one name.
+#[derive(Debug, Default)]
+struct Shares {
+    /// How many sources hold the name (with records or as an ancestor).
+    holders: usize,
+    /// The non-empty shares, by source (ordered, so answers are stable).
+    records: BTreeMap<Source, Node>,
 }
 
-fn fqdn(s: &str) -> Option<Name> {
-    let mut n = Name::from_ascii(s).ok()?;
-    n.set_fqdn(true);
-    Some(n)
+impl Shares {
+    fn union(&self) -> Node {
+        let mut n = Node::default();
+        for r in self.records.values() {
+            n.merge(r);
+        }
+        n
+    }
 }
 
-struct Builder<'a> {
-    domain: &'a str,
-    nodes: HashMap<String, Node>,
+/// The zone's writer: the shares behind the [`Table`] it publishes to.
+pub struct Zone {
+    domain: String,
+    table: Arc<Table>,
+    names: HashMap<String, Shares>,
+    sources: HashMap<Source, Records>,
 }
 
-impl Builder<'_> {
-    fn node(&mut self, key: String) -> &mut Node {
-        self.nodes.entry(key).or_default()
+impl Zone {
+    /// A zone `domain` (lower case, no final dot) holding its own records;
+    /// `dns_ip` is its name server's address.
+    pub fn new(domain: &str, dns_ip: IpAddr) -> Zone {
+        let mut z = Zone {
+            domain: domain.to_string(),
+            table: Arc::new(Table::default()),
+            names: HashMap::new(),
+            sources: HashMap::new(),
+        };
+        z.set((String::new(), String::new()), zone_records(domain, dns_ip));
+        z.table.serial.store(1, Ordering::Relaxed);
+        z
     }
 
-    fn add_ip(&mut self, key: &str, ip: IpAddr) {
-        let n = self.node(key.to_string());
-        match ip {
-            IpAddr::V4(v4) if !n.a.contains(&v4) => n.a.push(v4),
-            IpAddr::V6(v6) if !n.aaaa.contains(&v6) => n.aaaa.push(v6),
-            _ => {}
-        }
+    /// The table queries read (the same one for the zone's lifetime).
+    pub fn table(&self) -> Arc<Table> {
+        self.table.clone()
     }
 
-    fn add_ptr(&mut self, ip: IpAddr, target: &str) {
-        if let Some(t) = fqdn(target) {
-            let n = self.node(reverse_key(ip));
-            if !n.ptr.contains(&t) {
-                n.ptr.push(t);
-            }
-        }
+    /// The services that have records in the zone.
+    pub fn services(&self) -> Vec<Source> {
+        self.sources
+            .keys()
+            .filter(|s| !s.0.is_empty() || !s.1.is_empty())
+            .cloned()
+            .collect()
     }
 
-    fn service(&mut self, svc: &Service, slices: &[&EndpointSlice]) {
-        let (ns, name) = (&svc.metadata.namespace, &svc.metadata.name);
-        let base = format!("{name}.{ns}.svc.{}", self.domain).to_ascii_lowercase();
-        if svc.spec.type_ == "ExternalName" {
-            let target = fqdn(&svc.spec.external_name);
-            self.node(base).cname = target;
-            return;
-        }
-        let headless = svc.spec.cluster_ip == "None";
-        if !headless {
-            let ips: Vec<&String> = if svc.spec.cluster_ips.is_empty() {
-                vec![&svc.spec.cluster_ip]
-            } else {
-                svc.spec.cluster_ips.iter().collect()
-            };
-            self.node(base.clone());
-            for ip in ips.iter().filter_map(|s| s.parse::<IpAddr>().ok()) {
-                self.add_ip(&base, ip);
-                self.add_ptr(ip, &format!("{base}."));
-            }
-            let Some(target) = fqdn(&format!("{base}.")) else {
-                return;
-            };
-            for p in svc.spec.ports.iter().filter(|p| !p.name.is_empty()) {
-                let proto = proto_label(&p.protocol);
-                let key = format!("_{}._{proto}.{base}", p.name.to_ascii_lowercase());
-                self.node(key).srv.push(Srv {
-                    port: p.port as u16,
-                    weight: 100,
-                    target: target.clone(),
-                });
-            }
-            return;
-        }
-        // Headless: one record per ready endpoint address.
-        self.node(base.clone());
-        let all = svc.spec.publish_not_ready_addresses;
-        for slice in slices {
-            for ep in &slice.endpoints {
-                if !(all || ep.conditions.is_ready()) {
-                    continue;
-                }
-                for ip in ep.addresses.iter().filter_map(|s| s.parse::<IpAddr>().ok()) {
-                    self.add_ip(&base, ip);
-                    let host = match &ep.hostname {
-                        Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
-                        _ => ip_label(ip),
-                    };
-                    let host_key = format!("{host}.{base}");
-                    self.add_ip(&host_key, ip);
-                    self.add_ptr(ip, &format!("{host_key}."));
-                    let Some(target) = fqdn(&format!("{host_key}.")) else {
-                        continue;
-                    };
-                    for p in &slice.ports {
-                        let (Some(pn), Some(port)) = (&p.name, p.port) else {
-                            continue;
-                        };
-                        if pn.is_empty() {
-                            continue;
-                        }
-                        let proto = proto_label(p.protocol.as_deref().unwrap_or("TCP"));
-                        let key = format!("_{}._{proto}.{base}", pn.to_ascii_lowercase());
-                        let srv = Srv {
-                            port: port as u16,
-                            weight: 100,
-                            target: target.clone(),
-                        };
-                        let n = self.node(key);
-                        if !n.srv.contains(&srv) {
-                            n.srv.push(srv);
-                        }
-                    }
-                }
-            }
-        }
+    /// Put the records of service `(namespace, name)` as `svc` (None: it
+    /// is gone) with its endpoint `slices`; true when any name changed.
+    pub fn set_service(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        svc: Option<&Service>,
+        slices: &[&EndpointSlice],
+    ) -> bool {
+        let records = match svc {
+            Some(s) => service_records(&self.domain, s, slices),
+            None => Records::new(),
+        };
+        self.set((namespace.to_string(), name.to_string()), records)
     }
 
-    /// Every ancestor of a name, up to the zone's apex, exists.
-    fn fill_empty_non_terminals(&mut self) {
-        let suffix = format!(".{}", self.domain);
-        let mut missing = Vec::new();
-        for key in self.nodes.keys() {
-            let Some(mut rest) = key.strip_suffix(&suffix) else {
+    /// Replace what `source` holds by `records`; true when any name changed.
+    fn set(&mut self, source: Source, records: Records) -> bool {
+        let old = self.sources.remove(&source).unwrap_or_default();
+        let mut touched = Vec::new();
+        for (key, node) in &old {
+            if records.get(key) == Some(node) {
                 continue;
-            };
-            while let Some((_, parent)) = rest.split_once('.') {
-                let k = format!("{parent}{suffix}");
-                if !self.nodes.contains_key(&k) {
-                    missing.push(k);
-                }
-                rest = parent;
+            }
+            if let Some(s) = self.names.get_mut(key) {
+                s.holders -= 1;
+                s.records.remove(&source);
+            }
+            touched.push(key.clone());
+        }
+        for (key, node) in &records {
+            if old.get(key) == Some(node) {
+                continue;
+            }
+            let s = self.names.entry(key.clone()).or_default();
+            s.holders += 1;
+            if !node.is_empty() {
+                s.records.insert(source.clone(), node.clone());
+            }
+            if !old.contains_key(key) {
+                touched.push(key.clone());
             }
         }
-        for k in missing {
-            self.nodes.entry(k).or_default();
+        if !records.is_empty() {
+            self.sources.insert(source, records);
         }
+        if touched.is_empty() {
+            return false;
+        }
+        let mut publish = Vec::with_capacity(touched.len());
+        for key in touched {
+            match self.names.get(&key) {
+                Some(s) if s.holders > 0 => {
+                    let n = Arc::new(s.union());
+                    publish.push((key, Some(n)));
+                }
+                _ => {
+                    self.names.remove(&key);
+                    publish.push((key, None));
+                }
+            }
+        }
+        let mut nodes = self.table.nodes.write().unwrap_or_else(|e| e.into_inner());
+        for (key, node) in publish {
+            match node {
+                Some(n) => nodes.insert(key, n),
+                None => nodes.remove(&key),
+            };
+        }
+        drop(nodes);
+        self.table.serial.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 
-fn proto_label(p: &str) -> String {
-    if p.is_empty() {
-        "tcp".to_string()
-    } else {
-        p.to_ascii_lowercase()
-    }
-}
-
-/// Build the table of the zone `domain` (lower case, no final dot) from
-/// the cached services and endpoint slices. `dns_ip` is the address of
-/// the zone's name server (`ns.dns.<domain>`).
+/// The table of the zone `domain` (lower case, no final dot) holding
+/// `services` with their endpoint `slices`, at SOA serial `serial`: the
+/// zone [`Zone`] keeps up to date, made at once (for tests and tools).
 pub fn build(
     domain: &str,
     dns_ip: IpAddr,
-    services: &[std::sync::Arc<Service>],
-    slices: &[std::sync::Arc<EndpointSlice>],
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
     serial: u32,
-) -> Table {
-    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-    for s in slices {
-        if let Some(svc) = s.service_name() {
-            by_service
-                .entry((s.metadata.namespace.as_str(), svc))
-                .or_default()
-                .push(s);
-        }
-    }
-    let mut b = Builder {
-        domain,
-        nodes: HashMap::with_capacity(services.len() * 3 + 8),
-    };
-    b.node(domain.to_string());
-    b.add_ip(&format!("ns.dns.{domain}"), dns_ip);
-    b.node(format!("dns-version.{domain}"))
-        .txt
-        .push(SCHEMA_VERSION.to_string());
-    b.node(format!("pod.{domain}"));
-    b.node(format!("svc.{domain}"));
+) -> Arc<Table> {
+    let mut z = Zone::new(domain, dns_ip);
     for svc in services {
-        let key = (svc.metadata.namespace.as_str(), svc.metadata.name.as_str());
-        let ss = by_service.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-        b.service(svc, ss);
+        let (ns, name) = (&svc.metadata.namespace, &svc.metadata.name);
+        let ss: Vec<&EndpointSlice> = slices
+            .iter()
+            .filter(|s| s.metadata.namespace == *ns && s.service_name() == Some(name.as_str()))
+            .map(|s| s.as_ref())
+            .collect();
+        z.set_service(ns, name, Some(svc), &ss);
     }
-    b.fill_empty_non_terminals();
-    Table {
-        nodes: b.nodes,
-        serial,
-    }
+    z.table.serial.store(serial, Ordering::Relaxed);
+    z.table()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flotilla_objects::discovery::Endpoint;
 
-    #[test]
-    fn ip_labels_round_trip() {
-        for ip in ["10.244.1.5", "fd00::1", "2001:db8::ff:1"] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(parse_ip_label(&ip_label(ip)), Some(ip));
+    fn svc(ns: &str, name: &str, ip: &str) -> Service {
+        let mut s = Service::default();
+        s.metadata.namespace = ns.into();
+        s.metadata.name = name.into();
+        s.spec.cluster_ip = ip.into();
+        s
+    }
+
+    fn headless(ns: &str, name: &str) -> Service {
+        svc(ns, name, "None")
+    }
+
+    fn slice(ns: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
+        let mut s = EndpointSlice::default();
+        s.metadata.namespace = ns.into();
+        s.metadata.name = format!("{svc}-x");
+        s.metadata.labels.insert(
+            flotilla_objects::discovery::LABEL_SERVICE_NAME.into(),
+            svc.into(),
+        );
+        for ip in ips {
+            s.endpoints.push(Endpoint {
+                addresses: vec![ip.to_string()],
+                ..Default::default()
+            });
         }
-        assert_eq!(parse_ip_label("web"), None);
-        assert_eq!(parse_ip_label("10-244-1"), None);
+        s
+    }
+
+    /// The table as sorted (name, records) pairs, to compare two tables.
+    fn dump(t: &Table) -> Vec<(String, Node)> {
+        let mut v: Vec<(String, Node)> = t
+            .read()
+            .iter()
+            .map(|(k, n)| (k.clone(), (**n).clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn ip() -> IpAddr {
+        "10.96.0.10".parse().unwrap()
     }
 
     #[test]
-    fn reverse_names() {
-        assert_eq!(
-            reverse_key("10.96.0.10".parse().unwrap()),
-            "10.0.96.10.in-addr.arpa"
+    fn changes_one_by_one_give_the_table_a_rebuild_gives() {
+        let mut z = Zone::new("cluster.local", ip());
+        let a = svc("shop", "a", "10.96.0.1");
+        let b = svc("shop", "b", "10.96.0.2");
+        let h = headless("shop", "h");
+        let h2 = headless("other", "h2");
+        assert!(z.set_service("shop", "a", Some(&a), &[]));
+        assert!(z.set_service("shop", "b", Some(&b), &[]));
+        // Two headless services sharing an endpoint address: one PTR name,
+        // two targets.
+        let sl = slice("shop", "h", &["10.244.0.5", "10.244.0.6"]);
+        let sl2 = slice("other", "h2", &["10.244.0.5"]);
+        assert!(z.set_service("shop", "h", Some(&h), &[&sl]));
+        assert!(z.set_service("other", "h2", Some(&h2), &[&sl2]));
+        // The same again changes nothing.
+        let serial = z.table.serial();
+        assert!(!z.set_service("shop", "a", Some(&a), &[]));
+        assert_eq!(z.table.serial(), serial);
+        let ptr = z.table.get("5.0.244.10.in-addr.arpa").unwrap();
+        assert_eq!(ptr.ptr.len(), 2, "{ptr:?}");
+        // An endpoint goes, a service goes.
+        let sl = slice("shop", "h", &["10.244.0.6"]);
+        assert!(z.set_service("shop", "h", Some(&h), &[&sl]));
+        assert!(z.set_service("shop", "b", None, &[]));
+        let want = build(
+            "cluster.local",
+            ip(),
+            &[Arc::new(a), Arc::new(h), Arc::new(h2)],
+            &[Arc::new(sl), Arc::new(sl2)],
+            0,
         );
-        let v6 = reverse_key("2001:db8::1".parse().unwrap());
-        assert!(v6.starts_with("1.0.0.0.0.0.0.0"), "{v6}");
-        assert!(v6.ends_with("8.b.d.0.1.0.0.2.ip6.arpa"), "{v6}");
+        assert_eq!(dump(&z.table), dump(&want));
+        assert!(z.table.contains("shop.svc.cluster.local"));
+        assert!(!z.table.contains("b.shop.svc.cluster.local"));
+        assert_eq!(z.table.get("5.0.244.10.in-addr.arpa").unwrap().ptr.len(), 1);
+        // The namespace's last service gone, its name goes too.
+        z.set_service("other", "h2", None, &[]);
+        assert!(!z.table.contains("other.svc.cluster.local"));
+        assert!(!z.table.contains("5.0.244.10.in-addr.arpa"));
+        assert!(z.table.contains("svc.cluster.local"));
+        assert!(z.table.contains("cluster.local"));
+        assert_eq!(z.services().len(), 2);
     }
 }

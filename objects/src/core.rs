@@ -231,6 +231,8 @@ object! {
         /// Name servers, searches and options added to (with dnsPolicy
         /// None: making) the pod's /etc/resolv.conf.
         pub dns_config: Option<PodDnsConfig>,
+        /// Lines added to the pod's /etc/hosts.
+        pub host_aliases: Vec<HostAlias>,
         /// Whether the pod uses the node's network namespace.
         pub host_network: bool,
         /// Hostname of the pod.
@@ -1084,5 +1086,13 @@ object! {
     pub struct PodDnsConfigOption {
         pub name: String,
         pub value: Option<String>,
+    }
+}
+
+object! {
+    /// One line of a pod's /etc/hosts: an address and its names.
+    pub struct HostAlias {
+        pub ip: String,
+        pub hostnames: Vec<String>,
     }
 }

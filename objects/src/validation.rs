@@ -717,6 +717,7 @@ pub(crate) fn pod_spec(errs: &mut Errors, path: &str, spec: &PodSpec, restart_po
         &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
     );
     validate_dns_config(errs, path, spec);
+    validate_host_aliases(errs, path, spec);
     crate::scheduling::validate_pod_scheduling(
         errs,
         path,
@@ -1768,6 +1769,29 @@ fn validate_dns_config(errs: &mut Errors, path: &str, spec: &crate::core::PodSpe
                 format!("{p}.options[{i}].name"),
                 "must not be empty",
             ));
+        }
+    }
+}
+
+/// hostAliases as Kubernetes checks them: an IP address and DNS-1123
+/// subdomain names.
+fn validate_host_aliases(errs: &mut Errors, path: &str, spec: &crate::core::PodSpec) {
+    for (i, a) in spec.host_aliases.iter().enumerate() {
+        let p = format!("{path}.hostAliases[{i}]");
+        if a.ip.parse::<std::net::IpAddr>().is_err() {
+            errs.push(FieldError::invalid_str(
+                format!("{p}.ip"),
+                &a.ip,
+                "must be a valid IP address",
+            ));
+        }
+        for (j, h) in a.hostnames.iter().enumerate() {
+            check(
+                errs,
+                &format!("{p}.hostnames[{j}]"),
+                h,
+                names::dns1123_subdomain(h),
+            );
         }
     }
 }

@@ -4,6 +4,7 @@
 //! no longer exist (deleted while the agent was down, or never ours).
 
 pub mod dns;
+pub mod hosts;
 pub mod probe;
 pub mod runtime;
 pub mod spec;

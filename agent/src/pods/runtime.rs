@@ -282,7 +282,15 @@ pub async fn start_container(
         return Err(config_err(why));
     }
     project_volumes(ctx, pod, &dirs).await.map_err(config_err)?;
-    let mounts = spec::mounts(pod, c, &dirs).map_err(config_err)?;
+    let mut mounts = spec::mounts(pod, c, &dirs).map_err(config_err)?;
+    if !mounts
+        .iter()
+        .any(|m| m.container_path == super::hosts::ETC_HOSTS)
+    {
+        let hosts = super::hosts::write(&dirs.etc_hosts, pod, pod_ip, &ctx.cfg.cluster_domain)
+            .map_err(config_err)?;
+        mounts.extend(hosts);
+    }
     let log = dirs.log_file(&c.name, attempt);
     if let Some(parent) = log.parent() {
         std::fs::create_dir_all(parent)

@@ -25,6 +25,8 @@ pub struct PodDirs {
     pub logs: PathBuf,
     /// Volumes: `<pods>/<uid>/volumes/<name>`.
     pub volumes: PathBuf,
+    /// The pod's /etc/hosts: `<pods>/<uid>/etc-hosts`.
+    pub etc_hosts: PathBuf,
 }
 
 impl PodDirs {
@@ -35,6 +37,7 @@ impl PodDirs {
                 .join("logs")
                 .join(format!("{}_{}_{}", m.namespace, m.name, m.uid)),
             volumes: pods_dir.join(&m.uid).join("volumes"),
+            etc_hosts: pods_dir.join(&m.uid).join("etc-hosts"),
         }
     }
 

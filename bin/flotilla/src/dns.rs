@@ -29,6 +29,9 @@ pub struct DnsArgs {
     /// TTL of the zone's SOA record, the negative-caching TTL, in seconds.
     #[arg(long, default_value_t = 30)]
     pub dns_negative_ttl: u32,
+    /// Threads answering DNS over UDP (default: one per core).
+    #[arg(long)]
+    pub dns_udp_workers: Option<usize>,
 }
 
 fn parse_upstream(s: &str) -> Result<SocketAddr> {
@@ -63,6 +66,9 @@ impl DnsArgs {
             negative_ttl: self.dns_negative_ttl,
             cluster_dns: self.cluster_dns,
             upstreams,
+            udp_workers: self
+                .dns_udp_workers
+                .unwrap_or_else(flotilla_dns::server::default_udp_workers),
         })
     }
 }

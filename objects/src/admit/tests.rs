@@ -609,6 +609,30 @@ fn pod_spec_rules() {
 }
 
 #[test]
+fn pod_host_aliases() {
+    let a = ok(
+        &POD,
+        pod(json!({"containers": [container()], "hostAliases": [
+            {"ip": "10.1.2.3", "hostnames": ["foo.local", "bar"]}
+        ]})),
+    );
+    assert_eq!(
+        a.object["spec"]["hostAliases"],
+        json!([{"ip": "10.1.2.3", "hostnames": ["foo.local", "bar"]}])
+    );
+    assert_eq!(
+        pod_errors(json!({"containers": [container()], "hostAliases": [
+            {"ip": "10.1.2", "hostnames": ["ok"]},
+            {"ip": "fd00::1", "hostnames": ["Not_OK"]}
+        ]})),
+        vec![
+            "spec.hostAliases[0].ip: Invalid value: \"10.1.2\": must be a valid IP address",
+            "spec.hostAliases[1].hostnames[0]: Invalid value: \"Not_OK\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+        ]
+    );
+}
+
+#[test]
 fn pod_updates_change_only_images_deadline_and_tolerations() {
     let old = ok(&POD, pod(json!({"containers": [container()], "tolerations": [{"key": "a", "operator": "Exists"}]}))).object;
     let mut new = old.clone();

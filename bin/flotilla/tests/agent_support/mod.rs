@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod lan;
+pub mod proxy;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -279,6 +280,18 @@ impl AgentProc {
         dir: &Path,
         registry: &Registry,
     ) -> AgentProc {
+        Self::start_with(servers, name, host, dir, registry, &[])
+    }
+
+    /// [`AgentProc::start`] with more flags.
+    pub fn start_with(
+        servers: &str,
+        name: &str,
+        host: &lan::Host,
+        dir: &Path,
+        registry: &Registry,
+        extra: &[&str],
+    ) -> AgentProc {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).expect("agent dir");
         let mut args: Vec<String> = [
@@ -300,6 +313,7 @@ impl AgentProc {
         args.push("--data-dir".into());
         args.push(dir.join("data").to_string_lossy().into_owned());
         args.extend(registry.mirror_flags());
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut a = AgentProc {
             name: name.to_string(),
             log: dir.join("agent.log"),
