@@ -24,6 +24,7 @@ pub mod lbaddr;
 pub mod model;
 pub mod netns;
 pub mod rules;
+pub mod udp;
 pub mod userspace;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +76,8 @@ pub struct Config {
     pub min_sync_interval: Duration,
     /// Threads of the userspace data path.
     pub data_threads: usize,
+    /// The iptables backend (None: [`iptables::Backend::detect`]).
+    pub iptables_backend: Option<iptables::Backend>,
 }
 
 impl Config {
@@ -89,6 +92,7 @@ impl Config {
             resync: Duration::from_secs(60),
             min_sync_interval: Duration::from_millis(20),
             data_threads: 2,
+            iptables_backend: None,
         }
     }
 }
@@ -137,7 +141,12 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
         if let Some(cidr) = &cfg.service_cidr {
             lbaddr::ensure_service_route(cfg.netns.as_deref(), cidr).await;
         }
-        let mut writer = iptables::Writer::new(cfg.netns.clone());
+        let backend_kind = match cfg.iptables_backend {
+            Some(b) => b,
+            None => iptables::Backend::detect(cfg.netns.as_deref()).await,
+        };
+        tracing::info!(backend = ?backend_kind, "iptables backend");
+        let mut writer = iptables::Writer::new(cfg.netns.clone(), backend_kind);
         let mut lb = lbaddr::Addresses::new(cfg.netns.clone(), cfg.node_ip);
         let (svc_cache, slice_cache, node_cache) =
             (services.cache(), slices.cache(), nodes.cache());
