@@ -388,3 +388,19 @@ pub async fn flush_udp(netns: Option<&Path>, dst: &str, ep: &str) {
         tracing::debug!(error = %e, dst, ep, "conntrack flush");
     }
 }
+
+/// Delete the conntrack entries of UDP flows to `dst` that were not NATed
+/// (their reply comes from `dst` itself): datagrams sent to a service
+/// address before it had a rule.
+pub async fn flush_udp_unnated(netns: Option<&Path>, dst: &str) {
+    let r = run(
+        netns,
+        "conntrack",
+        &["-D", "-p", "udp", "--orig-dst", dst, "--reply-src", dst],
+        None,
+    )
+    .await;
+    if let Err(e) = r {
+        tracing::debug!(error = %e, dst, "conntrack flush");
+    }
+}

@@ -186,18 +186,9 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 ),
                 Err(e) => tracing::error!(error = %e, "sync failed; retrying"),
             }
-            if cfg.mode == Mode::Iptables {
-                let udp_now = udp_endpoints(&ports);
-                for (dst, eps) in &udp_before {
-                    for ep in eps.difference(udp_now.get(dst).unwrap_or(&BTreeSet::new())) {
-                        iptables::flush_udp(
-                            cfg.netns.as_deref(),
-                            &dst.0.to_string(),
-                            &ep.to_string(),
-                        )
-                        .await;
-                    }
-                }
+            let udp_now = udp_endpoints(&ports);
+            if result.is_ok() {
+                flush_udp_conntrack(cfg.netns.as_deref(), cfg.mode, &udp_before, &udp_now).await;
                 udp_before = udp_now;
             }
             lb.apply(&model::lb_addresses(&ports)).await;
@@ -226,6 +217,35 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
     }
     .instrument(span)
     .await
+}
+
+/// Delete the UDP conntrack entries that would keep datagrams from the
+/// endpoints now in the rules (UDP has no connection to end):
+/// - in iptables mode, those NATed to an endpoint that left;
+/// - in both modes, for a service address that had no endpoint, those to
+///   that address that were not NATed at all (datagrams sent while there
+///   was no rule: each later one would follow the same entry, refreshed,
+///   and never reach an endpoint), kube-proxy's flush of services that go
+///   from 0 endpoints to some.
+async fn flush_udp_conntrack(
+    netns: Option<&std::path::Path>,
+    mode: Mode,
+    before: &BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>>,
+    now: &BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>>,
+) {
+    let none = BTreeSet::new();
+    if mode == Mode::Iptables {
+        for (dst, eps) in before {
+            for ep in eps.difference(now.get(dst).unwrap_or(&none)) {
+                iptables::flush_udp(netns, &dst.0.to_string(), &ep.to_string()).await;
+            }
+        }
+    }
+    for (dst, eps) in now {
+        if !eps.is_empty() && before.get(dst).is_none_or(BTreeSet::is_empty) {
+            iptables::flush_udp_unnated(netns, &dst.0.to_string()).await;
+        }
+    }
 }
 
 fn udp_endpoints(
