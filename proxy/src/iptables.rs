@@ -374,18 +374,30 @@ async fn cleanup_backend(netns: Option<&Path>, backend: Backend) -> Result<usize
 }
 
 /// Delete the conntrack entries of UDP flows to `dst` that were NATed to
-/// `ep` (a removed endpoint), so that the next datagram picks a live one.
-pub async fn flush_udp(netns: Option<&Path>, dst: &str, ep: &str) {
+/// `ip:port` (a removed endpoint), so that the next datagram picks a live
+/// one.
+pub async fn flush_udp(netns: Option<&Path>, dst: &str, ip: std::net::Ipv4Addr, port: u16) {
+    let (ip, port) = (ip.to_string(), port.to_string());
     let r = run(
         netns,
         "conntrack",
-        &["-D", "-p", "udp", "--orig-dst", dst, "--dst-nat", ep],
+        &[
+            "-D",
+            "-p",
+            "udp",
+            "--orig-dst",
+            dst,
+            "--dst-nat",
+            &ip,
+            "--reply-port-src",
+            &port,
+        ],
         None,
     )
     .await;
     if let Err(e) = r {
         // conntrack exits 1 when nothing matched.
-        tracing::debug!(error = %e, dst, ep, "conntrack flush");
+        tracing::debug!(error = %e, dst, ip, port, "conntrack flush");
     }
 }
 

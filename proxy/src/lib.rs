@@ -156,7 +156,8 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
             node_cache.changes(),
         ];
         let mut last_resync = Instant::now();
-        let mut udp_before: BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        let mut udp_before: BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>> =
+            BTreeMap::new();
         loop {
             for c in changes.iter_mut() {
                 c.borrow_and_update();
@@ -230,14 +231,14 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
 async fn flush_udp_conntrack(
     netns: Option<&std::path::Path>,
     mode: Mode,
-    before: &BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>>,
-    now: &BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>>,
+    before: &BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>>,
+    now: &BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>>,
 ) {
     let none = BTreeSet::new();
     if mode == Mode::Iptables {
         for (dst, eps) in before {
             for ep in eps.difference(now.get(dst).unwrap_or(&none)) {
-                iptables::flush_udp(netns, &dst.0.to_string(), &ep.to_string()).await;
+                iptables::flush_udp(netns, &dst.0.to_string(), ep.0, ep.1).await;
             }
         }
     }
@@ -250,14 +251,14 @@ async fn flush_udp_conntrack(
 
 fn udp_endpoints(
     ports: &[model::SvcPort],
-) -> BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>> {
+) -> BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>> {
     ports
         .iter()
         .filter(|p| p.proto == model::Proto::Udp)
         .map(|p| {
             (
                 (p.cluster_ip, p.node_port),
-                p.endpoints.iter().map(|e| e.ip).collect(),
+                p.endpoints.iter().map(|e| (e.ip, e.port)).collect(),
             )
         })
         .collect()

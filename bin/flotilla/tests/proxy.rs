@@ -191,25 +191,38 @@ fn service(name: &str, extra: serde_json::Value) -> Service {
 }
 
 /// Both iptables backends' tables (the proxy picks one; `--cleanup` must
-/// leave both as they were).
+/// leave both as they were), without counters and without tables that hold
+/// nothing but empty built-in chains (the kernel keeps a table once a
+/// program has used it).
 fn iptables_save(netns: &str) -> String {
-    let mut text = String::new();
+    let mut tables = Vec::new();
     for save in ["iptables-legacy-save", "iptables-nft-save"] {
         let out = in_netns(netns, &[save]);
         assert!(out.status.success(), "{save}: {out:?}");
-        text.push_str(&String::from_utf8_lossy(&out.stdout));
-    }
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
+        let mut table: Vec<String> = Vec::new();
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            if l.starts_with('#') {
+                continue;
+            }
             // Counters ([packets:bytes]) change with traffic.
-            match l.find(" [") {
+            let l = match l.find(" [") {
                 Some(i) if l.starts_with(':') => l[..i].to_string(),
                 _ => l.to_string(),
+            };
+            let end = l == "COMMIT";
+            table.push(l);
+            if end {
+                let used = table
+                    .iter()
+                    .any(|l| l.starts_with("-A ") || (l.starts_with(':') && l.ends_with(" -")));
+                if used {
+                    tables.push(table.join("\n"));
+                }
+                table.clear();
             }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+        }
+    }
+    tables.join("\n")
 }
 
 fn routes(netns: &str) -> String {
