@@ -21,6 +21,11 @@
 set -euo pipefail
 
 DUR=${DUR:-5}
+# SYNC=0 skips part 2; ROWS=REGEX runs only the matching part-1 rows;
+# WRK_OUT=1 prints wrk's full output to stderr.
+SYNC=${SYNC:-1}
+ROWS=${ROWS:-.}
+WRK_OUT=${WRK_OUT:-0}
 CONNS=${CONNS:-32}
 BIN=${DATAPLANE_BIN:-${CARGO_TARGET_DIR:-target}/release/examples/dataplane}
 [[ -x $BIN ]] || { echo "build it: cargo build --release -p flotilla-proxy --example dataplane" >&2; exit 1; }
@@ -74,21 +79,26 @@ frontend fe
 backend be
   server p 10.251.1.2:8080
 CFG
-nsr "$P" haproxy -f "$tmp/server.cfg" & pids+=($!)
-nsr "$N" haproxy -f "$tmp/tcp.cfg" & pids+=($!)
+# Started with nsenter itself (not the nsr function, which would fork a
+# subshell whose pid is not the server's): a server left running kept the
+# script's output pipe open, which is how an earlier run "hung" after
+# printing everything.
+nsenter --net=/run/netns/"$P" haproxy -f "$tmp/server.cfg" & pids+=($!)
+nsenter --net=/run/netns/"$N" haproxy -f "$tmp/tcp.cfg" & pids+=($!)
 for _ in $(seq 100); do
   nsr "$C" wrk -t1 -c1 -d1s http://10.251.0.1:8081/ >/dev/null 2>&1 && break
   sleep 0.1
 done
 
-echo "| path | keep-alive req/s | p99 | new conn req/s | p99 |"
-echo "|---|---:|---:|---:|---:|"
+echo "| path | keep-alive req/s | p99 | errors | new conn req/s | p99 | errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 # "direct pod, conntrack on": the same direct path while the proxy's rules
 # are loaded in the node namespace, so that the kernel tracks connections
 # there as on any node with NAT rules (the like-for-like baseline of the
 # iptables row: its extra cost is then DNAT alone).
 for t in "direct pod|10.251.1.2:8080|" "direct pod, conntrack on|10.251.1.2:8080|iptables" "iptables mode|10.96.0.1:80|iptables" "userspace mode|10.96.0.1:80|userspace" "HAProxy TCP|10.251.0.1:8081|"; do
   IFS='|' read -r name addr mode <<<"$t"
+  [[ $name =~ $ROWS ]] || continue
   dp=
   if [[ -n $mode ]]; then
     # One mode at a time on the node (each run owns the FLOTILLA chains).
@@ -98,12 +108,16 @@ for t in "direct pod|10.251.1.2:8080|" "direct pod, conntrack on|10.251.1.2:8080
   fi
   ka=$(nsr "$C" wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "http://$addr/")
   nc=$(nsr "$C" wrk -t2 -c"$CONNS" -d"${DUR}s" --latency -H "Connection: close" "http://$addr/")
+  [[ $WRK_OUT == 0 ]] || printf '%s\n%s\n' "$ka" "$nc" >&2
   rps() { awk '/Requests\/sec/ {print int($2)}'; }
   p99() { awk '$1=="99%" {print $2}'; }
-  echo "| $name | $(rps <<<"$ka") | $(p99 <<<"$ka") | $(rps <<<"$nc") | $(p99 <<<"$nc") |"
+  # Socket errors (connect, read, write, timeout) and non-2xx answers.
+  errs() { awk '/Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} /Non-2xx/ {n += $NF} END {print n + 0}'; }
+  echo "| $name | $(rps <<<"$ka") | $(p99 <<<"$ka") | $(errs <<<"$ka") | $(rps <<<"$nc") | $(p99 <<<"$nc") | $(errs <<<"$nc") |"
   [[ -z $dp ]] || stop "$dp"
 done
 
+[[ $SYNC == 1 ]] || exit 0
 echo
 echo "| backend | services x 2 endpoints | rules | full sync | one change (median of 5) | one change (max) |"
 echo "|---|---:|---:|---:|---:|---:|"
