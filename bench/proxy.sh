@@ -99,6 +99,13 @@ echo "|---|---:|---:|---:|---:|---:|---:|"
 for t in "direct pod|10.251.1.2:8080|" "direct pod, conntrack on|10.251.1.2:8080|iptables" "iptables mode|10.96.0.1:80|iptables" "userspace mode|10.96.0.1:80|userspace" "HAProxy TCP|10.251.0.1:8081|"; do
   IFS='|' read -r name addr mode <<<"$t"
   [[ $name =~ $ROWS ]] || continue
+  # Each row starts with an empty conntrack table in the node: the
+  # entries of the previous row (TIME_WAIT, 120 s) share reply tuples
+  # (pod:8080 -> client:port) with this row's connections, whose inserts
+  # then clash and wait for a SYN retransmit (that cost the iptables row
+  # 80% of its new-connection rate when it ran right after a conntrack-on
+  # row).
+  nsr "$N" conntrack -F >/dev/null 2>&1 || true
   dp=
   if [[ -n $mode ]]; then
     # One mode at a time on the node (each run owns the FLOTILLA chains).

@@ -156,8 +156,7 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
             node_cache.changes(),
         ];
         let mut last_resync = Instant::now();
-        let mut udp_before: BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>> =
-            BTreeMap::new();
+        let mut udp_before: UdpEndpoints = BTreeMap::new();
         loop {
             for c in changes.iter_mut() {
                 c.borrow_and_update();
@@ -231,8 +230,8 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
 async fn flush_udp_conntrack(
     netns: Option<&std::path::Path>,
     mode: Mode,
-    before: &BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>>,
-    now: &BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>>,
+    before: &UdpEndpoints,
+    now: &UdpEndpoints,
 ) {
     let none = BTreeSet::new();
     if mode == Mode::Iptables {
@@ -249,9 +248,10 @@ async fn flush_udp_conntrack(
     }
 }
 
-fn udp_endpoints(
-    ports: &[model::SvcPort],
-) -> BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>> {
+/// UDP endpoints (address, port) by service address (cluster IP, node port).
+type UdpEndpoints = BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>>;
+
+fn udp_endpoints(ports: &[model::SvcPort]) -> UdpEndpoints {
     ports
         .iter()
         .filter(|p| p.proto == model::Proto::Udp)
