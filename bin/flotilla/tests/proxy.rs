@@ -249,7 +249,7 @@ async fn services_reach_pods_through_both_proxy_modes() {
     let registry = Registry::start(cluster.dir(), lan.gateway);
     let servers = cluster.endpoints();
     let names: Vec<String> = (1..=3).map(|i| format!("h{i}-{}", lan.id)).collect();
-    let _agents: Vec<AgentProc> = (0..3)
+    let mut agents: Vec<AgentProc> = (0..3)
         .map(|i| AgentProc::start(&servers, &names[i], &lan.hosts[i], cluster.dir(), &registry))
         .collect();
     let outside = lan.hosts[3].netns.clone();
@@ -566,6 +566,41 @@ async fn services_reach_pods_through_both_proxy_modes() {
     }
 
     udp_services(&client, &lan).await;
+
+    // LB handover: the node answering the load balancer address loses its
+    // agent; once the masters mark it NotReady (the node lifecycle's 40 s
+    // grace), another node takes the address and it answers again.
+    let holder = |lan: &Lan| {
+        (0..3).find(|&i| {
+            String::from_utf8_lossy(
+                &in_netns(&lan.hosts[i].netns, &["ip", "-4", "addr", "show"]).stdout,
+            )
+            .contains(&format!("{lb_ip}/32"))
+        })
+    };
+    let first = holder(&lan).expect("a node holds the load balancer address");
+    agents[first].stop();
+    let next = wait_for(
+        Duration::from_secs(120),
+        "another node takes the load balancer address",
+        async || match holder(&lan) {
+            Some(i) if i != first => Ok(i),
+            other => Err(format!("held by {other:?}")),
+        },
+    )
+    .await;
+    wait_for(
+        TIMEOUT,
+        "the load balancer address answers after the handover",
+        async || http_get_in(&outside, std::net::SocketAddr::from((lb_ip, 80)), "/").await,
+    )
+    .await;
+    println!(
+        "load balancer address moved from h{} to h{}",
+        first + 1,
+        next + 1
+    );
+    agents[first].restart();
 
     // --cleanup on a host that ran a proxy leaves its tables as before.
     {
