@@ -11,8 +11,9 @@
 #    proxy/examples/dataplane.rs (the crate's own rules, writer and
 #    listeners, one service, no cluster).
 # 2. iptables sync at 1,000/5,000/10,000 services x 2 endpoints in a fresh
-#    namespace: one full sync, then the median and worst of five syncs that
-#    change one endpoint (the restore returns when the rule is live).
+#    namespace, with each iptables backend (legacy ip_tables and nf_tables):
+#    one full sync, then the median and worst of five syncs that change one
+#    endpoint (the restore returns when the rule is live).
 #
 # Needs root, wrk, haproxy, iptables. Namespaces are named fpb-<pid>-*,
 # addresses are in 10.251.0.0/16, nothing is routed off the machine; all
@@ -20,6 +21,11 @@
 set -euo pipefail
 
 DUR=${DUR:-5}
+# SYNC=0 skips part 2; ROWS=REGEX runs only the matching part-1 rows;
+# WRK_OUT=1 prints wrk's full output to stderr.
+SYNC=${SYNC:-1}
+ROWS=${ROWS:-.}
+WRK_OUT=${WRK_OUT:-0}
 CONNS=${CONNS:-32}
 BIN=${DATAPLANE_BIN:-${CARGO_TARGET_DIR:-target}/release/examples/dataplane}
 [[ -x $BIN ]] || { echo "build it: cargo build --release -p flotilla-proxy --example dataplane" >&2; exit 1; }
@@ -73,17 +79,33 @@ frontend fe
 backend be
   server p 10.251.1.2:8080
 CFG
-nsr "$P" haproxy -f "$tmp/server.cfg" & pids+=($!)
-nsr "$N" haproxy -f "$tmp/tcp.cfg" & pids+=($!)
+# Started with nsenter itself (not the nsr function, which would fork a
+# subshell whose pid is not the server's): a server left running kept the
+# script's output pipe open, which is how an earlier run "hung" after
+# printing everything.
+nsenter --net=/run/netns/"$P" haproxy -f "$tmp/server.cfg" & pids+=($!)
+nsenter --net=/run/netns/"$N" haproxy -f "$tmp/tcp.cfg" & pids+=($!)
 for _ in $(seq 100); do
   nsr "$C" wrk -t1 -c1 -d1s http://10.251.0.1:8081/ >/dev/null 2>&1 && break
   sleep 0.1
 done
 
-echo "| path | keep-alive req/s | p99 | new conn req/s | p99 |"
-echo "|---|---:|---:|---:|---:|"
-for t in "direct pod|10.251.1.2:8080|" "iptables mode|10.96.0.1:80|iptables" "userspace mode|10.96.0.1:80|userspace" "HAProxy TCP|10.251.0.1:8081|"; do
+echo "| path | keep-alive req/s | p99 | errors | new conn req/s | p99 | errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+# "direct pod, conntrack on": the same direct path while the proxy's rules
+# are loaded in the node namespace, so that the kernel tracks connections
+# there as on any node with NAT rules (the like-for-like baseline of the
+# iptables row: its extra cost is then DNAT alone).
+for t in "direct pod|10.251.1.2:8080|" "direct pod, conntrack on|10.251.1.2:8080|iptables" "iptables mode|10.96.0.1:80|iptables" "userspace mode|10.96.0.1:80|userspace" "HAProxy TCP|10.251.0.1:8081|"; do
   IFS='|' read -r name addr mode <<<"$t"
+  [[ $name =~ $ROWS ]] || continue
+  # Each row starts with an empty conntrack table in the node: the
+  # entries of the previous row (TIME_WAIT, 120 s) share reply tuples
+  # (pod:8080 -> client:port) with this row's connections, whose inserts
+  # then clash and wait for a SYN retransmit (that cost the iptables row
+  # 80% of its new-connection rate when it ran right after a conntrack-on
+  # row).
+  nsr "$N" conntrack -F >/dev/null 2>&1 || true
   dp=
   if [[ -n $mode ]]; then
     # One mode at a time on the node (each run owns the FLOTILLA chains).
@@ -93,17 +115,23 @@ for t in "direct pod|10.251.1.2:8080|" "iptables mode|10.96.0.1:80|iptables" "us
   fi
   ka=$(nsr "$C" wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "http://$addr/")
   nc=$(nsr "$C" wrk -t2 -c"$CONNS" -d"${DUR}s" --latency -H "Connection: close" "http://$addr/")
+  [[ $WRK_OUT == 0 ]] || printf '%s\n%s\n' "$ka" "$nc" >&2
   rps() { awk '/Requests\/sec/ {print int($2)}'; }
   p99() { awk '$1=="99%" {print $2}'; }
-  echo "| $name | $(rps <<<"$ka") | $(p99 <<<"$ka") | $(rps <<<"$nc") | $(p99 <<<"$nc") |"
+  # Socket errors (connect, read, write, timeout) and non-2xx answers.
+  errs() { awk '/Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} /Non-2xx/ {n += $NF} END {print n + 0}'; }
+  echo "| $name | $(rps <<<"$ka") | $(p99 <<<"$ka") | $(errs <<<"$ka") | $(rps <<<"$nc") | $(p99 <<<"$nc") | $(errs <<<"$nc") |"
   [[ -z $dp ]] || stop "$dp"
 done
 
+[[ $SYNC == 1 ]] || exit 0
 echo
-echo "| services x 2 endpoints | rules | full sync | one change (median of 5) | one change (max) |"
-echo "|---:|---:|---:|---:|---:|"
-for n in 1000 5000 10000; do
-  out=$("$BIN" sync --netns /run/netns/$S --services "$n")
-  v() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $out"; }
-  echo "| $n | $(v rules) | $(v full_sync_ms) ms | $(v one_change_ms_median) ms | $(v one_change_ms_max) ms |"
+echo "| backend | services x 2 endpoints | rules | full sync | one change (median of 5) | one change (max) |"
+echo "|---|---:|---:|---:|---:|---:|"
+for backend in legacy nft; do
+  for n in 1000 5000 10000; do
+    out=$("$BIN" sync --netns /run/netns/$S --services "$n" --backend "$backend")
+    v() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $out"; }
+    echo "| $backend | $n | $(v rules) | $(v full_sync_ms) ms | $(v one_change_ms_median) ms | $(v one_change_ms_max) ms |"
+  done
 done

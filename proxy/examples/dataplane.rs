@@ -6,7 +6,7 @@
 //!
 //! serve:  dataplane serve --netns /run/netns/N --mode iptables|userspace \
 //!             --vip 10.96.0.1:80 --endpoint 10.251.1.2:8080 [--endpoint ...]
-//! sync:   dataplane sync --netns /run/netns/N --services 10000
+//! sync:   dataplane sync --netns /run/netns/N --services 10000 [--backend legacy|nft]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -71,10 +71,16 @@ fn synthetic(n: usize, bump: usize) -> Vec<SvcPort> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let ns = arg(&args, "--netns").map(PathBuf::from);
+    let backend = match arg(&args, "--backend").as_deref() {
+        Some("legacy") => iptables::Backend::Legacy,
+        Some("nft") => iptables::Backend::Nft,
+        Some(b) => return Err(format!("--backend {b}: legacy or nft").into()),
+        None => iptables::Backend::detect(ns.as_deref()).await,
+    };
     match args.get(1).map(String::as_str) {
         Some("sync") => {
             let n: usize = arg(&args, "--services").unwrap_or("1000".into()).parse()?;
-            let mut w = iptables::Writer::new(ns.clone());
+            let mut w = iptables::Writer::new(ns.clone(), backend);
             let t = Instant::now();
             let s = w.sync(rules::iptables_mode(&synthetic(n, 0), None)).await?;
             let full = t.elapsed();
@@ -86,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             changes.sort_by(f64::total_cmp);
             println!(
-                "services={n} rules={} full_sync_ms={:.0} one_change_ms_median={:.1} one_change_ms_max={:.1} payload_bytes={}",
+                "backend={backend:?} services={n} rules={} full_sync_ms={:.0} one_change_ms_median={:.1} one_change_ms_max={:.1} payload_bytes={}",
                 rules::iptables_mode(&synthetic(n, 0), None).rule_count(),
                 full.as_secs_f64() * 1000.0,
                 changes[changes.len() / 2],
@@ -103,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|w| w[1].parse())
                 .collect::<Result<_, _>>()?;
             let p = vec![port("bench/web:http".into(), vip, eps)];
-            let mut w = iptables::Writer::new(ns.clone());
+            let mut w = iptables::Writer::new(ns.clone(), backend);
             let _keep = match arg(&args, "--mode").as_deref() {
                 Some("userspace") => {
                     let mut u = userspace::Userspace::new(netns::runtime_in(ns.as_deref(), 2)?);

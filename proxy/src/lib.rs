@@ -24,6 +24,7 @@ pub mod lbaddr;
 pub mod model;
 pub mod netns;
 pub mod rules;
+pub mod udp;
 pub mod userspace;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +76,8 @@ pub struct Config {
     pub min_sync_interval: Duration,
     /// Threads of the userspace data path.
     pub data_threads: usize,
+    /// The iptables backend (None: [`iptables::Backend::detect`]).
+    pub iptables_backend: Option<iptables::Backend>,
 }
 
 impl Config {
@@ -89,6 +92,7 @@ impl Config {
             resync: Duration::from_secs(60),
             min_sync_interval: Duration::from_millis(20),
             data_threads: 2,
+            iptables_backend: None,
         }
     }
 }
@@ -137,7 +141,12 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
         if let Some(cidr) = &cfg.service_cidr {
             lbaddr::ensure_service_route(cfg.netns.as_deref(), cidr).await;
         }
-        let mut writer = iptables::Writer::new(cfg.netns.clone());
+        let backend_kind = match cfg.iptables_backend {
+            Some(b) => b,
+            None => iptables::Backend::detect(cfg.netns.as_deref()).await,
+        };
+        tracing::info!(backend = ?backend_kind, "iptables backend");
+        let mut writer = iptables::Writer::new(cfg.netns.clone(), backend_kind);
         let mut lb = lbaddr::Addresses::new(cfg.netns.clone(), cfg.node_ip);
         let (svc_cache, slice_cache, node_cache) =
             (services.cache(), slices.cache(), nodes.cache());
@@ -147,7 +156,7 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
             node_cache.changes(),
         ];
         let mut last_resync = Instant::now();
-        let mut udp_before: BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        let mut udp_before: UdpEndpoints = BTreeMap::new();
         loop {
             for c in changes.iter_mut() {
                 c.borrow_and_update();
@@ -177,18 +186,9 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 ),
                 Err(e) => tracing::error!(error = %e, "sync failed; retrying"),
             }
-            if cfg.mode == Mode::Iptables {
-                let udp_now = udp_endpoints(&ports);
-                for (dst, eps) in &udp_before {
-                    for ep in eps.difference(udp_now.get(dst).unwrap_or(&BTreeSet::new())) {
-                        iptables::flush_udp(
-                            cfg.netns.as_deref(),
-                            &dst.0.to_string(),
-                            &ep.to_string(),
-                        )
-                        .await;
-                    }
-                }
+            let udp_now = udp_endpoints(&ports);
+            if result.is_ok() {
+                flush_udp_conntrack(cfg.netns.as_deref(), cfg.mode, &udp_before, &udp_now).await;
                 udp_before = udp_now;
             }
             lb.apply(&model::lb_addresses(&ports)).await;
@@ -219,16 +219,46 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
     .await
 }
 
-fn udp_endpoints(
-    ports: &[model::SvcPort],
-) -> BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<Ipv4Addr>> {
+/// Delete the UDP conntrack entries that would keep datagrams from the
+/// endpoints now in the rules (UDP has no connection to end):
+/// - in iptables mode, those NATed to an endpoint that left;
+/// - in both modes, for a service address that had no endpoint, those to
+///   that address that were not NATed at all (datagrams sent while there
+///   was no rule: each later one would follow the same entry, refreshed,
+///   and never reach an endpoint), kube-proxy's flush of services that go
+///   from 0 endpoints to some.
+async fn flush_udp_conntrack(
+    netns: Option<&std::path::Path>,
+    mode: Mode,
+    before: &UdpEndpoints,
+    now: &UdpEndpoints,
+) {
+    let none = BTreeSet::new();
+    if mode == Mode::Iptables {
+        for (dst, eps) in before {
+            for ep in eps.difference(now.get(dst).unwrap_or(&none)) {
+                iptables::flush_udp(netns, &dst.0.to_string(), ep.0, ep.1).await;
+            }
+        }
+    }
+    for (dst, eps) in now {
+        if !eps.is_empty() && before.get(dst).is_none_or(BTreeSet::is_empty) {
+            iptables::flush_udp_unnated(netns, &dst.0.to_string()).await;
+        }
+    }
+}
+
+/// UDP endpoints (address, port) by service address (cluster IP, node port).
+type UdpEndpoints = BTreeMap<(Ipv4Addr, Option<u16>), BTreeSet<(Ipv4Addr, u16)>>;
+
+fn udp_endpoints(ports: &[model::SvcPort]) -> UdpEndpoints {
     ports
         .iter()
         .filter(|p| p.proto == model::Proto::Udp)
         .map(|p| {
             (
                 (p.cluster_ip, p.node_port),
-                p.endpoints.iter().map(|e| e.ip).collect(),
+                p.endpoints.iter().map(|e| (e.ip, e.port)).collect(),
             )
         })
         .collect()

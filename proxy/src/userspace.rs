@@ -1,11 +1,11 @@
-//! Userspace mode's data path: a TCP listener per service port (plus one
-//! on its node port), each accepted connection sent to the next endpoint
+//! Userspace mode's data path: a listener per service port (plus one on
+//! its node port); for TCP, each accepted connection sent to the next endpoint
 //! round-robin (or the client's sticky one under ClientIP affinity); a
 //! connect that fails is retried on the other endpoints before the client
 //! sees anything, and when none answers the client gets a reset. Bytes are
 //! copied both ways with half-close kept (`copy_bidirectional`). All
 //! sockets live on a runtime whose threads are in the node's namespace.
-//! UDP service ports are not served in this mode.
+//! UDP service ports are served by [`crate::udp`], with the same balancer.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
@@ -23,8 +23,8 @@ use crate::Error;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The endpoints of one service port and how to choose among them.
-struct Balancer {
-    key: String,
+pub(crate) struct Balancer {
+    pub(crate) key: String,
     internal: RwLock<Vec<SocketAddr>>,
     external: RwLock<Vec<SocketAddr>>,
     next: AtomicUsize,
@@ -34,7 +34,7 @@ struct Balancer {
 
 impl Balancer {
     /// Endpoints to try, in order, for a client.
-    fn order(&self, client: IpAddr, external: bool) -> Vec<SocketAddr> {
+    pub(crate) fn order(&self, client: IpAddr, external: bool) -> Vec<SocketAddr> {
         let eps = if external {
             self.external.read()
         } else {
@@ -64,7 +64,17 @@ impl Balancer {
         order
     }
 
-    fn chose(&self, client: IpAddr, ep: SocketAddr) {
+    /// Whether `ep` is still one of the endpoints.
+    pub(crate) fn has(&self, ep: SocketAddr, external: bool) -> bool {
+        let eps = if external {
+            &self.external
+        } else {
+            &self.internal
+        };
+        eps.read().map(|g| g.contains(&ep)).unwrap_or(false)
+    }
+
+    pub(crate) fn chose(&self, client: IpAddr, ep: SocketAddr) {
         if self.affinity.read().map(|a| a.is_some()).unwrap_or(false) {
             if let Ok(mut m) = self.sticky.lock() {
                 m.insert(client, (ep, Instant::now()));
@@ -115,6 +125,7 @@ async fn accept_loop(l: TcpListener, b: Arc<Balancer>, external: bool) {
 
 struct Served {
     balancer: Arc<Balancer>,
+    proto: Proto,
     port: u16,
     node_port: Option<u16>,
     tasks: Vec<JoinHandle<()>>,
@@ -155,26 +166,48 @@ impl Userspace {
         }
     }
 
-    async fn bind(&self, port: u16) -> Result<TcpListener, Error> {
+    /// Listen on `port` (0: any) and serve it with `b`; the port and task.
+    async fn listen(
+        &self,
+        proto: Proto,
+        port: u16,
+        b: Arc<Balancer>,
+        external: bool,
+    ) -> Result<(u16, JoinHandle<()>), Error> {
         let rt = self.rt.as_ref().ok_or(Error::Io("runtime gone".into()))?;
-        rt.spawn(
-            async move { TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await },
-        )
-        .await
-        .map_err(|e| Error::Io(e.to_string()))?
-        .map_err(|e| Error::Io(format!("listening on port {port}: {e}")))
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        let failed =
+            |e: std::io::Error| Error::Io(format!("listening on {proto:?} port {port}: {e}"));
+        // Bind on the data path's runtime: its threads are in the node's
+        // namespace.
+        match proto {
+            Proto::Tcp => {
+                let l = rt
+                    .spawn(async move { TcpListener::bind(addr).await })
+                    .await
+                    .map_err(|e| Error::Io(e.to_string()))?
+                    .map_err(failed)?;
+                let port = l.local_addr().map_err(failed)?.port();
+                Ok((port, rt.spawn(accept_loop(l, b, external))))
+            }
+            Proto::Udp => {
+                let s = rt
+                    .spawn(async move { UdpSocket::bind(addr).await })
+                    .await
+                    .map_err(|e| Error::Io(e.to_string()))?
+                    .map_err(failed)?;
+                let port = s.local_addr().map_err(failed)?.port();
+                Ok((port, rt.spawn(crate::udp::serve(s, b, external))))
+            }
+        }
     }
 
     /// Serve `ports`; the listener port of each served key.
     pub async fn apply(&mut self, ports: &[SvcPort]) -> HashMap<String, u16> {
-        let want: HashMap<&str, &SvcPort> = ports
-            .iter()
-            .filter(|p| p.proto == Proto::Tcp)
-            .map(|p| (p.key.as_str(), p))
-            .collect();
+        let want: HashMap<&str, &SvcPort> = ports.iter().map(|p| (p.key.as_str(), p)).collect();
         self.served.retain(|k, s| {
             want.get(k.as_str())
-                .is_some_and(|p| p.node_port == s.node_port)
+                .is_some_and(|p| p.node_port == s.node_port && p.proto == s.proto)
         });
         for (key, p) in &want {
             if !self.served.contains_key(*key) {
@@ -186,23 +219,17 @@ impl Userspace {
                     affinity: RwLock::new(None),
                     sticky: Mutex::new(HashMap::new()),
                 });
-                let l = match self.bind(0).await {
-                    Ok(l) => l,
+                let (port, task) = match self.listen(p.proto, 0, balancer.clone(), false).await {
+                    Ok(x) => x,
                     Err(e) => {
                         tracing::error!(service = %key, error = %e, "no listener");
                         continue;
                     }
                 };
-                let Ok(port) = l.local_addr().map(|a| a.port()) else {
-                    continue;
-                };
-                let Some(rt) = self.rt.as_ref() else {
-                    return HashMap::new();
-                };
-                let mut tasks = vec![rt.spawn(accept_loop(l, balancer.clone(), false))];
+                let mut tasks = vec![task];
                 if let Some(np) = p.node_port {
-                    match self.bind(np).await {
-                        Ok(l) => tasks.push(rt.spawn(accept_loop(l, balancer.clone(), true))),
+                    match self.listen(p.proto, np, balancer.clone(), true).await {
+                        Ok((_, t)) => tasks.push(t),
                         Err(e) => tracing::error!(service = %key, error = %e, "node port"),
                     }
                 }
@@ -211,6 +238,7 @@ impl Userspace {
                     key.to_string(),
                     Served {
                         balancer,
+                        proto: p.proto,
                         port,
                         node_port: p.node_port,
                         tasks,

@@ -26,6 +26,18 @@ impl From<ProxyMode> for flotilla_proxy::Mode {
     }
 }
 
+/// `flotilla proxy --iptables-backend`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum IptablesBackend {
+    /// Legacy when the kernel has ip_tables and iptables-legacy is
+    /// installed (much faster at thousands of services), else nft.
+    Auto,
+    /// iptables-legacy: the ip_tables kernel interface.
+    Legacy,
+    /// iptables-nft: iptables rules kept in nf_tables.
+    Nft,
+}
+
 /// `flotilla up --proxy-mode`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum UpProxyMode {
@@ -74,6 +86,9 @@ pub struct ProxyArgs {
     /// cluster IP without endpoints is refused at once ("" for no route).
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: String,
+    /// Which iptables writes the rules (both modes write nat rules).
+    #[arg(long, value_enum, default_value = "auto")]
+    iptables_backend: IptablesBackend,
     /// Seconds between two full resyncs (every chain rewritten).
     #[arg(long, default_value_t = 60)]
     resync_seconds: u64,
@@ -96,6 +111,11 @@ pub async fn run(a: ProxyArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.node_ip = a.node_ip;
     cfg.cluster_cidr = Some(a.cluster_cidr).filter(|c| !c.is_empty());
     cfg.service_cidr = Some(a.service_cidr).filter(|c| !c.is_empty());
+    cfg.iptables_backend = match a.iptables_backend {
+        IptablesBackend::Auto => None,
+        IptablesBackend::Legacy => Some(flotilla_proxy::iptables::Backend::Legacy),
+        IptablesBackend::Nft => Some(flotilla_proxy::iptables::Backend::Nft),
+    };
     cfg.resync = std::time::Duration::from_secs(a.resync_seconds.max(1));
     let client =
         flotilla_client::Client::connect(&a.server).context("connecting to the masters")?;

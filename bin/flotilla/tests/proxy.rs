@@ -2,7 +2,8 @@
 //! (h1 and h3 run the proxy in iptables mode, h2 in userspace mode) and a
 //! fourth host outside the cluster; pods run busybox httpd, clients are
 //! pods (`flt exec ... nc`) or the outside host. One test walks through
-//! the scenarios in order, so the cluster starts once.
+//! the scenarios in order, so the cluster starts once. UDP services point
+//! at UDP servers of the test on the outside host (busybox has none).
 
 mod agent_support;
 mod common;
@@ -73,7 +74,7 @@ fn server_pod(name: &str, node: &str) -> Pod {
         "mkdir /www && echo {name} > /www/index.html && touch /tmp/ready && exec httpd -f -p 8080 -h /www"
     );
     serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": "web"}},
+        "metadata": {"name": name, "labels": {"app": "web", "name": name}},
         "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
             "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", cmd],
                 "ports": [{"name": "http", "containerPort": 8080}],
@@ -95,21 +96,39 @@ fn service(name: &str, extra: serde_json::Value) -> Service {
     serde_json::from_value(v).expect("service")
 }
 
+/// Both iptables backends' tables (the proxy picks one; `--cleanup` must
+/// leave both as they were), without counters and without tables that hold
+/// nothing but empty built-in chains (the kernel keeps a table once a
+/// program has used it).
 fn iptables_save(netns: &str) -> String {
-    let out = in_netns(netns, &["iptables-save"]);
-    assert!(out.status.success(), "iptables-save: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
+    let mut tables = Vec::new();
+    for save in ["iptables-legacy-save", "iptables-nft-save"] {
+        let out = in_netns(netns, &[save]);
+        assert!(out.status.success(), "{save}: {out:?}");
+        let mut table: Vec<String> = Vec::new();
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            if l.starts_with('#') {
+                continue;
+            }
             // Counters ([packets:bytes]) change with traffic.
-            match l.find(" [") {
+            let l = match l.find(" [") {
                 Some(i) if l.starts_with(':') => l[..i].to_string(),
                 _ => l.to_string(),
+            };
+            let end = l == "COMMIT";
+            table.push(l);
+            if end {
+                let used = table
+                    .iter()
+                    .any(|l| l.starts_with("-A ") || (l.starts_with(':') && l.ends_with(" -")));
+                if used {
+                    tables.push(table.join("\n"));
+                }
+                table.clear();
             }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+        }
+    }
+    tables.join("\n")
 }
 
 fn routes(netns: &str) -> String {
@@ -119,15 +138,24 @@ fn routes(netns: &str) -> String {
 
 #[tokio::test]
 async fn services_reach_pods_through_both_proxy_modes() {
-    let cluster = Cluster::start(1, Opts::default()).await;
     let mut lan = Lan::new();
     for _ in 0..4 {
         lan.add_host();
     }
+    // The masters' load balancer pool: addresses on the hosts' LAN.
+    let lb_pool = {
+        let o = lan.gateway.octets();
+        format!("{}.{}.{}.200/30", o[0], o[1], o[2])
+    };
+    let opts = Opts {
+        extra_args: vec!["--lb-pool".into(), lb_pool],
+        ..Opts::default()
+    };
+    let cluster = Cluster::start(1, opts).await;
     let registry = Registry::start(cluster.dir(), lan.gateway);
     let servers = cluster.endpoints();
     let names: Vec<String> = (1..=3).map(|i| format!("h{i}-{}", lan.id)).collect();
-    let _agents: Vec<AgentProc> = (0..3)
+    let mut agents: Vec<AgentProc> = (0..3)
         .map(|i| AgentProc::start(&servers, &names[i], &lan.hosts[i], cluster.dir(), &registry))
         .collect();
     let outside = lan.hosts[3].netns.clone();
@@ -278,21 +306,21 @@ async fn services_reach_pods_through_both_proxy_modes() {
     svcs.create(&service("headless", json!({"clusterIP": "None"})))
         .await
         .expect("headless");
-    // A LoadBalancer address (set here as the masters' pool would) answers
-    // from outside the nodes, through the elected node.
-    let lb_ip = {
-        let o = lan.gateway.octets();
-        std::net::Ipv4Addr::new(o[0], o[1], o[2], 200)
-    };
-    let mut lb = svcs
-        .create(&service("lb", json!({"type": "LoadBalancer"})))
+    // A LoadBalancer service gets an address from the masters' pool, which
+    // answers from outside the nodes, through the elected node.
+    svcs.create(&service("lb", json!({"type": "LoadBalancer"})))
         .await
         .expect("lb");
-    lb.status = Some(
-        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": lb_ip.to_string()}]}}))
-            .expect("status"),
-    );
-    svcs.replace_status(&lb).await.expect("lb status");
+    let lb_ip: std::net::Ipv4Addr =
+        wait_for(TIMEOUT, "the masters give lb an address", async || {
+            let lb = svcs.get("lb").await.map_err(|e| e.to_string())?;
+            lb.status
+                .as_ref()
+                .and_then(|s| s.load_balancer.ingress.first())
+                .and_then(|i| i.ip.parse().ok())
+                .ok_or_else(|| format!("status {:?}", lb.status))
+        })
+        .await;
     outside_reaches_all(
         &outside,
         std::net::SocketAddr::from((lb_ip, 80)),
@@ -423,6 +451,63 @@ async fn services_reach_pods_through_both_proxy_modes() {
     println!("s3 left the rules {lag:?} after its endpoint turned unready");
     assert!(lag < Duration::from_secs(1), "{lag:?}");
 
+    // Hairpin: a pod reaches a service whose only endpoint is itself, on
+    // an iptables node (s1) and on the userspace node (s2).
+    for (pod, mode) in [("s1", "iptables"), ("s2", "userspace")] {
+        let svc = svcs
+            .create(&service(
+                &format!("self-{pod}"),
+                json!({"selector": {"name": pod}}),
+            ))
+            .await
+            .expect("self service");
+        let ip = svc.spec.cluster_ip;
+        let body = wait_for(
+            TIMEOUT,
+            &format!("{pod} reaches itself ({mode})"),
+            async || get_from_pod(&servers, pod, &ip, 80).await,
+        )
+        .await;
+        assert_eq!(body, pod);
+    }
+
+    udp_services(&client, &lan).await;
+
+    // LB handover: the node answering the load balancer address loses its
+    // agent; once the masters mark it NotReady (the node lifecycle's 40 s
+    // grace), another node takes the address and it answers again.
+    let holder = |lan: &Lan| {
+        (0..3).find(|&i| {
+            String::from_utf8_lossy(
+                &in_netns(&lan.hosts[i].netns, &["ip", "-4", "addr", "show"]).stdout,
+            )
+            .contains(&format!("{lb_ip}/32"))
+        })
+    };
+    let first = holder(&lan).expect("a node holds the load balancer address");
+    agents[first].stop();
+    let next = wait_for(
+        Duration::from_secs(120),
+        "another node takes the load balancer address",
+        async || match holder(&lan) {
+            Some(i) if i != first => Ok(i),
+            other => Err(format!("held by {other:?}")),
+        },
+    )
+    .await;
+    wait_for(
+        TIMEOUT,
+        "the load balancer address answers after the handover",
+        async || http_get_in(&outside, std::net::SocketAddr::from((lb_ip, 80)), "/").await,
+    )
+    .await;
+    println!(
+        "load balancer address moved from h{} to h{}",
+        first + 1,
+        next + 1
+    );
+    agents[first].restart();
+
     // --cleanup on a host that ran a proxy leaves its tables as before.
     {
         let mut p = ProxyProc::start(
@@ -450,4 +535,117 @@ async fn services_reach_pods_through_both_proxy_modes() {
         assert_eq!((iptables_save(&outside), routes(&outside)), before_outside);
     }
     proxies.clear();
+}
+
+/// A UDP socket made in `netns` (it stays there), bound to `port` on all
+/// of the namespace's addresses.
+fn udp_socket_in(netns: &str, port: u16) -> std::net::UdpSocket {
+    let netns = netns.to_string();
+    std::thread::spawn(move || {
+        flotilla_proxy::netns::enter(std::path::Path::new(&netns)).expect("setns");
+        let s = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("udp bind");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        s
+    })
+    .join()
+    .expect("socket thread")
+}
+
+/// A UDP server in `netns` answering every datagram with `reply`, until
+/// the test ends (its thread is detached; the namespace goes with the Lan).
+fn udp_server(netns: &str, port: u16, reply: &'static str) {
+    let s = udp_socket_in(netns, port);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        loop {
+            match s.recv_from(&mut buf) {
+                Ok((_, from)) => {
+                    let _ = s.send_to(reply.as_bytes(), from);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+/// One datagram to `to` from `s`; the answer's text.
+async fn ask_udp(s: &std::net::UdpSocket, to: std::net::SocketAddr) -> Result<String, String> {
+    let s = s.try_clone().map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || {
+        s.send_to(b"hi", to).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1500];
+        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// A UDP service without a selector whose endpoint is a server on the
+/// outside host: the userspace node serves it, and when the endpoint moves
+/// to another server the iptables node flushes the conntrack entry of the
+/// old one, so a client that keeps its source port (and so its conntrack
+/// entry, refreshed by every datagram) reaches the new one.
+async fn udp_services(client: &Client, lan: &Lan) {
+    let outside = &lan.hosts[3];
+    udp_server(&outside.netns_path(), 9001, "A");
+    udp_server(&outside.netns_path(), 9002, "B");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "udp"},
+        "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}
+    }))
+    .expect("udp service");
+    let svc = Api::<Service>::namespaced(client.clone(), "default")
+        .create(&svc)
+        .await
+        .expect("udp service");
+    let to = std::net::SocketAddr::from((
+        svc.spec
+            .cluster_ip
+            .parse::<std::net::Ipv4Addr>()
+            .expect("cluster ip"),
+        53,
+    ));
+    let endpoints = |port: u16| -> Endpoints {
+        serde_json::from_value(json!({
+            "metadata": {"name": "udp"},
+            "subsets": [{"addresses": [{"ip": outside.ip.to_string()}],
+                "ports": [{"name": "dns", "port": port, "protocol": "UDP"}]}]
+        }))
+        .expect("endpoints")
+    };
+    let eps = Api::<Endpoints>::namespaced(client.clone(), "default");
+    eps.create(&endpoints(9001)).await.expect("endpoints");
+    let iptables_node = udp_socket_in(&lan.hosts[0].netns_path(), 0);
+    let userspace_node = udp_socket_in(&lan.hosts[1].netns_path(), 0);
+    for (s, mode) in [(&iptables_node, "iptables"), (&userspace_node, "userspace")] {
+        wait_for(
+            TIMEOUT,
+            &format!("the UDP service answers on the {mode} node"),
+            async || match ask_udp(s, to).await? {
+                a if a == "A" => Ok(()),
+                a => Err(format!("answered {a:?}")),
+            },
+        )
+        .await;
+    }
+    let mut moved = eps.get("udp").await.expect("endpoints");
+    moved.subsets = endpoints(9002).subsets;
+    eps.replace(&moved).await.expect("move the endpoint");
+    // Every attempt refreshes the old conntrack entry: only its flush lets
+    // the datagrams reach the new endpoint.
+    for (s, mode) in [(&iptables_node, "iptables"), (&userspace_node, "userspace")] {
+        wait_for(
+            Duration::from_secs(15),
+            &format!("the {mode} node's client reaches the moved UDP endpoint"),
+            async || match ask_udp(s, to).await? {
+                a if a == "B" => Ok(()),
+                a => Err(format!("answered {a:?}")),
+            },
+        )
+        .await;
+    }
 }
