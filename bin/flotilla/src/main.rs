@@ -4,6 +4,7 @@
 mod agent_cmd;
 mod control_plane;
 mod dns;
+mod ingress_cmd;
 mod logging;
 mod proxy_cmd;
 mod store;
@@ -41,6 +42,9 @@ enum Cmd {
     /// Run a node proxy: send traffic for services' addresses to their
     /// endpoints, through iptables or through this process.
     Proxy(proxy_cmd::ProxyArgs),
+    /// Run an ingress router: HTTP(S) requests routed by the Ingress
+    /// objects' hosts and paths straight to ready pods.
+    Ingress(ingress_cmd::IngressArgs),
 }
 
 #[derive(Args)]
@@ -178,6 +182,8 @@ struct UpArgs {
     #[arg(long, value_enum, default_value = "iptables")]
     proxy_mode: proxy_cmd::UpProxyMode,
     #[command(flatten)]
+    ingress: ingress_cmd::UpIngressArgs,
+    #[command(flatten)]
     dns: dns::DnsArgs,
     #[command(flatten)]
     tuning: Tuning,
@@ -305,6 +311,13 @@ async fn run_up(a: UpArgs) -> Result<()> {
             a.proxy_mode.mode(),
         )?
     };
+    let ingress = ingress_cmd::UpIngress::start(
+        &a.ingress,
+        a.base_port,
+        &endpoints,
+        !agents.names.is_empty(),
+    )
+    .await?;
     println!(
         "Flotilla is up: three masters and {} agents, data in {}",
         agents.names.len(),
@@ -336,9 +349,21 @@ async fn run_up(a: UpArgs) -> Result<()> {
             a.dns.cluster_domain
         );
     }
+    if let Some(i) = &ingress {
+        let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "  ingress:       http {} https {}    curl -H 'Host: HOST' http://{}/",
+            show(i.http),
+            show(i.https),
+            show(i.http)
+        );
+    }
     println!("Press Ctrl-C to stop; the same command starts it again on the same data.");
     stop.await;
     println!("stopping...");
+    if let Some(i) = ingress {
+        i.shutdown().await;
+    }
     agents.shutdown().await;
     for r in running {
         r.shutdown().await;
@@ -365,6 +390,7 @@ fn main() {
             Cmd::Up(a) => run_up(a).await,
             Cmd::Agent(a) => agent_cmd::run(a, shutdown_signal()?).await,
             Cmd::Proxy(a) => proxy_cmd::run(a, shutdown_signal()?).await,
+            Cmd::Ingress(a) => ingress_cmd::run(a, shutdown_signal()?).await,
         }
     });
     if let Err(e) = res {
