@@ -78,7 +78,34 @@ impl Default for Metrics {
     }
 }
 
+/// One route's handles: its latency histogram and its count of 200s
+/// (the common case, without a label lookup per request).
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub duration: Histogram,
+    pub ok: Counter,
+}
+
 impl Metrics {
+    /// The handles of route `name`.
+    pub fn route(&self, name: &str) -> RouteMetrics {
+        RouteMetrics {
+            duration: self
+                .duration
+                .get_or_create(&RouteLabels {
+                    route: name.to_string(),
+                })
+                .clone(),
+            ok: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: name.to_string(),
+                    code: 200,
+                })
+                .clone(),
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut s = String::new();

@@ -169,22 +169,33 @@ impl Done<'_> {
         let status = resp.status().as_u16();
         let elapsed = self.started.elapsed();
         let route = self.route.map(|r| r.name.as_str()).unwrap_or("none");
-        shared
-            .metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                code: status,
-            })
-            .inc();
-        if let Some(r) = self.route {
-            shared
-                .metrics
-                .duration
-                .get_or_create(&RouteLabels {
-                    route: r.name.clone(),
-                })
-                .observe(elapsed.as_secs_f64());
+        match self.route {
+            Some(r) => {
+                let m = r.metrics.get_or_init(|| shared.metrics.route(&r.name));
+                m.duration.observe(elapsed.as_secs_f64());
+                if status == 200 {
+                    m.ok.inc();
+                } else {
+                    shared
+                        .metrics
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            route: r.name.clone(),
+                            code: status,
+                        })
+                        .inc();
+                }
+            }
+            None => {
+                shared
+                    .metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route: route.to_string(),
+                        code: status,
+                    })
+                    .inc();
+            }
         }
         if tracing::enabled!(target: "flotilla_ingress::access", tracing::Level::INFO) {
             let bytes = resp
@@ -322,8 +333,12 @@ pub async fn handle(
         *up.method_mut() = method.clone();
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
-        *up.headers_mut() = headers.clone();
         let more = i + 1 < attempts;
+        *up.headers_mut() = if more {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         match tokio::time::timeout(shared.timeouts.request, shared.upstream.request(up)).await {
             Ok(Ok(mut resp)) => {
                 let status = resp.status();

@@ -64,6 +64,18 @@ pub struct Route {
     /// The metrics label: "namespace/ingress host path" (or "… default").
     pub name: String,
     pub backend: Arc<Backend>,
+    /// This route's metric handles, looked up on its first request.
+    pub metrics: std::sync::OnceLock<crate::metrics::RouteMetrics>,
+}
+
+impl Route {
+    pub fn new(name: String, backend: Arc<Backend>) -> Route {
+        Route {
+            name,
+            backend,
+            metrics: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -317,7 +329,7 @@ pub fn compile(inp: &Inputs<'_>) -> Table {
     ings.sort_by(|a, b| {
         let key = |i: &Ingress| {
             (
-                i.metadata.creation_timestamp.clone(),
+                i.metadata.creation_timestamp,
                 i.metadata.namespace.clone(),
                 i.metadata.name.clone(),
             )
@@ -331,10 +343,10 @@ pub fn compile(inp: &Inputs<'_>) -> Table {
         let ns = ing.metadata.namespace.as_str();
         let id = format!("{ns}/{}", ing.metadata.name);
         if let (None, Some(b)) = (&t.default, &ing.spec.default_backend) {
-            t.default = Some(Arc::new(Route {
-                name: format!("{id} default"),
-                backend: res.backend(ns, b),
-            }));
+            t.default = Some(Arc::new(Route::new(
+                format!("{id} default"),
+                res.backend(ns, b),
+            )));
             t.routes += 1;
         }
         for tls in &ing.spec.tls {
@@ -366,10 +378,10 @@ pub fn compile(inp: &Inputs<'_>) -> Table {
                 {
                     continue;
                 }
-                let route = Arc::new(Route {
-                    name: format!("{id} {} {path}", if host.is_empty() { "*" } else { &host }),
-                    backend: res.backend(ns, &p.backend),
-                });
+                let route = Arc::new(Route::new(
+                    format!("{id} {} {path}", if host.is_empty() { "*" } else { &host }),
+                    res.backend(ns, &p.backend),
+                ));
                 let rules = if host.is_empty() {
                     &mut t.any
                 } else if let Some(suffix) = host.strip_prefix("*.") {

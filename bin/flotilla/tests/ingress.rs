@@ -142,6 +142,14 @@ fn ingress(name: &str, spec: Value) -> Ingress {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("ingress")
 }
 
+/// Create an Ingress `name` sending every path of `host` to service `name`.
+async fn route_host(ings: &Api<Ingress>, name: &str, host: &str) {
+    let rules = json!({"rules": [{"host": host, "http": {"paths": [prefix("/", name)]}}]});
+    ings.create(&ingress(name, rules))
+        .await
+        .unwrap_or_else(|e| panic!("ingress {name}: {e}"));
+}
+
 /// A WebSocket echo server on `addr` (the test's side of the bridge).
 async fn echo_server(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
     let l = tokio::net::TcpListener::bind(addr)
@@ -418,12 +426,7 @@ async fn ingress_routes_http_and_tls_to_pods() {
         .create(&eps)
         .await
         .expect("echo endpoints");
-    ings.create(&ingress(
-        "ws",
-        json!({"rules": [{"host": "ws.test", "http": {"paths": [prefix("/", "echo")]}}]}),
-    ))
-    .await
-    .expect("ingress ws");
+    route_host(&ings, "echo", "ws.test").await;
     wait_for(
         TIMEOUT,
         "a WebSocket echo through the ingress",
@@ -456,12 +459,7 @@ async fn ingress_routes_http_and_tls_to_pods() {
             .expect("r pod");
     }
     svcs.create(&service("r", Some("r"))).await.expect("svc r");
-    ings.create(&ingress(
-        "r",
-        json!({"rules": [{"host": "r.test", "http": {"paths": [prefix("/", "r")]}}]}),
-    ))
-    .await
-    .expect("ingress r");
+    route_host(&ings, "r", "r.test").await;
     let mut seen = std::collections::BTreeSet::new();
     wait_for(TIMEOUT, "r.test reaches r1 and r2", async || {
         let (_, body) = get(http, "r.test", "/").await?;
@@ -486,7 +484,7 @@ async fn ingress_routes_http_and_tls_to_pods() {
             .items
             .iter()
             .flat_map(|s| &s.endpoints)
-            .any(|e| e.addresses.iter().any(|a| *a == r2_ip) && e.conditions.is_ready());
+            .any(|e| e.addresses.contains(&r2_ip) && e.conditions.is_ready());
         if ready {
             Err("still ready".to_string())
         } else {
@@ -521,12 +519,7 @@ async fn ingress_routes_http_and_tls_to_pods() {
     svcs.create(&service("roll", Some("roll")))
         .await
         .expect("svc roll");
-    ings.create(&ingress(
-        "roll",
-        json!({"rules": [{"host": "roll.test", "http": {"paths": [prefix("/", "roll")]}}]}),
-    ))
-    .await
-    .expect("ingress roll");
+    route_host(&ings, "roll", "roll.test").await;
     let out = flt(
         &servers,
         &["rollout", "status", "deploy/roll", "--timeout=90s"],
