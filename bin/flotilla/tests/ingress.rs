@@ -499,6 +499,54 @@ async fn ingress_routes_http_and_tls_to_pods() {
         assert_eq!((code, body.as_str()), (200, "r1"));
     }
 
+    // A connect that fails is retried on another endpoint: r1 listed on its
+    // port and on a closed one (two subsets, so two slices); every GET is
+    // answered by r1, and the retries are counted.
+    let r1_ip = running_ip(&pods, "r1").await;
+    svcs.create(&service("mixed", None))
+        .await
+        .expect("mixed svc");
+    let eps: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "mixed"},
+        "subsets": [
+            {"addresses": [{"ip": r1_ip}], "ports": [{"name": "http", "port": 8080}]},
+            {"addresses": [{"ip": r1_ip}], "ports": [{"name": "http", "port": 8081}]},
+        ]
+    }))
+    .expect("endpoints");
+    Api::<Endpoints>::namespaced(client.clone(), "default")
+        .create(&eps)
+        .await
+        .expect("mixed endpoints");
+    route_host(&ings, "mixed", "mixed.test").await;
+    wait_for(
+        TIMEOUT,
+        "both mixed endpoints are in the table",
+        async || {
+            let l = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=mixed"))
+                .await
+                .map_err(|e| e.to_string())?;
+            if l.items.len() == 2 {
+                get(http, "mixed.test", "/").await.map(|_| ())
+            } else {
+                Err(format!("{} slices", l.items.len()))
+            }
+        },
+    )
+    .await;
+    for _ in 0..20 {
+        let (code, body) = get(http, "mixed.test", "/").await.expect("mixed.test");
+        assert_eq!((code, body.as_str()), (200, "r1"));
+    }
+    let (_, metrics, _) = curl(&[&format!("http://127.0.0.1:{admin}/metrics")])
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains(r#"flotilla_ingress_retries_total{route="default/mixed mixed.test /"}"#),
+        "no retries counted: {metrics}"
+    );
+
     // A rolling update under constant load: no request fails.
     let deploy: flotilla_objects::apps::Deployment = serde_json::from_value(json!({
         "metadata": {"name": "roll"},

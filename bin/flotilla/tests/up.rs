@@ -163,7 +163,7 @@ async fn up_stops_on_ctrl_c_and_keeps_its_data() {
                 .output()
                 .await?;
             let got = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            if got.ends_with("no ingress rule 404") {
+            if got.contains("no ingress rule") && got.ends_with(" 404") {
                 Ok(())
             } else {
                 Err(anyhow::anyhow!("curl said {got:?}"))
