@@ -142,6 +142,24 @@ fn ingress(name: &str, spec: Value) -> Ingress {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("ingress")
 }
 
+/// A Service `name` without a selector, its Endpoints (`subsets`) written
+/// by the test, and an Ingress sending every path of `host` to it.
+async fn manual_service(client: &Client, name: &str, host: &str, subsets: Value) {
+    let ns = "default";
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&service(name, None))
+        .await
+        .unwrap_or_else(|e| panic!("service {name}: {e}"));
+    let eps: Endpoints =
+        serde_json::from_value(json!({"metadata": {"name": name}, "subsets": subsets}))
+            .expect("endpoints");
+    Api::<Endpoints>::namespaced(client.clone(), ns)
+        .create(&eps)
+        .await
+        .unwrap_or_else(|e| panic!("endpoints {name}: {e}"));
+    route_host(&Api::namespaced(client.clone(), ns), name, host).await;
+}
+
 /// Create an Ingress `name` sending every path of `host` to service `name`.
 async fn route_host(ings: &Api<Ingress>, name: &str, host: &str) {
     let rules = json!({"rules": [{"host": host, "http": {"paths": [prefix("/", name)]}}]});
@@ -415,18 +433,14 @@ async fn ingress_routes_http_and_tls_to_pods() {
     let echo_port = free_port();
     let echo_addr = std::net::SocketAddr::from((lan.gateway, echo_port));
     let _echo = echo_server(echo_addr).await;
-    svcs.create(&service("echo", None)).await.expect("echo svc");
-    let eps: Endpoints = serde_json::from_value(json!({
-        "metadata": {"name": "echo"},
-        "subsets": [{"addresses": [{"ip": lan.gateway.to_string()}],
-            "ports": [{"name": "http", "port": echo_port}]}]
-    }))
-    .expect("endpoints");
-    Api::<Endpoints>::namespaced(client.clone(), "default")
-        .create(&eps)
-        .await
-        .expect("echo endpoints");
-    route_host(&ings, "echo", "ws.test").await;
+    manual_service(
+        &client,
+        "echo",
+        "ws.test",
+        json!([{"addresses": [{"ip": lan.gateway.to_string()}],
+            "ports": [{"name": "http", "port": echo_port}]}]),
+    )
+    .await;
     wait_for(
         TIMEOUT,
         "a WebSocket echo through the ingress",
@@ -503,22 +517,16 @@ async fn ingress_routes_http_and_tls_to_pods() {
     // port and on a closed one (two subsets, so two slices); every GET is
     // answered by r1, and the retries are counted.
     let r1_ip = running_ip(&pods, "r1").await;
-    svcs.create(&service("mixed", None))
-        .await
-        .expect("mixed svc");
-    let eps: Endpoints = serde_json::from_value(json!({
-        "metadata": {"name": "mixed"},
-        "subsets": [
+    manual_service(
+        &client,
+        "mixed",
+        "mixed.test",
+        json!([
             {"addresses": [{"ip": r1_ip}], "ports": [{"name": "http", "port": 8080}]},
             {"addresses": [{"ip": r1_ip}], "ports": [{"name": "http", "port": 8081}]},
-        ]
-    }))
-    .expect("endpoints");
-    Api::<Endpoints>::namespaced(client.clone(), "default")
-        .create(&eps)
-        .await
-        .expect("mixed endpoints");
-    route_host(&ings, "mixed", "mixed.test").await;
+        ]),
+    )
+    .await;
     wait_for(
         TIMEOUT,
         "both mixed endpoints are in the table",
