@@ -15,7 +15,7 @@ use crate::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
 use crate::discovery::EndpointSlice;
-use crate::networking::Ingress;
+use crate::networking::{self, Ingress, IngressClass};
 use crate::nodepool::NodePool;
 use crate::rbac::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use crate::registry::ResourceInfo;
@@ -312,6 +312,12 @@ admission!(
 );
 admission!(Ingress, no_defaults, validation::ingress, no_update_rules);
 admission!(
+    IngressClass,
+    no_defaults,
+    networking::validate_ingress_class,
+    networking::ingress_class_update
+);
+admission!(
     ConfigMap,
     no_defaults,
     validation::config_map,
@@ -380,6 +386,7 @@ macro_rules! dispatch {
             "Endpoints" => Some($f::<Endpoints>($($arg),*)),
             "EndpointSlice" => Some($f::<EndpointSlice>($($arg),*)),
             "Ingress" => Some($f::<Ingress>($($arg),*)),
+            "IngressClass" => Some($f::<IngressClass>($($arg),*)),
             "ConfigMap" => Some($f::<ConfigMap>($($arg),*)),
             "Secret" => Some($f::<Secret>($($arg),*)),
             "Event" => Some($f::<Event>($($arg),*)),

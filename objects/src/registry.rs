@@ -142,6 +142,15 @@ pub static INGRESS: ResourceInfo = res!(
     true,
     true
 );
+pub static INGRESS_CLASS: ResourceInfo = res!(
+    "IngressClass",
+    "ingressclasses",
+    "ingressclass",
+    [],
+    "networking.k8s.io",
+    false,
+    false
+);
 pub static CONFIG_MAP: ResourceInfo = res!(
     "ConfigMap",
     "configmaps",
@@ -238,6 +247,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &ENDPOINT_SLICE,
     &NODE_POOL,
     &INGRESS,
+    &INGRESS_CLASS,
     &PRIORITY_CLASS,
     &LEASE,
     &ROLE,

@@ -19,9 +19,8 @@ pub enum RuntimeKind {
 
 #[derive(Args)]
 pub struct AgentArgs {
-    /// Client addresses of the masters, ADDR[,ADDR...].
-    #[arg(long, value_delimiter = ',', required = true)]
-    server: Vec<String>,
+    #[command(flatten)]
+    masters: crate::master_client::MasterClientArgs,
     /// This node's name.
     #[arg(long)]
     name: String,
@@ -93,8 +92,8 @@ pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.cluster_dns = a.cluster_dns;
     cfg.cluster_domain = a.cluster_domain;
     cfg.lease_interval = std::time::Duration::from_secs(a.lease_interval_seconds.max(1));
-    let client =
-        flotilla_client::Client::connect(&a.server).context("connecting to the masters")?;
+    cfg.stream_tls = a.masters.stream_tls()?;
+    let client = a.masters.connect()?;
     let token = CancellationToken::new();
     let run = Agent::run(cfg, client, token.clone());
     tokio::pin!(run);

@@ -5,7 +5,9 @@ mod agent_cmd;
 mod certs_cmd;
 mod control_plane;
 mod dns;
+mod ingress_cmd;
 mod logging;
+mod master_client;
 mod proxy_cmd;
 mod security;
 mod store;
@@ -47,6 +49,9 @@ enum Cmd {
     /// Make a cluster CA and certificates signed by it.
     #[command(subcommand)]
     Certs(certs_cmd::CertsCmd),
+    /// Run an ingress router: HTTP(S) requests routed by the Ingress
+    /// objects' hosts and paths straight to ready pods.
+    Ingress(ingress_cmd::IngressArgs),
 }
 
 #[derive(Args)]
@@ -189,6 +194,8 @@ struct UpArgs {
     /// (kube-apiserver's CSV: token,user,uid,"group1,group2").
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    ingress: ingress_cmd::UpIngressArgs,
     #[command(flatten)]
     dns: dns::DnsArgs,
     #[command(flatten)]
@@ -339,6 +346,22 @@ async fn run_up(a: UpArgs) -> Result<()> {
     };
     let flt_config = pki.write_flt_config(&a.data_dir, &endpoints)?;
     let pki_dir = std::path::absolute(&pki.dir).unwrap_or(pki.dir.clone());
+    let ingress = ingress_cmd::UpIngress::start(
+        &a.ingress,
+        a.base_port,
+        master_client::connect_as(
+            &endpoints,
+            Some(pki.client("admin", "admin", &["system:masters"], &[])?),
+            None,
+        )?,
+        master_client::connect_as(
+            &endpoints,
+            Some(pki.client("ingress", "system:ingress", &[], &[])?),
+            None,
+        )?,
+        !agents.names.is_empty(),
+    )
+    .await?;
     println!(
         "Flotilla is up: three masters and {} agents, data in {}",
         agents.names.len(),
@@ -373,9 +396,21 @@ async fn run_up(a: UpArgs) -> Result<()> {
             a.dns.cluster_domain
         );
     }
+    if let Some(i) = &ingress {
+        let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "  ingress:       http {} https {}    curl -H 'Host: HOST' http://{}/",
+            show(i.http),
+            show(i.https),
+            show(i.http)
+        );
+    }
     println!("Press Ctrl-C to stop; the same command starts it again on the same data.");
     stop.await;
     println!("stopping...");
+    if let Some(i) = ingress {
+        i.shutdown().await;
+    }
     agents.shutdown().await;
     for r in running {
         r.shutdown().await;
@@ -403,6 +438,7 @@ fn main() {
             Cmd::Agent(a) => agent_cmd::run(a, shutdown_signal()?).await,
             Cmd::Proxy(a) => proxy_cmd::run(a, shutdown_signal()?).await,
             Cmd::Certs(c) => certs_cmd::run(c),
+            Cmd::Ingress(a) => ingress_cmd::run(a, shutdown_signal()?).await,
         }
     });
     if let Err(e) = res {

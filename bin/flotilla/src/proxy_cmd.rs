@@ -61,9 +61,8 @@ impl UpProxyMode {
 
 #[derive(Args)]
 pub struct ProxyArgs {
-    /// Client addresses of the masters, ADDR[,ADDR...].
-    #[arg(long, value_delimiter = ',', required_unless_present = "cleanup")]
-    server: Vec<String>,
+    #[command(flatten)]
+    masters: crate::master_client::MasterClientArgs,
     /// This node's name (its Node object; endpoints on it are "local").
     #[arg(long, required_unless_present = "cleanup")]
     node_name: Option<String>,
@@ -117,8 +116,7 @@ pub async fn run(a: ProxyArgs, stop: impl std::future::Future<Output = ()>) -> R
         IptablesBackend::Nft => Some(flotilla_proxy::iptables::Backend::Nft),
     };
     cfg.resync = std::time::Duration::from_secs(a.resync_seconds.max(1));
-    let client =
-        flotilla_client::Client::connect(&a.server).context("connecting to the masters")?;
+    let client = a.masters.connect()?;
     let token = CancellationToken::new();
     let run = flotilla_proxy::run(cfg, client, token.clone());
     tokio::pin!(run);

@@ -12,7 +12,6 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use flotilla_agent::{Agent, AgentConfig, RegistryMirror};
-use flotilla_security::tls::{ServerTls, ServerTlsFiles};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -102,15 +101,7 @@ impl Agents {
         // Each agent calls the masters as system:node:<name> (group
         // system:nodes) and serves its pod streams with the same
         // certificate, to the masters only; the proxies are system:kube-proxy.
-        let client_as =
-            |files: flotilla_security::tls::ClientTlsFiles| -> Result<flotilla_client::Client> {
-                let opts = flotilla_client::ClientOptions {
-                    tls: Some(files.tonic_config()?),
-                    ..Default::default()
-                };
-                flotilla_client::Client::connect_with(servers, opts)
-                    .context("connecting to the masters")
-            };
+        let client_as = |files| crate::master_client::connect_as(servers, Some(files), None);
         let proxy_client = client_as(pki.client("kube-proxy", "system:kube-proxy", &[], &[])?)?;
         for i in 1..=n {
             let name = format!("agent-{i}");
@@ -123,12 +114,11 @@ impl Agents {
                 &["system:nodes"],
                 &[host_ip(i).into()],
             )?;
-            cfg.stream_tls = Some(ServerTls::load(ServerTlsFiles {
-                cert: files.cert.clone().context("agent certificate")?,
-                key: files.key.clone().context("agent key")?,
-                client_ca: Some(pki.ca_file()),
-                require_client_cert: true,
-            })?);
+            cfg.stream_tls = Some(crate::master_client::server_tls(
+                files.cert.clone().context("agent certificate")?,
+                files.key.clone().context("agent key")?,
+                pki.ca_file(),
+            )?);
             let client = client_as(files)?;
             if let Some(mode) = proxy_mode {
                 let mut pcfg = flotilla_proxy::Config::new(&name, mode);

@@ -138,6 +138,35 @@ async fn up_stops_on_ctrl_c_and_keeps_its_data() {
         },
     )
     .await;
+    // The ingress router's printed HTTP address answers (no rule yet: 404).
+    let out = std::fs::read_to_string(first_log.with_extension("out")).expect("up output");
+    let ingress = out
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("ingress:") && w.next() == Some("http"))
+                .then(|| w.next().map(str::to_string))
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no ingress line in {out}"));
+    wait_for(
+        Duration::from_secs(10),
+        "the ingress answers at up's printed address",
+        async || {
+            let o = tokio::process::Command::new("curl")
+                .args(["-s", "--max-time", "3", "-w", " %{http_code}"])
+                .arg(format!("http://{ingress}/"))
+                .output()
+                .await?;
+            let got = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if got.contains("no ingress rule") && got.ends_with(" 404") {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("curl said {got:?}"))
+            }
+        },
+    )
+    .await;
     interrupt_and_wait(&mut up);
     // A healthy start and stop: nothing an operator would have to look at.
     let log = std::fs::read_to_string(&first_log).expect("log");

@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::registry::{
-    CONFIG_MAP, DEPLOYMENT, ENDPOINTS, EVENT, INGRESS, JOB, NAMESPACE, NODE, NODE_POOL, POD,
-    REPLICATION_CONTROLLER, REPLICA_SET, SECRET, SERVICE,
+    CONFIG_MAP, DEPLOYMENT, ENDPOINTS, EVENT, INGRESS, INGRESS_CLASS, JOB, NAMESPACE, NODE,
+    NODE_POOL, POD, REPLICATION_CONTROLLER, REPLICA_SET, SECRET, SERVICE,
 };
 
 fn ok(info: &'static ResourceInfo, v: Value) -> Admitted {
@@ -1146,6 +1146,47 @@ fn ingress_rules() {
             "spec.rules[0].http.paths[6].backend.service: Required value",
             "spec.rules[1].host: Invalid value: \"10.0.0.1\": must be a DNS name, not an IP address",
         ]
+    );
+}
+
+fn ingress_class(spec: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "flotilla", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": spec})
+}
+
+#[test]
+fn ingress_class_rules() {
+    let a = ok(
+        &INGRESS_CLASS,
+        ingress_class(json!({"controller": "flotilla.dev/ingress"})),
+    );
+    let c: crate::networking::IngressClass = serde_json::from_value(a.object).expect("class");
+    assert!(c.is_default());
+    assert_eq!(
+        errors(&INGRESS_CLASS, ingress_class(json!({}))),
+        vec!["spec.controller: Required value"]
+    );
+    assert_eq!(
+        errors(
+            &INGRESS_CLASS,
+            ingress_class(json!({"controller": "nginx", "parameters": {"kind": "Cfg", "scope": "Namespace"}}))
+        ),
+        vec![
+            "spec.controller: Invalid value: \"nginx\": must be a domain-prefixed path (such as \"acme.io/foo\")",
+            "spec.parameters.name: Required value",
+            "spec.parameters.namespace: Required value: `parameters.scope` is set to 'Namespace'",
+        ]
+    );
+    let old = ingress_class(json!({"controller": "flotilla.dev/ingress"}));
+    let new = ingress_class(json!({"controller": "example.com/other"}));
+    let errs: Vec<String> = validate_update(&INGRESS_CLASS, &old, &new)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errs,
+        vec!["spec.controller: Invalid value: \"example.com/other\": field is immutable"]
     );
 }
 

@@ -83,17 +83,19 @@ pub fn flt_bin() -> PathBuf {
     path
 }
 
-/// A base port for `flotilla up` whose three client and three peer ports
-/// are all free.
+/// A base port for `flotilla up` whose client, ingress (+3, +4), peer
+/// and DNS ports are all free.
 pub fn free_up_base() -> u16 {
     for _ in 0..100 {
         let base = free_port();
         if base > 40_000 {
             continue;
         }
-        let all_free = [0u16, 1, 2, 10_000, 10_001, 10_002, 20_000, 20_001, 20_002]
-            .iter()
-            .all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        let all_free = [
+            0u16, 1, 2, 3, 4, 10_000, 10_001, 10_002, 20_000, 20_001, 20_002,
+        ]
+        .iter()
+        .all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
         if all_free {
             return base;
         }

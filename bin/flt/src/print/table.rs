@@ -98,6 +98,7 @@ fn columns(kind: &str, wide: bool) -> Vec<&'static str> {
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
         "EndpointSlice" => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
         "Ingress" => (&["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], &[]),
+        "IngressClass" => (&["NAME", "CONTROLLER", "PARAMETERS", "AGE"], &[]),
         "Node" => (
             &["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
             &[
@@ -181,6 +182,28 @@ pub fn row(kind: &str, item: &Value, opts: &TableOpts, now: DateTime<Utc>) -> Ve
             created(item, now),
         ],
         "Ingress" => ingress_row(name, item, wide, now),
+        "IngressClass" => {
+            // kubectl: PARAMETERS is "<apiGroup>/<kind>/<name>" or <none>.
+            let p = &item["spec"]["parameters"];
+            let params = if p.is_object() {
+                let group = or(text(p, &["apiGroup"]), "");
+                let kind = text(p, &["kind"]);
+                let pname = text(p, &["name"]);
+                if group.is_empty() {
+                    format!("{kind}/{pname}")
+                } else {
+                    format!("{group}/{kind}/{pname}")
+                }
+            } else {
+                "<none>".to_string()
+            };
+            vec![
+                name,
+                text(item, &["spec", "controller"]).to_string(),
+                params,
+                created(item, now),
+            ]
+        }
         "Node" => node_row(name, item, wide, now),
         "NodePool" => node_pool_row(name, item, now),
         "Namespace" => vec![
