@@ -10,7 +10,7 @@ use std::time::Duration;
 use flotilla_client::{Api, ApiError, Client, Reason};
 use flotilla_objects::coordination::{Lease, LeaseSpec, NODE_LEASE_NAMESPACE};
 use flotilla_objects::core::{
-    DaemonEndpoint, Namespace, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
     NodeSystemInfo,
 };
 use flotilla_objects::nodepool::{NodePool, NODE_POOL_LABEL};
@@ -267,16 +267,8 @@ impl Heartbeat {
     }
 
     async fn create(&mut self, now: Time) -> Result<(), ApiError> {
-        let mut ns = Namespace::default();
-        ns.metadata.name = NODE_LEASE_NAMESPACE.to_string();
-        match Api::<Namespace>::all_with(self.api.object_api().clone())
-            .create(&ns)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.is(Reason::AlreadyExists) => {}
-            Err(e) => return Err(e),
-        }
+        // The masters make the namespace kube-node-lease (a node may not
+        // create namespaces).
         let mut l = Lease::default();
         l.metadata.name = self.name.clone();
         l.metadata.namespace = NODE_LEASE_NAMESPACE.to_string();

@@ -520,6 +520,8 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
                     &["leases"],
                 ),
                 rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                // The node's pool gives it labels and taints.
+                rule(READ, &["flotilla.dev"], &["nodepools"]),
             ],
         ),
         cluster_role(

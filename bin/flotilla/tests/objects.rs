@@ -41,6 +41,9 @@ fn client_at(c: &Cluster, i: usize) -> Client {
     Client::connect(&[c.client_addr(i)]).expect("client")
 }
 
+/// The namespaces every cluster has, as in Kubernetes.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
 /// A 3-master cluster whose namespaces default and kube-system exist, and a
 /// client of all its masters; None when the target is etcd.
 async fn start(test: &str) -> Option<(Cluster, Client)> {
@@ -382,7 +385,7 @@ async fn create_get_list_fill_server_fields_and_defaults() {
     );
 
     // The namespaces that always exist.
-    for ns in ["default", "kube-system"] {
+    for ns in SYSTEM_NAMESPACES {
         let n = client.get("namespaces", "", ns).await.expect("namespace");
         assert_eq!(s(&n, "/status/phase"), "Active", "{n}");
         assert_eq!(n["spec"]["finalizers"], json!(["kubernetes"]), "{n}");
@@ -391,7 +394,10 @@ async fn create_get_list_fill_server_fields_and_defaults() {
     let all_ns = list_names(&client, "namespaces", "", "").await;
     assert_eq!(
         all_ns,
-        BTreeSet::from(["default".to_string(), "kube-system".to_string()])
+        SYSTEM_NAMESPACES
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<String>>()
     );
 }
 
@@ -2681,7 +2687,10 @@ async fn creates_right_after_a_namespace_deletion_are_forbidden_on_every_master(
         "every race namespace is gone",
         async || {
             list_names(&client, "namespaces", "", "").await
-                == BTreeSet::from(["default".to_string(), "kube-system".to_string()])
+                == SYSTEM_NAMESPACES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<BTreeSet<String>>()
         },
     )
     .await;

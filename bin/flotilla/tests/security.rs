@@ -6,7 +6,8 @@
 //! refused at the TLS layer; anonymous and token users refused with
 //! Kubernetes' Forbidden wording until a RoleBinding grants them, then
 //! allowed exactly what it grants; impersonation only for those allowed
-//! it; the etcd API reserved to cluster-admin; and the masters'
+//! it; the etcd API reserved to cluster-admin; a node agent joining with
+//! its own certificate; and the masters'
 //! certificates rotated on disk under load without one failed call.
 
 mod common;
@@ -359,6 +360,66 @@ async fn tls_tokens_rbac_the_etcd_gate_and_certificate_rotation() {
         "plaintext etcd API served: {}",
         text(&o)
     );
+
+    // A node agent started on its own, as an operator would: the masters'
+    // CA and a certificate naming it system:node:NAME in system:nodes.
+    flotilla(&[
+        "certs",
+        "issue",
+        "--dir",
+        &bob_dir,
+        "--name",
+        "tls-node",
+        "--common-name",
+        "system:node:tls-node",
+        "--org",
+        "system:nodes",
+        "--san",
+        "127.0.0.1",
+        "--usage",
+        "both",
+    ]);
+    let agent_log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+    let _agent = Up(Command::new(flotilla_bin())
+        .args([
+            "agent",
+            "--runtime",
+            "fake",
+            "--name",
+            "tls-node",
+            "--node-ip",
+            "127.0.0.1",
+            "--stream-port",
+            &free_port().to_string(),
+            "--server",
+            &server,
+            "--trusted-ca-file",
+            &ca,
+        ])
+        .arg("--cert-file")
+        .arg(pki.join("tls-node.crt"))
+        .arg("--key-file")
+        .arg(pki.join("tls-node.key"))
+        .arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .stdout(std::process::Stdio::null())
+        .stderr(agent_log)
+        .spawn()
+        .expect("flotilla agent"));
+    wait_for(
+        Duration::from_secs(30),
+        "the agent registers its Node over TLS",
+        async || {
+            let o = flt(&home, &admin, &["get", "nodes"]);
+            anyhow::ensure!(
+                o.status.success() && text(&o).contains("tls-node"),
+                "{}",
+                text(&o)
+            );
+            Ok(())
+        },
+    )
+    .await;
 
     // Rotation: every master's certificate replaced on disk while a client
     // calls all three without pause; each master serves its new certificate

@@ -18,7 +18,8 @@ use crate::podcidr::{self, PodCidrs};
 
 use flotilla_objects::api::NAMESPACE_FINALIZER;
 /// Namespaces that always exist and may not be deleted.
-pub const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system"];
+pub const PROTECTED_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// A kind's rules. Every method has the default of a kind without any.
 pub trait Strategy: Send + Sync {
