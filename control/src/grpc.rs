@@ -21,6 +21,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::api::{resolve, ApiServer};
 use crate::auth::Auth;
 use crate::store::RequestId;
+use flotilla_security::authn::Identity;
 
 /// The gRPC service over an [`ApiServer`]: every call authenticated and
 /// authorized by `auth` first.
@@ -79,6 +80,15 @@ fn write_attrs(
     Attributes::new(verb, info, ns, name)
 }
 
+/// The API server for a write by `who`: a node agent's writes are
+/// restricted (NodeRestriction).
+fn as_caller(api: ApiServer, who: &Identity) -> ApiServer {
+    match crate::auth::node::node_of(who) {
+        Some(node) => api.as_node(node),
+        None => api,
+    }
+}
+
 impl ObjectService {
     /// Apply is a patch of an object that exists and a create of one that
     /// does not (as Kubernetes authorizes server-side apply).
@@ -86,18 +96,18 @@ impl ObjectService {
         &self,
         req: &Request<pb::ApplyRequest>,
         obj: &Value,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Identity, ApiError> {
+        let who = self.auth.caller(req).await?;
         let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
         let Some(info) = registry::by_kind(av, kind) else {
             // The API server names what is wrong with the manifest.
-            return Ok(());
+            return Ok(who);
         };
         let ns = req.get_ref().namespace.as_str();
-        let who = self.auth.caller(req).await?;
         let patch = write_attrs("patch", info, ns, obj);
         if self.auth.allowed(&who, &patch).await? {
-            return Ok(());
+            return Ok(who);
         }
         let mut create = patch.clone();
         create.verb = "create".into();
@@ -113,10 +123,11 @@ impl ObjectService {
                 Err(e) => return Err(e),
             };
             if !exists {
-                return Ok(());
+                return Ok(who);
             }
         }
-        self.auth.authorize(&who, &patch).await
+        self.auth.authorize(&who, &patch).await?;
+        Ok(who)
     }
 }
 
@@ -206,9 +217,11 @@ impl Objects for ObjectService {
                 let api = self.server_for(&req)?;
                 let info = resolve(&req.get_ref().resource)?;
                 let ns = &req.get_ref().namespace;
-                self.auth
+                let who = self
+                    .auth
                     .check(&req, &Attributes::new("create", info, ns, ""))
                     .await?;
+                let api = as_caller(api, &who);
                 let r = req.into_inner();
                 api.create(info, &r.namespace, parse(&r.object)?, r.dry_run)
                     .await
@@ -280,7 +293,7 @@ impl Objects for ObjectService {
                 let info = resolve(&req.get_ref().resource)?;
                 let obj = parse(&req.get_ref().object)?;
                 let a = write_attrs("update", info, &req.get_ref().namespace, &obj);
-                self.auth.check(&req, &a).await?;
+                let api = as_caller(api, &self.auth.check(&req, &a).await?);
                 let r = req.into_inner();
                 api.update(info, &r.namespace, obj, r.dry_run).await
             }
@@ -299,7 +312,7 @@ impl Objects for ObjectService {
                 let obj = parse(&req.get_ref().object)?;
                 let a = write_attrs("update", info, &req.get_ref().namespace, &obj)
                     .subresource("status");
-                self.auth.check(&req, &a).await?;
+                let api = as_caller(api, &self.auth.check(&req, &a).await?);
                 let r = req.into_inner();
                 api.update_status(info, &r.namespace, obj, r.dry_run).await
             }
@@ -320,7 +333,7 @@ impl Objects for ObjectService {
                 if r.status {
                     a = a.subresource("status");
                 }
-                self.auth.check(&req, &a).await?;
+                let api = as_caller(api, &self.auth.check(&req, &a).await?);
                 let r = req.into_inner();
                 let patch = serde_json::from_slice(&r.patch).map_err(|e| {
                     ApiError::bad_request(format!("the patch is not valid JSON: {e}"))
@@ -340,12 +353,14 @@ impl Objects for ObjectService {
             let api = self.server_for(&req)?;
             let info = resolve(&req.get_ref().resource)?;
             let r = req.get_ref();
-            self.auth
+            let who = self
+                .auth
                 .check(
                     &req,
                     &Attributes::new("delete", info, &r.namespace, &r.name),
                 )
                 .await?;
+            let api = as_caller(api, &who);
             let r = req.into_inner();
             let o = DeleteParams {
                 precondition_uid: r.precondition_uid,
@@ -371,7 +386,8 @@ impl Objects for ObjectService {
         let (w, action) = async {
             let api = self.server_for(&req)?;
             let obj = parse(&req.get_ref().object)?;
-            self.authorize_apply(&req, &obj).await?;
+            let who = self.authorize_apply(&req, &obj).await?;
+            let api = as_caller(api, &who);
             let r = req.into_inner();
             api.apply(&r.namespace, obj, r.dry_run).await
         }

@@ -496,16 +496,10 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
                 rule(
                     READ,
                     &[""],
-                    &[
-                        "pods",
-                        "services",
-                        "endpoints",
-                        "nodes",
-                        "namespaces",
-                        "configmaps",
-                        "secrets",
-                    ],
+                    &["pods", "services", "endpoints", "nodes", "namespaces"],
                 ),
+                // Secrets, ConfigMaps: only those of its pods, by the node
+                // authorizer (control's auth::node).
                 rule(
                     &["create", "update", "patch", "delete"],
                     &[""],

@@ -7,7 +7,8 @@
 //! Kubernetes' Forbidden wording until a RoleBinding grants them, then
 //! allowed exactly what it grants; impersonation only for those allowed
 //! it; the etcd API reserved to cluster-admin; a node agent joining with
-//! its own certificate; and the masters'
+//! its own certificate, reading only its pods' Secrets and writing only
+//! its own Node; and the masters'
 //! certificates rotated on disk under load without one failed call.
 
 mod common;
@@ -420,6 +421,103 @@ async fn tls_tokens_rbac_the_etcd_gate_and_certificate_rotation() {
         },
     )
     .await;
+
+    // Node authorization: the agent's certificate reads the Secret of a
+    // pod bound to it and nothing else, and writes only what is its own.
+    let manifest = dir.path().join("node-objects.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: Node
+metadata: {name: other-node}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s-here}
+stringData: {k: here}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s-there}
+stringData: {k: there}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p-here}
+spec:
+  nodeName: tls-node
+  containers: [{name: c, image: busybox}]
+  volumes: [{name: s, secret: {secretName: s-here}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p-there}
+spec:
+  nodeName: other-node
+  containers:
+  - name: c
+    image: busybox
+    env: [{name: K, valueFrom: {secretKeyRef: {name: s-there, key: k}}}]
+"#,
+    )
+    .expect("manifest");
+    let o = flt(&home, &admin, &["apply", "-f", &manifest.to_string_lossy()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let node_crt = pki.join("tls-node.crt").to_string_lossy().to_string();
+    let node_key = pki.join("tls-node.key").to_string_lossy().to_string();
+    let as_node = [
+        "--server",
+        &server,
+        "--certificate-authority",
+        &ca,
+        "--client-certificate",
+        &node_crt,
+        "--client-key",
+        &node_key,
+    ];
+    let node_flt = |args: &[&str]| flt(&home, &[], &[&as_node[..], args].concat());
+    wait_for(
+        Duration::from_secs(10),
+        "the node reads the secret of its pod",
+        async || {
+            let o = node_flt(&["get", "secret", "s-here"]);
+            anyhow::ensure!(o.status.success(), "{}", text(&o));
+            Ok(())
+        },
+    )
+    .await;
+    let refusals: [(&[&str], &str); 6] = [
+        (
+            &["get", "secret", "s-there"],
+            "secrets \"s-there\" is forbidden: User \"system:node:tls-node\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'tls-node' and this object",
+        ),
+        (&["get", "secrets"], "may only get individual secrets"),
+        (
+            &["label", "node", "other-node", "x=y"],
+            "node 'tls-node' may only change the Node that is its own",
+        ),
+        (
+            &["label", "node", "tls-node", "node-restriction.kubernetes.io/tier=gold"],
+            "may not change its flotilla.dev/nodepool label nor labels under node-restriction.kubernetes.io/",
+        ),
+        (&["cordon", "tls-node"], "may not change its spec"),
+        (
+            &["delete", "pod", "p-there"],
+            "can only change or delete pods bound to it, and it is bound to node \"other-node\"",
+        ),
+    ];
+    for (args, says) in refusals {
+        let o = node_flt(args);
+        assert!(
+            !o.status.success() && text(&o).contains(says),
+            "flt {args:?} as the node: wanted a refusal saying {says:?}, got: {}",
+            text(&o)
+        );
+    }
+    let o = node_flt(&["label", "node", "tls-node", "team=a"]);
+    assert!(o.status.success(), "its own label: {}", text(&o));
+    let o = flt(&home, &admin, &["get", "secret", "s-there"]);
+    assert!(o.status.success(), "the admin still reads it: {}", text(&o));
 
     // Rotation: every master's certificate replaced on disk while a client
     // calls all three without pause; each master serves its new certificate

@@ -56,6 +56,7 @@ impl ApiServer {
         let admitted = admit(info, object).map_err(|e| invalid(info, &name, &e))?;
         let strategy = self.strategy(info);
         let mut obj = admitted.object;
+        self.restrict(info, None, Some(&obj))?;
         stamp_new(
             &mut obj,
             uuid::Uuid::new_v4().to_string(),

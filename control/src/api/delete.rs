@@ -51,6 +51,7 @@ impl ApiServer {
                 || ApiError::not_found(&qn, name),
                 || ApiError::conflict(&qn, name),
                 |kv, cur| {
+                    self.restrict(info, Some(&cur), None)?;
                     let uid = str_at(&cur, "/metadata/uid");
                     if !o.precondition_uid.is_empty() && o.precondition_uid != uid {
                         return Ok(Step::Refuse(ApiError::new(Reason::Conflict, format!(

@@ -25,6 +25,7 @@ mod delete;
 pub(crate) mod json;
 mod priority;
 mod read;
+mod restriction;
 pub mod strategy;
 mod update;
 mod watch;
@@ -75,10 +76,13 @@ pub struct ApiConfig {
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// What rides on every transaction of one call.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct CallCtx {
     fence: Option<u64>,
     request: Option<RequestId>,
+    /// The caller is this node's agent: its writes are restricted
+    /// ([`restriction`]).
+    node: Option<Arc<str>>,
 }
 
 /// The API server's core. Cheap to clone; clones share everything but the

@@ -261,6 +261,7 @@ impl ApiServer {
                     }
                     let desired = f(&cur)?;
                     let (mut new, w) = self.admit_change(info, ns, name, part, &cur, desired)?;
+                    self.restrict(info, Some(&cur), Some(&new))?;
                     warnings = w;
                     strip_rv(&mut new);
                     if same(&new, &cur) {

@@ -13,6 +13,7 @@
 //! A refusal is Forbidden in Kubernetes' words:
 //! `User "alice" cannot list resource "pods" in API group "" in the namespace "default"`.
 
+pub mod node;
 pub mod policy;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub struct Auth {
     mode: Mode,
     authn: Authenticator,
     index: Option<PolicyIndex>,
+    nodes: Option<node::NodeIndex>,
 }
 
 impl Auth {
@@ -60,6 +62,7 @@ impl Auth {
             mode: Mode::AlwaysAllow,
             authn,
             index: None,
+            nodes: None,
         })
     }
 
@@ -68,7 +71,8 @@ impl Auth {
         Arc::new(Auth {
             mode: Mode::Rbac,
             authn,
-            index: Some(PolicyIndex::follow(api, stop)),
+            index: Some(PolicyIndex::follow(api.clone(), stop.clone())),
+            nodes: Some(node::NodeIndex::follow(api, stop)),
         })
     }
 
@@ -153,27 +157,53 @@ impl Auth {
 
     /// Whether `who` may do `a`.
     pub async fn allowed(&self, who: &Identity, a: &Attributes) -> Result<bool, ApiError> {
+        Ok(self.verdict(who, a).await?.is_ok())
+    }
+
+    /// `Ok` when `who` may do `a`, else why not (the node authorizer's
+    /// reason, when it is the one refusing).
+    async fn verdict(
+        &self,
+        who: &Identity,
+        a: &Attributes,
+    ) -> Result<Result<(), Option<String>>, ApiError> {
         if self.mode == Mode::AlwaysAllow || who.in_group(MASTERS_GROUP) {
-            return Ok(true);
+            return Ok(Ok(()));
         }
         let Some(index) = &self.index else {
-            return Ok(false);
+            return Ok(Err(None));
         };
         if !index.wait_synced(SYNC_WAIT).await {
             return Err(ApiError::unavailable(
                 "this master has not read its access rules yet; retry",
             ));
         }
-        Ok(index.allows(&who.user, &who.groups, a))
+        if let (Some(name), Some(nodes)) = (node::node_of(who), &self.nodes) {
+            match nodes.decide(name, a).await {
+                node::Decision::Allow => return Ok(Ok(())),
+                node::Decision::Deny(why) => return Ok(Err(Some(why))),
+                node::Decision::NoOpinion => {}
+            }
+        }
+        Ok(if index.allows(&who.user, &who.groups, a) {
+            Ok(())
+        } else {
+            Err(None)
+        })
     }
 
     /// `Ok` when `who` may do `a`, else Forbidden in Kubernetes' words.
     pub async fn authorize(&self, who: &Identity, a: &Attributes) -> Result<(), ApiError> {
-        if self.allowed(who, a).await? {
+        let Err(why) = self.verdict(who, a).await? else {
             return Ok(());
-        }
+        };
         tracing::debug!(user = %who.user, verb = %a.verb, resource = %a.full_resource(), namespace = %a.namespace, "forbidden");
-        Err(ApiError::new(Reason::Forbidden, forbidden(who, a)))
+        let mut m = forbidden(who, a);
+        if let Some(why) = why {
+            m.push_str(": ");
+            m.push_str(&why);
+        }
+        Err(ApiError::new(Reason::Forbidden, m))
     }
 
     /// Authenticate the request's caller and authorize `a` for it.

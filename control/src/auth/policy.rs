@@ -1,7 +1,8 @@
 //! The RBAC objects a master authorizes with: an index kept from this
 //! replica's own watch of Roles, ClusterRoles and their bindings (in
 //! process, as kube-apiserver's RBAC authorizer keeps informers), so that a
-//! decision reads memory, never the store.
+//! decision reads memory, never the store. [`follow`] keeps any such index
+//! (the node graph of [`super::node`] too).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -78,7 +79,17 @@ impl Policy {
         }
         false
     }
+}
 
+/// An in-memory index of some kinds, kept from a list then a watch.
+pub(crate) trait Indexed: Send + Sync + 'static {
+    /// Take in one listed or watched object (`Deleted`: remove it).
+    fn apply(&mut self, info: &ResourceInfo, kind: EventType, obj: &Value);
+    /// Forget every object of `info` (before a fresh list).
+    fn clear(&mut self, info: &ResourceInfo);
+}
+
+impl Indexed for Policy {
     fn apply(&mut self, info: &ResourceInfo, kind: EventType, obj: &Value) {
         let ns = obj
             .pointer("/metadata/namespace")
@@ -144,55 +155,72 @@ pub struct PolicyIndex {
     synced: watch::Receiver<bool>,
 }
 
+/// Keep `index` up to date with `kinds` through `api` until `stop`; the
+/// receiver turns true once every kind has been listed.
+pub(crate) fn follow<I: Indexed>(
+    api: ApiServer,
+    kinds: &'static [&'static ResourceInfo],
+    index: Arc<RwLock<I>>,
+    stop: CancellationToken,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    let counts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tx = Arc::new(tx);
+    for info in kinds {
+        let (api, index, stop, tx, counts) = (
+            api.clone(),
+            index.clone(),
+            stop.clone(),
+            tx.clone(),
+            counts.clone(),
+        );
+        tokio::spawn(async move {
+            let mut first = true;
+            while !stop.is_cancelled() {
+                match follow_kind(&api, info, &*index, &stop, &mut || {
+                    if std::mem::take(&mut first)
+                        && counts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+                            == kinds.len()
+                    {
+                        let _ = tx.send(true);
+                    }
+                })
+                .await
+                {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::debug!(kind = info.kind, error = %e, "authorization watch ended; listing again")
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// Wait until `synced` turns true, for at most `limit`.
+pub(crate) async fn wait_synced(synced: &watch::Receiver<bool>, limit: Duration) -> bool {
+    let mut rx = synced.clone();
+    tokio::time::timeout(limit, rx.wait_for(|s| *s))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
 impl PolicyIndex {
     /// Start following the RBAC kinds through `api`, until `stop`.
     pub fn follow(api: ApiServer, stop: CancellationToken) -> PolicyIndex {
         let policy = Arc::new(RwLock::new(Policy::default()));
-        let (tx, rx) = watch::channel(false);
-        let counts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let tx = Arc::new(tx);
-        for info in KINDS {
-            let (api, policy, stop, tx, counts) = (
-                api.clone(),
-                policy.clone(),
-                stop.clone(),
-                tx.clone(),
-                counts.clone(),
-            );
-            tokio::spawn(async move {
-                let mut first = true;
-                while !stop.is_cancelled() {
-                    match follow_kind(&api, info, &policy, &stop, &mut || {
-                        if std::mem::take(&mut first)
-                            && counts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
-                                == KINDS.len()
-                        {
-                            let _ = tx.send(true);
-                        }
-                    })
-                    .await
-                    {
-                        Ok(()) => {}
-                        Err(e) => {
-                            tracing::debug!(kind = info.kind, error = %e, "RBAC watch ended; listing again")
-                        }
-                    }
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    }
-                }
-            });
-        }
-        PolicyIndex { policy, synced: rx }
+        let synced = follow(api, &KINDS, policy.clone(), stop);
+        PolicyIndex { policy, synced }
     }
 
     /// Wait until every kind has been listed, for at most `limit`.
     pub async fn wait_synced(&self, limit: Duration) -> bool {
-        let mut rx = self.synced.clone();
-        tokio::time::timeout(limit, rx.wait_for(|s| *s))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        wait_synced(&self.synced, limit).await
     }
 
     pub fn allows(&self, user: &str, groups: &[String], a: &Attributes) -> bool {
@@ -205,10 +233,10 @@ impl PolicyIndex {
 
 /// List `info` into the index (replacing what it held), then follow its
 /// changes until the watch ends.
-async fn follow_kind(
+async fn follow_kind<I: Indexed>(
     api: &ApiServer,
     info: &'static ResourceInfo,
-    policy: &RwLock<Policy>,
+    policy: &RwLock<I>,
     stop: &CancellationToken,
     listed: &mut (dyn FnMut() + Send),
 ) -> Result<(), flotilla_objects::api::ApiError> {
