@@ -50,6 +50,17 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
 
+    /// The CA of the servers' certificates: connect over TLS (etcdctl's
+    /// --cacert).
+    #[arg(long, global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// A client certificate to present (etcdctl's --cert), with --key.
+    #[arg(long, global = true, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The key of --cert.
+    #[arg(long, global = true, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -178,6 +189,14 @@ fn start(cli: Cli) -> Result<()> {
     if cli.endpoints.is_empty() {
         bail!("--endpoints is empty");
     }
+    if cli.cacert.is_some() || cli.cert.is_some() {
+        let files = flotilla_security::tls::ClientTlsFiles {
+            ca: cli.cacert.clone(),
+            cert: cli.cert.clone(),
+            key: cli.key.clone(),
+        };
+        let _ = TLS.set(files.tonic_config().context("--cacert, --cert, --key")?);
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if cli.threads > 0 {
@@ -269,19 +288,32 @@ fn secs_f64(s: f64) -> Duration {
     Duration::from_secs_f64(if s.is_finite() && s > 0.0 { s } else { 0.0 })
 }
 
+/// TLS to the servers, when --cacert was given (set once at start).
+static TLS: std::sync::OnceLock<tonic::transport::ClientTlsConfig> = std::sync::OnceLock::new();
+
+fn tls() -> Option<tonic::transport::ClientTlsConfig> {
+    TLS.get().cloned()
+}
+
 fn endpoint_uri(ep: &str) -> String {
     if ep.contains("://") {
         ep.to_string()
+    } else if TLS.get().is_some() {
+        format!("https://{ep}")
     } else {
         format!("http://{ep}")
     }
 }
 
 fn endpoint(ep: &str, connect_timeout: Duration) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(endpoint_uri(ep))
+    let mut e = Endpoint::from_shared(endpoint_uri(ep))
         .with_context(|| format!("bad endpoint {ep:?}"))?
         .connect_timeout(connect_timeout)
-        .tcp_nodelay(true))
+        .tcp_nodelay(true);
+    if let Some(t) = tls() {
+        e = e.tls_config(t).context("TLS configuration")?;
+    }
+    Ok(e)
 }
 
 // ---------------------------------------------------------------------------

@@ -157,6 +157,18 @@ impl Pool {
     }
 }
 
+/// A client of all `endpoints` (setup and checks).
+fn connect_all(endpoints: &[String]) -> Result<Client> {
+    Client::connect_with(
+        endpoints,
+        ClientOptions {
+            tls: crate::tls(),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 fn flotilla_client(ep: &str, request_timeout: Duration) -> Result<Client> {
     Client::connect_with(
         &[ep.to_string()],
@@ -165,6 +177,7 @@ fn flotilla_client(ep: &str, request_timeout: Duration) -> Result<Client> {
             request_timeout,
             // One master per client: the benchmark spreads load itself.
             retry_for: Duration::from_millis(500),
+            tls: crate::tls(),
             ..Default::default()
         },
     )
@@ -336,7 +349,7 @@ async fn ensure_namespace(target: Target, endpoints: &[String], ns: &str) -> Res
     if target == Target::Etcd {
         return Ok(());
     }
-    let c = Client::connect(endpoints).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c = connect_all(endpoints)?;
     let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -905,7 +918,7 @@ async fn next_objects(s: &mut Watching) -> Result<Vec<Value>, String> {
 async fn current_revision(target: Target, endpoints: &[String], ns: &str) -> Result<i64> {
     match target {
         Target::Flotilla => {
-            let c = Client::connect(endpoints).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let c = connect_all(endpoints)?;
             let l = c
                 .list("pods", ns, &ListParams::default().limit(1))
                 .await
@@ -1219,7 +1232,7 @@ pub async fn run(endpoints: &[String], max_conns: usize, a: &ObjectsArgs) -> Res
         // size of the object it stores (defaults, uid, timestamps added).
         let ns = format!("{run_id}-create");
         ensure_namespace(a.target, endpoints, &ns).await?;
-        let c = Client::connect(endpoints).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let c = connect_all(endpoints)?;
         let obj = pod(&ns, "dry-run", false, &[]);
         match c.create("pods", &ns, &obj, true).await {
             Ok((stored, warnings)) => println!(

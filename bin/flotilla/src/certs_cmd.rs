@@ -41,10 +41,11 @@ pub struct IssueArgs {
     /// system:node:n1).
     #[arg(long)]
     common_name: String,
-    /// Organization: a group of the user (repeatable; system:masters is
-    /// cluster-admin, system:nodes the agents).
-    #[arg(long = "org")]
-    orgs: Vec<String>,
+    /// Organization: the user's group (one per certificate; system:masters
+    /// is cluster-admin, system:nodes the agents). Bind further roles to
+    /// the user itself.
+    #[arg(long)]
+    org: Option<String>,
     /// An IP address or DNS name served (repeatable).
     #[arg(long = "san")]
     sans: Vec<String>,
@@ -83,7 +84,7 @@ pub fn run(cmd: CertsCmd) -> Result<()> {
             )?;
             let pem = ca.issue(&LeafRequest {
                 common_name: a.common_name,
-                organizations: a.orgs,
+                organizations: a.org.into_iter().collect(),
                 sans: a.sans,
                 usage: match a.usage {
                     UsageArg::Server => Usage::Server,
