@@ -151,7 +151,7 @@ async fn put_get_revisions_and_versions() {
     assert_eq!(
         base,
         fresh_revision(),
-        "a fresh cluster is at revision 1 (Flotilla: 3, after its namespaces)"
+        "a fresh cluster is at revision 1 (Flotilla: after its namespaces and default roles)"
     );
 }
 

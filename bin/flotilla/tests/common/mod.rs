@@ -142,15 +142,26 @@ pub fn free_port() -> u16 {
     panic!("no fresh free port on 127.0.0.1");
 }
 
-/// The last key a new Flotilla cluster writes on its own.
-pub const BOOTSTRAP_KEY: &str = "/registry/namespaces/kube-system";
+/// The last key a new Flotilla cluster writes on its own: the last of
+/// the default ClusterRoleBindings, after the system namespaces and the
+/// default ClusterRoles.
+pub fn bootstrap_key() -> String {
+    let (_, bindings) = flotilla_objects::rbac::bootstrap_policy();
+    let last = bindings.last().map(|b| b.metadata.name.clone());
+    format!("/registry/clusterrolebindings/{}", last.unwrap_or_default())
+}
 
 /// The revision of a new cluster's store once it has settled: etcd starts at
-/// 1; Flotilla's masters then create the namespaces default and kube-system.
+/// 1; Flotilla's masters then create the system namespaces and the default
+/// ClusterRoles and ClusterRoleBindings, one revision each.
 pub fn fresh_revision() -> i64 {
     match target() {
         Target::Etcd => 1,
-        Target::Flotilla => 3,
+        Target::Flotilla => {
+            let (roles, bindings) = flotilla_objects::rbac::bootstrap_policy();
+            (1 + flotilla_control::api::PROTECTED_NAMESPACES.len() + roles.len() + bindings.len())
+                as i64
+        }
     }
 }
 
@@ -271,15 +282,20 @@ impl Cluster {
         let timeout = cluster.opts.ready_timeout;
         cluster.wait_started(timeout).await;
         if target == Target::Flotilla {
-            // The masters create the namespaces every cluster has (revisions
-            // 2 and 3) just after they start: wait for them, so that tests
-            // counting revisions start from a quiet store.
+            // The masters create the namespaces and roles every cluster has
+            // just after they start: wait for them, so that tests counting
+            // revisions start from a quiet store.
             let addr = cluster.client_addr(0);
-            wait_until(timeout, "the default namespaces exist", async || {
-                range_prefix(&addr, BOOTSTRAP_KEY, true)
-                    .await
-                    .is_ok_and(|kvs| !kvs.is_empty())
-            })
+            let key = bootstrap_key();
+            wait_until(
+                timeout,
+                "the default namespaces and roles exist",
+                async || {
+                    range_prefix(&addr, &key, true)
+                        .await
+                        .is_ok_and(|kvs| !kvs.is_empty())
+                },
+            )
             .await;
         }
         cluster
