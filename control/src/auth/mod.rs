@@ -52,7 +52,7 @@ pub struct Auth {
     mode: Mode,
     authn: Authenticator,
     index: Option<PolicyIndex>,
-    nodes: Option<node::NodeIndex>,
+    nodes: Option<node::NodeAuthorizer>,
 }
 
 impl Auth {
@@ -71,8 +71,8 @@ impl Auth {
         Arc::new(Auth {
             mode: Mode::Rbac,
             authn,
-            index: Some(PolicyIndex::follow(api.clone(), stop.clone())),
-            nodes: Some(node::NodeIndex::follow(api, stop)),
+            index: Some(PolicyIndex::follow(api.clone(), stop)),
+            nodes: Some(node::NodeAuthorizer::new(api)),
         })
     }
 
@@ -179,7 +179,7 @@ impl Auth {
             ));
         }
         if let (Some(name), Some(nodes)) = (node::node_of(who), &self.nodes) {
-            match nodes.decide(name, a).await {
+            match nodes.decide(name, a).await? {
                 node::Decision::Allow => return Ok(Ok(())),
                 node::Decision::Deny(why) => return Ok(Err(Some(why))),
                 node::Decision::NoOpinion => {}

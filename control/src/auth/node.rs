@@ -6,23 +6,19 @@
 //! (NodeRestriction, `crate::api::restriction`), since only the stored
 //! object says where a pod is bound.
 //!
-//! The pods' references come from a graph kept from this replica's watch of
-//! pods; a reference the graph does not hold yet (a pod bound a moment ago,
-//! not yet seen here) is looked up in the store before a refusal.
+//! Kubernetes keeps a graph of every pod's references for this; here the
+//! rare question (an agent reads a pod's Secret when it starts the pod) is
+//! answered from the store, the node's pods in the object's namespace, so
+//! that pod writes, far more frequent, pay nothing for it (a graph fed by
+//! a watch of all pods cost every master a decode of every pod write:
+//! measured 10-15% of pod create throughput).
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-
-use flotilla_objects::api::{EventType, ListParams, ObjectApi};
+use flotilla_objects::api::{ApiError, ListParams, ObjectApi};
 use flotilla_objects::core::Pod;
 use flotilla_objects::rbac::Attributes;
-use flotilla_objects::registry::{self, ResourceInfo};
+use flotilla_objects::registry;
 use flotilla_security::authn::Identity;
-use serde_json::Value;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use super::policy::{follow, Indexed};
 use crate::ApiServer;
 
 /// The group of node agents, and the prefix of their user names.
@@ -52,16 +48,7 @@ pub enum Decision {
 /// An object a pod refers to: (resource, namespace, name).
 type Ref = (&'static str, String, String);
 
-/// The objects each pod refers to, by node.
-#[derive(Default)]
-pub struct NodeGraph {
-    /// (namespace, pod) -> (node, references).
-    pods: HashMap<(String, String), (String, Vec<Ref>)>,
-    /// node -> reference -> how many of its pods hold it.
-    by_node: HashMap<String, HashMap<Ref, usize>>,
-}
-
-/// The Secrets, ConfigMaps and claims `pod` refers to: volumes, and the
+/// The Secrets and ConfigMaps `pod` refers to: volumes, and the
 /// environment of every container.
 pub fn pod_references(pod: &Pod) -> Vec<Ref> {
     let ns = &pod.metadata.namespace;
@@ -94,102 +81,52 @@ pub fn pod_references(pod: &Pod) -> Vec<Ref> {
     refs
 }
 
-impl NodeGraph {
-    fn remove(&mut self, key: &(String, String)) {
-        let Some((node, refs)) = self.pods.remove(key) else {
-            return;
-        };
-        if let Some(m) = self.by_node.get_mut(&node) {
-            for r in refs {
-                if let Some(n) = m.get_mut(&r) {
-                    *n -= 1;
-                    if *n == 0 {
-                        m.remove(&r);
-                    }
-                }
-            }
-            if m.is_empty() {
-                self.by_node.remove(&node);
-            }
-        }
-    }
-
-    fn insert(&mut self, pod: &Pod) {
-        let key = (pod.metadata.namespace.clone(), pod.metadata.name.clone());
-        self.remove(&key);
-        let node = pod.spec.node_name.clone();
-        if node.is_empty() {
-            return;
-        }
-        let refs = pod_references(pod);
-        let m = self.by_node.entry(node.clone()).or_default();
-        for r in &refs {
-            *m.entry(r.clone()).or_default() += 1;
-        }
-        self.pods.insert(key, (node, refs));
-    }
-
-    /// Whether a pod bound to `node` refers to `resource` `ns/name`.
-    pub fn related(&self, node: &str, resource: &str, ns: &str, name: &str) -> bool {
-        self.by_node.get(node).is_some_and(|m| {
-            m.keys()
-                .any(|(r, n, nm)| *r == resource && n == ns && nm == name)
-        })
-    }
-}
-
-impl Indexed for NodeGraph {
-    fn apply(&mut self, _info: &ResourceInfo, kind: EventType, obj: &Value) {
-        let pod: Pod = match serde_json::from_value(obj.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "a pod that does not decode is left out of the node graph");
-                return;
-            }
-        };
-        if kind == EventType::Deleted {
-            self.remove(&(pod.metadata.namespace, pod.metadata.name));
-        } else {
-            self.insert(&pod);
-        }
-    }
-
-    fn clear(&mut self, _info: &ResourceInfo) {
-        *self = NodeGraph::default();
-    }
+/// Whether one of `pods` bound to `node` refers to `resource` `name` (in
+/// the pods' namespace).
+pub fn related(pods: &[Pod], node: &str, resource: &str, name: &str) -> bool {
+    pods.iter().filter(|p| p.spec.node_name == node).any(|p| {
+        pod_references(p)
+            .iter()
+            .any(|(r, _, n)| *r == resource && n == name)
+    })
 }
 
 /// The resources a node reads only through its pods.
 const GRAPH_RESOURCES: [&str; 3] = ["secrets", "configmaps", "persistentvolumeclaims"];
 
-/// The node authorizer's decision for `node` asking `a`, from `graph`.
-/// Node and Lease writes are limited to the node's own (creates by
-/// NodeRestriction, which sees the name); reads of Secrets,
-/// ConfigMaps and claims to single objects its pods refer to.
-pub fn decide(node: &str, a: &Attributes, graph: &NodeGraph) -> Decision {
+/// What the node authorizer says of a request before looking at pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Decided.
+    Decided(Decision),
+    /// Allowed if a pod bound to the node uses the object, else refused.
+    IfRelated,
+}
+
+/// The node authorizer's rules for `node` asking `a`. Node and Lease
+/// writes are limited to the node's own (creates by NodeRestriction, which
+/// sees the name); reads of Secrets, ConfigMaps and claims to single
+/// objects its pods use.
+pub fn check(node: &str, a: &Attributes) -> Check {
     // A create names no object when it is authorized; NodeRestriction
     // checks the name of a node's own Node or Lease then.
     let own = |what: &str| {
         if a.name == node || a.verb == "create" {
-            Decision::NoOpinion
+            Check::Decided(Decision::NoOpinion)
         } else {
-            Decision::Deny(format!("node '{node}' may only {what} its own"))
+            Check::Decided(Decision::Deny(format!(
+                "node '{node}' may only {what} its own"
+            )))
         }
     };
     match (a.api_group.as_str(), a.resource.as_str()) {
         ("", r) if GRAPH_RESOURCES.contains(&r) => {
             if a.verb != "get" || a.name.is_empty() || !a.subresource.is_empty() {
-                return Decision::Deny(format!(
+                return Check::Decided(Decision::Deny(format!(
                     "node '{node}' may only get individual {r} that its pods use"
-                ));
+                )));
             }
-            if graph.related(node, r, &a.namespace, &a.name) {
-                Decision::Allow
-            } else {
-                Decision::Deny(format!(
-                    "no relationship found between node '{node}' and this object"
-                ))
-            }
+            Check::IfRelated
         }
         ("", "nodes") if !matches!(a.verb.as_str(), "get" | "list" | "watch") => {
             own("change the Node that is")
@@ -197,75 +134,52 @@ pub fn decide(node: &str, a: &Attributes, graph: &NodeGraph) -> Decision {
         ("coordination.k8s.io", "leases") if a.namespace == NODE_LEASE_NAMESPACE => {
             own("use the Lease that is")
         }
-        _ => Decision::NoOpinion,
+        _ => Check::Decided(Decision::NoOpinion),
     }
 }
 
-/// The graph of this replica's pods, followed until the master stops.
+/// The node authorizer: [`check`], with relationships read from the
+/// store (the pods of the node in the object's namespace), so that a pod
+/// bound a moment ago counts and the pod write path pays nothing.
 #[derive(Clone)]
-pub struct NodeIndex {
-    graph: Arc<RwLock<NodeGraph>>,
-    synced: watch::Receiver<bool>,
+pub struct NodeAuthorizer {
     api: ApiServer,
 }
 
-const POD_KINDS: [&ResourceInfo; 1] = [&registry::POD];
-
-impl NodeIndex {
-    pub fn follow(api: ApiServer, stop: CancellationToken) -> NodeIndex {
-        let graph = Arc::new(RwLock::new(NodeGraph::default()));
-        let synced = follow(api.clone(), &POD_KINDS, graph.clone(), stop);
-        NodeIndex { graph, synced, api }
+impl NodeAuthorizer {
+    pub fn new(api: ApiServer) -> NodeAuthorizer {
+        NodeAuthorizer { api }
     }
 
-    /// The decision for `node` asking `a`. A refusal for want of a
-    /// relationship is checked against the store's pods first (the graph
-    /// may not have seen a pod just bound).
-    pub async fn decide(&self, node: &str, a: &Attributes) -> Decision {
-        super::policy::wait_synced(&self.synced, super::SYNC_WAIT).await;
-        let d = decide(
-            node,
-            a,
-            &self.graph.read().unwrap_or_else(|p| p.into_inner()),
-        );
-        let Decision::Deny(reason) = &d else {
-            return d;
-        };
-        if a.verb != "get" || !GRAPH_RESOURCES.contains(&a.resource.as_str()) || a.name.is_empty() {
-            return d;
-        }
-        match self.related_in_store(node, a).await {
-            Ok(true) => Decision::Allow,
-            Ok(false) => d,
-            Err(e) => {
-                tracing::debug!(error = %e, "reading the node's pods");
-                Decision::Deny(reason.clone())
+    /// The decision for `node` asking `a`.
+    pub async fn decide(&self, node: &str, a: &Attributes) -> Result<Decision, ApiError> {
+        match check(node, a) {
+            Check::Decided(d) => Ok(d),
+            Check::IfRelated => {
+                let list = ObjectApi::list(
+                    &self.api,
+                    registry::POD.plural,
+                    &a.namespace,
+                    &ListParams {
+                        field_selector: format!("spec.nodeName={node}"),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                let pods: Vec<Pod> = list
+                    .items
+                    .into_iter()
+                    .filter_map(|o| serde_json::from_value(o).ok())
+                    .collect();
+                Ok(if related(&pods, node, &a.resource, &a.name) {
+                    Decision::Allow
+                } else {
+                    Decision::Deny(format!(
+                        "no relationship found between node '{node}' and this object"
+                    ))
+                })
             }
         }
-    }
-
-    async fn related_in_store(
-        &self,
-        node: &str,
-        a: &Attributes,
-    ) -> Result<bool, flotilla_objects::api::ApiError> {
-        let list = ObjectApi::list(
-            &self.api,
-            registry::POD.plural,
-            &a.namespace,
-            &ListParams {
-                field_selector: format!("spec.nodeName={node}"),
-                ..Default::default()
-            },
-        )
-        .await?;
-        Ok(list.items.iter().any(|o| {
-            serde_json::from_value::<Pod>(o.clone()).is_ok_and(|p| {
-                pod_references(&p)
-                    .iter()
-                    .any(|(r, _, n)| *r == a.resource && *n == a.name)
-            })
-        }))
     }
 }
 
@@ -273,105 +187,79 @@ impl NodeIndex {
 mod tests {
     use super::*;
 
-    fn pod(ns: &str, name: &str, node: &str, secret: &str, cm_env: &str) -> Pod {
+    fn pod(name: &str, node: &str, secret: &str, cm_env: &str) -> Pod {
         serde_json::from_value(serde_json::json!({
-            "metadata": {"namespace": ns, "name": name},
+            "metadata": {"namespace": "web", "name": name},
             "spec": {
                 "nodeName": node,
                 "volumes": [{"name": "s", "secret": {"secretName": secret}}],
-                "containers": [{"name": "c", "image": "busybox", "env": [
+                "initContainers": [{"name": "i", "image": "busybox", "env": [
                     {"name": "X", "valueFrom": {"configMapKeyRef": {"name": cm_env, "key": "k"}}}
-                ]}]
+                ]}],
+                "containers": [{"name": "c", "image": "busybox"}]
             }
         }))
         .expect("pod")
     }
 
-    fn get(resource: &str, ns: &str, name: &str) -> Attributes {
+    fn attrs(verb: &str, group: &str, resource: &str, ns: &str, name: &str) -> Attributes {
         Attributes {
-            verb: "get".into(),
-            resource: resource.into(),
-            namespace: ns.into(),
-            name: name.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_node_reads_only_what_its_pods_use() {
-        let mut g = NodeGraph::default();
-        g.insert(&pod("web", "a", "n1", "s1", "c1"));
-        g.insert(&pod("web", "b", "n2", "s2", "c2"));
-        g.insert(&pod("web", "pending", "", "s3", "c3"));
-        assert_eq!(
-            decide("n1", &get("secrets", "web", "s1"), &g),
-            Decision::Allow
-        );
-        assert_eq!(
-            decide("n1", &get("configmaps", "web", "c1"), &g),
-            Decision::Allow
-        );
-        for (r, n) in [("secrets", "s2"), ("configmaps", "c2"), ("secrets", "s3")] {
-            assert!(
-                matches!(decide("n1", &get(r, "web", n), &g), Decision::Deny(m) if m.contains("no relationship")),
-                "{r}/{n}"
-            );
-        }
-        // Same name, other namespace.
-        assert!(matches!(
-            decide("n1", &get("secrets", "other", "s1"), &g),
-            Decision::Deny(_)
-        ));
-        // Lists and watches of secrets are never a node's.
-        let mut list = get("secrets", "web", "");
-        list.verb = "list".into();
-        assert!(matches!(decide("n1", &list, &g), Decision::Deny(_)));
-        // Pods and services are RBAC's to decide.
-        assert_eq!(
-            decide("n1", &get("pods", "web", "b"), &g),
-            Decision::NoOpinion
-        );
-    }
-
-    #[test]
-    fn the_graph_follows_pods_moving_and_leaving() {
-        let mut g = NodeGraph::default();
-        g.insert(&pod("web", "a", "n1", "s1", "c1"));
-        g.insert(&pod("web", "b", "n1", "s1", "c9"));
-        // Two pods share s1: one leaving keeps it related.
-        g.remove(&("web".into(), "a".into()));
-        assert!(g.related("n1", "secrets", "web", "s1"));
-        assert!(!g.related("n1", "configmaps", "web", "c1"));
-        // A pod bound elsewhere (rewritten) takes its references along.
-        g.insert(&pod("web", "b", "n2", "s1", "c9"));
-        assert!(!g.related("n1", "secrets", "web", "s1"));
-        assert!(g.related("n2", "secrets", "web", "s1"));
-        g.apply(
-            &registry::POD,
-            EventType::Deleted,
-            &serde_json::to_value(pod("web", "b", "n2", "s1", "c9")).expect("json"),
-        );
-        assert!(g.by_node.is_empty() && g.pods.is_empty());
-    }
-
-    #[test]
-    fn a_node_writes_only_its_own_node_and_lease() {
-        let g = NodeGraph::default();
-        let write = |verb: &str, group: &str, resource: &str, ns: &str, name: &str| Attributes {
             verb: verb.into(),
             api_group: group.into(),
             resource: resource.into(),
             namespace: ns.into(),
             name: name.into(),
             ..Default::default()
-        };
+        }
+    }
+
+    fn denied(c: Check) -> bool {
+        matches!(c, Check::Decided(Decision::Deny(_)))
+    }
+
+    #[test]
+    fn a_node_reads_only_what_its_pods_use() {
+        let pods = [
+            pod("a", "n1", "s1", "c1"),
+            pod("b", "n2", "s2", "c2"),
+            pod("pending", "", "s3", "c3"),
+        ];
+        assert!(related(&pods, "n1", "secrets", "s1"));
+        assert!(related(&pods, "n1", "configmaps", "c1"));
+        for (r, n) in [
+            ("secrets", "s2"),
+            ("configmaps", "c2"),
+            ("secrets", "s3"),
+            ("configmaps", "s1"),
+        ] {
+            assert!(!related(&pods, "n1", r, n), "{r}/{n}");
+        }
+        assert_eq!(
+            check("n1", &attrs("get", "", "secrets", "web", "s1")),
+            Check::IfRelated
+        );
+        // Lists, watches and unnamed reads of secrets are never a node's.
+        for verb in ["list", "watch"] {
+            assert!(denied(check("n1", &attrs(verb, "", "secrets", "web", ""))));
+        }
+        assert!(denied(check(
+            "n1",
+            &attrs("update", "", "configmaps", "web", "c1")
+        )));
+        // Pods and services are RBAC's to decide.
+        assert_eq!(
+            check("n1", &attrs("get", "", "pods", "web", "b")),
+            Check::Decided(Decision::NoOpinion)
+        );
+    }
+
+    #[test]
+    fn a_node_writes_only_its_own_node_and_lease() {
+        let none = Check::Decided(Decision::NoOpinion);
         for verb in ["create", "update", "patch", "delete"] {
-            assert_eq!(
-                decide("n1", &write(verb, "", "nodes", "", "n1"), &g),
-                Decision::NoOpinion
-            );
+            assert_eq!(check("n1", &attrs(verb, "", "nodes", "", "n1")), none);
             let lease = |name| {
-                write(
+                attrs(
                     verb,
                     "coordination.k8s.io",
                     "leases",
@@ -379,19 +267,21 @@ mod tests {
                     name,
                 )
             };
-            assert_eq!(decide("n1", &lease("n1"), &g), Decision::NoOpinion);
+            assert_eq!(check("n1", &lease("n1")), none);
             if verb == "create" {
                 continue; // named only in admission
             }
-            assert!(matches!(
-                decide("n1", &write(verb, "", "nodes", "", "n2"), &g),
-                Decision::Deny(_)
-            ));
-            assert!(matches!(decide("n1", &lease("n2"), &g), Decision::Deny(_)));
+            assert!(denied(check("n1", &attrs(verb, "", "nodes", "", "n2"))));
+            assert!(denied(check("n1", &lease("n2"))));
         }
+        assert_eq!(check("n1", &attrs("list", "", "nodes", "", "")), none);
+        // Leases elsewhere (leader election locks) are RBAC's.
         assert_eq!(
-            decide("n1", &write("list", "", "nodes", "", ""), &g),
-            Decision::NoOpinion
+            check(
+                "n1",
+                &attrs("update", "coordination.k8s.io", "leases", "web", "lock")
+            ),
+            none
         );
     }
 

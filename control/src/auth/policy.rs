@@ -1,8 +1,8 @@
 //! The RBAC objects a master authorizes with: an index kept from this
 //! replica's own watch of Roles, ClusterRoles and their bindings (in
 //! process, as kube-apiserver's RBAC authorizer keeps informers), so that a
-//! decision reads memory, never the store. [`follow`] keeps any such index
-//! (the node graph of [`super::node`] too).
+//! decision reads memory, never the store. [`follow`] keeps such an index
+//! of any kinds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
