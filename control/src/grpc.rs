@@ -20,6 +20,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::api::{resolve, ApiServer};
 use crate::auth::Auth;
+use crate::metrics::ApiMetrics;
 use crate::store::RequestId;
 use flotilla_security::authn::Identity;
 
@@ -28,6 +29,7 @@ use flotilla_security::authn::Identity;
 pub struct ObjectService {
     pub api: ApiServer,
     pub auth: Arc<Auth>,
+    pub metrics: ApiMetrics,
 }
 
 impl ObjectService {
@@ -36,8 +38,9 @@ impl ObjectService {
         api: ApiServer,
         auth: Arc<Auth>,
         max_bytes: usize,
+        metrics: ApiMetrics,
     ) -> ObjectsServer<ObjectService> {
-        ObjectsServer::new(ObjectService { api, auth })
+        ObjectsServer::new(ObjectService { api, auth, metrics })
             .max_decoding_message_size(max_bytes)
             .max_encoding_message_size(usize::MAX)
     }
@@ -177,6 +180,18 @@ pub fn to_status(e: ApiError) -> Status {
     s
 }
 
+/// The resource an applied manifest names by its kind (for metrics).
+fn kind_of(b: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        #[serde(default)]
+        kind: String,
+    }
+    serde_json::from_slice::<Kind>(b)
+        .map(|k| k.kind.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 fn parse(b: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(b)
         .map_err(|e| ApiError::bad_request(format!("the object is not valid JSON: {e}")))
@@ -205,10 +220,10 @@ fn object(v: Result<Value, ApiError>) -> Result<Response<pb::ObjectResponse>, St
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Objects for ObjectService {
+/// The calls themselves; [`Objects`] below times and counts each.
+impl ObjectService {
     #[tracing::instrument(level = "debug", skip_all, fields(resource = %req.get_ref().resource))]
-    async fn create(
+    async fn create_inner(
         &self,
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
@@ -230,7 +245,7 @@ impl Objects for ObjectService {
         )
     }
 
-    async fn get(
+    async fn get_inner(
         &self,
         req: Request<pb::GetRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
@@ -249,7 +264,7 @@ impl Objects for ObjectService {
         )
     }
 
-    async fn list(
+    async fn list_inner(
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
@@ -283,7 +298,7 @@ impl Objects for ObjectService {
         }))
     }
 
-    async fn update(
+    async fn update_inner(
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
@@ -301,7 +316,7 @@ impl Objects for ObjectService {
         )
     }
 
-    async fn update_status(
+    async fn update_status_inner(
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
@@ -320,7 +335,7 @@ impl Objects for ObjectService {
         )
     }
 
-    async fn patch(
+    async fn patch_inner(
         &self,
         req: Request<pb::PatchRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
@@ -345,7 +360,7 @@ impl Objects for ObjectService {
         )
     }
 
-    async fn delete(
+    async fn delete_inner(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
@@ -379,7 +394,7 @@ impl Objects for ObjectService {
         }))
     }
 
-    async fn apply(
+    async fn apply_inner(
         &self,
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
@@ -400,7 +415,7 @@ impl Objects for ObjectService {
         }))
     }
 
-    async fn bind(
+    async fn bind_inner(
         &self,
         req: Request<pb::BindRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
@@ -418,7 +433,7 @@ impl Objects for ObjectService {
         )
     }
 
-    async fn access_review(
+    async fn access_review_inner(
         &self,
         req: Request<pb::AccessReviewRequest>,
     ) -> Result<Response<pb::AccessReviewResponse>, Status> {
@@ -436,7 +451,7 @@ impl Objects for ObjectService {
         }))
     }
 
-    async fn who_am_i(
+    async fn who_am_i_inner(
         &self,
         req: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
@@ -448,12 +463,10 @@ impl Objects for ObjectService {
         }))
     }
 
-    type WatchStream = WatchStream;
-
-    async fn watch(
+    async fn watch_inner(
         &self,
         req: Request<pb::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<Response<WatchStream>, Status> {
         let rx = async {
             let info = resolve(&req.get_ref().resource)?;
             self.auth
@@ -487,6 +500,116 @@ impl Objects for ObjectService {
                 object: b,
             }),
             Err(e) => Err(to_status(e)),
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+}
+
+#[tonic::async_trait]
+impl Objects for ObjectService {
+    type WatchStream = WatchStream;
+
+    async fn create(
+        &self,
+        req: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let t = self
+            .metrics
+            .start("CREATE", req.get_ref().resource.as_str());
+        t.done(self.create_inner(req).await)
+    }
+
+    async fn get(
+        &self,
+        req: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let t = self.metrics.start("GET", req.get_ref().resource.as_str());
+        t.done(self.get_inner(req).await)
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let t = self.metrics.start("LIST", req.get_ref().resource.as_str());
+        t.done(self.list_inner(req).await)
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let t = self
+            .metrics
+            .start("UPDATE", req.get_ref().resource.as_str());
+        t.done(self.update_inner(req).await)
+    }
+
+    async fn update_status(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let t = self
+            .metrics
+            .start("UPDATE", req.get_ref().resource.as_str());
+        t.done(self.update_status_inner(req).await)
+    }
+
+    async fn patch(
+        &self,
+        req: Request<pb::PatchRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let t = self.metrics.start("PATCH", req.get_ref().resource.as_str());
+        t.done(self.patch_inner(req).await)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let t = self
+            .metrics
+            .start("DELETE", req.get_ref().resource.as_str());
+        t.done(self.delete_inner(req).await)
+    }
+
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let t = self.metrics.start("APPLY", &kind_of(&req.get_ref().object));
+        t.done(self.apply_inner(req).await)
+    }
+
+    async fn bind(
+        &self,
+        req: Request<pb::BindRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let t = self.metrics.start("CREATE", "pods");
+        t.done(self.bind_inner(req).await)
+    }
+
+    async fn access_review(
+        &self,
+        req: Request<pb::AccessReviewRequest>,
+    ) -> Result<Response<pb::AccessReviewResponse>, Status> {
+        self.access_review_inner(req).await
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        self.who_am_i_inner(req).await
+    }
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let t = self.metrics.start("WATCH", req.get_ref().resource.as_str());
+        let guard = self.metrics.watching(&t);
+        let stream = t.done(self.watch_inner(req).await)?.into_inner();
+        let s = stream.map(move |item| {
+            let _open = &guard;
+            item
         });
         Ok(Response::new(Box::pin(s)))
     }

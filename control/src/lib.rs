@@ -22,6 +22,7 @@ pub mod api;
 pub mod auth;
 pub mod grpc;
 pub mod memstore;
+pub mod metrics;
 pub mod podcidr;
 pub mod relay;
 pub mod store;

@@ -22,14 +22,17 @@
 // openraft's storage traits fix the (large) error type every helper returns.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod convert;
 pub mod election;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod health;
 pub mod kv;
 pub mod lease;
 pub mod log_store;
+pub mod metrics;
 pub mod mvcc;
 pub mod network;
 pub mod node;

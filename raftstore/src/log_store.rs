@@ -101,13 +101,23 @@ async fn blocking<T: Send + 'static>(
 
 impl LogStore {
     pub fn new(db: Db, install: Arc<InstallGate>) -> Self {
+        Self::with_fsync_histogram(db, install, None)
+    }
+
+    /// [`LogStore::new`], timing every WAL fsync into `fsync`
+    /// (`etcd_disk_wal_fsync_duration_seconds`).
+    pub fn with_fsync_histogram(
+        db: Db,
+        install: Arc<InstallGate>,
+        fsync: Option<flotilla_telemetry::prometheus::Histogram>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let sdb = Arc::downgrade(&db);
         let synced = Arc::new(AtomicU64::new(0));
         let s2 = synced.clone();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn(move || sync_loop(sdb, rx, s2))
+            .spawn(move || sync_loop(sdb, rx, s2, fsync))
             .unwrap_or_else(|e| panic!("cannot start the log sync thread: {e}"));
         LogStore {
             db,
@@ -159,6 +169,7 @@ fn sync_loop(
     db: std::sync::Weak<rocksdb::DB>,
     rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
     synced: Arc<AtomicU64>,
+    fsync: Option<flotilla_telemetry::prometheus::Histogram>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
@@ -166,12 +177,16 @@ fn sync_loop(
             pending.push(more);
         }
         // The sync thread must not keep the database open after the store is dropped.
+        let started = std::time::Instant::now();
         let res = match db.upgrade() {
             Some(db) => db
                 .flush_wal(true)
                 .map_err(|e| std::io::Error::other(e.to_string())),
             None => Err(std::io::Error::other("database closed")),
         };
+        if let (Ok(()), Some(h)) = (&res, &fsync) {
+            h.observe(started.elapsed().as_secs_f64());
+        }
         if res.is_ok() {
             synced.fetch_add(1, Ordering::SeqCst);
         }

@@ -81,6 +81,9 @@ pub struct KvStore {
     /// they run one after the other with installs, on Raft's state-machine
     /// task. Taken once per call: an inner read uses the `*_raw` functions.
     readers: std::sync::RwLock<()>,
+    /// Times every state-machine commit, once set
+    /// (`etcd_disk_backend_commit_duration_seconds`).
+    commit_seconds: std::sync::OnceLock<flotilla_telemetry::prometheus::Histogram>,
 }
 
 fn meta_i64(db: &Db, key: &[u8]) -> Result<i64, StoreError> {
@@ -103,6 +106,11 @@ pub fn applied_log_id(db: &Db) -> Result<Option<LogId>, StoreError> {
 }
 
 impl KvStore {
+    /// Time every commit of the state machine into `h` from now on.
+    pub fn observe_commits(&self, h: flotilla_telemetry::prometheus::Histogram) {
+        let _ = self.commit_seconds.set(h);
+    }
+
     pub fn open(db: Db) -> Result<Self, StoreError> {
         let s = KvStore {
             revision: AtomicI64::new(0),
@@ -113,6 +121,7 @@ impl KvStore {
             directory: std::sync::RwLock::new(Vec::new()),
             maintenance: Mutex::new(()),
             readers: std::sync::RwLock::new(()),
+            commit_seconds: std::sync::OnceLock::new(),
             db,
         };
         s.reload()?;

@@ -93,6 +93,7 @@ pub struct NetworkFactory {
     /// First wait before retrying a peer that refused a connection (the
     /// heartbeat interval); doubled on each refusal, up to a second.
     pub first_retry: Duration,
+    pub metrics: std::sync::Arc<crate::metrics::StoreMetrics>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -104,6 +105,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.peer_addr.clone(),
             channels: self.channels.clone(),
             first_retry: self.first_retry,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -113,6 +115,7 @@ pub struct PeerConnection {
     addr: String,
     channels: PeerChannels,
     first_retry: Duration,
+    metrics: std::sync::Arc<crate::metrics::StoreMetrics>,
 }
 
 type RpcErr<E> = RPCError<NodeId, MasterNode, RaftError<NodeId, E>>;
@@ -181,7 +184,15 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        self.call("append", &rpc, &option).await
+        let heartbeat = rpc.entries.is_empty().then(std::time::Instant::now);
+        let res = self.call("append", &rpc, &option).await;
+        if let (Some(t), Ok(_)) = (heartbeat, &res) {
+            self.metrics
+                .peer_rtt
+                .with_label_values(&[&format!("{:x}", self.target)])
+                .observe(t.elapsed().as_secs_f64());
+        }
+        res
     }
 
     async fn install_snapshot(
@@ -189,6 +200,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        if rpc.offset == 0 {
+            self.metrics.snapshot_sends.inc();
+        }
         self.call("snapshot", &rpc, &option).await
     }
 

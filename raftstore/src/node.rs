@@ -56,6 +56,9 @@ pub struct MasterConfig {
     pub limits: Limits,
     /// TLS on the ports and who may use the etcd API.
     pub security: crate::transport::TransportSecurity,
+    /// Where this master's series go (served on the client port's
+    /// `/metrics`, and on `--metrics-addr`).
+    pub metrics: flotilla_telemetry::prometheus::Registry,
 }
 
 impl MasterConfig {
@@ -78,6 +81,7 @@ impl MasterConfig {
             auto_compaction_retention: 10_000,
             limits: Limits::default(),
             security: Default::default(),
+            metrics: flotilla_telemetry::registry(),
         }
     }
 
@@ -166,6 +170,8 @@ pub struct MasterInner {
     pub heard: crate::election::Heard,
     /// `Some(term)` while this master leads ([`Master::leadership`]).
     leadership: tokio::sync::watch::Receiver<Option<u64>>,
+    /// The store's Prometheus series ([`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::StoreMetrics>,
 }
 
 /// A cheap handle on a running master, shared by every service.
@@ -211,8 +217,10 @@ impl Master {
         crate::format::check(&db).map_err(|e| {
             StartError::Storage(format!("{}: {e}", cfg.data_dir.join("db").display()))
         })?;
+        let metrics = crate::metrics::StoreMetrics::new(&cfg.metrics);
         let store =
             Arc::new(KvStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?);
+        store.observe_commits(metrics.backend_commit.clone());
         let hub = Arc::new(WatchHub::default());
         let lessor = Arc::new(Lessor::default());
         let (ctx, crx) = std::sync::mpsc::channel::<i64>();
@@ -259,7 +267,7 @@ impl Master {
         // db/ and snapshots/ reachable.
         sync_dirs(&cfg.data_dir)
             .map_err(|e| StartError::Storage(format!("syncing {}: {e}", cfg.data_dir.display())))?;
-        let log = LogStore::new(db, install);
+        let log = LogStore::with_fsync_histogram(db, install, Some(metrics.wal_fsync.clone()));
         let channels = PeerChannels::new(cfg.security.peer_client.clone());
         let keep = (cfg.snapshot_logs / 10).max(1);
         let (election_min, election_max) = openraft_election(cfg.election_timeout_ms);
@@ -289,6 +297,7 @@ impl Master {
             NetworkFactory {
                 channels: channels.clone(),
                 first_retry: Duration::from_millis(cfg.heartbeat_interval_ms),
+                metrics: metrics.clone(),
             },
             log,
             sm,
@@ -313,10 +322,21 @@ impl Master {
             ready: tokio::sync::watch::channel(false).0,
             heard: crate::election::Heard::default(),
             leadership,
+            metrics,
         }));
         tokio::spawn(master.clone().lease_clock_loop());
         tokio::spawn(master.clone().read_index_loop(read_rx));
-        tokio::spawn(proposer_loop(master.raft.clone(), proposals_rx));
+        tokio::spawn(proposer_loop(
+            master.raft.clone(),
+            proposals_rx,
+            master.metrics.clone(),
+        ));
+        tokio::spawn(crate::metrics::follow(
+            master.raft.clone(),
+            master.store.clone(),
+            master.metrics.clone(),
+            master.shutdown.clone(),
+        ));
         tokio::spawn(crate::election::election_loop(master.clone()));
         Ok(master)
     }
@@ -442,7 +462,13 @@ impl Master {
     }
 
     async fn propose_reporting_replay(&self, cmd: Command) -> Result<(CommandResult, bool)> {
-        let r = self.propose_raw(cmd).await?;
+        self.metrics.pending.inc();
+        let r = self.propose_raw(cmd).await;
+        self.metrics.pending.dec();
+        if r.is_err() {
+            self.metrics.failed.inc();
+        }
+        let r = r?;
         Ok(r.unwrap_replay())
     }
 

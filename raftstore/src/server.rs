@@ -23,6 +23,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::transport::GateInterceptor;
+use flotilla_telemetry::grpc::{GrpcMetrics, GrpcMetricsLayer};
+use tower_layer::{Identity, Stack};
 
 use crate::node::{Master, MasterConfig, StartError};
 use crate::service::{
@@ -40,7 +42,12 @@ type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> 
 
 /// Serve `router` on `l` until the master stops: through TLS when `tls` is
 /// given, plaintext otherwise.
-fn serve(router: Router, l: TcpListener, tls: Option<&Arc<ServerTls>>, m: &Master) -> Serving {
+fn serve(
+    router: Router<Stack<GrpcMetricsLayer, Identity>>,
+    l: TcpListener,
+    tls: Option<&Arc<ServerTls>>,
+    m: &Master,
+) -> Serving {
     let stop = m.shutdown.clone();
     let until = async move { stop.cancelled().await };
     match tls {
@@ -48,6 +55,14 @@ fn serve(router: Router, l: TcpListener, tls: Option<&Arc<ServerTls>>, m: &Maste
         None => Box::pin(router.serve_with_incoming_shutdown(incoming(l), until)),
     }
 }
+
+/// The client port's streaming methods, for `grpc_server_*{grpc_type}`.
+const STREAMING: &[(&str, &str)] = &[
+    ("/etcdserverpb.Watch/Watch", "bidi_stream"),
+    ("/etcdserverpb.Lease/LeaseKeepAlive", "bidi_stream"),
+    ("/etcdserverpb.Maintenance/Snapshot", "server_stream"),
+    ("/flotilla.objects.v1.Objects/Watch", "server_stream"),
+];
 
 /// How long a starting master waits to publish itself before serving clients.
 const READY_WAIT: Duration = Duration::from_secs(5);
@@ -85,21 +100,33 @@ pub async fn start_with(
     let limit = master.cfg.limits.max_request_bytes + 512 * 1024;
 
     let sec = master.cfg.security.clone();
-    let peer = Server::builder().tcp_nodelay(true).add_service(
-        RaftPeerServer::new(PeerService {
-            master: master.clone(),
-        })
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX),
-    );
+    let grpc_metrics = GrpcMetrics::new(&master.cfg.metrics, STREAMING);
+    let peer = Server::builder()
+        .tcp_nodelay(true)
+        .layer(GrpcMetricsLayer(grpc_metrics.clone()))
+        .add_service(
+            RaftPeerServer::new(PeerService {
+                master: master.clone(),
+            })
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
+        );
     let peer = serve(peer, peer_l, sec.peer_tls.as_ref(), &master);
 
     let m = || master.clone();
     let gate = GateInterceptor(sec.gate.clone());
+    // gRPC, and beside it etcd's /health and /metrics over HTTP/1.1 or h2.
+    let routes = Routes::from(
+        extra(&master)
+            .into_axum_router()
+            .merge(crate::health::client_port_router(master.clone())),
+    );
     let client = Server::builder()
         .tcp_nodelay(true)
+        .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_routes(extra(&master))
+        .layer(GrpcMetricsLayer(grpc_metrics))
+        .add_routes(routes)
         .add_service(InterceptedService::new(
             KvServer::new(KvService { master: m() }).max_decoding_message_size(limit),
             gate.clone(),

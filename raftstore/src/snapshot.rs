@@ -77,6 +77,28 @@ pub fn build_from_checkpoint(
     snapshot_id: String,
 ) -> Result<(SnapshotMeta, File), StoreError> {
     let tmp = building_path(dest, &snapshot_id);
+    let meta = write_file(checkpoint, &tmp, snapshot_id)?;
+    let file = File::open(&tmp).map_err(io)?;
+    let _publishing = PUBLISHING.lock().unwrap_or_else(|p| p.into_inner());
+    let current = read_meta(dest).ok().map(|m| m.last_log_id);
+    if current.is_some_and(|c| c >= meta.last_log_id) {
+        tracing::info!(built = ?meta.last_log_id, current = ?current, "a newer snapshot is current; the one built is not kept");
+        fs::remove_file(&tmp).map_err(io)?;
+    } else {
+        fs::rename(&tmp, dest).map_err(io)?;
+    }
+    if let Some(dir) = dest.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok((meta, file))
+}
+
+/// Write a snapshot file of `checkpoint` at `out`, synced; returns its meta.
+pub fn write_file(
+    checkpoint: &Path,
+    out: &Path,
+    snapshot_id: String,
+) -> Result<SnapshotMeta, StoreError> {
     let db = engine::open_read_only(checkpoint)?;
     let smeta = engine::cf(&db, engine::CF_SM_META);
     let applied: Option<LogId> = match db.get_cf(smeta, META_APPLIED)? {
@@ -92,7 +114,7 @@ pub fn build_from_checkpoint(
         last_membership: membership,
         snapshot_id,
     };
-    let file = File::create(&tmp).map_err(io)?;
+    let file = File::create(out).map_err(io)?;
     let mut w = CrcWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
         crc: crc32fast::Hasher::new(),
@@ -121,19 +143,7 @@ pub fn build_from_checkpoint(
     let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     drop(file);
-    let file = File::open(&tmp).map_err(io)?;
-    let _publishing = PUBLISHING.lock().unwrap_or_else(|p| p.into_inner());
-    let current = read_meta(dest).ok().map(|m| m.last_log_id);
-    if current.is_some_and(|c| c >= meta.last_log_id) {
-        tracing::info!(built = ?meta.last_log_id, current = ?current, "a newer snapshot is current; the one built is not kept");
-        fs::remove_file(&tmp).map_err(io)?;
-    } else {
-        fs::rename(&tmp, dest).map_err(io)?;
-    }
-    if let Some(dir) = dest.parent() {
-        fsync_dir(dir)?;
-    }
-    Ok((meta, file))
+    Ok(meta)
 }
 
 /// Where a snapshot is built before it replaces `dest`: a name of its own
@@ -146,7 +156,8 @@ fn building_path(dest: &Path, snapshot_id: &str) -> PathBuf {
     dest.with_file_name(format!("{name}.{snapshot_id}{BUILDING}"))
 }
 
-const BUILDING: &str = ".building";
+/// The suffix of files being built (removed at start if a crash left them).
+pub const BUILDING: &str = ".building";
 const CHECKPOINT: &str = "checkpoint-";
 
 /// The name of a checkpoint directory taken for a snapshot build.
@@ -208,6 +219,16 @@ fn for_each_record<R: Read>(
     src: R,
     mut f: impl FnMut(usize, &[u8], &[u8]) -> Result<(), StoreError>,
 ) -> Result<SnapshotMeta, StoreError> {
+    let mut crc = 0;
+    for_each_record_crc(src, &mut f, &mut crc)
+}
+
+/// [`for_each_record`], also giving the checksum.
+fn for_each_record_crc<R: Read>(
+    src: R,
+    f: &mut impl FnMut(usize, &[u8], &[u8]) -> Result<(), StoreError>,
+    crc_out: &mut u32,
+) -> Result<SnapshotMeta, StoreError> {
     let mut r = CrcReader {
         inner: BufReader::with_capacity(1 << 20, src),
         crc: crc32fast::Hasher::new(),
@@ -243,7 +264,19 @@ fn for_each_record<R: Read>(
     if u32::from_be_bytes(crc) != expect {
         return Err(corrupt("snapshot checksum mismatch"));
     }
+    *crc_out = expect;
     Ok(meta)
+}
+
+/// Walk every record of a snapshot stream, checking its structure and
+/// checksum; returns the checksum.
+pub fn walk<R: Read>(
+    src: R,
+    mut f: impl FnMut(usize, &[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<u32, StoreError> {
+    let mut crc = 0;
+    for_each_record_crc(src, &mut f, &mut crc)?;
+    Ok(crc)
 }
 
 /// Verify a received snapshot stream and store it as the current snapshot.

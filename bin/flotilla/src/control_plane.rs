@@ -36,9 +36,17 @@ pub async fn start(
         };
         let _ = access.gate.auth.set(auth.clone());
         let limit = m.cfg.limits.max_request_bytes + 512 * 1024;
-        Routes::new(ObjectService::server(server.clone(), auth.clone(), limit)).add_service(
-            flotilla_control::relay::Relay::server(server, auth, access.agent_tls),
-        )
+        Routes::new(ObjectService::server(
+            server.clone(),
+            auth.clone(),
+            limit,
+            flotilla_control::metrics::ApiMetrics::new(&m.cfg.metrics),
+        ))
+        .add_service(flotilla_control::relay::Relay::server(
+            server,
+            auth,
+            access.agent_tls,
+        ))
     })
     .await?;
     let master = running.master.clone();

@@ -2,6 +2,7 @@
 //! parses flags, sets up logging and signals, and hands over to the libraries.
 
 mod agent_cmd;
+mod backup_cmd;
 mod certs_cmd;
 mod control_plane;
 mod dns;
@@ -52,6 +53,13 @@ enum Cmd {
     /// Run an ingress router: HTTP(S) requests routed by the Ingress
     /// objects' hosts and paths straight to ready pods.
     Ingress(ingress_cmd::IngressArgs),
+    /// Read a backup taken with `etcdctl snapshot save`.
+    #[command(subcommand)]
+    Snapshot(backup_cmd::SnapshotCmd),
+    /// Build a new master's data folder from a backup (as `etcdctl snapshot
+    /// restore`): run it for every master of the new cluster, with the same
+    /// backup and --initial-cluster, then start them.
+    Restore(backup_cmd::RestoreArgs),
 }
 
 #[derive(Args)]
@@ -161,6 +169,11 @@ struct MasterArgs {
     /// master's replica; no DNS server without it.
     #[arg(long)]
     dns_addr: Option<SocketAddr>,
+    /// Also serve /metrics, /livez, /readyz and /healthz over plain HTTP on
+    /// ADDR:PORT (etcd's --listen-metrics-urls); the client port serves
+    /// /metrics and etcd's /health in any case.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     dns: dns::DnsArgs,
     #[command(flatten)]
@@ -269,6 +282,17 @@ async fn run_master(a: MasterArgs) -> Result<()> {
         access,
     )
     .await?;
+    if let Some(addr) = a.metrics_addr {
+        let m = running.master.clone();
+        let router = flotilla_telemetry::http::router(
+            m.cfg.metrics.clone(),
+            std::sync::Arc::new(flotilla_raftstore::health::MasterHealth(m.clone())),
+        );
+        if let Err(e) = flotilla_telemetry::http::serve(addr, router, m.shutdown.clone()).await {
+            running.shutdown().await;
+            return Err(anyhow::Error::new(e).context("--metrics-addr"));
+        }
+    }
     stop.await;
     tracing::info!("stopping");
     running.shutdown().await;
@@ -438,6 +462,8 @@ fn main() {
             Cmd::Agent(a) => agent_cmd::run(a, shutdown_signal()?).await,
             Cmd::Proxy(a) => proxy_cmd::run(a, shutdown_signal()?).await,
             Cmd::Certs(c) => certs_cmd::run(c),
+            Cmd::Snapshot(c) => backup_cmd::status(c),
+            Cmd::Restore(a) => backup_cmd::restore(a),
             Cmd::Ingress(a) => ingress_cmd::run(a, shutdown_signal()?).await,
         }
     });

@@ -120,7 +120,11 @@ impl KvStore {
         result: &CommandResult,
         effects: &mut Effects,
     ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         self.db.write(batch)?;
+        if let Some(h) = self.commit_seconds.get() {
+            h.observe(started.elapsed().as_secs_f64());
+        }
         effects.revision = result.revision;
         if let Some(c) = effects.compacted_to {
             self.compact_revision.store(c, Ordering::SeqCst);

@@ -31,7 +31,11 @@ pub(super) fn command_size(cmd: &Command) -> usize {
 /// Group commit above Raft: openraft 0.9 appends (and fsyncs) one log entry
 /// at a time, so commands that arrive while earlier ones are being
 /// replicated travel together in one entry.
-pub(super) async fn proposer_loop(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+pub(super) async fn proposer_loop(
+    raft: Raft,
+    mut rx: mpsc::UnboundedReceiver<Proposal>,
+    metrics: Arc<crate::metrics::StoreMetrics>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     let mut carry: Option<Proposal> = None;
     loop {
@@ -60,6 +64,7 @@ pub(super) async fn proposer_loop(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pr
                 Err(_) => break,
             }
         }
+        metrics.batch_commands.observe(batch.len() as f64);
         let raft = raft.clone();
         tokio::spawn(async move {
             let _permit = permit;

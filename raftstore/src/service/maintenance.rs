@@ -1,7 +1,12 @@
 //! etcd's Maintenance service: status, alarms, defragment, hash.
 
+use std::io::Read;
+use std::pin::Pin;
+
 use flotilla_proto::etcdserverpb as pb;
+use futures::Stream;
 use openraft::ServerState;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::blocking;
@@ -10,6 +15,9 @@ use crate::node::Master;
 
 /// The etcd API version Flotilla speaks.
 pub const ETCD_API_VERSION: &str = "3.4.0";
+
+/// Bytes of a backup per message.
+const CHUNK: usize = 1 << 20;
 
 pub struct MaintenanceService {
     pub master: Master,
@@ -82,6 +90,45 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             hash,
             compact_revision: m.store.compact_revision(),
         }))
+    }
+
+    type SnapshotStream =
+        Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
+
+    /// A backup ([`crate::backup::save`]), streamed in 1 MiB chunks.
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn snapshot(
+        &self,
+        _r: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let m = &self.master;
+        let header = m.header(m.store.revision());
+        let (file, len) = crate::backup::save(m).await?;
+        tracing::info!(bytes = len, revision = header.revision, "sending a backup");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            let mut left = len;
+            let mut first = Some(header);
+            loop {
+                let mut blob = vec![0u8; CHUNK.min(left as usize)];
+                if let Err(e) = file.read_exact(&mut blob) {
+                    let _ =
+                        tx.blocking_send(Err(Status::internal(format!("reading the backup: {e}"))));
+                    return;
+                }
+                left -= blob.len() as u64;
+                let msg = pb::SnapshotResponse {
+                    header: first.take(),
+                    remaining_bytes: left,
+                    blob,
+                };
+                if tx.blocking_send(Ok(msg)).is_err() || left == 0 {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn move_leader(

@@ -1,0 +1,437 @@
+//! Operability of real masters, as an operator's tools see it: Prometheus
+//! scrapes of `/metrics` (etcd's series moving under writes and a leader
+//! kill, the API server's by verb and code), etcd's `/health` and the
+//! `/livez` / `/readyz` endpoints checked with curl, `etcdctl check
+//! datascale`, and a backup taken with `etcdctl snapshot save` under load,
+//! read with `flotilla snapshot status`, and restored with `flotilla
+//! restore` into a new cluster after every master was destroyed.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `curl URL`: (HTTP status, body).
+async fn curl(url: &str) -> (u16, String) {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-s", "-m", "10", "-w", "\n%{http_code}", url]);
+    let out = run_command(&mut cmd, format!("curl {url}"), None, WAIT).await;
+    let (body, code) = out
+        .stdout
+        .rsplit_once('\n')
+        .unwrap_or((out.stdout.as_str(), "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The sum of the samples of `name` whose labels include every one of
+/// `labels`, in a Prometheus text exposition.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labelset, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        if labels
+            .iter()
+            .all(|(k, v)| labelset.contains(&format!("{k}=\"{v}\"")))
+        {
+            let v: f64 = value.trim().parse().unwrap_or(f64::NAN);
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+async fn metrics(addr: &str) -> String {
+    let (code, body) = curl(&format!("http://{addr}/metrics")).await;
+    assert_eq!(code, 200, "GET http://{addr}/metrics: {body}");
+    body
+}
+
+async fn value(addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(&metrics(addr).await, name, labels).unwrap_or(0.0)
+}
+
+/// The address a master printed for its `--metrics-addr 127.0.0.1:0`.
+fn metrics_addr(log: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("serving /metrics"))?;
+    let at = line.find("addr=")? + 5;
+    Some(line[at..].split_whitespace().next()?.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_health_and_etcd_tooling_on_real_masters() {
+    if skip_on_etcd("metrics_health_and_etcd_tooling_on_real_masters", false) {
+        return;
+    }
+    let mut c = Cluster::start(
+        3,
+        Opts {
+            extra_args: vec!["--metrics-addr".into(), "127.0.0.1:0".into()],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let leader = c.leader().await;
+    let addrs: Vec<String> = (0..3).map(|i| c.client_addr(i)).collect();
+
+    // etcd's /health and the leader gauges, on every client port.
+    let mut leaders = 0.0;
+    for a in &addrs {
+        let (code, body) = curl(&format!("http://{a}/health")).await;
+        assert_eq!(
+            (code, body.as_str()),
+            (200, r#"{"health":"true","reason":""}"#),
+            "/health of {a}"
+        );
+        wait_until(WAIT, "every master sees a leader", async || {
+            value(a, "etcd_server_has_leader", &[]).await == 1.0
+        })
+        .await;
+        leaders += value(a, "etcd_server_is_leader", &[]).await;
+    }
+    assert_eq!(leaders, 1.0, "exactly one master says it leads");
+
+    // Writes move the WAL fsync histogram, the applied index and the gRPC
+    // counters.
+    let la = &addrs[leader];
+    let before = metrics(la).await;
+    let fsyncs0 = sample(&before, "etcd_disk_wal_fsync_duration_seconds_count", &[]).unwrap_or(0.0);
+    let applied0 = sample(&before, "etcd_server_proposals_applied_total", &[]).unwrap_or(0.0);
+    let puts0 = sample(
+        &before,
+        "grpc_server_handled_total",
+        &[("grpc_method", "Put"), ("grpc_code", "OK")],
+    )
+    .unwrap_or(0.0);
+    for i in 0..30 {
+        put(la, &format!("metrics/{i}"), "v").await.expect("put");
+    }
+    wait_until(WAIT, "the writes show in the leader's series", async || {
+        let m = metrics(la).await;
+        let f = sample(&m, "etcd_disk_wal_fsync_duration_seconds_count", &[]).unwrap_or(0.0);
+        let a = sample(&m, "etcd_server_proposals_applied_total", &[]).unwrap_or(0.0);
+        let p = sample(
+            &m,
+            "grpc_server_handled_total",
+            &[("grpc_method", "Put"), ("grpc_code", "OK")],
+        )
+        .unwrap_or(0.0);
+        f > fsyncs0 && a >= applied0 + 30.0 && p >= puts0 + 30.0
+    })
+    .await;
+    let m = metrics(la).await;
+    for series in [
+        "etcd_disk_backend_commit_duration_seconds_count",
+        "etcd_mvcc_db_total_size_in_bytes",
+        "etcd_server_proposals_committed_total",
+        "etcd_network_peer_round_trip_time_seconds_count",
+        "flotilla_raft_term",
+        "flotilla_raft_batch_commands_count",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            sample(&m, series, &[]).is_some_and(|v| v > 0.0),
+            "{series} missing or zero on the leader"
+        );
+    }
+
+    // The object API's series, by verb, resource and HTTP code.
+    let flt = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(flt_bin());
+        cmd.args(args)
+            .env("FLT_SERVER", la)
+            .env_remove("FLT_CONFIG")
+            .env("HOME", c.dir());
+        cmd
+    };
+    let out = run_command(
+        &mut flt(&["create", "configmap", "metrics", "--from-literal=a=b"]),
+        "flt create configmap".into(),
+        None,
+        WAIT,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run_command(
+        &mut flt(&["get", "configmap", "nope"]),
+        "flt get configmap nope".into(),
+        None,
+        WAIT,
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let m = metrics(la).await;
+    let created = [
+        ("verb", "CREATE"),
+        ("resource", "configmaps"),
+        ("code", "201"),
+    ];
+    let missing = [("verb", "GET"), ("resource", "configmaps"), ("code", "404")];
+    assert!(
+        sample(&m, "apiserver_request_total", &created).is_some_and(|v| v >= 1.0),
+        "no CREATE configmaps 201 in apiserver_request_total"
+    );
+    assert!(
+        sample(&m, "apiserver_request_total", &missing).is_some_and(|v| v >= 1.0),
+        "no GET configmaps 404 in apiserver_request_total"
+    );
+    assert!(
+        sample(
+            &m,
+            "apiserver_request_duration_seconds_count",
+            &[("verb", "CREATE"), ("resource", "configmaps")]
+        )
+        .is_some_and(|v| v >= 1.0),
+        "no CREATE configmaps in apiserver_request_duration_seconds"
+    );
+
+    // --metrics-addr: /metrics, /livez, /readyz and /healthz over plain HTTP.
+    let maddr: Vec<String> = (0..3)
+        .map(|i| metrics_addr(&c.masters[i].log_path).expect("a metrics address in the log"))
+        .collect();
+    for a in &maddr {
+        for path in ["livez", "readyz", "healthz"] {
+            let (code, body) = curl(&format!("http://{a}/{path}")).await;
+            assert_eq!((code, body.as_str()), (200, "ok"), "/{path} of {a}");
+        }
+        assert!(metrics(a).await.contains("etcd_server_has_leader 1"));
+    }
+
+    // etcd's own tooling reads process_resident_memory_bytes from /metrics.
+    let out = c.etcdctl(&["check", "datascale"]).await;
+    assert!(
+        out.stdout.contains("PASS"),
+        "etcdctl check datascale: {out:?}"
+    );
+
+    // A leader kill is a leader change on the survivors.
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let changes0 = value(
+        &addrs[survivors[0]],
+        "etcd_server_leader_changes_seen_total",
+        &[],
+    )
+    .await;
+    c.kill(leader);
+    wait_until(WAIT, "a survivor counts a new leader", async || {
+        let m = metrics(&addrs[survivors[0]]).await;
+        sample(&m, "etcd_server_leader_changes_seen_total", &[]).unwrap_or(0.0) > changes0
+            && sample(&m, "etcd_server_has_leader", &[]) == Some(1.0)
+    })
+    .await;
+
+    // Alone, a master is alive but neither healthy nor ready.
+    c.kill(survivors[1]);
+    let (alone, alone_m) = (&addrs[survivors[0]], &maddr[survivors[0]]);
+    wait_until(WAIT, "the last master reports no quorum", async || {
+        let (code, body) = curl(&format!("http://{alone}/health")).await;
+        code == 503 && body.contains(r#""health":"false""#)
+    })
+    .await;
+    let (code, body) = curl(&format!("http://{alone_m}/readyz")).await;
+    assert_eq!(code, 503, "/readyz without quorum: {body}");
+    assert!(body.contains("[-]ready failed"), "{body}");
+    let (code, _) = curl(&format!("http://{alone_m}/livez")).await;
+    assert_eq!(code, 200, "/livez without quorum");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_under_load_restores_every_acknowledged_write_into_a_new_cluster() {
+    if skip_on_etcd(
+        "a_backup_under_load_restores_every_acknowledged_write_into_a_new_cluster",
+        false,
+    ) {
+        return;
+    }
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let old_cluster = maintenance_status(&c.client_addr(0))
+        .await
+        .expect("status")
+        .header
+        .expect("header")
+        .cluster_id;
+
+    // A writer acknowledging keys one after the other.
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop, addr) = (acked.clone(), stop.clone(), c.client_addr(leader));
+        tokio::spawn(async move {
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let key = format!("load/{i:06}");
+                if put(&addr, &key, &format!("v{i}")).await.is_ok() {
+                    acked.lock().unwrap().push(key);
+                }
+                i += 1;
+            }
+        })
+    };
+    wait_until(WAIT, "300 writes are acknowledged", async || {
+        acked.lock().unwrap().len() >= 300
+    })
+    .await;
+    let before: Vec<String> = acked.lock().unwrap().clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("backup.db");
+    let file_s = file.to_str().expect("utf-8 path").to_string();
+    let out = etcdctl_at(
+        &c.client_addr(follower),
+        &["snapshot", "save", &file_s],
+        None,
+        WAIT,
+    )
+    .await;
+    assert!(
+        out.code == Some(0) && out.stdout.contains("Snapshot saved at"),
+        "etcdctl snapshot save: {out:?}"
+    );
+    let n = acked.lock().unwrap().len();
+    wait_until(WAIT, "writes go on after the backup", async || {
+        acked.lock().unwrap().len() >= n + 100
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+
+    let status = run_command(
+        tokio::process::Command::new(flotilla_bin())
+            .args(["snapshot", "status", &file_s, "-w", "json"]),
+        "flotilla snapshot status".into(),
+        None,
+        WAIT,
+    )
+    .await;
+    assert_eq!(status.code, Some(0), "{status:?}");
+    let st: Value = serde_json::from_str(status.stdout.trim()).expect("status JSON");
+    assert!(
+        st["totalKey"].as_u64().unwrap_or(0) >= before.len() as u64,
+        "status counts fewer keys than were acknowledged before the backup: {st}"
+    );
+    let backup_rev = st["revision"].as_i64().unwrap_or(0);
+    assert!(backup_rev > 0, "{st}");
+
+    // A damaged copy is refused, and nothing is restored from it.
+    let bad = dir.path().join("bad.db");
+    let mut bytes = std::fs::read(&file).expect("read backup");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&bad, bytes).expect("write bad copy");
+    let bad_dir = dir.path().join("bad-restore");
+    let out = run_command(
+        tokio::process::Command::new(flotilla_bin()).args([
+            "restore",
+            "--snapshot",
+            bad.to_str().expect("utf-8"),
+            "--name",
+            "n1",
+            "--initial-cluster",
+            "n1=127.0.0.1:1",
+            "--data-dir",
+            bad_dir.to_str().expect("utf-8"),
+        ]),
+        "flotilla restore (damaged)".into(),
+        None,
+        WAIT,
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("SHA-256 mismatch"), "{out:?}");
+    assert!(
+        !bad_dir.join("db").exists(),
+        "a damaged backup left a database"
+    );
+
+    // Every master is lost; the new cluster comes from the backup.
+    let initial: Vec<String> = c
+        .masters
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_addr))
+        .collect();
+    let initial = initial.join(",");
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        let m = &c.masters[i];
+        std::fs::remove_dir_all(&m.data_dir).expect("destroy the data");
+        let out = run_command(
+            tokio::process::Command::new(flotilla_bin()).args([
+                "restore",
+                "--snapshot",
+                &file_s,
+                "--name",
+                &m.name,
+                "--initial-cluster",
+                &initial,
+                "--data-dir",
+                m.data_dir.to_str().expect("utf-8"),
+            ]),
+            format!("flotilla restore {}", m.name),
+            None,
+            WAIT,
+        )
+        .await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    c.wait_ready(WAIT).await;
+    let addr = c.client_addr(0);
+    let kvs = wait_for(WAIT, "the restored cluster answers", async || {
+        range_prefix(&addr, "load/", false).await
+    })
+    .await;
+    let lost: Vec<&String> = before.iter().filter(|k| !kvs.contains_key(*k)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} writes acknowledged before the backup are missing, e.g. {:?}",
+        lost.len(),
+        before.len(),
+        &lost[..lost.len().min(5)]
+    );
+    for k in &before {
+        let i: u32 = k["load/".len()..].parse().expect("index");
+        assert_eq!(kvs[k].0, format!("v{i}"), "value of {k}");
+    }
+    let new_cluster = wait_for(WAIT, "the new cluster has an id", async || {
+        let h = maintenance_status(&addr).await?.header.unwrap_or_default();
+        if h.cluster_id == 0 {
+            anyhow::bail!("no cluster id yet");
+        }
+        Ok(h.cluster_id)
+    })
+    .await;
+    assert_ne!(
+        new_cluster, old_cluster,
+        "a restored cluster is a new cluster"
+    );
+    let rev = put(&addr, "after-restore", "x")
+        .await
+        .expect("write after restore");
+    assert!(
+        rev > backup_rev,
+        "revision {rev} after restore, backup at {backup_rev}"
+    );
+}

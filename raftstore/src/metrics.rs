@@ -1,0 +1,264 @@
+//! The store's Prometheus series, under etcd's names where etcd measures
+//! the same thing (so that etcd dashboards and alerts work unchanged), and
+//! `flotilla_*` for what is Flotilla's own.
+//!
+//! Most are updated where the work happens (the WAL fsync, the state
+//! machine's commit, the batcher, the peer network); the Raft gauges follow
+//! openraft's metrics channel ([`follow`]), and the database size is read
+//! every few seconds.
+//!
+//! Where Flotilla's meaning differs from etcd's, it says so here:
+//! - `etcd_server_proposals_committed_total` is, on the leader, the highest
+//!   index a quorum holds; on a follower (openraft does not report its
+//!   commit index) the applied index, which trails it by one apply.
+//! - `etcd_server_proposals_pending` and `_failed_total` count writes this
+//!   master took from clients (forwarded to the leader or proposed here).
+//! - `etcd_network_peer_round_trip_time_seconds` is the round trip of the
+//!   leader's heartbeats (AppendEntries without entries) to each peer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_telemetry::prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+use flotilla_telemetry::register;
+use openraft::ServerState;
+
+use crate::mvcc::KvStore;
+use crate::types::{NodeId, Raft};
+
+/// Every series of one master.
+pub struct StoreMetrics {
+    pub has_leader: IntGauge,
+    pub is_leader: IntGauge,
+    pub leader_changes: IntCounter,
+    pub committed: IntGauge,
+    pub applied: IntGauge,
+    pub pending: IntGauge,
+    pub failed: IntCounter,
+    pub wal_fsync: Histogram,
+    pub backend_commit: Histogram,
+    pub db_size: IntGauge,
+    pub db_in_use: IntGauge,
+    pub peer_rtt: HistogramVec,
+    pub term: IntGauge,
+    pub last_log_index: IntGauge,
+    pub follower_lag: IntGaugeVec,
+    pub snapshot_sends: IntCounter,
+    pub batch_commands: Histogram,
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    register(r, IntCounter::new(name, help).expect("valid metric"))
+}
+
+/// etcd's disk histograms: 1 ms to 8 s, doubling.
+fn disk_buckets() -> Vec<f64> {
+    exponential_buckets(0.001, 2.0, 14).unwrap_or_default()
+}
+
+impl StoreMetrics {
+    pub fn new(r: &Registry) -> Arc<Self> {
+        Arc::new(StoreMetrics {
+            has_leader: gauge(
+                r,
+                "etcd_server_has_leader",
+                "Whether or not a leader exists. 1 is existence, 0 is not.",
+            ),
+            is_leader: gauge(
+                r,
+                "etcd_server_is_leader",
+                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            ),
+            leader_changes: counter(
+                r,
+                "etcd_server_leader_changes_seen_total",
+                "The number of leader changes seen.",
+            ),
+            committed: gauge(
+                r,
+                "etcd_server_proposals_committed_total",
+                "The total number of consensus proposals committed.",
+            ),
+            applied: gauge(
+                r,
+                "etcd_server_proposals_applied_total",
+                "The total number of consensus proposals applied.",
+            ),
+            pending: gauge(
+                r,
+                "etcd_server_proposals_pending",
+                "The current number of pending proposals to commit.",
+            ),
+            failed: counter(
+                r,
+                "etcd_server_proposals_failed_total",
+                "The total number of failed proposals seen.",
+            ),
+            wal_fsync: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "etcd_disk_wal_fsync_duration_seconds",
+                        "The latency distributions of fsync called by WAL.",
+                    )
+                    .buckets(disk_buckets()),
+                )
+                .expect("valid metric"),
+            ),
+            backend_commit: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "etcd_disk_backend_commit_duration_seconds",
+                        "The latency distributions of commit called by backend.",
+                    )
+                    .buckets(disk_buckets()),
+                )
+                .expect("valid metric"),
+            ),
+            db_size: gauge(
+                r,
+                "etcd_mvcc_db_total_size_in_bytes",
+                "Total size of the underlying database physically allocated in bytes.",
+            ),
+            db_in_use: gauge(
+                r,
+                "etcd_mvcc_db_total_size_in_use_in_bytes",
+                "Total size of the underlying database logically in use in bytes.",
+            ),
+            peer_rtt: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "etcd_network_peer_round_trip_time_seconds",
+                        "Round-Trip-Time histogram between peers",
+                    )
+                    .buckets(exponential_buckets(0.0001, 2.0, 16).unwrap_or_default()),
+                    &["To"],
+                )
+                .expect("valid metric"),
+            ),
+            term: gauge(r, "flotilla_raft_term", "The Raft term this master is in."),
+            last_log_index: gauge(
+                r,
+                "flotilla_raft_last_log_index",
+                "The index of the last entry in this master's Raft log.",
+            ),
+            follower_lag: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "flotilla_raft_follower_lag_entries",
+                        "On the leader: log entries each peer is behind the leader's last entry.",
+                    ),
+                    &["peer"],
+                )
+                .expect("valid metric"),
+            ),
+            snapshot_sends: counter(
+                r,
+                "flotilla_raft_snapshot_sends_total",
+                "Snapshots this master started sending to a peer.",
+            ),
+            batch_commands: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "flotilla_raft_batch_commands",
+                        "Client commands carried by one Raft log entry (group commit).",
+                    )
+                    .buckets(exponential_buckets(1.0, 2.0, 10).unwrap_or_default()),
+                )
+                .expect("valid metric"),
+            ),
+        })
+    }
+
+    /// A fresh set in a registry of its own (tests, tools).
+    pub fn unregistered() -> Arc<Self> {
+        Self::new(&Registry::new())
+    }
+}
+
+/// Keep the Raft gauges in step with openraft's metrics, and the database
+/// size fresh, until `stop`.
+pub async fn follow(
+    raft: Raft,
+    store: Arc<KvStore>,
+    m: Arc<StoreMetrics>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut rx = raft.metrics();
+    let mut leader: Option<NodeId> = None;
+    let mut size_tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = size_tick.tick() => {
+                let s = store.clone();
+                if let Ok((size, in_use)) = tokio::task::spawn_blocking(move || s.db_size()).await {
+                    m.db_size.set(size);
+                    m.db_in_use.set(in_use);
+                }
+            }
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let r = rx.borrow_and_update().clone();
+                if r.current_leader != leader {
+                    if r.current_leader.is_some() {
+                        m.leader_changes.inc();
+                    }
+                    leader = r.current_leader;
+                }
+                m.has_leader.set(i64::from(r.current_leader.is_some()));
+                m.is_leader.set(i64::from(r.state == ServerState::Leader));
+                m.term.set(r.current_term as i64);
+                let last = r.last_log_index.unwrap_or(0);
+                m.last_log_index.set(last as i64);
+                let applied = r.last_applied.map(|l| l.index).unwrap_or(0);
+                m.applied.set(applied as i64);
+                let committed = match (&r.replication, r.state) {
+                    (Some(rep), ServerState::Leader) => {
+                        let voters: Vec<NodeId> = r.membership_config.membership().voter_ids().collect();
+                        let mut matched: Vec<u64> = voters
+                            .iter()
+                            .map(|v| {
+                                if *v == r.id {
+                                    last
+                                } else {
+                                    rep.get(v).and_then(|l| l.map(|l| l.index)).unwrap_or(0)
+                                }
+                            })
+                            .collect();
+                        matched.sort_unstable_by(|a, b| b.cmp(a));
+                        let quorum = voters.len() / 2;
+                        matched.get(quorum).copied().unwrap_or(applied).max(applied)
+                    }
+                    _ => applied,
+                };
+                m.committed.set(committed as i64);
+                m.follower_lag.reset();
+                if let (Some(rep), ServerState::Leader) = (&r.replication, r.state) {
+                    for (peer, l) in rep.iter() {
+                        if *peer == r.id {
+                            continue;
+                        }
+                        let matched = l.map(|l| l.index).unwrap_or(0);
+                        m.follower_lag
+                            .with_label_values(&[&format!("{peer:x}")])
+                            .set(last.saturating_sub(matched) as i64);
+                    }
+                }
+            }
+        }
+    }
+}
