@@ -33,6 +33,9 @@ mod batcher;
 mod leadership;
 mod leases;
 mod membership;
+mod transfer;
+
+pub use transfer::TransferError;
 
 use batcher::{command_size, proposer_loop, Proposal};
 
@@ -172,6 +175,8 @@ pub struct MasterInner {
     leadership: tokio::sync::watch::Receiver<Option<u64>>,
     /// The store's Prometheus series ([`crate::metrics`]).
     pub metrics: Arc<crate::metrics::StoreMetrics>,
+    /// Holds new proposals during a leadership transfer.
+    hold: Arc<transfer::Hold>,
 }
 
 /// A cheap handle on a running master, shared by every service.
@@ -323,6 +328,7 @@ impl Master {
             heard: crate::election::Heard::default(),
             leadership,
             metrics,
+            hold: Arc::default(),
         }));
         tokio::spawn(master.clone().lease_clock_loop());
         tokio::spawn(master.clone().read_index_loop(read_rx));
@@ -330,6 +336,7 @@ impl Master {
             master.raft.clone(),
             proposals_rx,
             master.metrics.clone(),
+            master.hold.clone(),
         ));
         tokio::spawn(crate::metrics::follow(
             master.raft.clone(),

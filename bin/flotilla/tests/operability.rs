@@ -435,3 +435,73 @@ async fn a_backup_under_load_restores_every_acknowledged_write_into_a_new_cluste
         "revision {rev} after restore, backup at {backup_rev}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_leader_hands_over_under_writes_without_failing_one() {
+    if skip_on_etcd(
+        "move_leader_hands_over_under_writes_without_failing_one",
+        false,
+    ) {
+        return;
+    }
+    let c = Cluster::start(3, Opts::default()).await;
+    let leader = c.leader().await;
+    let target = (leader + 1) % 3;
+    let target_id = c.member_id(target).await.expect("member id");
+
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(Mutex::new(0u32));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (failures, done, stop, addr) = (
+            failures.clone(),
+            done.clone(),
+            stop.clone(),
+            c.client_addr((leader + 2) % 3),
+        );
+        tokio::spawn(async move {
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                match put(&addr, &format!("move/{i}"), "v").await {
+                    Ok(_) => *done.lock().unwrap() += 1,
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+                i += 1;
+            }
+        })
+    };
+    wait_until(WAIT, "writes flow", async || *done.lock().unwrap() >= 50).await;
+
+    // Refused: a transferee that is not a member.
+    let out = c.etcdctl(&["move-leader", "1234"]).await;
+    assert!(
+        out.stderr.contains("bad leader transferee"),
+        "move-leader to a stranger: {out:?}"
+    );
+
+    let hex = format!("{target_id:x}");
+    let out = c.etcdctl(&["move-leader", &hex]).await;
+    assert!(
+        out.code == Some(0) && out.stdout.contains("Leadership transferred from"),
+        "etcdctl move-leader {hex}: {out:?}"
+    );
+    let status = maintenance_status(&c.client_addr(target))
+        .await
+        .expect("status");
+    assert_eq!(status.leader, target_id, "the transferee leads");
+    let n = *done.lock().unwrap();
+    wait_until(WAIT, "writes go on under the new leader", async || {
+        *done.lock().unwrap() >= n + 50
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "writes failed during the transfer: {failures:?}"
+    );
+    // To the leader itself: nothing to do, and said so as etcd does.
+    let out = c.etcdctl(&["move-leader", &hex]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+}

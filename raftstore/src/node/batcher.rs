@@ -35,6 +35,7 @@ pub(super) async fn proposer_loop(
     raft: Raft,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
     metrics: Arc<crate::metrics::StoreMetrics>,
+    hold: Arc<super::transfer::Hold>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     let mut carry: Option<Proposal> = None;
@@ -49,6 +50,8 @@ pub(super) async fn proposer_loop(
                 None => return,
             },
         };
+        // A leadership transfer appends nothing new until it ends.
+        hold.released().await;
         let mut bytes = first.size;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

@@ -133,10 +133,19 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _r: Request<pb::MoveLeaderRequest>,
+        r: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented(
-            "leadership transfer is not supported yet",
-        ))
+        use crate::node::TransferError;
+        let m = &self.master;
+        match m.move_leader(r.into_inner().target_id).await {
+            Ok(()) => Ok(Response::new(pb::MoveLeaderResponse {
+                header: Some(m.header(m.store.revision())),
+            })),
+            Err(e @ TransferError::NotLeader) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ TransferError::BadTransferee) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 }

@@ -120,6 +120,24 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         Ok(Response::new(pb::PreVoteReply { granted }))
     }
 
+    async fn timeout_now(
+        &self,
+        req: Request<pb::TimeoutNowRequest>,
+    ) -> Result<Response<pb::TimeoutNowReply>, Status> {
+        let r = req.into_inner();
+        let reply = match self.master.stand_now(r.leader, r.term).await {
+            Ok(()) => pb::TimeoutNowReply {
+                started: true,
+                error: String::new(),
+            },
+            Err(error) => pb::TimeoutNowReply {
+                started: false,
+                error,
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
     async fn ping(
         &self,
         _req: Request<pb::PingRequest>,
