@@ -15,12 +15,19 @@ mod auth;
 mod cluster;
 mod commands;
 mod config;
+mod contexts;
+mod diff;
 mod generate;
+mod get;
+mod jsonpath;
 mod manifest;
 mod nodes;
+mod patch;
 #[allow(dead_code)]
 mod print;
 mod rollout;
+mod set;
+mod strategic;
 mod streams;
 mod wait;
 
@@ -50,6 +57,10 @@ pub struct Cli {
     /// The namespace to work in (default: the config file's, else "default").
     #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
     namespace: Option<String>,
+
+    /// The context of the config file to use (default: its current-context).
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
 
     /// How long to wait for a master to accept a connection, in milliseconds.
     #[arg(long, global = true, default_value_t = 1000, value_name = "MS")]
@@ -82,6 +93,9 @@ pub enum Command {
     /// Wait until objects meet a condition:
     /// `flt wait pod/web --for=condition=Ready --timeout=60s`.
     Wait(wait::WaitArgs),
+    /// Show what `apply -f` would change, as a unified diff (exit 0: no
+    /// differences, 1: differences, 2: an error).
+    Diff(Manifests),
     /// Replace objects from manifests; a resourceVersion in a manifest must
     /// be current (a stale one is a Conflict).
     Replace(FileArgs),
@@ -106,6 +120,13 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = EditFormat::Yaml)]
         output: EditFormat,
     },
+    /// Change fields of an object with a patch:
+    /// `flt patch deploy web -p '{"spec":{"replicas":3}}'` (strategic merge
+    /// by default; `--type merge|json`).
+    Patch(patch::PatchArgs),
+    /// Change a workload's containers: `flt set image|env|resources`.
+    #[command(subcommand)]
+    Set(set::SetCommand),
     /// Set or remove labels: `flt label pod web tier=front old-`.
     Label(MetaArgs),
     /// Set or remove annotations: `flt annotate pod web note='hello'`.
@@ -132,6 +153,10 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+    /// Contexts: `flt config get-contexts|current-context|use-context NAME|
+    /// set-context|set-cluster|set-credentials|delete-context|view`.
+    #[command(subcommand)]
+    Config(contexts::ConfigCommand),
     /// Inspect and change the set of masters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -162,8 +187,9 @@ pub enum Command {
     Drain(nodes::DrainArgs),
 }
 
+/// Where manifests come from: `-f FILE|DIR|-`, `-R`.
 #[derive(Args, Debug)]
-pub struct FileArgs {
+pub struct Manifests {
     /// A manifest file, a directory of them (*.yaml, *.yml, *.json), or `-`
     /// for standard input. YAML may hold several documents.
     #[arg(
@@ -176,6 +202,12 @@ pub struct FileArgs {
     /// Descend into subdirectories.
     #[arg(short = 'R', long)]
     pub recursive: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FileArgs {
+    #[command(flatten)]
+    pub src: Manifests,
     /// Check the objects with the server without saving them.
     #[arg(long)]
     pub dry_run: bool,
@@ -206,12 +238,30 @@ pub struct GetArgs {
     /// List across every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum)]
-    pub output: Option<Output>,
+    /// Output format: wide, yaml, json, name, jsonpath=TEMPLATE
+    /// (`{.items[*].metadata.name}`), custom-columns=HEADER:PATH,...
+    #[arg(short = 'o', long, value_parser = get::parse_output, value_name = "FORMAT")]
+    pub output: Option<get::Output>,
+    /// Sort by the value at this JSONPath (`.metadata.name`, `{.spec.replicas}`).
+    #[arg(long, value_name = "JSONPATH")]
+    pub sort_by: Option<String>,
+    /// Show these labels' values as columns: `-L app,tier`.
+    #[arg(
+        short = 'L',
+        long = "label-columns",
+        value_delimiter = ',',
+        value_name = "LABEL"
+    )]
+    pub label_columns: Vec<String>,
     /// After listing, watch for changes.
     #[arg(short = 'w', long)]
     pub watch: bool,
+    /// Watch for changes without listing first.
+    #[arg(long)]
+    pub watch_only: bool,
+    /// With -w or --watch-only: show each change's type (ADDED, MODIFIED, DELETED).
+    #[arg(long)]
+    pub output_watch_events: bool,
     /// Show labels as the last column.
     #[arg(long)]
     pub show_labels: bool,
@@ -268,14 +318,6 @@ pub struct MetaArgs {
     /// Allow changing a key that already has a value.
     #[arg(long)]
     pub overwrite: bool,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Wide,
-    Yaml,
-    Json,
-    Name,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -375,6 +417,11 @@ fn main() -> ExitCode {
                 // `flt auth can-i` said no (and printed it).
                 return ExitCode::from(1);
             }
+            if let Some(d) = e.downcast_ref::<diff::DiffError>() {
+                // `flt diff`: 1 means differences, so its errors are 2.
+                eprintln!("Error: {d}");
+                return ExitCode::from(2);
+            }
             if let Some(streams::ExitStatus(code)) = e.downcast_ref::<streams::ExitStatus>() {
                 // `flt exec`: the command's own exit code, as kubectl does.
                 return ExitCode::from(u8::try_from(*code).unwrap_or(1));
@@ -387,7 +434,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = config::load()?;
+    let file = config::load()?;
+    if let Command::Config(c) = cli.command {
+        return contexts::run(file, c, cli.context.as_deref());
+    }
+    let cfg = contexts::effective(&file, cli.context.as_deref())?;
     access::init(&cli.access, &cfg)?;
     let servers = config::servers(cli.server.clone(), &cfg);
     let namespace = cli
