@@ -653,3 +653,93 @@ async fn contexts_choose_the_cluster_and_the_namespace() {
         format!("deleted context far from {}\n", cfg.display())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_completion_of_live_names() {
+    if skip_on_etcd("explain_and_completion_of_live_names", false) {
+        return;
+    }
+    let (_c, flt, home) = cluster_without_workload_controllers().await;
+
+    // explain: the kind's fields from the object definitions.
+    let out = flt.run(&["explain", "deploy"]).await.ok();
+    golden_with("explain_deploy", &out.stdout, false);
+    let out = flt
+        .run(&["explain", "deployments.spec.replicas"])
+        .await
+        .ok();
+    assert_eq!(
+        out.stdout,
+        "GROUP:      apps\nKIND:       Deployment\nVERSION:    v1\n\nFIELD: replicas <integer>\n\nDESCRIPTION:\n    Desired number of pods (default 1).\n"
+    );
+    let out = flt.run(&["explain", "svc.spec.ports"]).await.ok();
+    golden_with("explain_svc_spec_ports", &out.stdout, false);
+    one_error(
+        &flt.run(&["explain", "pod.spec.nope"]).await,
+        "field \"nope\" does not exist in spec (see `flt explain pod`)",
+    );
+    one_error(
+        &flt.run(&["explain", "gizmo"]).await,
+        "the server doesn't have a resource type \"gizmo\"",
+    );
+
+    // Completion: kinds, and names asked of the masters.
+    flt.run(&["apply", "-f", "examples/web.yaml"]).await.ok();
+    flt.run(&["run", "box", "--image=busybox"]).await.ok();
+    flt.run(&["create", "namespace", "team"]).await.ok();
+    flt.run(&["create", "configmap", "only-in-team", "-n", "team"])
+        .await
+        .ok();
+    let script = flt.run(&["completion", "bash"]).await.ok().stdout;
+    let script_path = home.path().join("flt.bash");
+    std::fs::write(&script_path, script).expect("write");
+    let bin_dir = flt_bin().parent().expect("bin dir").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let complete = async |words: &[&str]| {
+        let body = format!(
+            "source {}\nCOMP_WORDS=({})\nCOMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))\nCOMPREPLY=()\n\
+             _flt_with_names flt \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+            script_path.display(),
+            words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" ")
+        );
+        let mut cmd = tokio::process::Command::new("bash");
+        cmd.arg("-c")
+            .arg(body)
+            .env("PATH", &path)
+            .env("FLT_SERVER", &flt.servers)
+            .env("HOME", home.path())
+            .env_remove("FLT_CONFIG");
+        let out = run_command(
+            &mut cmd,
+            format!("complete {words:?}"),
+            None,
+            Duration::from_secs(30),
+        )
+        .await
+        .ok();
+        out.stdout
+    };
+    assert_eq!(complete(&["flt", "get", "deploy", ""]).await, "web\n");
+    assert_eq!(complete(&["flt", "describe", "svc/w"]).await, "svc/web\nsvc/web-nodeport\n");
+    assert_eq!(complete(&["flt", "get", "deploym"]).await, "deployments\n");
+    assert_eq!(complete(&["flt", "logs", ""]).await, "box\n");
+    assert_eq!(complete(&["flt", "exec", "b"]).await, "box\n");
+    assert_eq!(
+        complete(&["flt", "delete", "cm", "-n", "team", "o"]).await,
+        "only-in-team\n"
+    );
+    assert_eq!(
+        complete(&["flt", "edit", "cm", "o"]).await,
+        "\n",
+        "only the default namespace"
+    );
+    let all = complete(&["flt", "get", "cm", "-A", "o"]).await;
+    assert_eq!(all, "only-in-team\n");
+    // Verbs and flags are still clap's.
+    assert!(complete(&["flt", "pat"]).await.contains("patch"));
+}

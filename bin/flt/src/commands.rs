@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
-use clap::CommandFactory;
 use flotilla_client::{
     ApiError, Client, ClientOptions, DeleteParams, ListParams, Propagation, Reason,
 };
@@ -16,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::manifest::{self, Doc};
 use crate::print;
-use crate::{Cascade, Command, DeleteArgs, EditFormat, FileArgs, MetaArgs, Shell};
+use crate::{Cascade, Command, DeleteArgs, EditFormat, FileArgs, MetaArgs};
 
 /// What every object command needs.
 pub struct Ctx {
@@ -201,6 +200,8 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
         Command::Uncordon { node } => crate::nodes::cordon(ctx, &node, false).await,
         Command::Drain(a) => crate::nodes::drain(ctx, a).await,
         Command::ApiResources
+        | Command::Complete(_)
+        | Command::Explain(_)
         | Command::Config(_)
         | Command::Completion { .. }
         | Command::Cluster(_)
@@ -707,18 +708,4 @@ pub fn api_resources() {
         ]);
     }
     print!("{}", print::align(&rows));
-}
-
-pub fn completion(shell: Shell) {
-    let sh = match shell {
-        Shell::Bash => clap_complete::Shell::Bash,
-        Shell::Zsh => clap_complete::Shell::Zsh,
-        Shell::Fish => clap_complete::Shell::Fish,
-    };
-    clap_complete::generate(
-        sh,
-        &mut crate::Cli::command(),
-        "flt",
-        &mut std::io::stdout(),
-    );
 }

@@ -14,9 +14,11 @@ mod access;
 mod auth;
 mod cluster;
 mod commands;
+mod complete;
 mod config;
 mod contexts;
 mod diff;
+mod explain;
 mod generate;
 mod get;
 mod jsonpath;
@@ -144,6 +146,8 @@ pub enum Command {
         #[arg(long)]
         current_replicas: Option<i64>,
     },
+    /// Describe a kind's fields: `flt explain deploy.spec.replicas`.
+    Explain(explain::ExplainArgs),
     /// List the kinds the API serves.
     ApiResources,
     /// Print flt's version and the server's.
@@ -157,6 +161,9 @@ pub enum Command {
     /// set-context|set-cluster|set-credentials|delete-context|view`.
     #[command(subcommand)]
     Config(contexts::ConfigCommand),
+    /// For the completion script: the kinds, or the names of a kind's objects.
+    #[command(name = "__complete", hide = true)]
+    Complete(complete::CompleteArgs),
     /// Inspect and change the set of masters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -458,13 +465,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster::run(&ctx, c).await
         }
         Command::Completion { shell } => {
-            commands::completion(shell);
+            complete::completion(shell);
             Ok(())
+        }
+        Command::Complete(a) => {
+            // Quick or nothing: a shell waits on it.
+            let quick = Duration::from_secs(3);
+            let ctx = commands::Ctx::new(&servers, namespace, true, dial.min(quick), quick)?;
+            complete::names(&ctx, &a).await
         }
         Command::ApiResources => {
             commands::api_resources();
             Ok(())
         }
+        Command::Explain(a) => explain::explain(&a),
         Command::Logs(a) => streams::logs(&servers, dial, &namespace, a).await,
         Command::Exec(a) => streams::exec(&servers, dial, &namespace, a).await,
         other => {
