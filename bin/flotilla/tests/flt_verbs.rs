@@ -347,6 +347,30 @@ async fn diff_shows_what_apply_would_change() {
     let v = json_of(&flt, &["get", "cm", "cfg", "-o", "json"]).await;
     assert_eq!(v["data"]["mode"], "fast");
 
+    // Another diff program, as KUBECTL_EXTERNAL_DIFF: it gets the LIVE
+    // and MERGED directories; its exit code is flt's.
+    let out = flt
+        .run_env(
+            &["diff", "-f", &file],
+            &[("FLT_EXTERNAL_DIFF", "diff -r")],
+            None,
+        )
+        .await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stdout.contains("<   mode: fast\n") && out.stdout.contains(">   mode: slow\n"),
+        "{out}"
+    );
+    let out = flt
+        .run_env(
+            &["diff", "-f", &file],
+            &[("KUBECTL_EXTERNAL_DIFF", "exit 3;")],
+            None,
+        )
+        .await;
+    assert_eq!(out.code, Some(2), "{out}");
+    assert_eq!(out.stderr, "Error: exit 3; exited with 3\n");
+
     // Errors exit 2 with one line: a missing file, an unknown kind.
     let out = flt.run(&["diff", "-f", "nope.yaml"]).await;
     assert_eq!(out.code, Some(2), "{out}");
@@ -422,8 +446,8 @@ async fn get_output_jsonpath_columns_sorting_labels_and_watch_events() {
         .await
         .ok();
     golden_with("get_custom_columns", &out.stdout, false);
-    // --sort-by: by name (reversed input order is irrelevant), by a number
-    // in a string (lexical, as kubectl sorts strings), by creation.
+    // --sort-by: by a string, by quantities in strings (by amount, as
+    // kubectl sorts them).
     let out = run(&["--sort-by=.data.kind", "-o", "name"]).await.ok();
     assert_eq!(
         out.stdout,
@@ -436,7 +460,7 @@ async fn get_output_jsonpath_columns_sorting_labels_and_watch_events() {
     ])
     .await
     .ok();
-    assert_eq!(out.stdout, "10 2 7");
+    assert_eq!(out.stdout, "2 7 10");
     // -L: label columns (before LABELS).
     let out = run(&["-L", "app,tier", "--show-labels"]).await.ok();
     golden("get_label_columns", &out.stdout);
@@ -725,7 +749,10 @@ async fn explain_and_completion_of_live_names() {
         out.stdout
     };
     assert_eq!(complete(&["flt", "get", "deploy", ""]).await, "web\n");
-    assert_eq!(complete(&["flt", "describe", "svc/w"]).await, "svc/web\nsvc/web-nodeport\n");
+    assert_eq!(
+        complete(&["flt", "describe", "svc/w"]).await,
+        "svc/web\nsvc/web-nodeport\n"
+    );
     assert_eq!(complete(&["flt", "get", "deploym"]).await, "deployments\n");
     assert_eq!(complete(&["flt", "logs", ""]).await, "box\n");
     assert_eq!(complete(&["flt", "exec", "b"]).await, "box\n");

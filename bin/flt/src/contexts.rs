@@ -207,7 +207,18 @@ fn save(cfg: &Config) -> Result<PathBuf> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let text = serde_yaml::to_string(cfg).context("writing the config")?;
-    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    // It may hold tokens: readable by its owner only, as kubectl keeps a kubeconfig.
+    let mut f = std::fs::OpenOptions::new();
+    f.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
+    std::io::Write::write_all(
+        &mut f
+            .open(&p)
+            .with_context(|| format!("writing {}", p.display()))?,
+        text.as_bytes(),
+    )
+    .with_context(|| format!("writing {}", p.display()))?;
     Ok(p)
 }
 

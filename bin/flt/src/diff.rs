@@ -5,6 +5,8 @@
 //! names (`/tmp/LIVE-N/apps.v1.Deployment.default.web`).
 //!
 //! Exit codes, as kubectl's: 0 no differences, 1 differences, 2 an error.
+//! `FLT_EXTERNAL_DIFF` (or `KUBECTL_EXTERNAL_DIFF`) names another program
+//! to compare the two directories with.
 
 use anyhow::{anyhow, Result};
 use flotilla_client::Reason;
@@ -95,53 +97,84 @@ pub fn unified(file: &str, live: &str, merged: &str, tmp: &str, stamp: &str) -> 
     format!("diff -u -N {a} {b}\n{body}")
 }
 
+/// One object's two sides, as YAML ("" when it does not exist yet).
+struct Pair {
+    file: String,
+    live: String,
+    merged: String,
+}
+
+async fn pair(ctx: &Ctx, d: &crate::manifest::Doc) -> Result<Pair> {
+    let info = info_of(d)?;
+    let ns = ctx.doc_ns(info, d)?;
+    let name = name_of(&d.object).to_string();
+    let mut live = match ctx.client.get(info.plural, &ns, &name).await {
+        Ok(v) => Some(v),
+        Err(e) if e.is(Reason::NotFound) => None,
+        Err(e) => return Err(anyhow!(e.message)),
+    };
+    let applied = ctx
+        .client
+        .apply(&ns, &d.object, true)
+        .await
+        .map_err(|e| anyhow!(e.message))?;
+    let mut merged = applied.object;
+    if info.kind == "Secret" {
+        mask_secrets(&mut live, &mut merged);
+    }
+    Ok(Pair {
+        file: file_name(info, &ns, &name),
+        live: live.as_ref().map(print::to_yaml).unwrap_or_default(),
+        merged: print::to_yaml(&merged),
+    })
+}
+
+/// `FLT_EXTERNAL_DIFF` (else `KUBECTL_EXTERNAL_DIFF`): a program given the
+/// LIVE and MERGED directories, as kubectl runs one; its exit code is flt's
+/// (1: differences; above 1: an error).
+fn external(program: &str, pairs: &[Pair]) -> Result<()> {
+    let base = std::env::temp_dir().join(format!("flt-diff-{}", std::process::id()));
+    let (live, merged) = (base.join("LIVE"), base.join("MERGED"));
+    let run = || -> Result<std::process::ExitStatus> {
+        for dir in [&live, &merged] {
+            std::fs::create_dir_all(dir).map_err(|e| anyhow!("creating {}: {e}", dir.display()))?;
+        }
+        for p in pairs {
+            // A side that does not exist has no file (diff -N).
+            if !p.live.is_empty() {
+                std::fs::write(live.join(&p.file), &p.live)?;
+            }
+            std::fs::write(merged.join(&p.file), &p.merged)?;
+        }
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{program} \"$1\" \"$2\""))
+            .arg("sh")
+            .arg(&live)
+            .arg(&merged)
+            .status()
+            .map_err(|e| anyhow!("running {program}: {e}"))
+    };
+    let status = run();
+    let _ = std::fs::remove_dir_all(&base);
+    match status?.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(crate::streams::ExitStatus(1).into()),
+        Some(c) => Err(anyhow!("{program} exited with {c}")),
+        None => Err(anyhow!("{program} was killed by a signal")),
+    }
+}
+
 pub async fn diff(ctx: &Ctx, a: Manifests) -> Result<()> {
     let docs = crate::manifest::read(&a.files, a.recursive).map_err(DiffError)?;
     if docs.is_empty() {
         return Err(DiffError(anyhow!("no objects passed to diff")).into());
     }
-    let tmp = std::env::temp_dir().display().to_string();
-    let tmp = tmp.trim_end_matches('/');
-    let stamp = chrono::Utc::now()
-        .format("%Y-%m-%d %H:%M:%S%.9f +0000")
-        .to_string();
     let mut errors = Vec::new();
-    let mut differs = false;
+    let mut pairs = Vec::new();
     for d in &docs {
-        let res = async {
-            let info = info_of(d)?;
-            let ns = ctx.doc_ns(info, d)?;
-            let name = name_of(&d.object).to_string();
-            let mut live = match ctx.client.get(info.plural, &ns, &name).await {
-                Ok(v) => Some(v),
-                Err(e) if e.is(Reason::NotFound) => None,
-                Err(e) => return Err(anyhow!(e.message)),
-            };
-            let applied = ctx
-                .client
-                .apply(&ns, &d.object, true)
-                .await
-                .map_err(|e| anyhow!(e.message))?;
-            let mut merged = applied.object;
-            if info.kind == "Secret" {
-                mask_secrets(&mut live, &mut merged);
-            }
-            let live = live.as_ref().map(print::to_yaml).unwrap_or_default();
-            Ok(unified(
-                &file_name(info, &ns, &name),
-                &live,
-                &print::to_yaml(&merged),
-                tmp,
-                &stamp,
-            ))
-        }
-        .await;
-        match res {
-            Ok(text) if text.is_empty() => {}
-            Ok(text) => {
-                differs = true;
-                print!("{text}");
-            }
+        match pair(ctx, d).await {
+            Ok(p) => pairs.push(p),
             Err(e) => errors.push(e),
         }
     }
@@ -150,6 +183,28 @@ pub async fn diff(ctx: &Ctx, a: Manifests) -> Result<()> {
             eprintln!("Error: {}", crate::cluster::one_line(&e));
         }
         return Err(DiffError(last).into());
+    }
+    let program = ["FLT_EXTERNAL_DIFF", "KUBECTL_EXTERNAL_DIFF"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|p| !p.trim().is_empty()));
+    if let Some(program) = program {
+        return external(&program, &pairs).map_err(|e| {
+            match e.downcast::<crate::streams::ExitStatus>() {
+                Ok(status) => status.into(),
+                Err(e) => DiffError(e).into(),
+            }
+        });
+    }
+    let tmp = std::env::temp_dir().display().to_string();
+    let tmp = tmp.trim_end_matches('/');
+    let stamp = chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S%.9f +0000")
+        .to_string();
+    let mut differs = false;
+    for p in &pairs {
+        let text = unified(&p.file, &p.live, &p.merged, tmp, &stamp);
+        differs |= !text.is_empty();
+        print!("{text}");
     }
     if differs {
         return Err(crate::streams::ExitStatus(1).into());

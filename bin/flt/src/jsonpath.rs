@@ -242,7 +242,7 @@ fn parse_path(s: &str) -> Result<Path, String> {
             if name.is_empty() {
                 return Err(format!("a field name must follow '..' in {s}"));
             }
-            steps.push(Step::Descend(name.to_string()));
+            steps.push(Step::Descend(name));
             rest = r;
         } else if let Some(r) = rest.strip_prefix('.') {
             if let Some(r2) = r.strip_prefix('*') {
@@ -253,7 +253,7 @@ fn parse_path(s: &str) -> Result<Path, String> {
             let (name, r) = ident(r);
             // A lone "." is the current value.
             if !name.is_empty() {
-                steps.push(Step::Field(name.to_string()));
+                steps.push(Step::Field(name));
             } else if !r.is_empty() && !r.starts_with('[') {
                 return Err(format!("unrecognized character in action: {r}"));
             }
@@ -269,11 +269,22 @@ fn parse_path(s: &str) -> Result<Path, String> {
     Ok(Path { from_root, steps })
 }
 
-fn ident(s: &str) -> (&str, &str) {
-    let end = s
-        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-' || c == '/'))
-        .unwrap_or(s.len());
-    (&s[..end], &s[end..])
+/// A field name and what follows it; `\.` is a dot inside the name
+/// (`{.metadata.labels.app\.kubernetes\.io/name}`).
+fn ident(s: &str) -> (String, &str) {
+    let mut name = String::new();
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\\' && matches!(chars.peek(), Some((_, '.'))) {
+            name.push('.');
+            chars.next();
+        } else if c.is_alphanumeric() || c == '_' || c == '-' || c == '/' {
+            name.push(c);
+        } else {
+            return (name, &s[i..]);
+        }
+    }
+    (name, "")
 }
 
 /// The offset of the `]` closing the bracket `s` starts with.
@@ -493,19 +504,59 @@ fn compare(got: &Value, op: Op, want: &Value) -> bool {
     }
 }
 
-/// The order `--sort-by` puts two values in: numbers by value, strings
-/// (and so RFC 3339 times) lexically, a missing value first.
+/// The order `--sort-by` puts two values in, as kubectl's: numbers by
+/// value, strings that are both quantities (`100m`, `2Gi`, `10`) by
+/// amount, other strings (and so RFC 3339 times) in natural order
+/// (`a2` before `a10`); a missing value first.
 pub fn sort_order(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
     use std::cmp::Ordering;
+    let num = |x: Option<f64>, y: Option<f64>| x.partial_cmp(&y).unwrap_or(Ordering::Equal);
     match (a, b) {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,
         (Some(_), None) => Ordering::Greater,
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .partial_cmp(&y.as_f64())
-            .unwrap_or(Ordering::Equal),
-        (Some(x), Some(y)) => scalar(x).cmp(&scalar(y)),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => num(x.as_f64(), y.as_f64()),
+        (Some(Value::String(x)), Some(Value::String(y))) => {
+            match (
+                flotilla_objects::parse_quantity(x),
+                flotilla_objects::parse_quantity(y),
+            ) {
+                (Some(p), Some(q)) => num(Some(p), Some(q)),
+                _ => natural(x, y),
+            }
+        }
+        (Some(x), Some(y)) => natural(&scalar(x), &scalar(y)),
+    }
+}
+
+/// Natural order: runs of digits compare by value.
+fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a, b);
+    loop {
+        let (Some(c), Some(d)) = (x.chars().next(), y.chars().next()) else {
+            return x.len().cmp(&y.len());
+        };
+        if c.is_ascii_digit() && d.is_ascii_digit() {
+            let n = x.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(x.len());
+            let m = y.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(y.len());
+            let (p, q) = (
+                x[..n].trim_start_matches('0'),
+                y[..m].trim_start_matches('0'),
+            );
+            let o = p.len().cmp(&q.len()).then_with(|| p.cmp(q));
+            if o != Ordering::Equal {
+                return o;
+            }
+            x = &x[n..];
+            y = &y[m..];
+        } else {
+            if c != d {
+                return c.cmp(&d);
+            }
+            x = &x[c.len_utf8()..];
+            y = &y[d.len_utf8()..];
+        }
     }
 }
 

@@ -24,6 +24,7 @@ fn fields_wildcards_and_indexes() {
     assert_eq!(render("{$.kind}"), "List");
     assert_eq!(render("{..image}"), "nginx redis busybox");
     assert_eq!(render("{.items[0].metadata.labels['k8s.io/x']}"), "1");
+    assert_eq!(render(r"{.items[0].metadata.labels.k8s\.io/x}"), "1");
     assert_eq!(
         render("{.items[0].metadata.labels}"),
         r#"{"app":"web","k8s.io/x":"1"}"#
@@ -114,4 +115,14 @@ fn sorting_numbers_strings_and_missing() {
         Ordering::Greater
     );
     assert_eq!(sort_order(None, Some(&json!("a"))), Ordering::Less);
+    let q = |a: &str, b: &str| sort_order(Some(&json!(a)), Some(&json!(b)));
+    assert_eq!(q("10", "2"), Ordering::Greater);
+    assert_eq!(q("100m", "1"), Ordering::Less);
+    assert_eq!(q("1Gi", "512Mi"), Ordering::Greater);
+    assert_eq!(q("web-10", "web-9"), Ordering::Greater);
+    assert_eq!(q("web-a", "web-b"), Ordering::Less);
+    assert_eq!(
+        q("2026-01-02T00:00:00Z", "2026-01-10T00:00:00Z"),
+        Ordering::Less
+    );
 }
