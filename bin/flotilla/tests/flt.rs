@@ -349,16 +349,7 @@ async fn edit_config_watch_and_cascading_delete() {
     );
 
     // get -w prints a row per change.
-    let mut cmd = tokio::process::Command::new(flt_bin());
-    cmd.args(["get", "cm", "-w", "--no-headers"])
-        .env("FLT_SERVER", &flt.servers)
-        .env("HOME", home.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("flt get -w");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let (mut child, mut lines) = flt.spawn(&["get", "cm", "-w", "--no-headers"]);
     flt.stdin(
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: watched}\ndata: {k: v}\n",

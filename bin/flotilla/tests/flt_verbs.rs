@@ -401,7 +401,7 @@ async fn get_output_jsonpath_columns_sorting_labels_and_watch_events() {
     ) {
         return;
     }
-    let (_c, flt, home) = cluster_without_workload_controllers().await;
+    let (_c, flt, _home) = cluster_without_workload_controllers().await;
     flt.stdin(
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b-cfg, labels: {app: web, tier: front}}\ndata: {size: \"10\", kind: big}\n---\n\
@@ -492,23 +492,14 @@ async fn get_output_jsonpath_columns_sorting_labels_and_watch_events() {
 
     // --watch-only --output-watch-events: no listing first, then each
     // change with its type.
-    let mut cmd = tokio::process::Command::new(flt_bin());
-    cmd.args([
+    let (mut child, mut lines) = flt.spawn(&[
         "get",
         "cm",
         "--watch-only",
         "--output-watch-events",
         "-L",
         "app",
-    ])
-    .env("FLT_SERVER", &flt.servers)
-    .env("HOME", home.path())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::null())
-    .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("flt get --watch-only");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    ]);
     // The watch has started once it reports a change it was started before:
     // keep labelling until a MODIFIED row arrives.
     let mut seen = Vec::new();
@@ -556,6 +547,29 @@ async fn get_output_jsonpath_columns_sorting_labels_and_watch_events() {
         seen.iter().all(|l| !l.contains("b-cfg")),
         "nothing listed first: {seen:?}"
     );
+
+    // -w --output-watch-events: the object now as ADDED, then its changes.
+    let (mut child, mut lines) = flt.spawn(&[
+        "get",
+        "cm",
+        "b-cfg",
+        "-w",
+        "--output-watch-events",
+        "--no-headers",
+    ]);
+    let mut next = async || {
+        let l = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a watch line within 20 s")
+            .expect("read")
+            .expect("a line");
+        l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(next().await, "ADDED b-cfg 2");
+    // The watch starts at the listing's revision, so this change is seen.
+    flt.run(&["label", "cm", "b-cfg", "seen=yes"]).await.ok();
+    assert_eq!(next().await, "MODIFIED b-cfg 2");
+    let _ = child.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

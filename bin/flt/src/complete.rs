@@ -69,15 +69,13 @@ pub fn completion(shell: Shell) {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(
-        sh,
-        &mut crate::Cli::command(),
-        "flt",
-        &mut std::io::stdout(),
-    );
+    let mut script = Vec::new();
+    clap_complete::generate(sh, &mut crate::Cli::command(), "flt", &mut script);
     if shell == Shell::Bash {
-        print!("{BASH_NAMES}");
+        script.extend_from_slice(BASH_NAMES.as_bytes());
     }
+    // A reader that stops early (`| head`) is not an error.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
 }
 
 /// `flt __complete [KIND]`: the kinds, or the names of KIND's objects.

@@ -40,7 +40,8 @@ mod wait;
     long_about = "Command-line client for a Flotilla cluster.\n\n\
         flt talks to the masters' client addresses (the same addresses that serve \
         the etcd v3 API). Masters are taken from --server, else FLT_SERVER, else \
-        the `server:` line of ~/.flt/config, else 127.0.0.1:2379.",
+        ~/.flt/config (the current context's cluster, or its `server:` line), \
+        else 127.0.0.1:2379.",
     version,
     disable_help_subcommand = true
 )]
@@ -157,8 +158,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
-    /// Contexts: `flt config get-contexts|current-context|use-context NAME|
-    /// set-context|set-cluster|set-credentials|delete-context|view`.
+    /// Clusters, users and contexts in ~/.flt/config: get-contexts,
+    /// current-context, use-context, set-context, set-cluster,
+    /// set-credentials, delete-context, view.
     #[command(subcommand)]
     Config(contexts::ConfigCommand),
     /// For the completion script: the kinds, or the names of a kind's objects.

@@ -10,6 +10,9 @@ use std::time::Duration;
 use crate::common::*;
 use regex::Regex;
 
+/// The lines a spawned flt prints.
+pub type StdoutLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
 pub struct Flt {
     pub servers: String,
     pub home: PathBuf,
@@ -58,6 +61,25 @@ impl Flt {
             Duration::from_secs(60),
         )
         .await
+    }
+
+    /// Start a long-running flt (`get -w`): the child (killed when dropped)
+    /// and its standard output's lines.
+    pub fn spawn(&self, args: &[&str]) -> (tokio::process::Child, StdoutLines) {
+        let mut cmd = tokio::process::Command::new(flt_bin());
+        cmd.args(args)
+            .env("FLT_SERVER", &self.servers)
+            .env("HOME", &self.home)
+            .env_remove("FLT_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("flt {}: {e}", args.join(" ")));
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+        (child, lines)
     }
 
     pub async fn run(&self, args: &[&str]) -> CmdOut {
