@@ -286,6 +286,47 @@ async fn patch_and_set_change_workloads() {
             .await,
         "services/web has no pod template to change",
     );
+
+    // A pod's own spec, and a cronjob's job template.
+    flt.run(&["run", "box", "--image=busybox:1.36"]).await.ok();
+    let out = flt
+        .run(&["set", "image", "pod/box", "box=busybox:1.37"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "pod/box image updated\n");
+    let out = flt
+        .run(&[
+            "get",
+            "pod",
+            "box",
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "busybox:1.37");
+    flt.run(&[
+        "create",
+        "cronjob",
+        "nightly",
+        "--image=busybox",
+        "--schedule=0 3 * * *",
+    ])
+    .await
+    .ok();
+    let out = flt
+        .run(&["set", "env", "cj/nightly", "LEVEL=debug"])
+        .await
+        .ok();
+    assert_eq!(out.stdout, "cronjob.batch/nightly env updated\n");
+    let out = flt
+        .run(&["set", "env", "cronjob", "nightly", "--list"])
+        .await
+        .ok();
+    assert_eq!(
+        out.stdout,
+        "# CronJob nightly, container busybox\nLEVEL=debug\n"
+    );
 }
 
 /// A diff's temporary paths and file times differ from run to run.

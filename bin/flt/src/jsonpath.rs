@@ -1,7 +1,7 @@
 //! kubectl's JSONPath templates, for `-o jsonpath=`, `-o custom-columns=`
 //! and `--sort-by`: text with `{...}` actions. An action is a path
 //! (`{.metadata.name}`, `{.items[*].metadata.name}`, `{..image}`,
-//! `{.items[0]}`, `{.items[-1:]}`, `{.spec['a.b']}`,
+//! `{.items[0]}`, `{.items[-1:]}`, `{.items[0,2]}`, `{.spec['a.b']}`,
 //! `{.items[?(@.status.phase=="Running")]}`), a string literal
 //! (`{"\n"}`), or `{range PATH}...{end}`, which repeats its body for each
 //! value with `.` (and `@`) standing for that value. Several results of one
@@ -46,6 +46,8 @@ enum Step {
     Descend(String),
     /// `[?(@.path OP literal)]`, or `[?(@.path)]` (the field exists)
     Filter(Path, Option<(Op, Value)>),
+    /// `[0,2]`, `['a','b']`: each in turn
+    Union(Vec<Step>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -313,6 +315,22 @@ fn bracket_end(s: &str) -> Option<usize> {
 
 fn parse_bracket(inner: &str) -> Result<Step, String> {
     let t = inner.trim();
+    if !t.starts_with('?') {
+        let mut parts = Vec::new();
+        let mut rest = t;
+        while let Some((a, b)) = split_outside_quotes(rest, ",") {
+            parts.push(a);
+            rest = b;
+        }
+        if !parts.is_empty() {
+            parts.push(rest);
+            return parts
+                .into_iter()
+                .map(parse_bracket)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Step::Union);
+        }
+    }
     if t == "*" {
         return Ok(Step::All);
     }
@@ -449,6 +467,11 @@ fn step<'a>(s: &Step, root: &'a Value, v: &'a Value, out: &mut Vec<&'a Value>) {
             }
         }
         Step::Descend(name) => descend(name, v, out),
+        Step::Union(steps) => {
+            for s in steps {
+                step(s, root, v, out);
+            }
+        }
         Step::Filter(path, test) => {
             let items: Vec<&Value> = match v {
                 Value::Array(a) => a.iter().collect(),

@@ -2,8 +2,10 @@
 //! JSON merge patch, except that some lists are merged element by element,
 //! keyed by a field of their elements (containers by `name`, a container's
 //! ports by `containerPort`, a service's ports by `port`, ...), and that
-//! `$patch: delete|replace` and `$deleteFromPrimitiveList/FIELD` directives
-//! are honoured. Lists with no merge key are replaced whole.
+//! `$patch: delete|replace`, `$retainKeys` and
+//! `$deleteFromPrimitiveList/FIELD` directives are honoured
+//! (`$setElementOrder/FIELD` is accepted and ignored: merged lists keep the
+//! live order, new elements last). Lists with no merge key are replaced whole.
 
 use serde_json::{Map, Value};
 
@@ -122,6 +124,7 @@ fn merge_map(
     let mut delete_from: Vec<(&str, &Value)> = Vec::new();
     for (k, v) in patch {
         if k == "$patch" || k.starts_with("$setElementOrder/") || k == "$retainKeys" {
+            // ($setElementOrder only orders lists; $retainKeys is applied below.)
             continue;
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
@@ -156,6 +159,14 @@ fn merge_map(
         if let Some(Value::Array(list)) = out.get_mut(field) {
             list.retain(|x| !values.contains(x));
         }
+    }
+    if let Some(keep) = patch.get("$retainKeys") {
+        let Some(keep) = keep.as_array() else {
+            return Err(PatchError(
+                "$retainKeys must be a list of field names".to_string(),
+            ));
+        };
+        out.retain(|k, _| keep.iter().any(|x| x.as_str() == Some(k.as_str())));
     }
     Ok(Some(Value::Object(out)))
 }
@@ -318,6 +329,15 @@ mod tests {
             out["spec"]["containers"][0]["ports"],
             json!([{"containerPort": 1}, {"containerPort": 2}])
         );
+    }
+
+    #[test]
+    fn retain_keys_drops_the_fields_not_named() {
+        let d = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+        let p = json!({"spec": {"strategy": {"type": "Recreate", "$retainKeys": ["type"]}}});
+        let out = apply("Deployment", &d, &p).unwrap();
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        assert!(apply("Deployment", &d, &json!({"spec": {"$retainKeys": "x"}})).is_err());
     }
 
     #[test]

@@ -30,6 +30,15 @@ fn fields_wildcards_and_indexes() {
         r#"{"app":"web","k8s.io/x":"1"}"#
     );
     assert_eq!(render("{.items[0].metadata.labels.*}"), "web 1");
+    assert_eq!(render("{.items[1,0].metadata.name}"), "b a");
+    assert_eq!(
+        render("{.items[0].metadata['name','labels']}"),
+        r#"a {"app":"web","k8s.io/x":"1"}"#
+    );
+    assert_eq!(
+        render(r#"{.items[?(@.status.phase=="a,b")].metadata.name}"#),
+        ""
+    );
     // Missing fields print nothing.
     assert_eq!(render("{.items[*].metadata.nope}"), "");
     assert_eq!(render("{.items[7]}"), "");
