@@ -288,43 +288,27 @@ async fn patch_and_set_change_workloads() {
     );
 
     // A pod's own spec, and a cronjob's job template.
-    flt.run(&["run", "box", "--image=busybox:1.36"]).await.ok();
-    let out = flt
-        .run(&["set", "image", "pod/box", "box=busybox:1.37"])
-        .await
-        .ok();
-    assert_eq!(out.stdout, "pod/box image updated\n");
-    let out = flt
-        .run(&[
-            "get",
-            "pod",
-            "box",
-            "-o",
-            "jsonpath={.spec.containers[0].image}",
-        ])
-        .await
-        .ok();
-    assert_eq!(out.stdout, "busybox:1.37");
-    flt.run(&[
+    flt.out(&["run", "box", "--image=busybox:1.36"]).await;
+    let set = ["set", "image", "pod/box", "box=busybox:1.37"];
+    assert_eq!(flt.out(&set).await, "pod/box image updated\n");
+    let image = "jsonpath={.spec.containers[0].image}";
+    assert_eq!(
+        flt.out(&["get", "pod", "box", "-o", image]).await,
+        "busybox:1.37"
+    );
+    let cj = [
         "create",
         "cronjob",
         "nightly",
         "--image=busybox",
         "--schedule=0 3 * * *",
-    ])
-    .await
-    .ok();
-    let out = flt
-        .run(&["set", "env", "cj/nightly", "LEVEL=debug"])
-        .await
-        .ok();
-    assert_eq!(out.stdout, "cronjob.batch/nightly env updated\n");
-    let out = flt
-        .run(&["set", "env", "cronjob", "nightly", "--list"])
-        .await
-        .ok();
+    ];
+    flt.out(&cj).await;
+    let set = ["set", "env", "cj/nightly", "LEVEL=debug"];
+    assert_eq!(flt.out(&set).await, "cronjob.batch/nightly env updated\n");
     assert_eq!(
-        out.stdout,
+        flt.out(&["set", "env", "cronjob", "nightly", "--list"])
+            .await,
         "# CronJob nightly, container busybox\nLEVEL=debug\n"
     );
 }

@@ -82,6 +82,11 @@ impl Flt {
         (child, lines)
     }
 
+    /// The standard output of a flt that must succeed.
+    pub async fn out(&self, args: &[&str]) -> String {
+        self.run(args).await.ok().stdout
+    }
+
     pub async fn run(&self, args: &[&str]) -> CmdOut {
         self.run_env(args, &[], None).await
     }
