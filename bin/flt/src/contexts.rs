@@ -201,6 +201,49 @@ pub struct SetContextArgs {
     pub namespace: Option<String>,
 }
 
+/// The named entries of the file: clusters, users, contexts.
+trait Named: Default {
+    fn name(&self) -> &str;
+    fn named(name: &str) -> Self;
+}
+
+macro_rules! named {
+    ($t:ty) => {
+        impl Named for $t {
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn named(name: &str) -> Self {
+                Self {
+                    name: name.to_string(),
+                    ..Default::default()
+                }
+            }
+        }
+    };
+}
+named!(NamedCluster);
+named!(NamedUser);
+named!(NamedContext);
+
+/// The entry of that name, added when there is none (then true).
+fn upsert<'a, T: Named>(list: &'a mut Vec<T>, name: &str) -> (&'a mut T, bool) {
+    let at = list.iter().position(|e| e.name() == name);
+    let created = at.is_none();
+    let i = at.unwrap_or_else(|| {
+        list.push(T::named(name));
+        list.len() - 1
+    });
+    (&mut list[i], created)
+}
+
+/// Change a setting when a new value is given.
+fn set<T>(field: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *field = value;
+    }
+}
+
 fn save(cfg: &Config) -> Result<PathBuf> {
     let p = config::path().ok_or_else(|| anyhow!("no config file: set HOME or FLT_CONFIG"))?;
     if let Some(dir) = p.parent() {
@@ -301,24 +344,12 @@ pub fn run(mut cfg: Config, cmd: ConfigCommand, context_flag: Option<&str>) -> R
                 (Some(_), true) => bail!("you cannot specify a context name and --current"),
                 (None, false) => bail!("you must specify a context name or --current"),
             };
-            let created = !cfg.contexts.iter().any(|c| c.name == name);
-            if created {
-                cfg.contexts.push(NamedContext {
-                    name: name.clone(),
-                    ..Default::default()
-                });
-            }
-            if let Some(c) = cfg.contexts.iter_mut().find(|c| c.name == name) {
-                let e = &mut c.context;
-                if a.cluster.is_some() {
-                    e.cluster = a.cluster;
-                }
-                if a.user.is_some() {
-                    e.user = a.user;
-                }
-                if let Some(ns) = a.namespace {
-                    e.namespace = (!ns.is_empty()).then_some(ns);
-                }
+            let (c, created) = upsert(&mut cfg.contexts, &name);
+            let e = &mut c.context;
+            set(&mut e.cluster, a.cluster);
+            set(&mut e.user, a.user);
+            if let Some(ns) = a.namespace {
+                e.namespace = (!ns.is_empty()).then_some(ns);
             }
             save(&cfg)?;
             let how = if created { "created" } else { "modified" };
@@ -329,20 +360,9 @@ pub fn run(mut cfg: Config, cmd: ConfigCommand, context_flag: Option<&str>) -> R
             server,
             certificate_authority,
         } => {
-            if !cfg.clusters.iter().any(|c| c.name == name) {
-                cfg.clusters.push(NamedCluster {
-                    name: name.clone(),
-                    ..Default::default()
-                });
-            }
-            if let Some(c) = cfg.clusters.iter_mut().find(|c| c.name == name) {
-                if let Some(s) = server {
-                    c.cluster.server = Some(Servers::One(s));
-                }
-                if certificate_authority.is_some() {
-                    c.cluster.certificate_authority = certificate_authority;
-                }
-            }
+            let c = &mut upsert(&mut cfg.clusters, &name).0.cluster;
+            set(&mut c.server, server.map(Servers::One));
+            set(&mut c.certificate_authority, certificate_authority);
             save(&cfg)?;
             println!("Cluster \"{name}\" set.");
         }
@@ -352,23 +372,10 @@ pub fn run(mut cfg: Config, cmd: ConfigCommand, context_flag: Option<&str>) -> R
             client_key,
             token,
         } => {
-            if !cfg.users.iter().any(|u| u.name == name) {
-                cfg.users.push(NamedUser {
-                    name: name.clone(),
-                    ..Default::default()
-                });
-            }
-            if let Some(u) = cfg.users.iter_mut().find(|u| u.name == name) {
-                if client_certificate.is_some() {
-                    u.user.client_certificate = client_certificate;
-                }
-                if client_key.is_some() {
-                    u.user.client_key = client_key;
-                }
-                if token.is_some() {
-                    u.user.token = token;
-                }
-            }
+            let u = &mut upsert(&mut cfg.users, &name).0.user;
+            set(&mut u.client_certificate, client_certificate);
+            set(&mut u.client_key, client_key);
+            set(&mut u.token, token);
             save(&cfg)?;
             println!("User \"{name}\" set.");
         }
