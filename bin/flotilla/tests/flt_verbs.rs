@@ -806,6 +806,15 @@ async fn explain_and_completion_of_live_names() {
     );
     let all = complete(&["flt", "get", "cm", "-A", "o"]).await;
     assert_eq!(all, "only-in-team\n");
+    // Two-word verbs: the kind and name come after the second word.
+    assert_eq!(
+        complete(&["flt", "rollout", "status", "deploy/"]).await,
+        "deploy/web\n"
+    );
+    assert_eq!(
+        complete(&["flt", "set", "image", "deployments", "w"]).await,
+        "web\n"
+    );
     // Verbs and flags are still clap's.
     assert!(complete(&["flt", "pat"]).await.contains("patch"));
 }

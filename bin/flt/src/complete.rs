@@ -35,15 +35,17 @@ _flt_live() {
             -n|--namespace|--context|--server) opts+=("$w" "${COMP_WORDS[i+1]}"); ((i++)) ;;
             --namespace=*|--context=*|--server=*|-A|--all-namespaces) opts+=("$w") ;;
             -*) ;;
-            *) if [[ -z $verb ]]; then verb=$w; else ((nargs++)); [[ $nargs -eq 1 ]] && kind=$w; fi ;;
+            *) if [[ -z $verb ]]; then verb=$w
+               elif [[ $verb == rollout || $verb == set ]]; then verb="$verb-$w"
+               else ((nargs++)); [[ $nargs -eq 1 ]] && kind=$w; fi ;;
         esac
     done
     [[ $cur == -* ]] && return 1
     case "$verb" in
-        logs|exec)
+        logs|exec|attach)
             [[ $nargs -eq 0 ]] || return 1
             kind=pods ;;
-        get|describe|delete|edit|patch|label|annotate|scale|explain)
+        get|describe|delete|edit|patch|label|annotate|scale|explain|wait|expose|rollout-*|set-*)
             if [[ $nargs -eq 0 ]]; then
                 if [[ $cur == */* && $verb != explain ]]; then
                     COMPREPLY=($(compgen -P "${cur%%/*}/" -W "$(flt __complete "${cur%%/*}" "${opts[@]}" 2>/dev/null)" -- "${cur#*/}"))
