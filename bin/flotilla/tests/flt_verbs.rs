@@ -236,7 +236,7 @@ async fn patch_and_set_change_workloads() {
     );
     one_error(
         &flt.run(&["set", "image", "cm/web", "a=b"]).await,
-        "configmaps/web has no pod template to change",
+        "configmaps have no pod template to change",
     );
 
     // set env
@@ -284,7 +284,21 @@ async fn patch_and_set_change_workloads() {
     one_error(
         &flt.run(&["set", "resources", "svc/web", "--limits=cpu=1"])
             .await,
-        "services/web has no pod template to change",
+        "services have no pod template to change",
+    );
+
+    // -l and --all: every matching object of the kind, each reported.
+    let set = ["set", "env", "deploy", "-l", "app=web", "SELECTED=yes"];
+    assert_eq!(flt.out(&set).await, "deployment.apps/web env updated\n");
+    let set = ["set", "env", "deploy", "--all", "SELECTED=yes"];
+    assert_eq!(
+        flt.out(&set).await,
+        "deployment.apps/web env updated (no change)\n"
+    );
+    one_error(
+        &flt.run(&["set", "env", "deploy", "-l", "app=nope", "A=1"])
+            .await,
+        "no deployments found in namespace default",
     );
 
     // A pod's own spec, and a cronjob's job template.

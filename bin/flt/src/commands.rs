@@ -102,6 +102,25 @@ pub(crate) fn resolve(kind: &str) -> Result<&'static ResourceInfo> {
         .ok_or_else(|| anyhow!("the server doesn't have a resource type \"{kind}\""))
 }
 
+/// The names of the objects of `info` in the namespace that match a label
+/// selector (all of them without one).
+pub(crate) async fn names_matching(
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    selector: Option<&str>,
+) -> Result<Vec<String>> {
+    let p = ListParams {
+        label_selector: selector.unwrap_or_default().to_string(),
+        ..Default::default()
+    };
+    let l = ctx
+        .client
+        .list_all(info.plural, ctx.ns(info), &p)
+        .await
+        .map_err(api)?;
+    Ok(l.items.iter().map(|o| name_of(o).to_string()).collect())
+}
+
 pub(crate) fn name_of(v: &Value) -> &str {
     v.pointer("/metadata/name")
         .and_then(Value::as_str)

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use flotilla_objects::registry::ResourceInfo;
 use serde_json::{json, Map, Value};
 
-use crate::commands::{resolve, Ctx};
+use crate::commands::{finish, names_matching, resolve, Ctx};
 use crate::generate::GenFlags;
 use crate::patch::{report, split_ref, update_with};
 
@@ -24,11 +24,24 @@ pub enum SetCommand {
     Resources(SetResourcesArgs),
 }
 
+/// Which objects: by name, or every one of the kind matching `-l`, or `--all`.
+#[derive(Args, Debug, Default)]
+pub struct Select {
+    /// Change every object of the kind that matches this label selector.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Change every object of the kind in the namespace.
+    #[arg(long)]
+    pub all: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct SetImageArgs {
     /// KIND/NAME (or KIND NAME), then CONTAINER=IMAGE ...
     #[arg(required = true, num_args = 2.., value_name = "KIND/NAME CONTAINER=IMAGE")]
     pub args: Vec<String>,
+    #[command(flatten)]
+    pub select: Select,
     #[command(flatten)]
     pub flags: GenFlags,
 }
@@ -48,12 +61,14 @@ pub struct SetEnvArgs {
     #[arg(long)]
     pub list: bool,
     #[command(flatten)]
+    pub select: Select,
+    #[command(flatten)]
     pub flags: GenFlags,
 }
 
 #[derive(Args, Debug)]
 pub struct SetResourcesArgs {
-    /// KIND/NAME, or KIND NAME.
+    /// KIND/NAME, or KIND NAME (KIND alone with -l or --all).
     #[arg(required = true, num_args = 1..=2, value_name = "KIND/NAME")]
     pub args: Vec<String>,
     /// The containers to change (a glob: `web`, `side*`, `*`).
@@ -65,6 +80,8 @@ pub struct SetResourcesArgs {
     /// Requests: `cpu=100m,memory=256Mi`.
     #[arg(long)]
     pub requests: Option<String>,
+    #[command(flatten)]
+    pub select: Select,
     #[command(flatten)]
     pub flags: GenFlags,
 }
@@ -84,25 +101,62 @@ fn pod_spec_pointer(kind: &str) -> Option<&'static str> {
     }
 }
 
-/// The target and the rest of the arguments: `deploy/web A=1` or `deploy web A=1`.
-fn target(args: &[String]) -> Result<(&'static ResourceInfo, String, &[String])> {
+/// The targets and the rest of the arguments: `deploy/web A=1`,
+/// `deploy web A=1`, or `deploy A=1` with `-l` or `--all`.
+async fn targets<'a>(
+    ctx: &Ctx,
+    args: &'a [String],
+    select: &Select,
+) -> Result<(&'static ResourceInfo, Vec<String>, &'a [String])> {
     let Some(first) = args.first() else {
         bail!("you must specify the type of resource and its name");
     };
-    let (kind, name, rest) = if first.contains('/') {
+    let many = select.all || select.selector.is_some();
+    let (kind, names, rest) = if many {
+        if first.contains('/') {
+            bail!("names cannot be given together with a selector or --all");
+        }
+        (first.clone(), Vec::new(), &args[1..])
+    } else if first.contains('/') {
         let (k, n) = split_ref(first, None)?;
-        (k, n, &args[1..])
+        (k, vec![n], &args[1..])
     } else {
         match args.get(1) {
-            Some(n) if !n.contains('=') => (first.clone(), n.clone(), &args[2..]),
+            Some(n) if !n.contains('=') => (first.clone(), vec![n.clone()], &args[2..]),
             _ => bail!("resource(s) were provided, but no name was specified"),
         }
     };
     let info = resolve(&kind)?;
     if pod_spec_pointer(info.kind).is_none() {
-        bail!("{}/{name} has no pod template to change", info.plural);
+        bail!("{} have no pod template to change", info.plural);
     }
-    Ok((info, name, rest))
+    if !many {
+        return Ok((info, names, rest));
+    }
+    let names = names_matching(ctx, info, select.selector.as_deref()).await?;
+    if names.is_empty() {
+        bail!("no {} found in namespace {}", info.plural, ctx.ns(info));
+    }
+    Ok((info, names, rest))
+}
+
+/// Make the change to each target, reporting each; fail at the end if any failed.
+async fn each(
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    names: &[String],
+    flags: &GenFlags,
+    verb: &str,
+    change: impl Fn(&Value) -> Result<Value>,
+) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in names {
+        match update_with(ctx, info, name, flags.dry_run, &change).await {
+            Ok(out) => report(info, name, &out, flags, verb),
+            Err(e) => errors.push(e),
+        }
+    }
+    finish(errors)
 }
 
 /// kubectl's glob for container names: `*` matches any run of characters.
@@ -310,7 +364,7 @@ pub fn set_resources(
 pub async fn run(ctx: &Ctx, cmd: SetCommand) -> Result<()> {
     match cmd {
         SetCommand::Image(a) => {
-            let (info, name, rest) = target(&a.args)?;
+            let (info, names, rest) = targets(ctx, &a.args, &a.select).await?;
             if rest.is_empty() {
                 bail!("at least one image update is required (CONTAINER=IMAGE)");
             }
@@ -323,21 +377,22 @@ pub async fn run(ctx: &Ctx, cmd: SetCommand) -> Result<()> {
                     _ => Err(anyhow!("invalid image update {p:?}: use CONTAINER=IMAGE")),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let out = update_with(ctx, info, &name, a.flags.dry_run, |cur| {
+            each(ctx, info, &names, &a.flags, "image updated", |cur| {
                 set_images(info.kind, cur, &pairs)
             })
-            .await?;
-            report(info, &name, &out, &a.flags, "image updated");
+            .await
         }
         SetCommand::Env(a) => {
-            let (info, name, rest) = target(&a.args)?;
+            let (info, names, rest) = targets(ctx, &a.args, &a.select).await?;
             if a.list {
-                let obj = ctx
-                    .client
-                    .get(info.plural, ctx.ns(info), &name)
-                    .await
-                    .map_err(|e| anyhow!(e.message))?;
-                print!("{}", list_env(info.kind, &name, &obj, &a.containers));
+                for name in &names {
+                    let obj = ctx
+                        .client
+                        .get(info.plural, ctx.ns(info), name)
+                        .await
+                        .map_err(|e| anyhow!(e.message))?;
+                    print!("{}", list_env(info.kind, name, &obj, &a.containers));
+                }
                 return Ok(());
             }
             let changes = rest
@@ -348,14 +403,13 @@ pub async fn run(ctx: &Ctx, cmd: SetCommand) -> Result<()> {
             if changes.is_empty() {
                 bail!("at least one environment variable must be provided");
             }
-            let out = update_with(ctx, info, &name, a.flags.dry_run, |cur| {
+            each(ctx, info, &names, &a.flags, "env updated", |cur| {
                 set_env(info.kind, cur, &a.containers, &changes)
             })
-            .await?;
-            report(info, &name, &out, &a.flags, "env updated");
+            .await
         }
         SetCommand::Resources(a) => {
-            let (info, name, rest) = target(&a.args)?;
+            let (info, names, rest) = targets(ctx, &a.args, &a.select).await?;
             if !rest.is_empty() {
                 bail!("unexpected arguments {rest:?}: use --limits and --requests");
             }
@@ -364,14 +418,17 @@ pub async fn run(ctx: &Ctx, cmd: SetCommand) -> Result<()> {
             if limits.is_empty() && requests.is_empty() {
                 bail!("you must specify an update to requests or limits (in the form of --requests/--limits)");
             }
-            let out = update_with(ctx, info, &name, a.flags.dry_run, |cur| {
-                set_resources(info.kind, cur, &a.containers, &limits, &requests)
-            })
-            .await?;
-            report(info, &name, &out, &a.flags, "resource requirements updated");
+            each(
+                ctx,
+                info,
+                &names,
+                &a.flags,
+                "resource requirements updated",
+                |cur| set_resources(info.kind, cur, &a.containers, &limits, &requests),
+            )
+            .await
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
