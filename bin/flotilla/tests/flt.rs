@@ -6,163 +6,12 @@
 //! Regenerate the golden files with `FLT_UPDATE_GOLDEN=1` and review the diff.
 
 mod common;
+mod flt_support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use regex::Regex;
-
-struct Flt {
-    servers: String,
-    home: PathBuf,
-}
-
-impl Flt {
-    async fn run_env(&self, args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> CmdOut {
-        let mut cmd = tokio::process::Command::new(flt_bin());
-        cmd.args(args)
-            .env("FLT_SERVER", &self.servers)
-            .env("HOME", &self.home)
-            .env_remove("FLT_CONFIG")
-            .current_dir(repo_root());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        run_command(
-            &mut cmd,
-            format!("flt {}", args.join(" ")),
-            input.map(|s| s.as_bytes().to_vec()),
-            Duration::from_secs(60),
-        )
-        .await
-    }
-
-    async fn run(&self, args: &[&str]) -> CmdOut {
-        self.run_env(args, &[], None).await
-    }
-
-    async fn stdin(&self, args: &[&str], input: &str) -> CmdOut {
-        self.run_env(args, &[], Some(input)).await
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Mask what differs from run to run: uids, times, cluster IPs and
-/// revisions; with `ages`, also table ages, and then (as masked cells change
-/// column widths) runs of 3+ spaces inside lines become exactly 3, so that
-/// such tables are compared on content and order (their alignment is tested
-/// exactly by flt's printer tests).
-fn mask_with(s: &str, ages: bool) -> String {
-    let rules = [
-        (
-            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-            "<uid>",
-        ),
-        (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "<time>"),
-        (
-            r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000",
-            "<time>",
-        ),
-        (r"10\.(9[6-9]|1[01][0-9])\.\d{1,3}\.\d{1,3}", "<ip>"),
-        (r"resourceVersion: '\d+'", "resourceVersion: '<rv>'"),
-        (
-            r#""resourceVersion": "\d+""#,
-            r#""resourceVersion": "<rv>""#,
-        ),
-    ];
-    let age_rules = [
-        // AGE cells: "0s", "12s", "2m5s", ending a row or a column.
-        (r"(?m)\b(\d+[smhdy])+( {3,}|$)", "<age>$2"),
-        (r"(\S) {3,}", "$1   "),
-    ];
-    let mut out = s.to_string();
-    let extra: &[(&str, &str)] = if ages { &age_rules } else { &[] };
-    for (re, rep) in rules.iter().chain(extra) {
-        out = Regex::new(re)
-            .expect("mask regex")
-            .replace_all(&out, *rep)
-            .into_owned();
-    }
-    out
-}
-
-fn mask(s: &str) -> String {
-    mask_with(s, true)
-}
-
-/// Compare with tests/golden/NAME.txt; tables with ages are masked (see
-/// [`mask_with`]), other output must match to the space.
-#[track_caller]
-fn golden(name: &str, actual: &str) {
-    let ages = !matches!(
-        name,
-        "api_resources" | "get_deploy_yaml" | "apply_examples" | "apply_examples_again"
-    );
-    golden_with(name, actual, ages)
-}
-
-#[track_caller]
-fn golden_with(name: &str, actual: &str, ages: bool) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{name}.txt"));
-    let actual = mask_with(actual, ages);
-    if std::env::var_os("FLT_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &actual).expect("write golden file");
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with FLT_UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    assert_eq!(actual, want, "output differs from {}", path.display());
-}
-
-/// One error line on stderr, exit code 1, nothing on stdout.
-#[track_caller]
-fn one_error(out: &CmdOut, want: &str) {
-    assert_eq!(out.code, Some(1), "{out}");
-    assert_eq!(out.stderr, format!("Error: {want}\n"), "{out}");
-}
-
-async fn cluster() -> (Cluster, Flt, tempfile::TempDir) {
-    cluster_with(Opts::default()).await
-}
-
-/// A cluster whose masters run only the garbage collector of the
-/// controllers: for tests that write workloads by hand and race nobody.
-async fn cluster_without_workload_controllers() -> (Cluster, Flt, tempfile::TempDir) {
-    cluster_with(Opts {
-        extra_args: vec!["--controllers=garbage-collector".into()],
-        ..Opts::default()
-    })
-    .await
-}
-
-async fn cluster_with(opts: Opts) -> (Cluster, Flt, tempfile::TempDir) {
-    let c = Cluster::start(3, opts).await;
-    c.wait_ready(Duration::from_secs(30)).await;
-    let home = tempfile::tempdir().expect("home dir");
-    let flt = Flt {
-        servers: c.endpoints(),
-        home: home.path().to_path_buf(),
-    };
-    // The namespaces every cluster has are made by the masters just after
-    // they start.
-    wait_until(
-        Duration::from_secs(20),
-        "the default namespace exists",
-        async || flt.run(&["get", "ns", "default"]).await.success(),
-    )
-    .await;
-    (c, flt, home)
-}
+use flt_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn examples_apply_and_read_back_like_kubectl() {
@@ -500,16 +349,7 @@ async fn edit_config_watch_and_cascading_delete() {
     );
 
     // get -w prints a row per change.
-    let mut cmd = tokio::process::Command::new(flt_bin());
-    cmd.args(["get", "cm", "-w", "--no-headers"])
-        .env("FLT_SERVER", &flt.servers)
-        .env("HOME", home.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("flt get -w");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let (mut child, mut lines) = flt.spawn(&["get", "cm", "-w", "--no-headers"]);
     flt.stdin(
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: watched}\ndata: {k: v}\n",

@@ -2,24 +2,20 @@
 //! label, annotate, scale, version, api-resources and completion.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
-use clap::CommandFactory;
 use flotilla_client::{
-    ApiError, Client, ClientOptions, DeleteParams, EventType, ListParams, Propagation, Reason,
-    WatchParams,
+    ApiError, Client, ClientOptions, DeleteParams, ListParams, Propagation, Reason,
 };
 use flotilla_objects::patch::{diff, merge_patch};
 use flotilla_objects::registry::{self, ResourceInfo, RESOURCES};
-use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::manifest::{self, Doc};
-use crate::print::{self, TableOpts};
-use crate::{Cascade, Command, DeleteArgs, EditFormat, FileArgs, GetArgs, MetaArgs, Output, Shell};
+use crate::print;
+use crate::{Cascade, Command, DeleteArgs, EditFormat, FileArgs, MetaArgs};
 
 /// What every object command needs.
 pub struct Ctx {
@@ -55,7 +51,7 @@ impl Ctx {
 
     /// The namespace a manifest's object goes to: its own, unless -n says
     /// otherwise (an error, as with kubectl).
-    fn doc_ns(&self, info: &ResourceInfo, d: &Doc) -> Result<String> {
+    pub(crate) fn doc_ns(&self, info: &ResourceInfo, d: &Doc) -> Result<String> {
         if !info.namespaced {
             return Ok(String::new());
         }
@@ -83,7 +79,7 @@ impl Ctx {
 }
 
 /// An API error as one line (the message is Kubernetes' own).
-fn api(e: ApiError) -> anyhow::Error {
+pub(crate) fn api(e: ApiError) -> anyhow::Error {
     anyhow!(e.message)
 }
 
@@ -106,6 +102,25 @@ pub(crate) fn resolve(kind: &str) -> Result<&'static ResourceInfo> {
         .ok_or_else(|| anyhow!("the server doesn't have a resource type \"{kind}\""))
 }
 
+/// The names of the objects of `info` in the namespace that match a label
+/// selector (all of them without one).
+pub(crate) async fn names_matching(
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    selector: Option<&str>,
+) -> Result<Vec<String>> {
+    let p = ListParams {
+        label_selector: selector.unwrap_or_default().to_string(),
+        ..Default::default()
+    };
+    let l = ctx
+        .client
+        .list_all(info.plural, ctx.ns(info), &p)
+        .await
+        .map_err(api)?;
+    Ok(l.items.iter().map(|o| name_of(o).to_string()).collect())
+}
+
 pub(crate) fn name_of(v: &Value) -> &str {
     v.pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -118,7 +133,7 @@ fn ns_of(v: &Value) -> &str {
         .unwrap_or("")
 }
 
-fn info_of(d: &Doc) -> Result<&'static ResourceInfo> {
+pub(crate) fn info_of(d: &Doc) -> Result<&'static ResourceInfo> {
     let av = d
         .object
         .get("apiVersion")
@@ -145,7 +160,7 @@ fn warn(ws: &[String]) {
 }
 
 /// Report every error but the last, return the last (printed by main).
-fn finish(mut errors: Vec<anyhow::Error>) -> Result<()> {
+pub(crate) fn finish(mut errors: Vec<anyhow::Error>) -> Result<()> {
     let last = errors.pop();
     for e in errors {
         eprintln!("Error: {}", crate::cluster::one_line(&e));
@@ -179,11 +194,14 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
         }
         Command::Expose(a) => expose(ctx, a).await,
         Command::Wait(a) => crate::wait::wait(ctx, a).await,
+        Command::Diff(a) => crate::diff::diff(ctx, a).await,
         Command::Replace(a) => write_docs(ctx, a, Verb::Replace).await,
-        Command::Get(a) => get(ctx, a).await,
+        Command::Get(a) => crate::get::get(ctx, a).await,
         Command::Describe { kind, names } => describe(ctx, &kind, &names).await,
         Command::Delete(a) => delete(ctx, a).await,
         Command::Edit { kind, name, output } => edit(ctx, &kind, &name, output).await,
+        Command::Set(c) => crate::set::run(ctx, c).await,
+        Command::Patch(a) => crate::patch::patch(ctx, a).await,
         Command::Label(a) => meta_change(ctx, a, "labels", "labeled").await,
         Command::Annotate(a) => meta_change(ctx, a, "annotations", "annotated").await,
         Command::Scale {
@@ -201,6 +219,9 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
         Command::Uncordon { node } => crate::nodes::cordon(ctx, &node, false).await,
         Command::Drain(a) => crate::nodes::drain(ctx, a).await,
         Command::ApiResources
+        | Command::Complete(_)
+        | Command::Explain(_)
+        | Command::Config(_)
         | Command::Completion { .. }
         | Command::Cluster(_)
         | Command::Logs(_)
@@ -246,7 +267,7 @@ enum Verb {
 
 /// Send every object of the manifests; report each; fail at the end if any failed.
 async fn write_docs(ctx: &Ctx, a: FileArgs, verb: Verb) -> Result<()> {
-    let docs = manifest::read(&a.files, a.recursive)?;
+    let docs = manifest::read(&a.src.files, a.src.recursive)?;
     let mut errors = Vec::new();
     for d in &docs {
         let (info, ns) = match info_of(d).and_then(|i| Ok((i, ctx.doc_ns(i, d)?))) {
@@ -281,190 +302,6 @@ async fn write_docs(ctx: &Ctx, a: FileArgs, verb: Verb) -> Result<()> {
         }
     }
     finish(errors)
-}
-
-// ---- get ----
-
-/// What `flt get all` lists.
-const ALL: &[&str] = &[
-    "pods",
-    "services",
-    "replicationcontrollers",
-    "deployments",
-    "replicasets",
-    "jobs",
-];
-
-fn table_opts(a: &GetArgs, show_kind: bool) -> TableOpts {
-    TableOpts {
-        wide: a.output == Some(Output::Wide),
-        all_namespaces: a.all_namespaces,
-        no_headers: a.no_headers,
-        show_kind,
-        show_labels: a.show_labels,
-    }
-}
-
-async fn get(ctx: &Ctx, a: GetArgs) -> Result<()> {
-    let (kinds, names): (Vec<String>, Vec<String>) = match a.kind.split_once('/') {
-        Some((k, n)) => {
-            let mut names = vec![n.to_string()];
-            names.extend(a.names.iter().cloned());
-            (vec![k.to_string()], names)
-        }
-        None => (
-            a.kind
-                .split(',')
-                .filter(|k| !k.is_empty())
-                .flat_map(|k| {
-                    // kubectl's "all": the workload kinds and services.
-                    if k == "all" {
-                        ALL.iter().map(|x| x.to_string()).collect::<Vec<_>>()
-                    } else {
-                        vec![k.to_string()]
-                    }
-                })
-                .collect(),
-            a.names.clone(),
-        ),
-    };
-    let infos = kinds
-        .iter()
-        .map(|k| resolve(k))
-        .collect::<Result<Vec<_>>>()?;
-    if a.watch && infos.len() != 1 {
-        bail!("you may only specify a single resource type with --watch");
-    }
-    let show_kind = infos.len() > 1;
-    let mut errors = Vec::new();
-    let mut collected: Vec<Value> = Vec::new();
-    let mut printed_any = false;
-    let mut last_rv = String::new();
-    for info in &infos {
-        let ns = if a.all_namespaces { "" } else { ctx.ns(info) };
-        let mut items = Vec::new();
-        if names.is_empty() {
-            let p = ListParams {
-                label_selector: a.selector.clone().unwrap_or_default(),
-                field_selector: a.field_selector.clone().unwrap_or_default(),
-                limit: a.chunk_size.max(0),
-                ..Default::default()
-            };
-            let l = ctx
-                .client
-                .list_all(info.plural, ns, &p)
-                .await
-                .map_err(api)?;
-            last_rv = l.resource_version;
-            items = l.items;
-        } else {
-            for n in &names {
-                match ctx.client.get(info.plural, ctx.ns(info), n).await {
-                    Ok(v) => items.push(v),
-                    Err(e) => errors.push(api(e)),
-                }
-            }
-        }
-        match a.output {
-            None | Some(Output::Wide) => {
-                if items.is_empty() {
-                    continue;
-                }
-                if printed_any {
-                    println!();
-                }
-                print!(
-                    "{}",
-                    print::table(info.kind, &items, &table_opts(&a, show_kind), Utc::now())
-                );
-                printed_any = true;
-            }
-            Some(Output::Name) => {
-                for it in &items {
-                    println!("{}", print::name_line(&singular_qualified(info), it));
-                }
-                printed_any |= !items.is_empty();
-            }
-            Some(Output::Yaml) | Some(Output::Json) => collected.extend(items),
-        }
-    }
-    if matches!(a.output, Some(Output::Yaml) | Some(Output::Json)) {
-        let single = names.len() == 1 && infos.len() == 1 && collected.len() == 1;
-        let v = if single {
-            collected.remove(0)
-        } else {
-            print::list(&collected)
-        };
-        // A missing object is only an error (no empty List before it).
-        if !collected.is_empty() || errors.is_empty() {
-            if a.output == Some(Output::Yaml) {
-                print!("{}", print::to_yaml(&v));
-            } else {
-                print!("{}", print::to_json(&v));
-            }
-        }
-        printed_any = true;
-    }
-    if !printed_any && errors.is_empty() && names.is_empty() && !a.watch {
-        let info = infos[0];
-        if a.all_namespaces || !info.namespaced {
-            eprintln!("No resources found");
-        } else {
-            eprintln!("No resources found in {} namespace.", ctx.namespace);
-        }
-    }
-    if a.watch && errors.is_empty() {
-        return watch(ctx, &a, infos[0], &last_rv).await;
-    }
-    finish(errors)
-}
-
-async fn watch(ctx: &Ctx, a: &GetArgs, info: &'static ResourceInfo, rv: &str) -> Result<()> {
-    let ns = if a.all_namespaces { "" } else { ctx.ns(info) };
-    let mut label_selector = a.selector.clone().unwrap_or_default();
-    let mut field_selector = a.field_selector.clone().unwrap_or_default();
-    if !a.names.is_empty() {
-        field_selector = format!("metadata.name={}", a.names[0]);
-        label_selector.clear();
-    }
-    let p = WatchParams {
-        label_selector,
-        field_selector,
-        resource_version: rv.to_string(),
-        bookmarks: false,
-        bookmark_interval: Duration::ZERO,
-    };
-    let mut s = ctx.client.watch(info.plural, ns, &p).await.map_err(api)?;
-    let opts = TableOpts {
-        no_headers: true,
-        ..table_opts(a, false)
-    };
-    let mut out = std::io::stdout();
-    while let Some(ev) = s.next().await {
-        let ev = ev.map_err(api)?;
-        if ev.kind == EventType::Bookmark {
-            continue;
-        }
-        match a.output {
-            Some(Output::Yaml) => print!("---\n{}", print::to_yaml(&ev.object)),
-            Some(Output::Json) => print!("{}", print::to_json(&ev.object)),
-            Some(Output::Name) => println!(
-                "{}",
-                print::name_line(&singular_qualified(info), &ev.object)
-            ),
-            _ => print!(
-                "{}",
-                print::table(
-                    info.kind,
-                    std::slice::from_ref(&ev.object),
-                    &opts,
-                    Utc::now()
-                )
-            ),
-        }
-        let _ = out.flush();
-    }
-    Ok(())
 }
 
 // ---- describe ----
@@ -890,18 +727,4 @@ pub fn api_resources() {
         ]);
     }
     print!("{}", print::align(&rows));
-}
-
-pub fn completion(shell: Shell) {
-    let sh = match shell {
-        Shell::Bash => clap_complete::Shell::Bash,
-        Shell::Zsh => clap_complete::Shell::Zsh,
-        Shell::Fish => clap_complete::Shell::Fish,
-    };
-    clap_complete::generate(
-        sh,
-        &mut crate::Cli::command(),
-        "flt",
-        &mut std::io::stdout(),
-    );
 }

@@ -11,34 +11,79 @@
 //! ```
 //!
 //! `flotilla up` writes such a file for its cluster-admin (`<data>/flt.yaml`).
+//!
+//! The file may also hold several clusters, users and contexts, as a
+//! kubeconfig does (`clusters:`, `users:`, `contexts:`, `current-context:`);
+//! the current context (or `--context`) then says which cluster, user and
+//! namespace flt uses (see [`crate::contexts`]).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::contexts::{NamedCluster, NamedContext, NamedUser};
 
 /// The config file's contents.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
+    /// "v1", as in a kubeconfig (ignored).
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_version: Option<String>,
+    /// "Config", as in a kubeconfig (ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<Servers>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The CA of the masters' certificates (turns on TLS).
-    #[serde(default, rename = "certificate-authority")]
+    #[serde(
+        default,
+        rename = "certificate-authority",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub certificate_authority: Option<PathBuf>,
     /// A client certificate and its key.
-    #[serde(default, rename = "client-certificate")]
+    #[serde(
+        default,
+        rename = "client-certificate",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_certificate: Option<PathBuf>,
-    #[serde(default, rename = "client-key")]
+    #[serde(
+        default,
+        rename = "client-key",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_key: Option<PathBuf>,
     /// A bearer token.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Named clusters: their masters and CA.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<NamedCluster>,
+    /// Named users: their credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<NamedUser>,
+    /// Named contexts: a cluster, a user and a namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contexts: Vec<NamedContext>,
+    /// The context used unless --context says otherwise.
+    #[serde(
+        default,
+        rename = "current-context",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub current_context: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Servers {
     One(String),

@@ -14,13 +14,22 @@ mod access;
 mod auth;
 mod cluster;
 mod commands;
+mod complete;
 mod config;
+mod contexts;
+mod diff;
+mod explain;
 mod generate;
+mod get;
+mod jsonpath;
 mod manifest;
 mod nodes;
+mod patch;
 #[allow(dead_code)]
 mod print;
 mod rollout;
+mod set;
+mod strategic;
 mod streams;
 mod wait;
 
@@ -31,7 +40,8 @@ mod wait;
     long_about = "Command-line client for a Flotilla cluster.\n\n\
         flt talks to the masters' client addresses (the same addresses that serve \
         the etcd v3 API). Masters are taken from --server, else FLT_SERVER, else \
-        the `server:` line of ~/.flt/config, else 127.0.0.1:2379.",
+        ~/.flt/config (the current context's cluster, or its `server:` line), \
+        else 127.0.0.1:2379.",
     version,
     disable_help_subcommand = true
 )]
@@ -50,6 +60,10 @@ pub struct Cli {
     /// The namespace to work in (default: the config file's, else "default").
     #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
     namespace: Option<String>,
+
+    /// The context of the config file to use (default: its current-context).
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
 
     /// How long to wait for a master to accept a connection, in milliseconds.
     #[arg(long, global = true, default_value_t = 1000, value_name = "MS")]
@@ -82,6 +96,9 @@ pub enum Command {
     /// Wait until objects meet a condition:
     /// `flt wait pod/web --for=condition=Ready --timeout=60s`.
     Wait(wait::WaitArgs),
+    /// Show what `apply -f` would change, as a unified diff (exit 0: no
+    /// differences, 1: differences, 2: an error).
+    Diff(Manifests),
     /// Replace objects from manifests; a resourceVersion in a manifest must
     /// be current (a stale one is a Conflict).
     Replace(FileArgs),
@@ -106,6 +123,13 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = EditFormat::Yaml)]
         output: EditFormat,
     },
+    /// Change fields of an object with a patch:
+    /// `flt patch deploy web -p '{"spec":{"replicas":3}}'` (strategic merge
+    /// by default; `--type merge|json`).
+    Patch(patch::PatchArgs),
+    /// Change a workload's containers: `flt set image|env|resources`.
+    #[command(subcommand)]
+    Set(set::SetCommand),
     /// Set or remove labels: `flt label pod web tier=front old-`.
     Label(MetaArgs),
     /// Set or remove annotations: `flt annotate pod web note='hello'`.
@@ -123,6 +147,8 @@ pub enum Command {
         #[arg(long)]
         current_replicas: Option<i64>,
     },
+    /// Describe a kind's fields: `flt explain deploy.spec.replicas`.
+    Explain(explain::ExplainArgs),
     /// List the kinds the API serves.
     ApiResources,
     /// Print flt's version and the server's.
@@ -132,6 +158,14 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+    /// Clusters, users and contexts in ~/.flt/config: get-contexts,
+    /// current-context, use-context, set-context, set-cluster,
+    /// set-credentials, delete-context, view.
+    #[command(subcommand)]
+    Config(contexts::ConfigCommand),
+    /// For the completion script: the kinds, or the names of a kind's objects.
+    #[command(name = "__complete", hide = true)]
+    Complete(complete::CompleteArgs),
     /// Inspect and change the set of masters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -162,8 +196,9 @@ pub enum Command {
     Drain(nodes::DrainArgs),
 }
 
+/// Where manifests come from: `-f FILE|DIR|-`, `-R`.
 #[derive(Args, Debug)]
-pub struct FileArgs {
+pub struct Manifests {
     /// A manifest file, a directory of them (*.yaml, *.yml, *.json), or `-`
     /// for standard input. YAML may hold several documents.
     #[arg(
@@ -176,6 +211,12 @@ pub struct FileArgs {
     /// Descend into subdirectories.
     #[arg(short = 'R', long)]
     pub recursive: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FileArgs {
+    #[command(flatten)]
+    pub src: Manifests,
     /// Check the objects with the server without saving them.
     #[arg(long)]
     pub dry_run: bool,
@@ -206,12 +247,30 @@ pub struct GetArgs {
     /// List across every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum)]
-    pub output: Option<Output>,
+    /// Output format: wide, yaml, json, name, jsonpath=TEMPLATE
+    /// (`{.items[*].metadata.name}`), custom-columns=HEADER:PATH,...
+    #[arg(short = 'o', long, value_parser = get::parse_output, value_name = "FORMAT")]
+    pub output: Option<get::Output>,
+    /// Sort by the value at this JSONPath (`.metadata.name`, `{.spec.replicas}`).
+    #[arg(long, value_name = "JSONPATH")]
+    pub sort_by: Option<String>,
+    /// Show these labels' values as columns: `-L app,tier`.
+    #[arg(
+        short = 'L',
+        long = "label-columns",
+        value_delimiter = ',',
+        value_name = "LABEL"
+    )]
+    pub label_columns: Vec<String>,
     /// After listing, watch for changes.
     #[arg(short = 'w', long)]
     pub watch: bool,
+    /// Watch for changes without listing first.
+    #[arg(long)]
+    pub watch_only: bool,
+    /// With -w or --watch-only: show each change's type (ADDED, MODIFIED, DELETED).
+    #[arg(long)]
+    pub output_watch_events: bool,
     /// Show labels as the last column.
     #[arg(long)]
     pub show_labels: bool,
@@ -268,14 +327,6 @@ pub struct MetaArgs {
     /// Allow changing a key that already has a value.
     #[arg(long)]
     pub overwrite: bool,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Wide,
-    Yaml,
-    Json,
-    Name,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -375,6 +426,11 @@ fn main() -> ExitCode {
                 // `flt auth can-i` said no (and printed it).
                 return ExitCode::from(1);
             }
+            if let Some(d) = e.downcast_ref::<diff::DiffError>() {
+                // `flt diff`: 1 means differences, so its errors are 2.
+                eprintln!("Error: {d}");
+                return ExitCode::from(2);
+            }
             if let Some(streams::ExitStatus(code)) = e.downcast_ref::<streams::ExitStatus>() {
                 // `flt exec`: the command's own exit code, as kubectl does.
                 return ExitCode::from(u8::try_from(*code).unwrap_or(1));
@@ -387,7 +443,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = config::load()?;
+    let file = config::load()?;
+    if let Command::Config(c) = cli.command {
+        return contexts::run(file, c, cli.context.as_deref());
+    }
+    let cfg = contexts::effective(&file, cli.context.as_deref())?;
     access::init(&cli.access, &cfg)?;
     let servers = config::servers(cli.server.clone(), &cfg);
     let namespace = cli
@@ -407,13 +467,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster::run(&ctx, c).await
         }
         Command::Completion { shell } => {
-            commands::completion(shell);
+            complete::completion(shell);
             Ok(())
+        }
+        Command::Complete(a) => {
+            // Quick or nothing: a shell waits on it.
+            let quick = Duration::from_secs(3);
+            let ctx = commands::Ctx::new(&servers, namespace, true, dial.min(quick), quick)?;
+            complete::names(&ctx, &a).await
         }
         Command::ApiResources => {
             commands::api_resources();
             Ok(())
         }
+        Command::Explain(a) => explain::explain(&a),
         Command::Logs(a) => streams::logs(&servers, dial, &namespace, a).await,
         Command::Exec(a) => streams::exec(&servers, dial, &namespace, a).await,
         other => {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use flotilla_client::ListParams;
 use flotilla_objects::api::Reason;
 use flotilla_objects::registry::ResourceInfo;
 use serde_json::Value;
@@ -163,21 +162,8 @@ pub async fn wait(ctx: &Ctx, a: WaitArgs) -> Result<()> {
             if a.selector.is_none() && !a.all {
                 bail!("resource(s) were provided, but no name was specified");
             }
-            let p = ListParams {
-                label_selector: a.selector.clone().unwrap_or_default(),
-                ..Default::default()
-            };
-            let l = ctx
-                .client
-                .list_all(info.plural, ctx.ns(info), &p)
-                .await
-                .map_err(|e| anyhow!(e.message))?;
-            for o in l.items {
-                let n = o
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                objects.push((info, n.to_string()));
+            for n in crate::commands::names_matching(ctx, info, a.selector.as_deref()).await? {
+                objects.push((info, n));
             }
             if objects.is_empty() {
                 bail!("no matching resources found");
