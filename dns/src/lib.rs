@@ -28,6 +28,7 @@ pub mod answer;
 pub mod fast;
 pub mod forward;
 pub mod kube_dns;
+pub mod metrics;
 pub mod records;
 pub mod server;
 pub mod zone;

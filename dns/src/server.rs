@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flotilla_objects::api::{ListParams, ObjectApi};
 use flotilla_objects::core::Service;
@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::answer::{error_reply, handle, Outcome, Transport, ZoneConfig};
 use crate::forward::Forwarder;
+use crate::metrics::DnsMetrics;
 use crate::zone::{Table, Zone};
 use crate::Error;
 
@@ -44,6 +45,8 @@ pub struct DnsConfig {
     pub upstreams: Vec<SocketAddr>,
     /// Threads answering UDP queries (see [`default_udp_workers`]).
     pub udp_workers: usize,
+    /// Where the server's series go ([`crate::metrics`]); none without it.
+    pub metrics: Option<prometheus::Registry>,
 }
 
 /// One UDP worker per core.
@@ -57,6 +60,7 @@ pub struct Shared {
     zone: ZoneConfig,
     forwarder: Forwarder,
     stale: AtomicBool,
+    metrics: Option<DnsMetrics>,
 }
 
 /// A running DNS server; it stops when the token given to [`start`] is
@@ -135,6 +139,7 @@ pub async fn start(
         },
         forwarder: Forwarder::new(cfg.upstreams.clone(), &own),
         stale: AtomicBool::new(false),
+        metrics: cfg.metrics.as_ref().map(DnsMetrics::new),
     });
     let span = tracing::info_span!("dns", %addr);
     // Local (serializable) lists: answers keep coming without quorum.
@@ -294,19 +299,29 @@ fn serve_udp(
                 continue;
             }
         };
+        let started = Instant::now();
         match handle(&buf[..n], &shared.table, &shared.zone, Transport::Udp) {
             Outcome::Reply(b) => {
                 if let Err(e) = sock.send_to(&b, peer) {
                     tracing::debug!(error = %e, %peer, "udp send");
                 }
+                if let Some(m) = &shared.metrics {
+                    m.observe(Transport::Udp, &buf[..n], Some(&b), started);
+                }
             }
             Outcome::Forward(req) => {
                 let (sock, shared) = (sock.clone(), shared.clone());
+                let query = shared.metrics.as_ref().map(|_| buf[..n].to_vec());
                 rt.spawn(
                     async move {
-                        if let Some(b) = forward(&shared, req, Transport::Udp).await {
+                        let b = forward(&shared, req, Transport::Udp).await;
+                        if let Some(b) = &b {
                             // A UDP send does not wait (a full buffer drops).
-                            let _ = sock.send_to(&b, peer);
+                            let _ = sock.send_to(b, peer);
+                        }
+                        if let (Some(m), Some(q)) = (&shared.metrics, query) {
+                            m.forwarded();
+                            m.observe(Transport::Udp, &q, b.as_deref(), started);
                         }
                     }
                     .in_current_span(),
@@ -370,11 +385,20 @@ async fn serve_conn(mut conn: TcpStream, shared: &Shared) -> Result<(), Error> {
         tokio::time::timeout(TCP_IDLE, conn.read_exact(&mut buf))
             .await
             .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let started = Instant::now();
         let reply = match handle(&buf, &shared.table, &shared.zone, Transport::Tcp) {
             Outcome::Reply(b) => Some(b),
-            Outcome::Forward(req) => forward(shared, req, Transport::Tcp).await,
+            Outcome::Forward(req) => {
+                if let Some(m) = &shared.metrics {
+                    m.forwarded();
+                }
+                forward(shared, req, Transport::Tcp).await
+            }
             Outcome::Drop => None,
         };
+        if let (Some(m), Some(b)) = (&shared.metrics, &reply) {
+            m.observe(Transport::Tcp, &buf, Some(b), started);
+        }
         if let Some(b) = reply {
             let n = u16::try_from(b.len()).map_err(|_| Error::TooLong)?;
             conn.write_all(&n.to_be_bytes()).await?;

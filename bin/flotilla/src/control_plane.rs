@@ -71,7 +71,8 @@ pub async fn start(
             }
         });
     }
-    if let Some(dns) = dns {
+    if let Some(mut dns) = dns {
+        dns.metrics = Some(master.cfg.metrics.clone());
         let (addr, cluster_dns) = (dns.addr, dns.cluster_dns);
         let stop = master.shutdown.clone();
         let api_dyn: Arc<dyn ObjectApi> = Arc::new(api.clone());

@@ -69,6 +69,8 @@ impl DnsArgs {
             udp_workers: self
                 .dns_udp_workers
                 .unwrap_or_else(flotilla_dns::server::default_udp_workers),
+            // The master's registry, set when the master is up.
+            metrics: None,
         })
     }
 }

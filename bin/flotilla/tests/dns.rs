@@ -61,6 +61,15 @@ impl Dig {
     }
 }
 
+/// The Prometheus text a master serves on its client port.
+async fn curl_metrics(addr: &str) -> String {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-s", "-m", "10", &format!("http://{addr}/metrics")]);
+    run_command(&mut cmd, format!("curl {addr}/metrics"), None, WAIT)
+        .await
+        .stdout
+}
+
 async fn dig(server: &str, args: &[&str]) -> Dig {
     let (ip, port) = server.rsplit_once(':').expect("HOST:PORT");
     let mut cmd = tokio::process::Command::new("dig");
@@ -300,6 +309,26 @@ async fn dns_answers_from_every_master() {
     let soa = &r.section("AUTHORITY")[0];
     assert_eq!(soa.1, "SOA", "{}", r.out);
     assert!(r.out.contains("cluster.local.\t\t30\tIN\tSOA"), "{}", r.out);
+    // The queries so far show in master 0's CoreDNS-named series.
+    let metrics = curl_metrics(&cluster.client_addr(0)).await;
+    for (series, label) in [
+        ("coredns_dns_requests_total", "type=\"AAAA\""),
+        ("coredns_dns_responses_total", "rcode=\"NXDOMAIN\""),
+        (
+            "coredns_dns_request_duration_seconds_count",
+            "proto=\"udp\"",
+        ),
+    ] {
+        let counted = metrics.lines().any(|l| {
+            l.starts_with(series)
+                && l.contains(label)
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)
+        });
+        assert!(
+            counted,
+            "{series}{{{label}}} not counted on master 0:\n{metrics}"
+        );
+    }
     // An empty non-terminal is NODATA, not NXDOMAIN.
     let r = dig(d, &["default.svc.cluster.local"]).await;
     assert_eq!(r.status(), "NOERROR", "{}", r.out);
