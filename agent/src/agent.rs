@@ -57,6 +57,9 @@ async fn run_fake(cfg: &AgentConfig, client: Client, stop: CancellationToken) ->
         runtime,
         stop.clone(),
     ));
+    if let Some(m) = &cfg.metrics {
+        m.set_ready();
+    }
     let r = crate::fake::run_pods(cfg, client, &pod_cidr, stop).await;
     heartbeat.abort();
     r
@@ -115,6 +118,8 @@ async fn run_node(cfg: &AgentConfig, client: Client, stop: CancellationToken) ->
         ready = reflector.wait_until_ready(pods::CACHE_TIMEOUT) => {
             if !ready {
                 tracing::warn!("the pod list has not arrived yet; running with what comes");
+            } else if let Some(m) = &cfg.metrics {
+                m.set_ready();
             }
             pods::run(ctx, cache, stop.clone()).await;
         }

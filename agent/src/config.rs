@@ -88,6 +88,8 @@ pub struct AgentConfig {
     /// certificate of that CA in the group system:masters (the masters
     /// relaying `flt logs` and `flt exec`) are then served.
     pub stream_tls: Option<std::sync::Arc<flotilla_security::tls::ServerTls>>,
+    /// Where the agent's series go, and its readiness.
+    pub metrics: Option<crate::metrics::AgentMetrics>,
 }
 
 impl AgentConfig {
@@ -113,6 +115,7 @@ impl AgentConfig {
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_string(),
             stream_tls: None,
+            metrics: None,
         }
     }
 

@@ -116,10 +116,14 @@ pub async fn run_pods(
             let mut st = running_status(&pod, &ip, &host_ip);
             st.pod_ips = vec![PodIp { ip: ip.clone() }];
             p.status = Some(st);
-            if let Err(e) = api.replace_status(&p).await {
-                if !e.is(Reason::NotFound) {
-                    tracing::warn!(pod = %pod.metadata.name, "writing the status: {e}");
+            match api.replace_status(&p).await {
+                Ok(_) => {
+                    if let Some(m) = &cfg.metrics {
+                        m.pod_started(&pod);
+                    }
                 }
+                Err(e) if e.is(Reason::NotFound) => {}
+                Err(e) => tracing::warn!(pod = %pod.metadata.name, "writing the status: {e}"),
             }
         }
         tokio::select! {

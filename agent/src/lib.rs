@@ -26,6 +26,7 @@ pub mod cri;
 pub mod error;
 pub mod fake;
 pub mod logs;
+pub mod metrics;
 pub mod netns;
 pub mod node;
 pub mod pods;

@@ -21,6 +21,7 @@
 pub mod iptables;
 pub mod lb;
 pub mod lbaddr;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod rules;
@@ -78,6 +79,8 @@ pub struct Config {
     pub data_threads: usize,
     /// The iptables backend (None: [`iptables::Backend::detect`]).
     pub iptables_backend: Option<iptables::Backend>,
+    /// Where the sync series go, and the readiness they give.
+    pub metrics: Option<metrics::ProxyMetrics>,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ impl Config {
             min_sync_interval: Duration::from_millis(20),
             data_threads: 2,
             iptables_backend: None,
+            metrics: None,
         }
     }
 }
@@ -174,6 +178,12 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 Backend::Userspace(u) => rules::userspace_mode(&ports, &u.apply(&ports).await),
             };
             let result = writer.sync(tables).await;
+            if let Some(m) = &cfg.metrics {
+                match &result {
+                    Ok(s) => m.synced(started.elapsed(), s.full, s.chains_written, ports.len()),
+                    Err(_) => m.failed(),
+                }
+            }
             match &result {
                 Ok(s) => tracing::info!(
                     services = ports.len(),

@@ -77,6 +77,9 @@ pub async fn run(ctx: Arc<Ctx>, cache: Cache<Pod>, stop: CancellationToken) {
                 }
             }
         }
+        if let Some(m) = &ctx.cfg.metrics {
+            m.running_pods.set(workers.len() as i64);
+        }
         tokio::select! {
             _ = stop.cancelled() => break,
             r = changes.changed() => if r.is_err() { break },

@@ -472,6 +472,8 @@ async fn write_status(ctx: &Ctx, mem: &Memory, pod: &Pod, obs: &Observed) -> Res
     if pod.status.as_ref() == Some(&st) {
         return Ok(());
     }
+    let now_running =
+        st.phase == "Running" && pod.status.as_ref().is_none_or(|old| old.phase != "Running");
     let mut p = pod.clone();
     p.metadata.resource_version.clear();
     p.status = Some(st);
@@ -479,7 +481,12 @@ async fn write_status(ctx: &Ctx, mem: &Memory, pod: &Pod, obs: &Observed) -> Res
         .replace_status(&p)
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if let (true, Some(m)) = (now_running, &ctx.cfg.metrics) {
+                m.pod_started(pod);
+            }
+            Ok(())
+        }
         Err(e) if e.is(Reason::NotFound) => Ok(()),
         Err(e) => Err(e.into()),
     }

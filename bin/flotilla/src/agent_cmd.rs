@@ -75,6 +75,9 @@ pub struct AgentArgs {
     /// The cluster domain in pods' DNS search path.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// (Ready: registered, and the node's pods are listed.)
+    #[command(flatten)]
+    metrics: crate::metrics_args::MetricsArgs,
 }
 
 pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> Result<()> {
@@ -95,6 +98,16 @@ pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.stream_tls = a.masters.stream_tls()?;
     let client = a.masters.connect()?;
     let token = CancellationToken::new();
+    let registry = flotilla_telemetry::registry();
+    let m = flotilla_agent::metrics::AgentMetrics::new(&registry, &a.name);
+    cfg.metrics = Some(m.clone());
+    a.metrics
+        .serve(
+            &registry,
+            std::sync::Arc::new(flotilla_telemetry::ReadyFn(move || m.ready())),
+            token.clone(),
+        )
+        .await?;
     let run = Agent::run(cfg, client, token.clone());
     tokio::pin!(run);
     tokio::select! {

@@ -9,6 +9,7 @@ mod dns;
 mod ingress_cmd;
 mod logging;
 mod master_client;
+mod metrics_args;
 mod proxy_cmd;
 mod security;
 mod store;
@@ -169,11 +170,9 @@ struct MasterArgs {
     /// master's replica; no DNS server without it.
     #[arg(long)]
     dns_addr: Option<SocketAddr>,
-    /// Also serve /metrics, /livez, /readyz and /healthz over plain HTTP on
-    /// ADDR:PORT (etcd's --listen-metrics-urls); the client port serves
-    /// /metrics and etcd's /health in any case.
-    #[arg(long)]
-    metrics_addr: Option<SocketAddr>,
+    /// (The client port also serves /metrics and etcd's /health, as etcd.)
+    #[command(flatten)]
+    metrics: metrics_args::MetricsArgs,
     #[command(flatten)]
     dns: dns::DnsArgs,
     #[command(flatten)]
@@ -282,16 +281,15 @@ async fn run_master(a: MasterArgs) -> Result<()> {
         access,
     )
     .await?;
-    if let Some(addr) = a.metrics_addr {
-        let m = running.master.clone();
-        let router = flotilla_telemetry::http::router(
-            m.cfg.metrics.clone(),
-            std::sync::Arc::new(flotilla_raftstore::health::MasterHealth(m.clone())),
-        );
-        if let Err(e) = flotilla_telemetry::http::serve(addr, router, m.shutdown.clone()).await {
-            running.shutdown().await;
-            return Err(anyhow::Error::new(e).context("--metrics-addr"));
-        }
+    let m = running.master.clone();
+    let health = std::sync::Arc::new(flotilla_raftstore::health::MasterHealth(m.clone()));
+    if let Err(e) = a
+        .metrics
+        .serve(&m.cfg.metrics, health, m.shutdown.clone())
+        .await
+    {
+        running.shutdown().await;
+        return Err(e);
     }
     stop.await;
     tracing::info!("stopping");

@@ -94,6 +94,9 @@ pub struct ProxyArgs {
     /// Remove every rule, chain and address the proxy ever wrote, then exit.
     #[arg(long)]
     cleanup: bool,
+    /// (Ready: a sync succeeded within two resync intervals.)
+    #[command(flatten)]
+    metrics: crate::metrics_args::MetricsArgs,
 }
 
 pub async fn run(a: ProxyArgs, stop: impl std::future::Future<Output = ()>) -> Result<()> {
@@ -118,6 +121,17 @@ pub async fn run(a: ProxyArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.resync = std::time::Duration::from_secs(a.resync_seconds.max(1));
     let client = a.masters.connect()?;
     let token = CancellationToken::new();
+    let registry = flotilla_telemetry::registry();
+    let m = flotilla_proxy::metrics::ProxyMetrics::new(&registry);
+    cfg.metrics = Some(m.clone());
+    let within = 2 * cfg.resync;
+    a.metrics
+        .serve(
+            &registry,
+            std::sync::Arc::new(flotilla_telemetry::ReadyFn(move || m.ready(within))),
+            token.clone(),
+        )
+        .await?;
     let run = flotilla_proxy::run(cfg, client, token.clone());
     tokio::pin!(run);
     tokio::select! {

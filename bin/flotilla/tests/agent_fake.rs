@@ -37,6 +37,8 @@ async fn a_fake_node_runs_pods_without_containers() {
                 "fake-1",
                 "--node-ip",
                 "10.0.0.9",
+                "--metrics-addr",
+                "127.0.0.1:0",
             ])
             .arg("--server")
             .arg(cluster.endpoints())
@@ -94,6 +96,41 @@ async fn a_fake_node_runs_pods_without_containers() {
         node.spec.pod_cidr
     );
     assert!(st.container_statuses[0].ready);
+    // The agent's own endpoints: ready, and the pod's start counted.
+    let log_path = cluster.dir().join("fake.log");
+    let addr = wait_for(TIMEOUT, "the agent logs its metrics address", async || {
+        let text = std::fs::read_to_string(&log_path).map_err(|e| e.to_string())?;
+        let line = text
+            .lines()
+            .find(|l| l.contains("serving /metrics"))
+            .ok_or("not yet")?;
+        let at = line.find("addr=").ok_or("no addr")? + 5;
+        Ok::<_, String>(
+            line[at..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        )
+    })
+    .await;
+    let get = |path: &str| {
+        let url = format!("http://{addr}/{path}");
+        async move {
+            let mut cmd = tokio::process::Command::new("curl");
+            cmd.args(["-s", "-m", "10", &url]);
+            common::run_command(&mut cmd, format!("curl {url}"), None, TIMEOUT)
+                .await
+                .stdout
+        }
+    };
+    assert_eq!(get("readyz").await, "ok");
+    let m = get("metrics").await;
+    assert!(
+        m.contains("kubelet_pod_start_duration_seconds_count 1"),
+        "the pod's start is not counted:\n{m}"
+    );
+    assert!(m.contains("kubelet_node_name{node=\"fake-1\"} 1"), "{m}");
     pods.delete("p", &DeleteParams::default())
         .await
         .expect("delete");
