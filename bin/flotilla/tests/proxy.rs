@@ -223,6 +223,30 @@ async fn services_reach_pods_through_both_proxy_modes() {
     // on an iptables node and from one on the userspace node.
     reaches_all(&servers, "c1", &cip, 80, &["s1", "s2", "s3"]).await;
     reaches_all(&servers, "c2", &cip, 80, &["s1", "s2", "s3"]).await;
+    // Each proxy is ready and has timed its syncs (kube-proxy's series).
+    for p in &proxies {
+        let addr = p
+            .metrics_addr()
+            .expect("the proxy logs its metrics address");
+        let curl = |path: &str| {
+            let url = format!("http://{addr}/{path}");
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-m", "10", &url])
+                .output()
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(curl("readyz"), "ok", "{addr}");
+        let m = curl("metrics");
+        let syncs = m
+            .lines()
+            .find_map(|l| l.strip_prefix("kubeproxy_sync_proxy_rules_duration_seconds_count "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(
+            syncs.is_some_and(|n| n >= 1),
+            "no sync counted on {addr}:\n{m}"
+        );
+    }
 
     // NodePort from a host outside the cluster, through each mode's node.
     for (i, mode) in modes.iter().enumerate().take(2) {

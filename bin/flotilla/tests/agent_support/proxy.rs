@@ -29,6 +29,8 @@ impl ProxyProc {
             &host.ip.to_string(),
             "--netns",
             &host.netns_path(),
+            "--metrics-addr",
+            "127.0.0.1:0",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -58,6 +60,17 @@ impl ProxyProc {
                 .spawn()
                 .expect("flotilla proxy"),
         );
+    }
+
+    /// The address it serves /metrics and /readyz on (from its log).
+    pub fn metrics_addr(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("serving /metrics"))?;
+        let at = line.find("addr=")? + 5;
+        Some(line[at..].split_whitespace().next()?.to_string())
     }
 
     pub fn kill(&mut self) {
