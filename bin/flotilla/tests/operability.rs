@@ -505,3 +505,145 @@ async fn move_leader_hands_over_under_writes_without_failing_one() {
     let out = c.etcdctl(&["move-leader", &hex]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
 }
+
+/// Every series name the Grafana dashboard's queries use.
+fn dashboard_series() -> std::collections::BTreeSet<String> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/flotilla.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("the dashboard"))
+        .expect("JSON");
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    const PREFIXES: [&str; 8] = [
+        "etcd_",
+        "flotilla_",
+        "grpc_server_",
+        "apiserver_",
+        "coredns_",
+        "kubelet_",
+        "kubeproxy_",
+        "process_",
+    ];
+    let mut names = std::collections::BTreeSet::new();
+    for e in &exprs {
+        for tok in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
+            if PREFIXES.iter().any(|p| tok.starts_with(p)) {
+                names.insert(tok.to_string());
+            }
+        }
+    }
+    assert!(
+        names.len() > 20,
+        "too few series found in the dashboard: {names:?}"
+    );
+    names
+}
+
+/// Sample names (with _bucket, _sum, _count) in a text exposition.
+fn exported(text: &str, into: &mut std::collections::BTreeSet<String>) {
+    for l in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let end = l.find(['{', ' ']).unwrap_or(l.len());
+        into.insert(l[..end].to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_names_only_series_that_are_exported() {
+    if skip_on_etcd("the_dashboard_names_only_series_that_are_exported", false) {
+        return;
+    }
+    let want = dashboard_series();
+    let c = Cluster::start(
+        3,
+        Opts {
+            extra_args: vec!["--dns-addr".into(), "127.0.0.1:0".into()],
+            ..Opts::default()
+        },
+    )
+    .await;
+    // A node (fake runtime) with a pod on it, serving its own /metrics.
+    let log_path = c.dir().join("fake-agent.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut agent = std::process::Command::new(flotilla_bin())
+        .args(["agent", "--runtime", "fake", "--name", "dash-1"])
+        .args(["--node-ip", "10.0.0.9", "--metrics-addr", "127.0.0.1:0"])
+        .arg("--server")
+        .arg(c.endpoints())
+        .arg("--data-dir")
+        .arg(c.dir().join("fake"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("agent");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(&mut agent);
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"default"},
+        "spec":{"nodeName":"dash-1","containers":[{"name":"c","image":"nosuch"}]}}"#;
+    let mut flt = tokio::process::Command::new(flt_bin());
+    flt.args(["apply", "-f", "-"])
+        .env("FLT_SERVER", c.endpoints())
+        .env_remove("FLT_CONFIG")
+        .env("HOME", c.dir());
+    let out = run_command(&mut flt, "flt apply".into(), Some(pod.into()), WAIT).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let agent_addr = wait_for(WAIT, "the agent serves its metrics", async || {
+        metrics_addr(&log_path).ok_or("no address logged yet")
+    })
+    .await;
+    wait_until(WAIT, "the agent counts the pod's start", async || {
+        value(&agent_addr, "kubelet_pod_start_duration_seconds_count", &[]).await >= 1.0
+    })
+    .await;
+
+    let mut have = std::collections::BTreeSet::new();
+    wait_until(
+        WAIT,
+        "the leader has replicated to both peers",
+        async || {
+            let l = c.leader().await;
+            sample(
+                &metrics(&c.client_addr(l)).await,
+                "etcd_network_peer_round_trip_time_seconds_count",
+                &[],
+            )
+            .is_some()
+        },
+    )
+    .await;
+    for i in 0..3 {
+        exported(&metrics(&c.client_addr(i)).await, &mut have);
+    }
+    exported(&metrics(&agent_addr).await, &mut have);
+    // The node proxy's series, from its own registration code (running a
+    // proxy here would need a network namespace of its own).
+    let reg = flotilla_telemetry::registry();
+    let _proxy = flotilla_proxy::metrics::ProxyMetrics::new(&reg);
+    let mut text = Vec::new();
+    flotilla_telemetry::prometheus::Encoder::encode(
+        &flotilla_telemetry::prometheus::TextEncoder::new(),
+        &reg.gather(),
+        &mut text,
+    )
+    .expect("encode");
+    exported(&String::from_utf8_lossy(&text), &mut have);
+
+    let missing: Vec<&String> = want.iter().filter(|n| !have.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard names series nothing exports: {missing:?}"
+    );
+}
