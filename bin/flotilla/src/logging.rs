@@ -27,19 +27,48 @@ pub const GRACE: Duration = Duration::from_secs(10);
 /// A peer not complained about for this long starts a new grace period.
 const FORGET: Duration = Duration::from_secs(30);
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum Format {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event (timestamp, level, target, fields, spans),
+    /// for log shippers.
+    Json,
+}
+
 /// Start logging: `RUST_LOG` if set, else `info,openraft=warn`.
-pub fn init() {
+pub fn init(format: Format) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let verbose_raft = std::env::var("RUST_LOG")
         .is_ok_and(|v| v.contains("openraft=debug") || v.contains("openraft=trace"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let (text, json) = match format {
+        Format::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            ),
+            None,
+        ),
+        Format::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with((!verbose_raft).then(ElectionChatter::default))
-        .with(fmt)
+        .with(text)
+        .with(json)
         .try_init();
 }
 

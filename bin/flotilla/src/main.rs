@@ -31,6 +31,16 @@ use flotilla_raftstore::MasterConfig;
     about = "Flotilla: a container orchestrator whose masters keep their own replicated store"
 )]
 struct Cli {
+    /// Log lines as text or as JSON objects (to stderr; filter with RUST_LOG,
+    /// e.g. RUST_LOG=info,flotilla_raftstore=debug).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "FLOTILLA_LOG_FORMAT"
+    )]
+    log_format: logging::Format,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -442,7 +452,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    logging::init();
+    logging::init(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

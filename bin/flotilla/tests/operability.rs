@@ -647,3 +647,51 @@ async fn the_dashboard_names_only_series_that_are_exported() {
         "the dashboard names series nothing exports: {missing:?}"
     );
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line() {
+    if skip_on_etcd("log_format_json_writes_one_json_object_per_line", false) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, peer) = (free_port(), free_port());
+    let log_path = dir.path().join("master.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut master = std::process::Command::new(flotilla_bin())
+        .args(["master", "--log-format", "json", "--name", "j1"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--client-addr", &format!("127.0.0.1:{client}")])
+        .args(["--peer-addr", &format!("127.0.0.1:{peer}")])
+        .args(["--initial-cluster", &format!("j1=127.0.0.1:{peer}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("master");
+    let text = wait_for(WAIT, "the master logs that it serves", async || {
+        let t = std::fs::read_to_string(&log_path).map_err(|e| e.to_string())?;
+        if t.contains("master serving") {
+            Ok(t)
+        } else {
+            Err(t)
+        }
+    })
+    .await;
+    let _ = master.kill();
+    let _ = master.wait();
+    let mut serving = None;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        if v["fields"]["message"] == "master serving" {
+            serving = Some(v);
+        }
+    }
+    let serving = serving.expect("the serving line");
+    assert_eq!(serving["fields"]["name"], "j1", "{serving}");
+}
