@@ -22,8 +22,9 @@ pub struct IngressArgs {
     /// Ingresses' kubernetes.io/tls Secrets, chosen by SNI.
     #[arg(long)]
     https_addr: Option<SocketAddr>,
-    /// Serve /metrics (Prometheus) and /healthz here.
-    #[arg(long)]
+    /// Serve /metrics (Prometheus) and /healthz here (`--metrics-addr`, as
+    /// the other roles call it, is the same flag).
+    #[arg(long, visible_alias = "metrics-addr")]
     admin_addr: Option<SocketAddr>,
     /// The IngressClass served: Ingresses naming it, and those naming no
     /// class when it is the default class (or when no class is default).
