@@ -25,12 +25,14 @@ pub mod containerd;
 pub mod cri;
 pub mod error;
 pub mod fake;
+mod forward;
 pub mod logs;
 pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod routes;
 pub mod streams;
+pub mod tasks;
 
 pub use agent::Agent;
 pub use config::{AgentConfig, RegistryMirror};
