@@ -271,7 +271,9 @@ async fn exec_with_stdin_cp_and_port_forward_through_the_master() {
     // A container that answers cp with `../` entries (its own `tar`) is
     // refused, and nothing lands outside the destination.
     let evil = raw_tar(&[("x/../../escaped", b"gotcha")]);
-    let script = "cat > /tmp/evil.tar && mkdir -p /usr/local/bin && printf '#!/bin/sh\\ncat /tmp/evil.tar\\n' > /usr/local/bin/tar && chmod +x /usr/local/bin/tar";
+    // (exec runs commands without a shell's PATH search order we could
+    // rely on, so the container's own /bin/tar is the one replaced.)
+    let script = "cat > /tmp/evil.tar && rm -f /bin/tar && printf '#!/bin/sh\\ncat /tmp/evil.tar\\n' > /bin/tar && chmod +x /bin/tar";
     flt_in(
         &servers,
         &["exec", "-i", "box", "--", "sh", "-c", script],
@@ -289,7 +291,7 @@ async fn exec_with_stdin_cp_and_port_forward_through_the_master() {
     // Without tar in the image, cp says so.
     flt(
         &servers,
-        &["exec", "box", "--", "rm", "/usr/local/bin/tar", "/bin/tar"],
+        &["exec", "box", "--", "rm", "-f", "/bin/tar"],
     )
     .await
     .ok();
