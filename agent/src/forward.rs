@@ -73,8 +73,7 @@ pub async fn forward(
     // Caller to pod; ends with the caller's stream (or its close_write).
     let upload = tokio::spawn(async move {
         let mut frame = Some(first);
-        loop {
-            let Some(f) = frame.take() else { break };
+        while let Some(f) = frame.take() {
             if !f.data.is_empty() && wr.write_all(&f.data).await.is_err() {
                 return;
             }

@@ -289,12 +289,9 @@ async fn exec_with_stdin_cp_and_port_forward_through_the_master() {
     assert!(!tmp.path().join("escaped").exists());
     assert!(!tmp.path().join("in/escaped").exists());
     // Without tar in the image, cp says so.
-    flt(
-        &servers,
-        &["exec", "box", "--", "rm", "-f", "/bin/tar"],
-    )
-    .await
-    .ok();
+    flt(&servers, &["exec", "box", "--", "rm", "-f", "/bin/tar"])
+        .await
+        .ok();
     flt(&servers, &["cp", "box:/www", &dest_s])
         .await
         .fails_with("needs `tar` in the container");
