@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/flotilla/cluster.proto",
                 "proto/flotilla/objects.proto",
                 "proto/flotilla/node.proto",
+                "proto/containerd/tasks.proto",
+                "proto/containerd/containers.proto",
             ],
             &["proto"],
         )?;

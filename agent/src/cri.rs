@@ -26,6 +26,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A connection to a CRI runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct Cri {
+    channel: Channel,
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
 }
@@ -57,9 +58,15 @@ impl Cri {
                     Error::Containerd(format!("connecting to {}: {e}", socket.display()))
                 })?;
         Ok(Cri {
+            channel: channel.clone(),
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
         })
+    }
+
+    /// The connection to the runtime's socket, for containerd's own API.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// "containerd 1.6.20~ds1"
@@ -158,6 +165,44 @@ impl Cri {
             .unwrap_or_default();
         let ip = s.network.map(|n| n.ip).unwrap_or_default();
         Ok((ip, s.state == PodSandboxState::SandboxReady as i32))
+    }
+
+    /// The sandbox's network namespace (a path the agent can open), from
+    /// the runtime's verbose status: the namespace in its OCI spec, or its
+    /// process's.
+    pub async fn pod_netns(&mut self, id: &str) -> Result<Option<PathBuf>> {
+        let info = self
+            .runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .map_err(Error::runtime("PodSandboxStatus"))?
+            .into_inner()
+            .info;
+        let Some(v) = info
+            .get("info")
+            .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+        else {
+            return Ok(None);
+        };
+        let from_spec = v
+            .pointer("/runtimeSpec/linux/namespaces")
+            .and_then(|n| n.as_array())
+            .and_then(|ns| {
+                ns.iter()
+                    .find(|n| n.get("type").and_then(|t| t.as_str()) == Some("network"))
+            })
+            .and_then(|n| n.get("path").and_then(|p| p.as_str()))
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let from_pid = v
+            .get("pid")
+            .and_then(|p| p.as_u64())
+            .filter(|p| *p > 0)
+            .map(|p| PathBuf::from(format!("/proc/{p}/ns/net")));
+        Ok(from_spec.or(from_pid))
     }
 
     /// Sandboxes with all these labels.

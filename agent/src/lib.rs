@@ -25,6 +25,7 @@ pub mod containerd;
 pub mod cri;
 pub mod error;
 pub mod fake;
+mod forward;
 pub mod logs;
 pub mod metrics;
 pub mod netns;
@@ -32,6 +33,7 @@ pub mod node;
 pub mod pods;
 pub mod routes;
 pub mod streams;
+pub mod tasks;
 
 pub use agent::Agent;
 pub use config::{AgentConfig, RegistryMirror};

@@ -1,7 +1,8 @@
 //! The agent's pod streams (served on the node's IP, the port in the
 //! Node's `status.daemonEndpoints`; the masters relay `flt logs` and
-//! `flt exec` here): a container's log from its CRI log files, and a
-//! command run in a container to completion.
+//! `flt exec` here): a container's log from its CRI log files, a command
+//! run in a container to completion (with standard input: [`crate::tasks`]),
+//! and connections to the pods' ports ([`crate::forward`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use std::time::Duration;
 use flotilla_client::Cache;
 use flotilla_objects::core::Pod;
 use flotilla_proto::node::pod_streams_server::{PodStreams, PodStreamsServer};
-use flotilla_proto::node::{ExecRequest, ExecResponse, LogsChunk, LogsRequest};
+use flotilla_proto::node::{ExecRequest, ExecResponse, LogsChunk, LogsRequest, PortForwardFrame};
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
 use crate::logs::{self, Line, FOLLOW_POLL};
@@ -37,8 +38,11 @@ pub async fn serve(ctx: Arc<Ctx>, pods: Cache<Pod>, stop: CancellationToken) -> 
         .map_err(Error::io(format!("listening on {addr}")))?;
     tracing::info!(%addr, tls = ctx.cfg.stream_tls.is_some(), "serving pod logs and exec");
     let tls = ctx.cfg.stream_tls.clone();
-    let router = tonic::transport::Server::builder()
-        .add_service(PodStreamsServer::new(Streams { ctx, pods }));
+    let router = tonic::transport::Server::builder().add_service(
+        PodStreamsServer::new(Streams { ctx, pods })
+            .max_decoding_message_size(flotilla_proto::node::MESSAGE_LIMIT)
+            .max_encoding_message_size(flotilla_proto::node::MESSAGE_LIMIT),
+    );
     let served = match tls {
         Some(tls) => {
             router
@@ -138,6 +142,22 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<LogsChunk, Status>> + Send>>;
 #[tonic::async_trait]
 impl PodStreams for Streams {
     type LogsStream = LogStream;
+    type PortForwardStream = crate::forward::FrameStream;
+
+    async fn port_forward(
+        &self,
+        req: Request<Streaming<PortForwardFrame>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        check_caller(self.ctx.cfg.stream_tls.is_some(), &req)?;
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no pod and port given"))?;
+        let pod = self.pod(&first.namespace, &first.pod)?;
+        let s = crate::forward::forward(self.ctx.clone(), pod, first, inbound).await?;
+        Ok(Response::new(s))
+    }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
         check_caller(self.ctx.cfg.stream_tls.is_some(), &req)?;
@@ -238,13 +258,25 @@ impl PodStreams for Streams {
             t if t > 0 => Duration::from_secs(t as u64),
             _ => EXEC_DEFAULT_TIMEOUT,
         };
-        let out = self
-            .ctx
-            .cri
-            .clone()
-            .exec_sync(&id, r.command, timeout)
+        let out = if r.attach_stdin {
+            let work = self.ctx.cfg.data_dir.join("exec");
+            crate::tasks::exec_with_stdin(
+                self.ctx.cri.channel(),
+                &work,
+                &id,
+                r.command,
+                r.stdin,
+                timeout,
+            )
             .await
-            .map_err(|e| Status::unknown(e.runtime_message()))?;
+        } else {
+            self.ctx
+                .cri
+                .clone()
+                .exec_sync(&id, r.command, timeout)
+                .await
+        }
+        .map_err(|e| Status::unknown(e.runtime_message()))?;
         Ok(Response::new(ExecResponse {
             stdout: out.stdout,
             stderr: out.stderr,

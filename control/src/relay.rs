@@ -1,4 +1,4 @@
-//! pods/log and pods/exec through any master, as the Kubernetes API server
+//! pods/log, pods/exec and pods/portforward through any master, as the Kubernetes API server
 //! relays them: the master finds the pod's node and that node's agent
 //! (its InternalIP and the port in `status.daemonEndpoints`), calls the
 //! agent's pod streams with the same request, and passes the answer back.
@@ -13,11 +13,13 @@ use flotilla_objects::rbac::Attributes;
 use flotilla_objects::registry;
 use flotilla_proto::node::pod_streams_client::PodStreamsClient;
 use flotilla_proto::node::pod_streams_server::{PodStreams, PodStreamsServer};
-use flotilla_proto::node::{ExecRequest, ExecResponse, LogsChunk, LogsRequest};
-use futures::Stream;
+use flotilla_proto::node::{
+    ExecRequest, ExecResponse, LogsChunk, LogsRequest, PortForwardFrame, MESSAGE_LIMIT,
+};
+use futures::{Stream, StreamExt as _};
 use serde_json::Value;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::json::str_at;
 use crate::auth::Auth;
@@ -47,6 +49,8 @@ impl Relay {
             auth,
             agent_tls,
         })
+        .max_decoding_message_size(MESSAGE_LIMIT)
+        .max_encoding_message_size(MESSAGE_LIMIT)
     }
 
     /// A client of the agent running pod `ns/name`.
@@ -93,7 +97,9 @@ impl Relay {
                     "the agent of node {node_name} at {addr} is unreachable: {e}"
                 ))
             })?;
-        Ok(PodStreamsClient::new(channel))
+        Ok(PodStreamsClient::new(channel)
+            .max_decoding_message_size(MESSAGE_LIMIT)
+            .max_encoding_message_size(MESSAGE_LIMIT))
     }
 }
 
@@ -114,11 +120,44 @@ pub fn agent_address(node: &Value) -> Option<String> {
     Some(format!("{ip}:{port}"))
 }
 
+/// The caller's next frame; its end (or its failure) is a half-close.
+async fn next_frame(
+    mut s: Streaming<PortForwardFrame>,
+) -> Option<(PortForwardFrame, Streaming<PortForwardFrame>)> {
+    match s.message().await {
+        Ok(Some(f)) => Some((f, s)),
+        Ok(None) | Err(_) => None,
+    }
+}
+
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogsChunk, Status>> + Send>>;
+type FrameStream = Pin<Box<dyn Stream<Item = Result<PortForwardFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl PodStreams for Relay {
     type LogsStream = LogStream;
+    type PortForwardStream = FrameStream;
+
+    /// The first frame names the pod; the caller needs `create` on
+    /// pods/portforward, as in Kubernetes.
+    async fn port_forward(
+        &self,
+        mut req: Request<Streaming<PortForwardFrame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let first = req
+            .get_mut()
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no pod and port given"))?;
+        let a = Attributes::new("create", &registry::POD, &first.namespace, &first.pod)
+            .subresource("portforward");
+        self.auth.check(&req, &a).await.map_err(to_status)?;
+        let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
+        let rest = futures::stream::unfold(req.into_inner(), next_frame);
+        let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
+        let s = agent.port_forward(outbound).await?.into_inner();
+        Ok(Response::new(Box::pin(s)))
+    }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
         let a = Attributes::new(

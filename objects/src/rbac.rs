@@ -472,7 +472,11 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
         view.push(rule(READ, &[g], rs));
         edit.push(rule(ALL, &[g], rs));
     }
-    edit.push(rule(ALL, &[""], &["secrets", "pods/exec"]));
+    edit.push(rule(
+        ALL,
+        &[""],
+        &["secrets", "pods/exec", "pods/portforward"],
+    ));
     edit.push(rule(READ, &[""], &["namespaces"]));
     view.push(rule(READ, &[""], &["namespaces"]));
     let mut admin = edit.clone();

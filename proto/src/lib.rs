@@ -5,7 +5,8 @@
 //! unchanged; Flotilla's master-to-master service (`raft`); and the cluster
 //! administration service that `flt` speaks (`cluster`); the object
 //! API (`objects`), whose messages carry objects as JSON; and the node
-//! streams (`node`: pod logs and exec, served by agents, relayed by masters).
+//! streams (`node`: pod logs, exec and port-forward, served by agents, relayed
+//! by masters); and the few calls of containerd's API the agent makes.
 //!
 //! Must not depend on any other Flotilla crate: protobuf stays at this edge,
 //! and the crates above convert it to their own types.
@@ -34,6 +35,22 @@ pub mod objects {
 
 pub mod node {
     tonic::include_proto!("flotilla.node.v1");
+
+    /// The largest message of the node streams that flt, the masters and
+    /// the agents accept: an exec's standard input (flt sends 64 MiB at
+    /// most) or output, with room for the rest of the message.
+    pub const MESSAGE_LIMIT: usize = 80 << 20;
+}
+
+/// The few calls of containerd's own API the agent makes (a command with
+/// standard input in a container).
+pub mod containerd {
+    pub mod tasks {
+        tonic::include_proto!("containerd.services.tasks.v1");
+    }
+    pub mod containers {
+        tonic::include_proto!("containerd.services.containers.v1");
+    }
 }
 
 /// The etcd v3 convention for a prefix range: the `range_end` that, with

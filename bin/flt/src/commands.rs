@@ -225,7 +225,9 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
         | Command::Completion { .. }
         | Command::Cluster(_)
         | Command::Logs(_)
-        | Command::Exec(_) => Ok(()),
+        | Command::Exec(_)
+        | Command::Cp(_)
+        | Command::PortForward(_) => Ok(()),
     }
 }
 

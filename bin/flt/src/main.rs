@@ -17,8 +17,10 @@ mod commands;
 mod complete;
 mod config;
 mod contexts;
+mod cp;
 mod diff;
 mod explain;
+mod forward;
 mod generate;
 mod get;
 mod jsonpath;
@@ -177,6 +179,12 @@ pub enum Command {
     /// Run a command in a container: `flt exec web -- ls /`; its exit code
     /// becomes flt's.
     Exec(streams::ExecArgs),
+    /// Copy files and folders to and from a container (with `tar` in it):
+    /// `flt cp web:/etc/motd motd`, `flt cp ./site web:/www`.
+    Cp(cp::CpArgs),
+    /// Forward local ports to a pod's (or a service's or deployment's
+    /// pod's): `flt port-forward svc/web 8080:80`, until Ctrl-C.
+    PortForward(forward::PortForwardArgs),
     /// Ask the masters about access: `flt auth can-i VERB RESOURCE`,
     /// `flt auth whoami`.
     #[command(subcommand)]
@@ -483,6 +491,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(a) => explain::explain(&a),
         Command::Logs(a) => streams::logs(&servers, dial, &namespace, a).await,
         Command::Exec(a) => streams::exec(&servers, dial, &namespace, a).await,
+        Command::Cp(a) => cp::cp(&servers, dial, &namespace, a).await,
+        Command::PortForward(a) => {
+            let ctx = commands::Ctx::new(&servers, namespace, true, dial, command_timeout)?;
+            forward::port_forward(&servers, dial, &ctx.client, &ctx.namespace, a).await
+        }
         other => {
             let ctx = commands::Ctx::new(
                 &servers,

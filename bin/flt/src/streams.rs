@@ -1,14 +1,15 @@
-//! `flt logs` and `flt exec`: a pod's log and commands in its containers,
+//! `flt logs` and `flt exec`: a pod's log and commands in its containers
+//! (with `-i`, flt's standard input read whole and then closed),
 //! through any master (the masters relay to the agent of the pod's node),
 //! as kubectl does through the API server.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
 use flotilla_proto::node::pod_streams_client::PodStreamsClient;
-use flotilla_proto::node::{ExecRequest, LogsRequest};
+use flotilla_proto::node::{ExecRequest, LogsRequest, MESSAGE_LIMIT};
 
 use crate::cluster::connect;
 
@@ -52,7 +53,8 @@ pub struct ExecArgs {
     /// The container (default: the pod's only one).
     #[arg(short = 'c', long)]
     pub container: Option<String>,
-    /// Pass standard input to the command (not supported yet).
+    /// Pass flt's standard input to the command (read whole, up to 64 MiB,
+    /// then closed).
     #[arg(short = 'i', long)]
     pub stdin: bool,
     /// Allocate a terminal (not supported yet).
@@ -66,8 +68,11 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// The most of flt's standard input that `flt exec -i` sends.
+pub const STDIN_LIMIT: usize = 64 << 20;
+
 /// A client of the first master that answers.
-async fn masters(
+pub async fn masters(
     servers: &[String],
     dial: Duration,
 ) -> Result<PodStreamsClient<crate::cluster::Authed>> {
@@ -76,10 +81,11 @@ async fn masters(
         // Streams may last: no request timeout of the channel's own.
         match connect(s, dial, Duration::from_secs(24 * 3600)).await {
             Ok(c) => {
-                return Ok(PodStreamsClient::with_interceptor(
-                    c,
-                    crate::access::headers(),
-                ))
+                return Ok(
+                    PodStreamsClient::with_interceptor(c, crate::access::headers())
+                        .max_decoding_message_size(MESSAGE_LIMIT)
+                        .max_encoding_message_size(MESSAGE_LIMIT),
+                )
             }
             Err(e) => last = Some(e),
         }
@@ -87,7 +93,7 @@ async fn masters(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no master address given")))
 }
 
-fn status_error(s: tonic::Status) -> anyhow::Error {
+pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
 }
 
@@ -111,10 +117,32 @@ pub async fn logs(servers: &[String], dial: Duration, ns: &str, a: LogsArgs) -> 
     Ok(())
 }
 
-pub async fn exec(servers: &[String], dial: Duration, ns: &str, a: ExecArgs) -> Result<()> {
-    if a.stdin || a.tty {
-        bail!("-i and -t are not supported yet: flt exec runs a command to completion");
+/// Read all of `r`, refusing more than `limit` bytes.
+pub fn read_limited(mut r: impl std::io::Read, limit: usize, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::Read::take(&mut r, limit as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > limit {
+        bail!(
+            "{what} is larger than {} MiB, the most flt sends at once",
+            limit >> 20
+        );
     }
+    Ok(buf)
+}
+
+pub async fn exec(servers: &[String], dial: Duration, ns: &str, a: ExecArgs) -> Result<()> {
+    if a.tty {
+        bail!("-t is not supported yet: flt exec runs a command to completion");
+    }
+    let stdin = if a.stdin {
+        Some(read_limited(
+            std::io::stdin().lock(),
+            STDIN_LIMIT,
+            "standard input",
+        )?)
+    } else {
+        None
+    };
     let mut c = masters(servers, dial).await?;
     let req = ExecRequest {
         namespace: ns.to_string(),
@@ -122,6 +150,8 @@ pub async fn exec(servers: &[String], dial: Duration, ns: &str, a: ExecArgs) -> 
         container: a.container.unwrap_or_default(),
         command: a.command,
         timeout_seconds: a.timeout,
+        attach_stdin: stdin.is_some(),
+        stdin: stdin.unwrap_or_default(),
     };
     let r = c.exec(req).await.map_err(status_error)?.into_inner();
     std::io::stdout().write_all(&r.stdout)?;

@@ -128,6 +128,14 @@ pub fn check(node: &str, a: &Attributes) -> Check {
             }
             Check::IfRelated
         }
+        // The masters relay these to agents; no agent needs them, and one
+        // must not reach into another node's pods.
+        ("", "pods") if matches!(a.subresource.as_str(), "exec" | "portforward" | "attach") => {
+            Check::Decided(Decision::Deny(format!(
+                "node '{node}' may not use pods/{}",
+                a.subresource
+            )))
+        }
         ("", "nodes") if !matches!(a.verb.as_str(), "get" | "list" | "watch") => {
             own("change the Node that is")
         }
@@ -251,6 +259,12 @@ mod tests {
             check("n1", &attrs("get", "", "pods", "web", "b")),
             Check::Decided(Decision::NoOpinion)
         );
+        // No node execs into or port-forwards to pods, its own or others'.
+        for sub in ["exec", "portforward", "attach"] {
+            let mut a = attrs("create", "", "pods", "web", "b");
+            a.subresource = sub.into();
+            assert!(denied(check("n1", &a)), "{sub}");
+        }
     }
 
     #[test]
