@@ -161,7 +161,7 @@ mod tests {
         let mut q = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
         q.extend([1, b'a', 1, b'b', 0, 0, 1, 0, 1]);
         assert_eq!(qtype(&q), Some(1));
-        q[17] = 33;
+        q[18] = 33;
         assert_eq!(qtype(&q), Some(33));
         assert_eq!(qtype(&q[..14]), None);
     }

@@ -102,7 +102,7 @@ impl<K: Resource> Controller<K> {
             triggers: Vec::new(),
             resync: Some(Duration::from_secs(300)),
             workers: 4,
-            queue: WorkQueue::new(QueueConfig::default()),
+            queue: WorkQueue::new(QueueConfig::default()).named(name),
         }
     }
 
@@ -146,7 +146,7 @@ impl<K: Resource> Controller<K> {
     }
 
     pub fn queue_config(mut self, cfg: QueueConfig) -> Self {
-        self.queue = WorkQueue::new(cfg);
+        self.queue = WorkQueue::new(cfg).named(&self.name);
         self
     }
 

@@ -20,6 +20,7 @@
 pub mod controller;
 pub mod informer;
 pub mod manager;
+pub mod metrics;
 pub mod queue;
 
 pub use controller::{Action, Controller, Reconciler};

@@ -69,6 +69,27 @@ struct Inner<T> {
     metrics: QueueMetrics,
 }
 
+/// Reads a named queue's counters while it lives ([`WorkQueue::named`]).
+type Probe = Box<dyn Fn() -> Option<QueueMetrics> + Send + Sync>;
+
+/// The named queues of this process, for `workqueue_*` metrics.
+static NAMED: Mutex<Vec<(String, Probe)>> = Mutex::new(Vec::new());
+
+/// The counters of every named queue still alive (dropped ones are
+/// forgotten), by name.
+pub fn named_queues() -> Vec<(String, QueueMetrics)> {
+    let mut all = NAMED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::new();
+    all.retain(|(name, probe)| match probe() {
+        Some(m) => {
+            out.push((name.clone(), m));
+            true
+        }
+        None => false,
+    });
+    out
+}
+
 /// A de-duplicating, rate-limited queue of keys. Cheap to clone.
 pub struct WorkQueue<T> {
     inner: Arc<Mutex<Inner<T>>>,
@@ -103,6 +124,23 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
             ready: Arc::new(Notify::new()),
             cfg: Arc::new(cfg),
         }
+    }
+
+    /// Report this queue's counters as `workqueue_*{name}` while it lives.
+    pub fn named(self, name: &str) -> Self {
+        let weak = Arc::downgrade(&self.inner);
+        let probe: Probe = Box::new(move || {
+            let inner = weak.upgrade()?;
+            let q = inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut m = q.metrics.clone();
+            m.depth = q.queue.len();
+            Some(m)
+        });
+        NAMED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), probe));
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {

@@ -37,6 +37,7 @@ pub mod events;
 pub mod filters;
 pub mod interpod;
 pub mod message;
+pub mod metrics;
 pub mod nodeinfo;
 pub mod queue;
 pub mod resources;

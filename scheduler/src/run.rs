@@ -172,6 +172,7 @@ impl Shared {
     async fn schedule(self: &Arc<Self>, pod: Arc<Pod>, stop: &CancellationToken) {
         let key = pod_key(&pod);
         let info = PodInfo::new(pod.clone());
+        let started = std::time::Instant::now();
         let decision = {
             let mut c = self.cache();
             if c.knows(&key) {
@@ -196,6 +197,14 @@ impl Shared {
                 }
             }
         };
+        crate::metrics::attempt(
+            if decision.is_ok() {
+                "scheduled"
+            } else {
+                "unschedulable"
+            },
+            started.elapsed(),
+        );
         if decision.is_err() {
             self.queue.unschedulable(&key);
         }
@@ -229,6 +238,7 @@ impl Shared {
                 );
             }
             Err(e) => {
+                crate::metrics::ATTEMPTS.with_label_values(&["error"]).inc();
                 tracing::debug!(pod = %key, node = %node, error = %e, "binding failed; will retry");
                 self.cache().forget_assumed(&key);
                 self.queue.retry(&key);

@@ -50,6 +50,14 @@ pub async fn start(
     })
     .await?;
     let master = running.master.clone();
+    if let Err(e) = master
+        .cfg
+        .metrics
+        .register(Box::new(flotilla_runtime::metrics::WorkqueueCollector))
+    {
+        tracing::warn!(error = %e, "workqueue metrics not registered");
+    }
+    flotilla_scheduler::metrics::register(&master.cfg.metrics);
     let Some(api) = api else {
         return Ok(running);
     };

@@ -10,7 +10,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use agent_support::{log_lines, NodeCleanup, Registry};
+use agent_support::{NodeCleanup, Registry};
 use flotilla_agent::containerd::Supervisor;
 use flotilla_agent::cri::{ContainerState, Cri};
 use flotilla_agent::pods::spec::{self, PodDirs};
@@ -96,8 +96,27 @@ async fn a_busybox_container_runs_through_cri_and_its_output_is_logged() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status.exit_code, 0, "{status:?}");
-    let lines = log_lines(&dirs.log_file("main", 0));
-    assert_eq!(lines, vec!["hello from hello", "to stderr"]);
+    // stdout and stderr are two pipes: containerd logs each line as it
+    // reads it, so their relative order is not fixed (under load stderr's
+    // line came first). Each line must be there once, with its stream.
+    let raw = std::fs::read_to_string(dirs.log_file("main", 0)).unwrap_or_default();
+    let mut lines: Vec<(String, String)> = raw
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let (_, stream, _) = (f.next()?, f.next()?, f.next()?);
+            Some((stream.to_string(), f.next()?.to_string()))
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            ("stderr".to_string(), "to stderr".to_string()),
+            ("stdout".to_string(), "hello from hello".to_string()),
+        ],
+        "{raw}"
+    );
 
     cri.stop_pod_sandbox(&sandbox).await.expect("stop sandbox");
     cri.remove_pod_sandbox(&sandbox)

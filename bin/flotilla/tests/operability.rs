@@ -568,7 +568,8 @@ async fn the_dashboard_names_only_series_that_are_exported() {
         },
     )
     .await;
-    // A node (fake runtime) with a pod on it, serving its own /metrics.
+    // A node (fake runtime) serving its own /metrics, and a pod that the
+    // scheduler places there.
     let log_path = c.dir().join("fake-agent.log");
     let log = std::fs::File::create(&log_path).expect("log");
     let mut agent = std::process::Command::new(flotilla_bin())
@@ -592,7 +593,7 @@ async fn the_dashboard_names_only_series_that_are_exported() {
     }
     let _agent = Kill(&mut agent);
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"default"},
-        "spec":{"nodeName":"dash-1","containers":[{"name":"c","image":"nosuch"}]}}"#;
+        "spec":{"containers":[{"name":"c","image":"nosuch"}]}}"#;
     let mut flt = tokio::process::Command::new(flt_bin());
     flt.args(["apply", "-f", "-"])
         .env("FLT_SERVER", c.endpoints())
