@@ -7,14 +7,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use flotilla_telemetry::register;
 use prometheus::{Histogram, HistogramOpts, IntGauge, IntGaugeVec, Opts, Registry};
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-    if let Err(e) = r.register(Box::new(c.clone())) {
-        tracing::warn!(error = %e, "metric not registered");
-    }
-    c
-}
 
 #[derive(Clone)]
 pub struct AgentMetrics {

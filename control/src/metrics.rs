@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use flotilla_objects::api::{Reason, REASON_HEADER};
+use flotilla_telemetry::register;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tonic::{Code, Status};
 
@@ -16,13 +17,6 @@ pub struct ApiMetrics {
     requests: IntCounterVec,
     seconds: HistogramVec,
     watchers: IntGaugeVec,
-}
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-    if let Err(e) = r.register(Box::new(c.clone())) {
-        tracing::warn!(error = %e, "metric not registered");
-    }
-    c
 }
 
 impl ApiMetrics {

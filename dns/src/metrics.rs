@@ -9,6 +9,7 @@
 
 use std::time::Instant;
 
+use flotilla_telemetry::register;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
@@ -40,13 +41,6 @@ pub struct DnsMetrics {
     responses: [IntCounter; RCODES.len() + 1],
     duration: [Histogram; 2],
     forwards: IntCounter,
-}
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-    if let Err(e) = r.register(Box::new(c.clone())) {
-        tracing::warn!(error = %e, "metric not registered");
-    }
-    c
 }
 
 impl DnsMetrics {

@@ -13,14 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use flotilla_telemetry::register;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-    if let Err(e) = r.register(Box::new(c.clone())) {
-        tracing::warn!(error = %e, "metric not registered");
-    }
-    c
-}
 
 fn histogram(r: &Registry, name: &str, help: &str) -> Histogram {
     register(
