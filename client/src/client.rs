@@ -5,7 +5,8 @@
 //! out is tried again on the next master. Writes are safe to try again: each
 //! call carries one request id (the `flotilla-request-id` metadata entry) on
 //! every attempt, and the masters apply a request id at most once, answering
-//! a retry of a write that did commit with that write's outcome.
+//! a retry of a write that did commit with that write's outcome. Reads carry
+//! one too: the masters' log lines about a call name its id.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -153,14 +154,6 @@ fn new_request_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// What a call is, for its retries.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Read,
-    /// Carries a request id, the same on every attempt.
-    Write,
-}
-
 impl Client {
     /// A client of the masters at `addrs` (HOST:PORT or http://HOST:PORT).
     /// Connections are made on first use.
@@ -213,10 +206,10 @@ impl Client {
 
     /// Run one call, moving on to the next master while the one asked is
     /// unreachable, cannot serve (no quorum) or does not answer in time, for
-    /// up to `retry_for`. Every attempt of a write carries the same request
-    /// id, so a write that committed on an attempt whose answer was lost is
-    /// not applied again.
-    async fn call<M, T, F, Fut>(&self, kind: Kind, msg: M, f: F) -> Result<T, ApiError>
+    /// up to `retry_for`. Every attempt carries the same request id, so a
+    /// write that committed on an attempt whose answer was lost is not
+    /// applied again.
+    async fn call<M, T, F, Fut>(&self, msg: M, f: F) -> Result<T, ApiError>
     where
         M: Clone,
         F: Fn(ObjectsClient<Channel>, Request<M>) -> Fut,
@@ -224,7 +217,9 @@ impl Client {
     {
         let n = self.inner.channels.len();
         let deadline = tokio::time::Instant::now() + self.inner.retry_for;
-        let request_id = (kind == Kind::Write).then(new_request_id);
+        // Every call carries an id, which the masters' log lines about it
+        // name; a write's is also what makes its retries apply once.
+        let request_id = new_request_id();
         let mut backoff = Duration::from_millis(50);
         let mut tried = 0usize;
         loop {
@@ -236,10 +231,8 @@ impl Client {
             for (k, v) in &self.inner.headers {
                 req.metadata_mut().append(*k, v.clone());
             }
-            if let Some(id) = &request_id {
-                if let Ok(v) = MetadataValue::try_from(id.as_str()) {
-                    req.metadata_mut().insert(REQUEST_ID_HEADER, v);
-                }
+            if let Ok(v) = MetadataValue::try_from(request_id.as_str()) {
+                req.metadata_mut().insert(REQUEST_ID_HEADER, v);
             }
             match f(c, req).await {
                 Ok(r) => return Ok(r.into_inner()),
@@ -248,7 +241,7 @@ impl Client {
                     if e.reason != Reason::Unavailable {
                         return Err(e);
                     }
-                    tracing::debug!(master = %self.inner.addrs[idx], error = %e, "master unavailable; trying the next");
+                    tracing::debug!(master = %self.inner.addrs[idx], %request_id, error = %e, "master unavailable; trying the next");
                     let _ = self.inner.current.compare_exchange(
                         idx,
                         (idx + 1) % n,
@@ -400,7 +393,7 @@ impl Client {
 
     /// Who the masters take this client for (`flt auth whoami`).
     pub async fn who_am_i(&self) -> Result<pb::WhoAmIResponse, ApiError> {
-        self.call(Kind::Read, pb::WhoAmIRequest {}, |mut c, r| async move {
+        self.call(pb::WhoAmIRequest {}, |mut c, r| async move {
             c.who_am_i(r).await
         })
         .await
@@ -411,10 +404,8 @@ impl Client {
         &self,
         req: pb::AccessReviewRequest,
     ) -> Result<pb::AccessReviewResponse, ApiError> {
-        self.call(Kind::Read, req, |mut c, r| async move {
-            c.access_review(r).await
-        })
-        .await
+        self.call(req, |mut c, r| async move { c.access_review(r).await })
+            .await
     }
 
     /// Watch changes. The stream ends with a [`Reason::Gone`] error when the
@@ -479,11 +470,7 @@ impl ObjectApi for Client {
             dry_run,
         };
         let r = self
-            .call(
-                Kind::Write,
-                req,
-                |mut c, r| async move { c.create(r).await },
-            )
+            .call(req, |mut c, r| async move { c.create(r).await })
             .await?;
         written(r)
     }
@@ -502,7 +489,7 @@ impl ObjectApi for Client {
             serializable,
         };
         let r = self
-            .call(Kind::Read, req, |mut c, r| async move { c.get(r).await })
+            .call(req, |mut c, r| async move { c.get(r).await })
             .await?;
         from_json(&r.object)
     }
@@ -523,7 +510,7 @@ impl ObjectApi for Client {
             serializable: p.serializable,
         };
         let r = self
-            .call(Kind::Read, req, |mut c, r| async move { c.list(r).await })
+            .call(req, |mut c, r| async move { c.list(r).await })
             .await?;
         let items = r
             .items
@@ -552,17 +539,11 @@ impl ObjectApi for Client {
             dry_run,
         };
         let r = if status {
-            self.call(Kind::Write, req, |mut c, r| async move {
-                c.update_status(r).await
-            })
-            .await?
+            self.call(req, |mut c, r| async move { c.update_status(r).await })
+                .await?
         } else {
-            self.call(
-                Kind::Write,
-                req,
-                |mut c, r| async move { c.update(r).await },
-            )
-            .await?
+            self.call(req, |mut c, r| async move { c.update(r).await })
+                .await?
         };
         written(r)
     }
@@ -585,7 +566,7 @@ impl ObjectApi for Client {
             dry_run,
         };
         let r = self
-            .call(Kind::Write, req, |mut c, r| async move { c.patch(r).await })
+            .call(req, |mut c, r| async move { c.patch(r).await })
             .await?;
         written(r)
     }
@@ -611,11 +592,7 @@ impl ObjectApi for Client {
             dry_run: p.dry_run,
         };
         let r = self
-            .call(
-                Kind::Write,
-                req,
-                |mut c, r| async move { c.delete(r).await },
-            )
+            .call(req, |mut c, r| async move { c.delete(r).await })
             .await?;
         Ok((from_json(&r.object)?, r.deleted))
     }
@@ -632,7 +609,7 @@ impl ObjectApi for Client {
             dry_run,
         };
         let r = self
-            .call(Kind::Write, req, |mut c, r| async move { c.apply(r).await })
+            .call(req, |mut c, r| async move { c.apply(r).await })
             .await?;
         Ok(Applied {
             object: from_json(&r.object)?,
@@ -648,7 +625,7 @@ impl ObjectApi for Client {
             node: node.into(),
         };
         let r = self
-            .call(Kind::Write, req, |mut c, r| async move { c.bind(r).await })
+            .call(req, |mut c, r| async move { c.bind(r).await })
             .await?;
         from_json(&r.object)
     }
@@ -669,7 +646,7 @@ impl ObjectApi for Client {
             bookmark_interval_ms: p.bookmark_interval.as_millis() as i64,
         };
         let stream = self
-            .call(Kind::Read, req, |mut c, r| async move { c.watch(r).await })
+            .call(req, |mut c, r| async move { c.watch(r).await })
             .await?;
         Ok(Box::pin(stream.map(|item| match item {
             Ok(ev) => {

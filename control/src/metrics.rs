@@ -2,13 +2,23 @@
 //! `apiserver_request_total` and `apiserver_request_duration_seconds` by
 //! verb (GET, LIST, WATCH, CREATE, UPDATE, PATCH, DELETE, APPLY), resource
 //! and HTTP code (Kubernetes' code for each failure reason), and
-//! `apiserver_registered_watchers`, the watches open now, by resource.
+//! `apiserver_registered_watchers`, the watches open now, by resource; and
+//! the watch cache's: `apiserver_watch_cache_events_received_total` and
+//! `apiserver_watch_cache_capacity` by resource, as kube-apiserver names
+//! them, and Flotilla's `flotilla_watch_cache_events` (its size now) and
+//! `flotilla_watch_cache_lag_revisions` (how far behind the store's
+//! revision the cache is).
 
+use std::sync::Weak;
 use std::time::Instant;
 
 use flotilla_objects::api::{Reason, REASON_HEADER};
 use flotilla_telemetry::register;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::watch_cache::WatchCaches;
 use tonic::{Code, Status};
 
 /// The series of one API server.
@@ -105,10 +115,20 @@ impl Timer {
             .requests
             .with_label_values(&[self.verb, self.group, self.resource, &code.to_string()])
             .inc();
+        let elapsed = self.start.elapsed();
         self.m
             .seconds
             .with_label_values(&[self.verb, self.group, self.resource])
-            .observe(self.start.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        // The access log (kube-apiserver's httplog), inside the call's
+        // request span: `RUST_LOG=flotilla_control=debug`.
+        tracing::debug!(
+            verb = self.verb,
+            resource = self.resource,
+            code,
+            ms = elapsed.as_millis() as u64,
+            "handled"
+        );
         r
     }
 }
@@ -147,5 +167,179 @@ fn http_code(s: &Status) -> u16 {
             Code::Unavailable => 503,
             _ => 500,
         },
+    }
+}
+
+/// The watch caches' series, read on each scrape. Register it with
+/// `registry.register(Box::new(api.watch_cache_collector()))`.
+#[derive(Clone)]
+pub struct WatchCacheCollector {
+    caches: Weak<WatchCaches>,
+    /// The families' descriptions (a registry tells collectors apart by them).
+    descs: Vec<Desc>,
+}
+
+type CacheFamilies = (IntCounterVec, IntGaugeVec, IntGaugeVec, IntGaugeVec);
+
+fn cache_families() -> CacheFamilies {
+    let l = &["resource"];
+    let gauge =
+        |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), l).expect("valid metric");
+    (
+        IntCounterVec::new(
+            Opts::new(
+                "apiserver_watch_cache_events_received_total",
+                "Counter of events received in watch cache broken by resource type.",
+            ),
+            l,
+        )
+        .expect("valid metric"),
+        gauge(
+            "apiserver_watch_cache_capacity",
+            "Total capacity of watch cache broken by resource type.",
+        ),
+        gauge(
+            "flotilla_watch_cache_events",
+            "Events the watch cache holds now, by resource type.",
+        ),
+        gauge(
+            "flotilla_watch_cache_lag_revisions",
+            "Revisions the watch cache is behind this master's store, by resource type.",
+        ),
+    )
+}
+
+impl WatchCacheCollector {
+    pub(crate) fn new(caches: Weak<WatchCaches>) -> Self {
+        let (a, b, c, d) = cache_families();
+        let descs = [a.desc(), b.desc(), c.desc(), d.desc()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        WatchCacheCollector { caches, descs }
+    }
+}
+
+impl Collector for WatchCacheCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(caches) = self.caches.upgrade() else {
+            return Vec::new();
+        };
+        let (received, capacity, events, lag) = cache_families();
+        for s in caches.stats() {
+            let r = [s.resource];
+            received.with_label_values(&r).inc_by(s.received);
+            capacity.with_label_values(&r).set(s.capacity as i64);
+            events.with_label_values(&r).set(s.events as i64);
+            lag.with_label_values(&r).set(s.lag);
+        }
+        let mut out = received.collect();
+        out.extend(capacity.collect());
+        out.extend(events.collect());
+        out.extend(lag.collect());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use flotilla_objects::api::WatchParams;
+    use flotilla_objects::registry;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{ApiConfig, ApiServer};
+    use crate::memstore::MemStore;
+
+    fn sample(all: &[MetricFamily], name: &str) -> Option<f64> {
+        let f = all.iter().find(|f| f.name() == name)?;
+        let m = f
+            .get_metric()
+            .iter()
+            .find(|m| m.get_label().iter().any(|l| l.value() == "configmaps"))?;
+        Some(if name.ends_with("_total") {
+            m.get_counter().get_value()
+        } else {
+            m.get_gauge().get_value()
+        })
+    }
+
+    /// A collector of families built on each scrape that describes none.
+    #[derive(Clone)]
+    struct NoDescs;
+
+    impl Collector for NoDescs {
+        fn desc(&self) -> Vec<&Desc> {
+            Vec::new()
+        }
+        fn collect(&self) -> Vec<MetricFamily> {
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_collector_registers_beside_other_collectors() {
+        // A registry refuses a second collector without descriptions: the
+        // collector must describe its families.
+        let r = Registry::new();
+        let api = ApiServer::new(Arc::new(MemStore::new()), ApiConfig::default());
+        r.register(Box::new(NoDescs)).expect("first");
+        r.register(Box::new(api.watch_cache_collector()))
+            .expect("the watch cache collector");
+    }
+
+    #[tokio::test]
+    async fn the_watch_caches_size_intake_and_lag_are_collected() {
+        let store = MemStore::new();
+        let api = ApiServer::new(Arc::new(store), ApiConfig::default());
+        api.ensure_namespaces().await.expect("namespaces");
+        let collector = api.watch_cache_collector();
+        assert_eq!(
+            sample(&collector.collect(), "flotilla_watch_cache_events"),
+            None,
+            "no cache before a watch"
+        );
+        let cm = &registry::CONFIG_MAP;
+        let _watch = api
+            .watch(cm, "default", &WatchParams::default())
+            .await
+            .expect("watch");
+        // The watch starts its kind's cache in the background.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sample(&collector.collect(), "flotilla_watch_cache_events").is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "no cache started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for i in 0..3 {
+            let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("c{i}"), "namespace": "default"}});
+            api.create(cm, "default", obj, false).await.expect("create");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = collector.collect();
+            let got = (
+                sample(&all, "apiserver_watch_cache_events_received_total"),
+                sample(&all, "flotilla_watch_cache_events"),
+                sample(&all, "flotilla_watch_cache_lag_revisions"),
+            );
+            if got == (Some(3.0), Some(3.0), Some(0.0)) {
+                assert!(sample(&all, "apiserver_watch_cache_capacity").unwrap_or(0.0) >= 3.0);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cache never reported 3 events and no lag: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -189,6 +189,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_logs_request_id_is_the_clients() {
+        // The masters' request spans read the header the client writes.
+        assert_eq!(
+            flotilla_telemetry::request::HEADER,
+            flotilla_objects::api::REQUEST_ID_HEADER
+        );
+    }
+
+    #[test]
     fn request_ids_parse_the_clients_encoding_only() {
         assert_eq!(
             RequestId::parse("0123456789abcdef00000000000000ff"),

@@ -13,7 +13,7 @@
 //! every event from its start exactly once.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,10 +158,27 @@ impl KindCache {
     }
 }
 
+/// One kind's cache, as the metrics report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheStats {
+    pub resource: &'static str,
+    /// Events kept at most.
+    pub capacity: usize,
+    /// Events kept now.
+    pub events: usize,
+    /// Events taken in since the master started.
+    pub received: u64,
+    /// Revisions the cache is behind the store's (0 for a closed cache,
+    /// which is restarted by the next watch).
+    pub lag: i64,
+}
+
 /// Every kind's cache on this master, made on first use.
 pub struct WatchCaches {
     store: Arc<dyn Store>,
     caches: Mutex<HashMap<&'static str, Arc<KindCache>>>,
+    /// Events each kind's caches took in, across restarts of its cache.
+    received: Mutex<HashMap<&'static str, Arc<AtomicU64>>>,
     /// Events kept per kind.
     capacity: usize,
 }
@@ -176,8 +193,35 @@ impl WatchCaches {
         WatchCaches {
             store,
             caches: Mutex::new(HashMap::new()),
+            received: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
         }
+    }
+
+    /// What each kind's cache holds now, for the metrics.
+    pub fn stats(&self) -> Vec<CacheStats> {
+        let store_revision = self.store.revision();
+        let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        caches
+            .iter()
+            .map(|(resource, c)| {
+                let w = c.lock();
+                CacheStats {
+                    resource,
+                    capacity: self.capacity,
+                    events: w.events.len(),
+                    received: received
+                        .get(resource)
+                        .map_or(0, |r| r.load(Ordering::Relaxed)),
+                    lag: if w.closed {
+                        0
+                    } else {
+                        (store_revision - (w.next - 1)).max(0)
+                    },
+                }
+            })
+            .collect()
     }
 
     /// The cache of `info`'s kind (all namespaces), started if needed.
@@ -201,6 +245,13 @@ impl WatchCaches {
         m.insert(info.plural, cache.clone());
         let prefix = kind_prefix(info, "");
         let stream = self.store.watch(&prefix, &prefix_end(&prefix), start);
+        let received = self
+            .received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(info.plural)
+            .or_default()
+            .clone();
         let (c, capacity, kind) = (cache.clone(), self.capacity, info.kind);
         tokio::spawn(async move {
             let mut rx = stream.rx;
@@ -219,6 +270,7 @@ impl WatchCaches {
                                 tracing::warn!(kind, revision, "watch cache met a change it cannot read; restarting it");
                                 break;
                             };
+                            received.fetch_add(evs.len() as u64, Ordering::Relaxed);
                             c.append(revision, evs, capacity);
                         }
                         Some(WatchMsg::Compacted { compact_revision }) => {

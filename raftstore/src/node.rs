@@ -576,7 +576,15 @@ impl Master {
     ) -> Result<CommandResult> {
         let mut client = self.channels.client(addr).map_err(Error::Unavailable)?;
         let payload = network::encode(cmd).map_err(Error::Internal)?;
-        let reply = tokio::time::timeout_at(deadline, client.propose(payload))
+        let mut req = tonic::Request::new(payload);
+        // The leader's lines about this write name the client's request.
+        if let Some(v) = flotilla_telemetry::request::current_request_id()
+            .and_then(|id| tonic::metadata::MetadataValue::try_from(id).ok())
+        {
+            req.metadata_mut()
+                .insert(flotilla_telemetry::request::HEADER, v);
+        }
+        let reply = tokio::time::timeout_at(deadline, client.propose(req))
             .await
             .map_err(|_| Error::Timeout)?;
         match reply {

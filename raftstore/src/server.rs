@@ -24,6 +24,7 @@ use tonic::transport::Server;
 
 use crate::transport::GateInterceptor;
 use flotilla_telemetry::grpc::{GrpcMetrics, GrpcMetricsLayer};
+use flotilla_telemetry::request::{RequestIdLayer, HEADER as REQUEST_ID};
 use tower_layer::{Identity, Stack};
 
 use crate::node::{Master, MasterConfig, StartError};
@@ -43,7 +44,7 @@ type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> 
 /// Serve `router` on `l` until the master stops: through TLS when `tls` is
 /// given, plaintext otherwise.
 fn serve(
-    router: Router<Stack<GrpcMetricsLayer, Identity>>,
+    router: Router<Stack<RequestIdLayer, Stack<GrpcMetricsLayer, Identity>>>,
     l: TcpListener,
     tls: Option<&Arc<ServerTls>>,
     m: &Master,
@@ -104,6 +105,7 @@ pub async fn start_with(
     let peer = Server::builder()
         .tcp_nodelay(true)
         .layer(GrpcMetricsLayer(grpc_metrics.clone()))
+        .layer(RequestIdLayer(REQUEST_ID))
         .add_service(
             RaftPeerServer::new(PeerService {
                 master: master.clone(),
@@ -126,6 +128,7 @@ pub async fn start_with(
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(GrpcMetricsLayer(grpc_metrics))
+        .layer(RequestIdLayer(REQUEST_ID))
         .add_routes(routes)
         .add_service(InterceptedService::new(
             KvServer::new(KvService { master: m() }).max_decoding_message_size(limit),

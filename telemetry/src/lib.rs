@@ -7,13 +7,15 @@
 //! `/healthz`), and a tower layer that counts gRPC calls by service, method
 //! and code under go-grpc-prometheus's names (`grpc_server_started_total`,
 //! `grpc_server_handled_total`, `grpc_server_handling_seconds`), which
-//! etcd's dashboards read.
+//! etcd's dashboards read; and the request ids of calls in the logs
+//! ([`request`]).
 //!
 //! Depends on no other Flotilla crate: the roles register their own series
 //! and say what "ready" means for them through [`Health`].
 
 pub mod grpc;
 pub mod http;
+pub mod request;
 
 use std::future::Future;
 use std::pin::Pin;

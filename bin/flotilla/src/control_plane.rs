@@ -35,6 +35,13 @@ pub async fn start(
             Auth::always_allow(access.authn)
         };
         let _ = access.gate.auth.set(auth.clone());
+        if let Err(e) = m
+            .cfg
+            .metrics
+            .register(Box::new(server.watch_cache_collector()))
+        {
+            tracing::warn!(error = %e, "watch cache metrics not registered");
+        }
         let limit = m.cfg.limits.max_request_bytes + 512 * 1024;
         Routes::new(ObjectService::server(
             server.clone(),

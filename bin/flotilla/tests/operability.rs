@@ -193,6 +193,16 @@ async fn metrics_health_and_etcd_tooling_on_real_masters() {
         sample(&m, "apiserver_request_total", &missing).is_some_and(|v| v >= 1.0),
         "no GET configmaps 404 in apiserver_request_total"
     );
+    // The leader's controllers watch pods through the watch cache, which
+    // reports its size and lag.
+    wait_until(WAIT, "the pods watch cache's series", async || {
+        let m = metrics(la).await;
+        let pods = [("resource", "pods")];
+        sample(&m, "apiserver_watch_cache_capacity", &pods).is_some_and(|v| v > 0.0)
+            && sample(&m, "flotilla_watch_cache_lag_revisions", &pods).is_some()
+            && sample(&m, "flotilla_watch_cache_events", &pods).is_some()
+    })
+    .await;
     assert!(
         sample(
             &m,
@@ -695,4 +705,70 @@ async fn log_format_json_writes_one_json_object_per_line() {
     }
     let serving = serving.expect("the serving line");
     assert_eq!(serving["fields"]["name"], "j1", "{serving}");
+}
+
+/// The 32 hex digits after `id=` in a log line.
+fn request_id(line: &str) -> Option<String> {
+    let at = line.find("request{id=")? + "request{id=".len();
+    let id: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    (id.len() == 32).then_some(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requests_id_names_its_log_lines_on_the_master_it_reached_and_the_leader() {
+    if skip_on_etcd(
+        "a_requests_id_names_its_log_lines_on_the_master_it_reached_and_the_leader",
+        false,
+    ) {
+        return;
+    }
+    let c = Cluster::start(
+        3,
+        Opts {
+            rust_log: Some(
+                "info,openraft=warn,flotilla_control::metrics=debug,flotilla_raftstore::service::peer=debug"
+                    .into(),
+            ),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let mut flt = tokio::process::Command::new(flt_bin());
+    flt.args(["create", "namespace", "traced"])
+        .env("FLT_SERVER", c.client_addr(follower))
+        .env_remove("FLT_CONFIG")
+        .env("HOME", c.dir());
+    let out = run_command(&mut flt, "flt create namespace".into(), None, WAIT).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    // The master flt reached logs the create inside the request's span...
+    let id = wait_for(WAIT, "the follower's line about the create", async || {
+        let log =
+            std::fs::read_to_string(&c.masters[follower].log_path).map_err(|e| e.to_string())?;
+        log.lines()
+            .find(|l| {
+                l.contains("handled") && l.contains("verb=\"CREATE\"") && l.contains("namespaces")
+            })
+            .and_then(request_id)
+            .ok_or_else(|| "no created line with a request id yet".to_string())
+    })
+    .await;
+    // ...and the leader, which the follower forwarded the write to, names
+    // the same request.
+    wait_until(
+        WAIT,
+        "the leader's line about the forwarded write",
+        async || {
+            std::fs::read_to_string(&c.masters[leader].log_path).is_ok_and(|log| {
+                log.lines()
+                    .any(|l| l.contains("forwarded") && request_id(l).as_deref() == Some(&id))
+            })
+        },
+    )
+    .await;
 }

@@ -193,6 +193,11 @@ impl ApiServer {
         &self.store
     }
 
+    /// The watch caches' series, for this master's registry.
+    pub fn watch_cache_collector(&self) -> crate::metrics::WatchCacheCollector {
+        crate::metrics::WatchCacheCollector::new(Arc::downgrade(&self.caches))
+    }
+
     fn strategy(&self, info: &ResourceInfo) -> &dyn strategy::Strategy {
         self.strategies.for_kind(info)
     }

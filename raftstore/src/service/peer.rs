@@ -59,6 +59,7 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         if !self.master.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }
+        tracing::debug!("proposing a write forwarded by a follower");
         match self.master.submit(cmd).await {
             Ok(r) => Ok(Response::new(encode(&r).map_err(Status::internal)?)),
             Err(e) => Err(Status::unavailable(e.to_string())),

@@ -178,6 +178,8 @@ pub struct Opts {
     pub extra_args: Vec<String>,
     /// How long `Cluster::start` waits for an elected leader.
     pub ready_timeout: Duration,
+    /// The masters' `RUST_LOG`, instead of the test's own (default `info`).
+    pub rust_log: Option<String>,
 }
 
 impl Default for Opts {
@@ -189,6 +191,7 @@ impl Default for Opts {
             auto_compaction_retention: None,
             extra_args: Vec::new(),
             ready_timeout: Duration::from_secs(30),
+            rust_log: None,
         }
     }
 }
@@ -475,6 +478,10 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize) {
         let program = self.program();
+        let rust_log =
+            self.opts.rust_log.clone().unwrap_or_else(|| {
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string())
+            });
         let m = &mut self.masters[i];
         assert!(m.child.is_none(), "{} is already running", m.name);
         let mut log: File = OpenOptions::new()
@@ -489,7 +496,6 @@ impl Cluster {
             m.args.join(" ")
         )
         .unwrap();
-        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
         let child = Command::new(&program)
             .args(&m.args)
             .stdin(Stdio::null())
