@@ -67,6 +67,9 @@ async fn run_fake(cfg: &AgentConfig, client: Client, stop: CancellationToken) ->
 
 async fn run_node(cfg: &AgentConfig, client: Client, stop: CancellationToken) -> Result<()> {
     let mut cri = Cri::connect(&cfg.socket()).await?;
+    if let Some(m) = &cfg.metrics {
+        cri.observe(m.runtime_ops.clone());
+    }
     let runtime = cri.version().await?;
     tracing::info!(%runtime, socket = %cfg.socket().display(), "container runtime answers");
     let host = HostInfo::read();

@@ -14,6 +14,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::{Error, Result};
+use crate::metrics::{RuntimeOps, Timed};
 
 pub use cri::{
     Container, ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig,
@@ -27,6 +28,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Cri {
     channel: Channel,
+    /// `kubelet_runtime_operations_*`, once the agent's metrics are set.
+    ops: Option<RuntimeOps>,
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
 }
@@ -58,10 +61,16 @@ impl Cri {
                     Error::Containerd(format!("connecting to {}: {e}", socket.display()))
                 })?;
         Ok(Cri {
+            ops: None,
             channel: channel.clone(),
             runtime: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
         })
+    }
+
+    /// Time every call from now on into `kubelet_runtime_operations_*`.
+    pub fn observe(&mut self, ops: RuntimeOps) {
+        self.ops = Some(ops);
     }
 
     /// The connection to the runtime's socket, for containerd's own API.
@@ -74,6 +83,7 @@ impl Cri {
         let v = self
             .runtime
             .version(cri::VersionRequest::default())
+            .timed(&self.ops, "Version")
             .await
             .map_err(Error::runtime("Version"))?
             .into_inner();
@@ -88,6 +98,7 @@ impl Cri {
                 image: Some(image_spec(image)),
                 verbose: false,
             })
+            .timed(&self.ops, "ImageStatus")
             .await
             .map_err(Error::runtime("ImageStatus"))?
             .into_inner();
@@ -109,6 +120,7 @@ impl Cri {
         let r = self
             .images
             .pull_image(req)
+            .timed(&self.ops, "PullImage")
             .await
             .map_err(Error::runtime("PullImage"))?
             .into_inner();
@@ -124,6 +136,7 @@ impl Cri {
         Ok(self
             .runtime
             .run_pod_sandbox(req)
+            .timed(&self.ops, "RunPodSandbox")
             .await
             .map_err(Error::runtime("RunPodSandbox"))?
             .into_inner()
@@ -135,6 +148,7 @@ impl Cri {
             .stop_pod_sandbox(cri::StopPodSandboxRequest {
                 pod_sandbox_id: id.to_string(),
             })
+            .timed(&self.ops, "StopPodSandbox")
             .await
             .map_err(Error::runtime("StopPodSandbox"))?;
         Ok(())
@@ -145,6 +159,7 @@ impl Cri {
             .remove_pod_sandbox(cri::RemovePodSandboxRequest {
                 pod_sandbox_id: id.to_string(),
             })
+            .timed(&self.ops, "RemovePodSandbox")
             .await
             .map_err(Error::runtime("RemovePodSandbox"))?;
         Ok(())
@@ -158,6 +173,7 @@ impl Cri {
                 pod_sandbox_id: id.to_string(),
                 verbose: false,
             })
+            .timed(&self.ops, "PodSandboxStatus")
             .await
             .map_err(Error::runtime("PodSandboxStatus"))?
             .into_inner()
@@ -177,6 +193,7 @@ impl Cri {
                 pod_sandbox_id: id.to_string(),
                 verbose: true,
             })
+            .timed(&self.ops, "PodSandboxStatus")
             .await
             .map_err(Error::runtime("PodSandboxStatus"))?
             .into_inner()
@@ -218,6 +235,7 @@ impl Cri {
                     ..Default::default()
                 }),
             })
+            .timed(&self.ops, "ListPodSandbox")
             .await
             .map_err(Error::runtime("ListPodSandbox"))?
             .into_inner()
@@ -237,6 +255,7 @@ impl Cri {
                 config: Some(config),
                 sandbox_config: Some(sandbox_config),
             })
+            .timed(&self.ops, "CreateContainer")
             .await
             .map_err(Error::runtime("CreateContainer"))?
             .into_inner()
@@ -248,6 +267,7 @@ impl Cri {
             .start_container(cri::StartContainerRequest {
                 container_id: id.to_string(),
             })
+            .timed(&self.ops, "StartContainer")
             .await
             .map_err(Error::runtime("StartContainer"))?;
         Ok(())
@@ -262,6 +282,7 @@ impl Cri {
         req.set_timeout(Duration::from_secs(grace_seconds.max(0) as u64) + CALL_TIMEOUT);
         self.runtime
             .stop_container(req)
+            .timed(&self.ops, "StopContainer")
             .await
             .map_err(Error::runtime("StopContainer"))?;
         Ok(())
@@ -272,6 +293,7 @@ impl Cri {
             .remove_container(cri::RemoveContainerRequest {
                 container_id: id.to_string(),
             })
+            .timed(&self.ops, "RemoveContainer")
             .await
             .map_err(Error::runtime("RemoveContainer"))?;
         Ok(())
@@ -287,6 +309,7 @@ impl Cri {
                     ..Default::default()
                 }),
             })
+            .timed(&self.ops, "ListContainers")
             .await
             .map_err(Error::runtime("ListContainers"))?
             .into_inner()
@@ -299,6 +322,7 @@ impl Cri {
                 container_id: id.to_string(),
                 verbose: false,
             })
+            .timed(&self.ops, "ContainerStatus")
             .await
             .map_err(Error::runtime("ContainerStatus"))?
             .into_inner()
@@ -322,6 +346,7 @@ impl Cri {
         let r = self
             .runtime
             .exec_sync(req)
+            .timed(&self.ops, "ExecSync")
             .await
             .map_err(Error::runtime("ExecSync"))?
             .into_inner();

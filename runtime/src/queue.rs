@@ -54,19 +54,41 @@ pub struct QueueMetrics {
     /// Sum of the time keys waited in the queue, and the longest.
     pub queue_wait_total: Duration,
     pub queue_wait_max: Duration,
+    /// Work in progress now: the summed age of every key being worked on,
+    /// and the oldest's (client-go's unfinished work and longest running
+    /// processor).
+    pub unfinished_work: Duration,
+    pub longest_running: Duration,
 }
 
 struct Inner<T> {
     queue: VecDeque<T>,
     /// Keys queued or waiting to be queued again after their work.
     dirty: HashSet<T>,
-    processing: HashSet<T>,
+    /// Keys being worked on, since when.
+    processing: HashMap<T, Instant>,
     added_at: HashMap<T, Instant>,
     failures: HashMap<T, u32>,
     tokens: f64,
     last_refill: Instant,
     shut_down: bool,
     metrics: QueueMetrics,
+    /// Set by [`WorkQueue::named`]: latencies go to its histograms.
+    name: Option<String>,
+}
+
+impl<T> Inner<T> {
+    fn snapshot(&self) -> QueueMetrics {
+        let mut m = self.metrics.clone();
+        m.depth = self.queue.len();
+        let now = Instant::now();
+        for since in self.processing.values() {
+            let age = now.duration_since(*since);
+            m.unfinished_work += age;
+            m.longest_running = m.longest_running.max(age);
+        }
+        m
+    }
 }
 
 /// Reads a named queue's counters while it lives ([`WorkQueue::named`]).
@@ -113,7 +135,8 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
             inner: Arc::new(Mutex::new(Inner {
                 queue: VecDeque::new(),
                 dirty: HashSet::new(),
-                processing: HashSet::new(),
+                processing: HashMap::new(),
+                name: None,
                 added_at: HashMap::new(),
                 failures: HashMap::new(),
                 tokens: f64::from(cfg.burst),
@@ -132,10 +155,9 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
         let probe: Probe = Box::new(move || {
             let inner = weak.upgrade()?;
             let q = inner.lock().unwrap_or_else(|e| e.into_inner());
-            let mut m = q.metrics.clone();
-            m.depth = q.queue.len();
-            Some(m)
+            Some(q.snapshot())
         });
+        self.lock().name = Some(name.to_string());
         NAMED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -155,7 +177,7 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
         }
         q.metrics.adds += 1;
         q.added_at.insert(key.clone(), Instant::now());
-        if q.processing.contains(&key) {
+        if q.processing.contains_key(&key) {
             // Queued again when its current work is done.
             return;
         }
@@ -226,12 +248,15 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
                 let mut q = self.lock();
                 if let Some(key) = q.queue.pop_front() {
                     q.dirty.remove(&key);
-                    q.processing.insert(key.clone());
+                    q.processing.insert(key.clone(), Instant::now());
                     q.metrics.processed += 1;
                     if let Some(at) = q.added_at.remove(&key) {
                         let waited = at.elapsed();
                         q.metrics.queue_wait_total += waited;
                         q.metrics.queue_wait_max = q.metrics.queue_wait_max.max(waited);
+                        if let Some(name) = &q.name {
+                            crate::metrics::observe_queue_wait(name, waited);
+                        }
                     }
                     let more = !q.queue.is_empty();
                     drop(q);
@@ -252,7 +277,9 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
     /// The work on `key` is over; if it was added meanwhile, queue it again.
     pub fn done(&self, key: &T) {
         let mut q = self.lock();
-        q.processing.remove(key);
+        if let (Some(since), Some(name)) = (q.processing.remove(key), &q.name) {
+            crate::metrics::observe_work(name, since.elapsed());
+        }
         if q.dirty.contains(key) && !q.shut_down {
             q.queue.push_back(key.clone());
             drop(q);
@@ -275,10 +302,7 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
     }
 
     pub fn metrics(&self) -> QueueMetrics {
-        let q = self.lock();
-        let mut m = q.metrics.clone();
-        m.depth = q.queue.len();
-        m
+        self.lock().snapshot()
     }
 }
 

@@ -103,6 +103,7 @@ pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.metrics = Some(m.clone());
     a.metrics
         .serve(
+            Some(crate::metrics_args::AGENT_DEFAULT),
             &registry,
             std::sync::Arc::new(flotilla_telemetry::ReadyFn(move || m.ready())),
             token.clone(),

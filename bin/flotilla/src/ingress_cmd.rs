@@ -22,10 +22,12 @@ pub struct IngressArgs {
     /// Ingresses' kubernetes.io/tls Secrets, chosen by SNI.
     #[arg(long)]
     https_addr: Option<SocketAddr>,
-    /// Serve /metrics (Prometheus) and /healthz here (`--metrics-addr`, as
-    /// the other roles call it, is the same flag).
-    #[arg(long, visible_alias = "metrics-addr")]
-    admin_addr: Option<SocketAddr>,
+    /// Serve /metrics (Prometheus) and /healthz here, or "off"
+    /// (`--metrics-addr`, as the other roles call it, is the same flag; the
+    /// default is ingress-nginx's metrics port, on loopback).
+    #[arg(long, visible_alias = "metrics-addr", value_name = "ADDR:PORT|off",
+          default_value = "127.0.0.1:10254", value_parser = crate::metrics_args::parse)]
+    admin_addr: crate::metrics_args::MetricsAddr,
     /// The IngressClass served: Ingresses naming it, and those naming no
     /// class when it is the default class (or when no class is default).
     #[arg(long, default_value = "flotilla")]
@@ -53,7 +55,10 @@ impl IngressArgs {
         let mut cfg = flotilla_ingress::Config::new(&self.node_name);
         cfg.http_addr = self.http_addr;
         cfg.https_addr = self.https_addr;
-        cfg.admin_addr = self.admin_addr;
+        cfg.admin_addr = match self.admin_addr {
+            crate::metrics_args::MetricsAddr::At(a) => Some(a),
+            crate::metrics_args::MetricsAddr::Off => None,
+        };
         cfg.class = self.ingress_class.clone();
         cfg.status_address = self.publish_address.clone();
         cfg.timeouts = flotilla_ingress::Timeouts {

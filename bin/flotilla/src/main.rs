@@ -295,7 +295,7 @@ async fn run_master(a: MasterArgs) -> Result<()> {
     let health = std::sync::Arc::new(flotilla_raftstore::health::MasterHealth(m.clone()));
     if let Err(e) = a
         .metrics
-        .serve(&m.cfg.metrics, health, m.shutdown.clone())
+        .serve(None, &m.cfg.metrics, health, m.shutdown.clone())
         .await
     {
         running.shutdown().await;

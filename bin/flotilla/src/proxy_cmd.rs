@@ -127,6 +127,7 @@ pub async fn run(a: ProxyArgs, stop: impl std::future::Future<Output = ()>) -> R
     let within = 2 * cfg.resync;
     a.metrics
         .serve(
+            Some(crate::metrics_args::PROXY_DEFAULT),
             &registry,
             std::sync::Arc::new(flotilla_telemetry::ReadyFn(move || m.ready(within))),
             token.clone(),

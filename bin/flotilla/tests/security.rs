@@ -392,6 +392,8 @@ async fn tls_tokens_rbac_the_etcd_gate_and_certificate_rotation() {
             "127.0.0.1",
             "--stream-port",
             &free_port().to_string(),
+            "--metrics-addr",
+            "127.0.0.1:0",
             "--server",
             &server,
             "--trusted-ca-file",

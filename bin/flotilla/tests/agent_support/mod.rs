@@ -306,6 +306,9 @@ impl AgentProc {
             &host.netns_path(),
             "--lease-interval-seconds",
             "2",
+            // Several agents share this machine: not the default port.
+            "--metrics-addr",
+            "127.0.0.1:0",
         ]
         .iter()
         .map(|s| s.to_string())
