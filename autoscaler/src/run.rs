@@ -29,6 +29,9 @@ use crate::simulate::{is_ready, is_terminal, is_unschedulable, pod_key, Snapshot
 use crate::template::template;
 use crate::{Config, COMPONENT};
 
+/// Most messages remembered for de-duplicating events.
+const SAID_MAX: usize = 10_000;
+
 /// The autoscaler as a leader loop.
 pub struct Autoscaler {
     cfg: Config,
@@ -108,6 +111,11 @@ impl Term {
         let key = format!("{}/{}/{}/{reason}", about.kind, about.namespace, about.name);
         if self.said.get(&key) == Some(&msg) {
             return;
+        }
+        if self.said.len() >= SAID_MAX {
+            // Objects come and go: forget what was said rather than grow;
+            // at worst an event is written once more.
+            self.said.clear();
         }
         self.said.insert(key, msg.clone());
         record(&self.api, about, type_, reason, msg);
