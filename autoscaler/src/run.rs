@@ -268,6 +268,28 @@ impl Term {
                     upcoming.push(n);
                 }
             }
+            // A node that registered but is not Ready yet (a real agent
+            // sets up the pod network first) is still on its way: counted
+            // as its template, lest its pods ask for one more.
+            let pool = w.pool.metadata.name.as_str();
+            let deleting: HashSet<&str> =
+                w.status.deleting.iter().map(|o| o.name.as_str()).collect();
+            for n in all_nodes {
+                let young = n
+                    .metadata
+                    .creation_timestamp
+                    .is_some_and(|c| elapsed(c.0, now) < self.cfg.max_node_provision_time);
+                if pool_of(&n.metadata.labels) == pool
+                    && young
+                    && !is_ready(n)
+                    && !n.spec.unschedulable
+                    && !deleting.contains(n.metadata.name.as_str())
+                {
+                    if let Ok(t) = t(&n.metadata.name) {
+                        upcoming.push(t);
+                    }
+                }
+            }
             candidates.push(PoolCandidate {
                 name: w.pool.metadata.name.clone(),
                 template: t(&format!("template-{}", w.pool.metadata.name)),
