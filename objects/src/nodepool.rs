@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::core::Taint;
-use crate::meta::{object, resource, ObjectMeta};
+use crate::meta::{object, resource, ObjectMeta, Time};
 use crate::registry;
 
 /// The node label naming the node's pool.
@@ -44,6 +44,9 @@ object! {
         pub min_size: i32,
         /// Most nodes (for the autoscaler); at least `minSize`.
         pub max_size: i32,
+        /// Preference of the autoscaler's `priority` expander: among the
+        /// pools that would help, the highest priority grows.
+        pub priority: i32,
     }
 }
 
@@ -66,6 +69,47 @@ object! {
         pub nodes: i32,
         /// Ready nodes in the pool.
         pub ready_nodes: i32,
+        /// The autoscaler's intended size: registered nodes not being
+        /// removed, plus nodes asked for and not registered yet.
+        pub target_size: Option<i32>,
+        /// Nodes asked of the provider, not registered yet (written before
+        /// the provider is called, so that a new leader calls again with
+        /// the same names instead of asking for more).
+        pub creating: Vec<NodeOperation>,
+        /// Nodes being removed: cordoned, drained, then deleted through the
+        /// provider (written before the first step, for the same reason).
+        pub deleting: Vec<NodeOperation>,
+        /// Nodes found unneeded, since when (removed after the autoscaler's
+        /// unneeded time).
+        pub unneeded: Vec<NodeOperation>,
+        /// Nodes the autoscaler keeps although they look idle, and why.
+        pub blocked: Vec<NodeNote>,
+        /// When the pool last grew.
+        pub last_scale_up_time: Option<Time>,
+        /// When a node of the pool was last removed.
+        pub last_scale_down_time: Option<Time>,
+        /// The autoscaler's last decision about the pool, in words.
+        pub message: String,
+    }
+}
+
+object! {
+    /// A node the autoscaler is working on, and since when.
+    pub struct NodeOperation {
+        /// The node's name.
+        pub name: String,
+        /// When the operation started (or the node was first found unneeded).
+        pub since: Option<Time>,
+    }
+}
+
+object! {
+    /// Something the autoscaler says about one node.
+    pub struct NodeNote {
+        /// The node's name.
+        pub name: String,
+        /// Why, in words (e.g. the pod that keeps it).
+        pub reason: String,
     }
 }
 

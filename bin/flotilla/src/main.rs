@@ -2,6 +2,7 @@
 //! parses flags, sets up logging and signals, and hands over to the libraries.
 
 mod agent_cmd;
+mod autoscale_args;
 mod backup_cmd;
 mod certs_cmd;
 mod control_plane;
@@ -10,10 +11,13 @@ mod ingress_cmd;
 mod logging;
 mod master_client;
 mod metrics_args;
+mod provider_exec;
+mod provider_local;
 mod proxy_cmd;
 mod security;
 mod store;
 mod up_agents;
+mod up_autoscale;
 mod up_pki;
 
 use std::net::SocketAddr;
@@ -189,6 +193,8 @@ struct MasterArgs {
     security: security::SecurityArgs,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    autoscale: autoscale_args::MasterAutoscaleArgs,
 }
 
 #[derive(Args)]
@@ -222,6 +228,8 @@ struct UpArgs {
     dns: dns::DnsArgs,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    autoscale: autoscale_args::UpAutoscaleArgs,
 }
 
 fn parse_initial_cluster(items: &[String]) -> Result<Vec<(String, String)>> {
@@ -283,14 +291,9 @@ async fn run_master(a: MasterArgs) -> Result<()> {
     let (sec, access) = a.security.build(a.client_addr, a.peer_addr)?;
     cfg.security = sec;
     let dns = a.dns_addr.map(|addr| a.dns.config(addr)).transpose()?;
-    let running = control_plane::start(
-        cfg,
-        a.tuning.api_config()?,
-        a.tuning.leader_loops()?,
-        dns,
-        access,
-    )
-    .await?;
+    let mut loops = a.tuning.leader_loops()?;
+    loops.extend(a.autoscale.leader_loop()?);
+    let running = control_plane::start(cfg, a.tuning.api_config()?, loops, dns, access).await?;
     let m = running.master.clone();
     let health = std::sync::Arc::new(flotilla_raftstore::health::MasterHealth(m.clone()));
     if let Err(e) = a
@@ -326,7 +329,18 @@ async fn run_up(a: UpArgs) -> Result<()> {
         .zip(&ports)
         .map(|(n, (_, p))| (n.to_string(), addr(*p).to_string()))
         .collect();
-    let pki = up_pki::UpPki::ensure(&a.data_dir)?;
+    let pki = std::sync::Arc::new(up_pki::UpPki::ensure(&a.data_dir)?);
+    let endpoints: Vec<String> = ports.iter().map(|(c, _)| addr(*c).to_string()).collect();
+    let root = nix::unistd::geteuid().is_root();
+    let proxy_mode = if root { a.proxy_mode.mode() } else { None };
+    let env = up_agents::AgentEnv::new(
+        &endpoints,
+        &a.data_dir,
+        &a.registry_mirrors,
+        proxy_mode,
+        pki.clone(),
+    )?;
+    let autoscale = up_autoscale::UpAutoscale::new(&a.autoscale, env.clone())?;
     let mut running = Vec::new();
     for ((n, (c, p)), d) in names.iter().zip(&ports).zip(&dns_addrs) {
         let mut cfg = config(n, a.data_dir.join(n), addr(*c), addr(*p), &a.tuning);
@@ -336,16 +350,12 @@ async fn run_up(a: UpArgs) -> Result<()> {
         let (sec, access) = args.build(addr(*c), addr(*p))?;
         cfg.security = sec;
         let dns = Some(a.dns.config(*d)?);
+        let mut loops = a.tuning.leader_loops()?;
+        loops.extend(autoscale.as_ref().map(|s| s.leader_loop.clone()));
         running.push(
-            control_plane::start(
-                cfg,
-                a.tuning.api_config()?,
-                a.tuning.leader_loops()?,
-                dns,
-                access,
-            )
-            .await
-            .with_context(|| format!("starting master {n}"))?,
+            control_plane::start(cfg, a.tuning.api_config()?, loops, dns, access)
+                .await
+                .with_context(|| format!("starting master {n}"))?,
         );
     }
     for r in &running {
@@ -360,22 +370,22 @@ async fn run_up(a: UpArgs) -> Result<()> {
             );
         }
     }
-    let endpoints: Vec<String> = ports.iter().map(|(c, _)| addr(*c).to_string()).collect();
-    let agents = if a.agents > 0 && !nix::unistd::geteuid().is_root() {
+    let agents = if a.agents > 0 && !root {
         eprintln!(
             "warning: not root: starting no agents (they need network namespaces and containerd)"
         );
-        up_agents::Agents::start(0, &endpoints, &a.data_dir, &a.registry_mirrors, None, &pki)?
+        up_agents::Agents::start(0, &env)?
     } else {
-        up_agents::Agents::start(
-            a.agents,
-            &endpoints,
-            &a.data_dir,
-            &a.registry_mirrors,
-            a.proxy_mode.mode(),
-            &pki,
-        )?
+        up_agents::Agents::start(a.agents, &env)?
     };
+    if let Some(s) = &autoscale {
+        let admin = master_client::connect_as(
+            &endpoints,
+            Some(pki.client("admin", "admin", &["system:masters"], &[])?),
+            None,
+        )?;
+        s.ensure_pool(admin).await?;
+    }
     let flt_config = pki.write_flt_config(&a.data_dir, &endpoints)?;
     let pki_dir = std::path::absolute(&pki.dir).unwrap_or(pki.dir.clone());
     let ingress = ingress_cmd::UpIngress::start(
@@ -420,6 +430,12 @@ async fn run_up(a: UpArgs) -> Result<()> {
         p = pki_dir.display()
     );
     println!("  cluster:       flt cluster status");
+    if let Some(s) = &autoscale {
+        println!(
+            "  autoscaler:    pool default between {} and {} nodes (local provider); flt describe nodepool default",
+            s.min, s.max
+        );
+    }
     for (n, d) in names.iter().zip(&dns_addrs) {
         println!(
             "  {n} dns {d}    dig @{} -p {} kubernetes.default.svc.{}",
@@ -444,6 +460,9 @@ async fn run_up(a: UpArgs) -> Result<()> {
         i.shutdown().await;
     }
     agents.shutdown().await;
+    if let Some(s) = &autoscale {
+        s.provider.shutdown().await;
+    }
     for r in running {
         r.shutdown().await;
     }

@@ -7,11 +7,14 @@
 //! (`--proxy-mode`, iptables by default) for the same namespace.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use flotilla_agent::{Agent, AgentConfig, RegistryMirror};
+use flotilla_client::Client;
+use flotilla_objects::nodepool::DEFAULT_NODE_POOL;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -41,12 +44,13 @@ fn exists(args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn host_ip(i: usize) -> Ipv4Addr {
+/// Agent `i`'s address (1..=240).
+pub fn host_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(172, 30, 0, 10 + i as u8)
 }
 
 /// Make (or find) the bridge and agent `i`'s namespace; its path.
-fn network(i: usize) -> Result<String> {
+pub fn network(i: usize) -> Result<String> {
     if !exists(&["link", "show", BRIDGE]) {
         ip(&["link", "add", BRIDGE, "type", "bridge"])?;
         ip(&["addr", "add", "172.30.0.1/24", "dev", BRIDGE])?;
@@ -69,6 +73,111 @@ fn network(i: usize) -> Result<String> {
     Ok(path)
 }
 
+/// What every agent of `flotilla up` shares: the masters, the data
+/// folder, the registry mirrors, the node proxies' mode and client, and
+/// the certificates.
+#[derive(Clone)]
+pub struct AgentEnv {
+    servers: Vec<String>,
+    data_dir: PathBuf,
+    mirrors: Vec<RegistryMirror>,
+    proxy: Option<(flotilla_proxy::Mode, Client)>,
+    pki: Arc<UpPki>,
+}
+
+impl AgentEnv {
+    pub fn new(
+        servers: &[String],
+        data_dir: &Path,
+        mirrors: &[RegistryMirror],
+        proxy_mode: Option<flotilla_proxy::Mode>,
+        pki: Arc<UpPki>,
+    ) -> Result<AgentEnv> {
+        // The proxies call the masters as system:kube-proxy.
+        let proxy = match proxy_mode {
+            Some(mode) => Some((
+                mode,
+                crate::master_client::connect_as(
+                    servers,
+                    Some(pki.client("kube-proxy", "system:kube-proxy", &[], &[])?),
+                    None,
+                )?,
+            )),
+            None => None,
+        };
+        Ok(AgentEnv {
+            servers: servers.to_vec(),
+            data_dir: data_dir.to_path_buf(),
+            mirrors: mirrors.to_vec(),
+            proxy,
+            pki,
+        })
+    }
+
+    /// Where agent `name` keeps its data.
+    pub fn agent_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("agents").join(name)
+    }
+
+    /// Start agent `name` of `pool` (the `i`th: its namespace and address),
+    /// until `stop`; with `fake`, a node without containers (no namespace,
+    /// no proxy). The agent's tasks.
+    pub fn spawn(
+        &self,
+        i: usize,
+        name: &str,
+        pool: &str,
+        fake: bool,
+        stop: &CancellationToken,
+    ) -> Result<Vec<JoinHandle<()>>> {
+        // Each agent calls the masters as system:node:<name> (group
+        // system:nodes) and serves its pod streams with the same
+        // certificate, to the masters only.
+        let mut tasks = Vec::new();
+        let mut cfg = AgentConfig::new(name, host_ip(i), self.agent_dir(name));
+        cfg.pool = pool.to_string();
+        cfg.fake_runtime = fake;
+        let netns = if fake {
+            None
+        } else {
+            let netns = network(i).with_context(|| format!("the network of {name}"))?;
+            cfg.netns = Some(netns.clone().into());
+            Some(netns)
+        };
+        let files = self.pki.client(
+            name,
+            &format!("system:node:{name}"),
+            &["system:nodes"],
+            &[host_ip(i).into()],
+        )?;
+        cfg.stream_tls = Some(crate::master_client::server_tls(
+            files.cert.clone().context("agent certificate")?,
+            files.key.clone().context("agent key")?,
+            self.pki.ca_file(),
+        )?);
+        let client = crate::master_client::connect_as(&self.servers, Some(files), None)?;
+        if let (Some((mode, proxy_client)), Some(netns)) = (&self.proxy, netns) {
+            let mut pcfg = flotilla_proxy::Config::new(name, *mode);
+            pcfg.netns = Some(netns.into());
+            pcfg.node_ip = Some(host_ip(i));
+            let (client, stop, n2) = (proxy_client.clone(), stop.clone(), name.to_string());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = flotilla_proxy::run(pcfg, client, stop).await {
+                    tracing::error!(node = %n2, "proxy stopped: {e}");
+                }
+            }));
+        }
+        cfg.registry_mirrors = self.mirrors.clone();
+        let (stop, n2) = (stop.clone(), name.to_string());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = Agent::run(cfg, client, stop).await {
+                tracing::error!(agent = %n2, "agent stopped: {e}");
+            }
+        }));
+        Ok(tasks)
+    }
+}
+
 /// The agents, running.
 pub struct Agents {
     stop: CancellationToken,
@@ -77,15 +186,8 @@ pub struct Agents {
 }
 
 impl Agents {
-    /// Start `n` agents against `servers`, their data under `data_dir`.
-    pub fn start(
-        n: usize,
-        servers: &[String],
-        data_dir: &Path,
-        mirrors: &[RegistryMirror],
-        proxy_mode: Option<flotilla_proxy::Mode>,
-        pki: &UpPki,
-    ) -> Result<Agents> {
+    /// Start `n` agents (agent-1.., pool default).
+    pub fn start(n: usize, env: &AgentEnv) -> Result<Agents> {
         let stop = CancellationToken::new();
         let mut agents = Agents {
             stop: stop.clone(),
@@ -98,46 +200,10 @@ impl Agents {
         if !nix::unistd::geteuid().is_root() {
             bail!("agents need root (network namespaces, containerd): run as root, or with --agents 0");
         }
-        // Each agent calls the masters as system:node:<name> (group
-        // system:nodes) and serves its pod streams with the same
-        // certificate, to the masters only; the proxies are system:kube-proxy.
-        let client_as = |files| crate::master_client::connect_as(servers, Some(files), None);
-        let proxy_client = client_as(pki.client("kube-proxy", "system:kube-proxy", &[], &[])?)?;
         for i in 1..=n {
             let name = format!("agent-{i}");
-            let netns = network(i).with_context(|| format!("the network of {name}"))?;
-            let mut cfg = AgentConfig::new(&name, host_ip(i), data_dir.join("agents").join(&name));
-            cfg.netns = Some(netns.clone().into());
-            let files = pki.client(
-                &name,
-                &format!("system:node:{name}"),
-                &["system:nodes"],
-                &[host_ip(i).into()],
-            )?;
-            cfg.stream_tls = Some(crate::master_client::server_tls(
-                files.cert.clone().context("agent certificate")?,
-                files.key.clone().context("agent key")?,
-                pki.ca_file(),
-            )?);
-            let client = client_as(files)?;
-            if let Some(mode) = proxy_mode {
-                let mut pcfg = flotilla_proxy::Config::new(&name, mode);
-                pcfg.netns = Some(netns.into());
-                pcfg.node_ip = Some(host_ip(i));
-                let (client, stop, n2) = (proxy_client.clone(), stop.clone(), name.clone());
-                agents.tasks.push(tokio::spawn(async move {
-                    if let Err(e) = flotilla_proxy::run(pcfg, client, stop).await {
-                        tracing::error!(node = %n2, "proxy stopped: {e}");
-                    }
-                }));
-            }
-            cfg.registry_mirrors = mirrors.to_vec();
-            let (client, stop, n2) = (client.clone(), stop.clone(), name.clone());
-            agents.tasks.push(tokio::spawn(async move {
-                if let Err(e) = Agent::run(cfg, client, stop).await {
-                    tracing::error!(agent = %n2, "agent stopped: {e}");
-                }
-            }));
+            let tasks = env.spawn(i, &name, DEFAULT_NODE_POOL, false, &stop)?;
+            agents.tasks.extend(tasks);
             agents.names.push(name);
         }
         Ok(agents)

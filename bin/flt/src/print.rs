@@ -8,6 +8,7 @@
 //! `now` the caller passes, so output is reproducible.
 
 mod describe;
+mod pool;
 mod table;
 mod tabwriter;
 mod util;

@@ -1107,6 +1107,16 @@ fn describe_generic(out: &mut Out, kind: &str, obj: &Value) {
     labels_and_annotations(out, obj);
     if kind == "NodePool" {
         out.field(0, "Machine", &machine(obj));
+        out.field(0, "Size", &super::pool::size(obj));
+        if let Some(m) = obj.pointer("/status/message").and_then(Value::as_str) {
+            out.field(0, "Autoscaler", m);
+        }
+        for (title, lines) in super::pool::activity(obj) {
+            out.line(0, &format!("{title}:"));
+            for l in lines {
+                out.line(1, &l);
+            }
+        }
     }
     let Some(map) = obj.as_object() else {
         return;

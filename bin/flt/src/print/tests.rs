@@ -724,7 +724,9 @@ fn describe_falls_back_to_yaml() {
         "metadata": meta("batch", None, FORTY5_D),
         "spec": {"labels": {"pool": "batch"}, "taints": [{"key": "dedicated", "value": "batch", "effect": "NoSchedule"}],
             "machine": {"cpu": "4", "memory": "8Gi"}, "minSize": 0, "maxSize": 5},
-        "status": {"nodes": 2, "readyNodes": 1}});
+        "status": {"nodes": 2, "readyNodes": 1, "targetSize": 2,
+            "message": "scaled up from 1 to 2 (max 5) for 1 pending pod(s): batch-x7k2p",
+            "blocked": [{"name": "batch-b4c5d", "reason": "pod default/solo keeps it: not replicated: no controller owns it"}]}});
     check(&describe("NodePool", &np, &[], now()), DESCRIBE_NODEPOOL);
 }
 
@@ -1104,6 +1106,10 @@ Name:         batch
 Labels:       <none>
 Annotations:  <none>
 Machine:      4cpu/8Gi
+Size:         min 0, max 5, target 2 (nodes 2, 1 ready)
+Autoscaler:   scaled up from 1 to 2 (max 5) for 1 pending pod(s): batch-x7k2p
+Kept:
+  batch-b4c5d: pod default/solo keeps it: not replicated: no controller owns it
 Spec:
   labels:
     pool: batch
@@ -1117,8 +1123,13 @@ Spec:
     key: dedicated
     value: batch
 Status:
+  blocked:
+  - name: batch-b4c5d
+    reason: 'pod default/solo keeps it: not replicated: no controller owns it'
+  message: 'scaled up from 1 to 2 (max 5) for 1 pending pod(s): batch-x7k2p'
   nodes: 2
   readyNodes: 1
+  targetSize: 2
 Events:  <none>
 "#;
 const DESCRIBE_NODE: &str = r#"
