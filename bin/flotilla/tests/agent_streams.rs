@@ -12,11 +12,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use agent_support::lan::Lan;
-use agent_support::{flt, AgentProc, Registry};
+use agent_support::flt;
 use common::{wait_for, Cluster, Opts};
 use flotilla_client::{Api, Client};
-use flotilla_objects::core::{Node, Pod, Service};
+use flotilla_objects::core::{Pod, Service};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -139,27 +138,9 @@ async fn port_forward(servers: &str, args: &[&str]) -> (tokio::process::Child, u
 #[tokio::test]
 async fn exec_with_stdin_cp_and_port_forward_through_the_master() {
     let cluster = Cluster::start(1, Opts::default()).await;
-    let mut lan = Lan::new();
-    lan.add_host();
-    let registry = Registry::start(cluster.dir(), lan.gateway);
-    let name = format!("s1-{}", lan.id);
-    let _agent = AgentProc::start(
-        &cluster.endpoints(),
-        &name,
-        &lan.hosts[0],
-        cluster.dir(),
-        &registry,
-    );
+    let node = agent_support::one_node(&cluster).await;
+    let name = node.name.clone();
     let client = Client::connect(&[cluster.client_addr(0)]).expect("client");
-    let nodes = Api::<Node>::all(client.clone());
-    wait_for(TIMEOUT, "the node registers", async || {
-        nodes
-            .get(&name)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await;
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "box", "labels": {"app": "box"}},
