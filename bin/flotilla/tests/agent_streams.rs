@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use agent_support::flt;
+use agent_support::{flt, flt_in};
 use common::{wait_for, Cluster, Opts};
 use flotilla_client::{Api, Client};
 use flotilla_objects::core::{Pod, Service};
@@ -20,18 +20,6 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn flt_in(servers: &str, args: &[&str], input: &[u8]) -> common::CmdOut {
-    let mut cmd = tokio::process::Command::new(common::flt_bin());
-    cmd.arg("--server").arg(servers).args(args);
-    common::run_command(
-        &mut cmd,
-        format!("flt {}", args.join(" ")),
-        Some(input.to_vec()),
-        Duration::from_secs(60),
-    )
-    .await
-}
 
 /// A ustar archive of regular files with these raw names (no checks).
 fn raw_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use agent_support::flt;
+use agent_support::{flt, flt_in};
 use common::{wait_for, Cluster, Opts};
 use flotilla_client::{Api, Client};
 use flotilla_objects::core::{Node, Pod};
@@ -20,18 +20,6 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn flt_in(servers: &str, args: &[&str], input: &[u8]) -> common::CmdOut {
-    let mut cmd = tokio::process::Command::new(common::flt_bin());
-    cmd.arg("--server").arg(servers).args(args);
-    common::run_command(
-        &mut cmd,
-        format!("flt {}", args.join(" ")),
-        Some(input.to_vec()),
-        Duration::from_secs(120),
-    )
-    .await
-}
 
 /// Millicores of a "12m" cell.
 fn millis(cell: &str) -> Result<u64, String> {
@@ -423,34 +411,29 @@ async fn node_verbs_need_their_subresource_in_rbac() {
             .map(|s| s.to_string())
             .collect()
     };
-    let admin = |args: &[&str]| as_user("t-admin", args);
-    wait_for(TIMEOUT, "the master serves the admin", async || {
-        let a = admin(&["get", "namespaces"]);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        let out = flt(&client, &a).await;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(out.to_string())
-        }
-    })
+    let succeeds = async |what: &str, args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        wait_for(TIMEOUT, what, async || {
+            let out = flt(&client, &a).await;
+            if out.success() {
+                Ok(())
+            } else {
+                Err(out.to_string())
+            }
+        })
+        .await;
+    };
+    succeeds(
+        "the master serves the admin",
+        as_user("t-admin", &["get", "namespaces"]),
+    )
     .await;
-    let a = admin(&["apply", "-f", "-"]);
+    let a = as_user("t-admin", &["apply", "-f", "-"]);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     flt_in(&client, &a, BOB_ROLE.as_bytes()).await.ok();
     let bob = |args: &[&str]| as_user("t-bob", args);
     // bob reads pods (so a refusal below is the subresource's)...
-    let a = bob(&["get", "pod", "web"]);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    wait_for(TIMEOUT, "bob's binding applies", async || {
-        let out = flt(&client, &a).await;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(out.to_string())
-        }
-    })
-    .await;
+    succeeds("bob's binding applies", bob(&["get", "pod", "web"])).await;
     // ... but may not use the node-side verbs.
     for (args, needle) in [
         (

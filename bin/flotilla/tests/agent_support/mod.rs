@@ -435,6 +435,19 @@ pub async fn flt(servers: &str, args: &[&str]) -> crate::common::CmdOut {
     .await
 }
 
+/// `flt ARGS` with `input` on its standard input (then closed).
+pub async fn flt_in(servers: &str, args: &[&str], input: &[u8]) -> crate::common::CmdOut {
+    let mut cmd = tokio::process::Command::new(crate::common::flt_bin());
+    cmd.arg("--server").arg(servers).args(args);
+    crate::common::run_command(
+        &mut cmd,
+        format!("flt {}", args.join(" ")),
+        Some(input.to_vec()),
+        Duration::from_secs(120),
+    )
+    .await
+}
+
 /// Wait until pod `name` runs; its IP.
 pub async fn running_ip(
     pods: &flotilla_client::Api<flotilla_objects::core::Pod>,
