@@ -10,8 +10,9 @@
 //! namespace when the agent runs outside it ([`netns`]), the Node and its
 //! Lease ([`node`]), the pods ([`pods`]: one worker per pod that brings what
 //! the runtime runs to what the pod's spec asks, probes it, and writes the
-//! pod's status back), and the pod streams the masters relay `flt logs` and
-//! `flt exec` to ([`streams`], reading container logs with [`logs`]).
+//! pod's status back), and the pod streams the masters relay `flt logs`,
+//! `flt exec`, `flt attach` and `flt top` to ([`streams`], reading container
+//! logs with [`logs`], pods' CPU and memory with [`stats`]).
 //!
 //! Reaches the masters only through the object API (`flotilla-client`),
 //! like any other client: never the store, Raft or the API server's
@@ -19,6 +20,7 @@
 //! the controllers.
 
 mod agent;
+mod attach;
 pub mod cni;
 pub mod config;
 pub mod containerd;
@@ -32,6 +34,7 @@ pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod routes;
+pub mod stats;
 pub mod streams;
 pub mod tasks;
 

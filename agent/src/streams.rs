@@ -2,7 +2,9 @@
 //! Node's `status.daemonEndpoints`; the masters relay `flt logs` and
 //! `flt exec` here): a container's log from its CRI log files, a command
 //! run in a container to completion (with standard input: [`crate::tasks`]),
-//! and connections to the pods' ports ([`crate::forward`]).
+//! connections to the pods' ports ([`crate::forward`]), a container's main
+//! process attached to (`crate::attach`), and the pods' CPU and memory
+//! ([`crate::stats`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,7 +13,10 @@ use std::time::Duration;
 use flotilla_client::Cache;
 use flotilla_objects::core::Pod;
 use flotilla_proto::node::pod_streams_server::{PodStreams, PodStreamsServer};
-use flotilla_proto::node::{ExecRequest, ExecResponse, LogsChunk, LogsRequest, PortForwardFrame};
+use flotilla_proto::node::{
+    AttachFrame, ExecRequest, ExecResponse, LogsChunk, LogsRequest, PortForwardFrame, StatsRequest,
+    StatsResponse,
+};
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -28,6 +33,7 @@ const EXEC_DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 struct Streams {
     ctx: Arc<Ctx>,
     pods: Cache<Pod>,
+    stats: Arc<crate::stats::Sampler>,
 }
 
 /// Serve the pod streams on the node's IP until `stop`.
@@ -38,8 +44,10 @@ pub async fn serve(ctx: Arc<Ctx>, pods: Cache<Pod>, stop: CancellationToken) -> 
         .map_err(Error::io(format!("listening on {addr}")))?;
     tracing::info!(%addr, tls = ctx.cfg.stream_tls.is_some(), "serving pod logs and exec");
     let tls = ctx.cfg.stream_tls.clone();
+    let stats = crate::stats::Sampler::new(&ctx.cfg.name);
+    tokio::spawn(stats.clone().run(ctx.clone(), stop.clone()));
     let router = tonic::transport::Server::builder().add_service(
-        PodStreamsServer::new(Streams { ctx, pods })
+        PodStreamsServer::new(Streams { ctx, pods, stats })
             .max_decoding_message_size(flotilla_proto::node::MESSAGE_LIMIT)
             .max_encoding_message_size(flotilla_proto::node::MESSAGE_LIMIT),
     );
@@ -143,6 +151,40 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<LogsChunk, Status>> + Send>>;
 impl PodStreams for Streams {
     type LogsStream = LogStream;
     type PortForwardStream = crate::forward::FrameStream;
+    type AttachStream = crate::attach::FrameStream;
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<AttachFrame>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        check_caller(self.ctx.cfg.stream_tls.is_some(), &req)?;
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no pod given"))?;
+        let pod = self.pod(&first.namespace, &first.pod)?;
+        let container = container_name(&pod, &first.container)?;
+        let s = crate::attach::attach(self.ctx.clone(), pod, container, first, inbound).await?;
+        Ok(Response::new(s))
+    }
+
+    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        check_caller(self.ctx.cfg.stream_tls.is_some(), &req)?;
+        let figures = self
+            .stats
+            .figures(&req.get_ref().namespace)
+            .ok_or_else(|| {
+                Status::unavailable(format!(
+                    "the agent of node {} has no figures yet (it reads its pods' cgroups every {}s and needs two readings)",
+                    self.ctx.cfg.name,
+                    crate::stats::WINDOW.as_secs()
+                ))
+            })?;
+        Ok(Response::new(StatsResponse {
+            nodes: vec![figures],
+        }))
+    }
 
     async fn port_forward(
         &self,

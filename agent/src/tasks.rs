@@ -81,13 +81,34 @@ impl Drop for Dir {
     }
 }
 
-/// Write `data` into the FIFO at `path`, then close it. The shim has the
-/// reading end open once the process started, so opening does not wait.
+/// How long `feed` waits for the shim to open the FIFO's reading end.
+const READER_WAIT: Duration = Duration::from_secs(10);
+
+/// Write `data` into the FIFO at `path`, then close it. The shim opens the
+/// reading end as the process starts; until then a non-blocking open
+/// fails with ENXIO and is tried again (under load the shim may not have
+/// opened it yet when Start returns: giving up then lost the input, and
+/// the command read an empty one).
 fn feed(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)?;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+    };
+    let since = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let mut f = loop {
+        match open() {
+            Err(e)
+                if e.raw_os_error() == Some(nix::libc::ENXIO) && since.elapsed() < READER_WAIT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => break other?,
+        }
+    };
     // Blocking writes from here on (this runs on a blocking thread).
     nix::fcntl::fcntl(
         std::os::fd::AsRawFd::as_raw_fd(&f),

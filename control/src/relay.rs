@@ -1,20 +1,29 @@
-//! pods/log, pods/exec and pods/portforward through any master, as the Kubernetes API server
-//! relays them: the master finds the pod's node and that node's agent
-//! (its InternalIP and the port in `status.daemonEndpoints`), calls the
-//! agent's pod streams with the same request, and passes the answer back.
-//! Clients reach every pod through the masters alone.
+//! pods/log, pods/exec, pods/portforward and pods/attach through any master, as the
+//! Kubernetes API server relays them: the master finds the pod's node and
+//! that node's agent (its InternalIP and the port in
+//! `status.daemonEndpoints`), calls the agent's pod streams with the same
+//! request, and passes the answer back. Clients reach every pod through
+//! the masters alone.
+//!
+//! CPU and memory figures (`flt top`) come the same way: from one node's
+//! agent (RBAC: `get` on `nodes/stats`, the name kubelet's own stats
+//! endpoint is authorized by), or from the agents of every node running a
+//! namespace's pods (RBAC: `list` on `pods/metrics` in that namespace, or
+//! in every namespace when none is given).
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_objects::api::ApiError;
+use flotilla_objects::api::ListParams;
 use flotilla_objects::rbac::Attributes;
 use flotilla_objects::registry;
 use flotilla_proto::node::pod_streams_client::PodStreamsClient;
 use flotilla_proto::node::pod_streams_server::{PodStreams, PodStreamsServer};
 use flotilla_proto::node::{
-    ExecRequest, ExecResponse, LogsChunk, LogsRequest, PortForwardFrame, MESSAGE_LIMIT,
+    AttachFrame, ExecRequest, ExecResponse, LogsChunk, LogsRequest, PortForwardFrame, StatsRequest,
+    StatsResponse, MESSAGE_LIMIT,
 };
 use futures::{Stream, StreamExt as _};
 use serde_json::Value;
@@ -66,9 +75,14 @@ impl Relay {
                 "pod {name} does not have a host assigned"
             )));
         }
+        self.agent_of_node(&node_name).await
+    }
+
+    /// A client of node `node_name`'s agent.
+    async fn agent_of_node(&self, node_name: &str) -> Result<PodStreamsClient<Channel>, Status> {
         let node = self
             .api
-            .get(&registry::NODE, "", &node_name, false)
+            .get(&registry::NODE, "", node_name, false)
             .await
             .map_err(to_status)?;
         let addr = agent_address(&node).ok_or_else(|| {
@@ -121,9 +135,7 @@ pub fn agent_address(node: &Value) -> Option<String> {
 }
 
 /// The caller's next frame; its end (or its failure) is a half-close.
-async fn next_frame(
-    mut s: Streaming<PortForwardFrame>,
-) -> Option<(PortForwardFrame, Streaming<PortForwardFrame>)> {
+async fn next_frame<T>(mut s: Streaming<T>) -> Option<(T, Streaming<T>)> {
     match s.message().await {
         Ok(Some(f)) => Some((f, s)),
         Ok(None) | Err(_) => None,
@@ -132,11 +144,88 @@ async fn next_frame(
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogsChunk, Status>> + Send>>;
 type FrameStream = Pin<Box<dyn Stream<Item = Result<PortForwardFrame, Status>> + Send>>;
+type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachFrame, Status>> + Send>>;
+
+/// The error of node `node`'s agent, naming the node.
+fn node_error(node: &str, s: Status) -> Status {
+    Status::new(s.code(), format!("node {node}: {}", s.message()))
+}
 
 #[tonic::async_trait]
 impl PodStreams for Relay {
     type LogsStream = LogStream;
     type PortForwardStream = FrameStream;
+    type AttachStream = AttachStream;
+
+    /// The first frame names the container; the caller needs `create` on
+    /// pods/attach, as in Kubernetes.
+    async fn attach(
+        &self,
+        mut req: Request<Streaming<AttachFrame>>,
+    ) -> Result<Response<AttachStream>, Status> {
+        let first = req
+            .get_mut()
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no pod given"))?;
+        let a = Attributes::new("create", &registry::POD, &first.namespace, &first.pod)
+            .subresource("attach");
+        self.auth.check(&req, &a).await.map_err(to_status)?;
+        let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
+        let rest = futures::stream::unfold(req.into_inner(), next_frame);
+        let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
+        let s = agent.attach(outbound).await?.into_inner();
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        let r = req.get_ref().clone();
+        if !r.node.is_empty() {
+            let a = Attributes::new("get", &registry::NODE, "", &r.node).subresource("stats");
+            self.auth.check(&req, &a).await.map_err(to_status)?;
+            let mut agent = self
+                .agent_of_node(&r.node)
+                .await
+                .map_err(|s| node_error(&r.node, s))?;
+            return agent
+                .stats(r.clone())
+                .await
+                .map_err(|s| node_error(&r.node, s));
+        }
+        let a = Attributes::new("list", &registry::POD, &r.namespace, "").subresource("metrics");
+        self.auth.check(&req, &a).await.map_err(to_status)?;
+        let pods = self
+            .api
+            .list(&registry::POD, &r.namespace, &ListParams::default())
+            .await
+            .map_err(to_status)?;
+        let mut nodes: Vec<String> = pods
+            .items
+            .iter()
+            .map(|p| str_at(p, "/spec/nodeName").to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        let mut out = StatsResponse::default();
+        for node in nodes {
+            let mut agent = self
+                .agent_of_node(&node)
+                .await
+                .map_err(|s| node_error(&node, s))?;
+            let one = StatsRequest {
+                node: node.clone(),
+                namespace: r.namespace.clone(),
+            };
+            let answer = agent
+                .stats(one)
+                .await
+                .map_err(|s| node_error(&node, s))?
+                .into_inner();
+            out.nodes.extend(answer.nodes);
+        }
+        Ok(Response::new(out))
+    }
 
     /// The first frame names the pod; the caller needs `create` on
     /// pods/portforward, as in Kubernetes.

@@ -291,6 +291,12 @@ object! {
         pub image_pull_policy: String,
         /// Security settings.
         pub security_context: Option<crate::security::SecurityContext>,
+        /// Keep a standard input open for the main process (`flt attach -i`).
+        pub stdin: bool,
+        /// Close that input after the first attach ends.
+        pub stdin_once: bool,
+        /// Give the main process a terminal.
+        pub tty: bool,
     }
 }
 

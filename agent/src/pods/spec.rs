@@ -385,6 +385,9 @@ pub fn container_config(
             resources: Some(resources(c)),
             security_context: Some(security_context(pod, c)),
         }),
+        stdin: c.stdin,
+        stdin_once: c.stdin_once,
+        tty: c.tty,
         ..Default::default()
     }
 }

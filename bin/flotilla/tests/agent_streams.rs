@@ -12,27 +12,14 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use agent_support::lan::Lan;
-use agent_support::{flt, AgentProc, Registry};
+use agent_support::{flt, flt_in};
 use common::{wait_for, Cluster, Opts};
 use flotilla_client::{Api, Client};
-use flotilla_objects::core::{Node, Pod, Service};
+use flotilla_objects::core::{Pod, Service};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn flt_in(servers: &str, args: &[&str], input: &[u8]) -> common::CmdOut {
-    let mut cmd = tokio::process::Command::new(common::flt_bin());
-    cmd.arg("--server").arg(servers).args(args);
-    common::run_command(
-        &mut cmd,
-        format!("flt {}", args.join(" ")),
-        Some(input.to_vec()),
-        Duration::from_secs(60),
-    )
-    .await
-}
 
 /// A ustar archive of regular files with these raw names (no checks).
 fn raw_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
@@ -139,27 +126,9 @@ async fn port_forward(servers: &str, args: &[&str]) -> (tokio::process::Child, u
 #[tokio::test]
 async fn exec_with_stdin_cp_and_port_forward_through_the_master() {
     let cluster = Cluster::start(1, Opts::default()).await;
-    let mut lan = Lan::new();
-    lan.add_host();
-    let registry = Registry::start(cluster.dir(), lan.gateway);
-    let name = format!("s1-{}", lan.id);
-    let _agent = AgentProc::start(
-        &cluster.endpoints(),
-        &name,
-        &lan.hosts[0],
-        cluster.dir(),
-        &registry,
-    );
+    let node = agent_support::one_node(&cluster).await;
+    let name = node.name.clone();
     let client = Client::connect(&[cluster.client_addr(0)]).expect("client");
-    let nodes = Api::<Node>::all(client.clone());
-    wait_for(TIMEOUT, "the node registers", async || {
-        nodes
-            .get(&name)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await;
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "box", "labels": {"app": "box"}},

@@ -106,7 +106,18 @@ pub async fn run(ctx: &Ctx, cmd: AuthCommand) -> Result<()> {
 
 /// `pods`, `pods/web`, `pods/log` (a known subresource) or `pods/web/log`.
 fn split(s: &str) -> (String, Option<String>, Option<String>) {
-    const SUBS: &[&str] = &["log", "exec", "status", "binding", "scale", "eviction"];
+    const SUBS: &[&str] = &[
+        "log",
+        "exec",
+        "attach",
+        "portforward",
+        "metrics",
+        "stats",
+        "status",
+        "binding",
+        "scale",
+        "eviction",
+    ];
     let mut parts = s.splitn(3, '/');
     let kind = parts.next().unwrap_or("").to_string();
     match (parts.next(), parts.next()) {

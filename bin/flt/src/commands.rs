@@ -189,6 +189,9 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
             }
         },
         Command::Run(a) => {
+            if a.rm && !a.stdin {
+                bail!("--rm should only be used for attached containers (with -i)");
+            }
             let obj = crate::generate::run_manifest(&ctx.namespace, &a)?;
             crate::generate::emit(ctx, obj, &a.flags).await
         }
@@ -227,7 +230,9 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
         | Command::Logs(_)
         | Command::Exec(_)
         | Command::Cp(_)
-        | Command::PortForward(_) => Ok(()),
+        | Command::PortForward(_)
+        | Command::Attach(_)
+        | Command::Top(_) => Ok(()),
     }
 }
 

@@ -232,6 +232,38 @@ async fn resolve(
     Ok((pod_name, out))
 }
 
+/// Refuse at once, as kubectl does, when the caller may not `create`
+/// pods/portforward (each connection would be refused later otherwise);
+/// `pod` empty: any pod of the namespace (svc/ and deploy/ targets).
+/// A master that cannot answer the review leaves it to the relay.
+async fn may_forward(client: &Client, ns: &str, pod: &str) -> Result<()> {
+    let req = flotilla_proto::objects::AccessReviewRequest {
+        verb: "create".into(),
+        resource: "pods".into(),
+        subresource: "portforward".into(),
+        namespace: ns.into(),
+        name: pod.into(),
+    };
+    match client.access_review(req).await {
+        Ok(r) if !r.allowed => {
+            let user = client
+                .who_am_i()
+                .await
+                .map(|w| w.user)
+                .unwrap_or_else(|_| "?".into());
+            let what = if pod.is_empty() {
+                "pods".to_string()
+            } else {
+                format!("pods \"{pod}\"")
+            };
+            bail!(
+                "{what} is forbidden: User \"{user}\" cannot create resource \"pods/portforward\" in API group \"\" in the namespace \"{ns}\""
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
 pub async fn port_forward(
     servers: &[String],
     dial: Duration,
@@ -244,6 +276,12 @@ pub async fn port_forward(
         .iter()
         .map(|p| port_spec(p))
         .collect::<Result<Vec<_>>>()?;
+    let named = match a.target.split_once('/') {
+        None => a.target.as_str(),
+        Some(("pod" | "pods" | "po", n)) => n,
+        Some(_) => "",
+    };
+    may_forward(client, ns, named).await?;
     let (pod, ports) = resolve(client, ns, &a.target, &specs).await?;
     let streams = masters(servers, dial).await?;
     let mut addrs: Vec<IpAddr> = Vec::new();

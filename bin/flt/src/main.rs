@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod access;
+mod attach;
 mod auth;
 mod cluster;
 mod commands;
@@ -33,6 +34,7 @@ mod rollout;
 mod set;
 mod strategic;
 mod streams;
+mod top;
 mod wait;
 
 #[derive(Parser, Debug)]
@@ -90,7 +92,9 @@ pub enum Command {
     /// Create objects from manifests (`-f`), or one from flags:
     /// `flt create deployment web --image=nginx`; existing ones are an error.
     Create(CreateArgs),
-    /// Run a pod: `flt run web --image=nginx --port=80`.
+    /// Run a pod: `flt run web --image=nginx --port=80`; with `-i --rm`,
+    /// attach to it and delete it afterwards:
+    /// `flt run t --rm -i --image=busybox --restart=Never -- sh`.
     Run(generate::RunArgs),
     /// Make a service for a deployment, replica set, replication
     /// controller, pod or service: `flt expose deploy/web --port=80`.
@@ -185,6 +189,14 @@ pub enum Command {
     /// Forward local ports to a pod's (or a service's or deployment's
     /// pod's): `flt port-forward svc/web 8080:80`, until Ctrl-C.
     PortForward(forward::PortForwardArgs),
+    /// CPU and memory of nodes and pods, as the nodes' agents measure them:
+    /// `flt top nodes`, `flt top pods --containers`.
+    #[command(subcommand)]
+    Top(top::TopCommand),
+    /// Attach to a running container's main process: its output from now
+    /// on, and with -i flt's standard input (the container needs
+    /// `stdin: true`).
+    Attach(attach::AttachArgs),
     /// Ask the masters about access: `flt auth can-i VERB RESOURCE`,
     /// `flt auth whoami`.
     #[command(subcommand)]
@@ -492,6 +504,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(a) => streams::logs(&servers, dial, &namespace, a).await,
         Command::Exec(a) => streams::exec(&servers, dial, &namespace, a).await,
         Command::Cp(a) => cp::cp(&servers, dial, &namespace, a).await,
+        Command::Attach(a) => attach::attach(&servers, dial, &namespace, a).await,
+        Command::Top(c) => {
+            let ctx = commands::Ctx::new(&servers, namespace, true, dial, command_timeout)?;
+            top::top(&servers, dial, &ctx, c).await
+        }
+        Command::Run(a) if a.stdin && a.flags.dry_run == generate::DryRun::None => {
+            let ctx = commands::Ctx::new(&servers, namespace, true, dial, command_timeout)?;
+            let (name, rm) = (a.name.clone(), a.rm);
+            let obj = generate::run_manifest(&ctx.namespace, &a)?;
+            attach::create(&ctx, &obj).await?;
+            attach::run_attached(&servers, dial, &ctx, &name, true, rm).await
+        }
         Command::PortForward(a) => {
             let ctx = commands::Ctx::new(&servers, namespace, true, dial, command_timeout)?;
             forward::port_forward(&servers, dial, &ctx.client, &ctx.namespace, a).await

@@ -438,6 +438,19 @@ pub async fn flt(servers: &str, args: &[&str]) -> crate::common::CmdOut {
     .await
 }
 
+/// `flt ARGS` with `input` on its standard input (then closed).
+pub async fn flt_in(servers: &str, args: &[&str], input: &[u8]) -> crate::common::CmdOut {
+    let mut cmd = tokio::process::Command::new(crate::common::flt_bin());
+    cmd.arg("--server").arg(servers).args(args);
+    crate::common::run_command(
+        &mut cmd,
+        format!("flt {}", args.join(" ")),
+        Some(input.to_vec()),
+        Duration::from_secs(120),
+    )
+    .await
+}
+
 /// Wait until pod `name` runs; its IP.
 pub async fn running_ip(
     pods: &flotilla_client::Api<flotilla_objects::core::Pod>,
@@ -455,4 +468,46 @@ pub async fn running_ip(
         },
     )
     .await
+}
+
+/// One node for a cluster: a test host with its agent (and containerd),
+/// images from a registry on the test bridge; removed on drop (the agent
+/// first).
+pub struct OneNode {
+    pub agent: AgentProc,
+    pub registry: Registry,
+    pub lan: lan::Lan,
+    /// The node's name.
+    pub name: String,
+}
+
+/// Start [`OneNode`] for `cluster` and wait until its Node is registered.
+pub async fn one_node(cluster: &crate::common::Cluster) -> OneNode {
+    let mut lan = lan::Lan::new();
+    lan.add_host();
+    let registry = Registry::start(cluster.dir(), lan.gateway);
+    let name = format!("s1-{}", lan.id);
+    let agent = AgentProc::start(
+        &cluster.endpoints(),
+        &name,
+        &lan.hosts[0],
+        cluster.dir(),
+        &registry,
+    );
+    let client = flotilla_client::Client::connect(&[cluster.client_addr(0)]).expect("client");
+    let nodes = flotilla_client::Api::<flotilla_objects::core::Node>::all(client);
+    crate::common::wait_for(Duration::from_secs(120), "the node registers", async || {
+        nodes
+            .get(&name)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    OneNode {
+        agent,
+        registry,
+        lan,
+        name,
+    }
 }

@@ -198,6 +198,16 @@ pub struct RunArgs {
     /// The arguments after -- are the command, not arguments to the image's.
     #[arg(long)]
     pub command: bool,
+    /// Keep the container's standard input open (stdinOnce), and attach
+    /// flt's to it once the pod runs.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Give the container a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// With -i: delete the pod when the session ends (also on Ctrl-C).
+    #[arg(long)]
+    pub rm: bool,
     #[command(flatten)]
     pub flags: GenFlags,
     #[arg(last = true)]
@@ -457,6 +467,13 @@ pub fn run_manifest(ns: &str, a: &RunArgs) -> Result<Value> {
     }
     if let Some(p) = a.port {
         c["ports"] = json!([{"containerPort": p}]);
+    }
+    if a.stdin {
+        c["stdin"] = json!(true);
+        c["stdinOnce"] = json!(true);
+    }
+    if a.tty {
+        c["tty"] = json!(true);
     }
     Ok(json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": a.name, "namespace": ns, "labels": labels},
