@@ -133,11 +133,16 @@ fn parse(text: &str, out: &mut Vec<Struct>) {
 }
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../objects/src");
+    // The folder cargo runs this for now: not `env!`, which would keep the
+    // folder this script was compiled in, and a build folder shared by two
+    // clones would read the other's (or none, and explain nothing).
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest).join("../../objects/src");
     println!("cargo:rerun-if-changed={}", dir.display());
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(d) => d.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) => panic!("reading the object definitions in {}: {e}", dir.display()),
+    };
     files.sort();
     let mut structs = Vec::new();
     for f in files
@@ -149,6 +154,11 @@ fn main() {
             parse(&text, &mut structs);
         }
     }
+    assert!(
+        !structs.is_empty(),
+        "no object definitions found in {}",
+        dir.display()
+    );
     let mut code = String::from("pub static TYPES: &[TypeDoc] = &[\n");
     for s in &structs {
         let _ = writeln!(
