@@ -170,8 +170,10 @@ async fn sync(ctx: &Ctx, mem: &mut Memory, pod: &Pod) -> Result<Next> {
     let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
     let mut obs = runtime::observe(ctx, uid).await?;
     if matches!(phase, "Succeeded" | "Failed") {
-        // Nothing runs again; the sandbox (and its IP) is released.
+        // Nothing runs again; the sandbox (and its IP) is released, once
+        // the runtime's last word on why each container ended is written.
         if let Some(sb) = &obs.sandbox {
+            refresh_reasons(ctx, pod, &obs).await?;
             ctx.cri.clone().stop_pod_sandbox(&sb.id).await?;
         }
         return Ok(Next::After(ctx.cfg.resync_interval));
@@ -315,6 +317,46 @@ fn probes_ready(mem: &Memory, c: &Container) -> bool {
 
 fn is_running(s: &cri::ContainerStatus) -> bool {
     s.state == cri::ContainerState::ContainerRunning as i32
+}
+
+/// containerd can report a container's exit before the cgroup's OOM event
+/// that caused it: the status written then says "Error", and the runtime
+/// says OOMKilled a moment later. A terminal pod keeps its phase; only the
+/// reasons of its ended containers are brought up to the runtime's.
+async fn refresh_reasons(ctx: &Ctx, pod: &Pod, obs: &Observed) -> Result<()> {
+    let Some(mut st) = pod.status.clone() else {
+        return Ok(());
+    };
+    let mut changed = false;
+    for cs in st
+        .init_container_statuses
+        .iter_mut()
+        .chain(st.container_statuses.iter_mut())
+    {
+        let (Some(latest), _) = obs.latest(&cs.name) else {
+            continue;
+        };
+        if let Some(t) = cs.state.terminated.as_mut() {
+            if is_exited(latest) && !latest.reason.is_empty() && t.reason != latest.reason {
+                t.reason = latest.reason.clone();
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return Ok(());
+    }
+    let mut p = pod.clone();
+    p.metadata.resource_version.clear();
+    p.status = Some(st);
+    match Api::<Pod>::namespaced(ctx.client.clone(), &pod.metadata.namespace)
+        .replace_status(&p)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is(Reason::NotFound) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn is_exited(s: &cri::ContainerStatus) -> bool {
