@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_client::{Api, DeleteParams, Reason};
-use flotilla_objects::core::{Container, Pod};
+use flotilla_objects::core::{Container, Pod, PodStatus};
 use k8s_cri::v1 as cri;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -343,9 +343,14 @@ async fn refresh_reasons(ctx: &Ctx, pod: &Pod, obs: &Observed) -> Result<()> {
             }
         }
     }
-    if !changed {
-        return Ok(());
+    if changed {
+        put_status(ctx, pod, st).await?;
     }
+    Ok(())
+}
+
+/// Replace the pod's status with `st`; false when the pod is gone.
+async fn put_status(ctx: &Ctx, pod: &Pod, st: PodStatus) -> Result<bool> {
     let mut p = pod.clone();
     p.metadata.resource_version.clear();
     p.status = Some(st);
@@ -353,8 +358,8 @@ async fn refresh_reasons(ctx: &Ctx, pod: &Pod, obs: &Observed) -> Result<()> {
         .replace_status(&p)
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if e.is(Reason::NotFound) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if e.is(Reason::NotFound) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -516,22 +521,12 @@ async fn write_status(ctx: &Ctx, mem: &Memory, pod: &Pod, obs: &Observed) -> Res
     }
     let now_running =
         st.phase == "Running" && pod.status.as_ref().is_none_or(|old| old.phase != "Running");
-    let mut p = pod.clone();
-    p.metadata.resource_version.clear();
-    p.status = Some(st);
-    match Api::<Pod>::namespaced(ctx.client.clone(), &pod.metadata.namespace)
-        .replace_status(&p)
-        .await
-    {
-        Ok(_) => {
-            if let (true, Some(m)) = (now_running, &ctx.cfg.metrics) {
-                m.pod_started(pod);
-            }
-            Ok(())
+    if put_status(ctx, pod, st).await? {
+        if let (true, Some(m)) = (now_running, &ctx.cfg.metrics) {
+            m.pod_started(pod);
         }
-        Err(e) if e.is(Reason::NotFound) => Ok(()),
-        Err(e) => Err(e.into()),
     }
+    Ok(())
 }
 
 #[cfg(test)]
