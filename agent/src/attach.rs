@@ -27,7 +27,6 @@ use std::sync::Arc;
 use flotilla_objects::core::Pod;
 use flotilla_proto::node::AttachFrame;
 use futures::{SinkExt as _, Stream, StreamExt as _};
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::ContainerState;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
@@ -181,20 +180,12 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 /// Open container `id`'s standard input: CRI Attach (stdin only), then a
 /// websocket to the URL containerd's streaming server gave.
 async fn open_stdin(ctx: &Ctx, id: &str, tty: bool) -> Result<Ws, Status> {
-    let mut req = tonic::Request::new(k8s_cri::v1::AttachRequest {
-        container_id: id.to_string(),
-        stdin: true,
-        tty,
-        stdout: false,
-        stderr: false,
-    });
-    req.set_timeout(std::time::Duration::from_secs(30));
-    let url = RuntimeServiceClient::new(ctx.cri.channel())
-        .attach(req)
+    let url = ctx
+        .cri
+        .clone()
+        .attach_stdin(id, tty)
         .await
-        .map_err(|e| Status::unavailable(format!("CRI Attach: {}", e.message())))?
-        .into_inner()
-        .url;
+        .map_err(|e| Status::unavailable(e.to_string()))?;
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| Status::internal(format!("CRI Attach gave an unexpected URL {url}")))?;

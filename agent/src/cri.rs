@@ -358,6 +358,29 @@ impl Cri {
     }
 }
 
+impl Cri {
+    /// The streaming URL for the standard input of container `id`
+    /// (Attach, stdin only: output comes from the container's log).
+    pub async fn attach_stdin(&mut self, id: &str, tty: bool) -> Result<String> {
+        let mut req = tonic::Request::new(cri::AttachRequest {
+            container_id: id.to_string(),
+            stdin: true,
+            tty,
+            stdout: false,
+            stderr: false,
+        });
+        req.set_timeout(Duration::from_secs(30));
+        Ok(self
+            .runtime
+            .attach(req)
+            .timed(&self.ops, "Attach")
+            .await
+            .map_err(Error::runtime("Attach"))?
+            .into_inner()
+            .url)
+    }
+}
+
 fn image_spec(image: &str) -> cri::ImageSpec {
     cri::ImageSpec {
         image: image.to_string(),

@@ -12,7 +12,7 @@ use flotilla_client::ListParams;
 use flotilla_proto::node::{NodeStats, StatsRequest};
 use serde_json::Value;
 
-use crate::commands::Ctx;
+use crate::commands::{name_of, Ctx};
 use crate::streams::{masters, status_error};
 
 #[derive(Subcommand, Debug)]
@@ -112,13 +112,6 @@ fn params(selector: &Option<String>) -> ListParams {
     p
 }
 
-fn name_of(v: &Value) -> String {
-    v.pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
-}
-
 pub async fn top(servers: &[String], dial: Duration, ctx: &Ctx, cmd: TopCommand) -> Result<()> {
     match cmd {
         TopCommand::Node(a) => nodes(servers, dial, ctx, a).await,
@@ -145,7 +138,7 @@ async fn nodes(servers: &[String], dial: Duration, ctx: &Ctx, a: TopNodeArgs) ->
     let mut rows: Vec<(Vec<String>, u64, u64)> = Vec::new();
     let mut failed = Vec::new();
     for n in &nodes {
-        let name = name_of(n);
+        let name = name_of(n).to_string();
         let req = StatsRequest {
             node: name.clone(),
             namespace: String::new(),
@@ -241,7 +234,7 @@ async fn pods(servers: &[String], dial: Duration, ctx: &Ctx, a: TopPodArgs) -> R
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let name = name_of(p);
+        let name = name_of(p).to_string();
         let Some(f) = figures.get(&(pns.clone(), name.clone())) else {
             missing.push(format!("{pns}/{name}"));
             continue;
