@@ -646,11 +646,14 @@ async fn run(cfg: Config, provider: Arc<dyn NodeProvider>, ctx: LeaderContext) {
     let pools = ctx.informers.get::<NodePool>();
     let stop: CancellationToken = ctx.stop.clone();
     loop {
-        if pods.is_synced() && nodes.is_synced() && pools.is_synced() {
-            break;
-        }
+        let wait = Duration::from_secs(60);
+        let synced = async {
+            pods.wait_synced(wait).await
+                && nodes.wait_synced(wait).await
+                && pools.wait_synced(wait).await
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            ok = synced => if ok { break },
             _ = stop.cancelled() => return,
         }
     }

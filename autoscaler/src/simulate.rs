@@ -8,12 +8,9 @@ use std::sync::Arc;
 use flotilla_objects::core::{Node, Pod};
 use flotilla_scheduler::{filter, NodeInfo, PodInfo, Unfit};
 
-/// Whether the pod has finished (its resources are free again).
-pub fn is_terminal(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .is_some_and(|s| s.phase == "Succeeded" || s.phase == "Failed")
-}
+/// The scheduler's own: whether a pod has finished, and "namespace/name".
+pub use flotilla_scheduler::cache::is_terminal;
+pub use flotilla_scheduler::queue::pod_key;
 
 /// Whether the node's Ready condition is True.
 pub fn is_ready(n: &Node) -> bool {
@@ -35,11 +32,6 @@ pub fn is_unschedulable(p: &Pod) -> bool {
                 c.type_ == "PodScheduled" && c.status == "False" && c.reason == "Unschedulable"
             })
         })
-}
-
-/// "namespace/name"
-pub fn pod_key(p: &Pod) -> String {
-    format!("{}/{}", p.metadata.namespace, p.metadata.name)
 }
 
 /// Every node with the live pods bound to it.
@@ -65,14 +57,6 @@ impl Snapshot {
             }
         }
         s
-    }
-
-    /// The pods on node `name`.
-    pub fn pods_on(&self, name: &str) -> Vec<Arc<Pod>> {
-        self.nodes
-            .get(name)
-            .map(|n| n.pods.values().map(|p| p.pod.clone()).collect())
-            .unwrap_or_default()
     }
 }
 
