@@ -43,16 +43,28 @@ static WORK_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
-pub(crate) fn observe_queue_wait(name: &str, d: Duration) {
-    QUEUE_DURATION
-        .with_label_values(&[name])
-        .observe(d.as_secs_f64());
+/// One named queue's latency histograms, looked up once.
+#[derive(Clone)]
+pub(crate) struct Timers {
+    queued: prometheus::Histogram,
+    worked: prometheus::Histogram,
 }
 
-pub(crate) fn observe_work(name: &str, d: Duration) {
-    WORK_DURATION
-        .with_label_values(&[name])
-        .observe(d.as_secs_f64());
+impl Timers {
+    pub(crate) fn new(name: &str) -> Self {
+        Timers {
+            queued: QUEUE_DURATION.with_label_values(&[name]),
+            worked: WORK_DURATION.with_label_values(&[name]),
+        }
+    }
+
+    pub(crate) fn queued(&self, d: Duration) {
+        self.queued.observe(d.as_secs_f64());
+    }
+
+    pub(crate) fn worked(&self, d: Duration) {
+        self.worked.observe(d.as_secs_f64());
+    }
 }
 
 /// Add it to a master's registry.

@@ -73,8 +73,8 @@ struct Inner<T> {
     last_refill: Instant,
     shut_down: bool,
     metrics: QueueMetrics,
-    /// Set by [`WorkQueue::named`]: latencies go to its histograms.
-    name: Option<String>,
+    /// Set by [`WorkQueue::named`]: the queue's latency histograms.
+    timers: Option<crate::metrics::Timers>,
 }
 
 impl<T> Inner<T> {
@@ -136,7 +136,7 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
                 queue: VecDeque::new(),
                 dirty: HashSet::new(),
                 processing: HashMap::new(),
-                name: None,
+                timers: None,
                 added_at: HashMap::new(),
                 failures: HashMap::new(),
                 tokens: f64::from(cfg.burst),
@@ -157,7 +157,7 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
             let q = inner.lock().unwrap_or_else(|e| e.into_inner());
             Some(q.snapshot())
         });
-        self.lock().name = Some(name.to_string());
+        self.lock().timers = Some(crate::metrics::Timers::new(name));
         NAMED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -250,16 +250,18 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
                     q.dirty.remove(&key);
                     q.processing.insert(key.clone(), Instant::now());
                     q.metrics.processed += 1;
+                    let mut waited = None;
                     if let Some(at) = q.added_at.remove(&key) {
-                        let waited = at.elapsed();
-                        q.metrics.queue_wait_total += waited;
-                        q.metrics.queue_wait_max = q.metrics.queue_wait_max.max(waited);
-                        if let Some(name) = &q.name {
-                            crate::metrics::observe_queue_wait(name, waited);
-                        }
+                        let w = at.elapsed();
+                        q.metrics.queue_wait_total += w;
+                        q.metrics.queue_wait_max = q.metrics.queue_wait_max.max(w);
+                        waited = q.timers.clone().map(|t| (t, w));
                     }
                     let more = !q.queue.is_empty();
                     drop(q);
+                    if let Some((t, w)) = waited {
+                        t.queued(w);
+                    }
                     if more {
                         // Wake another worker for the rest.
                         self.ready.notify_one();
@@ -277,12 +279,19 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
     /// The work on `key` is over; if it was added meanwhile, queue it again.
     pub fn done(&self, key: &T) {
         let mut q = self.lock();
-        if let (Some(since), Some(name)) = (q.processing.remove(key), &q.name) {
-            crate::metrics::observe_work(name, since.elapsed());
-        }
-        if q.dirty.contains(key) && !q.shut_down {
+        let worked = match (q.processing.remove(key), &q.timers) {
+            (Some(since), Some(t)) => Some((t.clone(), since.elapsed())),
+            _ => None,
+        };
+        let again = q.dirty.contains(key) && !q.shut_down;
+        if again {
             q.queue.push_back(key.clone());
-            drop(q);
+        }
+        drop(q);
+        if let Some((t, w)) = worked {
+            t.worked(w);
+        }
+        if again {
             self.ready.notify_one();
         }
     }

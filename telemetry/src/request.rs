@@ -27,12 +27,6 @@ pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-/// Run `fut` as part of the call with request id `id` (for a call made
-/// outside the layer, as a forwarded one).
-pub async fn with_request_id<F: Future>(id: String, fut: F) -> F::Output {
-    REQUEST_ID.scope(id, fut).await
-}
-
 /// The metadata entry a request id travels in (`flotilla-client` sets it
 /// on every call, the same on each retry of a write).
 pub const HEADER: &str = "flotilla-request-id";

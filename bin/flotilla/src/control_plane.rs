@@ -35,13 +35,7 @@ pub async fn start(
             Auth::always_allow(access.authn)
         };
         let _ = access.gate.auth.set(auth.clone());
-        if let Err(e) = m
-            .cfg
-            .metrics
-            .register(Box::new(server.watch_cache_collector()))
-        {
-            tracing::warn!(error = %e, "watch cache metrics not registered");
-        }
+        flotilla_telemetry::register(&m.cfg.metrics, server.watch_cache_collector());
         let limit = m.cfg.limits.max_request_bytes + 512 * 1024;
         Routes::new(ObjectService::server(
             server.clone(),
@@ -57,13 +51,10 @@ pub async fn start(
     })
     .await?;
     let master = running.master.clone();
-    if let Err(e) = master
-        .cfg
-        .metrics
-        .register(Box::new(flotilla_runtime::metrics::WorkqueueCollector))
-    {
-        tracing::warn!(error = %e, "workqueue metrics not registered");
-    }
+    flotilla_telemetry::register(
+        &master.cfg.metrics,
+        flotilla_runtime::metrics::WorkqueueCollector,
+    );
     flotilla_scheduler::metrics::register(&master.cfg.metrics);
     let Some(api) = api else {
         return Ok(running);
