@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use flotilla_security::tls::ServerTls;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
@@ -51,10 +51,47 @@ fn serve(
 ) -> Serving {
     let stop = m.shutdown.clone();
     let until = async move { stop.cancelled().await };
+    close_on_shutdown(&l, m);
     match tls {
         Some(t) => Box::pin(router.serve_with_incoming_shutdown(t.incoming(l), until)),
         None => Box::pin(router.serve_with_incoming_shutdown(incoming(l), until)),
     }
+}
+
+/// When the master stops, stop listening on `l` at once: tonic keeps its
+/// listener open until every connection has drained (watch streams hold
+/// them for seconds), and connections the kernel accepted meanwhile would
+/// hang unanswered. A listening socket shut down refuses new connections
+/// (and resets those not yet accepted), so clients move to another master
+/// immediately.
+fn close_on_shutdown(l: &TcpListener, m: &Master) {
+    use std::os::fd::AsFd;
+    // A second descriptor of the same socket: shutting it down acts on the
+    // socket whatever tonic has done with its own descriptor by then.
+    let Ok(fd) = l.as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let stop = m.shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        if let Err(e) = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Read) {
+            tracing::debug!(error = %e, "closing the listener");
+        }
+    });
+}
+
+/// A socket bound to `addr` but not listening yet: the address is taken
+/// (a clash is reported at once), while connections are refused until
+/// [`TcpSocket::listen`].
+fn bind_only(addr: std::net::SocketAddr) -> std::io::Result<TcpSocket> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    Ok(s)
 }
 
 /// The client port's streaming methods, for `grpc_server_*{grpc_type}`.
@@ -69,9 +106,12 @@ const STREAMING: &[(&str, &str)] = &[
 const READY_WAIT: Duration = Duration::from_secs(5);
 
 /// A master serving its peer and client addresses.
+/// Why a server ended: its listener, or the gRPC transport.
+type ServeError = Box<dyn std::error::Error + Send + Sync>;
+
 pub struct RunningMaster {
     pub master: Master,
-    servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    servers: Vec<JoinHandle<Result<(), ServeError>>>,
 }
 
 /// Open the data dir, bind both addresses, start Raft and serve.
@@ -91,12 +131,12 @@ pub async fn start_with(
             addr: cfg.peer_addr,
             source,
         })?;
-    let client_l = TcpListener::bind(cfg.client_addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: cfg.client_addr,
-            source,
-        })?;
+    // Clients are refused (and go to another master) until this one is
+    // ready to answer them; see below.
+    let client_sock = bind_only(cfg.client_addr).map_err(|source| StartError::Bind {
+        addr: cfg.client_addr,
+        source,
+    })?;
     let master = Master::open(cfg).await?;
     let limit = master.cfg.limits.max_request_bytes + 512 * 1024;
 
@@ -154,14 +194,16 @@ pub async fn start_with(
             ClusterAdminServer::new(AdminService { master: m() }),
             gate,
         ));
-    let client = serve(client, client_l, sec.client_tls.as_ref(), &master);
 
     master.bootstrap().await?;
     master.spawn_duties();
-    let peer = tokio::spawn(peer);
+    let peer = tokio::spawn(async move { peer.await.map_err(ServeError::from) });
     // Serve clients once this master has published its client address (as
     // etcd does), or after READY_WAIT anyway, so that a master that cannot
     // reach a quorum still answers status queries.
+    // Until then the port is bound but not listening: connecting clients
+    // are refused and try another master, instead of waiting on one that
+    // accepted their connection and cannot answer yet.
     let m2 = master.clone();
     let client = tokio::spawn(async move {
         if !m2.wait_ready(READY_WAIT).await {
@@ -169,7 +211,13 @@ pub async fn start_with(
                 "not yet published in the member directory (no quorum?); serving clients anyway"
             );
         }
-        client.await
+        let l = client_sock.listen(1024).map_err(|e| {
+            tracing::error!(error = %e, "cannot listen on the client address");
+            e
+        })?;
+        serve(client, l, m2.cfg.security.client_tls.as_ref(), &m2)
+            .await
+            .map_err(ServeError::from)
     });
     let servers = vec![peer, client];
     tracing::info!(

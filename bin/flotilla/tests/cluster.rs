@@ -1052,3 +1052,112 @@ async fn a_master_back_from_a_pause_does_not_depose_the_leader() {
     );
     assert_eq!(c.leader().await, leader, "the leader changed");
 }
+
+/// Whether a TCP connection to `addr` is refused right now (not accepted,
+/// not timed out).
+fn refused(addr: &str) -> bool {
+    let addr: std::net::SocketAddr = addr.parse().expect("address");
+    matches!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// A master that cannot answer clients does not accept their connections:
+/// not while it stops (its open watch streams keep it draining for seconds),
+/// and not while it starts without a quorum. Clients are refused and go to
+/// another master at once, instead of waiting out their deadline on a
+/// connection nobody will serve (what an Ansible rolling upgrade showed:
+/// writes failing for 4 s while one master restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_that_cannot_answer_refuses_connections() {
+    if skip_on_etcd("a_master_that_cannot_answer_refuses_connections", false) {
+        return;
+    }
+    use flotilla_proto::etcdserverpb::watch_client::WatchClient;
+    use flotilla_proto::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let addr = c.client_addr(0);
+
+    // A watch stream held open on master 0, as agents and proxies hold them.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: b"/held".to_vec(),
+                ..Default::default()
+            },
+        )),
+    })
+    .await
+    .expect("send");
+    let mut w = WatchClient::new(channel(&addr).await.expect("channel"));
+    let mut stream = w
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    let created = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the watch is created in time")
+        .expect("a watch response");
+    assert!(created.is_some_and(|r| r.created));
+    assert!(!refused(&addr), "master 0 refuses before it stops");
+
+    // SIGTERM: the master drains its connections, but refuses new ones.
+    let pid = nix::unistd::Pid::from_raw(c.masters[0].pid().expect("pid") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen_refused_while_running = loop {
+        let running = c.masters[0].is_running();
+        if !running {
+            break false;
+        }
+        if refused(&addr) {
+            break c.masters[0].is_running();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "master 0 neither refused nor exited"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        seen_refused_while_running,
+        "master 0 kept accepting connections until it exited"
+    );
+    drop(tx);
+    drop(stream);
+    c.stop(0);
+
+    // A founding master started afresh while the two others are down: it
+    // cannot be published without a quorum, so it refuses clients until it
+    // gives up waiting (5 s) and serves status queries anyway.
+    c.kill(1);
+    c.kill(2);
+    std::fs::remove_dir_all(&c.masters[0].data_dir).expect("remove the data");
+    c.restart(0);
+    let started = Instant::now();
+    let mut refusals = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        assert!(c.masters[0].is_running(), "master 0 exited");
+        if refused(&addr) {
+            refusals += 1;
+        } else {
+            panic!(
+                "master 0 accepted a connection {:?} after its start, unpublished",
+                started.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refusals > 10, "{refusals}");
+    // Then it serves status queries anyway (flt cluster status works on a
+    // master without quorum).
+    wait_until(
+        Duration::from_secs(15),
+        "master 0 listens again",
+        async || !refused(&addr),
+    )
+    .await;
+}
