@@ -631,6 +631,20 @@ async fn flt_cluster_status_and_membership() {
     let leader_row = rows.iter().find(|r| r.2 == "leader").unwrap();
     assert_eq!(leader_row.0, c.masters[leader].name);
 
+    // The same as JSON, for scripts (the Ansible playbooks wait on it).
+    let out = flt(&["--server", &servers, "cluster", "status", "-o", "json"])
+        .await
+        .ok();
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let members = doc["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{out}");
+    for m in members {
+        let row = rows.iter().find(|r| r.0 == m["name"]).expect("a row");
+        assert_eq!(m["role"], row.2.as_str(), "{out}");
+        assert_eq!(m["client"], row.1.as_str(), "{out}");
+        assert!(m["applied"].as_u64().is_some_and(|a| a > 0), "{out}");
+    }
+
     // A master that accepts connections but answers nothing (SIGSTOP) is
     // shown as unreachable after about a second.
     let paused = (0..3).find(|&i| i != leader).unwrap();
@@ -645,6 +659,21 @@ async fn flt_cluster_status_and_membership() {
     let row = rows.iter().find(|r| r.0 == c.masters[paused].name).unwrap();
     assert_eq!(row.2, "unreachable", "{out}");
     assert!(took < Duration::from_secs(8), "took {took:?}");
+    c.pause(paused);
+    let out = flt(&["--server", &servers, "cluster", "status", "-o", "json"]).await;
+    c.resume(paused);
+    let out = out.ok();
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let m = doc["members"]
+        .as_array()
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m["name"] == c.masters[paused].name.as_str())
+        })
+        .cloned()
+        .expect("the paused master");
+    assert_eq!(m["role"], "unreachable", "{out}");
+    assert!(m["applied"].is_null(), "{out}");
 
     // The leader killed: the first --server is dead, the others answer,
     // and a new leader shows up.

@@ -9,7 +9,7 @@ use flotilla_proto::cluster::{
 };
 use tonic::transport::{Channel, Endpoint};
 
-use crate::ClusterCommand;
+use crate::{ClusterCommand, StatusOutput};
 
 /// A channel whose calls carry flt's credentials.
 pub(crate) type Authed =
@@ -24,7 +24,7 @@ pub struct Ctx {
 
 pub async fn run(ctx: &Ctx, cmd: ClusterCommand) -> Result<()> {
     match cmd {
-        ClusterCommand::Status => cluster_status(ctx).await,
+        ClusterCommand::Status { output } => cluster_status(ctx, output).await,
         ClusterCommand::AddMaster {
             name,
             peer_addr,
@@ -145,7 +145,7 @@ async fn first_status(ctx: &Ctx) -> Result<(String, StatusResponse)> {
     bail!("no master reachable: {}", errors.join("; "))
 }
 
-async fn cluster_status(ctx: &Ctx) -> Result<()> {
+async fn cluster_status(ctx: &Ctx, output: StatusOutput) -> Result<()> {
     let (server, first) = first_status(ctx).await?;
     let mut members = first.members.clone();
     if members.is_empty() {
@@ -189,16 +189,54 @@ async fn cluster_status(ctx: &Ctx) -> Result<()> {
         }
     }
 
-    let mut rows = vec![vec![
-        "NAME".to_string(),
-        "ID".to_string(),
-        "PEER".to_string(),
-        "CLIENT".to_string(),
-        "ROLE".to_string(),
-        "TERM".to_string(),
-        "LAST-LOG".to_string(),
-        "APPLIED".to_string(),
-    ]];
+    let rows: Vec<MemberStatus> = members
+        .iter()
+        .map(|m| {
+            let status = by_id.get(&m.id);
+            let client = match status {
+                Some(s) if m.client_addr.is_empty() => s.client_addr.clone(),
+                _ => m.client_addr.clone(),
+            };
+            MemberStatus {
+                name: m.name.clone(),
+                id: format!("{:x}", m.id),
+                peer: m.peer_addr.clone(),
+                client,
+                role: match status {
+                    Some(s) if s.role.is_empty() => "unknown".to_string(),
+                    Some(s) => s.role.clone(),
+                    None => "unreachable".to_string(),
+                },
+                term: status.map(|s| s.term),
+                last_log: status.map(|s| s.last_log_index),
+                applied: status.map(|s| s.applied_index),
+            }
+        })
+        .collect();
+    match output {
+        StatusOutput::Json => {
+            let doc = serde_json::json!({ "members": rows });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        StatusOutput::Table => print!("{}", status_table(&rows)),
+    }
+    Ok(())
+}
+
+/// One master as `cluster status` shows it.
+#[derive(Debug, serde::Serialize)]
+struct MemberStatus {
+    name: String,
+    id: String,
+    peer: String,
+    client: String,
+    role: String,
+    term: Option<u64>,
+    last_log: Option<u64>,
+    applied: Option<u64>,
+}
+
+fn status_table(members: &[MemberStatus]) -> String {
     let cell = |s: &str| {
         if s.is_empty() {
             "-".to_string()
@@ -206,38 +244,26 @@ async fn cluster_status(ctx: &Ctx) -> Result<()> {
             s.to_string()
         }
     };
-    for m in &members {
-        let status = by_id.get(&m.id);
-        let client = match status {
-            Some(s) if m.client_addr.is_empty() => s.client_addr.clone(),
-            _ => m.client_addr.clone(),
-        };
-        let mut row = vec![
+    let num = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
+    let mut rows = vec![[
+        "NAME", "ID", "PEER", "CLIENT", "ROLE", "TERM", "LAST-LOG", "APPLIED",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect::<Vec<_>>()];
+    for m in members {
+        rows.push(vec![
             cell(&m.name),
-            format!("{:x}", m.id),
-            cell(&m.peer_addr),
-            cell(&client),
-        ];
-        match status {
-            Some(s) => {
-                row.push(if s.role.is_empty() {
-                    "unknown".to_string()
-                } else {
-                    s.role.clone()
-                });
-                row.push(s.term.to_string());
-                row.push(s.last_log_index.to_string());
-                row.push(s.applied_index.to_string());
-            }
-            None => {
-                row.push("unreachable".to_string());
-                row.extend(["-".to_string(), "-".to_string(), "-".to_string()]);
-            }
-        }
-        rows.push(row);
+            m.id.clone(),
+            cell(&m.peer),
+            cell(&m.client),
+            m.role.clone(),
+            num(m.term),
+            num(m.last_log),
+            num(m.applied),
+        ]);
     }
-    print!("{}", render_table(&rows));
-    Ok(())
+    render_table(&rows)
 }
 
 /// Sends a membership change to the leader (as the first reachable server

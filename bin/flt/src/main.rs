@@ -369,11 +369,25 @@ pub enum Shell {
     Fish,
 }
 
+/// How `flt cluster status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusOutput {
+    Table,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Show every master: its role, Raft term and log positions
     /// (a master that does not answer is shown as "unreachable").
-    Status,
+    Status {
+        /// Output format: a table, or JSON (`{"members": [{"name", "id",
+        /// "peer", "client", "role", "term", "last_log", "applied"}]}`,
+        /// the numbers null for a master that did not answer) for scripts
+        /// and playbooks.
+        #[arg(short = 'o', long, value_enum, default_value_t = StatusOutput::Table)]
+        output: StatusOutput,
+    },
     /// Add a master to the cluster. Start the new master with
     /// `flotilla master --join ...` instead to have it add itself.
     AddMaster {
