@@ -93,6 +93,14 @@ async fn run_node(cfg: &AgentConfig, client: Client, stop: CancellationToken) ->
         runtime,
         stop.clone(),
     ));
+    let masquerade = cfg.cluster_cidr.clone().map(|cluster_cidr| {
+        tokio::spawn(crate::masquerade::run(
+            cfg.netns.clone(),
+            pod_cidr.clone(),
+            cluster_cidr,
+            stop.clone(),
+        ))
+    });
     let routes = tokio::spawn(crate::routes::run(
         cfg.clone(),
         client.clone(),
@@ -130,6 +138,9 @@ async fn run_node(cfg: &AgentConfig, client: Client, stop: CancellationToken) ->
     heartbeat.abort();
     streams.abort();
     routes.abort();
+    if let Some(m) = masquerade {
+        m.abort();
+    }
     Ok(())
 }
 

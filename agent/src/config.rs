@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 /// The default sandbox ("pause") image; `scripts/images` builds one, and a
 /// registry mirror for `registry.k8s.io` serves it offline.
 pub const DEFAULT_SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.6";
+/// The masters' default --cluster-cidr.
+pub const DEFAULT_CLUSTER_CIDR: &str = "10.244.0.0/16";
 
 /// A registry mirror: pulls of images from `registry` go to `endpoint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +85,10 @@ pub struct AgentConfig {
     pub cluster_dns: Vec<std::net::IpAddr>,
     /// The cluster domain of pods' search path (kubelet's --cluster-domain).
     pub cluster_domain: String,
+    /// The pods' addresses across the cluster (the masters'
+    /// --cluster-cidr): pods' traffic to anywhere else is masqueraded to
+    /// the node's address ([`crate::masquerade`]); None: no such rule.
+    pub cluster_cidr: Option<String>,
     /// TLS for the pod streams (kubelet's --tls-cert-file,
     /// --tls-private-key-file, --client-ca-file): only callers with a client
     /// certificate of that CA in the group system:masters (the masters
@@ -114,6 +120,7 @@ impl AgentConfig {
             resync_interval: Duration::from_secs(10),
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_string(),
+            cluster_cidr: Some(DEFAULT_CLUSTER_CIDR.to_string()),
             stream_tls: None,
             metrics: None,
         }
@@ -138,6 +145,10 @@ impl AgentConfig {
                 "bridge name {:?} must be 1-15 characters",
                 self.cni_bridge
             )));
+        }
+        if let Some(c) = &self.cluster_cidr {
+            crate::masquerade::parse_cidr(c)
+                .map_err(|e| Error::Config(format!("--cluster-cidr: {e}")))?;
         }
         Ok(())
     }

@@ -29,6 +29,7 @@ pub mod error;
 pub mod fake;
 mod forward;
 pub mod logs;
+pub mod masquerade;
 pub mod metrics;
 pub mod netns;
 pub mod node;

@@ -75,6 +75,12 @@ pub struct AgentArgs {
     /// The cluster domain in pods' DNS search path.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The pods' addresses across the cluster (the masters' --cluster-cidr):
+    /// pods' traffic to other addresses (masters, other hosts) is
+    /// masqueraded to the node's address, so that it finds its way back; ""
+    /// for no such rule.
+    #[arg(long, default_value = flotilla_agent::config::DEFAULT_CLUSTER_CIDR)]
+    cluster_cidr: String,
     /// (Ready: registered, and the node's pods are listed.)
     #[command(flatten)]
     metrics: crate::metrics_args::MetricsArgs,
@@ -94,6 +100,7 @@ pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.stream_port = a.stream_port;
     cfg.cluster_dns = a.cluster_dns;
     cfg.cluster_domain = a.cluster_domain;
+    cfg.cluster_cidr = Some(a.cluster_cidr).filter(|c| !c.is_empty());
     cfg.lease_interval = std::time::Duration::from_secs(a.lease_interval_seconds.max(1));
     cfg.stream_tls = a.masters.stream_tls()?;
     let client = a.masters.connect()?;

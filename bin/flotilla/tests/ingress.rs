@@ -13,9 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_support::lan::Lan;
-use agent_support::{flt, running_ip, AgentProc, Registry};
-use common::{free_port, wait_for, Cluster, Opts};
+use agent_support::{flt, running_ip, AgentProc, Site};
+use common::{free_port, wait_for};
 use flotilla_client::{Api, Client, ListParams};
 use flotilla_objects::core::{Endpoints, Node, Pod, Secret, Service};
 use flotilla_objects::discovery::EndpointSlice;
@@ -227,16 +226,11 @@ async fn load(
 
 #[tokio::test]
 async fn ingress_routes_http_and_tls_to_pods() {
-    let cluster = Cluster::start(1, Opts::default()).await;
-    let mut lan = Lan::new();
-    lan.add_host();
-    lan.add_host();
-    let registry = Registry::start(cluster.dir(), lan.gateway);
-    let servers = cluster.endpoints();
-    let names: Vec<String> = (1..=2).map(|i| format!("i{i}-{}", lan.id)).collect();
-    let _agents: Vec<AgentProc> = (0..2)
-        .map(|i| AgentProc::start(&servers, &names[i], &lan.hosts[i], cluster.dir(), &registry))
-        .collect();
+    let mut site = Site::start(2).await;
+    let servers = site.servers.clone();
+    let names: Vec<String> = (1..=2).map(|i| format!("i{i}-{}", site.lan.id)).collect();
+    let _agents: Vec<AgentProc> = (0..2).map(|i| site.agent(&names[i], i)).collect();
+    let cluster = &site.cluster;
     let client = Client::connect(&[cluster.client_addr(0)]).expect("client");
     let nodes = Api::<Node>::all(client.clone());
     for (i, n) in names.iter().enumerate() {
@@ -249,7 +243,7 @@ async fn ingress_routes_http_and_tls_to_pods() {
             }
         })
         .await;
-        lan.route_to(&cidr, i);
+        site.lan.route_to(&cidr, i);
     }
     let (http, https, admin) = (free_port(), free_port(), free_port());
     let _ingress = IngressProc::start(&servers, http, https, admin, cluster.dir());
@@ -431,13 +425,13 @@ async fn ingress_routes_http_and_tls_to_pods() {
     // WebSocket: an echo server on the test's side of the bridge, as the
     // endpoint of a service without a selector.
     let echo_port = free_port();
-    let echo_addr = std::net::SocketAddr::from((lan.gateway, echo_port));
+    let echo_addr = std::net::SocketAddr::from((site.lan.gateway, echo_port));
     let _echo = echo_server(echo_addr).await;
     manual_service(
         &client,
         "echo",
         "ws.test",
-        json!([{"addresses": [{"ip": lan.gateway.to_string()}],
+        json!([{"addresses": [{"ip": site.lan.gateway.to_string()}],
             "ports": [{"name": "http", "port": echo_port}]}]),
     )
     .await;

@@ -511,3 +511,42 @@ pub async fn one_node(cluster: &crate::common::Cluster) -> OneNode {
         name,
     }
 }
+
+/// One master, a test network of `hosts` hosts, and a registry on its
+/// bridge: what a test of agents on hosts starts from.
+pub struct Site {
+    pub cluster: crate::common::Cluster,
+    pub lan: lan::Lan,
+    pub registry: Registry,
+    /// The master's client address(es), for agents and flt.
+    pub servers: String,
+}
+
+impl Site {
+    pub async fn start(hosts: usize) -> Site {
+        let cluster = crate::common::Cluster::start(1, crate::common::Opts::default()).await;
+        let mut lan = lan::Lan::new();
+        for _ in 0..hosts {
+            lan.add_host();
+        }
+        let registry = Registry::start(cluster.dir(), lan.gateway);
+        let servers = cluster.endpoints();
+        Site {
+            cluster,
+            lan,
+            registry,
+            servers,
+        }
+    }
+
+    /// An agent named `name` on host `i`.
+    pub fn agent(&self, name: &str, i: usize) -> AgentProc {
+        AgentProc::start(
+            &self.servers,
+            name,
+            &self.lan.hosts[i],
+            self.cluster.dir(),
+            &self.registry,
+        )
+    }
+}
