@@ -231,9 +231,17 @@ pub async fn start_with(
 }
 
 impl RunningMaster {
-    /// Stop serving, let Raft finish, and close the store.
+    /// Stop listening, stop Raft, let the servers drain, and close the store.
     pub async fn shutdown(self) {
         self.master.shutdown.cancel();
+        // Raft first: a leader that went on heartbeating while its servers
+        // drained (seconds, with watch streams open) kept the others from
+        // electing a new one, and writes forwarded to it failed meanwhile.
+        // Stopped, it falls silent and the others elect within an election
+        // timeout; what was not committed is not acknowledged.
+        if let Err(e) = self.master.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
         for s in self.servers {
             match tokio::time::timeout(Duration::from_secs(5), s).await {
                 Ok(Ok(Ok(()))) => {}
@@ -241,9 +249,6 @@ impl RunningMaster {
                 Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
                 Err(_) => tracing::warn!("server did not stop within 5 s"),
             }
-        }
-        if let Err(e) = self.master.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
         }
         // Make the WAL durable and stop RocksDB's background threads, so
         // that the process can exit while the database object still lives.

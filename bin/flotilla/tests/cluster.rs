@@ -1106,9 +1106,11 @@ async fn a_master_that_cannot_answer_refuses_connections() {
     use flotilla_proto::etcdserverpb::watch_client::WatchClient;
     use flotilla_proto::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
     let mut c = Cluster::start(3, Opts::default()).await;
-    let addr = c.client_addr(0);
+    let l = c.leader().await;
+    let l_id = c.member_id(l).await.expect("the leader's id");
+    let addr = c.client_addr(l);
 
-    // A watch stream held open on master 0, as agents and proxies hold them.
+    // A watch stream held open on the leader, as agents and proxies hold them.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(WatchRequest {
         request_union: Some(watch_request::RequestUnion::CreateRequest(
@@ -1131,39 +1133,63 @@ async fn a_master_that_cannot_answer_refuses_connections() {
         .expect("the watch is created in time")
         .expect("a watch response");
     assert!(created.is_some_and(|r| r.created));
-    assert!(!refused(&addr), "master 0 refuses before it stops");
+    assert!(!refused(&addr), "the leader refuses before it stops");
 
-    // SIGTERM: the master drains its connections, but refuses new ones.
-    let pid = nix::unistd::Pid::from_raw(c.masters[0].pid().expect("pid") as i32);
+    // SIGTERM: the leader drains its connections, but refuses new ones, and
+    // the others elect a new leader meanwhile.
+    let pid = nix::unistd::Pid::from_raw(c.masters[l].pid().expect("pid") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let deadline = Instant::now() + Duration::from_secs(10);
     let seen_refused_while_running = loop {
-        let running = c.masters[0].is_running();
+        let running = c.masters[l].is_running();
         if !running {
             break false;
         }
         if refused(&addr) {
-            break c.masters[0].is_running();
+            break c.masters[l].is_running();
         }
         assert!(
             Instant::now() < deadline,
-            "master 0 neither refused nor exited"
+            "the leader neither refused nor exited"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert!(
         seen_refused_while_running,
-        "master 0 kept accepting connections until it exited"
+        "the leader kept accepting connections until it exited"
+    );
+    let others: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    let new_leader_while_draining = loop {
+        if !c.masters[l].is_running() {
+            break false;
+        }
+        let mut reports = Vec::new();
+        for &i in &others {
+            if let Ok(s) = maintenance_status(&c.client_addr(i)).await {
+                reports.push(s.leader);
+            }
+        }
+        if reports.len() == 2 && reports[0] == reports[1] && ![0, l_id].contains(&reports[0]) {
+            break c.masters[l].is_running();
+        }
+        assert!(Instant::now() < deadline, "no new leader: {reports:x?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        new_leader_while_draining,
+        "the others elected no leader until the old one exited"
     );
     drop(tx);
     drop(stream);
-    c.stop(0);
+    c.stop(l);
 
     // A founding master started afresh while the two others are down: it
     // cannot be published without a quorum, so it refuses clients until it
     // gives up waiting (5 s) and serves status queries anyway.
-    c.kill(1);
-    c.kill(2);
+    for &i in &others {
+        c.kill(i);
+    }
+    let addr = c.client_addr(0);
     std::fs::remove_dir_all(&c.masters[0].data_dir).expect("remove the data");
     c.restart(0);
     let started = Instant::now();
