@@ -115,11 +115,7 @@ async fn a_consistent_list_on_a_follower_sees_every_acknowledged_write() {
         .expect("any");
     assert!((199..=200).contains(&any.items.len()));
     let e = f
-        .list(
-            "configmaps",
-            "default",
-            &ListParams::default().exact("0"),
-        )
+        .list("configmaps", "default", &ListParams::default().exact("0"))
         .await
         .unwrap_err();
     assert_eq!(e.reason, Reason::BadRequest, "{}", e.message);
