@@ -27,6 +27,7 @@ Usage: bench/objects.sh [options]
   --watchers N         concurrent watchers (default 1000)
   --watch-rate R       writes per second while watched (default 50)
   --watch-secs S       how long the watch writer runs (default 10)
+  --phases LIST        points to run, in order (default create,get,list,rate,watch)
   --base-port P        Flotilla client ports P, P+10000, P+20000, peers +1
                        (default 33379); etcd uses P+2000, P+2100, P+2200
   --results FILE       append the report here (default bench/RESULTS.md;
@@ -59,6 +60,7 @@ RATE_SECS=10
 WATCHERS=1000
 WATCH_RATE=50
 WATCH_SECS=10
+PHASES=create,get,list,rate,watch
 BASE_PORT=33379
 RESULTS="$SCRIPT_DIR/RESULTS.md"
 WORK_PARENT="${TMPDIR:-/tmp}"
@@ -78,6 +80,7 @@ while (($#)); do
     --watchers) WATCHERS="${2:?}"; shift ;;
     --watch-rate) WATCH_RATE="${2:?}"; shift ;;
     --watch-secs) WATCH_SECS="${2:?}"; shift ;;
+    --phases) PHASES="${2:?}"; shift ;;
     --base-port) BASE_PORT="${2:?}"; shift ;;
     --results) RESULTS="${2:?}"; shift ;;
     --workdir) WORK_PARENT="${2:?}"; shift ;;
@@ -295,7 +298,7 @@ for sys in $SYSTEMS; do
   run_child "$OUT/$sys.jsonl" "$BENCH" --endpoints "$(endpoints "$sys")" objects --target "$sys" \
     --secs "$SECS" --clients "$CLIENTS" --list-clients "$LIST_CLIENTS" --objects "$OBJECTS" \
     --rate "$RATE" --rate-secs "$RATE_SECS" --watchers "$WATCHERS" --watch-rate "$WATCH_RATE" \
-    --watch-secs "$WATCH_SECS" --run-id "$RUN_ID" || rc=$?
+    --watch-secs "$WATCH_SECS" --phases "$PHASES" --run-id "$RUN_ID" || rc=$?
   cat "$OUT/$sys.jsonl" >&2
   ((rc == 0)) || die "flotilla-bench objects failed against $sys (exit $rc)"
   for i in 1 2 3; do alive "${PID[$sys:$i]}" || die "$(member_name "$sys" "$i") exited during the run"; done
@@ -323,7 +326,7 @@ if [[ $RESULTS != "-" ]]; then
     echo "- Machine: $(nproc) CPUs ($(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), data on $(df -T "$WORK_PARENT" | awk 'NR == 2 {print $2}'); the load generator shares the CPUs with the three members"
     echo "- Finished: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); load average at start $START_LOAD, at end $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- Flotilla: $FLOTILLA_VERSION, defaults; etcd: $ETCD_VERSION, defaults"
-    echo "- Points: ${SECS} s closed loop each; $OBJECTS pods read by gets and lists; fixed rate $RATE/s for ${RATE_SECS} s; $WATCHERS watchers, writer at $WATCH_RATE/s for ${WATCH_SECS} s"
+    echo "- Points ($PHASES): ${SECS} s closed loop each; $OBJECTS pods read by gets and lists; fixed rate $RATE/s for ${RATE_SECS} s; $WATCHERS watchers, writer at $WATCH_RATE/s for ${WATCH_SECS} s"
     echo
     cat "$TABLES"
     echo

@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Watch events carry objects serialized once and shared by every watcher.
         .bytes(".flotilla.objects.v1.WatchEvent.object")
+        // List items too: the cache's serialized objects, not copied.
+        .bytes(".flotilla.objects.v1.ListResponse.items")
         .compile_protos(
             &[
                 "proto/etcd/kv.proto",

@@ -11,6 +11,7 @@
 use flotilla_proto::prefix_end;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -690,6 +691,9 @@ async fn fixed_rate(
 
 struct WatcherResult {
     hist: Histogram<u64>,
+    /// Microseconds from the writer's acknowledgement of a write to its
+    /// delivery (0 when delivered before the writer had the answer).
+    after_ack: Histogram<u64>,
     /// seq -> delivered at least once.
     seen: Vec<bool>,
     events: u64,
@@ -787,9 +791,11 @@ async fn watcher(
     rev: i64,
     ready: tokio::sync::mpsc::UnboundedSender<Result<(), String>>,
     mut done: tokio::sync::watch::Receiver<Option<WriterDone>>,
+    acks: Arc<Vec<AtomicU64>>,
 ) -> WatcherResult {
     let mut res = WatcherResult {
         hist: new_hist(),
+        after_ack: new_hist(),
         seen: Vec::new(),
         events: 0,
         duplicates: 0,
@@ -829,6 +835,13 @@ async fn watcher(
         res.seen[seq] = true;
         let us = (now.saturating_sub(sent) / 1000) as u64;
         res.hist.saturating_record(us.max(1));
+        let ack_us = acks.get(seq).map_or(0, |a| a.load(Ordering::Acquire));
+        let after = if ack_us == 0 {
+            0
+        } else {
+            ((now / 1000) as u64).saturating_sub(ack_us)
+        };
+        res.after_ack.saturating_record(after.max(1));
         if let Some(i) = info {
             if i.acked.get(seq).copied().unwrap_or(false) {
                 *acked_seen += 1;
@@ -968,6 +981,9 @@ async fn watch_point(
     let rev = current_revision(target, endpoints, ns).await?;
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
     let (done_tx, done_rx) = tokio::sync::watch::channel::<Option<WriterDone>>(None);
+    let n = (a.watch_rate * a.watch_secs).round().max(1.0) as usize;
+    // Write s's acknowledgement, in unix microseconds (0: not yet).
+    let acks: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let mut handles = Vec::with_capacity(a.watchers);
     for i in 0..a.watchers {
         let per = &wconns[i % n_ep];
@@ -979,6 +995,7 @@ async fn watch_point(
             rev,
             ready_tx.clone(),
             done_rx.clone(),
+            acks.clone(),
         )));
     }
     drop(ready_tx);
@@ -1010,7 +1027,6 @@ async fn watch_point(
     // ticks update the latest pod whose create was acknowledged (a create
     // when there is none yet).
     let writer = connect_writer(target, endpoints, timeout).await?;
-    let n = (a.watch_rate * a.watch_secs).round().max(1.0) as usize;
     let last_created = Arc::new(std::sync::Mutex::new(None::<usize>));
     let start = Instant::now() + Duration::from_millis(20);
     let mut set = tokio::task::JoinSet::new();
@@ -1027,9 +1043,13 @@ async fn watch_point(
         };
         updates += usize::from(update_of.is_some());
         let last = last_created.clone();
+        let acks = acks.clone();
         set.spawn(async move {
             let t0 = Instant::now();
             let r = with_timeout(timeout, write_stamped(&w, &ns, s, update_of)).await;
+            if r.is_ok() {
+                acks[s].store((unix_ns() / 1000) as u64, Ordering::Release);
+            }
             if r.is_ok() && update_of.is_none() {
                 let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
                 *l = Some(l.map_or(s, |p| p.max(s)));
@@ -1060,6 +1080,7 @@ async fn watch_point(
     }));
 
     let mut hist = new_hist();
+    let mut after_ack = new_hist();
     let mut delivered = 0u64;
     let mut unacked_delivered = 0u64;
     let mut duplicates = 0u64;
@@ -1077,6 +1098,7 @@ async fn watch_point(
             }
         };
         let _ = hist.add(&r.hist);
+        let _ = after_ack.add(&r.after_ack);
         events += r.events;
         duplicates += r.duplicates;
         let mut mine = 0usize;
@@ -1100,7 +1122,7 @@ async fn watch_point(
     }
     let expected = (acked_count * a.watchers) as u64;
     let mut s = format!(
-        "{{\"system\":\"{}\",\"workload\":\"watch\",\"watchers\":{},\"watches_open\":{opened},\"open_seconds\":{open_secs:.3},\"write_rate\":{},\"writes\":{n},\"updates\":{updates},\"writes_acked\":{acked_count},\"write_seconds\":{writes_secs:.3},\"write_p50_ms\":{},\"write_p99_ms\":{},\"expected\":{expected},\"delivered\":{delivered},\"missing\":{},\"incomplete_watchers\":{incomplete},\"duplicates\":{duplicates},\"unacked_delivered\":{unacked_delivered},\"events\":{events},\"p50_ms\":{},\"p99_ms\":{},\"max_ms\":{},\"stream_errors\":{stream_errors},\"open_errors\":{open_errors},\"write_errors\":{}",
+        "{{\"system\":\"{}\",\"workload\":\"watch\",\"watchers\":{},\"watches_open\":{opened},\"open_seconds\":{open_secs:.3},\"write_rate\":{},\"writes\":{n},\"updates\":{updates},\"writes_acked\":{acked_count},\"write_seconds\":{writes_secs:.3},\"write_p50_ms\":{},\"write_p99_ms\":{},\"expected\":{expected},\"delivered\":{delivered},\"missing\":{},\"incomplete_watchers\":{incomplete},\"duplicates\":{duplicates},\"unacked_delivered\":{unacked_delivered},\"events\":{events},\"p50_ms\":{},\"p99_ms\":{},\"max_ms\":{},\"after_ack_p50_ms\":{},\"after_ack_p99_ms\":{},\"stream_errors\":{stream_errors},\"open_errors\":{open_errors},\"write_errors\":{}",
         target.name(),
         a.watchers,
         a.watch_rate,
@@ -1110,6 +1132,8 @@ async fn watch_point(
         if hist.is_empty() { "null".into() } else { ms(hist.value_at_quantile(0.5)) },
         if hist.is_empty() { "null".into() } else { ms(hist.value_at_quantile(0.99)) },
         if hist.is_empty() { "null".into() } else { ms(hist.max()) },
+        if after_ack.is_empty() { "null".into() } else { ms(after_ack.value_at_quantile(0.5)) },
+        if after_ack.is_empty() { "null".into() } else { ms(after_ack.value_at_quantile(0.99)) },
         write_tally.errors,
     );
     for (k, v) in [
@@ -1563,6 +1587,16 @@ pub fn report(files: &[std::path::PathBuf]) -> Result<String> {
         ("p50 delivery latency (ms)", "p50_ms", 2),
         ("p99 delivery latency (ms)", "p99_ms", 2),
         ("max delivery latency (ms)", "max_ms", 1),
+        (
+            "p50 delivery after the writer's acknowledgement (ms)",
+            "after_ack_p50_ms",
+            2,
+        ),
+        (
+            "p99 delivery after the writer's acknowledgement (ms)",
+            "after_ack_p99_ms",
+            2,
+        ),
     ] {
         if k.is_empty() {
             let both = |r: Option<&Value>| match (g(r, "writes_acked"), g(r, "writes")) {

@@ -508,6 +508,8 @@ impl ObjectApi for Client {
             limit: p.limit,
             continue_token: p.continue_token.clone(),
             serializable: p.serializable,
+            resource_version: p.resource_version.clone(),
+            resource_version_match: p.resource_version_match.clone(),
         };
         let r = self
             .call(req, |mut c, r| async move { c.list(r).await })

@@ -276,7 +276,7 @@ impl ObjectService {
                 .await?;
             let r = req.into_inner();
             self.api
-                .list(
+                .list_raw(
                     info,
                     &r.namespace,
                     &ListParams {
@@ -285,14 +285,17 @@ impl ObjectService {
                         limit: r.limit,
                         continue_token: r.continue_token,
                         serializable: r.serializable,
+                        resource_version: r.resource_version,
+                        resource_version_match: r.resource_version_match,
                     },
                 )
                 .await
         }
         .await
         .map_err(to_status)?;
+        // The cache's serialized objects, shared (not copied) into the answer.
         Ok(Response::new(pb::ListResponse {
-            items: l.items.iter().map(bytes).collect(),
+            items: l.items.iter().map(|i| i.bytes.clone()).collect(),
             resource_version: l.resource_version.to_string(),
             continue_token: l.continue_token,
         }))

@@ -5,8 +5,8 @@
 //! concurrency, deletion with finalizers and grace, apply, bind, watch), its
 //! gRPC face ([`grpc`]), the narrow interface it needs from the replicated
 //! store ([`store`]) and an in-memory implementation of it for tests
-//! ([`memstore`]), the per-kind watch cache that fans changes out to
-//! watchers ([`watch_cache`]), service address allocation ([`alloc`]) and
+//! ([`memstore`]), the per-kind watch cache that holds every object of its
+//! kind, serves lists and fans changes out to watchers ([`watch_cache`]), service address allocation ([`alloc`]) and
 //! nodes' pod CIDRs ([`podcidr`]), and who may do what ([`auth`]:
 //! authentication of each call and Kubernetes' RBAC).
 //! [`ApiServer`] implements `flotilla_objects::api::ObjectApi`, so the

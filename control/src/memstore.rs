@@ -80,6 +80,8 @@ pub struct MemStore {
     rev_tx: Arc<watch::Sender<i64>>,
     /// Bumped to end every open watch.
     watch_epoch: Arc<watch::Sender<u64>>,
+    /// While set, watches deliver nothing new (a master whose watchers lag).
+    watches_held: Arc<watch::Sender<bool>>,
     max_value: usize,
 }
 
@@ -99,6 +101,7 @@ impl MemStore {
             })),
             rev_tx: Arc::new(watch::channel(1).0),
             watch_epoch: Arc::new(watch::channel(0).0),
+            watches_held: Arc::new(watch::channel(false).0),
             max_value: 1536 * 1024,
         }
     }
@@ -120,6 +123,13 @@ impl MemStore {
     /// Make every call fail with Unavailable (or serve again).
     pub fn set_unavailable(&self, down: bool) {
         self.lock().unavailable = down;
+    }
+
+    /// Hold every watch where it is (nothing new is delivered, and its
+    /// progress stays) until called with false: watchers, and the watch
+    /// caches, lag behind the store's revision.
+    pub fn hold_watches(&self, held: bool) {
+        self.watches_held.send_replace(held);
     }
 
     /// End every open watch, and fail new ones until called with false.
@@ -304,6 +314,7 @@ impl Store for MemStore {
         let (state, mut revs, progress) =
             (self.state.clone(), self.rev_tx.subscribe(), next.clone());
         let mut epoch = self.watch_epoch.subscribe();
+        let mut held = self.watches_held.subscribe();
         let paused = self.lock().watches_paused;
         tokio::spawn(async move {
             if paused {
@@ -314,6 +325,9 @@ impl Store for MemStore {
             }
             let in_range = |k: &[u8]| k >= start.as_slice() && (end == [0] || k < end.as_slice());
             loop {
+                if held.wait_for(|h| !*h).await.is_err() {
+                    return;
+                }
                 // Mark the revision seen before reading, so that a write
                 // after the read wakes the wait below.
                 revs.borrow_and_update();
@@ -376,6 +390,14 @@ impl Store for MemStore {
 
     fn revision(&self) -> i64 {
         self.lock().revision
+    }
+
+    async fn current_revision(&self) -> Result<i64, StoreError> {
+        let s = self.lock();
+        if s.unavailable {
+            return Err(StoreError::Unavailable("store unavailable (test)".into()));
+        }
+        Ok(s.revision)
     }
 
     fn compact_revision(&self) -> i64 {

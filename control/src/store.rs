@@ -168,6 +168,11 @@ pub trait Store: Send + Sync + 'static {
     /// The latest revision this master has applied.
     fn revision(&self) -> i64;
 
+    /// The latest revision, linearizably (a read index): every write
+    /// acknowledged before the call is at or below it, and this master has
+    /// applied it.
+    async fn current_revision(&self) -> Result<i64, StoreError>;
+
     /// Revisions below this are compacted away on this master.
     fn compact_revision(&self) -> i64;
 

@@ -1,44 +1,75 @@
 //! The watch cache: one follower of the store per kind on each master,
-//! shared by every watch of that kind.
+//! shared by every watch and list of that kind.
 //!
-//! Each stored change is decoded and serialized once, kept in a bounded
-//! window of recent events, and fanned out to the watchers, which only
-//! filter (namespace, selectors). A watch that starts inside the window is
-//! served from it; one that starts before (or after the cache failed) falls
-//! back to a follower of its own, which reads the store's history (and ends
-//! with Gone when that is compacted).
+//! A cache starts with a range of the kind at the store's revision, then
+//! follows the store's changes from the next one. It keeps every object of
+//! the kind as it is at the cache's revision (decoded and serialized once,
+//! what lists are served from) and a bounded window of recent events, which
+//! it fans out to the watchers; they only filter (namespace, selectors). A
+//! watch that starts inside the window is served from it; one that starts
+//! before (or after the cache failed) falls back to a follower of its own,
+//! which reads the store's history (and ends with Gone when that is
+//! compacted).
 //!
 //! Gap-free joins: events are appended and broadcast under one lock, and a
 //! watcher copies the window and subscribes under that same lock, so it gets
-//! every event from its start exactly once.
+//! every event from its start exactly once. A list copies its range of the
+//! objects and the revision they are at under that lock too.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use flotilla_objects::api::ApiError;
 use flotilla_objects::registry::ResourceInfo;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch, Notify};
 
+use crate::api::json::decode;
 use crate::api::{kind_prefix, with_rv};
 use crate::store::{prefix_end, Change, Kv, Store, WatchMsg};
 
-/// One change of one object, decoded once (None: it cannot be read).
+/// One object as the cache keeps it: decoded, with its resourceVersion set,
+/// and serialized once for every list and watch that sends it.
+#[derive(Debug)]
+pub struct CachedObject {
+    /// The store key (its namespace part filters namespaced lists and watches).
+    pub key: Vec<u8>,
+    pub object: Value,
+    /// `object`, serialized.
+    pub bytes: Bytes,
+}
+
+impl CachedObject {
+    pub fn new(key: Vec<u8>, object: Value) -> Result<CachedObject, ApiError> {
+        let bytes = serde_json::to_vec(&object)
+            .map_err(|e| ApiError::internal(format!("serializing an object: {e}")))?;
+        Ok(CachedObject {
+            key,
+            object,
+            bytes: Bytes::from(bytes),
+        })
+    }
+
+    /// A stored object, with its resourceVersion (the key's mod revision).
+    pub fn from_kv(kv: &Kv) -> Result<CachedObject, ApiError> {
+        CachedObject::new(kv.key.clone(), decode(kv)?)
+    }
+}
+
+/// One change of one object, decoded once.
 #[derive(Debug)]
 pub struct CachedEvent {
     pub revision: i64,
-    /// The store key (its namespace part filters namespaced watches).
-    pub key: Vec<u8>,
     /// The object after the change (for a delete: its last state), with
     /// resourceVersion set to the change's revision.
-    pub object: Value,
+    pub obj: Arc<CachedObject>,
     /// The object before the change, if it existed.
-    pub prev: Option<Value>,
+    pub prev: Option<Arc<CachedObject>>,
     pub deleted: bool,
-    /// `object`, serialized.
-    pub bytes: Bytes,
 }
 
 /// What the cache broadcasts.
@@ -56,12 +87,27 @@ struct Window {
     /// Every revision below this has been processed.
     next: i64,
     closed: bool,
+    /// Every object at revision `next - 1`; None until the first range is in.
+    objects: Option<BTreeMap<Vec<u8>, Arc<CachedObject>>>,
+}
+
+/// Where a cache is, for lists waiting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    /// The revision the objects are at (while `ready`).
+    revision: i64,
+    ready: bool,
+    closed: bool,
 }
 
 /// The cache of one kind.
 pub struct KindCache {
     window: Mutex<Window>,
     tx: broadcast::Sender<Msg>,
+    progress: watch::Sender<Progress>,
+    /// Asks the follower task to note the store's progress now (a list
+    /// waits for a revision that may hold no change of this kind).
+    wake: Notify,
 }
 
 /// A watcher's start in a cache.
@@ -71,35 +117,64 @@ pub struct Joined {
     pub rx: broadcast::Receiver<Msg>,
 }
 
+/// Objects of a range at one revision, in key order.
+pub struct Snapshot {
+    pub revision: i64,
+    pub objects: Vec<Arc<CachedObject>>,
+    /// More objects follow in the range than `objects` holds.
+    pub more: bool,
+}
+
 fn parse(kv: &Kv) -> Option<Value> {
     serde_json::from_slice(&kv.value).ok()
 }
 
-fn cached(revision: i64, c: Change) -> Option<CachedEvent> {
-    let (key, object, prev, deleted) = match c {
+/// A change as an event; `known` is the object's last state in the cache.
+fn cached(revision: i64, c: Change, known: Option<Arc<CachedObject>>) -> Option<CachedEvent> {
+    let prev_of = |key: &[u8], prev: Option<Kv>| -> Option<Arc<CachedObject>> {
+        known.clone().or_else(|| {
+            let kv = prev?;
+            let v = with_rv(parse(&kv)?, kv.mod_revision);
+            CachedObject::new(key.to_vec(), v).ok().map(Arc::new)
+        })
+    };
+    let (obj, prev, deleted) = match c {
         Change::Put { kv, prev } => {
+            let prev = prev_of(&kv.key, prev);
             let obj = with_rv(parse(&kv)?, revision);
-            (kv.key, obj, prev.as_ref().and_then(parse), false)
+            (CachedObject::new(kv.key, obj).ok()?, prev, false)
         }
         Change::Delete { key, prev } => {
-            let p = parse(prev.as_ref()?)?;
-            (key, with_rv(p.clone(), revision), Some(p), true)
+            // Without the object's last state the event cannot be filtered.
+            let p = prev_of(&key, prev)?;
+            let obj = with_rv(p.object.clone(), revision);
+            (CachedObject::new(key, obj).ok()?, Some(p), true)
         }
     };
-    let bytes = Bytes::from(serde_json::to_vec(&object).ok()?);
     Some(CachedEvent {
         revision,
-        key,
-        object,
+        obj: Arc::new(obj),
         prev,
         deleted,
-        bytes,
     })
 }
 
 impl KindCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
         self.window.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, w: &Window) {
+        let p = Progress {
+            revision: w.next - 1,
+            ready: w.objects.is_some(),
+            closed: w.closed,
+        };
+        self.progress.send_if_modified(|old| {
+            let changed = *old != p;
+            *old = p;
+            changed
+        });
     }
 
     /// Start watching at revision `from`: None when the window does not
@@ -130,10 +205,87 @@ impl KindCache {
         (rx.is_empty() && !w.closed).then_some(w.next - 1)
     }
 
+    /// The revision the cache's objects are at; None while it loads, or
+    /// once it has closed.
+    pub fn revision(&self) -> Option<i64> {
+        let p = *self.progress.borrow();
+        (p.ready && !p.closed).then_some(p.revision)
+    }
+
+    /// The objects in `[start, end)` as they are now (only at revision
+    /// `exact`, when given): at most `limit` of them (0: all). None while the
+    /// cache loads, once it has closed, or when it is not at `exact`.
+    pub fn snapshot(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        exact: Option<i64>,
+    ) -> Option<Snapshot> {
+        let w = self.lock();
+        let objects = w.objects.as_ref().filter(|_| !w.closed)?;
+        let revision = w.next - 1;
+        if exact.is_some_and(|r| r != revision) {
+            return None;
+        }
+        let upper = if end == [0] {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let mut it = objects
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .map(|(_, o)| o.clone());
+        let taken: Vec<_> = if limit == 0 {
+            it.by_ref().collect()
+        } else {
+            it.by_ref().take(limit).collect()
+        };
+        let more = it.next().is_some();
+        Some(Snapshot {
+            revision,
+            objects: taken,
+            more,
+        })
+    }
+
+    /// Wait until the cache's objects are at `revision` or later, for at
+    /// most `timeout`. False when it did not get there in time, or loads
+    /// or closes meanwhile.
+    pub async fn wait_for(&self, revision: i64, timeout: Duration) -> bool {
+        let mut rx = self.progress.subscribe();
+        let reached = |p: &Progress| p.closed || (p.ready && p.revision >= revision);
+        if reached(&rx.borrow_and_update()) {
+            return self.revision().is_some_and(|r| r >= revision);
+        }
+        // The revision may hold no change of this kind: have the follower
+        // note the store's progress instead of waiting for its next tick.
+        self.wake.notify_one();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(reached)).await;
+        self.revision().is_some_and(|r| r >= revision)
+    }
+
+    fn load(&self, objects: BTreeMap<Vec<u8>, Arc<CachedObject>>) {
+        let mut w = self.lock();
+        w.objects = Some(objects);
+        self.publish(&w);
+    }
+
+    fn known(&self, key: &[u8]) -> Option<Arc<CachedObject>> {
+        self.lock().objects.as_ref()?.get(key).cloned()
+    }
+
     fn append(&self, revision: i64, events: Vec<CachedEvent>, capacity: usize) {
         let mut w = self.lock();
         for e in events {
             let e = Arc::new(e);
+            if let Some(objects) = w.objects.as_mut() {
+                if e.deleted {
+                    objects.remove(&e.obj.key);
+                } else {
+                    objects.insert(e.obj.key.clone(), e.obj.clone());
+                }
+            }
             w.events.push_back(e.clone());
             // No receiver is not an error: nobody watches right now.
             let _ = self.tx.send(Msg::Event(e));
@@ -144,17 +296,20 @@ impl KindCache {
             }
         }
         w.next = w.next.max(revision + 1);
+        self.publish(&w);
     }
 
     fn advance(&self, next: i64) {
         let mut w = self.lock();
         w.next = w.next.max(next);
+        self.publish(&w);
     }
 
     fn close(&self) {
         let mut w = self.lock();
         w.closed = true;
         let _ = self.tx.send(Msg::Closed);
+        self.publish(&w);
     }
 }
 
@@ -181,12 +336,18 @@ pub struct WatchCaches {
     received: Mutex<HashMap<&'static str, Arc<AtomicU64>>>,
     /// Events kept per kind.
     capacity: usize,
+    /// How long a list waits for a cache to reach the revision it needs
+    /// before it reads the store instead.
+    fresh_timeout: Mutex<Duration>,
 }
 
 /// How often an idle cache notes the store's progress (for bookmarks).
 const PROGRESS_TICK: Duration = Duration::from_millis(100);
 /// Broadcast slots per kind: a watcher further behind is resumed.
 const FANOUT: usize = 4096;
+/// How long a list waits for a cache to reach its revision (Kubernetes'
+/// cacher waits 3 s too) before it reads the store.
+const FRESH_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl WatchCaches {
     pub fn new(store: Arc<dyn Store>, capacity: usize) -> Self {
@@ -195,7 +356,18 @@ impl WatchCaches {
             caches: Mutex::new(HashMap::new()),
             received: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            fresh_timeout: Mutex::new(FRESH_TIMEOUT),
         }
+    }
+
+    /// How long a list waits for a cache to reach the revision it needs.
+    pub fn fresh_timeout(&self) -> Duration {
+        *self.fresh_timeout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Set that wait (tests).
+    pub fn set_fresh_timeout(&self, d: Duration) {
+        *self.fresh_timeout.lock().unwrap_or_else(|e| e.into_inner()) = d;
     }
 
     /// What each kind's cache holds now, for the metrics.
@@ -239,12 +411,21 @@ impl WatchCaches {
                 floor: start,
                 next: start,
                 closed: false,
+                objects: None,
             }),
             tx: broadcast::channel(FANOUT).0,
+            progress: watch::channel(Progress {
+                revision: start - 1,
+                ready: false,
+                closed: false,
+            })
+            .0,
+            wake: Notify::new(),
         });
         m.insert(info.plural, cache.clone());
         let prefix = kind_prefix(info, "");
-        let stream = self.store.watch(&prefix, &prefix_end(&prefix), start);
+        let end = prefix_end(&prefix);
+        let stream = self.store.watch(&prefix, &end, start);
         let received = self
             .received
             .lock()
@@ -252,21 +433,31 @@ impl WatchCaches {
             .entry(info.plural)
             .or_default()
             .clone();
-        let (c, capacity, kind) = (cache.clone(), self.capacity, info.kind);
+        let (c, capacity, kind, store) =
+            (cache.clone(), self.capacity, info.kind, self.store.clone());
         tokio::spawn(async move {
+            // The objects at the revision before the follower's first one.
+            match load(store.as_ref(), &prefix, &end, start - 1).await {
+                Ok(objects) => c.load(objects),
+                Err(e) => {
+                    tracing::warn!(kind, error = %e.message, "watch cache could not list its kind; restarting it");
+                    c.close();
+                    return;
+                }
+            }
             let mut rx = stream.rx;
             let mut tick = tokio::time::interval(PROGRESS_TICK);
             loop {
                 tokio::select! {
                     msg = rx.recv() => match msg {
                         Some(WatchMsg::Changes { revision, changes }) => {
-                            // A change that cannot be read (a delete without
-                            // the object's last version, an object that is not
-                            // JSON) must not be skipped: the cache closes, and
-                            // its watchers resume from the store, which ends
-                            // them with Gone if the event is unreadable there too.
-                            let evs: Option<Vec<CachedEvent>> = changes.into_iter().map(|ch| cached(revision, ch)).collect();
-                            let Some(evs) = evs else {
+                            // A change that cannot be read (a delete of an
+                            // object neither the cache nor the change has, an
+                            // object that is not JSON) must not be skipped: the
+                            // cache closes, and its watchers resume from the
+                            // store, which ends them with Gone if the event is
+                            // unreadable there too.
+                            let Some(evs) = events(&c, revision, changes) else {
                                 tracing::warn!(kind, revision, "watch cache met a change it cannot read; restarting it");
                                 break;
                             };
@@ -283,18 +474,64 @@ impl WatchCaches {
                         }
                         None => break,
                     },
-                    _ = tick.tick() => {
-                        // Load the follower's progress before looking at the
-                        // channel: if it is empty, everything below is processed.
-                        let p = stream.progress.load(Ordering::Acquire);
-                        if rx.is_empty() {
-                            c.advance(p);
-                        }
-                    }
+                    _ = tick.tick() => note_progress(&c, &stream.progress, &rx),
+                    _ = c.wake.notified() => note_progress(&c, &stream.progress, &rx),
                 }
             }
             c.close();
         });
         cache
+    }
+}
+
+/// Every object in `[start, end)` at `revision`, read from the store (local).
+async fn load(
+    store: &dyn Store,
+    start: &[u8],
+    end: &[u8],
+    revision: i64,
+) -> Result<BTreeMap<Vec<u8>, Arc<CachedObject>>, ApiError> {
+    let page = store
+        .range(start, end, 0, revision, false)
+        .await
+        .map_err(crate::api::store_err)?;
+    page.kvs
+        .iter()
+        .map(|kv| Ok((kv.key.clone(), Arc::new(CachedObject::from_kv(kv)?))))
+        .collect()
+}
+
+/// The events of one revision's changes (None: one cannot be read), each
+/// with the object's state before it.
+fn events(c: &KindCache, revision: i64, changes: Vec<Change>) -> Option<Vec<CachedEvent>> {
+    // A key changed twice in one revision: its second change follows the first.
+    let mut in_revision: HashMap<Vec<u8>, Option<Arc<CachedObject>>> = HashMap::new();
+    let mut out = Vec::with_capacity(changes.len());
+    for ch in changes {
+        let key = match &ch {
+            Change::Put { kv, .. } => kv.key.clone(),
+            Change::Delete { key, .. } => key.clone(),
+        };
+        let known = match in_revision.get(&key) {
+            Some(k) => k.clone(),
+            None => c.known(&key),
+        };
+        let ev = cached(revision, ch, known)?;
+        in_revision.insert(key, (!ev.deleted).then(|| ev.obj.clone()));
+        out.push(ev);
+    }
+    Some(out)
+}
+
+/// Note the follower's progress: load it before looking at the channel; if
+/// that is empty, everything below it is processed.
+fn note_progress(
+    c: &KindCache,
+    progress: &std::sync::atomic::AtomicI64,
+    rx: &tokio::sync::mpsc::Receiver<WatchMsg>,
+) {
+    let p = progress.load(Ordering::Acquire);
+    if rx.is_empty() {
+        c.advance(p);
     }
 }

@@ -210,8 +210,16 @@ pub struct ListParams {
     /// Page size (0: everything in one answer).
     pub limit: i64,
     pub continue_token: String,
-    /// Allow a possibly stale answer from the master asked.
+    /// Allow a possibly stale answer from the master asked (as
+    /// resourceVersion "0" when `resource_version` is empty).
     pub serializable: bool,
+    /// Kubernetes' resourceVersion of a list: "" (default) the latest,
+    /// read consistently; "0" any (the master's cache, at once); N: not older
+    /// than N, or exactly N (see `resource_version_match`).
+    pub resource_version: String,
+    /// "" (default: NotOlderThan, or Exact with a limit), "NotOlderThan" or
+    /// "Exact"; only with a `resource_version`.
+    pub resource_version_match: String,
 }
 
 impl ListParams {
@@ -225,6 +233,17 @@ impl ListParams {
     }
     pub fn limit(mut self, n: i64) -> Self {
         self.limit = n;
+        self
+    }
+    /// List at resourceVersion `rv` ("0": any).
+    pub fn at(mut self, rv: &str) -> Self {
+        self.resource_version = rv.to_string();
+        self
+    }
+    /// List at resourceVersion `rv` exactly.
+    pub fn exact(mut self, rv: &str) -> Self {
+        self.resource_version = rv.to_string();
+        self.resource_version_match = "Exact".into();
         self
     }
 }

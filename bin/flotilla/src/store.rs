@@ -226,6 +226,12 @@ impl Store for MasterStore {
         self.master.store.revision()
     }
 
+    async fn current_revision(&self) -> Result<i64, StoreError> {
+        // The read index, applied here: the store's revision now covers it.
+        self.master.linearize().await.map_err(raft_err)?;
+        Ok(self.master.store.revision())
+    }
+
     fn compact_revision(&self) -> i64 {
         self.master.store.compact_revision()
     }

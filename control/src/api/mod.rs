@@ -48,7 +48,7 @@ use strategy::Strategies;
 
 pub use flotilla_objects::api::NAMESPACE_FINALIZER;
 pub use json::with_rv;
-pub use read::ListResult;
+pub use read::{ListResult, RawList};
 pub use strategy::PROTECTED_NAMESPACES;
 pub use watch::WatchReceiver;
 
@@ -480,5 +480,7 @@ impl ObjectApi for ApiServer {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_list;
 #[cfg(test)]
 mod tests_nodes;

@@ -2,6 +2,8 @@
 //! through selectors and in pages that are all read at the revision of the
 //! first.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use flotilla_objects::api::{ApiError, ListParams, Reason};
 use flotilla_objects::registry::ResourceInfo;
@@ -11,6 +13,7 @@ use serde_json::{json, Value};
 use super::json::{decode, labels_of};
 use super::{check_name_param, kind_prefix, object_key, store_err, ApiServer};
 use crate::store::{key_after, prefix_end, StoreError};
+use crate::watch_cache::{CachedObject, KindCache};
 
 /// Keys read per store page while listing with selectors.
 const LIST_BATCH: usize = 500;
@@ -104,7 +107,7 @@ impl ApiServer {
     }
 
     /// List objects (in one namespace, or all with ""), at one revision
-    /// across pages.
+    /// across pages (see [`ApiServer::list_raw`]).
     #[tracing::instrument(level = "debug", skip(self, o), fields(kind = info.kind))]
     pub async fn list(
         &self,
@@ -112,33 +115,142 @@ impl ApiServer {
         ns: &str,
         o: &ListParams,
     ) -> Result<ListResult, ApiError> {
+        let l = self.list_raw(info, ns, o).await?;
+        Ok(ListResult {
+            items: l.items.iter().map(|i| i.object.clone()).collect(),
+            resource_version: l.resource_version,
+            continue_token: l.continue_token,
+        })
+    }
+
+    /// List objects as the watch cache keeps them (serialized once), with
+    /// Kubernetes' resourceVersion semantics:
+    ///
+    /// - "" (a consistent read): the store's current revision is read
+    ///   linearizably, and the list is served from the kind's watch cache
+    ///   once the cache has reached it, or from the store if the cache does
+    ///   not get there in time;
+    /// - "0" (any; also a serializable list without a resourceVersion): from
+    ///   the cache at once, or the local store while the cache loads;
+    /// - N with resourceVersionMatch NotOlderThan (the default without a
+    ///   limit): from the cache once it has reached N;
+    /// - N with Exact (the default with a limit, as Kubernetes has it): at
+    ///   revision N exactly, from the cache when it is there, else the store.
+    ///
+    /// A continue token pins the first page's revision: every page is read
+    /// at it (from the cache while it is still there, else from the store).
+    #[tracing::instrument(level = "debug", skip(self, o), fields(kind = info.kind))]
+    pub async fn list_raw(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        o: &ListParams,
+    ) -> Result<RawList, ApiError> {
         let (ls, fs, prefix) = collection(info, ns, &o.label_selector, &o.field_selector)?;
-        let end = prefix_end(&prefix);
-        let (mut revision, mut start) = if o.continue_token.is_empty() {
-            (0, prefix.clone())
-        } else {
-            let t = decode_continue(&o.continue_token, &prefix)?;
-            (t.revision, t.start)
+        let q = Query {
+            ls,
+            fs,
+            end: prefix_end(&prefix),
+            limit: if o.limit > 0 {
+                o.limit as usize
+            } else {
+                usize::MAX
+            },
+            start: prefix.clone(),
         };
-        let limit = if o.limit > 0 {
-            o.limit as usize
-        } else {
-            usize::MAX
-        };
+        let cache = self.caches.get(info);
+        let wait = self.caches.fresh_timeout();
+        match ReadAt::parse(o, &prefix)? {
+            ReadAt::Any => {
+                if let Some(l) = q.page_in_cache(&cache, None) {
+                    return Ok(l);
+                }
+                self.list_store(&q, 0, false, false).await
+            }
+            ReadAt::Consistent => {
+                let rev = self.store.current_revision().await.map_err(store_err)?;
+                if cache.wait_for(rev, wait).await {
+                    if let Some(l) = q.page_in_cache(&cache, None) {
+                        if l.resource_version >= rev {
+                            return Ok(l);
+                        }
+                    }
+                }
+                tracing::debug!(
+                    kind = info.kind,
+                    rev,
+                    "consistent list from the store: the cache is not there yet"
+                );
+                self.list_store(&q, 0, true, false).await
+            }
+            ReadAt::NotOlderThan(rev) => {
+                if cache.wait_for(rev, wait).await {
+                    if let Some(l) = q.page_in_cache(&cache, None) {
+                        if l.resource_version >= rev {
+                            return Ok(l);
+                        }
+                    }
+                }
+                if self.store.revision() >= rev {
+                    return self.list_store(&q, 0, false, false).await;
+                }
+                Err(too_large(rev, self.store.revision()))
+            }
+            ReadAt::Exact(rev) => {
+                if let Some(l) = q.page_in_cache(&cache, Some(rev)) {
+                    return Ok(l);
+                }
+                if self.store.revision() < rev && !cache.wait_for(rev, wait).await {
+                    return Err(too_large(rev, self.store.revision()));
+                }
+                self.list_store(&q, rev, false, false).await
+            }
+            ReadAt::Continue(t) => {
+                let q = Query {
+                    start: t.start,
+                    ..q
+                };
+                if let Some(l) = q.page_in_cache(&cache, Some(t.revision)) {
+                    return Ok(l);
+                }
+                self.list_store(&q, t.revision, false, true).await
+            }
+        }
+    }
+
+    /// A list read from the store at `revision` (0: the latest).
+    async fn list_store(
+        &self,
+        q: &Query,
+        mut revision: i64,
+        linearizable: bool,
+        continued: bool,
+    ) -> Result<RawList, ApiError> {
+        let mut start = q.start.clone();
         let mut items = Vec::new();
-        let mut linearizable = !o.serializable && revision == 0;
+        let mut linearizable = linearizable && revision == 0;
         loop {
-            let batch = if limit == usize::MAX {
+            let batch = if q.limit == usize::MAX {
                 0
             } else {
-                LIST_BATCH.max(limit.saturating_add(1).min(10_000))
+                LIST_BATCH.max(q.limit.saturating_add(1).min(10_000))
             };
-            let page = match self.store.range(&start, &end, batch, revision, linearizable).await {
+            let page = match self
+                .store
+                .range(&start, &q.end, batch, revision, linearizable)
+                .await
+            {
                 Ok(p) => p,
-                Err(StoreError::Compacted { .. }) if !o.continue_token.is_empty() => {
+                Err(StoreError::Compacted { .. }) if continued => {
                     return Err(ApiError::new(
                         Reason::Gone,
                         "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ))
+                }
+                Err(StoreError::Compacted { .. }) => {
+                    return Err(ApiError::new(
+                        Reason::Gone,
+                        "The resourceVersion for the provided list is too old.",
                     ))
                 }
                 Err(e) => return Err(store_err(e)),
@@ -149,23 +261,14 @@ impl ApiServer {
             }
             let n = page.kvs.len();
             for (i, kv) in page.kvs.iter().enumerate() {
-                let v = decode(kv)?;
-                if !matches(&ls, &fs, &v) {
+                let obj = CachedObject::from_kv(kv)?;
+                if !matches(&q.ls, &q.fs, &obj.object) {
                     continue;
                 }
-                items.push(v);
-                if items.len() == limit {
+                items.push(Arc::new(obj));
+                if items.len() == q.limit {
                     let more = i + 1 < n || page.more;
-                    let token = if more {
-                        encode_continue(revision, &key_after(&kv.key))
-                    } else {
-                        String::new()
-                    };
-                    return Ok(ListResult {
-                        items,
-                        resource_version: revision,
-                        continue_token: token,
-                    });
+                    return Ok(page_of(items, revision, more));
                 }
             }
             match page.kvs.last() {
@@ -173,10 +276,142 @@ impl ApiServer {
                 _ => break,
             }
         }
-        Ok(ListResult {
-            items,
-            resource_version: revision,
-            continue_token: String::new(),
+        Ok(page_of(items, revision, false))
+    }
+}
+
+/// A list's items as the watch cache keeps them.
+#[derive(Debug, Clone)]
+pub struct RawList {
+    pub items: Vec<Arc<CachedObject>>,
+    pub resource_version: i64,
+    pub continue_token: String,
+}
+
+/// The page `items` ends (a continue token after its last item if `more`).
+fn page_of(items: Vec<Arc<CachedObject>>, revision: i64, more: bool) -> RawList {
+    let continue_token = match items.last() {
+        Some(last) if more => encode_continue(revision, &key_after(&last.key)),
+        _ => String::new(),
+    };
+    RawList {
+        items,
+        resource_version: revision,
+        continue_token,
+    }
+}
+
+fn too_large(rev: i64, current: i64) -> ApiError {
+    // Another master may be further along: the client may try it.
+    ApiError::new(
+        Reason::Unavailable,
+        format!("Too large resource version: {rev}, current: {current}"),
+    )
+}
+
+/// What a list reads: its range, selectors and page size.
+struct Query {
+    ls: Selector,
+    fs: FieldSelector,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    /// usize::MAX: no limit.
+    limit: usize,
+}
+
+impl Query {
+    /// The page from the cache (at revision `exact` only, when given).
+    fn page_in_cache(&self, cache: &KindCache, exact: Option<i64>) -> Option<RawList> {
+        let filtered = !(self.ls.is_empty() && self.fs.is_empty());
+        // Without selectors the page's items (and one more, to know whether
+        // the list goes on) are taken under the cache's lock; with them,
+        // the whole range, filtered outside it.
+        let take = if filtered || self.limit == usize::MAX {
+            0
+        } else {
+            self.limit + 1
+        };
+        let snap = cache.snapshot(&self.start, &self.end, take, exact)?;
+        let mut items = Vec::new();
+        let mut it = snap.objects.into_iter();
+        for o in it.by_ref() {
+            if filtered && !matches(&self.ls, &self.fs, &o.object) {
+                continue;
+            }
+            if items.len() == self.limit {
+                // One more item matches: the page ends before it.
+                return Some(page_of(items, snap.revision, true));
+            }
+            items.push(o);
+        }
+        Some(page_of(items, snap.revision, snap.more))
+    }
+}
+
+/// Where a list reads, from its resourceVersion, resourceVersionMatch and
+/// continue token (validated as Kubernetes validates them).
+enum ReadAt {
+    Any,
+    Consistent,
+    NotOlderThan(i64),
+    Exact(i64),
+    Continue(ContinueToken),
+}
+
+impl ReadAt {
+    fn parse(o: &ListParams, prefix: &[u8]) -> Result<ReadAt, ApiError> {
+        let rv = o.resource_version.as_str();
+        let m = o.resource_version_match.as_str();
+        if !matches!(m, "" | "NotOlderThan" | "Exact") {
+            return Err(ApiError::bad_request(format!(
+                "resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\""
+            )));
+        }
+        if !o.continue_token.is_empty() {
+            if !m.is_empty() {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if !rv.is_empty() && rv != "0" {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            return Ok(ReadAt::Continue(decode_continue(
+                &o.continue_token,
+                prefix,
+            )?));
+        }
+        if rv.is_empty() {
+            if !m.is_empty() {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            return Ok(if o.serializable {
+                ReadAt::Any
+            } else {
+                ReadAt::Consistent
+            });
+        }
+        let n: i64 = rv
+            .parse()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+        Ok(match (n, m) {
+            (0, "Exact") => {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
+                ))
+            }
+            (0, _) => ReadAt::Any,
+            (n, "Exact") => ReadAt::Exact(n),
+            (n, "NotOlderThan") => ReadAt::NotOlderThan(n),
+            // Kubernetes' legacy rule: a limit without a match is exact.
+            (n, _) if o.limit > 0 => ReadAt::Exact(n),
+            (n, _) => ReadAt::NotOlderThan(n),
         })
     }
 }

@@ -819,6 +819,9 @@ impl Store for LosesPrev {
     fn revision(&self) -> i64 {
         self.0.revision()
     }
+    async fn current_revision(&self) -> Result<i64, StoreError> {
+        self.0.current_revision().await
+    }
     fn compact_revision(&self) -> i64 {
         self.0.compact_revision()
     }
@@ -828,12 +831,16 @@ impl Store for LosesPrev {
 }
 
 #[tokio::test]
-async fn a_delete_that_cannot_be_read_ends_the_watch_gone_never_a_gap() {
+async fn a_delete_the_store_cannot_read_comes_from_the_cache_or_ends_the_watch_gone() {
     let mem = MemStore::new();
     let api = ApiServer::new(Arc::new(LosesPrev(mem.clone())), ApiConfig::default());
     api.ensure_namespaces().await.expect("namespaces");
     let a = api.create(CM, "default", cm("a"), false).await.expect("a");
     api.create(CM, "default", cm("b"), false).await.expect("b");
+    // A consistent list: the kind's cache has loaded and is at b.
+    api.list(CM, "default", &ListParams::default())
+        .await
+        .expect("list");
     // Both paths: the watch cache (a recent start) and the store's own
     // history (a start before the cache's window).
     let mut cached = api
@@ -862,7 +869,29 @@ async fn a_delete_that_cannot_be_read_ends_the_watch_gone_never_a_gap() {
         .await
         .expect("delete");
     api.create(CM, "default", cm("c"), false).await.expect("c");
-    for rx in [&mut cached, &mut history] {
+    // The cache knows a's last state itself: its watchers get the delete.
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), cached.recv())
+            .await
+            .expect("in time")
+        {
+            Some(Ok((t, o))) => {
+                let o: Value = serde_json::from_slice(&o).expect("json");
+                got.push((t, str_at(&o, "/metadata/name").to_string()));
+            }
+            other => panic!("the cached watch ended: {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            (EventType::Deleted, "a".into()),
+            (EventType::Added, "c".into())
+        ]
+    );
+    // The store's own history cannot: that watch ends Gone.
+    for rx in [&mut history] {
         let mut got = Vec::new();
         let end = loop {
             match tokio::time::timeout(Duration::from_secs(5), rx.recv())

@@ -35,13 +35,16 @@ impl ApiServer {
         let (tx, rx) = mpsc::channel(256);
         let mut initial = Vec::new();
         let from = if o.resource_version.is_empty() || o.resource_version == "0" {
+            // "": the current objects, read consistently; "0": any recent
+            // state (the cache's), as Kubernetes has it.
             let l = self
-                .list(
+                .list_raw(
                     info,
                     ns,
                     &ListParams {
                         label_selector: o.label_selector.clone(),
                         field_selector: o.field_selector.clone(),
+                        resource_version: o.resource_version.clone(),
                         ..Default::default()
                     },
                 )
@@ -80,7 +83,7 @@ impl ApiServer {
         tokio::spawn(async move {
             for v in initial {
                 if w.tx
-                    .send(Ok((EventType::Added, to_bytes(&v))))
+                    .send(Ok((EventType::Added, v.bytes.clone())))
                     .await
                     .is_err()
                 {
@@ -207,17 +210,17 @@ impl Watcher {
     }
 
     async fn forward_cached(&mut self, ev: &CachedEvent, seen: &mut (i64, usize)) -> bool {
-        if !self.cursor.accept(ev.revision, seen) || !ev.key.starts_with(&self.prefix) {
+        if !self.cursor.accept(ev.revision, seen) || !ev.obj.key.starts_with(&self.prefix) {
             return true;
         }
         let was = ev
             .prev
             .as_ref()
-            .is_some_and(|p| matches(&self.ls, &self.fs, p));
+            .is_some_and(|p| matches(&self.ls, &self.fs, &p.object));
         let kind = if ev.deleted {
             was.then_some(EventType::Deleted)
         } else {
-            match (was, matches(&self.ls, &self.fs, &ev.object)) {
+            match (was, matches(&self.ls, &self.fs, &ev.obj.object)) {
                 (true, true) => Some(EventType::Modified),
                 (false, true) => Some(EventType::Added),
                 (true, false) => Some(EventType::Deleted),
@@ -225,7 +228,7 @@ impl Watcher {
             }
         };
         match kind {
-            Some(k) => self.tx.send(Ok((k, ev.bytes.clone()))).await.is_ok(),
+            Some(k) => self.tx.send(Ok((k, ev.obj.bytes.clone()))).await.is_ok(),
             None => true,
         }
     }

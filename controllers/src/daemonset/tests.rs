@@ -157,6 +157,12 @@ async fn a_rolling_update_replaces_one_node_at_a_time() {
         placement(&env).await == on(&["a", "b", "c", "d"], "v1")
     })
     .await;
+    // The rolling update starts from four ready daemons (a pod not ready
+    // yet is replaced at once, as Kubernetes does, and would count here).
+    until("v1 ready everywhere", || async {
+        env.pods().await.iter().filter(|p| is_ready(p)).count() == 4
+    })
+    .await;
     // Watch every change: never more than one node without a live v1 or
     // ready v2 pod (maxUnavailable 1 by default).
     let pods = env.informers.get::<Pod>();
