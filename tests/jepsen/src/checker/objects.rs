@@ -8,7 +8,8 @@
 //!   previous one plus one (a watch resumed from the last resourceVersion
 //!   seen must continue exactly where it stopped; one reopened with a fresh
 //!   list may start anywhere not below what it saw), with increasing
-//!   resourceVersions; and each watcher must reach the final value.
+//!   resourceVersions; and each watcher must reach the final value (one that
+//!   was shown no value at all while increments succeeded is stalled too).
 
 use std::collections::BTreeMap;
 
@@ -110,14 +111,28 @@ pub fn check(history: &[Entry]) -> CheckResult {
                 _ => {}
             }
         }
-        if let (Some((_, fv)), Some((lv, _))) = (final_read, last) {
-            if lv < fv {
-                violations.push(Violation {
-                    kind: "watch-stalled".into(),
-                    message: format!("watcher {w} last saw {lv}, the counter ended at {fv}"),
-                    excerpt: recent.clone(),
-                });
+        let fv = final_read.map(|(_, v)| v);
+        match last {
+            Some((lv, _)) => {
+                if let Some(fv) = fv.filter(|&fv| lv < fv) {
+                    violations.push(Violation {
+                        kind: "watch-stalled".into(),
+                        message: format!("watcher {w} last saw {lv}, the counter ended at {fv}"),
+                        excerpt: recent.clone(),
+                    });
+                }
             }
+            // It opened its watch and was never shown a value, although
+            // the counter moved.
+            None if ok > 0 || fv.is_some_and(|fv| fv > 0) => violations.push(Violation {
+                kind: "watch-stalled".into(),
+                message: format!(
+                    "watcher {w} was shown no value at all, while {ok} increments were acknowledged (the counter ended at {})",
+                    fv.map_or("an unread value".into(), |v| v.to_string())
+                ),
+                excerpt: recent.clone(),
+            }),
+            None => {}
         }
     }
 
@@ -274,6 +289,40 @@ mod tests {
         assert_eq!(check(&h).validity, Validity::Valid);
         let h = with_incs(5, vec![open(0, 0, ""), seen(0, 1, 1, 6), read(10, 4)]);
         assert_eq!(kinds(&check(&h)), ["watch-stalled"]);
+    }
+
+    #[test]
+    fn a_watcher_shown_no_value_while_increments_succeeded_is_stalled() {
+        // Watcher 0 follows the counter; watcher 1 opens its watch (twice)
+        // and is never shown anything.
+        let h = vec![
+            open(0, 0, ""),
+            open(1, 0, ""),
+            seen(0, 1, 0, 5),
+            inc(1, 2, Status::Ok),
+            seen(0, 3, 1, 6),
+            inc(2, 4, Status::Ok),
+            seen(0, 5, 2, 7),
+            open(1, 6, ""),
+            read(10, 2),
+        ];
+        let r = check(&h);
+        assert_eq!(kinds(&r), ["watch-stalled"], "{r:#?}");
+        assert!(r.violations[0].message.contains("watcher 1"), "{r:#?}");
+        // Without the final read, the acknowledged increments suffice.
+        let h: Vec<Entry> = h
+            .into_iter()
+            .filter(|e| !matches!(e.op, Op::ObjCounterRead { .. }))
+            .collect();
+        assert!(kinds(&check(&h)).contains(&"watch-stalled"));
+        // A counter that never moved: a silent watcher is no violation.
+        let h = vec![
+            open(0, 0, ""),
+            open(1, 0, ""),
+            seen(0, 1, 0, 5),
+            read(10, 0),
+        ];
+        assert_eq!(check(&h).validity, Validity::Valid);
     }
 
     #[test]
