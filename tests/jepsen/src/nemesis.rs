@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -148,7 +148,6 @@ enum Undo {
     FinishRemovalThenRejoin(usize),
     /// Undo each, in order.
     Then(Vec<Undo>),
-    Nothing,
 }
 
 /// Sleeps `d` unless cancelled first (then returns false).
@@ -236,11 +235,17 @@ async fn remove_until_gone(cluster: &Cluster, v: usize, limit: Duration) -> Resu
     }
 }
 
+/// How far (in seconds) a master's clock, read through a dry-run create's
+/// `creationTimestamp`, may be from the offset asked for: second
+/// resolution, and a second of libfaketime's cache.
+const CLOCK_TOLERANCE_S: i64 = 2;
+
 /// A wall-clock step, in seconds: a few seconds, minutes, or days to weeks;
-/// forward or back.
+/// forward or back. Never smaller than `2 * CLOCK_TOLERANCE_S + 1`, so that
+/// a clock that did not move cannot pass for one that did.
 fn clock_step(rng: &mut StdRng) -> i64 {
     let size = match rng.gen_range(0..3) {
-        0 => rng.gen_range(1..=5),
+        0 => rng.gen_range(2 * CLOCK_TOLERANCE_S + 1..=10),
         1 => rng.gen_range(30..=600),
         _ => rng.gen_range(3_600..=30 * 86_400),
     };
@@ -251,19 +256,28 @@ fn clock_step(rng: &mut StdRng) -> i64 {
     }
 }
 
-/// Step master `i`'s wall clock and make sure the step took: a master
-/// whose clock does not move would make the nemesis a no-op that always
-/// passes. The probe is a dry-run create, whose answer carries the
-/// master's own `creationTimestamp` (stored nowhere). A master that does
-/// not answer within 5 s is not confirmed (noted, not an error: another
-/// fault may hold it); one that answers with the wrong time is an error.
-async fn step_clock(
-    cluster: &mut Cluster,
-    i: usize,
-    offset: i64,
-    tl: &mut Timeline,
-    nemesis: &str,
-) -> Result<()> {
+/// Whether a master whose clock read `seen` seconds from the real one has
+/// taken a step from `from` to `to`: near `to`, and not near `from` (a
+/// clock that did not move must never count as stepped). Only a reset can
+/// be too small to tell apart (every step the nemesis takes is larger):
+/// it counts once the clock reads near `to`.
+fn clock_stepped(seen: i64, from: i64, to: i64) -> bool {
+    let near = |a: i64, b: i64| (a - b).abs() <= CLOCK_TOLERANCE_S;
+    near(seen, to) && (!near(seen, from) || (to - from).abs() <= 2 * CLOCK_TOLERANCE_S)
+}
+
+/// Set master `i`'s wall clock to `offset` seconds from the real one and
+/// make sure the step took: a master whose clock does not move would make
+/// the nemesis a no-op that always passes. The probe is a dry-run create,
+/// whose answer carries the master's own `creationTimestamp` (stored
+/// nowhere). Every step is confirmed, the first and the re-steps alike; a
+/// master that does not answer within 5 s, or answers with the wrong time,
+/// is an error (the clock nemesis runs alone, so nothing else holds it).
+async fn step_clock(cluster: &mut Cluster, i: usize, offset: i64) -> Result<()> {
+    let from = cluster.nodes[i].clock_offset;
+    if from == offset {
+        return Ok(());
+    }
     cluster.set_clock(i, offset)?;
     let name = cluster.nodes[i].name.clone();
     let addr = cluster.nodes[i].client_addr.clone();
@@ -286,8 +300,7 @@ async fn step_clock(
             let stamp = obj["metadata"]["creationTimestamp"].as_str().unwrap_or("");
             if let Ok(t) = chrono::DateTime::parse_from_rfc3339(stamp) {
                 let seen = t.timestamp() - chrono::Utc::now().timestamp();
-                // Second resolution, and a second of libfaketime's cache.
-                if (seen - offset).abs() <= 2 {
+                if clock_stepped(seen, from, offset) {
                     return Ok(());
                 }
                 last = Some(seen);
@@ -296,20 +309,29 @@ async fn step_clock(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     match last {
-        Some(seen) => anyhow::bail!(
-            "{name}'s wall clock did not move: {offset:+} s asked, {seen:+} s seen after 5 s \
-             (is libfaketime preloaded?)"
+        Some(seen) => bail!(
+            "{name}'s wall clock did not move: {from:+} s to {offset:+} s asked, {seen:+} s \
+             seen after 5 s (is libfaketime preloaded?)"
         ),
-        None => {
-            tl.record(
-                "info",
-                nemesis,
-                format!("could not confirm {name}'s clock step (no answer within 5 s)"),
-                vec![name],
+        None => bail!(
+            "could not confirm {name}'s wall clock step from {from:+} s to {offset:+} s: \
+             no answer to the probe within 5 s"
+        ),
+    }
+}
+
+/// Fails unless every master in `victims` is running: a signal sent to a
+/// master that is not running injects nothing.
+fn ensure_running(cluster: &mut Cluster, victims: &[usize], what: &str) -> Result<()> {
+    for &v in victims {
+        if !cluster.is_running(v) {
+            bail!(
+                "{what} {}: it is not running, so the fault would not be injected",
+                cluster.nodes[v].name
             );
-            Ok(())
         }
     }
+    Ok(())
 }
 
 async fn inject(
@@ -333,6 +355,7 @@ async fn inject(
                     v
                 }
             };
+            ensure_running(cluster, &victims, "SIGKILL")?;
             let n = names(cluster, &victims);
             tl.record("fault", &name, format!("SIGKILL {}", n.join(",")), n);
             for &v in &victims {
@@ -346,6 +369,7 @@ async fn inject(
             } else {
                 *members.choose(rng).unwrap()
             };
+            ensure_running(cluster, &[v], "SIGSTOP")?;
             let n = names(cluster, &[v]);
             tl.record("fault", &name, format!("SIGSTOP {}", n[0]), n);
             cluster.pause(v);
@@ -453,7 +477,7 @@ async fn inject(
                 names(cluster, &v),
             );
             for (&i, &o) in v.iter().zip(&steps) {
-                step_clock(cluster, i, o, tl, &name).await?;
+                step_clock(cluster, i, o).await?;
             }
             Undo::ResetClocks(v)
         }
@@ -480,15 +504,10 @@ async fn inject(
         Nemesis::Member | Nemesis::MemberKill => {
             let v = *members.choose(rng).unwrap();
             let n = names(cluster, &[v]);
-            if let Err(e) = remove_until_gone(cluster, v, Duration::from_secs(15)).await {
-                tl.record(
-                    "info",
-                    &name,
-                    format!("could not remove {}: {e:#}", n[0]),
-                    vec![],
-                );
-                return Ok(Undo::Nothing);
-            }
+            // A master that could not be removed is a fault not injected.
+            remove_until_gone(cluster, v, Duration::from_secs(15))
+                .await
+                .with_context(|| format!("could not remove {}", n[0]))?;
             tl.record(
                 "fault",
                 &name,
@@ -552,13 +571,12 @@ async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timelin
                 match cluster.rejoin(v, through).await {
                     Ok(()) => break,
                     Err(e) if tokio::time::Instant::now() >= deadline => {
-                        tl.record(
-                            "info",
-                            &name,
-                            format!("rejoin of {} failed: {e:#}", cluster.nodes[v].name),
-                            vec![],
-                        );
-                        break;
+                        // A heal that did not take: the cluster runs on
+                        // without a member it is meant to have.
+                        return Err(e.context(format!(
+                            "rejoin of {} failed for 15 s",
+                            cluster.nodes[v].name
+                        )));
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
@@ -590,7 +608,7 @@ async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timelin
                 n,
             );
             for i in v {
-                cluster.set_clock(i, 0)?;
+                step_clock(cluster, i, 0).await?;
             }
         }
         Undo::Then(steps) => {
@@ -598,7 +616,6 @@ async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timelin
                 Box::pin(undo(nemesis, u, cluster, tl)).await?;
             }
         }
-        Undo::Nothing => {}
     }
     Ok(())
 }
@@ -675,7 +692,9 @@ pub async fn run(
                     ),
                     names(cluster, &[i]),
                 );
-                cluster.set_clock(i, to)?;
+                // Confirmed like the first step: a re-step that did not
+                // take is a fault not injected.
+                step_clock(cluster, i, to).await?;
             }
         } else {
             ok = pause_for(window, cancel).await;
@@ -695,7 +714,10 @@ pub async fn heal_all(cluster: &mut Cluster, tl: &mut Timeline) -> Result<()> {
     tl.record("heal", "final", "heal everything".into(), vec![]);
     cluster.heal_network()?;
     for i in 0..cluster.nodes.len() {
-        if cluster.nodes[i].clock_offset != 0 {
+        if cluster.nodes[i].clock_offset != 0 && cluster.is_running(i) {
+            step_clock(cluster, i, 0).await?;
+        } else if cluster.nodes[i].clock_offset != 0 {
+            // Read again when it starts below.
             cluster.set_clock(i, 0)?;
         }
         if cluster.nodes[i].paused {
@@ -722,6 +744,25 @@ pub async fn heal_all(cluster: &mut Cluster, tl: &mut Timeline) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_that_did_not_move_never_counts_as_stepped() {
+        // Every step is large enough to tell apart from where it started.
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..10_000 {
+            let step = clock_step(&mut rng);
+            assert!(step.abs() > 2 * CLOCK_TOLERANCE_S, "{step}");
+            for from in [-600, 0, 7] {
+                assert!(!clock_stepped(from, from, from + step), "{from} {step}");
+                assert!(clock_stepped(from + step, from, from + step));
+            }
+        }
+        assert!(!clock_stepped(0, 0, 3600));
+        assert!(clock_stepped(3601, 0, 3600));
+        // A small reset: confirmed by the clock reading near zero.
+        assert!(clock_stepped(0, 2, 0));
+        assert!(!clock_stepped(300, 300, 0));
+    }
 
     #[test]
     fn names_are_kebab_case_and_splits_cover_everyone() {

@@ -271,8 +271,10 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         });
     }
 
-    let mut summaries = Vec::new();
-    'all: for &target in &targets {
+    // Every run is planned first, so that the end can tell whether each
+    // one got its verdict.
+    let mut plan = Vec::new();
+    for &target in &targets {
         // etcd serves no object API: the objects workload is Flotilla's only.
         let workloads: Vec<String> = workloads
             .iter()
@@ -291,12 +293,8 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                 continue;
             }
             for k in 0..runs {
-                if interrupted.load(Ordering::SeqCst) {
-                    break 'all;
-                }
                 let run_seed = seed + k;
                 let name = format!("{target}-{}-{k}", nemesis.name());
-                let dir = out.join(&name);
                 let replay = format!(
                     "tests/jepsen/run --target {target} --nemesis {} --workload {} --duration {duration} --nodes {} --seed {run_seed} --runs 1{}",
                     nemesis.name(),
@@ -304,29 +302,39 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     args.nodes,
                     if args.serializable_reads { " --serializable-reads" } else { "" }
                 );
-                let spec_base = SpecBase {
+                plan.push(SpecBase {
                     target,
                     nemesis,
                     workloads: workloads.clone(),
                     duration,
                     seed: run_seed,
-                    dir: dir.clone(),
+                    dir: out.join(&name),
                     replay,
-                };
-                let s = run_one(&args, &flotilla_bin, &exe, spec_base, &interrupted).await;
-                summaries.push(s);
+                });
             }
         }
+    }
+    let planned = plan.len();
+    if planned == 0 {
+        bail!("no run to do: every target, nemesis and workload asked for was skipped");
+    }
+    println!("[jepsen] {planned} runs planned");
+
+    let mut summaries = Vec::new();
+    for spec_base in plan {
+        if interrupted.load(Ordering::SeqCst) {
+            break;
+        }
+        let s = run_one(&args, &flotilla_bin, &exe, spec_base, &interrupted).await;
+        summaries.push(s);
     }
 
     let table = summary_table(&summaries);
     println!("\n{table}");
     std::fs::write(out.join("summary.md"), &table)?;
     runner::write_json(&out.join("summary.json"), &summaries)?;
-    let all_valid = summaries
-        .iter()
-        .all(|s| s.validity == Some(Validity::Valid));
-    if all_valid {
+    let code = exit_code(&summaries, planned);
+    if code == 0 {
         // The binaries are kept only to reproduce a failure.
         let _ = std::fs::remove_file(out.join("flotilla"));
         let _ = std::fs::remove_file(out.join("flotilla-jepsen"));
@@ -339,7 +347,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         println!("[jepsen] interrupted; results so far in {}", out.display());
         return Ok(130);
     }
-    if failed.is_empty() {
+    if code == 0 {
         println!(
             "[jepsen] all {} runs valid (seed {seed}); {}",
             summaries.len(),
@@ -347,10 +355,15 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         );
         return Ok(0);
     }
+    if summaries.len() != planned {
+        println!(
+            "[jepsen] only {} of {planned} planned runs have a verdict",
+            summaries.len()
+        );
+    }
     println!(
-        "[jepsen] {} of {} runs not valid:",
-        failed.len(),
-        summaries.len()
+        "[jepsen] {} of {planned} planned runs not valid:",
+        failed.len() + planned - summaries.len()
     );
     for f in &failed {
         println!(
@@ -367,8 +380,52 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             f.replay
         );
     }
-    let any_violation = failed.iter().any(|f| f.validity == Some(Validity::Invalid));
-    Ok(if any_violation { 1 } else { 2 })
+    Ok(code)
+}
+
+/// The exit code of an invocation that was not interrupted: 0 only when
+/// every planned run has a verdict and every verdict is valid; 1 when a
+/// checker found a violation; 2 otherwise (a harness error, a run without
+/// a verdict, an undecided checker).
+pub fn exit_code(summaries: &[RunSummary], planned: usize) -> i32 {
+    if summaries
+        .iter()
+        .any(|s| s.validity == Some(Validity::Invalid))
+    {
+        1
+    } else if planned > 0
+        && summaries.len() == planned
+        && summaries
+            .iter()
+            .all(|s| s.validity == Some(Validity::Valid))
+    {
+        0
+    } else {
+        2
+    }
+}
+
+/// Fills a run's summary line from its verdict. A harness error (a fault
+/// not injected or not healed, no fault at all) makes the run a harness
+/// error unless a checker found a violation.
+pub fn summarize(summary: &mut RunSummary, v: &Verdict) {
+    summary.validity = if v.validity != Validity::Invalid && !v.harness_errors.is_empty() {
+        None
+    } else {
+        Some(v.validity)
+    };
+    if !v.harness_errors.is_empty() {
+        summary.error = Some(format!("harness error: {}", v.harness_errors.join("; ")));
+    }
+    summary.ops = v.ops;
+    summary.violations = v.results.iter().map(|r| r.violations.len()).sum();
+    summary.failover_ms = v
+        .failovers
+        .iter()
+        .filter(|f| f.nemesis != "final")
+        .filter_map(|f| f.failover_ms)
+        .collect();
+    summary.recovery_s = v.recovery_s;
 }
 
 struct SpecBase {
@@ -475,36 +532,34 @@ async fn run_one(
     .await;
     match res {
         Ok(v) => {
-            summary.validity = Some(v.validity);
-            summary.ops = v.ops;
-            summary.violations = v.results.iter().map(|r| r.violations.len()).sum();
-            summary.failover_ms = v
-                .failovers
-                .iter()
-                .filter(|f| f.nemesis != "final")
-                .filter_map(|f| f.failover_ms)
-                .collect();
-            summary.recovery_s = v.recovery_s;
+            summarize(&mut summary, &v);
             let fo = p50_max(&summary.failover_ms)
                 .map(|(p, m)| format!("failover p50 {p:.0} ms, max {m:.0} ms"))
                 .unwrap_or_else(|| "no failover measured".into());
             println!(
-                "[jepsen] {} / {} / seed {}: {:?}, {} ops ({} ok, {} unknown, {} failed), {} violations, {fo}",
+                "[jepsen] {} / {} / seed {}: {}, {} ops ({} ok, {} unknown, {} failed), {} violations, {fo}",
                 summary.target,
                 summary.nemesis,
                 b.seed,
-                v.validity,
+                match summary.validity {
+                    Some(x) => format!("{x:?}"),
+                    None => "HARNESS ERROR".into(),
+                },
                 v.ops,
                 v.ops_ok,
                 v.ops_info,
                 v.ops_fail,
                 summary.violations
             );
-            if v.validity != Validity::Valid {
+            for e in &v.harness_errors {
+                println!("    HARNESS ERROR: {e}");
+            }
+            // Every note of every run: a valid run's notes matter too.
+            for n in &v.notes {
+                println!("    note: {n}");
+            }
+            if !v.is_valid() {
                 runner::print_violations(&v);
-                for n in &v.notes {
-                    println!("    note: {n}");
-                }
                 println!("    replay: {}", b.replay);
             }
         }
@@ -560,6 +615,81 @@ pub fn summary_table(runs: &[RunSummary]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn verdict(validity: Validity, harness_errors: &[&str]) -> Verdict {
+        Verdict {
+            target: Target::Flotilla,
+            nemesis: "clock".into(),
+            seed: 1,
+            workloads: vec!["register".into()],
+            duration_s: 8,
+            validity,
+            ops: 10,
+            ops_ok: 10,
+            ops_info: 0,
+            ops_fail: 0,
+            results: vec![],
+            failovers: vec![],
+            recovered: true,
+            recovery_s: Some(0.5),
+            harness_errors: harness_errors.iter().map(|e| e.to_string()).collect(),
+            notes: vec![],
+            replay: String::new(),
+        }
+    }
+
+    fn summary_of(v: &Verdict) -> RunSummary {
+        let mut s = RunSummary {
+            dir: "d".into(),
+            target: "flotilla".into(),
+            nemesis: v.nemesis.clone(),
+            seed: v.seed,
+            validity: None,
+            ops: 0,
+            violations: 0,
+            failover_ms: vec![],
+            recovery_s: None,
+            error: None,
+            replay: String::new(),
+        };
+        summarize(&mut s, v);
+        s
+    }
+
+    #[test]
+    fn a_run_with_a_harness_error_fails_the_invocation_and_names_the_fault() {
+        let clean = summary_of(&verdict(Validity::Valid, &[]));
+        assert_eq!(clean.validity, Some(Validity::Valid));
+        assert_eq!(exit_code(std::slice::from_ref(&clean), 1), 0);
+
+        // The checkers found nothing, but the fault was not injected.
+        let err = "the clock nemesis failed: n2's wall clock did not move";
+        let broken = summary_of(&verdict(Validity::Unknown, &[err]));
+        assert_eq!(broken.validity, None);
+        assert!(
+            broken.error.as_deref().unwrap_or("").contains(err),
+            "{broken:?}"
+        );
+        assert_eq!(exit_code(&[clean.clone(), broken], 2), 2);
+        // Even if a verdict said valid (an old verdict.json), its harness
+        // errors win.
+        let said_valid = summary_of(&verdict(Validity::Valid, &[err]));
+        assert_eq!(said_valid.validity, None);
+        assert_eq!(exit_code(&[said_valid], 1), 2);
+
+        // A violation stands; it is exit 1.
+        let bad = summary_of(&verdict(Validity::Invalid, &[err]));
+        assert_eq!(exit_code(&[clean, bad], 2), 1);
+    }
+
+    #[test]
+    fn every_planned_run_needs_a_valid_verdict() {
+        let clean = summary_of(&verdict(Validity::Valid, &[]));
+        // A planned run without a summary, or nothing planned at all.
+        assert_eq!(exit_code(std::slice::from_ref(&clean), 2), 2);
+        assert_eq!(exit_code(&[], 0), 2);
+        assert_eq!(exit_code(&[clean.clone(), clean], 2), 0);
+    }
 
     #[test]
     fn timestamp_has_the_expected_shape() {

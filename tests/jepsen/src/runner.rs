@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::checker::failover::NemesisEvent;
 use crate::checker::failover::{self, Failover};
 use crate::checker::{self, CheckResult, Validity, Violation};
 use crate::cluster::{Cluster, ClusterOpts, Target};
@@ -59,6 +60,11 @@ pub struct Verdict {
     pub recovered: bool,
     /// Seconds from the final heal until every master agreed on a leader.
     pub recovery_s: Option<f64>,
+    /// Why the run did not test what it was asked to: a fault that was not
+    /// injected or not healed, a nemesis that injected no fault. Any of
+    /// them fails the run (a harness error), whatever the checkers say.
+    #[serde(default)]
+    pub harness_errors: Vec<String>,
     pub notes: Vec<String>,
     pub replay: String,
 }
@@ -67,10 +73,60 @@ impl Verdict {
     /// The process exit code for this verdict.
     pub fn exit_code(&self) -> i32 {
         match self.validity {
-            Validity::Valid => 0,
             Validity::Invalid => 1,
+            _ if !self.harness_errors.is_empty() => 2,
+            Validity::Valid => 0,
             Validity::Unknown => 3,
         }
+    }
+
+    /// Valid: every checker passed and the faults asked for were injected
+    /// and healed.
+    pub fn is_valid(&self) -> bool {
+        self.validity == Validity::Valid && self.harness_errors.is_empty()
+    }
+}
+
+/// The harness errors of a run: the nemesis failed (a fault not injected,
+/// or not healed before the next), the final heal failed, or the timeline
+/// holds no fault at all although a nemesis was asked for (its checkers
+/// would pass on a run without faults).
+pub fn harness_errors(
+    nemesis: Nemesis,
+    nemesis_result: &Result<()>,
+    heal_result: &Result<()>,
+    events: &[NemesisEvent],
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Err(e) = nemesis_result {
+        errors.push(format!("the {} nemesis failed: {e:#}", nemesis.name()));
+    }
+    if let Err(e) = heal_result {
+        errors.push(format!("the final heal failed: {e:#}"));
+    }
+    if nemesis != Nemesis::None && !events.iter().any(|e| e.kind == "fault") {
+        errors.push(format!(
+            "the {} nemesis injected no fault (no fault event in nemesis.jsonl)",
+            nemesis.name()
+        ));
+    }
+    errors
+}
+
+/// The run's validity: unknown when interrupted; invalid when a checker
+/// found a violation (a finding stands even if a fault went wrong); unknown
+/// when the harness failed (the run did not test what it was asked to:
+/// never valid); otherwise the checkers' verdict.
+pub fn judge(interrupted: bool, results: &[CheckResult], harness_errors: &[String]) -> Validity {
+    if interrupted {
+        Validity::Unknown
+    } else if results.iter().any(|r| r.validity == Validity::Invalid) {
+        Validity::Invalid
+    } else if !harness_errors.is_empty() || results.iter().any(|r| r.validity == Validity::Unknown)
+    {
+        Validity::Unknown
+    } else {
+        Validity::Valid
     }
 }
 
@@ -148,13 +204,14 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
     )
     .await;
     if let Err(e) = &nem {
-        notes.push(format!("nemesis error: {e:#}"));
+        tl.record("error", &spec.nemesis.name(), format!("{e:#}"), vec![]);
     }
 
     // Heal everything; the cluster must recover.
     let healed_at = clock.now();
-    if let Err(e) = nemesis::heal_all(&mut cluster, &mut tl).await {
-        notes.push(format!("healing failed: {e:#}"));
+    let heal = nemesis::heal_all(&mut cluster, &mut tl).await;
+    if let Err(e) = &heal {
+        tl.record("error", "final", format!("{e:#}"), vec![]);
     }
     let ready = if abort.is_cancelled() {
         Err(anyhow::anyhow!("interrupted"))
@@ -280,16 +337,11 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
         json!({"recovered": recovered, "recovery_s": recovery_s}),
         cluster_violations,
     ));
-    let validity = if abort.is_cancelled() {
+    let harness_errors = harness_errors(spec.nemesis, &nem, &heal, &tl.events);
+    if abort.is_cancelled() {
         notes.push("interrupted".into());
-        Validity::Unknown
-    } else if results.iter().any(|r| r.validity == Validity::Invalid) {
-        Validity::Invalid
-    } else if results.iter().any(|r| r.validity == Validity::Unknown) {
-        Validity::Unknown
-    } else {
-        Validity::Valid
-    };
+    }
+    let validity = judge(abort.is_cancelled(), &results, &harness_errors);
     let count = |s: Status| history.iter().filter(|e| e.status == s).count();
     let real_ops = |s: Option<Status>| {
         history
@@ -314,6 +366,7 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
         failovers: failovers.clone(),
         recovered,
         recovery_s,
+        harness_errors,
         notes,
         replay: spec.replay.clone(),
     };
@@ -344,5 +397,89 @@ pub fn print_violations(v: &Verdict) {
         if let Some(n) = &r.note {
             println!("    [{}] note: {n}", r.checker);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, nemesis: &str) -> NemesisEvent {
+        NemesisEvent {
+            time: 1,
+            kind: kind.into(),
+            nemesis: nemesis.into(),
+            action: "x".into(),
+            nodes: vec![],
+        }
+    }
+
+    fn passed() -> Vec<CheckResult> {
+        vec![CheckResult::new("register", json!({}), vec![])]
+    }
+
+    #[test]
+    fn a_clean_run_with_its_faults_is_valid() {
+        let events = [
+            event("info", "start"),
+            event("fault", "kill-leader"),
+            event("heal", "kill-leader"),
+            event("heal", "final"),
+        ];
+        let errors = harness_errors(Nemesis::KillLeader, &Ok(()), &Ok(()), &events);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(judge(false, &passed(), &errors), Validity::Valid);
+        // The baseline asks for no fault.
+        let errors = harness_errors(Nemesis::None, &Ok(()), &Ok(()), &events[..1]);
+        assert_eq!(judge(false, &passed(), &errors), Validity::Valid);
+    }
+
+    #[test]
+    fn a_fault_not_injected_or_not_healed_is_a_harness_error() {
+        let events = [event("fault", "clock"), event("heal", "final")];
+        let failed: Result<()> = Err(anyhow::anyhow!("n2's wall clock did not move"));
+        let errors = harness_errors(Nemesis::Clock, &failed, &Ok(()), &events);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("clock nemesis failed"), "{errors:?}");
+        assert!(errors[0].contains("did not move"), "{errors:?}");
+        assert_ne!(judge(false, &passed(), &errors), Validity::Valid);
+
+        let heal: Result<()> = Err(anyhow::anyhow!("iptables-restore in fjab12n1: exit 1"));
+        let errors = harness_errors(Nemesis::PartitionLeader, &Ok(()), &heal, &events);
+        assert!(errors[0].contains("final heal failed"), "{errors:?}");
+        assert!(errors[0].contains("iptables-restore"), "{errors:?}");
+        assert_ne!(judge(false, &passed(), &errors), Validity::Valid);
+    }
+
+    #[test]
+    fn a_run_without_any_fault_event_is_a_harness_error() {
+        let events = [
+            event("info", "start"),
+            event("info", "member"),
+            event("heal", "final"),
+        ];
+        let errors = harness_errors(Nemesis::Member, &Ok(()), &Ok(()), &events);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("member nemesis injected no fault"),
+            "{errors:?}"
+        );
+        assert_ne!(judge(false, &passed(), &errors), Validity::Valid);
+    }
+
+    #[test]
+    fn a_violation_stands_even_when_a_fault_went_wrong() {
+        let bad = vec![CheckResult::new(
+            "set",
+            json!({}),
+            vec![Violation {
+                kind: "lost-add".into(),
+                message: "m".into(),
+                excerpt: vec![],
+            }],
+        )];
+        let errors = vec!["the lossy nemesis failed: x".to_string()];
+        assert_eq!(judge(false, &bad, &errors), Validity::Invalid);
+        assert_eq!(judge(true, &passed(), &[]), Validity::Unknown);
     }
 }
