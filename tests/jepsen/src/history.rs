@@ -116,6 +116,19 @@ impl Op {
         )
     }
 
+    /// A watch's delivery or (re)open, of either watch workload: recorded
+    /// by the watchers, not a request a client made, so not counted as an
+    /// operation.
+    pub fn is_watch_record(&self) -> bool {
+        matches!(
+            self,
+            Op::WatchEvent { .. }
+                | Op::WatchOpen { .. }
+                | Op::ObjCounterSeen { .. }
+                | Op::ObjWatchOpen { .. }
+        )
+    }
+
     /// Name of the workload this operation belongs to.
     pub fn workload(&self) -> &'static str {
         match self {
@@ -269,6 +282,24 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_records_of_both_watch_workloads_are_not_operations() {
+        let seen = Op::ObjCounterSeen {
+            watcher: 0,
+            value: 1,
+            revision: 2,
+        };
+        let open = Op::ObjWatchOpen {
+            watcher: 0,
+            from: String::new(),
+        };
+        assert!(seen.is_watch_record() && open.is_watch_record());
+        let inc = Op::ObjInc {
+            counter: "c".into(),
+        };
+        assert!(!inc.is_watch_record());
+    }
 
     #[test]
     fn entries_round_trip_as_json_lines() {

@@ -346,7 +346,7 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
     let real_ops = |s: Option<Status>| {
         history
             .iter()
-            .filter(|e| !matches!(e.op, Op::WatchEvent { .. } | Op::WatchOpen { .. }))
+            .filter(|e| !e.op.is_watch_record())
             .filter(|e| s.is_none_or(|s| e.status == s))
             .count()
     };
