@@ -297,10 +297,14 @@ pub async fn handle(
     }
     let xff = HeaderName::from_static("x-forwarded-for");
     let peer_ip = peer.ip().to_string();
-    let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {peer_ip}"),
-        None => peer_ip.clone(),
-    };
+    // Every X-Forwarded-For line the client sent, in order, then the peer
+    // (a list split over several lines is one list, RFC 9110 5.3).
+    let mut forwarded_for = String::new();
+    for prev in headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()) {
+        forwarded_for.push_str(prev);
+        forwarded_for.push_str(", ");
+    }
+    forwarded_for.push_str(&peer_ip);
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(xff, v);
     }
