@@ -38,7 +38,10 @@ pub struct Timeouts {
     pub connect: Duration,
     /// From sending a request to a pod to its response headers.
     pub request: Duration,
-    /// A client connection with no request (and reading a request's headers).
+    /// An HTTP/1.1 client connection with no request (and reading a
+    /// request's headers), and a new connection's first bytes. HTTP/2
+    /// connections are not closed for idleness: they are pinged every 30 s
+    /// and closed when a ping goes unanswered this long.
     pub idle: Duration,
 }
 
@@ -465,12 +468,20 @@ async fn serve(
         let builder = builder.clone();
         match &tls {
             None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let idle = shared.timeouts.idle;
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    // The server reads nothing under a timer until it has
+                    // told HTTP/1 from HTTP/2 by the first bytes: a client
+                    // that sends none gets the idle timeout here.
+                    match tokio::time::timeout(idle, tcp.peek(&mut [0u8; 1])).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended");
                     }
                 });

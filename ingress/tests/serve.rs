@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -345,6 +345,62 @@ async fn a_slow_pod_gives_504_after_the_request_timeout() {
     assert!(took < LONG, "answered after {took:?}");
     assert_eq!(na.load(Ordering::SeqCst) + nb.load(Ordering::SeqCst), 1);
     assert_eq!(ing.retries(), 0);
+}
+
+/// Reads from `tcp` until the peer closes (Ok) or `LONG` passes (Err).
+async fn closed_by_peer(tcp: &mut TcpStream) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(LONG, tcp.read(&mut buf)).await {
+            Err(_) => return Err("still open".into()),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The idle timeout closes a client connection that sends nothing, one
+/// that sends half a request, and a keep-alive one after its request.
+#[tokio::test]
+async fn idle_client_connections_are_closed() {
+    let (be, _) = echo_backend().await;
+    let idle = Duration::from_millis(300);
+    let ing = ingress(&[be], timeouts(LONG, idle)).await;
+
+    let mut silent = TcpStream::connect(ing.addr).await.unwrap();
+    let took = closed_by_peer(&mut silent)
+        .await
+        .expect("silent connection");
+    assert!(
+        took >= idle - Duration::from_millis(50),
+        "closed after {took:?}"
+    );
+
+    let mut half = TcpStream::connect(ing.addr).await.unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\n")
+        .await
+        .unwrap();
+    closed_by_peer(&mut half).await.expect("half a request");
+
+    let mut kept = TcpStream::connect(ing.addr).await.unwrap();
+    kept.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("x-forwarded-proto: http\n") {
+        let k = tokio::time::timeout(LONG, kept.read(&mut buf))
+            .await
+            .expect("response")
+            .unwrap();
+        assert_ne!(k, 0, "closed before the response: {got:?}");
+        got.extend_from_slice(&buf[..k]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    closed_by_peer(&mut kept)
+        .await
+        .expect("idle keep-alive connection");
 }
 
 /// A connect that fails moves on to the next endpoint, for any method of a
