@@ -14,9 +14,11 @@
 //! admin address's `/metrics`; logs every request under the tracing target
 //! `flotilla_ingress::access`.
 //!
-//! Which Ingresses: those whose class (`spec.ingressClassName`, else the
-//! `kubernetes.io/ingress.class` annotation) is [`Config::class`], and those
-//! that name no class when that IngressClass is the default one (annotation
+//! Which Ingresses ([`serves`]): those whose `spec.ingressClassName` is
+//! [`Config::class`] when that IngressClass names [`CONTROLLER`] as its
+//! `spec.controller`; those whose older `kubernetes.io/ingress.class`
+//! annotation is [`Config::class`]; and those that name no class when that
+//! IngressClass, with our controller, is the default one (annotation
 //! `ingressclass.kubernetes.io/is-default-class: "true"`) or when no class
 //! at all is marked default.
 //!
@@ -275,14 +277,119 @@ impl Bound {
     }
 }
 
-/// Whether this router serves `ing`.
+/// Whether this router serves `ing`, as Kubernetes' ingress controllers
+/// decide: an Ingress whose `spec.ingressClassName` is `class`, when the
+/// IngressClass of that name exists and names [`CONTROLLER`] in
+/// `spec.controller`; one whose older `kubernetes.io/ingress.class`
+/// annotation is `class` (the annotation names no IngressClass object); one
+/// that names no class when the default IngressClass is `class` with our
+/// controller, or when no class is marked default.
 pub fn serves(ing: &Ingress, class: &str, classes: &[Arc<IngressClass>]) -> bool {
+    let ours = |c: &IngressClass| c.metadata.name == class && c.spec.controller == CONTROLLER;
+    if !ing.spec.ingress_class_name.is_empty() {
+        return ing.spec.ingress_class_name == class && classes.iter().any(|c| ours(c));
+    }
     match ing.class_name() {
         "" => {
-            let defaults: Vec<&Arc<IngressClass>> =
-                classes.iter().filter(|c| c.is_default()).collect();
-            defaults.is_empty() || defaults.iter().any(|c| c.metadata.name == class)
+            let mut defaults = classes.iter().filter(|c| c.is_default()).peekable();
+            defaults.peek().is_none() || defaults.any(|c| ours(c))
         }
-        c => c == class,
+        annotated => annotated == class,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn ingress(class_name: &str, annotation: Option<&str>) -> Ingress {
+        let mut meta = json!({"name": "i", "namespace": "default"});
+        if let Some(a) = annotation {
+            meta["annotations"] = json!({"kubernetes.io/ingress.class": a});
+        }
+        let mut spec = json!({});
+        if !class_name.is_empty() {
+            spec["ingressClassName"] = Value::from(class_name);
+        }
+        serde_json::from_value(json!({"metadata": meta, "spec": spec})).unwrap()
+    }
+
+    fn class(name: &str, controller: &str, default: bool) -> Arc<IngressClass> {
+        let mut meta = json!({"name": name});
+        if default {
+            meta["annotations"] = json!({"ingressclass.kubernetes.io/is-default-class": "true"});
+        }
+        Arc::new(
+            serde_json::from_value(json!({"metadata": meta, "spec": {"controller": controller}}))
+                .unwrap(),
+        )
+    }
+
+    const NGINX: &str = "k8s.io/ingress-nginx";
+
+    #[test]
+    fn a_named_class_is_served_when_it_is_ours_and_names_our_controller() {
+        let ours = class("flotilla", CONTROLLER, false);
+        let nginx = class("nginx", NGINX, false);
+        let both = [ours.clone(), nginx.clone()];
+        assert!(serves(&ingress("flotilla", None), "flotilla", &both));
+        assert!(!serves(&ingress("nginx", None), "flotilla", &both));
+        // Our name, another controller's class.
+        let taken = [class("flotilla", NGINX, false)];
+        assert!(!serves(&ingress("flotilla", None), "flotilla", &taken));
+        // Our name, no such IngressClass.
+        assert!(!serves(&ingress("flotilla", None), "flotilla", &[nginx]));
+        // Another class of our controller belongs to another router.
+        let other = [class("internal", CONTROLLER, false)];
+        assert!(!serves(&ingress("internal", None), "flotilla", &other));
+        // ingressClassName wins over the annotation.
+        assert!(!serves(
+            &ingress("nginx", Some("flotilla")),
+            "flotilla",
+            &both
+        ));
+    }
+
+    #[test]
+    fn the_old_annotation_is_matched_by_name() {
+        assert!(serves(&ingress("", Some("flotilla")), "flotilla", &[]));
+        let nginx_default = [class("nginx", NGINX, true)];
+        assert!(serves(
+            &ingress("", Some("flotilla")),
+            "flotilla",
+            &nginx_default
+        ));
+        assert!(!serves(&ingress("", Some("nginx")), "flotilla", &[]));
+    }
+
+    #[test]
+    fn a_classless_ingress_goes_to_the_default_class() {
+        let classless = ingress("", None);
+        // No class marked default: served.
+        assert!(serves(&classless, "flotilla", &[]));
+        let plain = [
+            class("flotilla", CONTROLLER, false),
+            class("nginx", NGINX, false),
+        ];
+        assert!(serves(&classless, "flotilla", &plain));
+        // Ours is the default.
+        let ours = [
+            class("flotilla", CONTROLLER, true),
+            class("nginx", NGINX, false),
+        ];
+        assert!(serves(&classless, "flotilla", &ours));
+        // Another controller's class is the default.
+        let theirs = [
+            class("flotilla", CONTROLLER, false),
+            class("nginx", NGINX, true),
+        ];
+        assert!(!serves(&classless, "flotilla", &theirs));
+        // The default has our name but another controller.
+        let impostor = [class("flotilla", NGINX, true)];
+        assert!(!serves(&classless, "flotilla", &impostor));
+        // The default is another router's class of our controller.
+        let sibling = [class("internal", CONTROLLER, true)];
+        assert!(!serves(&classless, "flotilla", &sibling));
     }
 }

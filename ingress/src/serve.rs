@@ -38,7 +38,10 @@ pub struct Timeouts {
     pub connect: Duration,
     /// From sending a request to a pod to its response headers.
     pub request: Duration,
-    /// A client connection with no request (and reading a request's headers).
+    /// An HTTP/1.1 client connection with no request (and reading a
+    /// request's headers), and a new connection's first bytes. HTTP/2
+    /// connections are not closed for idleness: they are pinged every 30 s
+    /// and closed when a ping goes unanswered this long.
     pub idle: Duration,
 }
 
@@ -297,10 +300,14 @@ pub async fn handle(
     }
     let xff = HeaderName::from_static("x-forwarded-for");
     let peer_ip = peer.ip().to_string();
-    let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {peer_ip}"),
-        None => peer_ip.clone(),
-    };
+    // Every X-Forwarded-For line the client sent, in order, then the peer
+    // (a list split over several lines is one list, RFC 9110 5.3).
+    let mut forwarded_for = String::new();
+    for prev in headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()) {
+        forwarded_for.push_str(prev);
+        forwarded_for.push_str(", ");
+    }
+    forwarded_for.push_str(&peer_ip);
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(xff, v);
     }
@@ -461,12 +468,20 @@ async fn serve(
         let builder = builder.clone();
         match &tls {
             None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let idle = shared.timeouts.idle;
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    // The server reads nothing under a timer until it has
+                    // told HTTP/1 from HTTP/2 by the first bytes: a client
+                    // that sends none gets the idle timeout here.
+                    match tokio::time::timeout(idle, tcp.peek(&mut [0u8; 1])).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended");
                     }
                 });

@@ -42,7 +42,8 @@ pub struct IngressArgs {
     /// Seconds from sending a request to a pod to its response headers (504 after).
     #[arg(long, default_value_t = 60)]
     request_timeout_seconds: u64,
-    /// Seconds a client connection may wait idle (or send its headers).
+    /// Seconds an HTTP/1.1 client connection may wait idle (or send its
+    /// headers); HTTP/2 connections stay while they answer pings.
     #[arg(long, default_value_t = 75)]
     idle_timeout_seconds: u64,
 }
