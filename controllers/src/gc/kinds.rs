@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use flotilla_objects::apps::{DaemonSet, Deployment, ReplicaSet};
 use flotilla_objects::batch::{CronJob, Job};
+use flotilla_objects::coordination::Lease;
 use flotilla_objects::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
 use flotilla_objects::discovery::EndpointSlice;
-use flotilla_objects::networking::Ingress;
+use flotilla_objects::networking::{Ingress, IngressClass};
 use flotilla_objects::nodepool::NodePool;
+use flotilla_objects::rbac::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use flotilla_objects::registry::ResourceInfo;
+use flotilla_objects::scheduling::PriorityClass;
 use flotilla_objects::{ObjectMeta, Resource};
 use flotilla_runtime::informer::{BY_NAMESPACE, BY_OWNER};
 use flotilla_runtime::{Change, Informer, Informers, ObjectRef, WorkQueue};
@@ -174,7 +177,10 @@ fn view<K: Resource>(informers: &Informers) -> Box<dyn KindView> {
     Box::new(Typed { informer })
 }
 
-/// Every kind the collector looks after.
+/// Every kind the collector looks after: every kind the API serves
+/// (`registry::RESOURCES`; a test keeps the two lists equal), so that owner
+/// references work on any of them and a namespace's deletion leaves none
+/// of its objects behind.
 pub struct Kinds {
     all: Vec<Box<dyn KindView>>,
     /// Pods and nodes are also read as themselves.
@@ -205,6 +211,13 @@ impl Kinds {
                 view::<ConfigMap>(informers),
                 view::<Secret>(informers),
                 view::<Event>(informers),
+                view::<Lease>(informers),
+                view::<Role>(informers),
+                view::<RoleBinding>(informers),
+                view::<ClusterRole>(informers),
+                view::<ClusterRoleBinding>(informers),
+                view::<IngressClass>(informers),
+                view::<PriorityClass>(informers),
             ],
             nodes: informers.get::<Node>(),
             pods,

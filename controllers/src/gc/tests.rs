@@ -149,6 +149,31 @@ async fn a_namespace_goes_once_its_contents_are_gone() {
             .await
             .expect("cm");
     }
+    // Kinds the collector once did not look after: the namespace went and
+    // they stayed, to come back with a namespace of the same name.
+    let others = [
+        (
+            &registry::ROLE,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "r"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}),
+        ),
+        (
+            &registry::ROLE_BINDING,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding", "metadata": {"name": "rb"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "u"}]}),
+        ),
+        (
+            &registry::LEASE,
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "l"}, "spec": {"holderIdentity": "x"}}),
+        ),
+    ];
+    for (info, v) in others {
+        e.api.create(info, "t", v, false).await.expect(info.kind);
+    }
     e.api
         .delete(&registry::NAMESPACE, "", "t", &DeleteParams::default())
         .await
@@ -157,10 +182,30 @@ async fn a_namespace_goes_once_its_contents_are_gone() {
         e.store.get_raw(b"/registry/namespaces/t").is_none()
     })
     .await;
-    assert!(e
-        .store
-        .keys_with_prefix(b"/registry/configmaps/t/")
-        .is_empty());
+    for kind in ["configmaps", "roles", "rolebindings", "leases"] {
+        let left: Vec<String> = e
+            .store
+            .keys_with_prefix(format!("/registry/{kind}/t/").as_bytes())
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{kind} left in a deleted namespace: {left:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_collector_looks_after_every_kind_the_api_serves() {
+    let store = MemStore::new();
+    let api = ApiServer::new(Arc::new(store), ApiConfig::default());
+    let kinds = Kinds::new(&Informers::new(Arc::new(api.fenced(1))));
+    let mut seen: Vec<&str> = kinds.all().iter().map(|k| k.info().plural).collect();
+    let mut served: Vec<&str> = registry::RESOURCES.iter().map(|r| r.plural).collect();
+    seen.sort_unstable();
+    served.sort_unstable();
+    assert_eq!(seen, served, "the collector's kinds and the API's differ");
 }
 
 #[tokio::test]
