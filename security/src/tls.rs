@@ -234,6 +234,14 @@ impl ServerTls {
                 };
                 let (tcp, peer) = match accepted {
                     Ok(a) => a,
+                    // The listening socket was shut down (a stopping master
+                    // refuses new clients at once): accept no more, and
+                    // keep the stream open until the server drops it.
+                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                        tracing::debug!("listener shut down; accepting no more connections");
+                        tx.closed().await;
+                        return;
+                    }
                     Err(e) => {
                         // Out of file descriptors, say: wait, do not spin.
                         tracing::warn!(error = %e, "accepting a connection");
