@@ -35,7 +35,7 @@ use flotilla_runtime::LeaderLoop;
 /// are kept `event_ttl` after they last happened.
 pub fn leader_loops(event_ttl: Duration) -> Vec<Arc<dyn LeaderLoop>> {
     vec![
-        Arc::new(gc::GarbageCollector),
+        Arc::new(gc::GarbageCollector::default()),
         Arc::new(replicaset::ReplicasLoop::<ReplicaSet>::default()),
         Arc::new(replicaset::ReplicasLoop::<ReplicationController>::default()),
         Arc::new(deployment::DeploymentLoop),

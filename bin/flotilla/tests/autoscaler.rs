@@ -22,10 +22,18 @@ use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-struct Up(Child);
+/// `flotilla up`, stopped when dropped; the tail of its log is printed
+/// when the test fails.
+struct Up(Child, std::path::PathBuf);
 
 impl Drop for Up {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+            eprintln!("--- the last lines of {} ---\n{tail}", self.1.display());
+        }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.0.id() as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -118,26 +126,30 @@ async fn the_default_pool_grows_for_pending_pods_and_shrinks_when_idle() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_up_base();
-    let log = std::fs::File::create(dir.path().join("up.log")).expect("log");
-    let _up = Up(Command::new(flotilla_bin())
-        .args(["up", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--base-port",
-            &base.to_string(),
-            "--agents",
-            "0",
-            "--proxy-mode",
-            "none",
-        ])
-        .args(["--autoscale", "1:3", "--autoscale-runtime", "fake"])
-        .args(["--scan-interval", "1s", "--scale-down-unneeded-time", "3s"])
-        .args(["--scale-down-delay-after-add", "3s"])
-        .env("RUST_LOG", "info,flotilla_autoscaler=debug")
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("flotilla up"));
+    let log_path = dir.path().join("up.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let _up = Up(
+        Command::new(flotilla_bin())
+            .args(["up", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--base-port",
+                &base.to_string(),
+                "--agents",
+                "0",
+                "--proxy-mode",
+                "none",
+            ])
+            .args(["--autoscale", "1:3", "--autoscale-runtime", "fake"])
+            .args(["--scan-interval", "1s", "--scale-down-unneeded-time", "3s"])
+            .args(["--scale-down-delay-after-add", "3s"])
+            .env("RUST_LOG", "info,flotilla_autoscaler=debug")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("flotilla up"),
+        log_path,
+    );
     let data = dir.path().join("data");
     wait_for(
         Duration::from_secs(60),

@@ -12,9 +12,14 @@
 //!   removed from its dependents, then the finalizer.
 //! - Namespaces: a terminating namespace's contents are deleted, then its
 //!   `kubernetes` finalizer is removed and it goes.
-//! - Pods: a pod whose grace period has run out on a node that does not
-//!   exist (no agent will ever confirm it stopped; confirmed by a
-//!   linearizable read, not the cache) is deleted.
+//! - Pods of nodes that do not exist (no agent will ever run them or
+//!   confirm they stopped; the node's absence confirmed by a linearizable
+//!   read, not the cache), as Kubernetes' pod GC does it: a terminating one
+//!   is deleted once its grace period has run out; one that is not
+//!   terminating (bound to a node that was removed just after the
+//!   scheduler chose it, say) once the node has been missing for a
+//!   quarantine (40 s, Kubernetes' own), so that its controller replaces
+//!   it and a node that is only on its way is not robbed of its pods.
 //!
 //! It runs on the leader only, over the runtime's shared informers, and
 //! reacts to each change by looking up what it touches through indexes
@@ -26,8 +31,9 @@ mod kinds;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use flotilla_objects::api::{
@@ -48,9 +54,23 @@ const WORKERS: usize = 4;
 /// Every key is looked at again this often, in case a change was missed.
 const RESYNC: Duration = Duration::from_secs(300);
 
+/// How long a node must be missing before the pods bound to it that are
+/// not terminating are deleted (Kubernetes' pod GC quarantine).
+pub const ORPHAN_QUARANTINE: Duration = Duration::from_secs(40);
+
 /// The garbage collector as a leader loop.
-#[derive(Default)]
-pub struct GarbageCollector;
+pub struct GarbageCollector {
+    /// See [`ORPHAN_QUARANTINE`].
+    pub orphan_quarantine: Duration,
+}
+
+impl Default for GarbageCollector {
+    fn default() -> Self {
+        GarbageCollector {
+            orphan_quarantine: ORPHAN_QUARANTINE,
+        }
+    }
+}
 
 impl LeaderLoop for GarbageCollector {
     fn name(&self) -> &'static str {
@@ -58,7 +78,7 @@ impl LeaderLoop for GarbageCollector {
     }
 
     fn run(&self, ctx: LeaderContext) -> BoxFuture<'static, ()> {
-        Box::pin(run(ctx))
+        Box::pin(run(ctx, self.orphan_quarantine))
     }
 }
 
@@ -73,9 +93,13 @@ enum Next {
 pub struct Collector {
     api: Arc<dyn ObjectApi>,
     pub kinds: Arc<Kinds>,
+    orphan_quarantine: Duration,
+    /// Nodes found missing by a linearizable read, and since when (this
+    /// term): the quarantine of their pods runs from there.
+    missing_since: Mutex<HashMap<String, Instant>>,
 }
 
-async fn run(ctx: LeaderContext) {
+async fn run(ctx: LeaderContext, orphan_quarantine: Duration) {
     let kinds = Arc::new(Kinds::new(&ctx.informers));
     let queue: WorkQueue<Key> = WorkQueue::new(QueueConfig::default());
     let router = Arc::new(Router {
@@ -100,10 +124,11 @@ async fn run(ctx: LeaderContext) {
         }
     };
     resync(&queue);
-    let c = Arc::new(Collector {
-        api: ctx.api.clone(),
-        kinds: kinds.clone(),
-    });
+    let c = Arc::new(Collector::new(
+        ctx.api.clone(),
+        kinds.clone(),
+        orphan_quarantine,
+    ));
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| tokio::spawn(worker(c.clone(), queue.clone(), ctx.stop.clone())))
         .collect();
@@ -147,8 +172,13 @@ async fn worker(c: Arc<Collector>, queue: WorkQueue<Key>, stop: CancellationToke
 }
 
 impl Collector {
-    pub fn new(api: Arc<dyn ObjectApi>, kinds: Arc<Kinds>) -> Self {
-        Collector { api, kinds }
+    pub fn new(api: Arc<dyn ObjectApi>, kinds: Arc<Kinds>, orphan_quarantine: Duration) -> Self {
+        Collector {
+            api,
+            kinds,
+            orphan_quarantine,
+            missing_since: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Look at one object and do what its deletion, or its owners'
@@ -178,6 +208,9 @@ impl Collector {
         }
         if !m.owner_references.is_empty() {
             self.maybe_orphaned(info, &m).await?;
+        }
+        if info.kind == "Pod" {
+            return self.pod_of_missing_node(key).await;
         }
         Ok(Next::Done)
     }
@@ -273,47 +306,83 @@ impl Collector {
         Ok(())
     }
 
-    /// A terminating pod whose grace period is over, on a node that does
-    /// not exist: no agent will confirm it stopped, so it is deleted. The
-    /// node's absence in the cache is confirmed by a linearizable read
-    /// first (a cache that has not yet seen a new node must not cause the
-    /// deletion of a pod that runs on it).
+    /// A pod bound to a node that does not exist: no agent will run it or
+    /// confirm it stopped, so it is deleted (at once, with no grace: there
+    /// is nobody to honour one), if it is terminating once its grace period
+    /// is over, otherwise once the node has been missing for the
+    /// quarantine. The node's absence in the cache is confirmed by a
+    /// linearizable read first (a cache that has not yet seen a new node
+    /// must not cause the deletion of a pod that runs on it).
     async fn pod_of_missing_node(&self, key: &ObjectRef) -> Result<Next, ApiError> {
         let Some(pod) = self.kinds.pods.get_ref(key) else {
             return Ok(Next::Done);
         };
         let m = &pod.metadata;
         let node = &pod.spec.node_name;
-        let Some(deadline) = m.deletion_timestamp else {
-            return Ok(Next::Done);
-        };
-        if node.is_empty() || self.kinds.nodes.get("", node).is_some() {
+        if node.is_empty() {
             return Ok(Next::Done);
         }
-        let left = deadline.0 - Utc::now();
-        if left > chrono::Duration::zero() {
-            let d = left.to_std().unwrap_or(Duration::from_secs(1));
-            return Ok(Next::After(d + Duration::from_millis(100)));
+        if self.kinds.nodes.get("", node).is_some() {
+            self.missing(node, false);
+            return Ok(Next::Done);
+        }
+        if let Some(deadline) = m.deletion_timestamp {
+            let left = deadline.0 - Utc::now();
+            if left > chrono::Duration::zero() {
+                let d = left.to_std().unwrap_or(Duration::from_secs(1));
+                return Ok(Next::After(d + Duration::from_millis(100)));
+            }
         }
         match self.api.get(registry::NODE.plural, "", node, false).await {
             Ok(_) => {
                 // The node exists: its agent completes the deletion; the
                 // cache will catch up.
+                self.missing(node, false);
                 return Ok(Next::Done);
             }
             Err(e) if e.is(Reason::NotFound) => {}
             Err(e) => return Err(e),
+        }
+        let terminating = m.deletion_timestamp.is_some();
+        if !terminating {
+            let missing_for = self.missing(node, true);
+            if missing_for < self.orphan_quarantine {
+                let d = self.orphan_quarantine - missing_for;
+                return Ok(Next::After(d + Duration::from_millis(100)));
+            }
         }
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             precondition_uid: m.uid.clone(),
             ..Default::default()
         };
-        tracing::info!(pod = %m.name, namespace = %m.namespace, node = %node, "deleting a terminated pod of a node that does not exist");
+        if terminating {
+            tracing::info!(pod = %m.name, namespace = %m.namespace, node = %node, "deleting a terminated pod of a node that does not exist");
+        } else {
+            tracing::info!(pod = %m.name, namespace = %m.namespace, node = %node, quarantine = ?self.orphan_quarantine, "deleting a pod bound to a node that does not exist");
+        }
         self.api
             .delete(registry::POD.plural, &m.namespace, &m.name, &dp)
             .await?;
         Ok(Next::Done)
+    }
+
+    /// Note whether `node` was found missing; how long it has been.
+    fn missing(&self, node: &str, missing: bool) -> Duration {
+        let mut since = self.missing_since.lock().unwrap_or_else(|e| e.into_inner());
+        if !missing {
+            since.remove(node);
+            return Duration::ZERO;
+        }
+        if since.len() >= 10_000 && !since.contains_key(node) {
+            // Names of nodes long gone: forgetting them only restarts
+            // their quarantine.
+            since.clear();
+        }
+        since
+            .entry(node.to_string())
+            .or_insert_with(Instant::now)
+            .elapsed()
     }
 
     /// An object with owners: if every owner is gone (cache first, then a

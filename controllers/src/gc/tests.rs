@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 
+/// The orphan-pod quarantine in these tests.
+const QUARANTINE: Duration = Duration::from_secs(1);
+
 struct Env {
     store: MemStore,
     api: ApiServer,
@@ -39,7 +42,7 @@ async fn env_with(informers: impl FnOnce(&ApiServer, &MemStore) -> Informers) ->
         informers: informers(&api, &store),
         stop: stop.clone(),
     };
-    tokio::spawn(run(ctx));
+    tokio::spawn(run(ctx, QUARANTINE));
     Env { store, api, stop }
 }
 
@@ -77,6 +80,24 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+async fn create_node(e: &Env, name: &str) {
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+    e.api
+        .create(&registry::NODE, "", node, false)
+        .await
+        .expect("node");
+}
+
+/// A pod in `default` already bound to `node`.
+async fn bind_pod(e: &Env, pod: &str, node: &str) {
+    let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}});
+    e.api
+        .create(&registry::POD, "default", p, false)
+        .await
+        .expect("pod");
 }
 
 async fn delete(e: &Env, name: &str, p: Option<Propagation>) {
@@ -259,18 +280,9 @@ async fn a_pod_of_a_node_missing_only_from_the_cache_is_not_deleted() {
     .await;
     let past = ApiServer::new(e.api.store().clone(), ApiConfig::default())
         .with_clock(Arc::new(|| Utc::now() - chrono::Duration::hours(1)));
-    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
-    e.api
-        .create(&registry::NODE, "", node, false)
-        .await
-        .expect("node");
+    create_node(&e, "n1").await;
     for (pod, on) in [("runs-on-n1", "n1"), ("on-a-missing-node", "gone")] {
-        let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
-            "spec": {"nodeName": on, "containers": [{"name": "c", "image": "busybox"}]}});
-        e.api
-            .create(&registry::POD, "default", p, false)
-            .await
-            .expect("pod");
+        bind_pod(&e, pod, on).await;
         // Deleted an hour ago with 30 s of grace: long over.
         past.delete(&registry::POD, "default", pod, &DeleteParams::default())
             .await
@@ -287,5 +299,34 @@ async fn a_pod_of_a_node_missing_only_from_the_cache_is_not_deleted() {
     assert!(
         e.store.get_raw(pod_key("runs-on-n1").as_bytes()).is_some(),
         "its node exists: its agent completes the deletion"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_bound_to_a_node_that_is_gone_is_deleted_after_the_quarantine() {
+    let e = env().await;
+    create_node(&e, "n1").await;
+    let created = std::time::Instant::now();
+    // Bound as the scheduler binds, none of them terminating: one to a
+    // node that exists, one to a node that never comes, one to a node
+    // that registers within the quarantine.
+    for (pod, on) in [("on-n1", "n1"), ("on-gone", "gone"), ("on-late", "late")] {
+        bind_pod(&e, pod, on).await;
+    }
+    create_node(&e, "late").await;
+    let pod_key = |n: &str| format!("/registry/pods/default/{n}");
+    until("the pod of the node that is gone is deleted", || {
+        e.store.get_raw(pod_key("on-gone").as_bytes()).is_none()
+    })
+    .await;
+    assert!(
+        created.elapsed() >= QUARANTINE,
+        "deleted after {:?}, before the quarantine",
+        created.elapsed()
+    );
+    assert!(e.store.get_raw(pod_key("on-n1").as_bytes()).is_some());
+    assert!(
+        e.store.get_raw(pod_key("on-late").as_bytes()).is_some(),
+        "its node registered within the quarantine"
     );
 }
