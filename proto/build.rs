@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/flotilla/node.proto",
                 "proto/containerd/tasks.proto",
                 "proto/containerd/containers.proto",
+                "proto/externalgrpc/externalgrpc.proto",
             ],
             &["proto"],
         )?;

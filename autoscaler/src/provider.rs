@@ -2,6 +2,14 @@
 //! autoscaler calls them with the node's name, which it chose and wrote
 //! down first, so every call must be idempotent: creating a node that
 //! exists (or is coming) and deleting one that is gone both succeed.
+//!
+//! A provider may instead name its machines itself (a node-group service
+//! such as cluster-autoscaler's externalgrpc, which grows a group by a
+//! delta): it says so with [`NodeProvider::names_nodes`], and is then asked
+//! for a pool size ([`NodeProvider::resize`], given the absolute target so
+//! that asking twice is harmless) rather than for named nodes; the names
+//! the autoscaler wrote for the nodes asked for are placeholders, and any
+//! new node of the pool fulfils the oldest.
 
 /// Why a provider call failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +37,19 @@ pub trait NodeProvider: Send + Sync + 'static {
 
     /// Remove machine `node` of `pool`. Idempotent: a node that is gone is a success.
     async fn delete(&self, pool: &str, node: &str) -> Result<(), ProviderError>;
+
+    /// Whether the provider names the machines it makes (see the module
+    /// doc). Default: false, the autoscaler names them.
+    fn names_nodes(&self) -> bool {
+        false
+    }
+
+    /// Only for providers that name their machines: make the pool at least
+    /// `target` machines, counting those on their way. Idempotent: it is
+    /// asked again, with the same target, until the nodes register.
+    async fn resize(&self, _pool: &str, _target: i32) -> Result<(), ProviderError> {
+        Ok(())
+    }
 
     /// The pool's nodes as the store knows them, once per term: a provider
     /// that runs machines itself may start the ones it does not run (after

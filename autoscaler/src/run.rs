@@ -177,6 +177,18 @@ impl Term {
                     }
                 });
             }
+            if self.provider.names_nodes() {
+                // The provider names its machines: the names asked for are
+                // placeholders, and each node of the pool beyond those the
+                // target already counted fulfils the oldest.
+                let alive = members
+                    .iter()
+                    .filter(|n| !st.deleting.iter().any(|o| o.name == n.metadata.name))
+                    .count() as i32;
+                let wanted = (st.target_size.unwrap_or(0) - alive).max(0) as usize;
+                let fulfilled = st.creating.len().saturating_sub(wanted);
+                st.creating.drain(..fulfilled);
+            }
             // Nodes asked for: registered, or given up after the provision time.
             let mut creating = Vec::new();
             for op in std::mem::take(&mut st.creating) {
@@ -544,12 +556,18 @@ impl Term {
         now: DateTime<Utc>,
     ) {
         let pname = pool.metadata.name.clone();
-        for op in &st.creating {
-            if lock(&self.created).contains(&op.name) {
-                continue;
+        if self.provider.names_nodes() {
+            if !st.creating.is_empty() {
+                self.resize(pname.clone(), st.target_size.unwrap_or(0));
             }
-            let node = op.name.clone();
-            self.call(pname.clone(), node, true);
+        } else {
+            for op in &st.creating {
+                if lock(&self.created).contains(&op.name) {
+                    continue;
+                }
+                let node = op.name.clone();
+                self.call(pname.clone(), node, true);
+            }
         }
         for op in &st.deleting {
             if lock(&self.deleted).contains(&op.name) {
@@ -654,6 +672,23 @@ impl Term {
             }
         }
         left
+    }
+
+    /// Ask a provider that names its machines for `target` nodes in
+    /// `pool`, in a task, unless a call for the pool is in flight.
+    fn resize(&mut self, pool: String, target: i32) {
+        let key = format!("pool {pool}");
+        if !lock(&self.busy).insert(key.clone()) {
+            return;
+        }
+        let (prov, busy) = (self.provider.clone(), self.busy.clone());
+        self.tasks.spawn(async move {
+            match prov.resize(&pool, target).await {
+                Ok(()) => tracing::debug!(pool = %pool, target, provider = prov.name(), "provider resize done"),
+                Err(e) => tracing::warn!(pool = %pool, target, error = %e, "provider resize failed; next scan retries"),
+            }
+            lock(&busy).remove(&key);
+        });
     }
 
     /// A provider call for `node` in a task, unless one is in flight. A

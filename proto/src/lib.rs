@@ -6,7 +6,9 @@
 //! administration service that `flt` speaks (`cluster`); the object
 //! API (`objects`), whose messages carry objects as JSON; and the node
 //! streams (`node`: pod logs, exec and port-forward, served by agents, relayed
-//! by masters); and the few calls of containerd's API the agent makes.
+//! by masters); the few calls of containerd's API the agent makes; and the
+//! cluster-autoscaler's externalgrpc CloudProvider service (`externalgrpc`),
+//! whose client the masters' autoscaler is.
 //!
 //! Must not depend on any other Flotilla crate: protobuf stays at this edge,
 //! and the crates above convert it to their own types.
@@ -51,6 +53,11 @@ pub mod containerd {
     pub mod containers {
         tonic::include_proto!("containerd.services.containers.v1");
     }
+}
+
+/// Kubernetes cluster-autoscaler's externalgrpc cloud provider service.
+pub mod externalgrpc {
+    tonic::include_proto!("clusterautoscaler.cloudprovider.v1.externalgrpc");
 }
 
 /// The etcd v3 convention for a prefix range: the `range_end` that, with

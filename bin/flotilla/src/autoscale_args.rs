@@ -12,6 +12,7 @@ use flotilla_autoscaler::{Autoscaler, Config, Expander, NodeProvider};
 use flotilla_runtime::LeaderLoop;
 
 use crate::provider_exec::ExecProvider;
+use crate::provider_grpc::GrpcProvider;
 
 /// How the autoscaler decides.
 #[derive(Args, Clone)]
@@ -85,6 +86,10 @@ pub enum CloudProvider {
     None,
     /// An operator's command (--exec-provider-command).
     Exec,
+    /// A service implementing cluster-autoscaler's externalgrpc
+    /// CloudProvider API (--externalgrpc-address); its node groups are the
+    /// NodePools of the same names.
+    Externalgrpc,
 }
 
 /// The autoscaler of `flotilla master`.
@@ -104,6 +109,23 @@ pub struct MasterAutoscaleArgs {
     /// How long one call of the exec provider may take.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub exec_provider_timeout: Duration,
+    /// With --cloud-provider externalgrpc: the service's address,
+    /// http://HOST:PORT or https://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub externalgrpc_address: Option<String>,
+    /// The CA of an https externalgrpc service (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub externalgrpc_ca: Option<PathBuf>,
+    /// A client certificate (with --externalgrpc-key) for an https
+    /// externalgrpc service that asks for one.
+    #[arg(long, value_name = "FILE", requires = "externalgrpc_key")]
+    pub externalgrpc_cert: Option<PathBuf>,
+    /// The key of --externalgrpc-cert.
+    #[arg(long, value_name = "FILE", requires = "externalgrpc_cert")]
+    pub externalgrpc_key: Option<PathBuf>,
+    /// How long one call of the externalgrpc service may take.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub externalgrpc_timeout: Duration,
     #[command(flatten)]
     pub scale: ScaleArgs,
 }
@@ -122,6 +144,27 @@ impl MasterAutoscaleArgs {
                     self.nodepools.clone(),
                     self.exec_provider_timeout,
                 );
+                self.scale.leader_loop(Arc::new(p)).map(Some)
+            }
+            CloudProvider::Externalgrpc => {
+                let Some(addr) = &self.externalgrpc_address else {
+                    bail!("--cloud-provider externalgrpc needs --externalgrpc-address");
+                };
+                let tls = if addr.starts_with("https://") {
+                    let files = flotilla_security::tls::ClientTlsFiles {
+                        ca: self.externalgrpc_ca.clone(),
+                        cert: self.externalgrpc_cert.clone(),
+                        key: self.externalgrpc_key.clone(),
+                    };
+                    Some(files.tonic_config()?)
+                } else if self.externalgrpc_ca.is_some() || self.externalgrpc_cert.is_some() {
+                    bail!("--externalgrpc-ca and --externalgrpc-cert need an https:// address");
+                } else {
+                    None
+                };
+                let p =
+                    GrpcProvider::new(addr, tls, self.nodepools.clone(), self.externalgrpc_timeout)
+                        .map_err(anyhow::Error::msg)?;
                 self.scale.leader_loop(Arc::new(p)).map(Some)
             }
         }

@@ -12,6 +12,7 @@ mod logging;
 mod master_client;
 mod metrics_args;
 mod provider_exec;
+mod provider_grpc;
 mod provider_local;
 mod proxy_cmd;
 mod security;

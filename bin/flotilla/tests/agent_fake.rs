@@ -4,52 +4,21 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{flotilla_bin, wait_for, Cluster, Opts};
+use common::hollow::{hollow_agent, Killed};
+use common::{wait_for, Cluster, Opts};
 use flotilla_client::{Api, Client, DeleteParams, Reason};
 use flotilla_objects::core::{Node, Pod};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_fake_node_runs_pods_without_containers() {
     let cluster = Cluster::start(1, Opts::default()).await;
-    let log = std::fs::File::create(cluster.dir().join("fake.log")).expect("log");
-    let _agent = Killed(
-        Command::new(flotilla_bin())
-            .args([
-                "agent",
-                "--runtime",
-                "fake",
-                "--name",
-                "fake-1",
-                "--node-ip",
-                "10.0.0.9",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--server")
-            .arg(cluster.endpoints())
-            .arg("--data-dir")
-            .arg(cluster.dir().join("fake"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("agent"),
-    );
+    let _agent =
+        Killed(hollow_agent("fake-1", None, &cluster.endpoints(), cluster.dir()).expect("agent"));
     let client = Client::connect(&[cluster.client_addr(0)]).expect("client");
     let nodes = Api::<Node>::all(client.clone());
     let node = wait_for(TIMEOUT, "the fake node is Ready", async || {
@@ -97,7 +66,7 @@ async fn a_fake_node_runs_pods_without_containers() {
     );
     assert!(st.container_statuses[0].ready);
     // The agent's own endpoints: ready, and the pod's start counted.
-    let log_path = cluster.dir().join("fake.log");
+    let log_path = cluster.dir().join("fake-1.log");
     let addr = wait_for(TIMEOUT, "the agent logs its metrics address", async || {
         let text = std::fs::read_to_string(&log_path).map_err(|e| e.to_string())?;
         let line = text

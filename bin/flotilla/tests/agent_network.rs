@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use agent_support::{flt, running_ip, Site};
+use common::hollow::Killed;
 use common::wait_for;
 use flotilla_client::{Api, Client};
 use flotilla_objects::core::Pod;
@@ -70,16 +71,6 @@ async fn a_pod_reaches_a_pod_on_another_node_by_its_ip_without_nat() {
     );
 }
 
-/// A program run in a host's network namespace, killed on drop.
-struct HostProc(std::process::Child);
-
-impl Drop for HostProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A pod reaches a machine that is not a node (a master, any other host):
 /// such a machine has no route to pods, so the pod's traffic leaves its
 /// node from the node's address (the agent's masquerade rule) and the
@@ -97,7 +88,7 @@ async fn a_pod_reaches_a_host_outside_the_cluster_from_its_nodes_address() {
     std::fs::write(www.join("index.html"), "hello-from-outside\n").expect("index");
     let log = cluster.dir().join("outside-httpd.log");
     let outside = &lan.hosts[1];
-    let _httpd = HostProc(
+    let _httpd = Killed(
         std::process::Command::new("nsenter")
             .arg(format!("--net={}", outside.netns_path()))
             .args(["/bin/busybox", "httpd", "-f", "-vv", "-p", "8080", "-h"])

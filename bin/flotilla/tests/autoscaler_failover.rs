@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::hollow::node_per_pod_pool;
 use common::*;
 use flotilla_client::{Api, Client};
 use flotilla_objects::apps::Deployment;
@@ -120,17 +121,9 @@ async fn a_leader_killed_during_a_scale_up_leaves_exactly_the_intended_nodes() {
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
     let deploys = Api::<Deployment>::namespaced(client.clone(), "default");
 
-    // A pool as big as this machine (hollow agents report its CPUs); each
-    // pod asks for 60% of one, so every pod needs a node of its own.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-    let pool: NodePool = serde_json::from_value(json!({
-        "apiVersion": "flotilla.dev/v1", "kind": "NodePool",
-        "metadata": {"name": "burst"},
-        "spec": {"minSize": 0, "maxSize": 3, "machine": {"cpu": cpus.to_string(), "memory": "1Gi"}}
-    }))
-    .expect("pool");
+    // Each pod needs a node of its own.
+    let (pool, request) = node_per_pod_pool("burst");
     pools.create(&pool).await.expect("create pool");
-    let request = format!("{}m", cpus * 600);
     let deploy: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "burst", "namespace": "default"},

@@ -16,6 +16,8 @@
 //! - `RUST_LOG`: passed to the masters (default `info`).
 #![allow(dead_code)]
 
+pub mod hollow;
+
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
