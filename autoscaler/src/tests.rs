@@ -283,6 +283,29 @@ fn an_idle_node_whose_pods_fit_elsewhere_is_unneeded_and_a_busy_one_is_not() {
 }
 
 #[test]
+fn memory_alone_above_the_threshold_keeps_a_node() {
+    let nodes = [
+        node("n1", "default", "2", "4Gi"),
+        node("n2", "default", "2", "4Gi"),
+    ];
+    // 10% of n1's CPU but 75% of its memory: busy. n2 is idle on both.
+    let big = pod_with(
+        "a",
+        "200m",
+        "n1",
+        json!({"spec": {"containers": [{"name": "c", "image": "x",
+            "resources": {"requests": {"cpu": "200m", "memory": "3Gi"}}}]}}),
+    );
+    let v = down(&nodes, &[big, pod("b", "200m", "n2")], 5);
+    assert!(
+        matches!(v["n1"], Verdict::Busy { cpu, memory } if (cpu - 0.1).abs() < 1e-9 && (memory - 0.75).abs() < 1e-9),
+        "{:?}",
+        v["n1"]
+    );
+    assert_eq!(v["n2"], Verdict::Unneeded);
+}
+
+#[test]
 fn of_two_idle_nodes_only_one_goes_when_their_pods_fit_only_once() {
     let nodes = [
         node("n1", "default", "2", "4Gi"),
