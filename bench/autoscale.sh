@@ -6,7 +6,10 @@
 # node already holds one such pod) and measures, from its creation: the
 # scale-up decision (the pool's status.targetSize grows), the new node
 # Ready, and the pod Running. Prints one JSON line per round and appends
-# them to bench/RESULTS.md.
+# them to bench/RESULTS.md. With --runtime cri the pods are real containers:
+# the script runs Debian's docker-registry on loopback, pushes the test
+# images there (scripts/images) and gives it to the agents as the mirror of
+# registry.k8s.io and docker.io.
 #
 # Everything listens on 127.0.0.1 only. Every process this script starts, and
 # its temporary directory, is removed on exit (also on failure or Ctrl-C).
@@ -67,6 +70,7 @@ command -v jq >/dev/null || die "jq is missing (apt-get install jq)"
 mkdir -p "$WORK_PARENT"
 WORK="$(mktemp -d "$WORK_PARENT/flotilla-autoscale-bench.XXXXXX")"
 UP_PID=""
+REG_PID=""
 NETNS_BEFORE="$(ip netns list 2>/dev/null | awk '{print $1}')"
 
 cleanup() {
@@ -75,6 +79,10 @@ cleanup() {
   if [[ -n $UP_PID ]]; then
     kill -INT "$UP_PID" 2>/dev/null || true
     wait "$UP_PID" 2>/dev/null || true
+  fi
+  if [[ -n $REG_PID ]]; then
+    kill "$REG_PID" 2>/dev/null || true
+    wait "$REG_PID" 2>/dev/null || true
   fi
   if ((rc != 0)); then
     [[ -e $WORK/up.log ]] && { echo "----- up.log" >&2; tail -n 20 "$WORK/up.log" >&2; }
@@ -95,8 +103,26 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 flt() { FLT_CONFIG="$WORK/data/flt.yaml" "$FLT" "$@"; }
 
+MIRRORS=()
+if [[ $RUNTIME == cri ]]; then
+  # The agents live in namespaces of their own on up's bridge: the
+  # registry listens on the bridge's host address, once up has made it.
+  command -v docker-registry >/dev/null || die "docker-registry is missing (scripts/install-deps)"
+  REG_ADDR="172.30.0.1:$((BASE_PORT + 90))"
+  MIRRORS=(--registry-mirror "registry.k8s.io=http://$REG_ADDR"
+    --registry-mirror "docker.io=http://$REG_ADDR")
+fi
+start_registry() {
+  printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: "%s"}\n' \
+    "$WORK/registry" "$REG_ADDR" >"$WORK/registry.yml"
+  docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+  REG_PID=$!
+  wait_until 20 curl -fsS "http://$REG_ADDR/v2/" >/dev/null || die "the registry did not start"
+  "$REPO_DIR/scripts/images" --push "$REG_ADDR" >&2 || die "could not push the test images"
+}
+
 "$FLOTILLA" up --data-dir "$WORK/data" --base-port "$BASE_PORT" --agents 0 --proxy-mode none \
-  --autoscale "1:$((ROUNDS + 1))" --autoscale-runtime "$RUNTIME" --scan-interval "$SCAN" \
+  --autoscale "1:$((ROUNDS + 1))" --autoscale-runtime "$RUNTIME" --scan-interval "$SCAN" "${MIRRORS[@]}" \
   >"$WORK/up.out" 2>"$WORK/up.log" &
 UP_PID=$!
 
@@ -114,6 +140,10 @@ grown() { [[ "$(target)" -ge $1 ]]; }
 running() { [[ "$(flt get pod "$1" -o jsonpath='{.status.phase}')" == Running ]]; }
 
 wait_until 120 test -e "$WORK/data/flt.yaml" || die "flotilla up did not start"
+if [[ $RUNTIME == cri ]]; then
+  wait_until 60 sh -c "ip -4 addr show dev flotilla-up0 | grep -q 172.30.0.1/" || die "no bridge flotilla-up0"
+  start_registry
+fi
 wait_until 120 has_ready 1 || die "the pool did not reach its min size"
 CPU="$(flt get nodes -o json | jq -r '.items[0].status.allocatable.cpu')"
 MILLI="$(awk -v c="$CPU" 'BEGIN { if (c ~ /m$/) { sub(/m$/, "", c); print int(c) } else print int(c * 1000) }')"

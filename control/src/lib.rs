@@ -20,6 +20,7 @@
 pub mod alloc;
 pub mod api;
 pub mod auth;
+pub mod encryption;
 pub mod grpc;
 pub mod memstore;
 pub mod metrics;

@@ -60,6 +60,7 @@ impl State {
             value,
             create_revision: v.create_revision,
             mod_revision: v.revision,
+            stale: false,
         })
     }
 
@@ -221,6 +222,7 @@ impl MemStore {
                             value,
                             create_revision,
                             mod_revision: rev,
+                            stale: false,
                         },
                         prev,
                     });

@@ -16,6 +16,10 @@ pub struct Kv {
     pub value: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
+    /// Not stored as the API server would write it now (encrypted with a
+    /// key that is no longer the first, say: [`crate::encryption`]): an
+    /// update that changes nothing writes it anyway.
+    pub stale: bool,
 }
 
 /// A condition of a transaction.

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use flotilla_control::auth::Auth;
+use flotilla_control::encryption::EncryptingStore;
 use flotilla_control::grpc::ObjectService;
 use flotilla_control::{ApiConfig, ApiServer};
 use flotilla_objects::api::ObjectApi;
@@ -27,7 +28,12 @@ pub async fn start(
 ) -> anyhow::Result<RunningMaster> {
     let mut api = None;
     let running = flotilla_raftstore::start_with(cfg, |m: &Master| {
-        let server = ApiServer::new(Arc::new(MasterStore::new(m.clone())), api_cfg);
+        let mut store: Arc<dyn flotilla_control::store::Store> =
+            Arc::new(MasterStore::new(m.clone()));
+        if let Some(enc) = access.encryption {
+            store = Arc::new(EncryptingStore::new(store, enc));
+        }
+        let server = ApiServer::new(store, api_cfg);
         api = Some(server.clone());
         let auth = if access.rbac {
             Auth::rbac(access.authn, server.clone(), m.shutdown.clone())

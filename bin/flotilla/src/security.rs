@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use flotilla_control::auth::Auth;
+use flotilla_control::encryption::EncryptionConfig;
 use flotilla_raftstore::transport::{ClientGate, TransportSecurity};
 use flotilla_security::authn::{Authenticator, TokenFile};
 use flotilla_security::tls::{ClientTlsFiles, ServerTls, ServerTlsFiles};
@@ -59,6 +60,12 @@ pub struct SecurityArgs {
     /// can then read and write everything).
     #[arg(long)]
     pub insecure_allow_plaintext: bool,
+    /// Encrypt Secrets (and ConfigMaps, if listed) in the store, as
+    /// kube-apiserver's flag of the same name: a Kubernetes
+    /// EncryptionConfiguration with aesgcm and identity providers. Every
+    /// master needs the same file.
+    #[arg(long, value_name = "FILE")]
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -95,6 +102,8 @@ pub struct AccessConfig {
     /// TLS with which the masters call agents (logs, exec).
     pub agent_tls: Option<ClientTlsConfig>,
     pub gate: Arc<LateGate>,
+    /// How resources are encrypted in the store (None: not at all).
+    pub encryption: Option<EncryptionConfig>,
 }
 
 impl SecurityArgs {
@@ -177,6 +186,14 @@ impl SecurityArgs {
             Some(AuthzMode::AlwaysAllow) => false,
             None => can_authenticate,
         };
+        let encryption = match &self.encryption_provider_config {
+            Some(p) => {
+                let c = EncryptionConfig::load(p).context("--encryption-provider-config")?;
+                tracing::info!(config = %p.display(), encrypted = ?c, "encryption at rest");
+                Some(c)
+            }
+            None => None,
+        };
         Ok((
             sec,
             AccessConfig {
@@ -184,6 +201,7 @@ impl SecurityArgs {
                 rbac,
                 agent_tls,
                 gate,
+                encryption,
             },
         ))
     }

@@ -33,6 +33,7 @@ fn kv(k: KeyValue) -> Kv {
         value: k.value,
         create_revision: k.create_revision,
         mod_revision: k.mod_revision,
+        stale: false,
     }
 }
 

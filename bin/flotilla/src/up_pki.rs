@@ -2,8 +2,9 @@
 //! a peer CA (made once and kept), each master's client-port and peer
 //! certificates, an admin client certificate, one per agent (its identity
 //! `system:node:<name>` and the certificate of its pod streams) and the
-//! node proxies' (`system:kube-proxy`); and the flt configuration that uses
-//! the admin certificate.
+//! node proxies' (`system:kube-proxy`); the flt configuration that uses
+//! the admin certificate; and the masters' encryption configuration
+//! (`encryption.yaml`: Secrets sealed with AES-GCM at rest).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -93,8 +94,34 @@ impl UpPki {
             peer_cert_file: Some(peer.crt),
             peer_key_file: Some(peer.key),
             peer_trusted_ca_file: Some(self.dir.join("peer-ca.crt")),
+            encryption_provider_config: Some(self.encryption_config()?),
             ..Default::default()
         })
+    }
+
+    /// The masters' encryption configuration (Secrets sealed with a key of
+    /// this cluster's own), made once with a random key and kept.
+    fn encryption_config(&self) -> Result<PathBuf> {
+        let path = self.dir.join("encryption.yaml");
+        if path.exists() {
+            return Ok(path);
+        }
+        let text = flotilla_control::encryption::EncryptionConfig::generate("up")
+            .map_err(anyhow::Error::msg)?;
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let tmp = self.dir.join("encryption.yaml.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
     }
 
     /// A client certificate for `user` in `groups`, serving `sans` too

@@ -264,7 +264,9 @@ impl ApiServer {
                     self.restrict(info, Some(&cur), Some(&new))?;
                     warnings = w;
                     strip_rv(&mut new);
-                    if same(&new, &cur) {
+                    // A stale value (encrypted with an old key) is written
+                    // again even unchanged: that is how keys are rotated.
+                    if same(&new, &cur) && !kv.stale {
                         return Ok(Step::Unchanged(cur));
                     }
                     if dry_run {
