@@ -72,14 +72,30 @@ WORK="$(mktemp -d "$WORK_PARENT/flotilla-autoscale-bench.XXXXXX")"
 UP_PID=""
 REG_PID=""
 NETNS_BEFORE="$(ip netns list 2>/dev/null | awk '{print $1}')"
+BRIDGE_BEFORE="$(ip link show flotilla-up0 2>/dev/null || true)"
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   if [[ -n $UP_PID ]]; then
+    # up's agents leave their pods running for the next start to adopt:
+    # delete them first, while the agents can stop their containers.
+    if [[ $RUNTIME == cri && -e $WORK/data/flt.yaml ]]; then
+      flt delete pods --all -n default >/dev/null 2>&1 || true
+      wait_until 60 no_pods || log "pods still there after 60 s; killing their containers"
+    fi
     kill -INT "$UP_PID" 2>/dev/null || true
     wait "$UP_PID" 2>/dev/null || true
   fi
+  # Whatever containers are left (a failed run): their shims, their
+  # processes, their mounts under the work folder.
+  local s
+  for s in $(pgrep -f "containerd-shim.*-address $WORK/" || true); do
+    pkill -KILL -P "$s" 2>/dev/null || true
+    kill -KILL "$s" 2>/dev/null || true
+  done
+  awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  if [[ -z $BRIDGE_BEFORE ]]; then ip link delete flotilla-up0 2>/dev/null || true; fi
   if [[ -n $REG_PID ]]; then
     kill "$REG_PID" 2>/dev/null || true
     wait "$REG_PID" 2>/dev/null || true
@@ -138,6 +154,7 @@ has_ready() { [[ "$(ready_nodes)" -ge $1 ]]; }
 target() { flt get nodepool default -o jsonpath='{.status.targetSize}'; }
 grown() { [[ "$(target)" -ge $1 ]]; }
 running() { [[ "$(flt get pod "$1" -o jsonpath='{.status.phase}')" == Running ]]; }
+no_pods() { [[ "$(flt get pods -n default -o json | jq '.items | length')" == 0 ]]; }
 
 wait_until 120 test -e "$WORK/data/flt.yaml" || die "flotilla up did not start"
 if [[ $RUNTIME == cri ]]; then
