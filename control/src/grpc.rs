@@ -19,6 +19,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status};
 
 use crate::api::{resolve, ApiServer};
+use crate::audit::{attributes, name_in, AuditLog};
 use crate::auth::Auth;
 use crate::metrics::ApiMetrics;
 use crate::store::RequestId;
@@ -30,6 +31,8 @@ pub struct ObjectService {
     pub api: ApiServer,
     pub auth: Arc<Auth>,
     pub metrics: ApiMetrics,
+    /// Where writes are recorded (None: no audit log).
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 impl ObjectService {
@@ -39,10 +42,37 @@ impl ObjectService {
         auth: Arc<Auth>,
         max_bytes: usize,
         metrics: ApiMetrics,
+        audit: Option<Arc<AuditLog>>,
     ) -> ObjectsServer<ObjectService> {
-        ObjectsServer::new(ObjectService { api, auth, metrics })
-            .max_decoding_message_size(max_bytes)
-            .max_encoding_message_size(usize::MAX)
+        ObjectsServer::new(ObjectService {
+            api,
+            auth,
+            metrics,
+            audit,
+        })
+        .max_decoding_message_size(max_bytes)
+        .max_encoding_message_size(usize::MAX)
+    }
+
+    /// Run a write `call`, recorded in the audit log (if there is one)
+    /// with the attributes `what` reads from the request.
+    async fn audited<T, R, F>(
+        &self,
+        req: Request<T>,
+        what: impl FnOnce(&T) -> (Attributes, String),
+        created: bool,
+        call: impl FnOnce(Request<T>) -> F,
+    ) -> Result<R, Status>
+    where
+        F: std::future::Future<Output = Result<R, Status>>,
+    {
+        let Some(log) = &self.audit else {
+            return call(req).await;
+        };
+        let pending = log.begin(&self.auth, &req, what(req.get_ref())).await;
+        let res = call(req).await;
+        pending.finish(&res, created);
+        res
     }
 
     /// The server for one call: with the call's request id, when it carries one.
@@ -181,6 +211,15 @@ pub fn to_status(e: ApiError) -> Status {
 }
 
 /// The resource an applied manifest names by its kind (for metrics).
+/// The namespace the request names, else the object's.
+fn or<'a>(req_ns: &'a str, obj_ns: &'a str) -> &'a str {
+    if req_ns.is_empty() {
+        obj_ns
+    } else {
+        req_ns
+    }
+}
+
 fn kind_of(b: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Kind {
@@ -519,7 +558,18 @@ impl Objects for ObjectService {
         let t = self
             .metrics
             .start("CREATE", req.get_ref().resource.as_str());
-        t.done(self.create_inner(req).await)
+        let res = self
+            .audited(
+                req,
+                |r| {
+                    let (name, ns) = name_in(&r.object);
+                    attributes("create", &r.resource, or(&r.namespace, &ns), &name)
+                },
+                true,
+                |req| self.create_inner(req),
+            )
+            .await;
+        t.done(res)
     }
 
     async fn get(
@@ -545,7 +595,18 @@ impl Objects for ObjectService {
         let t = self
             .metrics
             .start("UPDATE", req.get_ref().resource.as_str());
-        t.done(self.update_inner(req).await)
+        let res = self
+            .audited(
+                req,
+                |r| {
+                    let (name, ns) = name_in(&r.object);
+                    attributes("update", &r.resource, or(&r.namespace, &ns), &name)
+                },
+                false,
+                |req| self.update_inner(req),
+            )
+            .await;
+        t.done(res)
     }
 
     async fn update_status(
@@ -555,7 +616,19 @@ impl Objects for ObjectService {
         let t = self
             .metrics
             .start("UPDATE", req.get_ref().resource.as_str());
-        t.done(self.update_status_inner(req).await)
+        let res = self
+            .audited(
+                req,
+                |r| {
+                    let (name, ns) = name_in(&r.object);
+                    let (a, v) = attributes("update", &r.resource, or(&r.namespace, &ns), &name);
+                    (a.subresource("status"), v)
+                },
+                false,
+                |req| self.update_status_inner(req),
+            )
+            .await;
+        t.done(res)
     }
 
     async fn patch(
@@ -563,7 +636,18 @@ impl Objects for ObjectService {
         req: Request<pb::PatchRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let t = self.metrics.start("PATCH", req.get_ref().resource.as_str());
-        t.done(self.patch_inner(req).await)
+        let res = self
+            .audited(
+                req,
+                |r| {
+                    let (a, v) = attributes("patch", &r.resource, &r.namespace, &r.name);
+                    (if r.status { a.subresource("status") } else { a }, v)
+                },
+                false,
+                |req| self.patch_inner(req),
+            )
+            .await;
+        t.done(res)
     }
 
     async fn delete(
@@ -573,7 +657,15 @@ impl Objects for ObjectService {
         let t = self
             .metrics
             .start("DELETE", req.get_ref().resource.as_str());
-        t.done(self.delete_inner(req).await)
+        let res = self
+            .audited(
+                req,
+                |r| attributes("delete", &r.resource, &r.namespace, &r.name),
+                false,
+                |req| self.delete_inner(req),
+            )
+            .await;
+        t.done(res)
     }
 
     async fn apply(
@@ -581,7 +673,23 @@ impl Objects for ObjectService {
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let t = self.metrics.start("APPLY", &kind_of(&req.get_ref().object));
-        t.done(self.apply_inner(req).await)
+        let res = self
+            .audited(
+                req,
+                |r| {
+                    let (name, ns) = name_in(&r.object);
+                    let kind = kind_of(&r.object);
+                    let plural = registry::RESOURCES
+                        .iter()
+                        .find(|i| i.kind.eq_ignore_ascii_case(&kind))
+                        .map_or(kind.as_str(), |i| i.plural);
+                    attributes("patch", plural, or(&r.namespace, &ns), &name)
+                },
+                false,
+                |req| self.apply_inner(req),
+            )
+            .await;
+        t.done(res)
     }
 
     async fn bind(
@@ -589,7 +697,18 @@ impl Objects for ObjectService {
         req: Request<pb::BindRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let t = self.metrics.start("CREATE", "pods");
-        t.done(self.bind_inner(req).await)
+        let res = self
+            .audited(
+                req,
+                |r| {
+                    let (a, v) = attributes("create", "pods", &r.namespace, &r.name);
+                    (a.subresource("binding"), v)
+                },
+                true,
+                |req| self.bind_inner(req),
+            )
+            .await;
+        t.done(res)
     }
 
     async fn access_review(

@@ -19,6 +19,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod encryption;
 pub mod grpc;

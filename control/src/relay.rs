@@ -31,6 +31,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::json::str_at;
+use crate::audit::{AuditLog, Pending};
 use crate::auth::Auth;
 use crate::grpc::to_status;
 use crate::ApiServer;
@@ -45,6 +46,8 @@ pub struct Relay {
     /// How the master calls agents: TLS with its own certificate, when the
     /// agents serve TLS.
     agent_tls: Option<ClientTlsConfig>,
+    /// Where exec, attach and port-forward are recorded.
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Relay {
@@ -52,14 +55,22 @@ impl Relay {
         api: ApiServer,
         auth: Arc<Auth>,
         agent_tls: Option<ClientTlsConfig>,
+        audit: Option<Arc<AuditLog>>,
     ) -> PodStreamsServer<Relay> {
         PodStreamsServer::new(Relay {
             api,
             auth,
             agent_tls,
+            audit,
         })
         .max_decoding_message_size(MESSAGE_LIMIT)
         .max_encoding_message_size(MESSAGE_LIMIT)
+    }
+
+    /// Start recording a call with attributes `a` (None: no audit log).
+    async fn audit_begin<T>(&self, req: &Request<T>, a: &Attributes) -> Option<Pending> {
+        let log = self.audit.as_ref()?;
+        Some(log.begin(&self.auth, req, (a.clone(), "v1".into())).await)
     }
 
     /// A client of the agent running pod `ns/name`.
@@ -170,12 +181,20 @@ impl PodStreams for Relay {
             .ok_or_else(|| Status::invalid_argument("no pod given"))?;
         let a = Attributes::new("create", &registry::POD, &first.namespace, &first.pod)
             .subresource("attach");
-        self.auth.check(&req, &a).await.map_err(to_status)?;
-        let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
-        let rest = futures::stream::unfold(req.into_inner(), next_frame);
-        let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
-        let s = agent.attach(outbound).await?.into_inner();
-        Ok(Response::new(Box::pin(s)))
+        let pending = self.audit_begin(&req, &a).await;
+        let res = async {
+            self.auth.check(&req, &a).await.map_err(to_status)?;
+            let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
+            let rest = futures::stream::unfold(req.into_inner(), next_frame);
+            let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
+            let s = agent.attach(outbound).await?.into_inner();
+            Ok(Response::new(Box::pin(s) as AttachStream))
+        }
+        .await;
+        if let Some(p) = pending {
+            p.finish(&res, false);
+        }
+        res
     }
 
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
@@ -240,12 +259,20 @@ impl PodStreams for Relay {
             .ok_or_else(|| Status::invalid_argument("no pod and port given"))?;
         let a = Attributes::new("create", &registry::POD, &first.namespace, &first.pod)
             .subresource("portforward");
-        self.auth.check(&req, &a).await.map_err(to_status)?;
-        let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
-        let rest = futures::stream::unfold(req.into_inner(), next_frame);
-        let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
-        let s = agent.port_forward(outbound).await?.into_inner();
-        Ok(Response::new(Box::pin(s)))
+        let pending = self.audit_begin(&req, &a).await;
+        let res = async {
+            self.auth.check(&req, &a).await.map_err(to_status)?;
+            let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
+            let rest = futures::stream::unfold(req.into_inner(), next_frame);
+            let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
+            let s = agent.port_forward(outbound).await?.into_inner();
+            Ok(Response::new(Box::pin(s) as FrameStream))
+        }
+        .await;
+        if let Some(p) = pending {
+            p.finish(&res, false);
+        }
+        res
     }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
@@ -271,10 +298,18 @@ impl PodStreams for Relay {
             &req.get_ref().pod,
         )
         .subresource("exec");
-        self.auth.check(&req, &a).await.map_err(to_status)?;
-        let r = req.into_inner();
-        let mut agent = self.agent_for(&r.namespace, &r.pod).await?;
-        agent.exec(r).await
+        let pending = self.audit_begin(&req, &a).await;
+        let res = async {
+            self.auth.check(&req, &a).await.map_err(to_status)?;
+            let r = req.into_inner();
+            let mut agent = self.agent_for(&r.namespace, &r.pod).await?;
+            agent.exec(r).await
+        }
+        .await;
+        if let Some(p) = pending {
+            p.finish(&res, false);
+        }
+        res
     }
 }
 

@@ -48,11 +48,13 @@ pub async fn start(
             auth.clone(),
             limit,
             flotilla_control::metrics::ApiMetrics::new(&m.cfg.metrics),
+            access.audit.clone(),
         ))
         .add_service(flotilla_control::relay::Relay::server(
             server,
             auth,
             access.agent_tls,
+            access.audit,
         ))
     })
     .await?;

@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use flotilla_control::audit::{AuditConfig, AuditLog};
 use flotilla_control::auth::Auth;
 use flotilla_control::encryption::EncryptionConfig;
 use flotilla_raftstore::transport::{ClientGate, TransportSecurity};
@@ -66,6 +67,17 @@ pub struct SecurityArgs {
     /// master needs the same file.
     #[arg(long, value_name = "FILE")]
     pub encryption_provider_config: Option<PathBuf>,
+    /// Write an audit log here (`-`: standard output): one JSON line per
+    /// write to the object API and per exec, attach and port-forward, in
+    /// Kubernetes' audit event format (kube-apiserver's flag).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log once it reaches this many megabytes (0: never).
+    #[arg(long, default_value_t = 100, value_name = "MB")]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs to keep (FILE.1 newest .. FILE.N).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub audit_log_maxbackup: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -104,6 +116,8 @@ pub struct AccessConfig {
     pub gate: Arc<LateGate>,
     /// How resources are encrypted in the store (None: not at all).
     pub encryption: Option<EncryptionConfig>,
+    /// Where writes, exec and port-forward are recorded.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 impl SecurityArgs {
@@ -194,6 +208,20 @@ impl SecurityArgs {
             }
             None => None,
         };
+        let audit = match &self.audit_log_path {
+            Some(p) => {
+                let cfg = AuditConfig {
+                    path: p.clone(),
+                    max_bytes: self.audit_log_maxsize.saturating_mul(1 << 20),
+                    max_backups: self.audit_log_maxbackup,
+                };
+                let log = AuditLog::open(cfg)
+                    .with_context(|| format!("--audit-log-path {}", p.display()))?;
+                tracing::info!(path = %p.display(), "audit log");
+                Some(log)
+            }
+            None => None,
+        };
         Ok((
             sec,
             AccessConfig {
@@ -202,6 +230,7 @@ impl SecurityArgs {
                 agent_tls,
                 gate,
                 encryption,
+                audit,
             },
         ))
     }

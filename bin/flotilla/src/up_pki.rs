@@ -95,6 +95,12 @@ impl UpPki {
             peer_key_file: Some(peer.key),
             peer_trusted_ca_file: Some(self.dir.join("peer-ca.crt")),
             encryption_provider_config: Some(self.encryption_config()?),
+            audit_log_path: self
+                .dir
+                .parent()
+                .map(|data| data.join("audit").join(format!("{name}.log"))),
+            audit_log_maxsize: 100,
+            audit_log_maxbackup: 10,
             ..Default::default()
         })
     }
