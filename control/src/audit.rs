@@ -287,12 +287,6 @@ fn write_lines(mut out: Out, cfg: AuditConfig, rx: Receiver<String>) {
     }
 }
 
-/// A call being audited: what it is and who made it, until its answer.
-pub struct Pending {
-    log: Arc<AuditLog>,
-    ev: AuditEvent,
-}
-
 /// The attributes of a call on `resource` (the plural) and the API
 /// version of its kind; a resource this cluster does not serve is still
 /// named as asked.
@@ -320,51 +314,51 @@ pub fn attributes(verb: &str, resource: &str, ns: &str, name: &str) -> (Attribut
     }
 }
 
-impl AuditLog {
-    /// Start auditing a call of `req` with these attributes: its caller is
-    /// authenticated (again: cheap, and the call's own check may refuse
-    /// before naming anyone) for the record.
-    pub async fn begin<T>(
-        self: &Arc<Self>,
-        auth: &crate::auth::Auth,
-        req: &tonic::Request<T>,
-        (attrs, api_version): (Attributes, String),
-    ) -> Pending {
-        let user = auth.caller(req).await.map_err(|e| e.to_string());
-        let user_agent = req
-            .metadata()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        Pending {
-            log: self.clone(),
-            ev: AuditEvent {
-                received: Utc::now(),
-                user,
-                source: req.remote_addr(),
-                user_agent,
-                attrs,
-                api_version,
-                code: 0,
-                message: None,
-            },
+/// Run `call` on `req`, recorded in `log` (when there is one) with the
+/// attributes `what` reads from the request, and the call's answer. Its
+/// caller is authenticated here too, for the record: cheap, and the call's
+/// own check may refuse before naming anyone.
+pub async fn audited<T, R, F>(
+    log: Option<&Arc<AuditLog>>,
+    auth: &crate::auth::Auth,
+    req: tonic::Request<T>,
+    what: impl FnOnce(&T) -> (Attributes, String),
+    created: bool,
+    call: impl FnOnce(tonic::Request<T>) -> F,
+) -> Result<R, tonic::Status>
+where
+    F: std::future::Future<Output = Result<R, tonic::Status>>,
+{
+    let Some(log) = log else {
+        return call(req).await;
+    };
+    let (attrs, api_version) = what(req.get_ref());
+    let user_agent = req
+        .metadata()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut ev = AuditEvent {
+        received: Utc::now(),
+        user: auth.caller(&req).await.map_err(|e| e.to_string()),
+        source: req.remote_addr(),
+        user_agent,
+        attrs,
+        api_version,
+        code: 0,
+        message: None,
+    };
+    let res = call(req).await;
+    match &res {
+        Ok(_) => ev.code = http_code(tonic::Code::Ok, created),
+        Err(s) => {
+            ev.code = http_code(s.code(), false);
+            ev.message = Some(s.message().to_string());
         }
     }
-}
-
-impl Pending {
-    /// The call's answer: write the event.
-    pub fn finish<R>(mut self, res: &Result<R, tonic::Status>, created: bool) {
-        match res {
-            Ok(_) => self.ev.code = http_code(tonic::Code::Ok, created),
-            Err(s) => {
-                self.ev.code = http_code(s.code(), false);
-                self.ev.message = Some(s.message().to_string());
-            }
-        }
-        self.log.record(self.ev);
-    }
+    log.record(ev);
+    res
 }
 
 /// Name of the object in a JSON manifest, for the record.

@@ -19,7 +19,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status};
 
 use crate::api::{resolve, ApiServer};
-use crate::audit::{attributes, name_in, AuditLog};
+use crate::audit::{attributes, audited, name_in, AuditLog};
 use crate::auth::Auth;
 use crate::metrics::ApiMetrics;
 use crate::store::RequestId;
@@ -52,27 +52,6 @@ impl ObjectService {
         })
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(usize::MAX)
-    }
-
-    /// Run a write `call`, recorded in the audit log (if there is one)
-    /// with the attributes `what` reads from the request.
-    async fn audited<T, R, F>(
-        &self,
-        req: Request<T>,
-        what: impl FnOnce(&T) -> (Attributes, String),
-        created: bool,
-        call: impl FnOnce(Request<T>) -> F,
-    ) -> Result<R, Status>
-    where
-        F: std::future::Future<Output = Result<R, Status>>,
-    {
-        let Some(log) = &self.audit else {
-            return call(req).await;
-        };
-        let pending = log.begin(&self.auth, &req, what(req.get_ref())).await;
-        let res = call(req).await;
-        pending.finish(&res, created);
-        res
     }
 
     /// The server for one call: with the call's request id, when it carries one.
@@ -210,16 +189,15 @@ pub fn to_status(e: ApiError) -> Status {
     s
 }
 
-/// The resource an applied manifest names by its kind (for metrics).
-/// The namespace the request names, else the object's.
-fn or<'a>(req_ns: &'a str, obj_ns: &'a str) -> &'a str {
-    if req_ns.is_empty() {
-        obj_ns
-    } else {
-        req_ns
-    }
+/// The audit attributes of a write of the manifest `object`: its name,
+/// and the namespace the request names, else the object's.
+fn object_attrs(verb: &str, resource: &str, req_ns: &str, object: &[u8]) -> (Attributes, String) {
+    let (name, ns) = name_in(object);
+    let ns = if req_ns.is_empty() { &ns } else { req_ns };
+    attributes(verb, resource, ns, &name)
 }
 
+/// The resource an applied manifest names by its kind (for metrics).
 fn kind_of(b: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Kind {
@@ -558,17 +536,15 @@ impl Objects for ObjectService {
         let t = self
             .metrics
             .start("CREATE", req.get_ref().resource.as_str());
-        let res = self
-            .audited(
-                req,
-                |r| {
-                    let (name, ns) = name_in(&r.object);
-                    attributes("create", &r.resource, or(&r.namespace, &ns), &name)
-                },
-                true,
-                |req| self.create_inner(req),
-            )
-            .await;
+        let res = audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            |r| object_attrs("create", &r.resource, &r.namespace, &r.object),
+            true,
+            |req| self.create_inner(req),
+        )
+        .await;
         t.done(res)
     }
 
@@ -595,17 +571,15 @@ impl Objects for ObjectService {
         let t = self
             .metrics
             .start("UPDATE", req.get_ref().resource.as_str());
-        let res = self
-            .audited(
-                req,
-                |r| {
-                    let (name, ns) = name_in(&r.object);
-                    attributes("update", &r.resource, or(&r.namespace, &ns), &name)
-                },
-                false,
-                |req| self.update_inner(req),
-            )
-            .await;
+        let res = audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            |r| object_attrs("update", &r.resource, &r.namespace, &r.object),
+            false,
+            |req| self.update_inner(req),
+        )
+        .await;
         t.done(res)
     }
 
@@ -616,18 +590,18 @@ impl Objects for ObjectService {
         let t = self
             .metrics
             .start("UPDATE", req.get_ref().resource.as_str());
-        let res = self
-            .audited(
-                req,
-                |r| {
-                    let (name, ns) = name_in(&r.object);
-                    let (a, v) = attributes("update", &r.resource, or(&r.namespace, &ns), &name);
-                    (a.subresource("status"), v)
-                },
-                false,
-                |req| self.update_status_inner(req),
-            )
-            .await;
+        let res = audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            |r| {
+                let (a, v) = object_attrs("update", &r.resource, &r.namespace, &r.object);
+                (a.subresource("status"), v)
+            },
+            false,
+            |req| self.update_status_inner(req),
+        )
+        .await;
         t.done(res)
     }
 
@@ -636,17 +610,18 @@ impl Objects for ObjectService {
         req: Request<pb::PatchRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let t = self.metrics.start("PATCH", req.get_ref().resource.as_str());
-        let res = self
-            .audited(
-                req,
-                |r| {
-                    let (a, v) = attributes("patch", &r.resource, &r.namespace, &r.name);
-                    (if r.status { a.subresource("status") } else { a }, v)
-                },
-                false,
-                |req| self.patch_inner(req),
-            )
-            .await;
+        let res = audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            |r| {
+                let (a, v) = attributes("patch", &r.resource, &r.namespace, &r.name);
+                (if r.status { a.subresource("status") } else { a }, v)
+            },
+            false,
+            |req| self.patch_inner(req),
+        )
+        .await;
         t.done(res)
     }
 
@@ -657,14 +632,15 @@ impl Objects for ObjectService {
         let t = self
             .metrics
             .start("DELETE", req.get_ref().resource.as_str());
-        let res = self
-            .audited(
-                req,
-                |r| attributes("delete", &r.resource, &r.namespace, &r.name),
-                false,
-                |req| self.delete_inner(req),
-            )
-            .await;
+        let res = audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            |r| attributes("delete", &r.resource, &r.namespace, &r.name),
+            false,
+            |req| self.delete_inner(req),
+        )
+        .await;
         t.done(res)
     }
 
@@ -673,22 +649,15 @@ impl Objects for ObjectService {
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let t = self.metrics.start("APPLY", &kind_of(&req.get_ref().object));
-        let res = self
-            .audited(
-                req,
-                |r| {
-                    let (name, ns) = name_in(&r.object);
-                    let kind = kind_of(&r.object);
-                    let plural = registry::RESOURCES
-                        .iter()
-                        .find(|i| i.kind.eq_ignore_ascii_case(&kind))
-                        .map_or(kind.as_str(), |i| i.plural);
-                    attributes("patch", plural, or(&r.namespace, &ns), &name)
-                },
-                false,
-                |req| self.apply_inner(req),
-            )
-            .await;
+        let res = audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            |r| object_attrs("patch", &kind_of(&r.object), &r.namespace, &r.object),
+            false,
+            |req| self.apply_inner(req),
+        )
+        .await;
         t.done(res)
     }
 
@@ -697,17 +666,18 @@ impl Objects for ObjectService {
         req: Request<pb::BindRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let t = self.metrics.start("CREATE", "pods");
-        let res = self
-            .audited(
-                req,
-                |r| {
-                    let (a, v) = attributes("create", "pods", &r.namespace, &r.name);
-                    (a.subresource("binding"), v)
-                },
-                true,
-                |req| self.bind_inner(req),
-            )
-            .await;
+        let res = audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            |r| {
+                let (a, v) = attributes("create", "pods", &r.namespace, &r.name);
+                (a.subresource("binding"), v)
+            },
+            true,
+            |req| self.bind_inner(req),
+        )
+        .await;
         t.done(res)
     }
 

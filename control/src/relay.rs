@@ -31,7 +31,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::json::str_at;
-use crate::audit::{AuditLog, Pending};
+use crate::audit::{audited, AuditLog};
 use crate::auth::Auth;
 use crate::grpc::to_status;
 use crate::ApiServer;
@@ -65,12 +65,6 @@ impl Relay {
         })
         .max_decoding_message_size(MESSAGE_LIMIT)
         .max_encoding_message_size(MESSAGE_LIMIT)
-    }
-
-    /// Start recording a call with attributes `a` (None: no audit log).
-    async fn audit_begin<T>(&self, req: &Request<T>, a: &Attributes) -> Option<Pending> {
-        let log = self.audit.as_ref()?;
-        Some(log.begin(&self.auth, req, (a.clone(), "v1".into())).await)
     }
 
     /// A client of the agent running pod `ns/name`.
@@ -181,20 +175,23 @@ impl PodStreams for Relay {
             .ok_or_else(|| Status::invalid_argument("no pod given"))?;
         let a = Attributes::new("create", &registry::POD, &first.namespace, &first.pod)
             .subresource("attach");
-        let pending = self.audit_begin(&req, &a).await;
-        let res = async {
-            self.auth.check(&req, &a).await.map_err(to_status)?;
-            let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
-            let rest = futures::stream::unfold(req.into_inner(), next_frame);
-            let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
-            let s = agent.attach(outbound).await?.into_inner();
-            Ok(Response::new(Box::pin(s) as AttachStream))
-        }
-        .await;
-        if let Some(p) = pending {
-            p.finish(&res, false);
-        }
-        res
+        let what = |_: &Streaming<_>| (a.clone(), "v1".to_string());
+        audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            what,
+            false,
+            |req| async {
+                self.auth.check(&req, &a).await.map_err(to_status)?;
+                let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
+                let rest = futures::stream::unfold(req.into_inner(), next_frame);
+                let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
+                let s = agent.attach(outbound).await?.into_inner();
+                Ok(Response::new(Box::pin(s) as AttachStream))
+            },
+        )
+        .await
     }
 
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
@@ -259,20 +256,23 @@ impl PodStreams for Relay {
             .ok_or_else(|| Status::invalid_argument("no pod and port given"))?;
         let a = Attributes::new("create", &registry::POD, &first.namespace, &first.pod)
             .subresource("portforward");
-        let pending = self.audit_begin(&req, &a).await;
-        let res = async {
-            self.auth.check(&req, &a).await.map_err(to_status)?;
-            let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
-            let rest = futures::stream::unfold(req.into_inner(), next_frame);
-            let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
-            let s = agent.port_forward(outbound).await?.into_inner();
-            Ok(Response::new(Box::pin(s) as FrameStream))
-        }
-        .await;
-        if let Some(p) = pending {
-            p.finish(&res, false);
-        }
-        res
+        let what = |_: &Streaming<_>| (a.clone(), "v1".to_string());
+        audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            what,
+            false,
+            |req| async {
+                self.auth.check(&req, &a).await.map_err(to_status)?;
+                let mut agent = self.agent_for(&first.namespace, &first.pod).await?;
+                let rest = futures::stream::unfold(req.into_inner(), next_frame);
+                let outbound = futures::stream::once(std::future::ready(first)).chain(rest);
+                let s = agent.port_forward(outbound).await?.into_inner();
+                Ok(Response::new(Box::pin(s) as FrameStream))
+            },
+        )
+        .await
     }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
@@ -298,18 +298,21 @@ impl PodStreams for Relay {
             &req.get_ref().pod,
         )
         .subresource("exec");
-        let pending = self.audit_begin(&req, &a).await;
-        let res = async {
-            self.auth.check(&req, &a).await.map_err(to_status)?;
-            let r = req.into_inner();
-            let mut agent = self.agent_for(&r.namespace, &r.pod).await?;
-            agent.exec(r).await
-        }
-        .await;
-        if let Some(p) = pending {
-            p.finish(&res, false);
-        }
-        res
+        let what = |_: &ExecRequest| (a.clone(), "v1".to_string());
+        audited(
+            self.audit.as_ref(),
+            &self.auth,
+            req,
+            what,
+            false,
+            |req| async {
+                self.auth.check(&req, &a).await.map_err(to_status)?;
+                let r = req.into_inner();
+                let mut agent = self.agent_for(&r.namespace, &r.pod).await?;
+                agent.exec(r).await
+            },
+        )
+        .await
     }
 }
 

@@ -125,7 +125,14 @@ async fn port_forward(servers: &str, args: &[&str]) -> (tokio::process::Child, u
 
 #[tokio::test]
 async fn exec_with_stdin_cp_and_port_forward_through_the_master() {
-    let cluster = Cluster::start(1, Opts::default()).await;
+    // The master's audit log records each exec and port-forward.
+    let audit_dir = tempfile::tempdir().expect("tempdir");
+    let audit = audit_dir.path().join("audit.log");
+    let opts = Opts {
+        extra_args: vec!["--audit-log-path".into(), audit.display().to_string()],
+        ..Default::default()
+    };
+    let cluster = Cluster::start(1, opts).await;
     let node = agent_support::one_node(&cluster).await;
     let name = node.name.clone();
     let client = Client::connect(&[cluster.client_addr(0)]).expect("client");
@@ -264,4 +271,24 @@ async fn exec_with_stdin_cp_and_port_forward_through_the_master() {
     flt(&servers, &["cp", "box:/www", &dest_s])
         .await
         .fails_with("needs `tar` in the container");
+    // Every exec and the port-forward, through the master, are in its
+    // audit log as Kubernetes records them.
+    let text = std::fs::read_to_string(&audit).expect("audit log");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["objectRef"]["name"] == "box")
+        .collect();
+    for sub in ["exec", "portforward"] {
+        let ev = events
+            .iter()
+            .find(|v| v["objectRef"]["subresource"] == sub)
+            .unwrap_or_else(|| panic!("no pods/{sub} event in:\n{text}"));
+        assert_eq!(ev["verb"], "create");
+        assert_eq!(ev["responseStatus"]["code"], 200);
+        assert_eq!(
+            ev["requestURI"],
+            format!("/api/v1/namespaces/default/pods/box/{sub}")
+        );
+    }
 }
