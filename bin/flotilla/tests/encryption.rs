@@ -131,14 +131,22 @@ async fn secrets_are_sealed_on_disk_and_survive_a_key_rotation() {
     // one still there; replace every Secret; then drop the old key.
     write_config(&cfg, &[("k2", 2), ("k1", 1)]);
     cluster.restart(0);
-    let got = read_secret(&secrets).await;
-    let mut v = serde_json::to_value(&got).expect("json");
-    v["metadata"]
-        .as_object_mut()
-        .expect("metadata")
-        .remove("resourceVersion");
-    let same: Secret = serde_json::from_value(v).expect("secret");
-    secrets.replace(&same).await.expect("replace");
+    read_secret(&secrets).await;
+    // Kubernetes' procedure, with flt: every Secret read and replaced as is.
+    let flt = flt_bin().display().to_string();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{flt} --server {addr} get secrets -A -o yaml | {flt} --server {addr} replace -f -"
+        ))
+        .output()
+        .expect("flt");
+    assert!(
+        out.status.success(),
+        "flt get | flt replace: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stored(&addr).await.starts_with("k8s:enc:aesgcm:v1:k2:"));
     write_config(&cfg, &[("k2", 2)]);
     cluster.restart(0);
