@@ -174,6 +174,16 @@ impl TokenFile {
     }
 }
 
+/// The token of an `authorization` header's value (`Bearer TOKEN`).
+pub fn bearer_token(header: &str) -> Result<&str, AuthnError> {
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthnError::BadHeader)
+}
+
 /// Authenticates callers from their token and their verified certificate.
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
@@ -190,12 +200,7 @@ impl Authenticator {
         peer_cert: Option<&[u8]>,
     ) -> Result<Identity, AuthnError> {
         if let Some(h) = authorization {
-            let token = h
-                .strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .ok_or(AuthnError::BadHeader)?;
+            let token = bearer_token(h)?;
             return self.tokens.get(token).cloned().ok_or(AuthnError::BadToken);
         }
         match peer_cert {

@@ -213,6 +213,10 @@ impl Ca {
         &self.pem
     }
 
+    pub(crate) fn key(&self) -> &KeyPair {
+        &self.key
+    }
+
     /// Sign a new leaf certificate with a fresh key.
     pub fn issue(&self, req: &LeafRequest) -> Result<Pem, CertError> {
         let issuer =
