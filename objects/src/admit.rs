@@ -10,9 +10,11 @@ use serde_json::Value;
 
 use crate::apps::{DaemonSet, Deployment, ReplicaSet};
 use crate::batch::{CronJob, Job};
+use crate::certificates::CertificateSigningRequest;
 use crate::coordination::Lease;
 use crate::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
+    ServiceAccount,
 };
 use crate::discovery::EndpointSlice;
 use crate::networking::{self, Ingress, IngressClass};
@@ -331,6 +333,18 @@ admission!(
 );
 admission!(Event, no_defaults, validation::event, no_update_rules);
 admission!(
+    ServiceAccount,
+    no_defaults,
+    validation::service_account,
+    no_update_rules
+);
+admission!(
+    CertificateSigningRequest,
+    no_defaults,
+    crate::certificates::validate_csr,
+    crate::certificates::csr_update
+);
+admission!(
     PriorityClass,
     scheduling::priority_class_defaults,
     scheduling::validate_priority_class,
@@ -390,6 +404,8 @@ macro_rules! dispatch {
             "ConfigMap" => Some($f::<ConfigMap>($($arg),*)),
             "Secret" => Some($f::<Secret>($($arg),*)),
             "Event" => Some($f::<Event>($($arg),*)),
+            "ServiceAccount" => Some($f::<ServiceAccount>($($arg),*)),
+            "CertificateSigningRequest" => Some($f::<CertificateSigningRequest>($($arg),*)),
             "PriorityClass" => Some($f::<PriorityClass>($($arg),*)),
             "Lease" => Some($f::<Lease>($($arg),*)),
             "Role" => Some($f::<Role>($($arg),*)),

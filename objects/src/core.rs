@@ -239,8 +239,12 @@ object! {
         pub hostname: String,
         /// Subdomain of the pod's hostname.
         pub subdomain: String,
-        /// Service account the pod runs as.
+        /// Service account the pod runs as ("default" when not set).
         pub service_account_name: String,
+        /// Whether the agent mounts a token of the service account at
+        /// /var/run/secrets/kubernetes.io/serviceaccount (overrides the
+        /// service account's own setting; true when neither says).
+        pub automount_service_account_token: Option<bool>,
         /// Scheduler responsible for the pod.
         pub scheduler_name: String,
         /// Priority of the pod.
@@ -962,6 +966,36 @@ object! {
     }
 }
 resource!(Secret, registry::SECRET);
+
+// ----------------------------------------------------------- ServiceAccount
+
+object! {
+    /// An identity for the programs of pods: tokens the masters sign
+    /// authenticate as `system:serviceaccount:NAMESPACE:NAME`.
+    pub struct ServiceAccount {
+        /// "v1"
+        pub api_version: String,
+        /// "ServiceAccount"
+        pub kind: String,
+        /// Metadata.
+        pub metadata: ObjectMeta,
+        /// Whether pods of this account get a token mounted by default.
+        pub automount_service_account_token: Option<bool>,
+        /// Secrets pods of this account may use (kept, not enforced).
+        pub secrets: Vec<ObjectReference>,
+        /// Image pull secrets of pods of this account (kept, not used).
+        pub image_pull_secrets: Vec<LocalObjectReference>,
+    }
+}
+
+object! {
+    /// A reference to an object of the same namespace, by name.
+    pub struct LocalObjectReference {
+        /// Its name.
+        pub name: String,
+    }
+}
+resource!(ServiceAccount, registry::SERVICE_ACCOUNT);
 
 // -------------------------------------------------------------------- Event
 

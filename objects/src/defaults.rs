@@ -106,7 +106,14 @@ fn template(t: &mut PodTemplateSpec, restart_policy: Option<&str>) {
 pub(crate) fn pod(p: &mut Pod) {
     pod_spec(&mut p.spec, Some("Always"));
     default_toleration_seconds(&mut p.spec);
+    // Kubernetes' ServiceAccount admission: a pod runs as "default".
+    if p.spec.service_account_name.is_empty() {
+        p.spec.service_account_name = DEFAULT_SERVICE_ACCOUNT.into();
+    }
 }
+
+/// The service account of pods that name none, made in every namespace.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 /// Seconds a pod stays on a node that stopped being ready or reachable
 /// before it is evicted, unless it says otherwise (Kubernetes'

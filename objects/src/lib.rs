@@ -20,6 +20,7 @@ pub mod admit;
 pub mod api;
 pub mod apps;
 pub mod batch;
+pub mod certificates;
 pub mod coordination;
 pub mod core;
 pub mod discovery;
@@ -41,7 +42,9 @@ mod validation;
 
 pub use admit::{admit, invalid_message, validate_update, Admitted, FieldError, FieldErrorKind};
 pub use api::{ApiError, ObjectApi, Reason};
-pub use defaults::{DEFAULT_TOLERATION_SECONDS, TAINT_NOT_READY, TAINT_UNREACHABLE};
+pub use defaults::{
+    DEFAULT_SERVICE_ACCOUNT, DEFAULT_TOLERATION_SECONDS, TAINT_NOT_READY, TAINT_UNREACHABLE,
+};
 pub use meta::{ObjectMeta, OwnerReference, Time};
 pub use patch::merge_patch;
 pub use quantity::parse as parse_quantity;

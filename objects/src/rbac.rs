@@ -446,6 +446,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
             "configmaps",
             "replicationcontrollers",
             "events",
+            "serviceaccounts",
         ],
     ),
     ("apps", &["deployments", "replicasets", "daemonsets"]),
@@ -460,7 +461,10 @@ const WORKLOADS: &[(&str, &[&str])] = &[
 ///
 /// - `cluster-admin`, everything, bound to the group `system:masters`;
 /// - `admin`, `edit`, `view` for users, to bind per namespace;
-/// - `system:node` (agents, group `system:nodes`), `system:node-proxier`
+/// - `system:node` (agents, group `system:nodes`),
+///   `system:node-bootstrapper` (nodes joining with a bootstrap token,
+///   group `system:bootstrappers`: CertificateSigningRequests),
+///   `system:node-proxier`
 ///   (the node proxy, user `system:kube-proxy`), `system:ingress`
 ///   (the ingress controller, user `system:ingress`);
 /// - `system:basic-user`, which lets every authenticated caller ask what
@@ -475,7 +479,12 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
     edit.push(rule(
         ALL,
         &[""],
-        &["secrets", "pods/exec", "pods/portforward"],
+        &[
+            "secrets",
+            "pods/exec",
+            "pods/portforward",
+            "serviceaccounts/token",
+        ],
     ));
     edit.push(rule(READ, &[""], &["namespaces"]));
     view.push(rule(READ, &[""], &["namespaces"]));
@@ -520,7 +529,25 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
                 rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
                 // The node's pool gives it labels and taints.
                 rule(READ, &["flotilla.dev"], &["nodepools"]),
+                // Its pods' ServiceAccount tokens (the node authorizer
+                // limits both to the accounts of its pods).
+                rule(&["get"], &[""], &["serviceaccounts"]),
+                rule(&["create"], &[""], &["serviceaccounts/token"]),
+                // Renewing its own client certificate.
+                rule(
+                    &["create", "get", "list", "watch"],
+                    &["certificates.k8s.io"],
+                    &["certificatesigningrequests"],
+                ),
             ],
+        ),
+        cluster_role(
+            "system:node-bootstrapper",
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
         ),
         cluster_role(
             "system:node-proxier",
@@ -569,6 +596,12 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
             "system:authenticated",
         ),
         cluster_binding("system:node", "system:node", "Group", "system:nodes"),
+        cluster_binding(
+            "system:node-bootstrapper",
+            "system:node-bootstrapper",
+            "Group",
+            "system:bootstrappers",
+        ),
         cluster_binding(
             "system:node-proxier",
             "system:node-proxier",

@@ -161,6 +161,24 @@ pub static CONFIG_MAP: ResourceInfo = res!(
     false
 );
 pub static SECRET: ResourceInfo = res!("Secret", "secrets", "secret", [], "", true, false);
+pub static SERVICE_ACCOUNT: ResourceInfo = res!(
+    "ServiceAccount",
+    "serviceaccounts",
+    "serviceaccount",
+    ["sa"],
+    "",
+    true,
+    false
+);
+pub static CERTIFICATE_SIGNING_REQUEST: ResourceInfo = res!(
+    "CertificateSigningRequest",
+    "certificatesigningrequests",
+    "certificatesigningrequest",
+    ["csr"],
+    "certificates.k8s.io",
+    false,
+    true
+);
 pub static EVENT: ResourceInfo = res!("Event", "events", "event", ["ev"], "", true, false);
 pub static PRIORITY_CLASS: ResourceInfo = res!(
     "PriorityClass",
@@ -239,6 +257,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &REPLICATION_CONTROLLER,
     &SECRET,
     &SERVICE,
+    &SERVICE_ACCOUNT,
     &DAEMON_SET,
     &DEPLOYMENT,
     &REPLICA_SET,
@@ -254,6 +273,7 @@ pub static RESOURCES: &[&ResourceInfo] = &[
     &CLUSTER_ROLE,
     &ROLE_BINDING,
     &CLUSTER_ROLE_BINDING,
+    &CERTIFICATE_SIGNING_REQUEST,
 ];
 
 /// Find a kind by any of the names a user may type: the kind ("Pod",

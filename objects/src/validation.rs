@@ -1721,6 +1721,11 @@ pub(crate) fn event(e: &Event) -> Errors {
     errs
 }
 
+pub(crate) fn service_account(_: &crate::core::ServiceAccount) -> Errors {
+    // Its name and metadata are checked as every object's are.
+    Vec::new()
+}
+
 /// dnsConfig as Kubernetes checks it: dnsPolicy None needs a name server;
 /// at most 3 name servers (IP addresses), 32 searches, named options.
 fn validate_dns_config(errs: &mut Errors, path: &str, spec: &crate::core::PodSpec) {
