@@ -399,6 +399,16 @@ impl Client {
         .await
     }
 
+    /// A ServiceAccount token (`flt create token`; the agent's tokens for
+    /// pods, bound to the pod).
+    pub async fn create_token(
+        &self,
+        req: pb::CreateTokenRequest,
+    ) -> Result<pb::CreateTokenResponse, ApiError> {
+        self.call(req, |mut c, r| async move { c.create_token(r).await })
+            .await
+    }
+
     /// Whether this client may do what `req` asks (`flt auth can-i`).
     pub async fn access_review(
         &self,

@@ -92,6 +92,21 @@ fn write_attrs(
     Attributes::new(verb, info, ns, name)
 }
 
+/// A CertificateSigningRequest names who asked for it: the API server
+/// sets `spec.username`, `spec.uid` and `spec.groups` from the caller,
+/// whatever the client wrote there.
+fn requester(obj: &mut Value, who: &Identity) {
+    let Some(o) = obj.as_object_mut() else { return };
+    let spec = o
+        .entry("spec")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(spec) = spec.as_object_mut() {
+        spec.insert("username".into(), Value::from(who.user.clone()));
+        spec.insert("uid".into(), Value::from(who.uid.clone()));
+        spec.insert("groups".into(), Value::from(who.groups.clone()));
+    }
+}
+
 /// The API server for a write by `who`: a node agent's writes are
 /// restricted (NodeRestriction).
 fn as_caller(api: ApiServer, who: &Identity) -> ApiServer {
@@ -255,8 +270,11 @@ impl ObjectService {
                     .await?;
                 let api = as_caller(api, &who);
                 let r = req.into_inner();
-                api.create(info, &r.namespace, parse(&r.object)?, r.dry_run)
-                    .await
+                let mut obj = parse(&r.object)?;
+                if std::ptr::eq(info, &registry::CERTIFICATE_SIGNING_REQUEST) {
+                    requester(&mut obj, &who);
+                }
+                api.create(info, &r.namespace, obj, r.dry_run).await
             }
             .await,
         )
@@ -420,8 +438,13 @@ impl ObjectService {
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let (w, action) = async {
             let api = self.server_for(&req)?;
-            let obj = parse(&req.get_ref().object)?;
+            let mut obj = parse(&req.get_ref().object)?;
             let who = self.authorize_apply(&req, &obj).await?;
+            if obj.get("kind").and_then(Value::as_str)
+                == Some(registry::CERTIFICATE_SIGNING_REQUEST.kind)
+            {
+                requester(&mut obj, &who);
+            }
             let api = as_caller(api, &who);
             let r = req.into_inner();
             api.apply(&r.namespace, obj, r.dry_run).await
@@ -468,6 +491,66 @@ impl ObjectService {
             } else {
                 crate::auth::forbidden(&who, &a)
             },
+        }))
+    }
+
+    async fn create_token_inner(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let r = req.get_ref();
+        let a = Attributes::new("create", &registry::SERVICE_ACCOUNT, &r.namespace, &r.name)
+            .subresource("token");
+        let who = self.auth.check(&req, &a).await.map_err(to_status)?;
+        let r = req.into_inner();
+        let Some(tokens) = self.auth.tokens() else {
+            return Err(to_status(ApiError::new(
+                flotilla_objects::api::Reason::MethodNotAllowed,
+                "service account tokens need a master with authorization on (RBAC) and --service-account-signing-key-file",
+            )));
+        };
+        if r.expiration_seconds < 0 {
+            return Err(to_status(ApiError::bad_request(
+                "expirationSeconds must not be negative",
+            )));
+        }
+        let pod = (!r.bound_pod_name.is_empty()).then_some((r.bound_pod_name, r.bound_pod_uid));
+        // NodeRestriction: a node's tokens are bound to its own pods.
+        if let Some(node) = crate::auth::node::node_of(&who) {
+            let bound_here = match &pod {
+                None => false,
+                Some((name, _)) => self
+                    .api
+                    .get(&registry::POD, &r.namespace, name, true)
+                    .await
+                    .ok()
+                    .and_then(|p| {
+                        p.pointer("/spec/nodeName")
+                            .and_then(Value::as_str)
+                            .map(|n| n == node)
+                    })
+                    .unwrap_or(false),
+            };
+            if !bound_here {
+                return Err(to_status(ApiError::new(
+                    flotilla_objects::api::Reason::Forbidden,
+                    format!("node '{node}' may only request tokens bound to pods bound to it"),
+                )));
+            }
+        }
+        let request = crate::auth::tokens::TokenRequest {
+            namespace: r.namespace,
+            service_account: r.name,
+            audiences: r.audiences,
+            expiration: (r.expiration_seconds > 0)
+                .then(|| Duration::from_secs(r.expiration_seconds as u64)),
+            pod,
+        };
+        let (token, claims) = tokens.issue(&request).await.map_err(to_status)?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token,
+            expiration_timestamp: claims.exp as i64,
+            audiences: claims.aud,
         }))
     }
 
@@ -693,6 +776,14 @@ impl Objects for ObjectService {
         req: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
         self.who_am_i_inner(req).await
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let t = self.metrics.start("CREATE", "serviceaccounts/token");
+        t.done(self.create_token_inner(req).await)
     }
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {

@@ -15,6 +15,7 @@
 
 pub mod node;
 pub mod policy;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,10 @@ use std::time::Duration;
 use flotilla_objects::api::{ApiError, Reason};
 use flotilla_objects::rbac::Attributes;
 use flotilla_objects::registry;
-use flotilla_security::authn::{Authenticator, Identity, AUTHENTICATED, MASTERS_GROUP};
+use flotilla_security::authn::{
+    bearer_token, Authenticator, AuthnError, Identity, AUTHENTICATED, MASTERS_GROUP,
+};
+use flotilla_security::satoken::TokenKeys;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::Request;
@@ -53,6 +57,8 @@ pub struct Auth {
     authn: Authenticator,
     index: Option<PolicyIndex>,
     nodes: Option<node::NodeAuthorizer>,
+    /// ServiceAccount and bootstrap tokens (RBAC mode only).
+    tokens: Option<tokens::TokenAuthn>,
 }
 
 impl Auth {
@@ -63,17 +69,31 @@ impl Auth {
             authn,
             index: None,
             nodes: None,
+            tokens: None,
         })
     }
 
-    /// RBAC over the objects `api` holds, followed until `stop`.
-    pub fn rbac(authn: Authenticator, api: ApiServer, stop: CancellationToken) -> Arc<Auth> {
+    /// RBAC over the objects `api` holds, followed until `stop`;
+    /// ServiceAccount tokens signed and checked with `sa_keys`, bootstrap
+    /// tokens checked against their Secrets.
+    pub fn rbac(
+        authn: Authenticator,
+        api: ApiServer,
+        stop: CancellationToken,
+        sa_keys: Option<Arc<TokenKeys>>,
+    ) -> Arc<Auth> {
         Arc::new(Auth {
             mode: Mode::Rbac,
             authn,
             index: Some(PolicyIndex::follow(api.clone(), stop)),
-            nodes: Some(node::NodeAuthorizer::new(api)),
+            nodes: Some(node::NodeAuthorizer::new(api.clone())),
+            tokens: Some(tokens::TokenAuthn::new(sa_keys, api)),
         })
+    }
+
+    /// The ServiceAccount token issuer (None without RBAC).
+    pub fn tokens(&self) -> Option<&tokens::TokenAuthn> {
+        self.tokens.as_ref()
     }
 
     pub fn mode(&self) -> Mode {
@@ -88,20 +108,23 @@ impl Auth {
         self.caller_of(req.metadata(), leaf).await
     }
 
-    /// Who sent a request, from its bearer token or client certificate,
-    /// before impersonation.
-    fn authenticate(
+    /// Who sent a request, from its bearer token (the token file, then
+    /// ServiceAccount and bootstrap tokens) or client certificate, before
+    /// impersonation.
+    async fn authenticate(
         &self,
         md: &MetadataMap,
         leaf_cert: Option<&[u8]>,
     ) -> Result<Identity, ApiError> {
-        let authorization = match md.get("authorization") {
-            Some(v) => Some(
-                v.to_str()
-                    .map_err(|_| unauthorized("the authorization header is not text"))?,
-            ),
-            None => None,
-        };
+        let authorization = authorization(md)?;
+        if let (Some(h), Some(tokens)) = (authorization, &self.tokens) {
+            let token = bearer_token(h).map_err(|e| unauthorized(&e.to_string()))?;
+            if self.authn.tokens.get(token).is_none() {
+                if let Some(who) = tokens.authenticate(token).await {
+                    return who;
+                }
+            }
+        }
         self.authn
             .authenticate(authorization, leaf_cert)
             .map_err(|e| unauthorized(&e.to_string()))
@@ -113,7 +136,7 @@ impl Auth {
         md: &MetadataMap,
         leaf_cert: Option<&[u8]>,
     ) -> Result<Identity, ApiError> {
-        let who = self.authenticate(md, leaf_cert)?;
+        let who = self.authenticate(md, leaf_cert).await?;
         let Some(user) = md.get(IMPERSONATE_USER) else {
             if md.get(IMPERSONATE_GROUP).is_some() {
                 return Err(ApiError::bad_request(
@@ -227,7 +250,17 @@ impl Auth {
                 "impersonation is not available on the etcd API",
             ));
         }
-        let who = self.authenticate(md, leaf_cert)?;
+        // Only the token file and certificates: ServiceAccount and
+        // bootstrap tokens never reach the raw keys.
+        let who = self
+            .authn
+            .authenticate(authorization(md)?, leaf_cert)
+            .map_err(|e| match e {
+                AuthnError::BadToken => unauthorized(
+                    "invalid bearer token (service account and bootstrap tokens are not accepted on the etcd API)",
+                ),
+                e => unauthorized(&e.to_string()),
+            })?;
         let all = Attributes {
             verb: "*".into(),
             api_group: "*".into(),
@@ -277,6 +310,16 @@ pub fn forbidden(who: &Identity, a: &Attributes) -> String {
         format!("{what} \"{}\"", a.name)
     };
     format!("{subject} is forbidden: {}", a.forbidden_message(&who.user))
+}
+
+/// The `authorization` entry of a request's metadata, as text.
+fn authorization(md: &MetadataMap) -> Result<Option<&str>, ApiError> {
+    md.get("authorization")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| unauthorized("the authorization header is not text"))
+        })
+        .transpose()
 }
 
 fn unauthorized(detail: &str) -> ApiError {

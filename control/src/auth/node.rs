@@ -48,8 +48,8 @@ pub enum Decision {
 /// An object a pod refers to: (resource, namespace, name).
 type Ref = (&'static str, String, String);
 
-/// The Secrets and ConfigMaps `pod` refers to: volumes, and the
-/// environment of every container.
+/// The Secrets, ConfigMaps and ServiceAccount `pod` refers to: volumes,
+/// the environment of every container, the account it runs as.
 pub fn pod_references(pod: &Pod) -> Vec<Ref> {
     let ns = &pod.metadata.namespace;
     let mut refs: Vec<Ref> = Vec::new();
@@ -59,6 +59,7 @@ pub fn pod_references(pod: &Pod) -> Vec<Ref> {
             refs.push(r);
         }
     };
+    add("serviceaccounts", &pod.spec.service_account_name);
     for v in &pod.spec.volumes {
         if let Some(s) = &v.secret {
             add("secrets", &s.secret_name);
@@ -124,6 +125,18 @@ pub fn check(node: &str, a: &Attributes) -> Check {
             if a.verb != "get" || a.name.is_empty() || !a.subresource.is_empty() {
                 return Check::Decided(Decision::Deny(format!(
                     "node '{node}' may only get individual {r} that its pods use"
+                )));
+            }
+            Check::IfRelated
+        }
+        // A node asks for tokens of the accounts its pods run as (bound
+        // to the pod: the API server checks that the pod is the node's).
+        ("", "serviceaccounts") => {
+            let token = a.verb == "create" && a.subresource == "token";
+            let get = a.verb == "get" && a.subresource.is_empty();
+            if a.name.is_empty() || !(token || get) {
+                return Check::Decided(Decision::Deny(format!(
+                    "node '{node}' may only get, or create tokens of, individual serviceaccounts that its pods use"
                 )));
             }
             Check::IfRelated

@@ -27,7 +27,7 @@ async fn setup() -> (ApiServer, Arc<Auth>, CancellationToken) {
     )
     .expect("tokens");
     let stop = CancellationToken::new();
-    let auth = Auth::rbac(Authenticator { tokens }, api.clone(), stop.clone());
+    let auth = Auth::rbac(Authenticator { tokens }, api.clone(), stop.clone(), None);
     (api, auth, stop)
 }
 
