@@ -12,6 +12,7 @@
 //! node-side role crate.
 
 pub mod cronjob;
+pub mod csr;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -21,6 +22,7 @@ pub mod job;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod serviceaccounts;
 #[cfg(test)]
 mod testenv;
 
@@ -45,6 +47,7 @@ pub fn leader_loops(event_ttl: Duration) -> Vec<Arc<dyn LeaderLoop>> {
         Arc::new(events::EventExpiry { ttl: event_ttl }),
         Arc::new(nodelifecycle::NodeLifecycle::default()),
         Arc::new(endpoints::EndpointsLoop),
+        Arc::new(serviceaccounts::ServiceAccountLoop),
     ]
 }
 
