@@ -96,6 +96,9 @@ pub struct AgentConfig {
     pub stream_tls: Option<std::sync::Arc<flotilla_security::tls::ServerTls>>,
     /// Where the agent's series go, and its readiness.
     pub metrics: Option<crate::metrics::AgentMetrics>,
+    /// The CA of the masters' certificates, given to pods as ca.crt beside
+    /// their ServiceAccount token.
+    pub cluster_ca_file: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -123,6 +126,7 @@ impl AgentConfig {
             cluster_cidr: Some(DEFAULT_CLUSTER_CIDR.to_string()),
             stream_tls: None,
             metrics: None,
+            cluster_ca_file: None,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod hosts;
 pub mod probe;
 pub mod runtime;
+pub mod satoken;
 pub mod spec;
 pub mod status;
 pub mod worker;

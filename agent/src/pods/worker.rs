@@ -199,6 +199,12 @@ async fn sync(ctx: &Ctx, mem: &mut Memory, pod: &Pod) -> Result<Next> {
         }
         obs = runtime::observe(ctx, uid).await?;
     }
+    super::satoken::renew(
+        ctx,
+        pod,
+        &super::spec::PodDirs::new(&ctx.cfg.pods_dir(), pod),
+    )
+    .await;
     let mut busy = act(ctx, mem, pod, &obs).await;
     let (killed, probe_due) = run_probes(ctx, mem, pod, &obs).await;
     busy |= killed;

@@ -81,12 +81,46 @@ pub struct AgentArgs {
     /// for no such rule.
     #[arg(long, default_value = flotilla_agent::config::DEFAULT_CLUSTER_CIDR)]
     cluster_cidr: String,
+    /// A bootstrap token (`ID.SECRET`, in a file): with no --cert-file,
+    /// the agent asks the masters for its client certificate with it
+    /// (TLS bootstrap: a CertificateSigningRequest the masters approve and
+    /// sign), keeps it in --cert-dir and renews it before it expires.
+    #[arg(long, value_name = "FILE", conflicts_with = "cert_file")]
+    bootstrap_token_file: Option<PathBuf>,
+    /// Where the certificate obtained with --bootstrap-token-file is kept
+    /// (default: DATA_DIR/pki).
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
     /// (Ready: registered, and the node's pods are listed.)
     #[command(flatten)]
     metrics: crate::metrics_args::MetricsArgs,
 }
 
-pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+pub async fn run(mut a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    let token = CancellationToken::new();
+    if let Some(file) = &a.bootstrap_token_file {
+        let dir = a.cert_dir.clone().unwrap_or_else(|| a.data_dir.join("pki"));
+        let ca = a.masters.trusted_ca_file.clone();
+        let (crt, key) = crate::agent_bootstrap::ensure(
+            &a.masters.server,
+            ca.clone(),
+            &a.name,
+            file,
+            &dir,
+            &token,
+        )
+        .await
+        .context("TLS bootstrap")?;
+        a.masters.cert_file = Some(crt);
+        a.masters.key_file = Some(key);
+        tokio::spawn(crate::agent_bootstrap::renew(
+            a.masters.server.clone(),
+            ca,
+            a.name.clone(),
+            dir,
+            token.clone(),
+        ));
+    }
     let mut cfg = AgentConfig::new(&a.name, a.node_ip, a.data_dir);
     cfg.fake_runtime = matches!(a.runtime, RuntimeKind::Fake);
     cfg.pool = a.pool;
@@ -103,8 +137,8 @@ pub async fn run(a: AgentArgs, stop: impl std::future::Future<Output = ()>) -> R
     cfg.cluster_cidr = Some(a.cluster_cidr).filter(|c| !c.is_empty());
     cfg.lease_interval = std::time::Duration::from_secs(a.lease_interval_seconds.max(1));
     cfg.stream_tls = a.masters.stream_tls()?;
+    cfg.cluster_ca_file = a.masters.trusted_ca_file.clone();
     let client = a.masters.connect()?;
-    let token = CancellationToken::new();
     let registry = flotilla_telemetry::registry();
     let m = flotilla_agent::metrics::AgentMetrics::new(&registry, &a.name);
     cfg.metrics = Some(m.clone());

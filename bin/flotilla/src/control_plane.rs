@@ -36,7 +36,12 @@ pub async fn start(
         let server = ApiServer::new(store, api_cfg);
         api = Some(server.clone());
         let auth = if access.rbac {
-            Auth::rbac(access.authn, server.clone(), m.shutdown.clone())
+            Auth::rbac(
+                access.authn,
+                server.clone(),
+                m.shutdown.clone(),
+                access.sa_keys,
+            )
         } else {
             Auth::always_allow(access.authn)
         };

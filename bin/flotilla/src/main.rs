@@ -1,6 +1,7 @@
 //! `flotilla`: the daemon binary. Each role is a subcommand; this file only
 //! parses flags, sets up logging and signals, and hands over to the libraries.
 
+mod agent_bootstrap;
 mod agent_cmd;
 mod autoscale_args;
 mod backup_cmd;
@@ -59,7 +60,7 @@ enum Cmd {
     Up(Box<UpArgs>),
     /// Run a node agent: register this node and run the pods bound to it
     /// through containerd.
-    Agent(agent_cmd::AgentArgs),
+    Agent(Box<agent_cmd::AgentArgs>),
     /// Run a node proxy: send traffic for services' addresses to their
     /// endpoints, through iptables or through this process.
     Proxy(proxy_cmd::ProxyArgs),
@@ -294,6 +295,7 @@ async fn run_master(a: MasterArgs) -> Result<()> {
     let dns = a.dns_addr.map(|addr| a.dns.config(addr)).transpose()?;
     let mut loops = a.tuning.leader_loops()?;
     loops.extend(a.autoscale.leader_loop()?);
+    loops.extend(a.security.csr_loop()?);
     let running = control_plane::start(cfg, a.tuning.api_config()?, loops, dns, access).await?;
     let m = running.master.clone();
     let health = std::sync::Arc::new(flotilla_raftstore::health::MasterHealth(m.clone()));
@@ -353,6 +355,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
         let dns = Some(a.dns.config(*d)?);
         let mut loops = a.tuning.leader_loops()?;
         loops.extend(autoscale.as_ref().map(|s| s.leader_loop.clone()));
+        loops.extend(args.csr_loop()?);
         running.push(
             control_plane::start(cfg, a.tuning.api_config()?, loops, dns, access)
                 .await
@@ -487,7 +490,7 @@ fn main() {
         match cli.cmd {
             Cmd::Master(a) => run_master(*a).await,
             Cmd::Up(a) => run_up(*a).await,
-            Cmd::Agent(a) => agent_cmd::run(a, shutdown_signal()?).await,
+            Cmd::Agent(a) => agent_cmd::run(*a, shutdown_signal()?).await,
             Cmd::Proxy(a) => proxy_cmd::run(a, shutdown_signal()?).await,
             Cmd::Certs(c) => certs_cmd::run(c),
             Cmd::Snapshot(c) => backup_cmd::status(c),

@@ -18,6 +18,7 @@ use flotilla_control::auth::Auth;
 use flotilla_control::encryption::EncryptionConfig;
 use flotilla_raftstore::transport::{ClientGate, TransportSecurity};
 use flotilla_security::authn::{Authenticator, TokenFile};
+use flotilla_security::satoken::TokenKeys;
 use flotilla_security::tls::{ClientTlsFiles, ServerTls, ServerTlsFiles};
 use tonic::transport::ClientTlsConfig;
 
@@ -78,6 +79,35 @@ pub struct SecurityArgs {
     /// Rotated audit logs to keep (FILE.1 newest .. FILE.N).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub audit_log_maxbackup: usize,
+    /// The private key (PEM: PKCS#8 P-256, or RSA) that signs ServiceAccount
+    /// tokens, which the agents mount into pods and which authenticate as
+    /// system:serviceaccount:NAMESPACE:NAME. Every master needs the same
+    /// key. Without it no ServiceAccount token is issued or accepted.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// The issuer (`iss`) of ServiceAccount tokens (default:
+    /// https://kubernetes.default.svc.cluster.local).
+    #[arg(long)]
+    pub service_account_issuer: Option<String>,
+    /// The audiences the API accepts in ServiceAccount tokens (comma-separated;
+    /// default: the issuer).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// The longest lifetime a ServiceAccount token may be given (default 48h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub service_account_max_token_expiration: Option<std::time::Duration>,
+    /// The CA certificate that signs approved CertificateSigningRequests
+    /// (nodes' client certificates: TLS bootstrap), as
+    /// kube-controller-manager's flag; usually --trusted-ca-file's.
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// The key of --cluster-signing-cert-file.
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// The lifetime of the certificates signed for requests that name none
+    /// (default 8760h, a year).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub cluster_signing_duration: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -118,9 +148,32 @@ pub struct AccessConfig {
     pub encryption: Option<EncryptionConfig>,
     /// Where writes, exec and port-forward are recorded.
     pub audit: Option<Arc<AuditLog>>,
+    /// The ServiceAccount token signing key.
+    pub sa_keys: Option<Arc<TokenKeys>>,
 }
 
 impl SecurityArgs {
+    /// The CertificateSigningRequest approver and signer, when a signing CA
+    /// is given.
+    pub fn csr_loop(&self) -> Result<Option<Arc<dyn flotilla_runtime::LeaderLoop>>> {
+        let (Some(cert), Some(key)) = (
+            &self.cluster_signing_cert_file,
+            &self.cluster_signing_key_file,
+        ) else {
+            return Ok(None);
+        };
+        let pem = flotilla_security::certs::Pem::read(cert, key)
+            .context("--cluster-signing-cert-file/--cluster-signing-key-file")?;
+        let ca = flotilla_security::certs::Ca::from_pem(pem)
+            .context("--cluster-signing-cert-file/--cluster-signing-key-file")?;
+        Ok(Some(Arc::new(flotilla_controllers::csr::CsrLoop {
+            ca: Arc::new(ca),
+            duration: self
+                .cluster_signing_duration
+                .unwrap_or(std::time::Duration::from_secs(365 * 86400)),
+        })))
+    }
+
     fn tls_on(&self) -> bool {
         self.cert_file.is_some()
     }
@@ -222,6 +275,25 @@ impl SecurityArgs {
             }
             None => None,
         };
+        let sa_keys = match &self.service_account_signing_key_file {
+            Some(p) => {
+                let k = TokenKeys::load(
+                    p,
+                    self.service_account_issuer
+                        .as_deref()
+                        .unwrap_or(flotilla_security::satoken::DEFAULT_ISSUER),
+                    &self.api_audiences,
+                    self.service_account_max_token_expiration
+                        .unwrap_or(std::time::Duration::from_secs(48 * 3600)),
+                )
+                .context("--service-account-signing-key-file")?;
+                if !rbac {
+                    tracing::warn!("ServiceAccount tokens are issued only with RBAC authorization: --service-account-signing-key-file is ignored");
+                }
+                Some(Arc::new(k))
+            }
+            None => None,
+        };
         Ok((
             sec,
             AccessConfig {
@@ -231,6 +303,7 @@ impl SecurityArgs {
                 gate,
                 encryption,
                 audit,
+                sa_keys,
             },
         ))
     }

@@ -168,6 +168,7 @@ impl AgentEnv {
             }));
         }
         cfg.registry_mirrors = self.mirrors.clone();
+        cfg.cluster_ca_file = Some(self.pki.ca_file());
         let (stop, n2) = (stop.clone(), name.to_string());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = Agent::run(cfg, client, stop).await {

@@ -101,8 +101,21 @@ impl UpPki {
                 .map(|data| data.join("audit").join(format!("{name}.log"))),
             audit_log_maxsize: 100,
             audit_log_maxbackup: 10,
+            service_account_signing_key_file: Some(self.service_account_key()?),
+            cluster_signing_cert_file: Some(self.ca_file()),
+            cluster_signing_key_file: Some(self.dir.join("ca.key")),
             ..Default::default()
         })
+    }
+
+    /// The key that signs ServiceAccount tokens, made once and kept.
+    fn service_account_key(&self) -> Result<PathBuf> {
+        let path = self.dir.join("sa.key");
+        if !path.exists() {
+            let pem = flotilla_security::satoken::generate_key_pem()?;
+            flotilla_security::certs::write_file(&path, pem.as_bytes(), 0o600)?;
+        }
+        Ok(path)
     }
 
     /// The masters' encryption configuration (Secrets sealed with a key of

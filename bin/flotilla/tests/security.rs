@@ -14,51 +14,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// flt with no configuration of the user's own: only what `env` and
-/// `args` say.
-fn flt(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut c = Command::new(flt_bin());
-    c.env_clear()
-        .env("HOME", home)
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.args(["--command-timeout-secs", "5"]).args(args);
-    c.output().expect("run flt")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn flotilla(args: &[&str]) {
-    let o = Command::new(flotilla_bin())
-        .args(args)
-        .output()
-        .expect("run flotilla");
-    assert!(o.status.success(), "flotilla {args:?}: {}", text(&o));
-}
+use common::procs::{flotilla, flt_env as flt, text, Up};
 
 /// The serial number of the certificate a TLS server presents, or of a file.
 fn served_serial(addr: &str, ca: &Path) -> anyhow::Result<String> {

@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod hollow;
+pub mod procs;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
