@@ -69,6 +69,8 @@ pub struct AuditEvent {
     pub received: DateTime<Utc>,
     /// Who, as authorized (Err: the call was not authenticated).
     pub user: Result<Identity, String>,
+    /// Who sent the call, when it acted as `user` by impersonation.
+    pub impersonator: Option<Identity>,
     pub source: Option<std::net::SocketAddr>,
     pub user_agent: String,
     pub attrs: Attributes,
@@ -143,9 +145,14 @@ impl AuditEvent {
     pub fn to_json(&self) -> serde_json::Value {
         let a = &self.attrs;
         let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
-        let user = match &self.user {
-            Ok(id) => json!({"username": id.user, "uid": id.uid, "groups": id.groups}),
-            Err(_) => json!({}),
+        let id_json =
+            |id: &Identity| json!({"username": id.user, "uid": id.uid, "groups": id.groups});
+        // As Kubernetes: `user` is who authenticated; `impersonatedUser`
+        // whom they acted as.
+        let (user, impersonated) = match (&self.user, &self.impersonator) {
+            (Ok(acting), Some(real)) => (id_json(real), Some(id_json(acting))),
+            (Ok(id), None) => (id_json(id), None),
+            (Err(_), _) => (json!({}), None),
         };
         let mut object = json!({
             "resource": a.resource,
@@ -170,7 +177,7 @@ impl AuditEvent {
             status["status"] = json!("Failure");
             status["message"] = json!(m);
         }
-        json!({
+        let mut ev = json!({
             "kind": "Event",
             "apiVersion": "audit.k8s.io/v1",
             "level": "Metadata",
@@ -185,7 +192,11 @@ impl AuditEvent {
             "responseStatus": status,
             "requestReceivedTimestamp": ts(self.received),
             "stageTimestamp": ts(Utc::now()),
-        })
+        });
+        if let Some(i) = impersonated {
+            ev["impersonatedUser"] = i;
+        }
+        ev
     }
 }
 
@@ -339,9 +350,14 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let (user, impersonator) = match auth.callers(&req).await {
+        Ok((acting, real)) => (Ok(acting), real),
+        Err(e) => (Err(e.to_string()), None),
+    };
     let mut ev = AuditEvent {
         received: Utc::now(),
-        user: auth.caller(&req).await.map_err(|e| e.to_string()),
+        user,
+        impersonator,
         source: req.remote_addr(),
         user_agent,
         attrs,
@@ -409,6 +425,7 @@ mod tests {
                 uid: "u1".into(),
                 groups: vec!["dev".into(), "system:authenticated".into()],
             }),
+            impersonator: None,
             source: "10.0.0.7:5555".parse().ok(),
             user_agent: "flt/0.1".into(),
             attrs: Attributes::new(verb, &flotilla_objects::registry::POD, "web", name)
@@ -430,9 +447,20 @@ mod tests {
         assert_eq!(v["sourceIPs"][0], "10.0.0.7");
         assert_eq!(v["objectRef"]["subresource"], "exec");
         assert_eq!(v["responseStatus"]["code"], 200);
+        assert!(v.get("impersonatedUser").is_none());
         let v = event("delete", "p", 403).to_json();
         assert_eq!(v["responseStatus"]["message"], "forbidden");
         assert!(v["objectRef"].get("subresource").is_none());
+    }
+
+    #[test]
+    fn an_impersonated_call_names_who_sent_it_and_whom_it_acted_as() {
+        let mut e = event("update", "p", 200);
+        e.impersonator = Some(Identity::user("admin", &["system:masters"]));
+        let v = e.to_json();
+        assert_eq!(v["user"]["username"], "admin");
+        assert_eq!(v["impersonatedUser"]["username"], "alice");
+        assert_eq!(v["impersonatedUser"]["groups"][0], "dev");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! - **Signing.** An approved request for one of the API's client signers
 //!   (`kube-apiserver-client-kubelet`, `kube-apiserver-client`) that has no
 //!   certificate yet is signed by the cluster CA (`--cluster-signing-cert-file`)
-//!   for its `expirationSeconds` or the default duration.
+//!   for its `expirationSeconds` or the default duration; a kubelet client
+//!   request that is not a node's client certificate is marked Failed
+//!   instead, even if an operator approved it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,41 +83,13 @@ pub fn node_client_refusal(c: &CertificateSigningRequest) -> Option<String> {
             c.spec.signer_name
         ));
     }
-    let pem = match c.request_pem() {
-        Ok(p) => p,
-        Err(e) => return Some(e),
+    let node = match node_client_shape(c) {
+        Ok(n) => n,
+        Err(why) => return Some(why),
     };
-    let s = match read_request(&pem) {
-        Ok(s) => s,
-        Err(e) => return Some(e),
-    };
-    let Some(node) = s
-        .common_name
-        .strip_prefix(NODE_PREFIX)
-        .filter(|n| !n.is_empty())
-    else {
-        return Some(format!("the subject {:?} is not a node's", s.common_name));
-    };
-    if s.organizations != [NODES_GROUP] {
-        return Some(format!(
-            "the organizations {:?} are not [{NODES_GROUP:?}]",
-            s.organizations
-        ));
-    }
-    if s.has_alt_names {
-        return Some("a node's client certificate names no alternative names".into());
-    }
-    if !c.spec.usages.iter().any(|u| u == "client auth")
-        || c.spec
-            .usages
-            .iter()
-            .any(|u| !NODE_CLIENT_USAGES.contains(&u.as_str()))
-    {
-        return Some(format!("usages {:?} are not a client's", c.spec.usages));
-    }
+    let cn = format!("{NODE_PREFIX}{node}");
     let by_bootstrap = c.spec.groups.iter().any(|g| g == BOOTSTRAPPERS);
-    let by_itself =
-        c.spec.username == s.common_name && c.spec.groups.iter().any(|g| g == NODES_GROUP);
+    let by_itself = c.spec.username == cn && c.spec.groups.iter().any(|g| g == NODES_GROUP);
     if !(by_bootstrap || by_itself) {
         return Some(format!(
             "{:?} may not ask for node {node}'s certificate",
@@ -123,6 +97,38 @@ pub fn node_client_refusal(c: &CertificateSigningRequest) -> Option<String> {
         ));
     }
     None
+}
+
+/// The node a request asks a client certificate for, when it has the
+/// shape the kubelet client signer signs (Kubernetes' signer checks it even
+/// for a request an operator approved); else why not.
+pub fn node_client_shape(c: &CertificateSigningRequest) -> Result<String, String> {
+    let s = read_request(&c.request_pem()?)?;
+    let Some(node) = s
+        .common_name
+        .strip_prefix(NODE_PREFIX)
+        .filter(|n| !n.is_empty())
+    else {
+        return Err(format!("the subject {:?} is not a node's", s.common_name));
+    };
+    if s.organizations != [NODES_GROUP] {
+        return Err(format!(
+            "the organizations {:?} are not [{NODES_GROUP:?}]",
+            s.organizations
+        ));
+    }
+    if s.has_alt_names {
+        return Err("a node's client certificate names no alternative names".into());
+    }
+    if !c.spec.usages.iter().any(|u| u == "client auth")
+        || c.spec
+            .usages
+            .iter()
+            .any(|u| !NODE_CLIENT_USAGES.contains(&u.as_str()))
+    {
+        return Err(format!("usages {:?} are not a client's", c.spec.usages));
+    }
+    Ok(node.to_string())
 }
 
 #[async_trait::async_trait]
@@ -166,19 +172,25 @@ impl Reconciler<CertificateSigningRequest> for Signer {
             // Another signer's: not ours to sign.
             return Ok(Action::Await);
         }
+        let shape = if c.spec.signer_name == KUBELET_CLIENT_SIGNER {
+            node_client_shape(&c).map(|_| ())
+        } else {
+            Ok(())
+        };
         let lifetime = c
             .spec
             .expiration_seconds
             .map(|s| Duration::from_secs(s.max(600) as u64))
             .unwrap_or(self.duration);
-        let signed = c
-            .request_pem()
+        let signed = shape
+            .and_then(|()| c.request_pem())
             .map_err(|e| format!("the request: {e}"))
             .and_then(|pem| {
                 self.ca
                     .sign_client_request(&pem, lifetime)
                     .map_err(|e| e.to_string())
             });
+        let outcome = if signed.is_ok() { "signed" } else { "failed" };
         let status = match signed {
             Ok(cert) => {
                 use base64::Engine;
@@ -197,7 +209,7 @@ impl Reconciler<CertificateSigningRequest> for Signer {
             }
         };
         self.patch_status(&key.name, &rv, status).await?;
-        tracing::info!(csr = %key.name, "signed");
+        tracing::info!(csr = %key.name, outcome, "certificate request handled");
         Ok(Action::Await)
     }
 }

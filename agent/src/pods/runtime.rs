@@ -283,10 +283,10 @@ pub async fn start_container(
     }
     project_volumes(ctx, pod, &dirs).await.map_err(config_err)?;
     let mut mounts = spec::mounts(pod, c, &dirs).map_err(config_err)?;
-    if super::satoken::wanted(pod)
-        && !mounts
-            .iter()
-            .any(|m| m.container_path == flotilla_security::satoken::MOUNT_PATH)
+    if !mounts
+        .iter()
+        .any(|m| m.container_path == flotilla_security::satoken::MOUNT_PATH)
+        && super::satoken::wanted(ctx, pod).await
     {
         mounts.extend(
             super::satoken::ensure(ctx, pod, &dirs)

@@ -2,8 +2,8 @@
 //! pod's account, bound to the pod, with the cluster CA and the namespace,
 //! in a read-only folder mounted at
 //! /var/run/secrets/kubernetes.io/serviceaccount in every container
-//! (unless `automountServiceAccountToken: false`, or a container mounts
-//! something there itself). The token lives an hour and is renewed once
+//! (unless the pod's or its account's `automountServiceAccountToken` is
+//! false, or a container mounts something there itself). The token lives an hour and is renewed once
 //! 80% of its life has passed; the files are replaced by rename, so that a
 //! reader sees the old token or the new one, never half.
 
@@ -31,9 +31,26 @@ fn folder(dirs: &PodDirs) -> PathBuf {
     dirs.volumes.join(FOLDER)
 }
 
-/// Whether the pod gets a token mounted.
-pub fn wanted(pod: &Pod) -> bool {
-    pod.spec.automount_service_account_token != Some(false)
+/// Whether the pod gets a token mounted: its own
+/// `automountServiceAccountToken`, else its account's, else yes.
+pub async fn wanted(ctx: &Ctx, pod: &Pod) -> bool {
+    if let Some(w) = pod.spec.automount_service_account_token {
+        return w;
+    }
+    match ctx
+        .client
+        .get_with(
+            "serviceaccounts",
+            &pod.metadata.namespace,
+            &pod.spec.service_account_name,
+            true,
+        )
+        .await
+    {
+        Ok(sa) => sa["automountServiceAccountToken"].as_bool() != Some(false),
+        // The token request says what is wrong, if anything.
+        Err(_) => true,
+    }
 }
 
 fn now() -> i64 {
@@ -132,7 +149,7 @@ fn expired(dir: &Path) -> bool {
 /// Renew the token of a running pod when due (the worker's resync).
 pub async fn renew(ctx: &Ctx, pod: &Pod, dirs: &PodDirs) {
     let dir = folder(dirs);
-    if wanted(pod) && dir.join("token").exists() && renewal_due(&dir) {
+    if dir.join("token").exists() && renewal_due(&dir) {
         if let Err(e) = ensure(ctx, pod, dirs).await {
             tracing::warn!(pod = %pod.metadata.name, "{e}");
         }

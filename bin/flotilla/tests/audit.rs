@@ -90,4 +90,37 @@ async fn writes_are_recorded_with_who_what_and_the_result() {
         .is_some_and(|m| m.contains("not found")));
     let text = std::fs::read_to_string(&path).expect("log");
     assert!(!text.contains("do-not-log-me"), "bodies are never written");
+
+    // A call made as another user (kubectl's --as) names both.
+    let opts = flotilla_client::ClientOptions {
+        credentials: flotilla_client::Credentials {
+            impersonate_user: Some("alice".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let alice = Client::connect_with(&[cluster.client_addr(0)], opts).expect("client");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "as-alice", "namespace": "default"}
+    }))
+    .expect("configmap");
+    Api::<ConfigMap>::namespaced(alice, "default")
+        .create(&cm)
+        .await
+        .expect("create as alice");
+    let ev = wait_for(
+        Duration::from_secs(30),
+        "the impersonated write in the audit log",
+        async || {
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["objectRef"]["name"] == "as-alice")
+                .ok_or_else(|| format!("not yet:\n{text}"))
+        },
+    )
+    .await;
+    assert_eq!(ev["user"]["username"], "system:anonymous", "{ev}");
+    assert_eq!(ev["impersonatedUser"]["username"], "alice", "{ev}");
 }

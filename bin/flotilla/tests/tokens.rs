@@ -186,6 +186,71 @@ stringData:
         "{csr}"
     );
 
+    // flt makes bootstrap tokens as kubeadm does.
+    let o = flt(&home, &admin, &["create", "bootstrap-token", "--ttl", "1h"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let made = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let id = made.split('.').next().unwrap_or_default().to_string();
+    let o = with_token(&made, &["auth", "whoami"]);
+    assert!(
+        o.status.success() && text(&o).contains(&format!("system:bootstrap:{id}")),
+        "{made}: {}",
+        text(&o)
+    );
+
+    // A request for anything but a node's client certificate is not
+    // approved by itself, and the kubelet signer refuses to sign it even
+    // once an operator approves it.
+    let (req, _) = flotilla_security::csr::client_request("system:node:evil", &["system:masters"])
+        .expect("request");
+    let evil = dir.path().join("evil-csr.json");
+    std::fs::write(
+        &evil,
+        serde_json::json!({
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": {"name": "evil"},
+            "spec": {
+                "request": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, req),
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "usages": ["digital signature", "key encipherment", "client auth"],
+            },
+        })
+        .to_string(),
+    )
+    .expect("csr file");
+    let o = with_token(token, &["create", "-f", &evil.to_string_lossy()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = flt(&home, &admin, &["certificate", "approve", "evil"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let failed = wait_for(
+        Duration::from_secs(30),
+        "the signer refuses the approved request",
+        async || {
+            let o = flt(&home, &admin, &["get", "csr", "evil", "-o", "json"]);
+            anyhow::ensure!(o.status.success(), "{}", text(&o));
+            let c: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+            let conds = c["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            anyhow::ensure!(conds.iter().any(|x| x["type"] == "Failed"), "{c}");
+            Ok(c)
+        },
+    )
+    .await;
+    assert_eq!(
+        failed["status"]["conditions"][0]["reason"], "FltApprove",
+        "{failed}"
+    );
+    assert!(
+        failed["status"]["certificate"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{failed}"
+    );
+
     // ---- A ServiceAccount token in a real container.
     let mut lan = agent_support::lan::Lan::new();
     lan.add_host();
@@ -341,6 +406,28 @@ spec:
     let o = with_token(&token, &["auth", "whoami"]);
     assert!(
         o.status.success() && text(&o).contains("system:serviceaccount:team:reader"),
+        "{}",
+        text(&o)
+    );
+    // flt create token makes one too (not bound to a pod).
+    let o = flt(
+        &home,
+        &admin,
+        &[
+            "create",
+            "token",
+            "reader",
+            "-n",
+            "team",
+            "--duration",
+            "15m",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let minted = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = with_token(&minted, &["get", "pods", "-n", "team"]);
+    assert!(
+        o.status.success() && text(&o).contains("client"),
         "{}",
         text(&o)
     );

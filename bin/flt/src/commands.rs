@@ -175,8 +175,15 @@ pub async fn run(ctx: &Ctx, cmd: Command) -> Result<()> {
     match cmd {
         Command::Apply(a) => write_docs(ctx, a, Verb::Apply).await,
         Command::Auth(a) => crate::auth::run(ctx, a).await,
+        Command::Certificate(c) => crate::credentials::certificate(ctx, c).await,
         Command::Create(a) => match a.what {
             None => write_docs(ctx, a.files, Verb::Create).await,
+            Some(crate::generate::CreateCmd::Token(t)) => {
+                crate::credentials::create_token(ctx, t).await
+            }
+            Some(crate::generate::CreateCmd::BootstrapToken(t)) => {
+                crate::credentials::create_bootstrap_token(ctx, t).await
+            }
             Some(cmd) => {
                 let (obj, flags, from) = crate::generate::create_manifest(&ctx.namespace, cmd)?;
                 let obj = match from {

@@ -19,6 +19,7 @@ mod complete;
 mod config;
 mod contexts;
 mod cp;
+mod credentials;
 mod diff;
 mod explain;
 mod forward;
@@ -201,6 +202,10 @@ pub enum Command {
     /// `flt auth whoami`.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// Approve or deny CertificateSigningRequests: `flt certificate
+    /// approve node-csr-n7-x2k9q` (see `flt get csr`).
+    #[command(subcommand)]
+    Certificate(credentials::CertificateCommand),
     /// Mark a node unschedulable.
     Cordon {
         /// The node.

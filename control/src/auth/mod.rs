@@ -103,9 +103,7 @@ impl Auth {
     /// The caller of a request (after impersonation, which is itself
     /// authorized).
     pub async fn caller<T>(&self, req: &Request<T>) -> Result<Identity, ApiError> {
-        let cert = req.peer_certs();
-        let leaf = cert.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
-        self.caller_of(req.metadata(), leaf).await
+        Ok(self.callers(req).await?.0)
     }
 
     /// Who sent a request, from its bearer token (the token file, then
@@ -136,6 +134,25 @@ impl Auth {
         md: &MetadataMap,
         leaf_cert: Option<&[u8]>,
     ) -> Result<Identity, ApiError> {
+        Ok(self.callers_of(md, leaf_cert).await?.0)
+    }
+
+    /// The caller a request acts as, and, when it impersonates, who sent
+    /// it (what an audit event records as `user` and `impersonatedUser`).
+    pub async fn callers<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(Identity, Option<Identity>), ApiError> {
+        let cert = req.peer_certs();
+        let leaf = cert.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
+        self.callers_of(req.metadata(), leaf).await
+    }
+
+    async fn callers_of(
+        &self,
+        md: &MetadataMap,
+        leaf_cert: Option<&[u8]>,
+    ) -> Result<(Identity, Option<Identity>), ApiError> {
         let who = self.authenticate(md, leaf_cert).await?;
         let Some(user) = md.get(IMPERSONATE_USER) else {
             if md.get(IMPERSONATE_GROUP).is_some() {
@@ -143,7 +160,7 @@ impl Auth {
                     "impersonating a group needs a user to impersonate too (impersonate-user)",
                 ));
             }
-            return Ok(who);
+            return Ok((who, None));
         };
         let user = user
             .to_str()
@@ -171,11 +188,12 @@ impl Auth {
         if !groups.iter().any(|g| g == AUTHENTICATED) {
             groups.push(AUTHENTICATED.into());
         }
-        Ok(Identity {
+        let acting = Identity {
             user,
             uid: String::new(),
             groups,
-        })
+        };
+        Ok((acting, Some(who)))
     }
 
     /// Whether `who` may do `a`.

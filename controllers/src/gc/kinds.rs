@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use flotilla_objects::apps::{DaemonSet, Deployment, ReplicaSet};
 use flotilla_objects::batch::{CronJob, Job};
+use flotilla_objects::certificates::CertificateSigningRequest;
 use flotilla_objects::coordination::Lease;
 use flotilla_objects::core::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
+    ServiceAccount,
 };
 use flotilla_objects::discovery::EndpointSlice;
 use flotilla_objects::networking::{Ingress, IngressClass};
@@ -210,6 +212,7 @@ impl Kinds {
                 view::<Ingress>(informers),
                 view::<ConfigMap>(informers),
                 view::<Secret>(informers),
+                view::<ServiceAccount>(informers),
                 view::<Event>(informers),
                 view::<Lease>(informers),
                 view::<Role>(informers),
@@ -218,6 +221,7 @@ impl Kinds {
                 view::<ClusterRoleBinding>(informers),
                 view::<IngressClass>(informers),
                 view::<PriorityClass>(informers),
+                view::<CertificateSigningRequest>(informers),
             ],
             nodes: informers.get::<Node>(),
             pods,

@@ -155,15 +155,16 @@ pub fn bootstrap_key() -> String {
 }
 
 /// The revision of a new cluster's store once it has settled: etcd starts at
-/// 1; Flotilla's masters then create the system namespaces and the default
-/// ClusterRoles and ClusterRoleBindings, one revision each.
+/// 1; Flotilla's masters then create the system namespaces, the default
+/// ClusterRoles and ClusterRoleBindings, and each system namespace's
+/// ServiceAccount `default`, one revision each.
 pub fn fresh_revision() -> i64 {
     match target() {
         Target::Etcd => 1,
         Target::Flotilla => {
             let (roles, bindings) = flotilla_objects::rbac::bootstrap_policy();
-            (1 + flotilla_control::api::PROTECTED_NAMESPACES.len() + roles.len() + bindings.len())
-                as i64
+            let namespaces = flotilla_control::api::PROTECTED_NAMESPACES.len();
+            (1 + 2 * namespaces + roles.len() + bindings.len()) as i64
         }
     }
 }
@@ -303,6 +304,28 @@ impl Cluster {
                 },
             )
             .await;
+            // And the leader's service account controller (unless
+            // --controllers leaves it out) has given each of those
+            // namespaces its account `default`.
+            let all_loops = !cluster
+                .opts
+                .extra_args
+                .iter()
+                .any(|a| a.starts_with("--controllers"));
+            let namespaces = if all_loops {
+                flotilla_control::api::PROTECTED_NAMESPACES
+            } else {
+                &[]
+            };
+            for ns in namespaces {
+                let key = format!("/registry/serviceaccounts/{ns}/default");
+                wait_until(timeout, "the default service accounts exist", async || {
+                    range_prefix(&addr, &key, true)
+                        .await
+                        .is_ok_and(|kvs| !kvs.is_empty())
+                })
+                .await;
+            }
         }
         cluster
     }

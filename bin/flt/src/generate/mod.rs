@@ -1,6 +1,7 @@
 //! Objects made from flags, as kubectl's generators make them:
 //! `flt create namespace|deployment|job|cronjob|configmap|secret|service|
-//! priorityclass`, `flt run` and `flt expose`. Each builds a manifest;
+//! serviceaccount|priorityclass`, `flt run` and `flt expose` (`flt create
+//! token|bootstrap-token` print credentials: `crate::credentials`). Each builds a manifest;
 //! `--dry-run=client -o yaml` prints it, otherwise it is created (with
 //! `--dry-run=server`, checked by the server and not saved).
 
@@ -119,6 +120,19 @@ pub enum CreateCmd {
     /// A service: clusterip, nodeport, loadbalancer or externalname.
     #[command(subcommand, visible_alias = "svc")]
     Service(ServiceCmd),
+    /// A service account: `flt create serviceaccount reader`.
+    #[command(visible_alias = "sa")]
+    Serviceaccount {
+        name: String,
+        #[command(flatten)]
+        flags: GenFlags,
+    },
+    /// A token of a service account, printed: `flt create token reader
+    /// --duration 10m` (programs present it with --token).
+    Token(crate::credentials::TokenArgs),
+    /// A bootstrap token for joining nodes (`flotilla agent
+    /// --bootstrap-token-file`), printed: `flt create bootstrap-token --ttl 2h`.
+    BootstrapToken(crate::credentials::BootstrapTokenArgs),
     /// A priority class: `flt create priorityclass high --value=1000`.
     #[command(visible_alias = "pc")]
     Priorityclass {
@@ -388,6 +402,14 @@ pub fn create_manifest(ctx_ns: &str, cmd: CreateCmd) -> Result<(Value, GenFlags,
             (cm, flags, None)
         }
         CreateCmd::Secret(s) => secret(ctx_ns, s)?,
+        CreateCmd::Serviceaccount { name, flags } => (
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(&name, ns)}),
+            flags,
+            None,
+        ),
+        CreateCmd::Token(_) | CreateCmd::BootstrapToken(_) => {
+            bail!("flt create token and bootstrap-token print a credential, not an object")
+        }
         CreateCmd::Service(cmd) => {
             let (s, ty, cluster_ip, node_port, external_name) = match cmd {
                 ServiceCmd::Clusterip { s, clusterip } => (s, "ClusterIP", clusterip, None, None),
