@@ -571,7 +571,8 @@ fn finish_range(r: &RangeRequest, mut kvs: Vec<KeyValue>, count: i64) -> RangeRe
             }
         });
     }
-    let more = r.limit > 0 && kvs.len() > r.limit as usize;
+    // As etcd: a count-only read returns no keys, so none more either.
+    let more = !r.count_only && r.limit > 0 && kvs.len() > r.limit as usize;
     if more {
         kvs.truncate(r.limit as usize);
     }

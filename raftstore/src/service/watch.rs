@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::convert;
 use crate::kv::{in_range, Event, EventType, KvError};
 use crate::node::Master;
-use crate::watch::{follow, WatchItem};
+use crate::watch::{follow, Follower, WatchItem};
 
 pub struct WatchService {
     pub master: Master,
@@ -70,7 +70,22 @@ impl pb::watch_server::Watch for WatchService {
                             }
                             next_id
                         };
-                        let h = tokio::spawn(run_watcher(m.clone(), c, id, tx.clone()));
+                        // Answered here, in the order of the requests and
+                        // before any later cancel, as etcd does (a watcher
+                        // task could be aborted before it ran, or answer
+                        // after a later one).
+                        let follower =
+                            follow(&m, c.key.clone(), c.range_end.clone(), c.start_revision, 64);
+                        let created = pb::WatchResponse {
+                            header: Some(m.header(follower.start_revision)),
+                            watch_id: id,
+                            created: true,
+                            ..Default::default()
+                        };
+                        if tx.send(Ok(created)).await.is_err() {
+                            break;
+                        }
+                        let h = tokio::spawn(run_watcher(m.clone(), c, id, follower, tx.clone()));
                         watchers.insert(id, h);
                     }
                     Some(RequestUnion::CancelRequest(c)) => {
@@ -158,8 +173,14 @@ fn compacted_response(m: &Master, id: i64, compact_revision: i64) -> pb::WatchRe
     }
 }
 
-#[tracing::instrument(level = "debug", skip(m, c, tx))]
-async fn run_watcher(m: Master, c: pb::WatchCreateRequest, id: i64, tx: Tx) {
+#[tracing::instrument(level = "debug", skip(m, c, follower, tx))]
+async fn run_watcher(
+    m: Master,
+    c: pb::WatchCreateRequest,
+    id: i64,
+    mut follower: Follower,
+    tx: Tx,
+) {
     use pb::watch_create_request::FilterType;
     let spec = Spec {
         id,
@@ -169,16 +190,6 @@ async fn run_watcher(m: Master, c: pb::WatchCreateRequest, id: i64, tx: Tx) {
         end: c.range_end,
         prev_kv: c.prev_kv,
     };
-    let mut follower = follow(&m, spec.key.clone(), spec.end.clone(), c.start_revision, 64);
-    let created = pb::WatchResponse {
-        header: Some(m.header(follower.start_revision)),
-        watch_id: id,
-        created: true,
-        ..Default::default()
-    };
-    if tx.send(Ok(created)).await.is_err() {
-        return;
-    }
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.tick().await;
     loop {
