@@ -121,9 +121,7 @@ impl Ca {
 
 /// When a PEM certificate stops being valid.
 pub fn ca_not_after(pem: &str) -> Option<OffsetDateTime> {
-    let block = pem::parse(pem).ok()?;
-    let (_, c) = x509_parser::certificate::X509Certificate::from_der(block.contents()).ok()?;
-    Some(c.validity().not_after.to_datetime())
+    OffsetDateTime::from_unix_timestamp(validity(pem)?.1).ok()
 }
 
 /// When a PEM certificate's validity began and ends (unix seconds).

@@ -340,7 +340,7 @@ fn authorization(md: &MetadataMap) -> Result<Option<&str>, ApiError> {
         .transpose()
 }
 
-fn unauthorized(detail: &str) -> ApiError {
+pub(crate) fn unauthorized(detail: &str) -> ApiError {
     ApiError::new(Reason::Unauthorized, format!("Unauthorized: {detail}"))
 }
 
