@@ -283,9 +283,10 @@ async fn a_periodic_resync_reconciles_unchanged_keys_and_none_means_never() {
     })
     .await;
     // Nothing changes from here on: only the resync brings keys back.
-    eventually("every key is reconciled again and again by the resync", || {
-        ["a", "b"].iter().all(|n| calls(&resyncing, n) >= 4)
-    })
+    eventually(
+        "every key is reconciled again and again by the resync",
+        || ["a", "b"].iter().all(|n| calls(&resyncing, n) >= 4),
+    )
     .await;
     // The same time passed for the controller without a resync, over the
     // same unchanged objects: it reconciled each key once, at start.
