@@ -13,11 +13,17 @@
 //! gone), never an event: it must compute what to do from the state, so it
 //! is idempotent, and a periodic resync repairs anything missed. It returns
 //! an [`Action`]; an error sends the key back with back-off.
+//!
+//! No key is reconciled before every cache the controller was given (its
+//! own, those it [`owns`](Controller::owns), [`watches`](Controller::watches)
+//! or [`reads`](Controller::reads)) has filled: a reconciler that counted
+//! a new term's still empty pod cache would create every pod again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_objects::Resource;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::informer::{Change, Informer, ObjectRef, Subscription};
@@ -42,12 +48,29 @@ pub trait Reconciler<K>: Send + Sync + 'static {
 
 type Trigger = Box<dyn FnOnce(WorkQueue<ObjectRef>, CancellationToken) + Send>;
 
+/// Waits (up to the given time) until one of the controller's caches has
+/// filled; names its kind.
+type SyncWait = Box<dyn Fn(Duration) -> BoxFuture<'static, bool> + Send + Sync>;
+
+fn sync_wait<W: Resource>(informer: &Informer<W>) -> (&'static str, SyncWait) {
+    let informer = informer.clone();
+    (
+        W::info().kind,
+        Box::new(move |limit| {
+            let informer = informer.clone();
+            Box::pin(async move { informer.wait_synced(limit).await })
+        }),
+    )
+}
+
 /// A controller of kind `K`, built then run.
 pub struct Controller<K> {
     name: String,
     informer: Informer<K>,
     /// Each starts a task that turns another informer's changes into keys.
     triggers: Vec<Trigger>,
+    /// Every cache the reconciler looks at, its own first.
+    caches: Vec<(&'static str, SyncWait)>,
     resync: Option<Duration>,
     workers: usize,
     queue: WorkQueue<ObjectRef>,
@@ -98,6 +121,7 @@ impl<K: Resource> Controller<K> {
     pub fn new(name: &str, informer: Informer<K>) -> Self {
         Controller {
             name: name.to_string(),
+            caches: vec![sync_wait(&informer)],
             informer,
             triggers: Vec::new(),
             resync: Some(Duration::from_secs(300)),
@@ -127,9 +151,17 @@ impl<K: Resource> Controller<K> {
         map: impl Fn(&W) -> Vec<ObjectRef> + Send + Sync + 'static,
     ) -> Self {
         let sub = informer.subscribe();
+        self.caches.push(sync_wait(&informer));
         self.triggers.push(Box::new(move |queue, stop| {
             forward(sub, informer, queue, stop, map)
         }));
+        self
+    }
+
+    /// A cache the reconciler reads without reacting to its changes (a
+    /// node's Lease, say): nothing is reconciled before it has filled.
+    pub fn reads<W: Resource>(mut self, informer: &Informer<W>) -> Self {
+        self.caches.push(sync_wait(informer));
         self
     }
 
@@ -162,6 +194,7 @@ impl<K: Resource> Controller<K> {
             name,
             informer,
             triggers,
+            caches,
             resync,
             workers,
             queue,
@@ -177,14 +210,16 @@ impl<K: Resource> Controller<K> {
         for t in triggers {
             t(queue.clone(), stop.clone());
         }
-        // Wait for the cache before the first reconcile: a reconciler that
-        // saw an empty cache would act on a world that is not there.
-        loop {
-            tokio::select! {
-                ok = informer.wait_synced(Duration::from_secs(5)) => if ok { break },
-                _ = stop.cancelled() => return,
+        // Wait for every cache before the first reconcile: a reconciler
+        // that saw an empty cache would act on a world that is not there.
+        for (kind, synced) in &caches {
+            loop {
+                tokio::select! {
+                    ok = synced(Duration::from_secs(5)) => if ok { break },
+                    _ = stop.cancelled() => return,
+                }
+                tracing::info!(controller = %name, kind, "waiting for the cache to sync");
             }
-            tracing::info!(controller = %name, "waiting for the cache to sync");
         }
         for key in informer.keys() {
             queue.add(key);

@@ -3,8 +3,9 @@
 //! ready, finishes them as their `test/exit` label says, and removes pods
 //! being deleted). Rollouts keep their promise, undo goes back, a Job
 //! completes, a SIGKILL of the leader during a rollout ends with exactly
-//! the replicas asked for, and a service's endpoints follow its pods (its
-//! LoadBalancer address from the masters' pool).
+//! the replicas asked for, a paused and then a killed leader hand the
+//! controllers over without a pod created twice, and a service's endpoints
+//! follow its pods (its LoadBalancer address from the masters' pool).
 //!
 //! Flotilla only: with `FLOTILLA_TEST_TARGET=etcd` every test here is skipped.
 
@@ -16,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use flotilla_client::{Client, DeleteParams, ListParams};
+use flotilla_client::{Client, DeleteParams, EventType, ListParams, WatchParams};
 use flotilla_objects::api::ObjectApi;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -27,10 +29,18 @@ fn client_all(c: &Cluster) -> Client {
 }
 
 async fn start(test: &str) -> Option<(Cluster, Client, CancellationToken)> {
+    start_with(test, None).await
+}
+
+async fn start_with(
+    test: &str,
+    rust_log: Option<String>,
+) -> Option<(Cluster, Client, CancellationToken)> {
     if skip_on_etcd(test, false) {
         return None;
     }
     let opts = Opts {
+        rust_log,
         extra_args: vec![format!("--lb-pool={LB_POOL}")],
         ..Opts::default()
     };
@@ -513,4 +523,201 @@ async fn a_daemon_set_follows_the_nodes_that_join_and_leave() {
         .expect("delete node");
     placed(&["hollow-1", "hollow-2"]).await;
     stop.cancel();
+}
+
+fn replica_set(replicas: i64) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "burst", "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "burst"}},
+            "template": {"metadata": {"labels": {"app": "burst"}},
+                "spec": {"containers": [{"name": "c", "image": "v1"}]}}}})
+}
+
+/// Live pods of the ReplicaSet `burst`.
+async fn burst_pods(client: &Client) -> Result<usize, String> {
+    let p = ListParams {
+        label_selector: "app=burst".into(),
+        ..Default::default()
+    };
+    let list = client
+        .list("pods", "default", &p)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| {
+            p.pointer("/metadata/deletionTimestamp")
+                .is_none_or(Value::is_null)
+        })
+        .count())
+}
+
+async fn burst_reaches(client: &Client, n: usize) {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{n} pods of the ReplicaSet"),
+        async || match burst_pods(client).await? {
+            got if got == n => Ok(()),
+            got => Err(format!("{got} pods")),
+        },
+    )
+    .await;
+}
+
+/// The terms a master's leader loops were started and stopped in, from its
+/// log, in order: ("start" | "stop", term).
+fn loop_terms(log: &std::path::Path) -> Vec<(&'static str, u64)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let term = |line: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("term="))
+            .and_then(|t| t.parse().ok())
+    };
+    text.lines()
+        .filter_map(|l| {
+            if l.contains("leading: starting the leader loops") {
+                Some(("start", term(l)?))
+            } else if l.contains("no longer leading in this term") {
+                Some(("stop", term(l)?))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The leader paused (SIGSTOP) while its ReplicaSet controller creates
+/// pods, a new leader elected, the old one resumed; then the new leader
+/// SIGKILLed while its controller creates more. Every pod the ReplicaSet
+/// ever had is one it needed: a deposed leader's loops stop, and none of
+/// their late writes lands (they are fenced by their term), so no pod is
+/// created twice over and deleted again. Each master's log says which
+/// loops it ran in which term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_then_killed_leader_hands_its_controllers_over_without_overlap() {
+    let Some((mut cluster, client, hollow)) = start_with(
+        "a_paused_then_killed_leader_hands_its_controllers_over_without_overlap",
+        // Each pass that creates or deletes pods, with the cache it saw.
+        Some("info,flotilla_controllers::replicaset=debug".into()),
+    )
+    .await
+    else {
+        return;
+    };
+    // No nodes: the pods stay Pending and nothing but the ReplicaSet
+    // controller creates or deletes them.
+    hollow.cancel();
+    let from = client
+        .list("pods", "default", &ListParams::default())
+        .await
+        .expect("pods")
+        .resource_version;
+    client
+        .apply("default", &replica_set(150), false)
+        .await
+        .expect("apply");
+    wait_for(
+        Duration::from_secs(30),
+        "the controller has started creating pods",
+        async || match burst_pods(&client).await? {
+            0 => Err("none yet".to_string()),
+            n => Ok(n),
+        },
+    )
+    .await;
+    let first = cluster.leader().await;
+    cluster.pause(first);
+    let second = wait_for(
+        Duration::from_secs(30),
+        "another master leads",
+        async || match cluster.try_leader().await? {
+            l if l != first => Ok(l),
+            l => Err(format!("{l} still leads")),
+        },
+    )
+    .await;
+    cluster.resume(first);
+    burst_reaches(&client, 150).await;
+    client
+        .apply("default", &replica_set(300), false)
+        .await
+        .expect("scale up");
+    wait_for(
+        Duration::from_secs(30),
+        "the new leader's controller is creating pods",
+        async || match burst_pods(&client).await? {
+            n if n > 150 => Ok(n),
+            n => Err(format!("{n} pods")),
+        },
+    )
+    .await;
+    let now = cluster.leader().await;
+    cluster.kill(now);
+    burst_reaches(&client, 300).await;
+
+    // Every pod event since the start, replayed from history.
+    let to = client
+        .list("pods", "default", &ListParams::default())
+        .await
+        .expect("pods")
+        .resource_version
+        .parse::<i64>()
+        .expect("revision");
+    let p = WatchParams {
+        label_selector: "app=burst".into(),
+        resource_version: from,
+        // Bookmarks carry the stream past revisions with no pod event.
+        bookmarks: true,
+        bookmark_interval: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let mut events = client.watch("pods", "default", &p).await.expect("watch");
+    let (mut added, mut deleted) = (std::collections::BTreeSet::new(), Vec::new());
+    let mut seen = 0;
+    while seen < to {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the replay reaches the final revision")
+            .expect("the stream goes on")
+            .expect("an event");
+        seen = text(&ev.object, "/metadata/resourceVersion")
+            .parse()
+            .unwrap_or(seen);
+        let name = text(&ev.object, "/metadata/name").to_string();
+        match ev.kind {
+            EventType::Added => {
+                added.insert(name);
+            }
+            EventType::Deleted => deleted.push(name),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        (added.len(), deleted),
+        (300, vec![]),
+        "pods were created beyond what the ReplicaSet asked for"
+    );
+
+    // The paused leader stopped its loops for its term once it was back,
+    // and each later leader started its own in a later term.
+    let terms = |i: usize| loop_terms(&cluster.masters[i].log_path);
+    let first_terms = terms(first);
+    let led = first_terms
+        .iter()
+        .find(|(what, _)| *what == "start")
+        .map(|&(_, t)| t)
+        .expect("the first leader logged its loops starting");
+    assert!(
+        first_terms.contains(&("stop", led)),
+        "the paused leader did not stop its loops of term {led}: {first_terms:?}"
+    );
+    let second_terms = terms(second);
+    assert!(
+        second_terms
+            .iter()
+            .any(|&(what, t)| what == "start" && t > led),
+        "the second leader started no loops after term {led}: {second_terms:?}"
+    );
+    cluster.restart(now);
+    cluster.wait_ready(Duration::from_secs(30)).await;
 }

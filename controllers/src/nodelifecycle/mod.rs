@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use flotilla_objects::api::{ApiError, ObjectApi, Reason};
+use flotilla_objects::coordination::Lease;
 use flotilla_objects::core::{Node, NodeCondition, Pod, Taint};
 use flotilla_objects::{Time, TAINT_NOT_READY, TAINT_UNREACHABLE};
 use flotilla_runtime::{
@@ -78,7 +79,8 @@ impl LeaderLoop for NodeLifecycle {
             let nodes = ctx.informers.get::<Node>();
             let pods = ctx.informers.get::<Pod>();
             crate::pods::index_by_node(&pods);
-            let heartbeats = leases::heartbeats(&ctx.informers);
+            let leases = ctx.informers.get::<Lease>();
+            let heartbeats = leases::heartbeats(leases.clone());
             let r = Arc::new(Lifecycle {
                 api: ctx.api.clone(),
                 nodes: nodes.clone(),
@@ -90,7 +92,12 @@ impl LeaderLoop for NodeLifecycle {
             let evictor = evict::Evictor::new(ctx.api.clone(), nodes.clone(), pods.clone());
             let stop = ctx.stop.clone();
             tokio::spawn(async move { evictor.run(stop).await });
-            Controller::new(COMPONENT, nodes).run(r, ctx.stop).await
+            // A node's heartbeat may be its Lease alone: an unfilled lease
+            // cache would make every such node look silent.
+            Controller::new(COMPONENT, nodes)
+                .reads(&leases)
+                .run(r, ctx.stop)
+                .await
         })
     }
 }
@@ -100,12 +107,11 @@ mod leases {
     use std::sync::Arc;
 
     use flotilla_objects::coordination::{Lease, NODE_LEASE_NAMESPACE};
-    use flotilla_runtime::Informers;
+    use flotilla_runtime::Informer;
 
     use super::Heartbeats;
 
-    pub fn heartbeats(informers: &Informers) -> Heartbeats {
-        let leases = informers.get::<Lease>();
+    pub fn heartbeats(leases: Informer<Lease>) -> Heartbeats {
         Arc::new(move |node| {
             leases
                 .get(NODE_LEASE_NAMESPACE, node)

@@ -192,6 +192,7 @@ impl<K: ReplicaOwner> Replicas<K> {
         if !deleting {
             if active.len() < want {
                 let n = (want - active.len()).min(BURST);
+                tracing::debug!(owner = %key, active = active.len(), want, creating = n, cache = %self.pods.resource_version(), "too few pods");
                 if let Some(t) = owner.template() {
                     let pods: Vec<Pod> = (0..n)
                         .map(|_| pod_from_template(t, &key.namespace, &key.name, owner_ref(owner)))
@@ -202,6 +203,7 @@ impl<K: ReplicaOwner> Replicas<K> {
                 }
             } else if active.len() > want {
                 sort_for_deletion(&mut active);
+                tracing::debug!(owner = %key, active = active.len(), want, cache = %self.pods.resource_version(), "too many pods");
                 let extra: Vec<Arc<Pod>> = active
                     .iter()
                     .take((active.len() - want).min(BURST))
