@@ -7,6 +7,7 @@
 
 mod agent_support;
 mod common;
+mod proxy_policies;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -494,6 +495,8 @@ async fn services_reach_pods_through_both_proxy_modes() {
         .await;
         assert_eq!(body, pod);
     }
+
+    proxy_policies::ports_external_ips_and_local_policy(&servers, &svcs, &lan, &outside).await;
 
     udp_services(&client, &lan).await;
 
