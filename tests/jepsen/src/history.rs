@@ -95,6 +95,12 @@ pub enum Op {
     /// Objects workload: watcher `watcher` (re)opened its watch after
     /// resourceVersion `from` ("" : a fresh list, after Gone or at the start).
     ObjWatchOpen { watcher: u32, from: String },
+    /// Objects workload: a create with `generateName` by a retrying
+    /// client, of a ConfigMap carrying `token` (unique per create).
+    ObjCreate { token: String },
+    /// Objects workload: the final list of those ConfigMaps: the token of
+    /// each object found (a token twice: one create made two objects).
+    ObjCreatedList { tokens: Vec<String> },
 }
 
 impl Op {
@@ -113,6 +119,7 @@ impl Op {
                 | Op::LeasePut { .. }
                 | Op::LeaseGrant { .. }
                 | Op::ObjInc { .. }
+                | Op::ObjCreate { .. }
         )
     }
 
@@ -141,7 +148,9 @@ impl Op {
             Op::ObjInc { .. }
             | Op::ObjCounterRead { .. }
             | Op::ObjCounterSeen { .. }
-            | Op::ObjWatchOpen { .. } => "objects",
+            | Op::ObjWatchOpen { .. }
+            | Op::ObjCreate { .. }
+            | Op::ObjCreatedList { .. } => "objects",
             Op::Add { .. } | Op::SetRead { .. } => "set",
             Op::WatchPut { .. } | Op::WatchEvent { .. } | Op::WatchOpen { .. } => "watch",
             Op::LeaseGrant { .. }

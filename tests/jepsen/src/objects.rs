@@ -11,6 +11,19 @@
 //! - Counter watchers: watch the counter, resume from the last
 //!   resourceVersion seen on another master after a failure (relist after
 //!   Gone): every increment must be seen, in order, exactly once.
+//! - Creates with `generateName` by a retrying client: each ConfigMap
+//!   carries the token of its create; the final list must hold every
+//!   acknowledged token, and no token twice (a retried create that had
+//!   committed must not make a second object).
+//!
+//! Half of the register workers and one counter worker use the client as
+//! users do: one client that knows every master and retries a call that
+//! got no answer on the next master (each attempt with the call's request
+//! id, so a write that did commit is answered, not applied again). A retry
+//! applied twice shows as a counter above its acknowledged increments or
+//! as a register value no linearization explains. The others use one
+//! client per master without retries, so that the history says which
+//! master answered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,19 +44,52 @@ pub const OPS_PER_KEY: u64 = 120;
 pub const COUNTER_WORKERS: u32 = 3;
 pub const WATCHERS: u32 = 2;
 pub const COUNTER: &str = "jepsen-counter";
+/// Label of the ConfigMaps made with generateName.
+const CREATED_LABEL: &str = "jepsen-created";
 pub const KEY_PREFIX: &str = "objects/";
 const NS: &str = "default";
 
 /// One client per master (each knows only that master, and never retries
-/// on its own: the history must say which master answered what).
+/// on its own: the history must say which master answered what), or one
+/// retrying client that knows them all.
 struct Conns {
     nodes: Vec<(String, Client)>,
     cur: usize,
     rng: StdRng,
 }
 
+/// The history's node for calls made by a retrying client.
+const RETRYING: &str = "any (client retries)";
+
 impl Conns {
     fn new(ctx: &Ctx, worker: u32) -> Conns {
+        Self::with_retries(ctx, worker, false)
+    }
+
+    /// `retrying`: one client over every master (starting at the worker's
+    /// own) that retries unanswered calls for up to the operation timeout,
+    /// each attempt bounded by a third of it.
+    fn with_retries(ctx: &Ctx, worker: u32, retrying: bool) -> Conns {
+        if retrying && !ctx.nodes.is_empty() {
+            let opts = ClientOptions {
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: ctx.op_timeout / 3,
+                retry_for: ctx.op_timeout,
+                ..Default::default()
+            };
+            let first = worker as usize % ctx.nodes.len();
+            let mut addrs: Vec<String> = ctx.nodes.iter().map(|(_, a)| a.clone()).collect();
+            addrs.rotate_left(first);
+            let nodes = Client::connect_with(&addrs, opts)
+                .ok()
+                .map(|c| vec![(RETRYING.to_string(), c)])
+                .unwrap_or_default();
+            return Conns {
+                cur: 0,
+                nodes,
+                rng: StdRng::seed_from_u64(ctx.seed ^ 0x6f62_6a00 ^ worker as u64),
+            };
+        }
         let opts = ClientOptions {
             connect_timeout: Duration::from_secs(1),
             request_timeout: ctx.op_timeout,
@@ -133,9 +179,15 @@ async fn think(rng: &mut StdRng, ms: std::ops::Range<u64>, ctx: &Ctx) -> bool {
 }
 
 /// Registers: reads and writes of `data.v` in 0..5.
-async fn register_worker(ctx: Ctx, worker: u32, counter: Arc<AtomicU64>, group: u32) {
+async fn register_worker(
+    ctx: Ctx,
+    worker: u32,
+    counter: Arc<AtomicU64>,
+    group: u32,
+    retrying: bool,
+) {
     let groups = WORKERS.div_ceil(GROUP) as u64;
-    let mut conns = Conns::new(&ctx, worker);
+    let mut conns = Conns::with_retries(&ctx, worker, retrying);
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x6f72_6700 ^ worker as u64);
     while !ctx.stop.is_cancelled() {
         let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -177,6 +229,67 @@ async fn register_worker(ctx: Ctx, worker: u32, counter: Arc<AtomicU64>, group: 
     }
 }
 
+/// Creates with generateName through a retrying client, each with a token
+/// of its own.
+async fn creator(ctx: Ctx, worker: u32) {
+    let conns = Conns::with_retries(&ctx, worker, true);
+    let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x6372_6500 ^ worker as u64);
+    let mut n = 0u64;
+    while !ctx.stop.is_cancelled() {
+        n += 1;
+        let token = format!("{worker}-{n}");
+        let (node, client) = (conns.node(), conns.client());
+        let invoke = ctx.clock.now();
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"generateName": "jg-", "namespace": NS, "labels": {CREATED_LABEL: "1"}},
+            "data": {"token": token}});
+        let res = client
+            .create("configmaps", NS, &cm, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| (outcome(&e), e.message));
+        record(&ctx, worker, node, invoke, Op::ObjCreate { token }, res);
+        if !think(&mut rng, 5..30, &ctx).await {
+            break;
+        }
+    }
+}
+
+/// The final list of the ConfigMaps made by [`creator`] (after the faults
+/// are healed): retried until a master answers.
+pub async fn final_created(ctx: &Ctx, deadline: Duration) {
+    let conns = Conns::with_retries(ctx, 951, true);
+    let start = tokio::time::Instant::now();
+    let p = flotilla_client::ListParams {
+        label_selector: format!("{CREATED_LABEL}=1"),
+        ..Default::default()
+    };
+    while start.elapsed() < deadline && !ctx.abort.is_cancelled() {
+        let (node, client) = (conns.node(), conns.client());
+        let invoke = ctx.clock.now();
+        match client.list_all("configmaps", NS, &p).await {
+            Ok(list) => {
+                let tokens = list
+                    .items
+                    .iter()
+                    .filter_map(|c| c.pointer("/data/token").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect();
+                record(
+                    ctx,
+                    951,
+                    node,
+                    invoke,
+                    Op::ObjCreatedList { tokens },
+                    Ok(()),
+                );
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// Create the counter at 0 unless it exists; retried until it is there.
 async fn ensure_counter(ctx: &Ctx, conns: &mut Conns) {
     while !ctx.abort.is_cancelled() {
@@ -197,8 +310,8 @@ async fn ensure_counter(ctx: &Ctx, conns: &mut Conns) {
 
 /// Counter increments: Get, then Update with that resourceVersion; a
 /// Conflict re-reads and tries again, within one operation.
-async fn counter_worker(ctx: Ctx, worker: u32) {
-    let mut conns = Conns::new(&ctx, worker);
+async fn counter_worker(ctx: Ctx, worker: u32, retrying: bool) {
+    let mut conns = Conns::with_retries(&ctx, worker, retrying);
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x696e_6300 ^ worker as u64);
     ensure_counter(&ctx, &mut conns).await;
     while !ctx.stop.is_cancelled() {
@@ -431,11 +544,13 @@ pub fn start(
             700 + i,
             counters[g as usize].clone(),
             g,
+            i % 2 == 1,
         ));
     }
     for i in 0..COUNTER_WORKERS {
-        tasks.spawn(counter_worker(ctx.clone(), 800 + i));
+        tasks.spawn(counter_worker(ctx.clone(), 800 + i, i == 0));
     }
+    tasks.spawn(creator(ctx.clone(), 900));
     let (tx, rx) = tokio::sync::watch::channel(None);
     for i in 0..WATCHERS {
         watchers.spawn(watcher(ctx.clone(), i, rx.clone()));

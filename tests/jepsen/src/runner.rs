@@ -278,6 +278,7 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
         if !abort.is_cancelled() {
             let last = crate::objects::final_read(&ctx, Duration::from_secs(30)).await;
             let _ = target.send(last);
+            crate::objects::final_created(&ctx, Duration::from_secs(30)).await;
         }
         targets.push(target);
     }

@@ -10,8 +10,10 @@
 //!   list may start anywhere not below what it saw), with increasing
 //!   resourceVersions; and each watcher must reach the final value (one that
 //!   was shown no value at all while increments succeeded is stalled too).
+//! - Creates with generateName: the final list holds each acknowledged
+//!   create's token, and no token twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
@@ -136,8 +138,60 @@ pub fn check(history: &[Entry]) -> CheckResult {
         }
     }
 
+    // Creates with generateName.
+    let creates: Vec<&Entry> = history
+        .iter()
+        .filter(|e| matches!(e.op, Op::ObjCreate { .. }))
+        .collect();
+    let listed = history
+        .iter()
+        .filter(|e| e.status == Status::Ok)
+        .filter_map(|e| match &e.op {
+            Op::ObjCreatedList { tokens } => Some((e, tokens)),
+            _ => None,
+        })
+        .max_by_key(|(e, _)| e.invoke);
+    let created_ok = creates.iter().filter(|e| e.status == Status::Ok).count();
+    match listed {
+        Some((list, tokens)) => {
+            let mut found = BTreeSet::new();
+            for t in tokens {
+                if !found.insert(t.as_str()) {
+                    violations.push(Violation {
+                        kind: "duplicate-create".into(),
+                        message: format!("one create (token {t}) made more than one object"),
+                        excerpt: creates
+                            .iter()
+                            .filter(|e| matches!(&e.op, Op::ObjCreate { token } if token == t))
+                            .map(|e| (*e).clone())
+                            .chain([list.clone()])
+                            .collect(),
+                    });
+                }
+            }
+            for e in &creates {
+                if let Op::ObjCreate { token } = &e.op {
+                    if e.status == Status::Ok && !found.contains(token.as_str()) {
+                        violations.push(Violation {
+                            kind: "lost-create".into(),
+                            message: format!(
+                                "the acknowledged create of token {token} left no object"
+                            ),
+                            excerpt: vec![(*e).clone(), list.clone()],
+                        });
+                    }
+                }
+            }
+        }
+        None if !creates.is_empty() && note.is_none() => {
+            note = Some("no successful final list of the created objects".into());
+        }
+        None => {}
+    }
+
     let stats = json!({
         "registers": reg.stats,
+        "creates": {"ok": created_ok, "total": creates.len(), "listed": listed.map(|(_, t)| t.len())},
         "increments": {"ok": ok, "unknown": unknown, "failed": incs.len() as i64 - ok - unknown},
         "final": final_read.map(|(_, v)| v),
         "watch_events": seen_events,
@@ -351,5 +405,55 @@ mod tests {
         assert_eq!(kinds(&check(&h)), ["not-linearizable"]);
         // The plain register checker leaves them alone.
         assert!(register::check(&h).is_valid());
+    }
+    fn create(t: u64, token: &str, status: Status) -> Entry {
+        Entry {
+            status,
+            ..Entry::ok(
+                5,
+                t,
+                t + 1,
+                Op::ObjCreate {
+                    token: token.into(),
+                },
+            )
+        }
+    }
+
+    fn listed(t: u64, tokens: &[&str]) -> Entry {
+        Entry::ok(
+            9,
+            t,
+            t + 1,
+            Op::ObjCreatedList {
+                tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_create_that_made_two_objects_or_none_is_flagged() {
+        let base = vec![
+            create(0, "a", Status::Ok),
+            create(2, "b", Status::Info),
+            create(4, "c", Status::Ok),
+        ];
+        // An unknown create may or may not have made its object.
+        let mut h = base.clone();
+        h.push(listed(10, &["a", "c"]));
+        assert!(check(&h).is_valid(), "{:?}", check(&h).violations);
+        let mut h = base.clone();
+        h.push(listed(10, &["a", "b", "c"]));
+        assert!(check(&h).is_valid());
+        // A retried create applied twice.
+        let mut h = base.clone();
+        h.push(listed(10, &["a", "b", "c", "c"]));
+        assert_eq!(kinds(&check(&h)), ["duplicate-create"]);
+        // An acknowledged create that left nothing.
+        let mut h = base.clone();
+        h.push(listed(10, &["c"]));
+        assert_eq!(kinds(&check(&h)), ["lost-create"]);
+        // No final list: the run cannot say.
+        assert!(!check(&base).is_valid());
     }
 }
