@@ -1,7 +1,7 @@
 //! Backups and restores, as etcd operators know them.
 //!
 //! A backup (`etcdctl snapshot save FILE`, etcd's Maintenance.Snapshot) is a
-//! snapshot file ([`crate::snapshot`]'s format, checksummed) of a RocksDB
+//! snapshot file (the format of Raft's snapshots, checksummed) of a RocksDB
 //! checkpoint taken on the master asked, after a linearizable read barrier:
 //! it holds every write acknowledged before the call, and writes go on
 //! while it is taken and sent.

@@ -1,9 +1,11 @@
-//! The error a master's services return, and how it maps to gRPC.
+//! The error a master's services return, and how it maps to gRPC; and the
+//! store's own errors, which it carries: a read's ([`RangeError`]) and the
+//! storage's ([`StoreError`]).
 
 use tonic::{Code, Status};
 
 use crate::kv::KvError;
-use crate::mvcc::{RangeError, StoreError};
+pub use crate::mvcc::{RangeError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -10,6 +10,8 @@
 //! release's), rather than misreading it. Snapshot files carry the version
 //! in their magic (`FLTSNAP1`).
 
+use std::path::Path;
+
 use crate::engine::{self, Db, CF_RAFT_META};
 use crate::mvcc::StoreError;
 
@@ -20,7 +22,7 @@ const META_FORMAT: &[u8] = b"format_version";
 
 /// Check that this release can read `db`, and record the format in a new
 /// database (or in one written before formats were recorded: version 1).
-pub fn check(db: &Db) -> Result<u32, StoreError> {
+pub(crate) fn check(db: &Db) -> Result<u32, StoreError> {
     let meta = engine::cf(db, CF_RAFT_META);
     match db.get_cf(meta, META_FORMAT)? {
         Some(v) => {
@@ -46,13 +48,21 @@ pub fn check(db: &Db) -> Result<u32, StoreError> {
     }
 }
 
-/// Record `version` as the format of `db` (for tests of the refusal).
-#[doc(hidden)]
-pub fn mark(db: &Db, version: u32) -> Result<(), StoreError> {
+/// Record `version` as the format of `db`.
+pub(crate) fn mark(db: &Db, version: u32) -> Result<(), StoreError> {
     db.put_cf(
         engine::cf(db, CF_RAFT_META),
         META_FORMAT,
         version.to_be_bytes(),
     )?;
     Ok(())
+}
+
+/// Record `version` as the format of the master data folder `data_dir`
+/// (its database made if missing), as a release writing that version
+/// would have: how a test makes a folder that a newer release wrote, to
+/// see it refused. Not for a folder a running master has open.
+pub fn mark_data_dir(data_dir: &Path, version: u32) -> Result<(), StoreError> {
+    let db = engine::open(&data_dir.join("db"))?;
+    mark(&db, version)
 }

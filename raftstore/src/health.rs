@@ -48,7 +48,7 @@ impl Health for MasterHealth {
 }
 
 /// etcd's `/health` (and `/metrics` of `registry`) for the client port.
-pub fn client_port_router(master: Master) -> Router {
+pub(crate) fn client_port_router(master: Master) -> Router {
     let registry = master.cfg.metrics.clone();
     Router::new()
         .route(

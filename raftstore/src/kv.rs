@@ -1,7 +1,7 @@
 //! The key-value model, etcd v3 semantics, in Flotilla's own types.
 //!
 //! The gRPC layer converts protobuf to these at the edge; the log carries
-//! these; [`crate::mvcc`] executes them.
+//! these; the store (`mvcc`) executes them.
 
 use serde::{Deserialize, Serialize};
 
@@ -247,7 +247,7 @@ impl Limits {
         Ok(())
     }
 
-    pub fn check_range(&self, r: &RangeRequest) -> Result<(), KvError> {
+    pub(crate) fn check_range(&self, r: &RangeRequest) -> Result<(), KvError> {
         self.check_key(&r.key)?;
         if r.limit < 0 {
             return Err(KvError::InvalidArgument(
@@ -257,7 +257,7 @@ impl Limits {
         Ok(())
     }
 
-    pub fn check_put(&self, p: &PutRequest) -> Result<(), KvError> {
+    pub(crate) fn check_put(&self, p: &PutRequest) -> Result<(), KvError> {
         self.check_key(&p.key)?;
         if p.ignore_value && !p.value.is_empty() {
             return Err(KvError::ValueProvided);
@@ -271,14 +271,14 @@ impl Limits {
         Ok(())
     }
 
-    pub fn check_delete(&self, d: &DeleteRangeRequest) -> Result<(), KvError> {
+    pub(crate) fn check_delete(&self, d: &DeleteRangeRequest) -> Result<(), KvError> {
         self.check_key(&d.key)
     }
 
     /// Validate a transaction: sizes, operation count, and that no key is
     /// written twice (etcd's rule: a put may not overlap another put or a
     /// delete in the same branch, nested transactions included).
-    pub fn check_txn(&self, t: &TxnRequest) -> Result<(), KvError> {
+    pub(crate) fn check_txn(&self, t: &TxnRequest) -> Result<(), KvError> {
         if t.compare.len() > self.max_txn_ops
             || t.success.len() > self.max_txn_ops
             || t.failure.len() > self.max_txn_ops
@@ -335,7 +335,7 @@ fn collect_writes<'a>(
 
 /// Whether `key` falls in etcd's range `[start, end)`: an empty end means the
 /// single key `start`, an end of `\0` means every key from `start` on.
-pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     if end.is_empty() {
         key == start
     } else if end == [0] {
@@ -346,7 +346,7 @@ pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 }
 
 /// Approximate encoded size of a request, for the request size limit.
-pub fn txn_size(t: &TxnRequest) -> usize {
+pub(crate) fn txn_size(t: &TxnRequest) -> usize {
     fn op_size(op: &RequestOp) -> usize {
         match op {
             RequestOp::Range(r) => r.key.len() + r.range_end.len() + 16,

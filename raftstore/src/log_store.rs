@@ -34,6 +34,8 @@ const META_COMMITTED: &[u8] = b"committed";
 pub struct LogStore {
     db: Db,
     syncer: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// WAL fsyncs completed, counted always; read by the tests ([`LogStore::fsyncs`]).
+    #[cfg_attr(not(test), allow(dead_code))]
     synced: Arc<AtomicU64>,
     install: Arc<InstallGate>,
 }
@@ -68,6 +70,7 @@ impl InstallGate {
     }
 
     /// How many purges wait for an install now.
+    #[cfg(test)]
     pub fn waiting_purges(&self) -> u64 {
         self.waiting.load(Ordering::SeqCst)
     }
@@ -100,11 +103,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl LogStore {
+    #[cfg(test)]
     pub fn new(db: Db, install: Arc<InstallGate>) -> Self {
         Self::with_fsync_histogram(db, install, None)
     }
 
-    /// [`LogStore::new`], timing every WAL fsync into `fsync`
+    /// The log in `db`, timing every WAL fsync into `fsync` when given
     /// (`etcd_disk_wal_fsync_duration_seconds`).
     pub fn with_fsync_histogram(
         db: Db,
@@ -128,6 +132,7 @@ impl LogStore {
     }
 
     /// How many WAL fsyncs have completed: every acknowledged append waited for one.
+    #[cfg(test)]
     pub fn fsyncs(&self) -> u64 {
         self.synced.load(Ordering::SeqCst)
     }

@@ -180,11 +180,6 @@ impl StoreMetrics {
             ),
         })
     }
-
-    /// A fresh set in a registry of its own (tests, tools).
-    pub fn unregistered() -> Arc<Self> {
-        Self::new(&Registry::new())
-    }
 }
 
 /// Keep the Raft gauges in step with openraft's metrics, and the database

@@ -232,6 +232,7 @@ impl KvStore {
     }
 
     /// The newest version of `key` at or below `rev`, tombstones excluded.
+    #[cfg(test)]
     pub fn get_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, StoreError> {
         let _r = self.read_guard();
         self.get_at_raw(key, rev)
@@ -257,6 +258,7 @@ impl KvStore {
         Ok(None)
     }
 
+    #[cfg(test)]
     pub fn get_latest(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         self.get_at(key, i64::MAX)
     }

@@ -29,6 +29,7 @@ use crate::types::{
 };
 use crate::watch::WatchHub;
 
+mod access;
 mod batcher;
 mod leadership;
 mod leases;
@@ -154,35 +155,40 @@ fn openraft_election(e: u64) -> (u64, u64) {
 
 pub(crate) type ReadWaiter = oneshot::Sender<Result<u64>>;
 
+/// What a [`Master`] handle shares. Public in name only (for `Deref`):
+/// outside this crate it cannot be named and has no field or method to
+/// reach; [`Master`]'s methods are the interface.
 pub struct MasterInner {
-    pub id: NodeId,
-    pub cfg: MasterConfig,
-    pub raft: Raft,
-    pub store: Arc<KvStore>,
-    pub hub: Arc<WatchHub>,
-    pub lessor: Arc<Lessor>,
-    pub channels: PeerChannels,
+    pub(crate) id: NodeId,
+    pub(crate) cfg: MasterConfig,
+    pub(crate) raft: Raft,
+    pub(crate) store: Arc<KvStore>,
+    pub(crate) hub: Arc<WatchHub>,
+    pub(crate) lessor: Arc<Lessor>,
+    pub(crate) channels: PeerChannels,
     read_tx: mpsc::UnboundedSender<ReadWaiter>,
     proposals: mpsc::UnboundedSender<Proposal>,
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     revoking: Mutex<HashSet<i64>>,
     /// True once this master has published its addresses and the cluster id
     /// is known (etcd likewise serves clients only after publishing itself).
     ready: tokio::sync::watch::Sender<bool>,
     /// When this master last heard from a leader ([`crate::election`]).
-    pub heard: crate::election::Heard,
+    pub(crate) heard: crate::election::Heard,
     /// `Some(term)` while this master leads ([`Master::leadership`]).
     leadership: tokio::sync::watch::Receiver<Option<u64>>,
     /// The store's Prometheus series ([`crate::metrics`]).
-    pub metrics: Arc<crate::metrics::StoreMetrics>,
+    pub(crate) metrics: Arc<crate::metrics::StoreMetrics>,
     /// Holds new proposals during a leadership transfer.
     hold: Arc<transfer::Hold>,
 }
 
-/// A cheap handle on a running master, shared by every service.
+/// A cheap handle on a running master, shared by every service and by the
+/// embedder (see [`crate::RunningMaster`]).
 #[derive(Clone)]
-pub struct Master(pub Arc<MasterInner>);
+pub struct Master(Arc<MasterInner>);
 
+// The crate's own code reads the shared state as `master.store` and the like.
 impl std::ops::Deref for Master {
     type Target = MasterInner;
     fn deref(&self) -> &MasterInner {
@@ -209,7 +215,7 @@ const PROPOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 impl Master {
     /// Open the data dir and start Raft (servers are started by [`crate::server`]).
-    pub async fn open(cfg: MasterConfig) -> std::result::Result<Master, StartError> {
+    pub(crate) async fn open(cfg: MasterConfig) -> std::result::Result<Master, StartError> {
         cfg.validate().map_err(StartError::Config)?;
         let id = node_id_from_name(&cfg.name);
         std::fs::create_dir_all(&cfg.data_dir)
@@ -349,7 +355,7 @@ impl Master {
     }
 
     /// Found the cluster (first start with `--initial-cluster`) or ask to join it.
-    pub async fn bootstrap(&self) -> std::result::Result<(), StartError> {
+    pub(crate) async fn bootstrap(&self) -> std::result::Result<(), StartError> {
         let initialized = self
             .raft
             .is_initialized()
@@ -386,7 +392,7 @@ impl Master {
 
     /// Start the background duties: member registration, lease expiry,
     /// automatic compaction, the cluster id.
-    pub fn spawn_duties(&self) {
+    pub(crate) fn spawn_duties(&self) {
         tokio::spawn(self.clone().duties_loop());
     }
 
@@ -405,7 +411,7 @@ impl Master {
             .is_ok_and(|r| r.is_ok())
     }
 
-    pub fn header(&self, revision: i64) -> ResponseHeader {
+    pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: self.store.cluster_id(),
             member_id: self.id,
@@ -639,7 +645,7 @@ impl Master {
 
     /// The leader's read index, shared by every read that arrived before the
     /// quorum check started.
-    pub async fn local_read_index(&self) -> Result<u64> {
+    pub(crate) async fn local_read_index(&self) -> Result<u64> {
         let (tx, rx) = oneshot::channel();
         self.read_tx
             .send(tx)

@@ -21,7 +21,7 @@ pub trait ClientGate: Send + Sync {
 
 /// The gate as a tonic interceptor.
 #[derive(Clone)]
-pub struct GateInterceptor(pub Option<Arc<dyn ClientGate>>);
+pub(crate) struct GateInterceptor(pub(crate) Option<Arc<dyn ClientGate>>);
 
 impl Interceptor for GateInterceptor {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
@@ -59,7 +59,7 @@ impl fmt::Debug for TransportSecurity {
 }
 
 /// An endpoint for `addr` (HOST:PORT): https with `tls` when given.
-pub fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, String> {
+pub(crate) fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| format!("bad address {addr}: {e}"))?;

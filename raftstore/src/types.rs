@@ -25,7 +25,7 @@ impl fmt::Display for MasterNode {
 openraft::declare_raft_types!(
     /// Flotilla's Raft types: u64 member ids, file-backed snapshots (so that a
     /// snapshot of any size streams from and to disk, never whole in memory).
-    pub TypeConfig:
+    pub(crate) TypeConfig:
         D = Command,
         R = CommandResult,
         NodeId = u64,
@@ -37,19 +37,19 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, MasterNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, MasterNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type StorageIOError = openraft::StorageIOError<NodeId>;
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type LogId = openraft::LogId<NodeId>;
+pub(crate) type Vote = openraft::Vote<NodeId>;
+pub(crate) type Entry = openraft::Entry<TypeConfig>;
+pub(crate) type StoredMembership = openraft::StoredMembership<NodeId, MasterNode>;
+pub(crate) type SnapshotMeta = openraft::SnapshotMeta<NodeId, MasterNode>;
+pub(crate) type Snapshot = openraft::Snapshot<TypeConfig>;
+pub(crate) type StorageError = openraft::StorageError<NodeId>;
+pub(crate) type StorageIOError = openraft::StorageIOError<NodeId>;
 
 /// A member id derived from the master's name, so that every master started
 /// with the same `--initial-cluster` agrees on the ids without talking.
-pub fn node_id_from_name(name: &str) -> NodeId {
+pub(crate) fn node_id_from_name(name: &str) -> NodeId {
     // FNV-1a, 64 bit; zero is reserved by etcd clients for "no member".
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.as_bytes() {
@@ -123,7 +123,7 @@ pub enum Command {
     /// A log entry's command with the time (ms since the Unix epoch) the
     /// leader that wrote the entry stamped it with: the log's clock, by
     /// which remembered request ids are forgotten
-    /// ([`crate::mvcc::OnceLimits`]). Only ever around an entry's command.
+    /// (the store's `OnceLimits`). Only ever around an entry's command.
     At {
         ms: u64,
         cmd: Box<Command>,

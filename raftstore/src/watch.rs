@@ -14,7 +14,7 @@ use crate::mvcc::RangeError;
 use crate::node::Master;
 
 #[derive(Debug, Clone)]
-pub enum HubMsg {
+pub(crate) enum HubMsg {
     /// The events of one revision, in order.
     Revision {
         revision: i64,
@@ -24,7 +24,7 @@ pub enum HubMsg {
     Reset,
 }
 
-pub struct WatchHub {
+pub(crate) struct WatchHub {
     tx: broadcast::Sender<HubMsg>,
 }
 

@@ -39,20 +39,20 @@ pub async fn start(
             Auth::rbac(
                 access.authn,
                 server.clone(),
-                m.shutdown.clone(),
+                m.shutdown_token(),
                 access.sa_keys,
             )
         } else {
             Auth::always_allow(access.authn)
         };
         let _ = access.gate.auth.set(auth.clone());
-        flotilla_telemetry::register(&m.cfg.metrics, server.watch_cache_collector());
-        let limit = m.cfg.limits.max_request_bytes + 512 * 1024;
+        flotilla_telemetry::register(&m.config().metrics, server.watch_cache_collector());
+        let limit = m.config().limits.max_request_bytes + 512 * 1024;
         Routes::new(ObjectService::server(
             server.clone(),
             auth.clone(),
             limit,
-            flotilla_control::metrics::ApiMetrics::new(&m.cfg.metrics),
+            flotilla_control::metrics::ApiMetrics::new(&m.config().metrics),
             access.audit.clone(),
         ))
         .add_service(flotilla_control::relay::Relay::server(
@@ -65,15 +65,15 @@ pub async fn start(
     .await?;
     let master = running.master.clone();
     flotilla_telemetry::register(
-        &master.cfg.metrics,
+        &master.config().metrics,
         flotilla_runtime::metrics::WorkqueueCollector,
     );
-    flotilla_scheduler::metrics::register(&master.cfg.metrics);
+    flotilla_scheduler::metrics::register(&master.config().metrics);
     let Some(api) = api else {
         return Ok(running);
     };
     {
-        let (api, stop) = (api.clone(), master.shutdown.clone());
+        let (api, stop) = (api.clone(), master.shutdown_token());
         tokio::spawn(async move {
             loop {
                 match api.ensure_namespaces().await {
@@ -91,9 +91,9 @@ pub async fn start(
         });
     }
     if let Some(mut dns) = dns {
-        dns.metrics = Some(master.cfg.metrics.clone());
+        dns.metrics = Some(master.config().metrics.clone());
         let (addr, cluster_dns) = (dns.addr, dns.cluster_dns);
-        let stop = master.shutdown.clone();
+        let stop = master.shutdown_token();
         let api_dyn: Arc<dyn ObjectApi> = Arc::new(api.clone());
         let server = match flotilla_dns::start(dns, api_dyn, stop.clone()).await {
             Ok(s) => s,
@@ -104,7 +104,7 @@ pub async fn start(
         };
         tokio::spawn(flotilla_dns::kube_dns::publish(
             Arc::new(api.clone()),
-            master.cfg.name.clone(),
+            master.config().name.clone(),
             server.addr,
             cluster_dns,
             stop.clone(),
@@ -113,13 +113,13 @@ pub async fn start(
     }
     let fenced = api.clone();
     let mut manager = Manager::new(
-        &master.cfg.name,
+        &master.config().name,
         Arc::new(move |term| Arc::new(fenced.fenced(term)) as Arc<dyn ObjectApi>),
     );
     for l in loops {
         manager.add(l);
     }
-    let (lead, stop) = (master.leadership(), master.shutdown.clone());
+    let (lead, stop) = (master.leadership(), master.shutdown_token());
     tokio::spawn(async move { manager.run(lead, stop).await });
     Ok(running)
 }

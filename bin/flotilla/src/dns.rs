@@ -82,7 +82,7 @@ const QUORUM_POLL: Duration = Duration::from_millis(500);
 /// with a quorum (a read index through the leader, as linearizable reads
 /// do), within twice the election timeout.
 pub async fn watch_quorum(master: Master, dns: flotilla_dns::Running, stop: CancellationToken) {
-    let limit = Duration::from_millis(master.cfg.election_timeout_ms.saturating_mul(2));
+    let limit = Duration::from_millis(master.config().election_timeout_ms.saturating_mul(2));
     loop {
         let ok = tokio::select! {
             _ = stop.cancelled() => return,

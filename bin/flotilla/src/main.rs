@@ -301,7 +301,7 @@ async fn run_master(a: MasterArgs) -> Result<()> {
     let health = std::sync::Arc::new(flotilla_raftstore::health::MasterHealth(m.clone()));
     if let Err(e) = a
         .metrics
-        .serve(None, &m.cfg.metrics, health, m.shutdown.clone())
+        .serve(None, &m.config().metrics, health, m.shutdown_token())
         .await
     {
         running.shutdown().await;
@@ -370,7 +370,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
         {
             eprintln!(
                 "warning: master {} has not published itself yet",
-                r.master.cfg.name
+                r.master.config().name
             );
         }
     }

@@ -6,12 +6,11 @@ use std::time::Duration;
 use flotilla_control::store::{
     Change, Cond, Kv, Op, Page, Store, StoreError, Txn, TxnResult, WatchMsg, WatchStream,
 };
-use flotilla_raftstore::error::Error as RaftError;
+use flotilla_raftstore::error::{Error as RaftError, RangeError};
 use flotilla_raftstore::kv::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, EventType, KeyValue, KvError,
     PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest,
 };
-use flotilla_raftstore::mvcc::RangeError;
 use flotilla_raftstore::types::{Command, Outcome};
 use flotilla_raftstore::watch::{follow_map, WatchItem};
 use flotilla_raftstore::Master;
@@ -132,17 +131,17 @@ impl Store for MasterStore {
             revision,
             ..Default::default()
         };
-        let store = self.master.store.clone();
+        let master = self.master.clone();
         let (resp, rev) = tokio::task::spawn_blocking(move || {
             // Read at the revision reported, so that a write applied
             // meanwhile cannot make the items newer than it.
             let rev = if req.revision > 0 {
                 req.revision
             } else {
-                store.revision()
+                master.revision()
             };
             req.revision = rev;
-            store.range(&req).map(|r| (r, rev))
+            master.range(&req).map(|r| (r, rev))
         })
         .await
         .map_err(|e| StoreError::Other(e.to_string()))?
@@ -224,23 +223,23 @@ impl Store for MasterStore {
     }
 
     fn revision(&self) -> i64 {
-        self.master.store.revision()
+        self.master.revision()
     }
 
     async fn current_revision(&self) -> Result<i64, StoreError> {
         // The read index, applied here: the store's revision now covers it.
         self.master.linearize().await.map_err(raft_err)?;
-        Ok(self.master.store.revision())
+        Ok(self.master.revision())
     }
 
     fn compact_revision(&self) -> i64 {
-        self.master.store.compact_revision()
+        self.master.compact_revision()
     }
 
     fn max_value_bytes(&self) -> usize {
         // Room for the key and the request's framing.
         self.master
-            .cfg
+            .config()
             .limits
             .max_request_bytes
             .saturating_sub(4096)

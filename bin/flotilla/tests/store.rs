@@ -13,11 +13,11 @@ async fn flotilla_master_refuses_data_written_in_a_format_it_does_not_know() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let db = flotilla_raftstore::engine::open(&dir.path().join("db")).expect("open");
-        flotilla_raftstore::format::mark(&db, flotilla_raftstore::format::FORMAT_VERSION + 1)
-            .expect("mark");
-    }
+    flotilla_raftstore::format::mark_data_dir(
+        dir.path(),
+        flotilla_raftstore::format::FORMAT_VERSION + 1,
+    )
+    .expect("mark");
     let peer = format!("127.0.0.1:{}", free_port());
     let client = format!("127.0.0.1:{}", free_port());
     let data_dir = dir.path().display().to_string();

@@ -279,7 +279,7 @@ impl KvStore {
     }
 
     /// Change the window's bounds (for tests of the bounds).
-    #[doc(hidden)]
+    #[cfg(test)]
     pub fn set_once_limits(&self, limits: OnceLimits) {
         *self.once_limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
     }

@@ -23,7 +23,7 @@ impl Master {
     /// a leader cut off from its peers but still reachable by clients would
     /// otherwise answer "renewed" while the real leader lets the lease
     /// expire (etcd's issue 15247: two holders of one lock).
-    pub async fn lease_keep_alive_local(&self, id: i64) -> Result<Option<i64>> {
+    pub(crate) async fn lease_keep_alive_local(&self, id: i64) -> Result<Option<i64>> {
         let term = self.leading().ok_or(Error::NoLeader)?;
         self.lease_clocks_for(term).await?;
         self.local_read_index().await?;
@@ -64,6 +64,18 @@ impl Master {
             }
             LeaseAnswer::Remote(r) => Ok(r.found.then_some((r.ttl, r.granted_ttl))),
         }
+    }
+
+    /// Seconds left (rounded up) and granted TTL of a lease on this
+    /// master's own clock, without asking the leader; `None` when this
+    /// replica knows no such lease (never granted, or revoked). Only the
+    /// leader's clock decides expiry ([`Master::lease_time_to_live`]): a
+    /// follower's runs from the grant (or from its own last term) and is
+    /// restarted when it starts leading. Public for the tests of that
+    /// restart (`tests/leadership.rs`), which watch a follower's clock run
+    /// out.
+    pub fn local_lease_remaining(&self, id: i64) -> Option<(i64, i64)> {
+        self.lessor.remaining(id)
     }
 
     /// Find the leader for a lease query: this master, or the answer of the

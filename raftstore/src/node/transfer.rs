@@ -160,7 +160,11 @@ impl Master {
     }
 
     /// Stand for election now, at the leader's request (`TimeoutNow`).
-    pub async fn stand_now(&self, leader: NodeId, term: u64) -> std::result::Result<(), String> {
+    pub(crate) async fn stand_now(
+        &self,
+        leader: NodeId,
+        term: u64,
+    ) -> std::result::Result<(), String> {
         let m = self.raft.metrics().borrow().clone();
         if m.current_term != term || m.current_leader != Some(leader) {
             return Err(format!(

@@ -1,12 +1,10 @@
 //! Applying commands: batches, request ids and their window, fencing.
 
-mod common;
-
-use common::*;
-use flotilla_raftstore::engine;
-use flotilla_raftstore::kv::*;
-use flotilla_raftstore::mvcc::OnceLimits;
-use flotilla_raftstore::types::{Command, Outcome};
+use super::common::*;
+use crate::engine;
+use crate::kv::*;
+use crate::mvcc::OnceLimits;
+use crate::types::{Command, Outcome};
 
 #[test]
 fn a_batch_applies_each_command_at_its_own_revision_and_resumes_after_a_crash() {
@@ -39,7 +37,7 @@ fn a_batch_applies_each_command_at_its_own_revision_and_resumes_after_a_crash() 
         .db()
         .put_cf(
             meta,
-            flotilla_raftstore::mvcc::META_BATCH_PROGRESS,
+            crate::mvcc::META_BATCH_PROGRESS,
             bincode_progress(1, 1),
         )
         .expect("marker");

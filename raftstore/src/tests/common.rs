@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use flotilla_raftstore::engine;
-use flotilla_raftstore::kv::*;
-use flotilla_raftstore::mvcc::{KvStore, RangeError};
-use flotilla_raftstore::types::{Command, CommandResult, Entry, Outcome};
+use crate::engine;
+use crate::kv::*;
+use crate::mvcc::{KvStore, RangeError};
+use crate::types::{Command, CommandResult, Entry, Outcome};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 pub struct T {

@@ -1,13 +1,11 @@
 //! Compaction: logical (refused reads) and physical (what a running or
 //! interrupted removal of old versions lets readers see).
 
-mod common;
-
-use common::*;
-use flotilla_raftstore::engine;
-use flotilla_raftstore::kv::*;
-use flotilla_raftstore::mvcc::{KvStore, RangeError};
-use flotilla_raftstore::types::{Command, Outcome};
+use super::common::*;
+use crate::engine;
+use crate::kv::*;
+use crate::mvcc::{KvStore, RangeError};
+use crate::types::{Command, Outcome};
 
 #[test]
 fn compaction_refuses_old_revisions_and_keeps_the_state_at_the_compact_revision() {

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use flotilla_raftstore::engine;
-use flotilla_raftstore::format;
-use flotilla_raftstore::kv::*;
-use flotilla_raftstore::mvcc::StoreError;
-use flotilla_raftstore::types::{Command, CommandResult, Entry, MasterNode, MemberAddrs, Outcome};
+use crate::engine;
+use crate::format;
+use crate::kv::*;
+use crate::mvcc::StoreError;
+use crate::types::{Command, CommandResult, Entry, MasterNode, MemberAddrs, Outcome};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership};
 
 /// One of every kind of log entry and of every command.

@@ -1,12 +1,10 @@
 //! etcd's revision semantics, executed by the state machine directly.
 
-mod common;
-
-use common::*;
-use flotilla_raftstore::engine;
-use flotilla_raftstore::kv::*;
-use flotilla_raftstore::mvcc::RangeError;
-use flotilla_raftstore::types::{Command, Outcome};
+use super::common::*;
+use crate::engine;
+use crate::kv::*;
+use crate::mvcc::RangeError;
+use crate::types::{Command, Outcome};
 
 #[test]
 fn revisions_versions_and_create_revisions_follow_etcd() {

@@ -6,27 +6,26 @@
 //! and no header older than one before. Watch and keep-alive streams answer
 //! every request and deliver only what a watch asked for. Reads at every
 //! revision agree with a small model after random writes. Each test starts
-//! one single-master store and calls its services in process (streams over
-//! loopback gRPC).
+//! one single-master store and calls its services over loopback gRPC.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use flotilla_proto::etcdserverpb as pb;
 use flotilla_proto::mvccpb;
-use flotilla_raftstore::service::maintenance::MaintenanceService;
-use flotilla_raftstore::service::{cluster::ClusterService, kv::KvService, lease::LeaseService};
 use flotilla_raftstore::{Master, MasterConfig, RunningMaster};
 use pb::compare::TargetUnion as U;
-use pb::{cluster_server::Cluster, kv_server::Kv, lease_server::Lease};
-use pb::{maintenance_server::Maintenance, request_op::Request as R, response_op::Response as Rsp};
+use pb::response_op::Response as Rsp;
+use pb::{cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient};
+use pb::{maintenance_client::MaintenanceClient, request_op::Request as R};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use prost::Message;
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 /// Panics anywhere in the process: in a handler, or in a task it spawned.
@@ -72,16 +71,17 @@ headed!(
 );
 headed!(MemberPromoteResponse);
 
-/// One single-master store and its services, shared by a test's cases.
+/// One single-master store and clients of its services, shared by a
+/// test's cases.
 struct Fx {
     rt: tokio::runtime::Runtime,
     running: Option<RunningMaster>,
     m: Master,
-    kv: Arc<KvService>,
-    lease: Arc<LeaseService>,
-    maint: Arc<MaintenanceService>,
-    cluster: Arc<ClusterService>,
-    channel: tonic::transport::Channel,
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+    maint: MaintenanceClient<Channel>,
+    cluster: ClusterClient<Channel>,
+    channel: Channel,
     /// The highest header revision answered so far.
     seen: AtomicI64,
     granted: Mutex<Vec<i64>>,
@@ -129,11 +129,13 @@ impl Fx {
         let m = running.master.clone();
         Fx {
             rt,
-            kv: Arc::new(KvService { master: m.clone() }),
-            lease: Arc::new(LeaseService { master: m.clone() }),
-            maint: Arc::new(MaintenanceService { master: m.clone() }),
-            cluster: Arc::new(ClusterService { master: m.clone() }),
-            seen: AtomicI64::new(m.store.revision()),
+            // Answers are the master's to bound, not the client's: a range
+            // of values near the request limit is larger than tonic's default.
+            kv: KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
+            lease: LeaseClient::new(channel.clone()),
+            maint: MaintenanceClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel.clone()),
+            seen: AtomicI64::new(m.revision()),
             m,
             running: Some(running),
             channel,
@@ -194,8 +196,8 @@ impl Fx {
     fn rev(&self, r: Rev) -> i64 {
         match r {
             Rev::Abs(v) => v,
-            Rev::Latest(d) => self.m.store.revision().saturating_add(d),
-            Rev::Compacted(d) => self.m.store.compact_revision().saturating_add(d),
+            Rev::Latest(d) => self.m.revision().saturating_add(d),
+            Rev::Compacted(d) => self.m.compact_revision().saturating_add(d),
         }
     }
 
@@ -234,7 +236,7 @@ impl Drop for Fx {
 /// `ask!(fx, service.method(request))`: [`Fx::answer`] of one call.
 macro_rules! ask {
     ($fx:expr, $svc:ident . $m:ident ($req:expr)) => {{
-        let (s, r) = ($fx.$svc.clone(), $req);
+        let (mut s, r) = ($fx.$svc.clone(), $req);
         $fx.answer(stringify!($m), async move { s.$m(Request::new(r)).await })
             .await?
     }};

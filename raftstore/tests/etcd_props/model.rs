@@ -226,7 +226,7 @@ async fn send_txn(
         ([], [op], []) => op.request.clone(),
         _ => None,
     };
-    let kv = fx.kv.clone();
+    let mut kv = fx.kv.clone();
     Ok(match lone {
         Some(R::RequestPut(p)) => {
             let r = fx.call("put", async move { kv.put(Request::new(p)).await });
@@ -252,7 +252,7 @@ async fn model_case(fx: &Fx, n: usize, txns: Vec<MTxn>, opts: MRange) -> Result<
         format!("m/{n}/").into_bytes(),
         format!("m/{n}0").into_bytes(),
     );
-    let base = fx.m.store.revision();
+    let base = fx.m.revision();
     let (mut m, mut rev) = (Model::new(), base);
     let mut history = vec![(base, m.clone())];
     for mt in txns {

@@ -54,7 +54,7 @@ async fn run(fx: &Fx, op: Op) -> Result<(), TestCaseError> {
         }
         Op::Put(mut p, near, l) => {
             if let Some(d) = near {
-                let max = fx.m.cfg.limits.max_request_bytes as i64;
+                let max = fx.m.config().limits.max_request_bytes as i64;
                 p.value = vec![b'v'; (max - p.key.len() as i64 + d).max(0) as usize];
             }
             if p.lease == 0 {
@@ -93,7 +93,7 @@ async fn run(fx: &Fx, op: Op) -> Result<(), TestCaseError> {
             _ = ask!(fx, maint.hash_kv(pb::HashKvRequest { revision }));
         }
         Op::Admin(which, id) => {
-            let id = if id == 0 { fx.m.id } else { id };
+            let id = if id == 0 { fx.m.id() } else { id };
             match which {
                 0 => _ = ask!(fx, maint.status(pb::StatusRequest {})),
                 1 => _ = ask!(fx, maint.alarm(Default::default())),
@@ -120,7 +120,7 @@ async fn run(fx: &Fx, op: Op) -> Result<(), TestCaseError> {
             }
         }
     }
-    let rev = fx.m.store.revision();
+    let rev = fx.m.revision();
     prop_assert!(
         rev >= fx.seen.load(SeqCst),
         "the store's revision {rev} moved back"

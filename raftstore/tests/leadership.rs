@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use flotilla_raftstore::error::Error;
-use flotilla_raftstore::kv::{PutRequest, RequestOp, TxnRequest};
+use flotilla_raftstore::kv::{PutRequest, RangeRequest, RequestOp, TxnRequest};
 use flotilla_raftstore::types::{Command, Outcome};
 use flotilla_raftstore::{Master, MasterConfig};
 use tokio::runtime::Handle;
@@ -180,9 +180,9 @@ async fn a_paused_old_leaders_fenced_write_is_refused_after_a_new_leader_is_elec
     assert_eq!(r, Outcome::Fenced { term });
     // The new leader's writes with its own term go through.
     let (new, _) = settled_leader_above(&nodes, term, "after").await;
-    let store = nodes[new].master.store.clone();
-    assert!(store.get_latest(b"before").expect("read").is_some());
-    assert!(store.get_latest(b"late").expect("read").is_none());
+    let m = &nodes[new].master;
+    assert!(exists(m, b"before"));
+    assert!(!exists(m, b"late"));
 
     // The old leader's leadership stream says it no longer leads in `term`.
     let mut lead = nodes[old].master.leadership();
@@ -190,6 +190,15 @@ async fn a_paused_old_leaders_fenced_write_is_refused_after_a_new_leader_is_elec
         .await
         .expect("the old leader still says it leads")
         .expect("leadership stream");
+}
+
+/// Whether `key` exists on `m`'s replica now.
+fn exists(m: &Master, key: &[u8]) -> bool {
+    let r = m.range(&RangeRequest {
+        key: key.to_vec(),
+        ..Default::default()
+    });
+    !r.expect("read").kvs.is_empty()
 }
 
 /// Run `f` with `node`'s master on its own runtime.
@@ -281,9 +290,12 @@ async fn a_new_leader_restarts_the_lease_clocks_before_answering_a_keep_alive() 
         {
             assert_eq!(kept, Some(ttl), "the lease expired while kept alive");
         }
-        let followers_expired = (0..3)
-            .filter(|i| *i != l)
-            .all(|i| nodes[i].master.lessor.expired().contains(&id));
+        let followers_expired = (0..3).filter(|i| *i != l).all(|i| {
+            nodes[i]
+                .master
+                .local_lease_remaining(id)
+                .is_some_and(|(left, _)| left == 0)
+        });
         if followers_expired && *nodes[l].master.leadership().borrow() == Some(term) {
             break (l, term);
         }
@@ -317,9 +329,8 @@ async fn a_new_leader_restarts_the_lease_clocks_before_answering_a_keep_alive() 
             Err(e) => panic!("keep-alive in the new term: {e}"),
         }
     };
-    let store = nodes[new].master.store.clone();
     assert!(
-        store.lease_ttl(id).expect("read").is_some(),
+        nodes[new].master.local_lease_remaining(id).is_some(),
         "the lease was revoked"
     );
     drop(resume);

@@ -1,0 +1,48 @@
+//! What an embedder reads of a running master besides proposals and read
+//! barriers: who it is, how it was configured, when it stops, and this
+//! replica's state (reads without a barrier).
+
+use super::*;
+use crate::error::RangeError;
+use crate::kv::{RangeRequest, RangeResponse};
+
+impl Master {
+    /// This master's member id (derived from its name: see
+    /// [`MasterConfig::name`]), as response headers and the member list
+    /// give it.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The configuration this master was started with.
+    pub fn config(&self) -> &MasterConfig {
+        &self.cfg
+    }
+
+    /// A token cancelled when this master stops, for work that must end
+    /// with it. Cancelling it stops nothing: [`crate::RunningMaster::shutdown`]
+    /// stops the master.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.child_token()
+    }
+
+    /// The last revision this master's replica has applied. Without a read
+    /// barrier first ([`Master::linearize`]) it may be behind the leader's.
+    pub fn revision(&self) -> i64 {
+        self.store.revision()
+    }
+
+    /// The revision this replica's history is compacted to: reads and
+    /// watches below it are refused.
+    pub fn compact_revision(&self) -> i64 {
+        self.store.compact_revision()
+    }
+
+    /// Read a range from this master's replica as it is now (a
+    /// serializable read; [`Master::linearize`] first for a linearizable
+    /// one). Blocking: it reads RocksDB, so call it off the async runtime's
+    /// threads (`spawn_blocking`).
+    pub fn range(&self, r: &RangeRequest) -> std::result::Result<RangeResponse, RangeError> {
+        self.store.range(r)
+    }
+}
