@@ -40,7 +40,9 @@
 //! leader for a read index confirmed by a quorum ([`Master::linearize`]).
 //!
 //! Must not depend on: any other Flotilla crate but `flotilla-proto`
-//! (protobuf is converted to this crate's own types in `convert`).
+//! (protobuf is converted to this crate's own types in `convert`) and the
+//! two leaf crates every role shares, `flotilla-security` (TLS) and
+//! `flotilla-telemetry` (metrics registries); the store knows no objects.
 
 // openraft's storage traits fix the (large) error type every helper returns.
 #![allow(clippy::result_large_err)]
