@@ -7,26 +7,22 @@
 //! process groups so that a Ctrl-C reaches the harness, which then kills
 //! them (SIGKILL on drop).
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use flotilla_proto::cluster::cluster_admin_client::ClusterAdminClient;
 use flotilla_proto::cluster::RemoveMasterRequest;
 use flotilla_proto::etcdserverpb::cluster_client::ClusterClient;
-use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use flotilla_proto::etcdserverpb::{
-    MemberAddRequest, MemberListRequest, MemberRemoveRequest, StatusRequest,
-};
+use flotilla_proto::etcdserverpb::{MemberAddRequest, MemberListRequest, MemberRemoveRequest};
+use flotilla_testkit::{connect, etcd_joined_cluster, member_status, Boot, Member, Probe};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
 
 use crate::netns::NetSpec;
 
@@ -34,23 +30,11 @@ pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
 
 /// Which server the run tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// `flotilla master` processes.
-    Flotilla,
-    /// A three- (or five-) member etcd (Debian's /usr/bin/etcd), for comparison.
-    Etcd,
-}
+pub use flotilla_testkit::Target;
 
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Target::Flotilla => "flotilla",
-            Target::Etcd => "etcd",
-        })
-    }
-}
+/// How long a master has to answer Maintenance.Status when the harness
+/// looks for the leader.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// Flags shared by every master of a run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,15 +55,6 @@ pub struct ClusterOpts {
 /// Where Debian's `faketime` package puts the multi-threaded libfaketime.
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
-#[derive(Clone, Debug)]
-enum Boot {
-    /// Founding member.
-    Initial,
-    /// Flotilla: `--join` these client addresses; etcd: this
-    /// `--initial-cluster` with `--initial-cluster-state existing`.
-    Join(String),
-}
-
 pub struct Node {
     pub name: String,
     pub ns: String,
@@ -93,6 +68,7 @@ pub struct Node {
     pub clock_file: PathBuf,
     /// The wall-clock offset last written to `clock_file`, in seconds.
     pub clock_offset: i64,
+    /// Founding member (of every node), or joining again after a removal.
     boot: Boot,
     child: Option<Child>,
     pub paused: bool,
@@ -112,31 +88,9 @@ pub struct Cluster {
     token: String,
 }
 
-/// A gRPC channel to `addr`, connecting within `timeout`.
-pub async fn connect(addr: &str, timeout: Duration) -> Result<Channel> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    Ok(tokio::time::timeout(timeout, ep.connect())
-        .await
-        .map_err(|_| anyhow::anyhow!("connect to {addr}: timed out"))??)
-}
-
-/// (member id, leader id) as `addr` reports it, within `timeout`.
-pub async fn member_status(addr: &str, timeout: Duration) -> Result<(u64, u64)> {
-    let call = async {
-        let mut c = MaintenanceClient::new(connect(addr, timeout).await?);
-        let s = c.status(StatusRequest {}).await?.into_inner();
-        Ok::<_, anyhow::Error>((s.header.map(|h| h.member_id).unwrap_or(0), s.leader))
-    };
-    tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| anyhow::anyhow!("status of {addr}: timed out"))?
-}
-
 impl Cluster {
     pub fn new(opts: ClusterOpts, net: &NetSpec, data_root: &Path, log_dir: &Path) -> Cluster {
-        let nodes = net
+        let mut nodes: Vec<Node> = net
             .hosts
             .iter()
             .map(|h| Node {
@@ -149,12 +103,19 @@ impl Cluster {
                 log_path: log_dir.join(format!("{}.log", h.name)),
                 clock_file: log_dir.join(format!("{}.clock", h.name)),
                 clock_offset: 0,
-                boot: Boot::Initial,
+                boot: Boot::New(Vec::new()),
                 child: None,
                 paused: false,
                 removed: false,
             })
             .collect();
+        let founders: Vec<(String, String)> = nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.peer_addr.clone()))
+            .collect();
+        for n in &mut nodes {
+            n.boot = Boot::New(founders.clone());
+        }
         Cluster {
             opts,
             nodes,
@@ -162,104 +123,30 @@ impl Cluster {
         }
     }
 
-    fn initial_cluster(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| match self.opts.target {
-                Target::Flotilla => format!("{}={}", n.name, n.peer_addr),
-                Target::Etcd => format!("{}=http://{}", n.name, n.peer_addr),
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
     fn args(&self, i: usize) -> Vec<String> {
         let n = &self.nodes[i];
         let o = &self.opts;
-        let data = n.data_dir.to_string_lossy().into_owned();
-        let mut a: Vec<String> = Vec::new();
+        let mut m = Member::new(
+            &n.name,
+            &n.data_dir,
+            &n.client_addr,
+            &n.peer_addr,
+            n.boot.clone(),
+        );
+        m.heartbeat_ms = o.heartbeat_ms;
+        m.election_ms = o.election_ms;
+        m.snapshot_logs = Some(o.snapshot_logs);
         match o.target {
             Target::Flotilla => {
-                a.extend(
-                    [
-                        "master",
-                        "--name",
-                        &n.name,
-                        "--data-dir",
-                        &data,
-                        "--client-addr",
-                        &n.client_addr,
-                        "--peer-addr",
-                        &n.peer_addr,
-                        "--heartbeat-interval-ms",
-                        &o.heartbeat_ms.to_string(),
-                        "--election-timeout-ms",
-                        &o.election_ms.to_string(),
-                        "--snapshot-logs",
-                        &o.snapshot_logs.to_string(),
-                        // Keep every revision: watchers resume from old ones.
-                        "--auto-compaction-retention",
-                        "0",
-                        // The masters sit on the test's own sealed bridge.
-                        "--insecure-allow-plaintext",
-                    ]
-                    .map(String::from),
-                );
-                match &n.boot {
-                    Boot::Initial => {
-                        a.push("--initial-cluster".into());
-                        a.push(self.initial_cluster());
-                    }
-                    Boot::Join(addrs) => {
-                        a.push("--join".into());
-                        a.push(addrs.clone());
-                    }
-                }
+                // Keep every revision: watchers resume from old ones (etcd
+                // keeps them all unless told otherwise).
+                m.auto_compaction_retention = Some(0);
+                // The masters sit on the test's own sealed bridge.
+                m.insecure_allow_plaintext = true;
             }
-            Target::Etcd => {
-                let client_url = format!("http://{}", n.client_addr);
-                let peer_url = format!("http://{}", n.peer_addr);
-                a.extend(
-                    [
-                        "--name",
-                        &n.name,
-                        "--data-dir",
-                        &data,
-                        "--listen-client-urls",
-                        &client_url,
-                        "--advertise-client-urls",
-                        &client_url,
-                        "--listen-peer-urls",
-                        &peer_url,
-                        "--initial-advertise-peer-urls",
-                        &peer_url,
-                        "--initial-cluster-token",
-                        &self.token,
-                        "--heartbeat-interval",
-                        &o.heartbeat_ms.to_string(),
-                        "--election-timeout",
-                        // etcd refuses an election timeout under five
-                        // heartbeats (Flotilla's default 100/300 would not start).
-                        &o.election_ms.max(5 * o.heartbeat_ms).to_string(),
-                        "--snapshot-count",
-                        &o.snapshot_logs.to_string(),
-                        "--logger",
-                        "zap",
-                        "--log-outputs",
-                        "stderr",
-                    ]
-                    .map(String::from),
-                );
-                let (ic, state) = match &n.boot {
-                    Boot::Initial => (self.initial_cluster(), "new"),
-                    Boot::Join(ic) => (ic.clone(), "existing"),
-                };
-                a.extend(
-                    ["--initial-cluster", &ic, "--initial-cluster-state", state].map(String::from),
-                );
-            }
+            Target::Etcd => m.cluster_token = Some(self.token.clone()),
         }
-        a
+        m.args(o.target)
     }
 
     fn program(&self) -> &Path {
@@ -400,66 +287,49 @@ impl Cluster {
             .collect()
     }
 
-    /// (member id, leader id) of each member that answers within `timeout`.
-    pub async fn statuses(&self, timeout: Duration) -> Vec<Option<(u64, u64)>> {
-        let calls = self.nodes.iter().map(|n| async move {
-            if n.removed || n.child.is_none() {
-                return None;
-            }
-            member_status(&n.client_addr, timeout).await.ok()
-        });
-        futures::future::join_all(calls).await
+    /// Indexes of the members whose process was started (not removed).
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| !self.nodes[i].removed && self.nodes[i].child.is_some())
+            .collect()
     }
 
-    /// The master that most answering members name as leader, if it answers
-    /// and agrees.
+    fn client_addrs_of(&self, nodes: &[usize]) -> Vec<&str> {
+        nodes
+            .iter()
+            .map(|&i| self.nodes[i].client_addr.as_str())
+            .collect()
+    }
+
+    /// The leader among the running members (`flotilla_testkit::leader_of`:
+    /// the answering masters that name a leader agree on it, and it answers
+    /// and names itself), if there is one.
     pub async fn leader(&self) -> Option<usize> {
-        let st = self.statuses(Duration::from_millis(800)).await;
-        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
-        for (_, l) in st.iter().flatten() {
-            if *l != 0 {
-                *votes.entry(*l).or_default() += 1;
-            }
-        }
-        let (&leader, _) = votes.iter().max_by_key(|(_, v)| **v)?;
-        st.iter()
-            .position(|s| matches!(s, Some((id, l)) if *id == leader && *l == leader))
+        let running = self.running();
+        let probe = Probe::new(STATUS_TIMEOUT);
+        let l = flotilla_testkit::leader_of(&self.client_addrs_of(&running), &probe).await;
+        Some(running[l.ok().flatten()?])
     }
 
-    /// Waits until every running member answers and all agree on a leader.
+    /// Waits until the cluster is ready (`flotilla_testkit::wait_ready`: every
+    /// running member answers and names the same leader, which answers);
+    /// returns the leader.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<usize> {
-        let start = Instant::now();
-        let mut last = String::new();
-        while start.elapsed() < timeout {
-            let st = self.statuses(Duration::from_millis(800)).await;
-            let expected: Vec<usize> = (0..self.nodes.len())
-                .filter(|&i| !self.nodes[i].removed && self.nodes[i].child.is_some())
-                .collect();
-            let answered: Vec<(usize, (u64, u64))> = expected
-                .iter()
-                .filter_map(|&i| st[i].map(|s| (i, s)))
-                .collect();
-            let leaders: std::collections::BTreeSet<u64> =
-                answered.iter().map(|(_, (_, l))| *l).collect();
-            let removed: Vec<&str> = self
-                .nodes
-                .iter()
-                .filter(|n| n.removed)
-                .map(|n| n.name.as_str())
-                .collect();
-            if !removed.is_empty() {
-                bail!("masters {removed:?} are out of the membership");
-            }
-            if answered.len() == expected.len() && leaders.len() == 1 {
-                let l = *leaders.iter().next().unwrap();
-                if let Some(&(i, _)) = answered.iter().find(|(_, (id, _))| *id == l && l != 0) {
-                    return Ok(i);
-                }
-            }
-            last = format!("statuses (member id, leader id): {st:x?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let removed: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.removed)
+            .map(|n| n.name.as_str())
+            .collect();
+        if !removed.is_empty() {
+            bail!("masters {removed:?} are out of the membership");
         }
-        bail!("cluster not ready after {timeout:?}; last {last}")
+        let running = self.running();
+        let probe = Probe::new(STATUS_TIMEOUT);
+        let l = flotilla_testkit::wait_ready(&self.client_addrs_of(&running), &probe, timeout)
+            .await
+            .context("cluster not ready")?;
+        Ok(running[l])
     }
 
     /// Drops every packet between the given pairs of masters (both
@@ -518,11 +388,12 @@ impl Cluster {
     /// Membership: removes master `i` (Flotilla: ClusterAdmin.RemoveMaster;
     /// etcd: MemberRemove), asking the master `via`.
     pub async fn remove_member(&self, i: usize, via: usize) -> Result<()> {
-        let timeout = Duration::from_secs(5);
+        let probe = Probe::new(Duration::from_secs(5));
+        let timeout = probe.timeout;
         let addr = &self.nodes[via].client_addr;
         match self.opts.target {
             Target::Flotilla => {
-                let mut c = ClusterAdminClient::new(connect(addr, timeout).await?);
+                let mut c = ClusterAdminClient::new(connect(addr, &probe).await?);
                 tokio::time::timeout(
                     timeout,
                     c.remove_master(RemoveMasterRequest {
@@ -533,10 +404,11 @@ impl Cluster {
                 .context("RemoveMaster timed out")??;
             }
             Target::Etcd => {
-                let (id, _) = member_status(&self.nodes[i].client_addr, timeout)
+                let id = member_status(&self.nodes[i].client_addr, &probe)
                     .await
-                    .or_else(|_| -> Result<(u64, u64)> { bail!("no member id") })?;
-                let mut c = ClusterClient::new(connect(addr, timeout).await?);
+                    .map(|s| s.member_id)
+                    .or_else(|_| -> Result<u64> { bail!("no member id") })?;
+                let mut c = ClusterClient::new(connect(addr, &probe).await?);
                 tokio::time::timeout(timeout, c.member_remove(MemberRemoveRequest { id }))
                     .await
                     .context("MemberRemove timed out")??;
@@ -548,7 +420,8 @@ impl Cluster {
     /// Membership: master `i` (removed, stopped) comes back empty and joins
     /// again (Flotilla: `--join`; etcd: MemberAdd then `existing`).
     pub async fn rejoin(&mut self, i: usize, via: usize) -> Result<()> {
-        let timeout = Duration::from_secs(5);
+        let probe = Probe::new(Duration::from_secs(5));
+        let timeout = probe.timeout;
         let dir = self.nodes[i].data_dir.clone();
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("wipe {}", dir.display()))?;
@@ -561,10 +434,10 @@ impl Cluster {
                     .map(|j| self.nodes[j].client_addr.clone())
                     .collect();
                 // The joining master sends AddMaster to the cluster itself.
-                self.nodes[i].boot = Boot::Join(others.join(","));
+                self.nodes[i].boot = Boot::Join(others);
             }
             Target::Etcd => {
-                let mut c = ClusterClient::new(connect(&addr, timeout).await?);
+                let mut c = ClusterClient::new(connect(&addr, &probe).await?);
                 tokio::time::timeout(
                     timeout,
                     c.member_add(MemberAddRequest {
@@ -582,20 +455,8 @@ impl Cluster {
                 .context("MemberList timed out")??
                 .into_inner();
                 let me = format!("http://{}", self.nodes[i].peer_addr);
-                let ic: Vec<String> = list
-                    .members
-                    .iter()
-                    .map(|m| {
-                        let url = m.peer_ur_ls.first().cloned().unwrap_or_default();
-                        let name = if m.name.is_empty() && url == me {
-                            self.nodes[i].name.clone()
-                        } else {
-                            m.name.clone()
-                        };
-                        format!("{name}={url}")
-                    })
-                    .collect();
-                self.nodes[i].boot = Boot::Join(ic.join(","));
+                let ic = etcd_joined_cluster(&list.members, &self.nodes[i].name, &me);
+                self.nodes[i].boot = Boot::Existing(ic);
             }
         }
         self.nodes[i].removed = false;

@@ -67,7 +67,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub flotilla_bin: Option<PathBuf>,
     /// The etcd binary.
-    #[arg(long, default_value = "/usr/bin/etcd")]
+    #[arg(long, default_value = flotilla_testkit::ETCD_BIN)]
     pub etcd_bin: PathBuf,
     /// `--snapshot-logs` of the masters (etcd: `--snapshot-count`); small, to
     /// exercise snapshots during the faults.
