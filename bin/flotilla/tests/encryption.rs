@@ -57,11 +57,15 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
+/// Where the Secret `default/s` of these tests is stored.
+fn secret_key() -> String {
+    flotilla_testkit::object_key("secrets", "default", "s")
+}
+
 async fn stored(addr: &str) -> String {
-    let kvs = range_prefix(addr, "/registry/secrets/default/s", false)
-        .await
-        .expect("etcd range");
-    kvs.get("/registry/secrets/default/s")
+    let key = secret_key();
+    let kvs = range_prefix(addr, &key, false).await.expect("etcd range");
+    kvs.get(&key)
         .map(|(v, _)| v.clone())
         .expect("the secret's key")
 }
@@ -115,7 +119,7 @@ async fn secrets_are_sealed_on_disk_and_survive_a_key_rotation() {
     cluster.stop(0);
     let data = cluster.dir().to_path_buf();
     assert!(
-        !files_containing(&data, b"/registry/secrets/default/s").is_empty(),
+        !files_containing(&data, secret_key().as_bytes()).is_empty(),
         "the search found no file with the Secret's key at all"
     );
     for needle in [SENTINEL.as_bytes(), want.as_bytes()] {

@@ -188,6 +188,35 @@ fn expect_event(ev: &WatchEvent, kind: EventType, obj: &str) -> i64 {
     rv(&ev.object)
 }
 
+/// The tests' and benchmarks' key layout (`flotilla_testkit`, which cannot
+/// depend on the control plane) is the control plane's, for every kind.
+#[test]
+fn testkit_key_layout_is_the_control_planes() {
+    use flotilla_control::api::{kind_prefix, object_key};
+    use flotilla_objects::registry::RESOURCES;
+    assert!(RESOURCES.iter().any(|r| r.namespaced) && RESOURCES.iter().any(|r| !r.namespaced));
+    for &info in RESOURCES {
+        let ns = if info.namespaced { "ns1" } else { "" };
+        let key = flotilla_testkit::object_key(info.plural, ns, "x");
+        assert_eq!(
+            key.as_bytes(),
+            object_key(info, "ns1", "x"),
+            "{}",
+            info.plural
+        );
+        let prefix = flotilla_testkit::kind_prefix(info.plural, ns);
+        assert_eq!(
+            prefix.as_bytes(),
+            kind_prefix(info, "ns1"),
+            "{}",
+            info.plural
+        );
+        let all = flotilla_testkit::kind_prefix(info.plural, "");
+        assert_eq!(all.as_bytes(), kind_prefix(info, ""), "{}", info.plural);
+        assert!(key.starts_with(flotilla_testkit::KEY_PREFIX));
+    }
+}
+
 /// The stored bytes and mod revision of a key, through the etcd API.
 async fn stored(addr: &str, key: &str) -> Option<(Value, i64)> {
     let all = range_prefix(addr, key, false).await.expect("range");
@@ -251,9 +280,10 @@ async fn create_get_list_fill_server_fields_and_defaults() {
     assert_eq!(created["status"], json!({"phase": "Pending"}));
     // resourceVersion is the store's mod revision of the key, which is stored
     // without it.
-    let (raw, mod_rev) = stored(&cluster.client_addr(0), "/registry/pods/default/web")
+    let key = flotilla_testkit::object_key("pods", "default", "web");
+    let (raw, mod_rev) = stored(&cluster.client_addr(0), &key)
         .await
-        .expect("the pod is stored under /registry/pods/default/web");
+        .unwrap_or_else(|| panic!("the pod is stored under {key}"));
     assert_eq!(rv(&created), mod_rev);
     assert_eq!(
         raw["metadata"].get("resourceVersion"),
@@ -2391,7 +2421,7 @@ async fn objects_stored_by_a_future_version_are_served_and_updated() {
     });
     let rev = put(
         &cluster.client_addr(0),
-        "/registry/configmaps/default/future",
+        &flotilla_testkit::object_key("configmaps", "default", "future"),
         &future.to_string(),
     )
     .await
@@ -2462,7 +2492,7 @@ async fn objects_stored_by_a_future_version_are_served_and_updated() {
     // A patch straight on the future form (put again) works too.
     put(
         &cluster.client_addr(1),
-        "/registry/configmaps/default/future",
+        &flotilla_testkit::object_key("configmaps", "default", "future"),
         &future.to_string(),
     )
     .await

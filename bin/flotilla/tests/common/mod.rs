@@ -36,22 +36,16 @@ use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use flotilla_proto::etcdserverpb::{
     MemberAddRequest, PutRequest, RangeRequest, StatusRequest, StatusResponse,
 };
+use flotilla_testkit::{etcd_joined_cluster, object_key, Boot, Member, Probe, Statuses};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Channel, Endpoint};
 
 /// Which server the tests run against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    Flotilla,
-    Etcd,
-}
+pub use flotilla_testkit::Target;
 
+/// The target `FLOTILLA_TEST_TARGET` names (`Target::from_env`).
 pub fn target() -> Target {
-    match std::env::var("FLOTILLA_TEST_TARGET").as_deref() {
-        Err(_) | Ok("") | Ok("flotilla") => Target::Flotilla,
-        Ok("etcd") => Target::Etcd,
-        Ok(other) => panic!("FLOTILLA_TEST_TARGET must be `flotilla` or `etcd`, not {other:?}"),
-    }
+    Target::from_env()
 }
 
 /// Prints why a test is skipped and returns true when the target is etcd;
@@ -109,7 +103,7 @@ pub fn free_up_base() -> u16 {
 pub fn etcd_bin() -> PathBuf {
     std::env::var_os("FLOTILLA_TEST_ETCD")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"))
+        .unwrap_or_else(|| PathBuf::from(flotilla_testkit::ETCD_BIN))
 }
 
 pub fn etcdctl_bin() -> PathBuf {
@@ -151,7 +145,7 @@ pub fn free_port() -> u16 {
 pub fn bootstrap_key() -> String {
     let (_, bindings) = flotilla_objects::rbac::bootstrap_policy();
     let last = bindings.last().map(|b| b.metadata.name.clone());
-    format!("/registry/clusterrolebindings/{}", last.unwrap_or_default())
+    object_key("clusterrolebindings", "", &last.unwrap_or_default())
 }
 
 /// The revision of a new cluster's store once it has settled: etcd starts at
@@ -267,19 +261,10 @@ impl Cluster {
         let peers: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let initial: Vec<String> = names
-            .iter()
-            .zip(&peers)
-            .map(|(name, peer)| match target {
-                Target::Flotilla => format!("{name}={peer}"),
-                Target::Etcd => format!("{name}=http://{peer}"),
-            })
-            .collect();
-        let initial = initial.join(",");
+        let founders: Vec<(String, String)> = names.iter().cloned().zip(peers.clone()).collect();
         for (name, peer) in names.iter().zip(&peers) {
             let client = format!("127.0.0.1:{}", free_port());
-            let boot = Boot::Initial(initial.clone());
-            cluster.add_process(name, &client, peer, boot);
+            cluster.add_process(name, &client, peer, Boot::New(founders.clone()));
         }
         println!(
             "[harness] {:?} cluster of {n} in {}",
@@ -318,7 +303,7 @@ impl Cluster {
                 &[]
             };
             for ns in namespaces {
-                let key = format!("/registry/serviceaccounts/{ns}/default");
+                let key = object_key("serviceaccounts", ns, "default");
                 wait_until(timeout, "the default service accounts exist", async || {
                     range_prefix(&addr, &key, true)
                         .await
@@ -394,105 +379,14 @@ impl Cluster {
         boot: Boot,
     ) -> Vec<String> {
         let o = &self.opts;
-        let mut a: Vec<String> = Vec::new();
-        let mut push = |s: &str| a.push(s.to_string());
-        match self.target {
-            Target::Flotilla => {
-                for s in [
-                    "master",
-                    "--name",
-                    name,
-                    "--data-dir",
-                    &data.to_string_lossy(),
-                    "--client-addr",
-                    client,
-                    "--peer-addr",
-                    peer,
-                    "--heartbeat-interval-ms",
-                    &o.heartbeat_ms.to_string(),
-                    "--election-timeout-ms",
-                    &o.election_ms.to_string(),
-                ] {
-                    push(s);
-                }
-                match &boot {
-                    Boot::Initial(ic) => {
-                        push("--initial-cluster");
-                        push(ic);
-                    }
-                    Boot::Join(addrs) => {
-                        push("--join");
-                        push(&addrs.join(","));
-                    }
-                }
-                if let Some(n) = o.snapshot_logs {
-                    push("--snapshot-logs");
-                    push(&n.to_string());
-                }
-                if let Some(n) = o.auto_compaction_retention {
-                    push("--auto-compaction-retention");
-                    push(&n.to_string());
-                }
-            }
-            Target::Etcd => {
-                let client_url = format!("http://{client}");
-                let peer_url = format!("http://{peer}");
-                for s in [
-                    "--name",
-                    name,
-                    "--data-dir",
-                    &data.to_string_lossy(),
-                    "--listen-client-urls",
-                    &client_url,
-                    "--advertise-client-urls",
-                    &client_url,
-                    "--listen-peer-urls",
-                    &peer_url,
-                    "--initial-advertise-peer-urls",
-                    &peer_url,
-                    "--initial-cluster-token",
-                    &self.token,
-                    "--heartbeat-interval",
-                    &o.heartbeat_ms.to_string(),
-                    "--election-timeout",
-                    &o.election_ms.to_string(),
-                    "--logger",
-                    "zap",
-                    "--log-outputs",
-                    "stderr",
-                ] {
-                    push(s);
-                }
-                match &boot {
-                    Boot::Initial(ic) => {
-                        push("--initial-cluster");
-                        push(ic);
-                        push("--initial-cluster-state");
-                        push("new");
-                    }
-                    Boot::Join(ic) => {
-                        // For etcd, `Join` carries the --initial-cluster of
-                        // the grown membership (see `add_master`).
-                        push("--initial-cluster");
-                        push(&ic.join(","));
-                        push("--initial-cluster-state");
-                        push("existing");
-                    }
-                }
-                if let Some(n) = o.snapshot_logs {
-                    push("--snapshot-count");
-                    push(&n.to_string());
-                }
-                if let Some(n) = o.auto_compaction_retention {
-                    push("--auto-compaction-mode");
-                    push("revision");
-                    push("--auto-compaction-retention");
-                    push(&n.to_string());
-                }
-            }
-        }
-        a.extend(o.extra_args.iter().cloned());
-        a
+        let mut m = Member::new(name, data, client, peer, boot);
+        m.heartbeat_ms = o.heartbeat_ms;
+        m.election_ms = o.election_ms;
+        m.snapshot_logs = o.snapshot_logs;
+        m.auto_compaction_retention = o.auto_compaction_retention;
+        m.cluster_token = Some(self.token.clone());
+        m.extra_args = o.extra_args.clone();
+        m.args(self.target)
     }
 
     fn program(&self) -> PathBuf {
@@ -664,19 +558,8 @@ impl Cluster {
                     .await
                     .expect("etcd MemberAdd")
                     .into_inner();
-                let ic = resp
-                    .members
-                    .iter()
-                    .map(|m| {
-                        let n = if m.name.is_empty() {
-                            name.clone()
-                        } else {
-                            m.name.clone()
-                        };
-                        format!("{n}={}", m.peer_ur_ls[0])
-                    })
-                    .collect();
-                Boot::Join(ic)
+                let ic = etcd_joined_cluster(&resp.members, &name, &format!("http://{peer}"));
+                Boot::Existing(ic)
             }
         };
         self.add_process(&name, &client, &peer, boot)
@@ -695,37 +578,27 @@ impl Cluster {
         Ok(s.header.map(|h| h.member_id).unwrap_or(0))
     }
 
-    /// The index of the leader, if the started masters agree on one that
-    /// answers and says it is the leader.
+    /// What the started masters answer to Maintenance.Status (each within
+    /// 2 s), with their indexes.
+    async fn statuses(&self) -> (Vec<usize>, Statuses) {
+        let started = self.started();
+        let st = Statuses::probe(&self.client_addrs_of(&started), &status_probe()).await;
+        (started, st)
+    }
+
+    fn client_addrs_of(&self, masters: &[usize]) -> Vec<&str> {
+        masters
+            .iter()
+            .map(|&i| self.masters[i].client_addr.as_str())
+            .collect()
+    }
+
+    /// The index of the leader, if the started masters that answer agree on
+    /// one that answers and says it is the leader (`flotilla_testkit`'s
+    /// definition); else why not.
     pub async fn try_leader(&self) -> Result<usize, String> {
-        let mut reported = BTreeMap::new();
-        let mut ids = BTreeMap::new();
-        for i in self.started() {
-            match maintenance_status(&self.masters[i].client_addr).await {
-                Ok(s) => {
-                    let id = s.header.as_ref().map(|h| h.member_id).unwrap_or(0);
-                    ids.insert(id, i);
-                    reported.insert(i, s.leader);
-                }
-                Err(e) => {
-                    let _ = e;
-                }
-            }
-        }
-        let leaders: std::collections::BTreeSet<u64> =
-            reported.values().copied().filter(|&l| l != 0).collect();
-        if leaders.len() != 1 {
-            return Err(format!(
-                "masters report leaders {reported:?} (index -> leader id)"
-            ));
-        }
-        let l = *leaders.iter().next().unwrap();
-        match ids.get(&l) {
-            Some(&i) if reported.get(&i) == Some(&l) => Ok(i),
-            _ => Err(format!(
-                "leader id {l:x} is not a live master that agrees (ids {ids:x?}, reports {reported:?})"
-            )),
-        }
+        let (started, st) = self.statuses().await;
+        st.leader().map(|l| started[l])
     }
 
     /// Waits (up to 30 s) for a leader and returns its index.
@@ -736,22 +609,22 @@ impl Cluster {
         .await
     }
 
-    /// Waits until every started master answers Status and they agree on a
-    /// leader.
+    /// Waits until the cluster is ready (`flotilla_testkit::wait_ready`:
+    /// every started master answers Status and names the same leader, which
+    /// answers).
     pub async fn wait_ready(&self, timeout: Duration) {
-        wait_for(timeout, "the cluster is ready", async || self.ready().await).await;
+        let started = self.started();
+        let eps = self.client_addrs_of(&started);
+        if let Err(e) = flotilla_testkit::wait_ready(&eps, &status_probe(), timeout).await {
+            panic!("waiting until the cluster is ready: {e:#}");
+        }
     }
 
-    /// Ok once every started master answers Status and they agree on a
-    /// leader; else why not.
+    /// The leader once the cluster is ready (see `wait_ready`); else why
+    /// not.
     pub async fn ready(&self) -> Result<usize, String> {
-        let l = self.try_leader().await?;
-        for i in self.started() {
-            maintenance_status(&self.masters[i].client_addr)
-                .await
-                .map_err(|e| format!("{}: {e:#}", self.masters[i].name))?;
-        }
-        Ok(l)
+        let (started, st) = self.statuses().await;
+        st.ready().map(|l| started[l])
     }
 
     pub async fn kv(&self, i: usize) -> anyhow::Result<KvClient<Channel>> {
@@ -812,13 +685,6 @@ impl Drop for Cluster {
     }
 }
 
-enum Boot {
-    /// `--initial-cluster` value.
-    Initial(String),
-    /// Flotilla: client addresses to join; etcd: the grown --initial-cluster.
-    Join(Vec<String>),
-}
-
 /// The last `n` lines of a file.
 pub fn tail(path: &Path, n: usize) -> String {
     match std::fs::read(path) {
@@ -853,6 +719,11 @@ pub async fn channel_with(
             .await
             .map_err(|_| anyhow::anyhow!("connect to {addr} timed out"))??,
     )
+}
+
+/// How the harness asks a master for its status: within 2 s.
+fn status_probe() -> Probe {
+    Probe::new(Duration::from_secs(2))
 }
 
 /// Maintenance.Status of one member, within 2 s.
