@@ -197,14 +197,28 @@ pub async fn wait_ready<S: AsRef<str>>(
     probe: &Probe,
     timeout: Duration,
 ) -> Result<usize> {
+    poll_statuses(endpoints, probe, timeout, Statuses::ready)
+        .await
+        .map_err(|why| anyhow!("not ready after {timeout:?}: {why}"))
+}
+
+/// Asks `endpoints` (every 100 ms) until `check` accepts what they answer
+/// and returns what it made of it; after `timeout` (at least one round),
+/// `check`'s last reason.
+pub async fn poll_statuses<S: AsRef<str>, T>(
+    endpoints: &[S],
+    probe: &Probe,
+    timeout: Duration,
+    mut check: impl FnMut(&Statuses) -> Result<T, String>,
+) -> Result<T, String> {
     let start = Instant::now();
     loop {
-        let why = match Statuses::probe(endpoints, probe).await.ready() {
-            Ok(l) => return Ok(l),
+        let why = match check(&Statuses::probe(endpoints, probe).await) {
+            Ok(v) => return Ok(v),
             Err(why) => why,
         };
         if start.elapsed() >= timeout {
-            bail!("not ready after {timeout:?}: {why}");
+            return Err(why);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -27,6 +27,7 @@ mod target;
 pub use cmdline::{etcd_joined_cluster, Boot, Member, ETCD_BIN, ETCD_MIN_ELECTION_HEARTBEATS};
 pub use keys::{kind_prefix, object_key, KEY_PREFIX};
 pub use leader::{
-    connect, endpoint_uri, leader_of, member_status, wait_ready, MemberStatus, Probe, Statuses,
+    connect, endpoint_uri, leader_of, member_status, poll_statuses, wait_ready, MemberStatus,
+    Probe, Statuses,
 };
 pub use target::{Target, TARGET_ENV};
