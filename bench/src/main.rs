@@ -13,11 +13,11 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
-use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use flotilla_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use flotilla_proto::etcdserverpb::{PutRequest, RangeRequest};
+use flotilla_testkit::{poll_statuses, Probe};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -102,8 +102,9 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         attempt_ms: u64,
     },
-    /// Print the endpoint whose Maintenance.Status says it is the leader
-    /// (header.member_id == leader); fail if there is none.
+    /// Print the endpoint of the leader: the one whose Maintenance.Status
+    /// says it is the leader (header.member_id == leader), named by every
+    /// answering endpoint that names a leader; fail if there is none.
     Leader {
         /// Keep polling up to this many seconds for a leader (0 = ask once).
         #[arg(long, default_value_t = 0.0)]
@@ -129,7 +130,8 @@ enum Cmd {
     /// per phase and their ratio.
     Workloads(workloads::WorkloadsArgs),
     /// Succeed when every endpoint answers Maintenance.Status and all of them
-    /// report the same, non-zero leader. Prints one JSON line.
+    /// report the same, non-zero leader, which is one of them and says so.
+    /// Prints one JSON line.
     Healthy {
         /// Keep polling up to this many seconds (0 = ask once).
         #[arg(long, default_value_t = 0.0)]
@@ -239,46 +241,24 @@ async fn run(cli: Cli) -> Result<()> {
             until_write(&cli.endpoints, *since_unix_ns, *timeout_secs, *attempt_ms).await?;
         }
         Cmd::Leader { wait_secs } => {
-            let deadline = Instant::now() + secs_f64(*wait_secs);
-            loop {
-                let statuses = statuses(&cli.endpoints).await;
-                if let Some(ep) = find_leader(&statuses) {
-                    println!("{ep}");
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    bail!(
-                        "no endpoint reports itself as leader: {}",
-                        describe(&statuses)
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let leader = poll_statuses(&cli.endpoints, &probe(), secs_f64(*wait_secs), |st| {
+                st.leader().map(|l| st.0[l].0.clone())
+            })
+            .await
+            .map_err(|why| anyhow!("no leader: {why}"))?;
+            println!("{leader}");
         }
         Cmd::Healthy { wait_secs } => {
-            let deadline = Instant::now() + secs_f64(*wait_secs);
-            loop {
-                let statuses = statuses(&cli.endpoints).await;
-                let leaders: Vec<u64> = statuses
-                    .iter()
-                    .filter_map(|(_, s)| s.as_ref().ok().map(|s| s.leader))
-                    .collect();
-                let all_ok = leaders.len() == statuses.len()
-                    && leaders[0] != 0
-                    && leaders.iter().all(|l| *l == leaders[0]);
-                if all_ok {
-                    println!(
-                        "{{\"healthy\":true,\"leader_id\":\"{:x}\",\"members\":{}}}",
-                        leaders[0],
-                        statuses.len()
-                    );
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    bail!("not healthy: {}", describe(&statuses));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let leader = poll_statuses(&cli.endpoints, &probe(), secs_f64(*wait_secs), |st| {
+                st.ready()
+                    .map(|l| st.0[l].1.as_ref().map_or(0, |s| s.member_id))
+            })
+            .await
+            .map_err(|why| anyhow!("not healthy: {why}"))?;
+            println!(
+                "{{\"healthy\":true,\"leader_id\":\"{leader:x}\",\"members\":{}}}",
+                cli.endpoints.len()
+            );
         }
     }
     Ok(())
@@ -295,18 +275,9 @@ fn tls() -> Option<tonic::transport::ClientTlsConfig> {
     TLS.get().cloned()
 }
 
-fn endpoint_uri(ep: &str) -> String {
-    if ep.contains("://") {
-        ep.to_string()
-    } else if TLS.get().is_some() {
-        format!("https://{ep}")
-    } else {
-        format!("http://{ep}")
-    }
-}
-
 fn endpoint(ep: &str, connect_timeout: Duration) -> Result<Endpoint> {
-    let mut e = Endpoint::from_shared(endpoint_uri(ep))
+    let uri = flotilla_testkit::endpoint_uri(ep, TLS.get().is_some());
+    let mut e = Endpoint::from_shared(uri)
         .with_context(|| format!("bad endpoint {ep:?}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
@@ -678,49 +649,9 @@ async fn until_write(
 // ---------------------------------------------------------------------------
 // Leader / health
 
-struct MemberStatus {
-    member_id: u64,
-    leader: u64,
-}
-
-async fn statuses(endpoints: &[String]) -> Vec<(String, Result<MemberStatus, String>)> {
-    let futs = endpoints.iter().map(|ep| async move {
-        let r = async {
-            let ch = endpoint(ep, Duration::from_secs(1))
-                .map_err(|e| e.to_string())?
-                .connect()
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let mut m = MaintenanceClient::new(ch);
-            let resp = tokio::time::timeout(Duration::from_secs(1), m.status(StatusRequest {}))
-                .await
-                .map_err(|_| "status: deadline exceeded".to_string())?
-                .map_err(|s| status_text(&s))?
-                .into_inner();
-            Ok(MemberStatus {
-                member_id: resp.header.map(|h| h.member_id).unwrap_or(0),
-                leader: resp.leader,
-            })
-        };
-        (ep.clone(), r.await)
-    });
-    futures::future::join_all(futs).await
-}
-
-fn find_leader(statuses: &[(String, Result<MemberStatus, String>)]) -> Option<&str> {
-    statuses.iter().find_map(|(ep, s)| match s {
-        Ok(s) if s.leader != 0 && s.member_id == s.leader => Some(ep.as_str()),
-        _ => None,
-    })
-}
-
-fn describe(statuses: &[(String, Result<MemberStatus, String>)]) -> String {
-    statuses
-        .iter()
-        .map(|(ep, s)| match s {
-            Ok(s) => format!("{ep}: member {:x} leader {:x}", s.member_id, s.leader),
-            Err(e) => format!("{ep}: {e}"),
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+/// How `leader` and `healthy` ask each endpoint for its Maintenance.Status
+/// (within 2 s, over TLS when --cacert was given); `flotilla_testkit` says
+/// which is the leader and whether the cluster is ready.
+fn probe() -> Probe {
+    Probe::new(Duration::from_secs(2)).with_tls(tls())
 }

@@ -37,22 +37,7 @@ const SENT_ANNOTATION: &str = "bench.flotilla.io/sent-unix-ns";
 /// Annotation carrying the writer's sequence number.
 const SEQ_ANNOTATION: &str = "bench.flotilla.io/seq";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Target {
-    /// Flotilla's object API (flotilla_client::Client).
-    Flotilla,
-    /// etcd's v3 KV/Watch API with the same JSON bytes as values.
-    Etcd,
-}
-
-impl Target {
-    fn name(self) -> &'static str {
-        match self {
-            Target::Flotilla => "flotilla",
-            Target::Etcd => "etcd",
-        }
-    }
-}
+use flotilla_testkit::Target;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Phase {
@@ -71,7 +56,8 @@ pub enum Phase {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ObjectsArgs {
-    /// System under test.
+    /// System under test: Flotilla's object API (flotilla_client::Client),
+    /// or etcd's v3 KV/Watch API with the same JSON bytes as values.
     #[arg(long, value_enum, default_value_t = Target::Flotilla)]
     target: Target,
     /// Phases to run, in this order (comma separated). get and list first
@@ -302,12 +288,14 @@ fn pod(ns: &str, name: &str, selected: bool, annotations: &[(&str, String)]) -> 
     })
 }
 
+/// Where the pods of `ns` would be stored by Flotilla (etcd gets the same
+/// keys).
 fn etcd_prefix(ns: &str) -> String {
-    format!("/registry/pods/{ns}/")
+    flotilla_testkit::kind_prefix("pods", ns)
 }
 
 fn etcd_key(ns: &str, name: &str) -> Vec<u8> {
-    format!("/registry/pods/{ns}/{name}").into_bytes()
+    flotilla_testkit::object_key("pods", ns, name).into_bytes()
 }
 
 /// Create a pod (or put its JSON under its etcd key).
