@@ -35,6 +35,8 @@ pub enum Op {
     Read { key: String, value: Option<i64> },
     /// Unconditional put of a register.
     Write { key: String, value: i64 },
+    /// Delete of a register (a later write creates it again).
+    Delete { key: String },
     /// Compare-and-set: a Txn comparing the key's value with `from`, putting
     /// `to` on success. `succeeded` is the Txn's answer (None: unknown).
     Cas {
@@ -110,6 +112,7 @@ impl Op {
         matches!(
             self,
             Op::Write { .. }
+                | Op::Delete { .. }
                 | Op::Cas {
                     succeeded: Some(true),
                     ..
@@ -139,12 +142,15 @@ impl Op {
     /// Name of the workload this operation belongs to.
     pub fn workload(&self) -> &'static str {
         match self {
-            Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. }
+            Op::Read { key, .. }
+            | Op::Write { key, .. }
+            | Op::Delete { key }
+            | Op::Cas { key, .. }
                 if key.starts_with(crate::objects::KEY_PREFIX) =>
             {
                 "objects"
             }
-            Op::Read { .. } | Op::Write { .. } | Op::Cas { .. } => "register",
+            Op::Read { .. } | Op::Write { .. } | Op::Delete { .. } | Op::Cas { .. } => "register",
             Op::ObjInc { .. }
             | Op::ObjCounterRead { .. }
             | Op::ObjCounterSeen { .. }

@@ -36,7 +36,9 @@ pub struct RunArgs {
     /// Nemesis: `all`, `none`, or a comma-separated list of kill-leader,
     /// kill-random, kill-majority, pause-leader, pause-random,
     /// partition-leader, partition-halves, partition-bridge,
-    /// partition-flapping, member, one-way-leader, lossy. Each nemesis gets its own runs.
+    /// partition-flapping, member, one-way-leader, lossy, member-kill,
+    /// member-partition, clock, snapshot-kill, compact. Each nemesis gets
+    /// its own runs.
     #[arg(long, default_value = "all")]
     pub nemesis: String,
     /// Workloads run together in each run: `all` or a comma-separated list

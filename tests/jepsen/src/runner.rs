@@ -177,6 +177,7 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
         // Cancelled at the end of the run too; `abort` itself only on Ctrl-C.
         abort: abort.child_token(),
         serializable_reads: spec.serializable_reads,
+        watch_floor: Default::default(),
     };
     let stop_on_abort = {
         let (abort, stop) = (abort.clone(), ctx.stop.clone());
@@ -199,8 +200,8 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
         spec.seed,
         Duration::from_secs(spec.duration_s),
         &mut tl,
-        clock,
         &abort,
+        &ctx.watch_floor,
     )
     .await;
     if let Err(e) = &nem {
@@ -297,6 +298,23 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
     stop_on_abort.abort();
     rec.flush();
 
+    // Every master must hold the same store once the faults are healed.
+    let diverged = if recovered && !abort.is_cancelled() {
+        let nodes: Vec<(String, String)> = cluster
+            .members()
+            .into_iter()
+            .map(|i| {
+                (
+                    cluster.nodes[i].name.clone(),
+                    cluster.nodes[i].client_addr.clone(),
+                )
+            })
+            .collect();
+        Some(crate::replicas::compare(&nodes, Duration::from_secs(30)).await)
+    } else {
+        None
+    };
+
     // Masters that died on their own are a finding.
     let mut crashed: Vec<String> = tl
         .events
@@ -326,6 +344,13 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
             excerpt: Vec::new(),
         });
     }
+    for d in diverged.iter().flat_map(|c| &c.differences) {
+        cluster_violations.push(Violation {
+            kind: "replicas-diverge".into(),
+            message: d.clone(),
+            excerpt: Vec::new(),
+        });
+    }
     for c in &crashed {
         cluster_violations.push(Violation {
             kind: "master-crashed".into(),
@@ -335,7 +360,15 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
     }
     results.push(CheckResult::new(
         "cluster",
-        json!({"recovered": recovered, "recovery_s": recovery_s}),
+        json!({
+            "recovered": recovered,
+            "recovery_s": recovery_s,
+            "replicas": diverged.as_ref().map(|c| json!({
+                "revision": c.revision,
+                "keys": c.keys,
+                "agreeing": c.agreeing,
+            })),
+        }),
         cluster_violations,
     ));
     let harness_errors = harness_errors(spec.nemesis, &nem, &heal, &tl.events);

@@ -3,6 +3,7 @@
 //! every request has a deadline, and one that misses it is recorded with an
 //! unknown outcome (`info`).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,8 +16,8 @@ use flotilla_proto::etcdserverpb::request_op::Request;
 use flotilla_proto::etcdserverpb::watch_client::WatchClient;
 use flotilla_proto::etcdserverpb::watch_request::RequestUnion;
 use flotilla_proto::etcdserverpb::{
-    Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use futures::StreamExt as _;
 use rand::rngs::StdRng;
@@ -51,6 +52,29 @@ pub struct Ctx {
     /// Register reads with `serializable: true` (deliberately unsafe: to
     /// show that the checker catches the stale reads this allows).
     pub serializable_reads: bool,
+    /// Where the watch workload's watchers are, for the compaction nemesis.
+    pub watch_floor: Arc<WatchFloor>,
+}
+
+/// The revision each watcher of the watch workload resumes from. The
+/// compaction nemesis compacts no further than the lowest: a watcher that
+/// resumes past a compaction is refused by etcd and Flotilla alike (etcd's
+/// clients then list again), which this workload does not do.
+#[derive(Default)]
+pub struct WatchFloor(std::sync::Mutex<BTreeMap<u32, i64>>);
+
+impl WatchFloor {
+    fn set(&self, watcher: u32, next: i64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(watcher, next);
+        }
+    }
+
+    /// The lowest revision a watcher resumes from (None: no watchers, any
+    /// revision may be compacted).
+    pub fn floor(&self) -> Option<i64> {
+        self.0.lock().ok().and_then(|m| m.values().min().copied())
+    }
 }
 
 pub use flotilla_proto::prefix_end;
@@ -175,7 +199,7 @@ pub const LEASE_WORKERS: u32 = 3;
 
 /// Registers: groups of workers share a key for a bounded number of
 /// operations (so that each key's history stays small enough to check),
-/// doing reads, writes and CAS with values in 0..5.
+/// doing reads, writes, deletes and CAS with values in 0..5.
 async fn register_worker(ctx: Ctx, worker: u32, counter: Arc<AtomicU64>, group: u32) {
     let groups = REGISTER_WORKERS.div_ceil(REGISTER_GROUP) as u64;
     let mut conn = Conn::new(&ctx, worker);
@@ -211,7 +235,20 @@ async fn register_worker(ctx: Ctx, worker: u32, counter: Arc<AtomicU64>, group: 
                 }
                 Err(f) => (Op::Read { key, value: None }, Err(f)),
             }
-        } else if p < 0.7 {
+        } else if p < 0.48 {
+            // Deleted, then created again by a later write or not: with
+            // compaction this is where a removed tombstone could let an
+            // older version come back.
+            let r = call(
+                ctx.op_timeout,
+                kv.delete_range(DeleteRangeRequest {
+                    key: kb,
+                    ..Default::default()
+                }),
+            )
+            .await;
+            (Op::Delete { key }, r.map(|_| ()))
+        } else if p < 0.75 {
             let value: i64 = rng.gen_range(0..5);
             let r = call(
                 ctx.op_timeout,
@@ -534,6 +571,7 @@ async fn watcher(
                         });
                         next = next.max(kv.mod_revision + 1);
                     }
+                    ctx.watch_floor.set(id, next);
                     if resp.canceled || resp.compact_revision > 0 {
                         tracing::warn!(
                             "watcher {id}: watch canceled on {node} ({}; compact revision {})",
@@ -810,6 +848,7 @@ pub fn start(ctx: &Ctx, workloads: &[String], watch_start: i64) -> Running {
                 }
                 let (tx, rx) = tokio::sync::watch::channel(None);
                 for i in 0..WATCHERS {
+                    ctx.watch_floor.set(i, watch_start);
                     watchers.spawn(watcher(ctx.clone(), i, watch_start, rx.clone()));
                 }
                 watch_target = Some(tx);

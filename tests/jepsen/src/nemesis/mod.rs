@@ -18,6 +18,13 @@ use tokio_util::sync::CancellationToken;
 use crate::checker::failover::NemesisEvent;
 use crate::cluster::Cluster;
 use crate::history::Clock;
+use crate::store_faults;
+use crate::workload::WatchFloor;
+
+mod clock;
+mod store;
+use clock::{clock_step, step_clock};
+use store::{snapshot_kill, Compactions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -68,11 +75,21 @@ pub enum Nemesis {
     /// rules, see the removal through, stop the removed master and let it
     /// join again, empty.
     MemberPartition,
+    /// A follower killed while it receives (or installs) a snapshot: cut a
+    /// follower off, write filler keys until the leader's log is purged
+    /// past it, heal, and SIGKILL it as soon as the snapshot transfer
+    /// shows in its data folder (0-100 ms in). Heal: restart it and see it
+    /// catch up.
+    SnapshotKill,
+    /// Compactions every 100-300 ms through random masters (physical or
+    /// not), up to the revision the watch workload's watchers have reached,
+    /// while the register workload deletes and writes its keys again.
+    Compact,
 }
 
 impl Nemesis {
     /// Every fault-injecting nemesis, in the order `all` runs them.
-    pub const ALL: [Nemesis; 15] = [
+    pub const ALL: [Nemesis; 17] = [
         Nemesis::KillLeader,
         Nemesis::KillRandom,
         Nemesis::KillMajority,
@@ -88,6 +105,8 @@ impl Nemesis {
         Nemesis::MemberKill,
         Nemesis::MemberPartition,
         Nemesis::Clock,
+        Nemesis::SnapshotKill,
+        Nemesis::Compact,
     ];
 
     pub fn name(&self) -> String {
@@ -146,6 +165,15 @@ enum Undo {
     /// member that lost its data could break Raft's guarantees: that would
     /// be the harness's fault, not the cluster's).
     FinishRemovalThenRejoin(usize),
+    /// Wait (at most 20 s) until this master has applied the leader's log
+    /// up to `index`; noted in the timeline either way (a master that never
+    /// catches up is caught by the final comparison of the replicas).
+    CaughtUp {
+        node: usize,
+        index: u64,
+    },
+    /// Note what the compactions of one window did.
+    Compactions(Compactions),
     /// Undo each, in order.
     Then(Vec<Undo>),
 }
@@ -235,91 +263,6 @@ async fn remove_until_gone(cluster: &Cluster, v: usize, limit: Duration) -> Resu
     }
 }
 
-/// How far (in seconds) a master's clock, read through a dry-run create's
-/// `creationTimestamp`, may be from the offset asked for: second
-/// resolution, and a second of libfaketime's cache.
-const CLOCK_TOLERANCE_S: i64 = 2;
-
-/// A wall-clock step, in seconds: a few seconds, minutes, or days to weeks;
-/// forward or back. Never smaller than `2 * CLOCK_TOLERANCE_S + 1`, so that
-/// a clock that did not move cannot pass for one that did.
-fn clock_step(rng: &mut StdRng) -> i64 {
-    let size = match rng.gen_range(0..3) {
-        0 => rng.gen_range(2 * CLOCK_TOLERANCE_S + 1..=10),
-        1 => rng.gen_range(30..=600),
-        _ => rng.gen_range(3_600..=30 * 86_400),
-    };
-    if rng.gen_bool(0.5) {
-        size
-    } else {
-        -size
-    }
-}
-
-/// Whether a master whose clock read `seen` seconds from the real one has
-/// taken a step from `from` to `to`: near `to`, and not near `from` (a
-/// clock that did not move must never count as stepped). Only a reset can
-/// be too small to tell apart (every step the nemesis takes is larger):
-/// it counts once the clock reads near `to`.
-fn clock_stepped(seen: i64, from: i64, to: i64) -> bool {
-    let near = |a: i64, b: i64| (a - b).abs() <= CLOCK_TOLERANCE_S;
-    near(seen, to) && (!near(seen, from) || (to - from).abs() <= 2 * CLOCK_TOLERANCE_S)
-}
-
-/// Set master `i`'s wall clock to `offset` seconds from the real one and
-/// make sure the step took: a master whose clock does not move would make
-/// the nemesis a no-op that always passes. The probe is a dry-run create,
-/// whose answer carries the master's own `creationTimestamp` (stored
-/// nowhere). Every step is confirmed, the first and the re-steps alike; a
-/// master that does not answer within 5 s, or answers with the wrong time,
-/// is an error (the clock nemesis runs alone, so nothing else holds it).
-async fn step_clock(cluster: &mut Cluster, i: usize, offset: i64) -> Result<()> {
-    let from = cluster.nodes[i].clock_offset;
-    if from == offset {
-        return Ok(());
-    }
-    cluster.set_clock(i, offset)?;
-    let name = cluster.nodes[i].name.clone();
-    let addr = cluster.nodes[i].client_addr.clone();
-    let opts = flotilla_client::ClientOptions {
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(1),
-        retry_for: Duration::ZERO,
-        ..Default::default()
-    };
-    let client = flotilla_client::Client::connect_with(std::slice::from_ref(&addr), opts)?;
-    let probe = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "jepsen-clock-probe"},
-    });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut last = None;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok((obj, _)) = client.create("configmaps", "default", &probe, true).await {
-            let stamp = obj["metadata"]["creationTimestamp"].as_str().unwrap_or("");
-            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(stamp) {
-                let seen = t.timestamp() - chrono::Utc::now().timestamp();
-                if clock_stepped(seen, from, offset) {
-                    return Ok(());
-                }
-                last = Some(seen);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    match last {
-        Some(seen) => bail!(
-            "{name}'s wall clock did not move: {from:+} s to {offset:+} s asked, {seen:+} s \
-             seen after 5 s (is libfaketime preloaded?)"
-        ),
-        None => bail!(
-            "could not confirm {name}'s wall clock step from {from:+} s to {offset:+} s: \
-             no answer to the probe within 5 s"
-        ),
-    }
-}
-
 /// Fails unless every master in `victims` is running: a signal sent to a
 /// master that is not running injects nothing.
 fn ensure_running(cluster: &mut Cluster, victims: &[usize], what: &str) -> Result<()> {
@@ -339,6 +282,7 @@ async fn inject(
     cluster: &mut Cluster,
     rng: &mut StdRng,
     tl: &mut Timeline,
+    floor: &WatchFloor,
 ) -> Result<Undo> {
     let name = nemesis.name();
     let members = cluster.members();
@@ -481,6 +425,32 @@ async fn inject(
             }
             Undo::ResetClocks(v)
         }
+        Nemesis::SnapshotKill => snapshot_kill(cluster, rng, tl).await?,
+        Nemesis::Compact => {
+            let mut c = Compactions::default();
+            // The first compaction of a window must take: otherwise
+            // nothing was injected.
+            let mut first = None;
+            for _ in 0..10 {
+                match c.step(cluster, rng, floor).await {
+                    Ok(Some(r)) => {
+                        first = Some(r);
+                        break;
+                    }
+                    Ok(None) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            let Some(r) = first else {
+                bail!("no compaction took effect in 10 tries: {c:?}");
+            };
+            tl.record(
+                "fault",
+                &name,
+                format!("compact at revision {r}, then every 100-300 ms"),
+                vec![],
+            );
+            Undo::Compactions(c)
+        }
         Nemesis::MemberPartition => {
             let p = *members.choose(rng).unwrap();
             let rest: Vec<usize> = members.iter().copied().filter(|&i| i != p).collect();
@@ -611,6 +581,41 @@ async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timelin
                 step_clock(cluster, i, 0).await?;
             }
         }
+        Undo::CaughtUp { node, index } => {
+            let n = cluster.nodes[node].name.clone();
+            let addr = cluster.nodes[node].client_addr.clone();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let mut last = None;
+            while tokio::time::Instant::now() < deadline {
+                match store_faults::position(&addr).await {
+                    Ok(p) if p.applied >= index => {
+                        last = Some(p.applied);
+                        break;
+                    }
+                    Ok(p) => last = Some(p.applied),
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let what = match last {
+                Some(a) if a >= index => format!("{n} caught up: applied {a} (>= {index})"),
+                Some(a) => format!("{n} had not caught up after 20 s: applied {a} of {index}"),
+                None => format!("{n} did not answer for 20 s after its restart"),
+            };
+            tl.record("info", &name, what, vec![n]);
+        }
+        Undo::Compactions(c) => {
+            tl.record(
+                "heal",
+                &name,
+                format!(
+                    "stop compacting: {} compactions, up to revision {} ({} failed, {} with \
+                     nothing new)",
+                    c.done, c.last, c.failed, c.skipped
+                ),
+                vec![],
+            );
+        }
         Undo::Then(steps) => {
             for u in steps {
                 Box::pin(undo(nemesis, u, cluster, tl)).await?;
@@ -628,9 +633,10 @@ pub async fn run(
     seed: u64,
     duration: Duration,
     tl: &mut Timeline,
-    clock: Clock,
     cancel: &CancellationToken,
+    floor: &WatchFloor,
 ) -> Result<()> {
+    let clock = tl.clock;
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7300);
     let end = clock.now() + duration.as_micros() as u64;
     let left = |c: &Clock| Duration::from_micros(end.saturating_sub(c.now()));
@@ -644,7 +650,7 @@ pub async fn run(
     while left(&clock) > Duration::from_secs(2) {
         let window = Duration::from_millis(rng.gen_range(3000..6000)).min(left(&clock));
         let quiet = Duration::from_millis(rng.gen_range(2000..4000));
-        let u = inject(nemesis, cluster, &mut rng, tl).await?;
+        let mut u = inject(nemesis, cluster, &mut rng, tl, floor).await?;
         let mut ok = true;
         if nemesis == Nemesis::PartitionFlapping {
             // Flip between a fresh random split and no partition.
@@ -670,6 +676,14 @@ pub async fn run(
                 } else {
                     tl.record("info", "partition-flapping", "flap: heal".into(), vec![]);
                     cluster.heal_network()?;
+                }
+            }
+        } else if let Undo::Compactions(c) = &mut u {
+            let until = clock.now() + window.as_micros() as u64;
+            while ok && clock.now() < until {
+                ok = pause_for(Duration::from_millis(rng.gen_range(100..300)), cancel).await;
+                if let Err(e) = c.step(cluster, &mut rng, floor).await {
+                    tracing::info!("compaction failed: {e:#}");
                 }
             }
         } else if let (Nemesis::Clock, Undo::ResetClocks(victims)) = (nemesis, &u) {
@@ -744,25 +758,6 @@ pub async fn heal_all(cluster: &mut Cluster, tl: &mut Timeline) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_clock_that_did_not_move_never_counts_as_stepped() {
-        // Every step is large enough to tell apart from where it started.
-        let mut rng = StdRng::seed_from_u64(3);
-        for _ in 0..10_000 {
-            let step = clock_step(&mut rng);
-            assert!(step.abs() > 2 * CLOCK_TOLERANCE_S, "{step}");
-            for from in [-600, 0, 7] {
-                assert!(!clock_stepped(from, from, from + step), "{from} {step}");
-                assert!(clock_stepped(from + step, from, from + step));
-            }
-        }
-        assert!(!clock_stepped(0, 0, 3600));
-        assert!(clock_stepped(3601, 0, 3600));
-        // A small reset: confirmed by the clock reading near zero.
-        assert!(clock_stepped(0, 2, 0));
-        assert!(!clock_stepped(300, 300, 0));
-    }
 
     #[test]
     fn names_are_kebab_case_and_splits_cover_everyone() {
