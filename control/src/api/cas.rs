@@ -99,20 +99,11 @@ impl ApiServer {
                 }
                 // Gone: maybe by an earlier attempt of this very call (a
                 // retried delete). Its request id tells.
-                if self.ctx.request.is_some() {
-                    // Conditions that cannot both hold: the probe writes
-                    // nothing and is not remembered under the id; it only
-                    // comes back as a replay if the id was applied before.
-                    let probe = Txn::new(
-                        vec![Cond::Absent(key.to_vec()), Cond::Present(key.to_vec())],
-                        vec![],
-                    );
-                    if let TxnResult::Replayed { .. } = self.write(probe).await? {
-                        return Ok(Outcome::Replayed {
-                            now: None,
-                            attempted: Value::Null,
-                        });
-                    }
+                if self.applied_before(key).await? {
+                    return Ok(Outcome::Replayed {
+                        now: None,
+                        attempted: Value::Null,
+                    });
                 }
                 return Err(absent());
             };
@@ -127,6 +118,18 @@ impl ApiServer {
                 Step::Refuse(e) => {
                     if rd.escalate() {
                         continue;
+                    }
+                    // Refused on what is there now, which an earlier
+                    // attempt of this very call may have made (a retried
+                    // update whose resourceVersion precondition its own
+                    // first write moved; a retried Binding of a pod its
+                    // first attempt bound): answered as that attempt.
+                    if self.applied_before(key).await? {
+                        let now = decode(&kv)?;
+                        return Ok(Outcome::Replayed {
+                            now: Some(now.clone()),
+                            attempted: now,
+                        });
                     }
                     return Err(e);
                 }
@@ -165,6 +168,24 @@ impl ApiServer {
             }
         }
         Err(conflict())
+    }
+
+    /// Whether this call's request id was applied before (by an earlier
+    /// attempt of the same call); false for a call without one. The probe's
+    /// conditions cannot both hold: it writes nothing and is not remembered
+    /// under the id; it only comes back as a replay if the id was applied.
+    async fn applied_before(&self, key: &[u8]) -> Result<bool, ApiError> {
+        if self.ctx.request.is_none() {
+            return Ok(false);
+        }
+        let probe = Txn::new(
+            vec![Cond::Absent(key.to_vec()), Cond::Present(key.to_vec())],
+            vec![],
+        );
+        Ok(matches!(
+            self.write(probe).await?,
+            TxnResult::Replayed { .. }
+        ))
     }
 
     /// Turn a claiming write into a plain one: every claimed key must be

@@ -203,6 +203,68 @@ async fn a_retried_update_and_delete_apply_once() {
     assert!(gone);
 }
 
+/// A retried call whose first attempt committed, but whose answer was lost,
+/// must not be refused by a condition that only that first attempt made
+/// false: the update's resourceVersion precondition (its own write moved
+/// the version) and the Binding's "already bound" (its own write bound the
+/// pod). Found by tests/jepsen (snapshot-kill, seed 502): the counter
+/// client took the Conflict for a lost race, read again and incremented a
+/// second time.
+#[tokio::test]
+async fn a_retry_is_not_refused_by_what_its_own_first_attempt_changed() {
+    let (store, api) = server().await;
+    let created = api
+        .create(CM, "default", cm("a"), false)
+        .await
+        .expect("create");
+    let mut next = created.object.clone();
+    next["data"] = json!({"k": "1"});
+    let id = RequestId(3, 3);
+    let first = api
+        .with_request(id)
+        .update(CM, "default", next.clone(), false)
+        .await
+        .expect("update");
+    let rev = store.revision();
+    let again = api
+        .with_request(id)
+        .update(CM, "default", next.clone(), false)
+        .await
+        .expect("a retry of a committed update with its resourceVersion precondition");
+    assert_eq!(store.revision(), rev, "nothing written by the retry");
+    assert_eq!(again.object["data"], first.object["data"]);
+    // Another call with the same stale precondition is a conflict.
+    let e = api
+        .with_request(RequestId(4, 4))
+        .update(CM, "default", next, false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, Reason::Conflict);
+
+    let mut p = pod("p", "");
+    p["spec"].as_object_mut().unwrap().remove("nodeName");
+    api.create(POD, "default", p, false).await.expect("pod");
+    let bind = RequestId(5, 5);
+    api.with_request(bind)
+        .bind("default", "p", "n1")
+        .await
+        .expect("bind");
+    let rev = store.revision();
+    let again = api
+        .with_request(bind)
+        .bind("default", "p", "n1")
+        .await
+        .expect("a retry of a committed Binding");
+    assert_eq!(store.revision(), rev);
+    assert_eq!(again["spec"]["nodeName"], "n1");
+    let e = api
+        .with_request(RequestId(6, 6))
+        .bind("default", "p", "n2")
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, Reason::Conflict);
+}
+
 // ---- get / list ----
 
 #[tokio::test]
