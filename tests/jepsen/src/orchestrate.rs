@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// from the clock). Printed, so that a run can be replayed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Every nemesis and workload once, 8 s of faults each (about 2.5
+    /// Every nemesis and workload once, 8 s of faults each (about 7
     /// minutes per target).
     #[arg(long)]
     pub quick: bool,
