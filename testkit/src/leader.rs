@@ -63,11 +63,16 @@ pub async fn connect(endpoint: &str, probe: &Probe) -> Result<Channel> {
         .with_context(|| format!("connect to {endpoint}"))
 }
 
-/// What one member says of itself and of the leader (0: none known).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What one member says of itself and of the leader (0: none known), and
+/// where it stands in the Raft log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemberStatus {
     pub member_id: u64,
     pub leader: u64,
+    /// Index of the last entry of its log.
+    pub raft_index: u64,
+    /// Index of the last entry it applied.
+    pub applied: u64,
 }
 
 /// Maintenance.Status of `endpoint`, connecting and answering within
@@ -83,6 +88,8 @@ pub async fn member_status(endpoint: &str, probe: &Probe) -> Result<MemberStatus
         Ok(MemberStatus {
             member_id: s.header.map(|h| h.member_id).unwrap_or(0),
             leader: s.leader,
+            raft_index: s.raft_index,
+            applied: s.raft_applied_index,
         })
     };
     tokio::time::timeout(probe.timeout, call)
@@ -238,6 +245,7 @@ mod tests {
                         Some((member_id, leader)) => Ok(MemberStatus {
                             member_id: *member_id,
                             leader: *leader,
+                            ..Default::default()
                         }),
                         None => Err("connect: refused".to_string()),
                     };

@@ -68,7 +68,8 @@ pub(crate) enum Outcome {
     },
     /// An earlier attempt of this call (same request id) wrote: the object
     /// as it is now (None: gone, maybe by that very write), and what this
-    /// attempt would have written.
+    /// attempt would have written (Null when it did not get that far: the object
+    /// was gone, or what is there now refused it).
     Replayed {
         now: Option<Value>,
         attempted: Value,
@@ -125,10 +126,9 @@ impl ApiServer {
                     // first write moved; a retried Binding of a pod its
                     // first attempt bound): answered as that attempt.
                     if self.applied_before(key).await? {
-                        let now = decode(&kv)?;
                         return Ok(Outcome::Replayed {
-                            now: Some(now.clone()),
-                            attempted: now,
+                            now: Some(decode(&kv)?),
+                            attempted: Value::Null,
                         });
                     }
                     return Err(e);

@@ -62,64 +62,31 @@ async fn read_all(addr: &str, revision: i64, serializable: bool) -> Result<(i64,
 }
 
 /// What differs between `a` (the reference) and `b`, if anything: the first
-/// key whose presence, value, version or revisions differ.
+/// key whose presence, value, version or revisions differ. Both are in key
+/// order, so the first position where they differ holds it.
 pub fn first_difference(a: &[KeyValue], b: &[KeyValue]) -> Option<String> {
-    let show = |kv: Option<&KeyValue>| match kv {
-        None => "absent".to_string(),
-        Some(kv) => format!(
+    let show = |kv: &KeyValue| {
+        format!(
             "value {:?} (mod {}, create {}, version {})",
             String::from_utf8_lossy(&kv.value[..kv.value.len().min(40)]),
             kv.mod_revision,
             kv.create_revision,
             kv.version
-        ),
+        )
     };
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        let (x, y) = (a.get(i), b.get(j));
-        let key = match (x, y) {
-            (Some(x), Some(y)) if x.key == y.key => {
-                if x != y {
-                    Some(x.key.clone())
-                } else {
-                    None
-                }
-            }
-            (Some(x), Some(y)) if x.key < y.key => {
-                return Some(format!(
-                    "{}: {} here, absent there",
-                    String::from_utf8_lossy(&x.key),
-                    show(Some(x))
-                ))
-            }
-            (Some(_), Some(y)) | (None, Some(y)) => {
-                return Some(format!(
-                    "{}: absent here, {} there",
-                    String::from_utf8_lossy(&y.key),
-                    show(Some(y))
-                ))
-            }
-            (Some(x), None) => {
-                return Some(format!(
-                    "{}: {} here, absent there",
-                    String::from_utf8_lossy(&x.key),
-                    show(Some(x))
-                ))
-            }
-            (None, None) => None,
-        };
-        if let Some(k) = key {
-            return Some(format!(
-                "{}: {} here, {} there",
-                String::from_utf8_lossy(&k),
-                show(x),
-                show(y)
-            ));
+    let key = |kv: &KeyValue| String::from_utf8_lossy(&kv.key).into_owned();
+    let k = (0..a.len().max(b.len())).find(|&k| a.get(k) != b.get(k))?;
+    Some(match (a.get(k), b.get(k)) {
+        (Some(x), Some(y)) if x.key == y.key => {
+            format!("{}: {} here, {} there", key(x), show(x), show(y))
         }
-        i += 1;
-        j += 1;
-    }
-    None
+        (Some(x), Some(y)) if y.key < x.key => {
+            format!("{}: absent here, {} there", key(y), show(y))
+        }
+        (Some(x), _) => format!("{}: {} here, absent there", key(x), show(x)),
+        (None, Some(y)) => format!("{}: absent here, {} there", key(y), show(y)),
+        (None, None) => return None,
+    })
 }
 
 /// What [`compare`] found.

@@ -298,19 +298,10 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
     stop_on_abort.abort();
     rec.flush();
 
-    // Every master must hold the same store once the faults are healed.
+    // Every master must hold the same store once the faults are healed
+    // (recovered: every master is a member again, running).
     let diverged = if recovered && !abort.is_cancelled() {
-        let nodes: Vec<(String, String)> = cluster
-            .members()
-            .into_iter()
-            .map(|i| {
-                (
-                    cluster.nodes[i].name.clone(),
-                    cluster.nodes[i].client_addr.clone(),
-                )
-            })
-            .collect();
-        Some(crate::replicas::compare(&nodes, Duration::from_secs(30)).await)
+        Some(crate::replicas::compare(&cluster.client_addrs(), Duration::from_secs(30)).await)
     } else {
         None
     };

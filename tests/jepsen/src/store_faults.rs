@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
-use flotilla_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use flotilla_proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest, StatusRequest};
-use flotilla_testkit::{connect, Probe};
+use flotilla_proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest};
+use flotilla_testkit::{connect, member_status, MemberStatus, Probe};
 
 use crate::cluster::Target;
 
@@ -27,33 +26,10 @@ pub const FILLER_PREFIX: &str = "jepsen-filler/";
 /// How long one call of this module may take.
 const CALL: Duration = Duration::from_secs(2);
 
-/// A master's place in the Raft log and its store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RaftPosition {
-    /// Index of the last entry of its log.
-    pub raft_index: u64,
-    /// Index of the last entry it applied.
-    pub applied: u64,
-}
-
-/// Maintenance.Status of the master at `addr`.
-pub async fn position(addr: &str) -> Result<RaftPosition> {
-    let probe = Probe::new(CALL);
-    let call = async {
-        let mut c = MaintenanceClient::new(connect(addr, &probe).await?);
-        let s = c
-            .status(StatusRequest {})
-            .await
-            .map_err(|s| anyhow!("status of {addr}: {:?}: {}", s.code(), s.message()))?
-            .into_inner();
-        Ok(RaftPosition {
-            raft_index: s.raft_index,
-            applied: s.raft_applied_index,
-        })
-    };
-    tokio::time::timeout(CALL, call)
-        .await
-        .map_err(|_| anyhow!("status of {addr}: timed out"))?
+/// Maintenance.Status of the master at `addr` (its place in the Raft log:
+/// `raft_index`, `applied`).
+pub async fn position(addr: &str) -> Result<MemberStatus> {
+    member_status(addr, &Probe::new(CALL)).await
 }
 
 /// Log entries a follower cut off at the leader's index `i` must be behind

@@ -75,11 +75,11 @@ pub enum Nemesis {
     /// rules, see the removal through, stop the removed master and let it
     /// join again, empty.
     MemberPartition,
-    /// A follower killed while it receives (or installs) a snapshot: cut a
-    /// follower off, write filler keys until the leader's log is purged
-    /// past it, heal, and SIGKILL it as soon as the snapshot transfer
-    /// shows in its data folder (0-100 ms in). Heal: restart it and see it
-    /// catch up.
+    /// A follower killed while it receives (or verifies and installs) a
+    /// snapshot: cut a follower off, write filler keys until the leader's
+    /// log is purged past it, heal, and SIGKILL it 0-100 ms after the
+    /// transfer shows in its data folder, or 0-20 ms after the received
+    /// file moves on. Heal: restart it and see it catch up.
     SnapshotKill,
     /// Compactions every 100-300 ms through random masters (physical or
     /// not), up to the revision the watch workload's watchers have reached,

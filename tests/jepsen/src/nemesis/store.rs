@@ -80,10 +80,11 @@ impl Compactions {
 const TRANSFER_WAIT: Duration = Duration::from_secs(15);
 
 /// Cut a follower off, grow the leader's log until it must send that
-/// follower a snapshot, heal, and SIGKILL the follower once the transfer
-/// shows in its data folder (after 0, 5, 20 or 100 ms: while it receives,
-/// verifies or installs). A transfer that never shows is an error: the
-/// fault was not injected.
+/// follower a snapshot, heal, and SIGKILL the follower while it receives
+/// it (0, 5, 20 or 100 ms after the transfer shows in its data folder) or
+/// once it has it (0, 5 or 20 ms after the received file moves on: verified,
+/// installed). A transfer that never shows is an error (the fault was not
+/// injected) unless the follower caught up from the leader's log.
 pub(super) async fn snapshot_kill(
     cluster: &mut Cluster,
     rng: &mut StdRng,
