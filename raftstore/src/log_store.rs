@@ -16,7 +16,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -38,6 +38,9 @@ pub struct LogStore {
     #[cfg_attr(not(test), allow(dead_code))]
     synced: Arc<AtomicU64>,
     install: Arc<InstallGate>,
+    /// Whether appends and votes are fsynced (always, but for
+    /// `--unsafe-no-fsync`).
+    fsync: Arc<AtomicBool>,
 }
 
 /// Whether a received snapshot waits to be installed, shared by the state
@@ -119,16 +122,26 @@ impl LogStore {
         let sdb = Arc::downgrade(&db);
         let synced = Arc::new(AtomicU64::new(0));
         let s2 = synced.clone();
+        let on = Arc::new(AtomicBool::new(true));
+        let on2 = on.clone();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn(move || sync_loop(sdb, rx, s2, fsync))
+            .spawn(move || sync_loop(sdb, rx, s2, fsync, on2))
             .unwrap_or_else(|e| panic!("cannot start the log sync thread: {e}"));
         LogStore {
             db,
             syncer: tx,
             synced,
             install,
+            fsync: on,
         }
+    }
+
+    /// `false`: appends are written to the OS but not fsynced, and the vote
+    /// is not a synced write (`--unsafe-no-fsync`, for tests only).
+    pub fn with_fsync(self, on: bool) -> Self {
+        self.fsync.store(on, Ordering::SeqCst);
+        self
     }
 
     /// How many WAL fsyncs have completed: every acknowledged append waited for one.
@@ -175,6 +188,7 @@ fn sync_loop(
     rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
     synced: Arc<AtomicU64>,
     fsync: Option<flotilla_telemetry::prometheus::Histogram>,
+    on: Arc<AtomicBool>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
@@ -185,7 +199,7 @@ fn sync_loop(
         let started = std::time::Instant::now();
         let res = match db.upgrade() {
             Some(db) => db
-                .flush_wal(true)
+                .flush_wal(on.load(Ordering::SeqCst))
                 .map_err(|e| std::io::Error::other(e.to_string())),
             None => Err(std::io::Error::other("database closed")),
         };
@@ -263,9 +277,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let db = self.db.clone();
         let v = bincode::serialize(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        let sync = self.fsync.load(Ordering::SeqCst);
         blocking(move || {
             let mut wo = WriteOptions::default();
-            wo.set_sync(true);
+            wo.set_sync(sync);
             db.put_cf_opt(engine::cf(&db, CF_RAFT_META), META_VOTE, v, &wo)
                 .map_err(|e| StorageIOError::write_vote(&e).into())
         })

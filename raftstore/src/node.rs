@@ -63,6 +63,11 @@ pub struct MasterConfig {
     /// Where this master's series go (served on the client port's
     /// `/metrics`, and on `--metrics-addr`).
     pub metrics: flotilla_telemetry::prometheus::Registry,
+    /// Skip the fsyncs that make the Raft log and the vote durable (etcd's
+    /// `--unsafe-no-fsync`). Only for tests: a power loss on every master
+    /// then loses acknowledged writes, which the chaos tests' power-loss
+    /// nemesis shows.
+    pub unsafe_no_fsync: bool,
 }
 
 impl MasterConfig {
@@ -86,6 +91,7 @@ impl MasterConfig {
             limits: Limits::default(),
             security: Default::default(),
             metrics: flotilla_telemetry::registry(),
+            unsafe_no_fsync: false,
         }
     }
 
@@ -278,7 +284,14 @@ impl Master {
         // db/ and snapshots/ reachable.
         sync_dirs(&cfg.data_dir)
             .map_err(|e| StartError::Storage(format!("syncing {}: {e}", cfg.data_dir.display())))?;
-        let log = LogStore::with_fsync_histogram(db, install, Some(metrics.wal_fsync.clone()));
+        if cfg.unsafe_no_fsync {
+            tracing::warn!(
+                "--unsafe-no-fsync: the Raft log and the vote are not fsynced; a power loss \
+                 can lose acknowledged writes"
+            );
+        }
+        let log = LogStore::with_fsync_histogram(db, install, Some(metrics.wal_fsync.clone()))
+            .with_fsync(!cfg.unsafe_no_fsync);
         let channels = PeerChannels::new(cfg.security.peer_client.clone());
         let keep = (cfg.snapshot_logs / 10).max(1);
         let (election_min, election_max) = openraft_election(cfg.election_timeout_ms);

@@ -97,6 +97,11 @@ struct Tuning {
     /// Revisions of history kept by automatic compaction (0 turns it off).
     #[arg(long, default_value_t = 10_000)]
     auto_compaction_retention: i64,
+    /// Do not fsync the Raft log or the vote (etcd's --unsafe-no-fsync).
+    /// For tests only: a power loss on a majority of masters then loses
+    /// acknowledged writes.
+    #[arg(long)]
+    unsafe_no_fsync: bool,
     /// Largest request accepted, in bytes (etcd's --max-request-bytes).
     #[arg(long, default_value_t = 1_572_864)]
     max_request_bytes: usize,
@@ -263,6 +268,7 @@ fn config(
     c.election_timeout_ms = t.election_timeout_ms;
     c.snapshot_logs = t.snapshot_logs;
     c.auto_compaction_retention = t.auto_compaction_retention;
+    c.unsafe_no_fsync = t.unsafe_no_fsync;
     c.limits = Limits {
         max_request_bytes: t.max_request_bytes,
         max_txn_ops: t.max_txn_ops,
