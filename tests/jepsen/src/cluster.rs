@@ -24,6 +24,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::lazyfs::{LazyFs, Lost};
 use crate::netns::NetSpec;
 
 pub const CLIENT_PORT: u16 = 2379;
@@ -50,6 +51,13 @@ pub struct ClusterOpts {
     /// clock nemesis can move its wall clock; `None`: real clocks.
     #[serde(default)]
     pub fake_clock: Option<PathBuf>,
+    /// The `flotilla-lazyfs` binary: every master's data folder is then a
+    /// power-loss layer (see [`crate::lazyfs`]); `None`: plain folders.
+    #[serde(default)]
+    pub lazyfs: Option<PathBuf>,
+    /// Extra flags of every master (last on its command line).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
 }
 
 /// Where Debian's `faketime` package puts the multi-threaded libfaketime.
@@ -71,6 +79,8 @@ pub struct Node {
     /// Founding member (of every node), or joining again after a removal.
     boot: Boot,
     child: Option<Child>,
+    /// The power-loss layer on `data_dir`, when the run has one.
+    pub fs: Option<LazyFs>,
     pub paused: bool,
     /// Removed from the membership (by the member nemesis) and not running.
     pub removed: bool,
@@ -105,6 +115,7 @@ impl Cluster {
                 clock_offset: 0,
                 boot: Boot::New(Vec::new()),
                 child: None,
+                fs: None,
                 paused: false,
                 removed: false,
             })
@@ -136,6 +147,7 @@ impl Cluster {
         m.heartbeat_ms = o.heartbeat_ms;
         m.election_ms = o.election_ms;
         m.snapshot_logs = Some(o.snapshot_logs);
+        m.extra_args = o.extra_args.clone();
         match o.target {
             Target::Flotilla => {
                 // Keep every revision: watchers resume from old ones (etcd
@@ -215,10 +227,30 @@ impl Cluster {
     }
 
     pub fn start_all(&mut self) -> Result<()> {
+        if let Some(bin) = self.opts.lazyfs.clone() {
+            for n in &mut self.nodes {
+                let backing = n.data_dir.with_extension("synced");
+                let log = n.log_path.with_extension("lazyfs.log");
+                n.fs = Some(LazyFs::mount(&bin, &backing, &n.data_dir, &log)?);
+            }
+        }
         for i in 0..self.nodes.len() {
             self.spawn(i)?;
         }
         Ok(())
+    }
+
+    /// Cuts the power of master `i` (which must be dead: SIGKILLed): its
+    /// data folder loses what was not fsynced. Returns what was lost.
+    pub fn power_loss(&mut self, i: usize) -> Result<Lost> {
+        let n = &mut self.nodes[i];
+        if n.child.is_some() {
+            bail!("{} still runs: kill it before its power is cut", n.name);
+        }
+        match n.fs.as_mut() {
+            Some(fs) => fs.power_loss(),
+            None => bail!("{}'s data folder has no power-loss layer", n.name),
+        }
     }
 
     pub fn is_running(&mut self, i: usize) -> bool {
@@ -424,7 +456,16 @@ impl Cluster {
         let timeout = probe.timeout;
         let dir = self.nodes[i].data_dir.clone();
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("wipe {}", dir.display()))?;
+            // What is in it: the folder may be a mount point.
+            for e in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+                let p = e?.path();
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                }
+                .with_context(|| format!("wipe {}", p.display()))?;
+            }
         }
         let addr = self.nodes[via].client_addr.clone();
         match self.opts.target {
@@ -474,6 +515,11 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
+        for n in &mut self.nodes {
+            if let Some(mut fs) = n.fs.take() {
+                fs.stop();
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //!   membership changes, clocks, a follower killed during a snapshot
 //!   transfer, compactions), each healed at the end; [`store_faults`]: the
 //!   Raft positions, filler writes, snapshot files and compactions they use.
+//! - [`lazyfs`]: the power-loss layer under a master's data folder.
 //! - [`workload`]: concurrent clients speaking the etcd v3 API that record
 //!   every operation in a [`history`].
 //! - [`checker`]: linearizability (Wing & Gong), sets, watches and leases.
@@ -18,6 +19,7 @@
 pub mod checker;
 pub mod cluster;
 pub mod history;
+pub mod lazyfs;
 pub mod nemesis;
 pub mod netns;
 pub mod objects;

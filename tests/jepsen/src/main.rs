@@ -23,7 +23,7 @@ struct Cli {
 enum Cmd {
     /// Run tests (as root): build a sealed network per run, start the
     /// masters, inject faults, check the histories.
-    Run(orchestrate::RunArgs),
+    Run(Box<orchestrate::RunArgs>),
     /// Check the history of an earlier run folder again.
     Check {
         /// A run folder (holding spec.json and history.jsonl).
@@ -70,7 +70,7 @@ fn real_main() -> Result<i32> {
         .enable_all()
         .build()?;
     match cli.command {
-        Cmd::Run(args) => rt.block_on(orchestrate::run(args)),
+        Cmd::Run(args) => rt.block_on(orchestrate::run(*args)),
         Cmd::Inner { spec } => {
             let text = std::fs::read_to_string(&spec)
                 .with_context(|| format!("read {}", spec.display()))?;

@@ -138,6 +138,28 @@ fn outcome(e: &ApiError) -> Status {
     }
 }
 
+impl Conns {
+    /// [`outcome_of`] for this worker's client.
+    fn outcome(&self, e: &ApiError) -> Status {
+        let retrying = self.nodes.first().is_some_and(|(n, _)| n == RETRYING);
+        outcome_of(e, retrying)
+    }
+}
+
+/// [`outcome`], except that a refused connection of a client that makes
+/// one attempt is a definite failure: the request was never sent (as the
+/// etcd workload counts it). A retrying client's last refusal says nothing
+/// of its earlier attempts.
+fn outcome_of(e: &ApiError, retrying: bool) -> Status {
+    if !retrying
+        && e.reason == Reason::Unavailable
+        && (e.message.contains("tcp connect error") || e.message.contains("Connection refused"))
+    {
+        return Status::Fail;
+    }
+    outcome(e)
+}
+
 fn record(
     ctx: &Ctx,
     worker: u32,
@@ -216,7 +238,7 @@ async fn register_worker(
             let r = client.apply(NS, &config_map(&name, value), false).await;
             (
                 Op::Write { key, value },
-                r.map(|_| ()).map_err(|e| (outcome(&e), e.message)),
+                r.map(|_| ()).map_err(|e| (conns.outcome(&e), e.message)),
             )
         };
         if res.is_err() {
@@ -351,7 +373,7 @@ async fn counter_worker(ctx: Ctx, worker: u32, retrying: bool) {
                     tokio::time::sleep(Duration::from_millis(rng.gen_range(1..10))).await;
                 }
                 Err(e) => {
-                    let s = outcome(&e);
+                    let s = conns.outcome(&e);
                     if s == Status::Info {
                         sent_unknown = true;
                     }
@@ -556,4 +578,28 @@ pub fn start(
         watchers.spawn(watcher(ctx.clone(), i, rx.clone()));
     }
     tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_connection_is_a_failure_only_for_a_single_attempt() {
+        let refused = ApiError::new(
+            Reason::Unavailable,
+            "master 10.0.0.1:2379 unavailable: tcp connect error",
+        );
+        assert_eq!(outcome_of(&refused, false), Status::Fail);
+        // A retrying client may have sent an earlier attempt.
+        assert_eq!(outcome_of(&refused, true), Status::Info);
+        // A cut connection or a timeout: the request may have been applied.
+        let cut = ApiError::new(
+            Reason::Unavailable,
+            "master 10.0.0.1:2379 unavailable: connection reset",
+        );
+        assert_eq!(outcome_of(&cut, false), Status::Info);
+        let refused_by_server = ApiError::new(Reason::Conflict, "tcp connect error");
+        assert_eq!(outcome_of(&refused_by_server, false), Status::Fail);
+    }
 }

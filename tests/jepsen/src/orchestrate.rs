@@ -37,8 +37,8 @@ pub struct RunArgs {
     /// kill-random, kill-majority, pause-leader, pause-random,
     /// partition-leader, partition-halves, partition-bridge,
     /// partition-flapping, member, one-way-leader, lossy, member-kill,
-    /// member-partition, clock, snapshot-kill, compact. Each nemesis gets
-    /// its own runs.
+    /// member-partition, clock, snapshot-kill, compact, power-loss. Each
+    /// nemesis gets its own runs.
     #[arg(long, default_value = "all")]
     pub nemesis: String,
     /// Workloads run together in each run: `all` or a comma-separated list
@@ -98,6 +98,16 @@ pub struct RunArgs {
     /// checker catches stale reads end to end (a run should then fail).
     #[arg(long)]
     pub serializable_reads: bool,
+    /// Deliberately unsafe: Flotilla's masters run with `--unsafe-no-fsync`
+    /// (the Raft log and the vote are not fsynced). To check that the
+    /// power-loss nemesis catches a store that acknowledges before it
+    /// fsyncs (its runs should then fail). etcd 3.4 has no such flag.
+    #[arg(long)]
+    pub unsafe_no_fsync: bool,
+    /// The `flotilla-lazyfs` binary of the power-loss nemesis (default:
+    /// beside this binary).
+    #[arg(long)]
+    pub lazyfs_bin: Option<PathBuf>,
 }
 
 /// One line of the summary.
@@ -223,6 +233,24 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             crate::cluster::LIBFAKETIME
         );
     }
+    if args.unsafe_no_fsync && targets.contains(&Target::Etcd) {
+        bail!("--unsafe-no-fsync: etcd 3.4 has no such flag; use --target flotilla");
+    }
+    let lazyfs_bin = args
+        .lazyfs_bin
+        .clone()
+        .unwrap_or_else(|| exe.with_file_name("flotilla-lazyfs"));
+    if nemeses.contains(&Nemesis::PowerLoss) {
+        if !lazyfs_bin.exists() {
+            bail!(
+                "the power-loss nemesis needs {} (cargo build --release -p flotilla-lazyfs)",
+                lazyfs_bin.display()
+            );
+        }
+        if !Path::new("/dev/fuse").exists() {
+            bail!("the power-loss nemesis needs /dev/fuse (modprobe fuse)");
+        }
+    }
     let seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -240,6 +268,14 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         copy
     } else {
         flotilla_bin
+    };
+    let lazyfs_bin = if nemeses.contains(&Nemesis::PowerLoss) {
+        let copy = out.join("flotilla-lazyfs");
+        std::fs::copy(&lazyfs_bin, &copy)
+            .with_context(|| format!("copy {} to {}", lazyfs_bin.display(), copy.display()))?;
+        copy
+    } else {
+        lazyfs_bin
     };
     let exe = {
         let copy = out.join("flotilla-jepsen");
@@ -303,7 +339,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
                     workloads.join(","),
                     args.nodes,
                     if args.serializable_reads { " --serializable-reads" } else { "" }
-                );
+                ) + if args.unsafe_no_fsync { " --unsafe-no-fsync" } else { "" };
                 plan.push(SpecBase {
                     target,
                     nemesis,
@@ -327,7 +363,15 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
-        let s = run_one(&args, &flotilla_bin, &exe, spec_base, &interrupted).await;
+        let s = run_one(
+            &args,
+            &flotilla_bin,
+            &lazyfs_bin,
+            &exe,
+            spec_base,
+            &interrupted,
+        )
+        .await;
         summaries.push(s);
     }
 
@@ -443,6 +487,7 @@ struct SpecBase {
 async fn run_one(
     args: &RunArgs,
     flotilla_bin: &Path,
+    lazyfs_bin: &Path,
     exe: &Path,
     b: SpecBase,
     interrupted: &AtomicBool,
@@ -485,6 +530,12 @@ async fn run_one(
                 snapshot_logs: args.snapshot_logs,
                 fake_clock: (b.nemesis == Nemesis::Clock)
                     .then(|| PathBuf::from(crate::cluster::LIBFAKETIME)),
+                lazyfs: (b.nemesis == Nemesis::PowerLoss).then(|| lazyfs_bin.to_path_buf()),
+                extra_args: if args.unsafe_no_fsync {
+                    vec!["--unsafe-no-fsync".into()]
+                } else {
+                    Vec::new()
+                },
             },
             op_timeout_ms: args.op_timeout_ms,
             keep_data: args.keep_data,

@@ -22,6 +22,7 @@ use crate::store_faults;
 use crate::workload::WatchFloor;
 
 mod clock;
+mod power;
 mod store;
 use clock::{clock_step, step_clock};
 use store::{snapshot_kill, Compactions};
@@ -85,11 +86,15 @@ pub enum Nemesis {
     /// not), up to the revision the watch workload's watchers have reached,
     /// while the register workload deletes and writes its keys again.
     Compact,
+    /// A power cut: SIGKILL every master (or a random majority) and drop
+    /// what their data folders hold unsynced (each master's data folder is
+    /// a `flotilla-lazyfs` layer in these runs). Heal: restart them.
+    PowerLoss,
 }
 
 impl Nemesis {
     /// Every fault-injecting nemesis, in the order `all` runs them.
-    pub const ALL: [Nemesis; 17] = [
+    pub const ALL: [Nemesis; 18] = [
         Nemesis::KillLeader,
         Nemesis::KillRandom,
         Nemesis::KillMajority,
@@ -107,6 +112,7 @@ impl Nemesis {
         Nemesis::Clock,
         Nemesis::SnapshotKill,
         Nemesis::Compact,
+        Nemesis::PowerLoss,
     ];
 
     pub fn name(&self) -> String {
@@ -426,6 +432,7 @@ async fn inject(
             Undo::ResetClocks(v)
         }
         Nemesis::SnapshotKill => snapshot_kill(cluster, rng, tl).await?,
+        Nemesis::PowerLoss => power::power_loss(cluster, rng, tl).await?,
         Nemesis::Compact => {
             let mut c = Compactions::default();
             // The first compaction of a window must take: otherwise

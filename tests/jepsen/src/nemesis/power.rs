@@ -1,0 +1,51 @@
+//! The power-loss nemesis: masters killed as by a power cut, with their
+//! data folders losing whatever was written and not fsynced (the
+//! `flotilla-lazyfs` layer under each one, see [`crate::lazyfs`]).
+
+use anyhow::Result;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::{ensure_running, names, Timeline, Undo};
+use crate::cluster::Cluster;
+use crate::nemesis::Nemesis;
+
+/// Cut the power of every master (half the time) or of a random majority:
+/// SIGKILL them, then drop what their data folders hold unsynced. A
+/// minority keeps its data whenever a majority keeps what it acknowledged,
+/// so only a majority's loss can show a store that acknowledges before it
+/// fsyncs. Heal: restart them on what they had synced.
+pub(super) async fn power_loss(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    tl: &mut Timeline,
+) -> Result<Undo> {
+    let name = Nemesis::PowerLoss.name();
+    let mut victims = cluster.members();
+    if rng.gen_bool(0.5) {
+        victims.shuffle(rng);
+        victims.truncate(victims.len() / 2 + 1);
+        victims.sort_unstable();
+    }
+    ensure_running(cluster, &victims, "power loss of")?;
+    let n = names(cluster, &victims);
+    for &v in &victims {
+        cluster.kill(v);
+    }
+    let mut lost = Vec::new();
+    for &v in &victims {
+        let l = cluster.power_loss(v)?;
+        lost.push(format!(
+            "{}: {} unsynced bytes in {} files dropped ({} fsyncs, {} writes since the mount)",
+            cluster.nodes[v].name, l.unsynced_bytes, l.files_with_unsynced, l.fsyncs, l.writes
+        ));
+    }
+    tl.record(
+        "fault",
+        &name,
+        format!("power loss of {}: {}", n.join(","), lost.join("; ")),
+        n,
+    );
+    Ok(Undo::Restart(victims))
+}
