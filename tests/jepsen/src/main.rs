@@ -90,7 +90,15 @@ fn real_main() -> Result<i32> {
             let spec: runner::Spec =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("spec.json"))?)?;
             let h = history::load(&dir.join("history.jsonl"))?;
-            let results = checker::check_all(&spec.workloads, &h);
+            // The fault windows, from the run's timeline (none if it is missing).
+            let events: Vec<checker::failover::NemesisEvent> =
+                std::fs::read_to_string(dir.join("nemesis.jsonl"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+            let busy = checker::busy_windows(&events);
+            let results = checker::check_all(&spec.workloads, &h, &busy);
             let mut code = 0;
             for r in &results {
                 println!("{}: {:?} {}", r.checker, r.validity, r.stats);

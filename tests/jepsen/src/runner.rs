@@ -322,7 +322,8 @@ pub async fn run(spec: &Spec, abort: CancellationToken) -> Result<Verdict> {
 
     // Check.
     let history = rec.entries();
-    let mut results = checker::check_all(&spec.workloads, &history);
+    let busy = checker::busy_windows(&tl.events);
+    let mut results = checker::check_all(&spec.workloads, &history, &busy);
     let mut cluster_violations = Vec::new();
     if !recovered && !abort.is_cancelled() {
         cluster_violations.push(Violation {

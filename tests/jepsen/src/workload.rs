@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::checker;
 use crate::history::{Clock, Entry, Op, Recorder, Status};
 
 /// The workloads, by name.
@@ -711,8 +712,11 @@ async fn lease_worker(ctx: Ctx, worker: u32) {
             record(&ctx, worker, node, invoke, Op::LeaseRevoke { lease }, r);
             lease_read(&ctx, &mut conn, worker, lease, &key).await;
         } else {
-            // Stop renewing; read until the key is gone (or give up).
-            let give_up = ctx.clock.now() + (granted as u64 + 3) * 1_000_000;
+            // Stop renewing; read until the key is gone, or until well
+            // past the point where it is late (the checker's late-expiry
+            // bound: two TTLs and 2 s after the last renewal).
+            let give_up = ctx.clock.now()
+                + (checker::lease::LATE_SLACK_TTLS * granted.max(0) as u64 + 4) * 1_000_000;
             while ctx.clock.now() < give_up && !ctx.abort.is_cancelled() {
                 if lease_read(&ctx, &mut conn, worker, lease, &key).await == Some(false) {
                     break;

@@ -233,6 +233,13 @@ fn power_cut(control: &Control, report: Option<&Path>) -> ! {
         writes = r.writes,
         "power cut: unsynced data is lost"
     );
+    for (file, bytes) in control.dirty_files() {
+        warn!(
+            file,
+            unsynced_bytes = bytes,
+            "power cut: loses this file's unsynced data"
+        );
+    }
     if let Some(path) = report {
         if let Err(e) = r.write_to(path) {
             error!("writing the report {}: {e}", path.display());

@@ -13,7 +13,14 @@
 //! - `resurrected`: once the key was seen gone (or the lease reported gone),
 //!   a later read finds it again or a later keep-alive renews the lease;
 //! - `survived-revoke`: after a revoke was acknowledged, a later read still
-//!   finds the key or a later keep-alive still renews the lease.
+//!   finds the key or a later keep-alive still renews the lease;
+//! - `late-expiry`: a read invoked more than [`LATE_SLACK_TTLS`] TTLs plus
+//!   [`LATE_SLACK_US`] after the last renewal that may have taken effect
+//!   (answered, or unknown: up to its completion) still finds the key. A
+//!   new leader renews every lease (etcd's `Promote`, Flotilla's reset on a
+//!   term change), so one election inside the lease's life may add a TTL;
+//!   leases whose overdue window meets a fault window (a fault until 10 s
+//!   after its heal) are not judged, only counted.
 
 use std::collections::BTreeMap;
 
@@ -29,7 +36,20 @@ struct Lease<'a> {
     ops: Vec<&'a Entry>,
 }
 
+/// TTLs a lease may outlive its last renewal by: its own, and one more for
+/// a leader change.
+pub const LATE_SLACK_TTLS: u64 = 2;
+/// And beyond them: the expiry timer's period, the revoke's commit, the
+/// clients' clock against the leader's.
+pub const LATE_SLACK_US: u64 = 2_000_000;
+
 pub fn check(history: &[Entry]) -> CheckResult {
+    check_with(history, &[])
+}
+
+/// [`check`], with the windows in which faults were active (microseconds,
+/// `[from, to)`): no `late-expiry` is judged across them.
+pub fn check_with(history: &[Entry], busy: &[(u64, u64)]) -> CheckResult {
     let mut leases: BTreeMap<i64, Lease> = BTreeMap::new();
     let mut ungranted = 0usize;
     for e in history {
@@ -53,6 +73,7 @@ pub fn check(history: &[Entry]) -> CheckResult {
 
     let mut violations = Vec::new();
     let (mut reads, mut keepalives, mut expired, mut revoked) = (0, 0, 0, 0);
+    let (mut in_time, mut late_excused) = (0, 0);
     for (id, l) in &leases {
         let Some(grant) = l.grant else { continue };
         // Renewals: (invocation, completion, guaranteed lifetime from the invocation).
@@ -157,6 +178,55 @@ pub fn check(history: &[Entry]) -> CheckResult {
             expired += 1;
         }
 
+        // Gone in time: once no renewal can hold it any longer.
+        let last_renewal = l
+            .ops
+            .iter()
+            .filter(|e| match (e.status, &e.op) {
+                (Status::Ok, Op::LeaseKeepAlive { ttl: Some(t), .. }) => *t > 0,
+                (Status::Info, Op::LeaseKeepAlive { .. }) => true,
+                _ => false,
+            })
+            .map(|e| e.complete)
+            .chain([grant.complete])
+            .max()
+            .unwrap_or(grant.complete);
+        let overdue = last_renewal + LATE_SLACK_TTLS * l.ttl_us + LATE_SLACK_US;
+        let late_read = l.ops.iter().find(|e| {
+            e.status == Status::Ok
+                && e.invoke > overdue
+                && matches!(
+                    e.op,
+                    Op::LeaseRead {
+                        present: Some(true),
+                        ..
+                    }
+                )
+        });
+        if let Some(r) = late_read {
+            if busy
+                .iter()
+                .any(|&(from, to)| from < r.invoke && to > last_renewal)
+            {
+                late_excused += 1;
+            } else {
+                violations.push(Violation {
+                    kind: "late-expiry".into(),
+                    message: format!(
+                        "lease {id:x} (TTL {}s): last renewed by {}, yet a read invoked at {} \
+                         ({} after it, no fault in between) finds its key",
+                        l.ttl_us / 1_000_000,
+                        ms(last_renewal),
+                        ms(r.invoke),
+                        ms(r.invoke - last_renewal)
+                    ),
+                    excerpt: vec![grant.clone(), (*r).clone()],
+                });
+            }
+        } else if revoke_invoked == u64::MAX && gone.is_some_and(|g| g.invoke <= overdue) {
+            in_time += 1;
+        }
+
         // Nothing comes back after it was seen gone, or after a revoke.
         let ends = [
             gone.map(|g| ("resurrected", g)),
@@ -199,6 +269,7 @@ pub fn check(history: &[Entry]) -> CheckResult {
             "leases": leases.values().filter(|l| l.grant.is_some()).count(),
             "grants_unknown": ungranted, "reads": reads, "keepalives": keepalives,
             "expired_seen": expired, "revoked": revoked,
+            "expired_in_time": in_time, "late_expiry_excused": late_excused,
         }),
         violations,
     )
@@ -260,6 +331,36 @@ mod tests {
     }
 
     #[test]
+    fn a_key_read_long_after_the_last_renewal_is_late_expiry_unless_a_fault_was_on() {
+        // TTL 2 s, last renewed by 1.5 s: overdue after 1.5 + 2 x 2 + 2 = 7.5 s.
+        let h = vec![
+            grant(0, 2),
+            put(10_000),
+            ka(S / 2, 2),
+            read(3 * S, true),
+            read(7 * S, true),
+            read(8 * S, true),
+        ];
+        let r = check(&h);
+        assert_eq!(r.validity, Validity::Invalid, "{r:#?}");
+        assert_eq!(r.violations[0].kind, "late-expiry");
+        // A fault (a leader change may renew every lease) in between: not judged.
+        let r = check_with(&h, &[(4 * S, 5 * S)]);
+        assert!(r.is_valid(), "{r:#?}");
+        assert_eq!(r.stats["late_expiry_excused"], 1);
+        // A fault before the last renewal does not excuse it.
+        let r = check_with(&h, &[(0, S / 4)]);
+        assert_eq!(r.validity, Validity::Invalid, "{r:#?}");
+        // An unknown keep-alive may have renewed it as late as its answer.
+        let mut unknown = ka(4 * S, 2);
+        unknown.status = Status::Info;
+        unknown.complete = 6 * S;
+        let mut h2 = h.clone();
+        h2.insert(4, unknown);
+        assert!(check(&h2).is_valid(), "{:#?}", check(&h2));
+    }
+
+    #[test]
     fn kept_alive_then_expired_is_valid() {
         let h = vec![
             grant(0, 2),
@@ -275,6 +376,7 @@ mod tests {
         let r = check(&h);
         assert!(r.is_valid(), "{r:#?}");
         assert_eq!(r.stats["expired_seen"], 1);
+        assert_eq!(r.stats["expired_in_time"], 1);
     }
 
     #[test]

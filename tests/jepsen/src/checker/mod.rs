@@ -69,14 +69,17 @@ impl CheckResult {
 }
 
 /// Runs the checker of each named workload on `history`.
-pub fn check_all(workloads: &[String], history: &[Entry]) -> Vec<CheckResult> {
+/// Every workload's checker. `busy`: the windows in which faults were
+/// active ([`busy_windows`]), which some properties (a lease's late expiry)
+/// cannot be judged across.
+pub fn check_all(workloads: &[String], history: &[Entry], busy: &[(u64, u64)]) -> Vec<CheckResult> {
     workloads
         .iter()
         .map(|w| match w.as_str() {
             "register" => register::check(history),
             "set" => set::check(history),
             "watch" => watch::check(history),
-            "lease" => lease::check(history),
+            "lease" => lease::check_with(history, busy),
             "objects" => objects::check(history),
             other => CheckResult {
                 checker: other.to_string(),
@@ -87,6 +90,27 @@ pub fn check_all(workloads: &[String], history: &[Entry]) -> Vec<CheckResult> {
             },
         })
         .collect()
+}
+
+/// How long after a heal the cluster may still be settling (a new leader
+/// renewing every lease, restarted masters catching up).
+pub const SETTLE_US: u64 = 10_000_000;
+
+/// The windows in which faults were active: from each `fault` event to the
+/// first `heal` after it plus [`SETTLE_US`] (to `u64::MAX` if none came).
+pub fn busy_windows(events: &[failover::NemesisEvent]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if e.kind != "fault" {
+            continue;
+        }
+        let heal = events[i + 1..]
+            .iter()
+            .find(|h| h.kind == "heal")
+            .map_or(u64::MAX, |h| h.time.saturating_add(SETTLE_US));
+        out.push((e.time, heal));
+    }
+    out
 }
 
 /// Microseconds as milliseconds with one decimal, for messages.

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
@@ -211,6 +211,24 @@ impl State {
             }
         }
         report
+    }
+
+    /// The files a power cut at this instant changes, with their pending
+    /// bytes (backing paths, through `/proc/self/fd`; `?` if unnamed).
+    pub fn dirty_files(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .nodes
+            .values()
+            .filter_map(|n| {
+                let ov = n.overlay.as_ref().filter(|ov| ov.is_dirty())?;
+                let link = format!("/proc/self/fd/{}", n.path.as_raw_fd());
+                let name = std::fs::read_link(link)
+                    .map_or_else(|_| "?".to_string(), |p| p.display().to_string());
+                Some((name, ov.pending_bytes()))
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     pub(super) fn open(&mut self, ino: u64, flags: i32) -> Res<u64> {

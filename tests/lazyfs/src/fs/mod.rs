@@ -100,6 +100,11 @@ impl Control {
     pub fn report(&self) -> Report {
         lock(&self.state).report()
     }
+
+    /// The files with unsynced data or size, and their pending bytes.
+    pub fn dirty_files(&self) -> Vec<(String, u64)> {
+        lock(&self.state).dirty_files()
+    }
 }
 
 impl LazyFs {
