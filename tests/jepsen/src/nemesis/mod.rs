@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -22,10 +22,12 @@ use crate::store_faults;
 use crate::workload::WatchFloor;
 
 mod clock;
+mod inject;
 mod power;
 mod store;
 use clock::{clock_step, step_clock};
-use store::{snapshot_kill, Compactions};
+use inject::inject;
+use store::Compactions;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -205,6 +207,19 @@ fn halves(rng: &mut StdRng, members: &[usize]) -> (Vec<usize>, Vec<usize>) {
     (v, major)
 }
 
+/// `v` with the leader `l` in it (it replaces the first element if it is
+/// missing); `v` unchanged without one.
+fn with_leader(mut v: Vec<usize>, l: Option<usize>) -> Vec<usize> {
+    if let Some(l) = l {
+        if !v.contains(&l) {
+            if let Some(x) = v.first_mut() {
+                *x = l;
+            }
+        }
+    }
+    v
+}
+
 fn cuts_between(a: &[usize], b: &[usize]) -> Vec<(usize, usize)> {
     a.iter()
         .flat_map(|&x| b.iter().map(move |&y| (x, y)))
@@ -281,241 +296,6 @@ fn ensure_running(cluster: &mut Cluster, victims: &[usize], what: &str) -> Resul
         }
     }
     Ok(())
-}
-
-async fn inject(
-    nemesis: Nemesis,
-    cluster: &mut Cluster,
-    rng: &mut StdRng,
-    tl: &mut Timeline,
-    floor: &WatchFloor,
-) -> Result<Undo> {
-    let name = nemesis.name();
-    let members = cluster.members();
-    Ok(match nemesis {
-        Nemesis::None => unreachable!(),
-        Nemesis::KillLeader | Nemesis::KillRandom | Nemesis::KillMajority => {
-            let victims = match nemesis {
-                Nemesis::KillLeader => vec![leader_or_random(cluster, rng, tl, &name).await],
-                Nemesis::KillRandom => vec![*members.choose(rng).unwrap()],
-                _ => {
-                    let mut v = members.clone();
-                    v.shuffle(rng);
-                    v.truncate(members.len() / 2 + 1);
-                    v
-                }
-            };
-            ensure_running(cluster, &victims, "SIGKILL")?;
-            let n = names(cluster, &victims);
-            tl.record("fault", &name, format!("SIGKILL {}", n.join(",")), n);
-            for &v in &victims {
-                cluster.kill(v);
-            }
-            Undo::Restart(victims)
-        }
-        Nemesis::PauseLeader | Nemesis::PauseRandom => {
-            let v = if nemesis == Nemesis::PauseLeader {
-                leader_or_random(cluster, rng, tl, &name).await
-            } else {
-                *members.choose(rng).unwrap()
-            };
-            ensure_running(cluster, &[v], "SIGSTOP")?;
-            let n = names(cluster, &[v]);
-            tl.record("fault", &name, format!("SIGSTOP {}", n[0]), n);
-            cluster.pause(v);
-            Undo::Resume(vec![v])
-        }
-        Nemesis::PartitionLeader => {
-            let l = leader_or_random(cluster, rng, tl, &name).await;
-            let others: Vec<usize> = members.iter().copied().filter(|&i| i != l).collect();
-            let n = names(cluster, &[l]);
-            cluster.partition(&cuts_between(&[l], &others))?;
-            tl.record("fault", &name, format!("isolate {}", n[0]), n);
-            Undo::HealNetwork
-        }
-        Nemesis::OneWayLeader => {
-            let l = leader_or_random(cluster, rng, tl, &name).await;
-            let others: Vec<usize> = members.iter().copied().filter(|&i| i != l).collect();
-            let n = names(cluster, &[l]);
-            let deaf = rng.gen_bool(0.5);
-            // (receiver, sender): the receiver drops what the sender sends.
-            let drops: Vec<(usize, usize, Option<f64>)> = others
-                .iter()
-                .map(|&o| if deaf { (l, o, None) } else { (o, l, None) })
-                .collect();
-            cluster.drop_inbound(&drops)?;
-            let what = if deaf {
-                format!("{} hears no master (its messages still go out)", n[0])
-            } else {
-                format!("no master hears {} (it still hears them)", n[0])
-            };
-            tl.record("fault", &name, what, n);
-            Undo::HealNetwork
-        }
-        Nemesis::Lossy => {
-            let p = rng.gen_range(0.2..0.5);
-            let mut drops = Vec::new();
-            for &a in &members {
-                for &b in &members {
-                    if a != b {
-                        drops.push((a, b, Some(p)));
-                    }
-                }
-            }
-            cluster.drop_inbound(&drops)?;
-            let all = names(cluster, &members);
-            tl.record(
-                "fault",
-                &name,
-                format!("drop {:.0}% of packets between masters", p * 100.0),
-                all,
-            );
-            Undo::HealNetwork
-        }
-        Nemesis::PartitionHalves | Nemesis::PartitionFlapping => {
-            let (minor, major) = halves(rng, &members);
-            let (a, b) = (names(cluster, &minor), names(cluster, &major));
-            cluster.partition(&cuts_between(&minor, &major))?;
-            tl.record(
-                "fault",
-                &name,
-                format!("partition {} | {}", a.join(","), b.join(",")),
-                a,
-            );
-            Undo::HealNetwork
-        }
-        Nemesis::PartitionBridge => {
-            let mut v = members.clone();
-            v.shuffle(rng);
-            let bridge = v.pop().unwrap();
-            let right = v.split_off(v.len() / 2);
-            let left = v;
-            cluster.partition(&cuts_between(&left, &right))?;
-            let (a, b, c) = (
-                names(cluster, &left),
-                names(cluster, &right),
-                names(cluster, &[bridge]),
-            );
-            tl.record(
-                "fault",
-                &name,
-                format!(
-                    "partition {} | {} with bridge {}",
-                    a.join(","),
-                    b.join(","),
-                    c[0]
-                ),
-                c,
-            );
-            Undo::HealNetwork
-        }
-        Nemesis::Clock => {
-            let mut v = members.clone();
-            v.shuffle(rng);
-            v.truncate(rng.gen_range(1..=members.len()));
-            v.sort_unstable();
-            let steps: Vec<i64> = v.iter().map(|_| clock_step(rng)).collect();
-            let what: Vec<String> = v
-                .iter()
-                .zip(&steps)
-                .map(|(&i, o)| format!("{} {o:+} s", cluster.nodes[i].name))
-                .collect();
-            tl.record(
-                "fault",
-                &name,
-                format!("step wall clocks: {}", what.join(", ")),
-                names(cluster, &v),
-            );
-            for (&i, &o) in v.iter().zip(&steps) {
-                step_clock(cluster, i, o).await?;
-            }
-            Undo::ResetClocks(v)
-        }
-        Nemesis::SnapshotKill => snapshot_kill(cluster, rng, tl).await?,
-        Nemesis::PowerLoss => power::power_loss(cluster, rng, tl).await?,
-        Nemesis::Compact => {
-            let mut c = Compactions::default();
-            // The first compaction of a window must take: otherwise
-            // nothing was injected.
-            let mut first = None;
-            for _ in 0..10 {
-                match c.step(cluster, rng, floor).await {
-                    Ok(Some(r)) => {
-                        first = Some(r);
-                        break;
-                    }
-                    Ok(None) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-            let Some(r) = first else {
-                bail!("no compaction took effect in 10 tries: {c:?}");
-            };
-            tl.record(
-                "fault",
-                &name,
-                format!("compact at revision {r}, then every 100-300 ms"),
-                vec![],
-            );
-            Undo::Compactions(c)
-        }
-        Nemesis::MemberPartition => {
-            let p = *members.choose(rng).unwrap();
-            let rest: Vec<usize> = members.iter().copied().filter(|&i| i != p).collect();
-            let v = *rest.choose(rng).unwrap();
-            let (pn, vn) = (cluster.nodes[p].name.clone(), cluster.nodes[v].name.clone());
-            cluster.partition(&cuts_between(&[p], &rest))?;
-            tl.record("fault", &name, format!("isolate {pn}"), vec![pn.clone()]);
-            let through = via(cluster, &[v, p]).await;
-            let outcome = match cluster.remove_member(v, through).await {
-                Ok(()) => "acknowledged".to_string(),
-                Err(e) => format!("not acknowledged ({e:#})"),
-            };
-            tl.record(
-                "fault",
-                &name,
-                format!("remove {vn} while {pn} is cut off: {outcome}"),
-                vec![vn],
-            );
-            Undo::Then(vec![Undo::HealNetwork, Undo::FinishRemovalThenRejoin(v)])
-        }
-        Nemesis::Member | Nemesis::MemberKill => {
-            let v = *members.choose(rng).unwrap();
-            let n = names(cluster, &[v]);
-            // A master that could not be removed is a fault not injected.
-            remove_until_gone(cluster, v, Duration::from_secs(15))
-                .await
-                .with_context(|| format!("could not remove {}", n[0]))?;
-            tl.record(
-                "fault",
-                &name,
-                format!("removed member {}", n[0]),
-                n.clone(),
-            );
-            cluster.kill(v);
-            cluster.nodes[v].removed = true;
-            if nemesis != Nemesis::MemberKill {
-                return Ok(Undo::Rejoin(v));
-            }
-            // Then crash the leader of the masters that remain.
-            let rest: Vec<usize> = cluster.members().into_iter().filter(|&i| i != v).collect();
-            let l = match cluster.leader().await {
-                Some(l) if l != v && rest.contains(&l) => l,
-                _ => match rest.choose(rng) {
-                    Some(&x) => x,
-                    None => return Ok(Undo::Rejoin(v)),
-                },
-            };
-            let ln = names(cluster, &[l]);
-            cluster.kill(l);
-            tl.record(
-                "fault",
-                &name,
-                format!("SIGKILL {} (with {} removed)", ln[0], n[0]),
-                ln,
-            );
-            Undo::Then(vec![Undo::Restart(vec![l]), Undo::Rejoin(v)])
-        }
-    })
 }
 
 async fn undo(nemesis: Nemesis, u: Undo, cluster: &mut Cluster, tl: &mut Timeline) -> Result<()> {
@@ -654,10 +434,12 @@ pub async fn run(
     if !pause_for(Duration::from_millis(rng.gen_range(1500..2500)), cancel).await {
         return Ok(());
     }
+    let mut first = true;
     while left(&clock) > Duration::from_secs(2) {
         let window = Duration::from_millis(rng.gen_range(3000..6000)).min(left(&clock));
         let quiet = Duration::from_millis(rng.gen_range(2000..4000));
-        let mut u = inject(nemesis, cluster, &mut rng, tl, floor).await?;
+        let mut u = inject(nemesis, cluster, &mut rng, tl, floor, first).await?;
+        first = false;
         let mut ok = true;
         if nemesis == Nemesis::PartitionFlapping {
             // Flip between a fresh random split and no partition.
@@ -784,5 +566,13 @@ mod tests {
             halves(&mut r, &[0, 1, 2, 3, 4])
         };
         assert_eq!(pick(7), pick(7));
+    }
+
+    #[test]
+    fn the_first_faults_random_picks_take_the_leader_in() {
+        assert_eq!(with_leader(vec![0, 2], Some(1)), vec![1, 2]);
+        assert_eq!(with_leader(vec![0, 2], Some(2)), vec![0, 2]);
+        assert_eq!(with_leader(vec![0, 2], None), vec![0, 2]);
+        assert_eq!(with_leader(vec![], Some(1)), Vec::<usize>::new());
     }
 }

@@ -15,17 +15,20 @@ use crate::nemesis::Nemesis;
 /// SIGKILL them, then drop what their data folders hold unsynced. A
 /// minority keeps its data whenever a majority keeps what it acknowledged,
 /// so only a majority's loss can show a store that acknowledges before it
-/// fsyncs. Heal: restart them on what they had synced.
+/// fsyncs; `lead` (the first fault's leader) is in the majority. Heal:
+/// restart them on what they had synced.
 pub(super) async fn power_loss(
     cluster: &mut Cluster,
     rng: &mut StdRng,
     tl: &mut Timeline,
+    lead: Option<usize>,
 ) -> Result<Undo> {
     let name = Nemesis::PowerLoss.name();
     let mut victims = cluster.members();
     if rng.gen_bool(0.5) {
         victims.shuffle(rng);
         victims.truncate(victims.len() / 2 + 1);
+        victims = super::with_leader(victims, lead);
         victims.sort_unstable();
     }
     ensure_running(cluster, &victims, "power loss of")?;
