@@ -16,7 +16,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -40,7 +40,7 @@ pub struct LogStore {
     install: Arc<InstallGate>,
     /// Whether appends and votes are fsynced (always, but for
     /// `--unsafe-no-fsync`).
-    fsync: Arc<AtomicBool>,
+    fsync: bool,
 }
 
 /// Whether a received snapshot waits to be installed, shared by the state
@@ -108,40 +108,34 @@ async fn blocking<T: Send + 'static>(
 impl LogStore {
     #[cfg(test)]
     pub fn new(db: Db, install: Arc<InstallGate>) -> Self {
-        Self::with_fsync_histogram(db, install, None)
+        Self::with_fsync_histogram(db, install, None, true)
     }
 
     /// The log in `db`, timing every WAL fsync into `fsync` when given
-    /// (`etcd_disk_wal_fsync_duration_seconds`).
+    /// (`etcd_disk_wal_fsync_duration_seconds`). `sync` false: appends are
+    /// written to the OS but not fsynced, and the vote is not a synced write
+    /// (`--unsafe-no-fsync`, for tests only).
     pub fn with_fsync_histogram(
         db: Db,
         install: Arc<InstallGate>,
         fsync: Option<flotilla_telemetry::prometheus::Histogram>,
+        sync: bool,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let sdb = Arc::downgrade(&db);
         let synced = Arc::new(AtomicU64::new(0));
         let s2 = synced.clone();
-        let on = Arc::new(AtomicBool::new(true));
-        let on2 = on.clone();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn(move || sync_loop(sdb, rx, s2, fsync, on2))
+            .spawn(move || sync_loop(sdb, rx, s2, fsync, sync))
             .unwrap_or_else(|e| panic!("cannot start the log sync thread: {e}"));
         LogStore {
             db,
             syncer: tx,
             synced,
             install,
-            fsync: on,
+            fsync: sync,
         }
-    }
-
-    /// `false`: appends are written to the OS but not fsynced, and the vote
-    /// is not a synced write (`--unsafe-no-fsync`, for tests only).
-    pub fn with_fsync(self, on: bool) -> Self {
-        self.fsync.store(on, Ordering::SeqCst);
-        self
     }
 
     /// How many WAL fsyncs have completed: every acknowledged append waited for one.
@@ -188,7 +182,7 @@ fn sync_loop(
     rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
     synced: Arc<AtomicU64>,
     fsync: Option<flotilla_telemetry::prometheus::Histogram>,
-    on: Arc<AtomicBool>,
+    sync: bool,
 ) {
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
@@ -199,7 +193,7 @@ fn sync_loop(
         let started = std::time::Instant::now();
         let res = match db.upgrade() {
             Some(db) => db
-                .flush_wal(on.load(Ordering::SeqCst))
+                .flush_wal(sync)
                 .map_err(|e| std::io::Error::other(e.to_string())),
             None => Err(std::io::Error::other("database closed")),
         };
@@ -277,7 +271,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let db = self.db.clone();
         let v = bincode::serialize(vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        let sync = self.fsync.load(Ordering::SeqCst);
+        let sync = self.fsync;
         blocking(move || {
             let mut wo = WriteOptions::default();
             wo.set_sync(sync);

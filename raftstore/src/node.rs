@@ -290,8 +290,12 @@ impl Master {
                  can lose acknowledged writes"
             );
         }
-        let log = LogStore::with_fsync_histogram(db, install, Some(metrics.wal_fsync.clone()))
-            .with_fsync(!cfg.unsafe_no_fsync);
+        let log = LogStore::with_fsync_histogram(
+            db,
+            install,
+            Some(metrics.wal_fsync.clone()),
+            !cfg.unsafe_no_fsync,
+        );
         let channels = PeerChannels::new(cfg.security.peer_client.clone());
         let keep = (cfg.snapshot_logs / 10).max(1);
         let (election_min, election_max) = openraft_election(cfg.election_timeout_ms);
