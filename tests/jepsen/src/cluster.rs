@@ -24,7 +24,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::lazyfs::{LazyFs, Lost};
+use crate::lazyfs::{LazyFs, Report};
 use crate::netns::NetSpec;
 
 pub const CLIENT_PORT: u16 = 2379;
@@ -242,7 +242,7 @@ impl Cluster {
 
     /// Cuts the power of master `i` (which must be dead: SIGKILLed): its
     /// data folder loses what was not fsynced. Returns what was lost.
-    pub fn power_loss(&mut self, i: usize) -> Result<Lost> {
+    pub fn power_loss(&mut self, i: usize) -> Result<Report> {
         let n = &mut self.nodes[i];
         if n.child.is_some() {
             bail!("{} still runs: kill it before its power is cut", n.name);

@@ -15,26 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::mount::{umount2, MntFlags};
+use flotilla_lazyfs::mountpoint::unmount_all;
+pub use flotilla_lazyfs::report::Report;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde::Deserialize;
 
 /// How long a daemon has to answer on its mount, or to exit.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// What a power loss dropped, as the daemon reports it.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct Lost {
-    #[serde(default)]
-    pub files_with_unsynced: u64,
-    #[serde(default)]
-    pub unsynced_bytes: u64,
-    #[serde(default)]
-    pub fsyncs: u64,
-    #[serde(default)]
-    pub writes: u64,
-}
 
 /// One mounted layer.
 pub struct LazyFs {
@@ -124,7 +111,7 @@ impl LazyFs {
     /// Cuts the power: everything written and not fsynced since the mount
     /// is gone. Returns what the daemon dropped; the layer is mounted
     /// again on the synced state. The master on it must be dead already.
-    pub fn power_loss(&mut self) -> Result<Lost> {
+    pub fn power_loss(&mut self) -> Result<Report> {
         let Some(mut child) = self.child.take() else {
             bail!("no flotilla-lazyfs runs on {}", self.mount.display());
         };
@@ -154,7 +141,7 @@ impl LazyFs {
                 self.mount.display()
             )
         })?;
-        let lost: Lost = serde_json::from_str(report.trim())
+        let lost: Report = serde_json::from_str(report.trim())
             .with_context(|| format!("read the report {report:?}"))?;
         self.start()?;
         Ok(lost)
@@ -185,22 +172,10 @@ impl Drop for LazyFs {
     }
 }
 
-/// Lazily unmounts `dir` if something is mounted there.
+/// Lazily unmounts whatever is mounted on `dir` (the daemon's dead mount
+/// after a power cut; nothing after a clean stop).
 fn detach(dir: &Path) {
-    if is_mounted(dir) {
-        if let Err(e) = umount2(dir, MntFlags::MNT_DETACH) {
-            tracing::warn!("umount -l {}: {e}", dir.display());
-        }
+    if let Err(e) = unmount_all(dir) {
+        tracing::warn!("umount -l {}: {e}", dir.display());
     }
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
-        return false;
-    };
-    let want = dir.to_string_lossy();
-    mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .any(|m| m == want)
 }

@@ -151,10 +151,7 @@ impl Conns {
 /// etcd workload counts it). A retrying client's last refusal says nothing
 /// of its earlier attempts.
 fn outcome_of(e: &ApiError, retrying: bool) -> Status {
-    if !retrying
-        && e.reason == Reason::Unavailable
-        && (e.message.contains("tcp connect error") || e.message.contains("Connection refused"))
-    {
+    if !retrying && e.reason == Reason::Unavailable && crate::workload::never_sent(&e.message) {
         return Status::Fail;
     }
     outcome(e)

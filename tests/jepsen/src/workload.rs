@@ -150,11 +150,8 @@ async fn call<T>(
                 text.push_str(&format!(": {e}"));
                 src = e.source();
             }
-            let never_sent = text.contains("tcp connect error")
-                || text.contains("Connection refused")
-                || text.contains("error trying to connect");
             Err(Failure {
-                status: if never_sent {
+                status: if never_sent(&text) {
                     Status::Fail
                 } else {
                     Status::Info
@@ -164,6 +161,14 @@ async fn call<T>(
         }
         Ok(Ok(r)) => Ok(r.into_inner()),
     }
+}
+
+/// Whether an error's text says the connection was refused, so the request
+/// was never sent (a definite failure, not an unknown outcome).
+pub(crate) fn never_sent(text: &str) -> bool {
+    text.contains("tcp connect error")
+        || text.contains("Connection refused")
+        || text.contains("error trying to connect")
 }
 
 fn record(ctx: &Ctx, worker: u32, node: String, invoke: u64, op: Op, res: Result<(), Failure>) {

@@ -4,8 +4,9 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Counters written as one JSON line when the power is cut (SIGUSR1).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Counters written as one JSON line when the power is cut (SIGUSR1); the
+/// harness reads them back with serde.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub struct Report {
     /// Files whose pending state (data or size) differs from the backing file.
     pub files_with_unsynced: u64,

@@ -188,9 +188,7 @@ pub fn check_with(history: &[Entry], busy: &[(u64, u64)]) -> CheckResult {
                 _ => false,
             })
             .map(|e| e.complete)
-            .chain([grant.complete])
-            .max()
-            .unwrap_or(grant.complete);
+            .fold(grant.complete, u64::max);
         let overdue = last_renewal + LATE_SLACK_TTLS * l.ttl_us + LATE_SLACK_US;
         let late_read = l.ops.iter().find(|e| {
             e.status == Status::Ok

@@ -68,8 +68,7 @@ impl CheckResult {
     }
 }
 
-/// Runs the checker of each named workload on `history`.
-/// Every workload's checker. `busy`: the windows in which faults were
+/// Runs the checker of each named workload on `history`. `busy`: the windows in which faults were
 /// active ([`busy_windows`]), which some properties (a lease's late expiry)
 /// cannot be judged across.
 pub fn check_all(workloads: &[String], history: &[Entry], busy: &[(u64, u64)]) -> Vec<CheckResult> {

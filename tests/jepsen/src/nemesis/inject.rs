@@ -11,8 +11,8 @@ use rand::Rng;
 use super::clock::{clock_step, step_clock};
 use super::store::{snapshot_kill, Compactions};
 use super::{
-    cuts_between, ensure_running, halves, leader_or_random, names, power, remove_until_gone, via,
-    with_leader, Nemesis, Timeline, Undo,
+    cuts_between, ensure_running, halves, leader_or_random, names, power, random_majority,
+    remove_until_gone, via, with_leader, Nemesis, Timeline, Undo,
 };
 use crate::cluster::Cluster;
 use crate::workload::WatchFloor;
@@ -50,12 +50,7 @@ pub(super) async fn inject(
             let victims = match nemesis {
                 Nemesis::KillLeader => vec![leader_or_random(cluster, rng, tl, &name).await],
                 Nemesis::KillRandom => vec![lead.unwrap_or(*members.choose(rng).unwrap())],
-                _ => {
-                    let mut v = members.clone();
-                    v.shuffle(rng);
-                    v.truncate(members.len() / 2 + 1);
-                    with_leader(v, lead)
-                }
+                _ => random_majority(rng, &members, lead),
             };
             ensure_running(cluster, &victims, "SIGKILL")?;
             let n = names(cluster, &victims);

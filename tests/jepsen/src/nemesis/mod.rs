@@ -220,6 +220,14 @@ fn with_leader(mut v: Vec<usize>, l: Option<usize>) -> Vec<usize> {
     v
 }
 
+/// A random majority of `members`, with the leader `l` in it when given.
+fn random_majority(rng: &mut StdRng, members: &[usize], l: Option<usize>) -> Vec<usize> {
+    let mut v = members.to_vec();
+    v.shuffle(rng);
+    v.truncate(members.len() / 2 + 1);
+    with_leader(v, l)
+}
+
 fn cuts_between(a: &[usize], b: &[usize]) -> Vec<(usize, usize)> {
     a.iter()
         .flat_map(|&x| b.iter().map(move |&y| (x, y)))

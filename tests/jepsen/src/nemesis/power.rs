@@ -4,10 +4,9 @@
 
 use anyhow::Result;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::{ensure_running, names, Timeline, Undo};
+use super::{ensure_running, names, random_majority, Timeline, Undo};
 use crate::cluster::Cluster;
 use crate::nemesis::Nemesis;
 
@@ -26,9 +25,7 @@ pub(super) async fn power_loss(
     let name = Nemesis::PowerLoss.name();
     let mut victims = cluster.members();
     if rng.gen_bool(0.5) {
-        victims.shuffle(rng);
-        victims.truncate(victims.len() / 2 + 1);
-        victims = super::with_leader(victims, lead);
+        victims = random_majority(rng, &victims, lead);
         victims.sort_unstable();
     }
     ensure_running(cluster, &victims, "power loss of")?;

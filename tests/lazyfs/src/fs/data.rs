@@ -232,9 +232,15 @@ impl State {
     }
 
     pub(super) fn open(&mut self, ino: u64, flags: i32) -> Res<u64> {
-        let node = self.node_mut(ino)?;
-        ensure_data(node)?;
-        node.open += 1;
+        ensure_data(self.node_mut(ino)?)?;
+        self.new_handle(ino, flags)
+    }
+
+    /// One more open handle on `ino` (whose data descriptor is ready):
+    /// applies `O_TRUNC` and returns the handle. On failure nothing stays
+    /// counted.
+    pub(super) fn new_handle(&mut self, ino: u64, flags: i32) -> Res<u64> {
+        self.node_mut(ino)?.open += 1;
         if flags & libc::O_TRUNC != 0 {
             if let Err(e) = self.truncate(ino, 0) {
                 self.release(ino, None);

@@ -12,7 +12,6 @@ use std::path::Path;
 use fuser::{Errno, FileAttr, FileType, RenameFlags, Request};
 use tracing::warn;
 
-use super::data::OpenFile;
 use super::{Res, State};
 use crate::sys;
 
@@ -78,18 +77,13 @@ impl State {
             node.data = Some(File::from(data));
             node.data_writable = true;
         }
-        node.open += 1;
-        if flags & libc::O_TRUNC != 0 {
-            self.truncate(ino, 0)?;
-        }
-        let fh = self.new_fh();
-        self.files.insert(
-            fh,
-            OpenFile {
-                ino,
-                append: flags & libc::O_APPEND != 0,
-            },
-        );
+        let fh = match self.new_handle(ino, flags) {
+            Ok(fh) => fh,
+            Err(e) => {
+                self.forget(ino, 1);
+                return Err(e);
+            }
+        };
         match self.attr(ino) {
             Ok(attr) => Ok((attr, fh)),
             Err(e) => {

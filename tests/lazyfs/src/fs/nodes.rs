@@ -50,6 +50,23 @@ pub(super) struct Node {
     pub(super) mtime: Option<SystemTime>,
 }
 
+impl Node {
+    /// A node with one lookup, nothing open and nothing pending.
+    fn new(key: (u64, u64), kind: FileType, path: OwnedFd) -> Node {
+        Node {
+            key,
+            kind,
+            path,
+            nlookup: 1,
+            open: 0,
+            data: None,
+            data_writable: false,
+            overlay: None,
+            mtime: None,
+        }
+    }
+}
+
 impl State {
     pub(super) fn new(backing: &Path) -> io::Result<State> {
         let root_path = sys::cstring(backing.as_os_str())?;
@@ -57,20 +74,7 @@ impl State {
         let st = sys::fstat(root.as_fd())?;
         let key = (st.st_dev, st.st_ino);
         let mut nodes = HashMap::new();
-        nodes.insert(
-            ROOT,
-            Node {
-                key,
-                kind: FileType::Directory,
-                path: root,
-                nlookup: 1,
-                open: 0,
-                data: None,
-                data_writable: false,
-                overlay: None,
-                mtime: None,
-            },
-        );
+        nodes.insert(ROOT, Node::new(key, FileType::Directory, root));
         let mut by_key = HashMap::new();
         by_key.insert(key, ROOT);
         // SAFETY: geteuid/getegid cannot fail.
@@ -118,20 +122,8 @@ impl State {
         }
         let ino = self.next_ino;
         self.next_ino += 1;
-        self.nodes.insert(
-            ino,
-            Node {
-                key,
-                kind: kind_from_mode(st.st_mode),
-                path: fd,
-                nlookup: 1,
-                open: 0,
-                data: None,
-                data_writable: false,
-                overlay: None,
-                mtime: None,
-            },
-        );
+        self.nodes
+            .insert(ino, Node::new(key, kind_from_mode(st.st_mode), fd));
         self.by_key.insert(key, ino);
         Ok(ino)
     }
