@@ -6,16 +6,17 @@
 #    request, from a client namespace through a node namespace to a "pod"
 #    namespace whose server is HAProxy answering 200 itself (a fast server,
 #    so the path is measured): direct to the pod IP, to a cluster IP in
-#    iptables mode, to a cluster IP in userspace mode, and to HAProxy in TCP
+#    iptables, nftables and userspace modes, and to HAProxy in TCP
 #    mode on the node (the userspace anchor). The proxy modes run through
 #    proxy/examples/dataplane.rs (the crate's own rules, writer and
 #    listeners, one service, no cluster).
-# 2. iptables sync at 1,000/5,000/10,000 services x 2 endpoints in a fresh
-#    namespace, with each iptables backend (legacy ip_tables and nf_tables):
-#    one full sync, then the median and worst of five syncs that change one
-#    endpoint (the restore returns when the rule is live).
+# 2. Rule sync at 1,000/5,000/10,000 services x 2 endpoints in a fresh
+#    namespace: iptables mode with each iptables backend (legacy ip_tables
+#    and nf_tables), and nftables mode: one full sync, then the median and
+#    worst of five syncs that change one endpoint (rendering, diffing and
+#    the restore or `nft -f`, which returns when the rule is live).
 #
-# Needs root, wrk, haproxy, iptables. Namespaces are named fpb-<pid>-*,
+# Needs root, wrk, haproxy, iptables, nft. Namespaces are named fpb-<pid>-*,
 # addresses are in 10.251.0.0/16, nothing is routed off the machine; all
 # is removed on exit (also on failure or Ctrl-C).
 set -euo pipefail
@@ -96,7 +97,7 @@ echo "|---|---:|---:|---:|---:|---:|---:|"
 # are loaded in the node namespace, so that the kernel tracks connections
 # there as on any node with NAT rules (the like-for-like baseline of the
 # iptables row: its extra cost is then DNAT alone).
-for t in "direct pod|10.251.1.2:8080|" "direct pod, conntrack on|10.251.1.2:8080|iptables" "iptables mode|10.96.0.1:80|iptables" "userspace mode|10.96.0.1:80|userspace" "HAProxy TCP|10.251.0.1:8081|"; do
+for t in "direct pod|10.251.1.2:8080|" "direct pod, conntrack on|10.251.1.2:8080|iptables" "iptables mode|10.96.0.1:80|iptables" "nftables mode|10.96.0.1:80|nftables" "userspace mode|10.96.0.1:80|userspace" "HAProxy TCP|10.251.0.1:8081|"; do
   IFS='|' read -r name addr mode <<<"$t"
   [[ $name =~ $ROWS ]] || continue
   # Each row starts with an empty conntrack table in the node: the
@@ -126,12 +127,19 @@ done
 
 [[ $SYNC == 1 ]] || exit 0
 echo
-echo "| backend | services x 2 endpoints | rules | full sync | one change (median of 5) | one change (max) |"
-echo "|---|---:|---:|---:|---:|---:|"
-for backend in legacy nft; do
+echo "| mode / backend | services x 2 endpoints | rules (+ map elements) | full sync | one change (median of 5) | one change (max) | of which in iptables-restore / nft (median) |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for backend in legacy nft nftables; do
   for n in 1000 5000 10000; do
     out=$("$BIN" sync --netns /run/netns/$S --services "$n" --backend "$backend")
     v() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $out"; }
-    echo "| $backend | $n | $(v rules) | $(v full_sync_ms) ms | $(v one_change_ms_median) ms | $(v one_change_ms_max) ms |"
+    case $backend in
+      legacy) label="iptables / legacy" ;;
+      nft) label="iptables / nft" ;;
+      *) label="nftables" ;;
+    esac
+    rules=$(v rules)
+    [[ $(v elements) == 0 ]] || rules="$rules (+ $(v elements))"
+    echo "| $label | $n | $rules | $(v full_sync_ms) ms | $(v one_change_ms_median) ms | $(v one_change_ms_max) ms | $(v one_change_kernel_ms_median) ms |"
   done
 done

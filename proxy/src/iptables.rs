@@ -114,6 +114,9 @@ pub struct SyncStats {
     pub chains_written: usize,
     pub chains_removed: usize,
     pub payload_bytes: usize,
+    /// Time spent in `iptables-restore` or `nft` (the rest of a sync is
+    /// rendering and diffing in this process).
+    pub kernel: std::time::Duration,
 }
 
 /// Keeps the kernel's FLOTILLA chains equal to the last [`Tables`] given.
@@ -123,7 +126,7 @@ pub struct Writer {
     last: Option<Tables>,
 }
 
-async fn run(
+pub(crate) async fn run(
     netns: Option<&Path>,
     program: &str,
     args: &[&str],
@@ -297,6 +300,7 @@ impl Writer {
         }
         stats.payload_bytes = payload.len();
         if !payload.is_empty() {
+            let started = std::time::Instant::now();
             let r = run(
                 ns,
                 self.backend.restore(),
@@ -304,6 +308,7 @@ impl Writer {
                 Some(&payload),
             )
             .await;
+            stats.kernel = started.elapsed();
             if let Err(e) = r {
                 // The kernel may now hold anything: the next sync writes all.
                 self.last = None;

@@ -6,6 +6,9 @@
 //!
 //! - iptables ([`rules::iptables_mode`], [`iptables::Writer`]): the kernel
 //!   DNATs, with kube-proxy's chain layout under FLOTILLA- names;
+//! - nftables ([`nftables`]): the kernel DNATs, from a table of the
+//!   proxy's own whose verdict maps look service addresses up, so that a
+//!   change writes only what changed (kube-proxy's nftables mode);
 //! - userspace ([`userspace`]): nat rules REDIRECT each service address to
 //!   a listener of this process, which connects to an endpoint, retrying
 //!   others when a connect fails.
@@ -24,6 +27,7 @@ pub mod lbaddr;
 pub mod metrics;
 pub mod model;
 pub mod netns;
+pub mod nftables;
 pub mod rules;
 pub mod udp;
 pub mod userspace;
@@ -54,7 +58,15 @@ pub enum Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Iptables,
+    Nftables,
     Userspace,
+}
+
+impl Mode {
+    /// Whether the kernel forwards (iptables and nftables modes).
+    pub fn in_kernel(self) -> bool {
+        matches!(self, Mode::Iptables | Mode::Nftables)
+    }
 }
 
 /// The proxy's settings.
@@ -103,12 +115,13 @@ impl Config {
 
 enum Backend {
     Iptables,
+    Nftables(nftables::Writer, nftables::rules::Renderer),
     Userspace(userspace::Userspace),
 }
 
 /// Remove every rule, chain and load balancer address the proxy writes.
 pub async fn cleanup(netns: Option<&std::path::Path>) -> Result<usize, Error> {
-    let n = iptables::cleanup(netns).await?;
+    let n = iptables::cleanup(netns).await? + nftables::cleanup(netns).await?;
     lbaddr::cleanup(netns).await;
     Ok(n)
 }
@@ -137,6 +150,10 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
         }
         let mut backend = match cfg.mode {
             Mode::Iptables => Backend::Iptables,
+            Mode::Nftables => Backend::Nftables(
+                nftables::Writer::new(cfg.netns.clone()),
+                nftables::rules::Renderer::default(),
+            ),
             Mode::Userspace => Backend::Userspace(userspace::Userspace::new(
                 netns::runtime_in(cfg.netns.as_deref(), cfg.data_threads)
                     .map_err(|e| Error::Io(format!("data path runtime: {e}")))?,
@@ -144,6 +161,17 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
         };
         if let Some(cidr) = &cfg.service_cidr {
             lbaddr::ensure_service_route(cfg.netns.as_deref(), cidr).await;
+        }
+        // What another mode of an earlier run left would still take the
+        // traffic: remove it (only the proxy's own chains and table).
+        let other = match cfg.mode {
+            Mode::Nftables => iptables::cleanup(cfg.netns.as_deref()).await,
+            _ => nftables::cleanup(cfg.netns.as_deref()).await,
+        };
+        match other {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed the rules of another proxy mode"),
+            Err(e) => tracing::warn!(error = %e, "removing the rules of another proxy mode"),
         }
         let backend_kind = match cfg.iptables_backend {
             Some(b) => b,
@@ -173,11 +201,20 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 slices: &sls,
                 nodes: &ns,
             });
-            let tables = match &mut backend {
-                Backend::Iptables => rules::iptables_mode(&ports, cfg.cluster_cidr.as_deref()),
-                Backend::Userspace(u) => rules::userspace_mode(&ports, &u.apply(&ports).await),
+            let result = match &mut backend {
+                Backend::Iptables => {
+                    writer
+                        .sync(rules::iptables_mode(&ports, cfg.cluster_cidr.as_deref()))
+                        .await
+                }
+                Backend::Nftables(w, r) => {
+                    w.sync(r.render(&ports, cfg.cluster_cidr.as_deref())).await
+                }
+                Backend::Userspace(u) => {
+                    let listeners = u.apply(&ports).await;
+                    writer.sync(rules::userspace_mode(&ports, &listeners)).await
+                }
             };
-            let result = writer.sync(tables).await;
             if let Some(m) = &cfg.metrics {
                 match &result {
                     Ok(s) => m.synced(started.elapsed(), s.full, s.chains_written, ports.len()),
@@ -191,6 +228,7 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                     chains_written = s.chains_written,
                     chains_removed = s.chains_removed,
                     bytes = s.payload_bytes,
+                    kernel_ms = s.kernel.as_millis() as u64,
                     took_ms = started.elapsed().as_millis() as u64,
                     "synced"
                 ),
@@ -208,6 +246,9 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
                 _ = tokio::time::sleep(cfg.resync.saturating_sub(last_resync.elapsed())) => {
                     writer.force_full();
+                    if let Backend::Nftables(w, _) = &mut backend {
+                        w.force_full();
+                    }
                     last_resync = Instant::now();
                 }
                 _ = async {
@@ -231,7 +272,7 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
 
 /// Delete the UDP conntrack entries that would keep datagrams from the
 /// endpoints now in the rules (UDP has no connection to end):
-/// - in iptables mode, those NATed to an endpoint that left;
+/// - in iptables and nftables modes, those NATed to an endpoint that left;
 /// - in both modes, for a service address that had no endpoint, those to
 ///   that address that were not NATed at all (datagrams sent while there
 ///   was no rule: each later one would follow the same entry, refreshed,
@@ -244,7 +285,7 @@ async fn flush_udp_conntrack(
     now: &UdpEndpoints,
 ) {
     let none = BTreeSet::new();
-    if mode == Mode::Iptables {
+    if mode.in_kernel() {
         for (dst, eps) in before {
             for ep in eps.difference(now.get(dst).unwrap_or(&none)) {
                 iptables::flush_udp(netns, &dst.0.to_string(), ep.0, ep.1).await;

@@ -210,6 +210,31 @@ pub fn lb_addresses(ports: &[SvcPort]) -> std::collections::BTreeSet<Ipv4Addr> {
         .collect()
 }
 
+/// A service port for tests: web:http on 10.96.0.10:80, node port 30080,
+/// `eps` endpoints 10.244.1.10.. on port 8080, ClientIP affinity of 60 s.
+#[cfg(test)]
+pub(crate) fn test_port(eps: usize, affinity: bool) -> SvcPort {
+    SvcPort {
+        key: "default/web:http".into(),
+        proto: Proto::Tcp,
+        cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
+        port: 80,
+        node_port: Some(30080),
+        external_ips: vec![],
+        lb_ips: vec![],
+        affinity: affinity.then_some(60),
+        external_local: false,
+        internal_local: false,
+        endpoints: (0..eps)
+            .map(|i| Ep {
+                ip: Ipv4Addr::new(10, 244, 1, 10 + i as u8),
+                port: 8080,
+                local: false,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

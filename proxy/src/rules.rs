@@ -282,28 +282,7 @@ pub fn userspace_mode(ports: &[SvcPort], listeners: &HashMap<String, u16>) -> Ta
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn port(eps: usize, affinity: bool) -> SvcPort {
-        SvcPort {
-            key: "default/web:http".into(),
-            proto: Proto::Tcp,
-            cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
-            port: 80,
-            node_port: Some(30080),
-            external_ips: vec![],
-            lb_ips: vec![],
-            affinity: affinity.then_some(60),
-            external_local: false,
-            internal_local: false,
-            endpoints: (0..eps)
-                .map(|i| Ep {
-                    ip: Ipv4Addr::new(10, 244, 1, 10 + i as u8),
-                    port: 8080,
-                    local: false,
-                })
-                .collect(),
-        }
-    }
+    use crate::model::test_port as port;
 
     #[test]
     fn probabilities_split_evenly_and_affinity_checks_first() {

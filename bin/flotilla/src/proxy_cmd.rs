@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 pub enum ProxyMode {
     /// The kernel forwards: nat chains DNAT each service address to an endpoint.
     Iptables,
+    /// The kernel forwards, from a table of the proxy's own (`ip flotilla`)
+    /// whose verdict maps look service addresses up: a change is live in
+    /// milliseconds even with thousands of services. Needs `nft`.
+    Nftables,
     /// This process forwards: it accepts each connection and connects to an
     /// endpoint, retrying another when a connect fails.
     Userspace,
@@ -21,6 +25,7 @@ impl From<ProxyMode> for flotilla_proxy::Mode {
     fn from(m: ProxyMode) -> Self {
         match m {
             ProxyMode::Iptables => flotilla_proxy::Mode::Iptables,
+            ProxyMode::Nftables => flotilla_proxy::Mode::Nftables,
             ProxyMode::Userspace => flotilla_proxy::Mode::Userspace,
         }
     }
@@ -43,6 +48,8 @@ pub enum IptablesBackend {
 pub enum UpProxyMode {
     /// Kernel forwarding (nat chains).
     Iptables,
+    /// Kernel forwarding (an nftables table of the proxy's own).
+    Nftables,
     /// Forwarding by the proxy process.
     Userspace,
     /// No proxies.
@@ -53,6 +60,7 @@ impl UpProxyMode {
     pub fn mode(self) -> Option<flotilla_proxy::Mode> {
         match self {
             UpProxyMode::Iptables => Some(flotilla_proxy::Mode::Iptables),
+            UpProxyMode::Nftables => Some(flotilla_proxy::Mode::Nftables),
             UpProxyMode::Userspace => Some(flotilla_proxy::Mode::Userspace),
             UpProxyMode::None => None,
         }
@@ -85,7 +93,7 @@ pub struct ProxyArgs {
     /// cluster IP without endpoints is refused at once ("" for no route).
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: String,
-    /// Which iptables writes the rules (both modes write nat rules).
+    /// Which iptables writes the rules (iptables and userspace modes).
     #[arg(long, value_enum, default_value = "auto")]
     iptables_backend: IptablesBackend,
     /// Seconds between two full resyncs (every chain rewritten).
@@ -104,7 +112,7 @@ pub async fn run(a: ProxyArgs, stop: impl std::future::Future<Output = ()>) -> R
         let n = flotilla_proxy::cleanup(a.netns.as_deref())
             .await
             .context("cleanup")?;
-        println!("removed {n} chains");
+        println!("removed {n} chains and tables");
         return Ok(());
     }
     let node = a.node_name.context("--node-name is required")?;

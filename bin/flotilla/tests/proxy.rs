@@ -1,6 +1,6 @@
 //! `flotilla proxy` end to end: one cluster, three hosts with real agents
-//! (h1 and h3 run the proxy in iptables mode, h2 in userspace mode) and a
-//! fourth host outside the cluster; pods run busybox httpd, clients are
+//! (h1 runs the proxy in iptables mode, h2 in userspace mode, h3 in
+//! nftables mode) and a fourth host outside the cluster; pods run busybox httpd, clients are
 //! pods (`flt exec ... nc`) or the outside host. One test walks through
 //! the scenarios in order, so the cluster starts once. UDP services point
 //! at UDP servers of the test on the outside host (busybox has none).
@@ -132,6 +132,12 @@ fn iptables_save(netns: &str) -> String {
     tables.join("\n")
 }
 
+/// The proxy's nftables table in `netns` ("" when there is none).
+fn nft_table(netns: &str) -> String {
+    let out = in_netns(netns, &["nft", "list", "table", "ip", "flotilla"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn routes(netns: &str) -> String {
     String::from_utf8_lossy(&in_netns(netns, &["ip", "-4", "route", "show", "table", "all"]).stdout)
         .into_owned()
@@ -189,7 +195,7 @@ async fn services_reach_pods_through_both_proxy_modes() {
     }
     let before_outside = (iptables_save(&outside), routes(&outside));
     let _cleanup = Cleanup(lan.hosts.iter().map(|h| h.netns_path()).collect());
-    let modes = ["iptables", "userspace", "iptables"];
+    let modes = ["iptables", "userspace", "nftables"];
     let mut proxies: Vec<ProxyProc> = (0..3)
         .map(|i| ProxyProc::start(&servers, &names[i], &lan.hosts[i], modes[i], cluster.dir()))
         .collect();
@@ -221,9 +227,10 @@ async fn services_reach_pods_through_both_proxy_modes() {
     }
 
     // ClusterIP: balanced over the pods of all three hosts, from a client
-    // on an iptables node and from one on the userspace node.
-    reaches_all(&servers, "c1", &cip, 80, &["s1", "s2", "s3"]).await;
-    reaches_all(&servers, "c2", &cip, 80, &["s1", "s2", "s3"]).await;
+    // on the node of each mode.
+    for c in ["c1", "c2", "c3"] {
+        reaches_all(&servers, c, &cip, 80, &["s1", "s2", "s3"]).await;
+    }
     // Each proxy is ready and has timed its syncs (kube-proxy's series).
     for p in &proxies {
         let addr = p
@@ -250,7 +257,7 @@ async fn services_reach_pods_through_both_proxy_modes() {
     }
 
     // NodePort from a host outside the cluster, through each mode's node.
-    for (i, mode) in modes.iter().enumerate().take(2) {
+    for (i, mode) in modes.iter().enumerate() {
         let addr = std::net::SocketAddr::from((lan.hosts[i].ip, node_port));
         outside_reaches_all(
             &outside,
@@ -260,12 +267,12 @@ async fn services_reach_pods_through_both_proxy_modes() {
         .await;
     }
 
-    // No endpoints: refused at once, in both modes.
+    // No endpoints: refused at once, in every mode.
     let empty = svcs
         .create(&service("empty", json!({"selector": {"app": "nobody"}})))
         .await
         .expect("empty");
-    for pod in ["c1", "c2"] {
+    for pod in ["c1", "c2", "c3"] {
         let out = wait_for(
             TIMEOUT,
             "a service without endpoints is refused",
@@ -316,7 +323,7 @@ async fn services_reach_pods_through_both_proxy_modes() {
         .create(&service("sticky", json!({"sessionAffinity": "ClientIP"})))
         .await
         .expect("sticky");
-    for pod in ["c1", "c2"] {
+    for pod in ["c1", "c2", "c3"] {
         let first = wait_for(TIMEOUT, "the sticky service answers", async || {
             get_from_pod(&servers, pod, &sticky.spec.cluster_ip, 80).await
         })
@@ -354,10 +361,16 @@ async fn services_reach_pods_through_both_proxy_modes() {
     .await;
     for h in &lan.hosts[..3] {
         assert!(
-            !iptables_save(&h.netns).contains("default/headless"),
+            !iptables_save(&h.netns).contains("default/headless")
+                && !nft_table(&h.netns).contains("default/headless"),
             "rules for a headless service"
         );
     }
+    assert!(
+        nft_table(&lan.hosts[2].netns).contains("/default/web/http/tcp"),
+        "h3's table has web's chains:\n{}",
+        nft_table(&lan.hosts[2].netns)
+    );
 
     // An established connection survives a restart of the iptables proxy.
     let echo: Pod = serde_json::from_value(json!({
@@ -437,8 +450,21 @@ async fn services_reach_pods_through_both_proxy_modes() {
     let out = long.await.expect("long connection");
     assert_eq!(out.stdout, "one\ntwo\n", "{out}");
 
-    // A pod that becomes unready leaves the rules within a second of its
-    // endpoint turning unready.
+    // Hairpin on the nftables node, while s3 is still ready.
+    let svc = svcs
+        .create(&service("self-s3", json!({"selector": {"name": "s3"}})))
+        .await
+        .expect("self service");
+    let ip = svc.spec.cluster_ip;
+    let body = wait_for(TIMEOUT, "s3 reaches itself (nftables)", async || {
+        get_from_pod(&servers, "s3", &ip, 80).await
+    })
+    .await;
+    assert_eq!(body, "s3");
+
+    // A pod that becomes unready leaves the rules (of iptables mode on h1,
+    // of nftables mode on h3) within a second of its endpoint turning
+    // unready.
     let s3_ip = running_ip(&pods, "s3").await;
     let slices =
         Api::<flotilla_objects::discovery::EndpointSlice>::namespaced(client.clone(), "default");
@@ -463,7 +489,8 @@ async fn services_reach_pods_through_both_proxy_modes() {
             }
         }
         let rules = iptables_save(&lan.hosts[0].netns);
-        let present = rules.contains(&format!("--to-destination {s3_ip}:8080"));
+        let present = rules.contains(&format!("--to-destination {s3_ip}:8080"))
+            || nft_table(&lan.hosts[2].netns).contains(&format!("dnat to {s3_ip}:8080"));
         match (unready_at, present) {
             (Some(t), false) => Ok(t.elapsed()),
             _ => Err(format!(
@@ -535,31 +562,44 @@ async fn services_reach_pods_through_both_proxy_modes() {
     );
     agents[first].restart();
 
-    // --cleanup on a host that ran a proxy leaves its tables as before.
+    // --cleanup on a host that ran a proxy in iptables mode and then in
+    // nftables mode (which removes the iptables mode's chains on start)
+    // leaves its tables as before.
     {
-        let mut p = ProxyProc::start(
-            &servers,
-            "outside",
-            &lan.hosts[3],
-            "iptables",
-            cluster.dir(),
+        let cip_rule = format!("-d {cip}/32");
+        let cip_element = format!("{cip} . tcp . 80");
+        let written: [(&str, fn(&str) -> String, &str); 2] = [
+            ("iptables", iptables_save, &cip_rule),
+            ("nftables", nft_table, &cip_element),
+        ];
+        for (mode, rules, wanted) in written {
+            let mut p = ProxyProc::start(&servers, "outside", &lan.hosts[3], mode, cluster.dir());
+            wait_for(
+                TIMEOUT,
+                &format!("the outside proxy wrote its {mode} rules"),
+                async || {
+                    let s = rules(&outside);
+                    if s.contains(wanted) {
+                        Ok(())
+                    } else {
+                        Err(s)
+                    }
+                },
+            )
+            .await;
+            p.kill();
+        }
+        assert!(
+            !iptables_save(&outside).contains("FLOTILLA-"),
+            "nftables mode left iptables mode's chains"
         );
-        wait_for(TIMEOUT, "the outside proxy wrote its rules", async || {
-            let s = iptables_save(&outside);
-            if s.contains(&format!("-d {cip}/32")) {
-                Ok(())
-            } else {
-                Err(s)
-            }
-        })
-        .await;
-        p.kill();
         let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(["proxy", "--cleanup", "--netns", &lan.hosts[3].netns_path()])
             .output()
             .expect("cleanup");
         assert!(out.status.success(), "{out:?}");
         assert_eq!((iptables_save(&outside), routes(&outside)), before_outside);
+        assert_eq!(nft_table(&outside), "", "--cleanup left the nftables table");
     }
     proxies.clear();
 }
@@ -648,7 +688,13 @@ async fn udp_services(client: &Client, lan: &Lan) {
     eps.create(&endpoints(9001)).await.expect("endpoints");
     let iptables_node = udp_socket_in(&lan.hosts[0].netns_path(), 0);
     let userspace_node = udp_socket_in(&lan.hosts[1].netns_path(), 0);
-    for (s, mode) in [(&iptables_node, "iptables"), (&userspace_node, "userspace")] {
+    let nftables_node = udp_socket_in(&lan.hosts[2].netns_path(), 0);
+    let nodes = [
+        (&iptables_node, "iptables"),
+        (&userspace_node, "userspace"),
+        (&nftables_node, "nftables"),
+    ];
+    for (s, mode) in nodes {
         wait_for(
             TIMEOUT,
             &format!("the UDP service answers on the {mode} node"),
@@ -664,7 +710,7 @@ async fn udp_services(client: &Client, lan: &Lan) {
     eps.replace(&moved).await.expect("move the endpoint");
     // Every attempt refreshes the old conntrack entry: only its flush lets
     // the datagrams reach the new endpoint.
-    for (s, mode) in [(&iptables_node, "iptables"), (&userspace_node, "userspace")] {
+    for (s, mode) in nodes {
         wait_for(
             Duration::from_secs(15),
             &format!("the {mode} node's client reaches the moved UDP endpoint"),

@@ -1,9 +1,10 @@
 //! Scenarios of the proxy test that take a service's finer settings: a
 //! service with two ports (one target port by name, one by number), an
 //! external IP routed to a node by the network (as operators route them),
-//! and `externalTrafficPolicy: Local` on a NodePort, in both modes: h1
-//! runs the iptables proxy, h2 the userspace one. s3 is not ready by now,
-//! so the web pods that answer are s1 (on h1) and s2 (on h2).
+//! and `externalTrafficPolicy: Local` on a NodePort, in each mode: h1
+//! runs the iptables proxy, h2 the userspace one, h3 the nftables one. s3
+//! is not ready by now, so the web pods that answer are s1 (on h1) and s2
+//! (on h2).
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -51,7 +52,7 @@ pub async fn ports_external_ips_and_local_policy(
         .await
         .expect("multi");
     let ip = multi.spec.cluster_ip.clone();
-    for pod in ["c1", "c2"] {
+    for pod in ["c1", "c2", "c3"] {
         for port in [80, 8088] {
             reaches_all(servers, pod, &ip, port, &["s1", "s2"]).await;
         }
@@ -69,7 +70,7 @@ pub async fn ports_external_ips_and_local_policy(
     .expect("external");
     let addr = SocketAddr::from((external, 80));
     let route = external.to_string() + "/32";
-    for (i, mode) in [(0, "iptables"), (1, "userspace")] {
+    for (i, mode) in [(0, "iptables"), (1, "userspace"), (2, "nftables")] {
         let via = lan.hosts[i].ip.to_string();
         let out = in_netns(outside, &["ip", "route", "replace", &route, "via", &via]);
         assert!(out.status.success(), "{out:?}");
