@@ -144,7 +144,7 @@ fn routes(netns: &str) -> String {
 }
 
 #[tokio::test]
-async fn services_reach_pods_through_both_proxy_modes() {
+async fn services_reach_pods_through_each_proxy_mode() {
     let mut lan = Lan::new();
     for _ in 0..4 {
         lan.add_host();
@@ -366,10 +366,14 @@ async fn services_reach_pods_through_both_proxy_modes() {
             "rules for a headless service"
         );
     }
+    // web (three endpoints, no affinity) balances through the shared
+    // chain for three; sticky has chains of its own.
+    let h3 = nft_table(&lan.hosts[2].netns);
     assert!(
-        nft_table(&lan.hosts[2].netns).contains("/default/web/http/tcp"),
-        "h3's table has web's chains:\n{}",
-        nft_table(&lan.hosts[2].netns)
+        h3.contains(&format!("{cip} . tcp . 80 : goto lb-3"))
+            && h3.contains("svc-")
+            && h3.contains("/default/sticky/http/tcp"),
+        "h3's table:\n{h3}"
     );
 
     // An established connection survives a restart of the iptables proxy.
@@ -490,7 +494,7 @@ async fn services_reach_pods_through_both_proxy_modes() {
         }
         let rules = iptables_save(&lan.hosts[0].netns);
         let present = rules.contains(&format!("--to-destination {s3_ip}:8080"))
-            || nft_table(&lan.hosts[2].netns).contains(&format!("dnat to {s3_ip}:8080"));
+            || nft_table(&lan.hosts[2].netns).contains(&format!(" : {s3_ip} . 8080"));
         match (unready_at, present) {
             (Some(t), false) => Ok(t.elapsed()),
             _ => Err(format!(

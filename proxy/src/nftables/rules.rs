@@ -10,10 +10,21 @@
 //!   `ip daddr . meta l4proto . th dport vmap @service-ips` (cluster,
 //!   external and load balancer addresses), then, for local destinations,
 //!   `meta l4proto . th dport vmap @service-nodeports`.
-//! - `svc-<hash>-<key>`: one service port. It marks traffic to the cluster
-//!   IP from outside the pod range for masquerade, then DNATs to one of
-//!   its endpoints, a rule each (`numgen random mod K == 0 dnat to ...`),
-//!   so that an endpoint needs no chain of its own;
+//! - Plain service ports (no affinity, traffic policies Cluster, at most
+//!   [`SHARED_MAX`] endpoints), nearly all of them, have no chain of their
+//!   own: their addresses lead to shared chains for their number of
+//!   endpoints N, `lb-N` (cluster IPs: masquerade mark from outside the
+//!   pod range), `lbx-N` (external and load balancer addresses) and
+//!   `lbn-N` (node ports: masquerade mark), whose one rule per protocol
+//!   DNATs by a map: `dnat ip to ip daddr . tcp dport . numgen random mod
+//!   N map @endpoints-tcp`, where `endpoints-tcp` holds each address and
+//!   port's endpoints under indices 0..N. An endpoint's change is a
+//!   change of elements, and the table has a hundred chains, not one per
+//!   service (`nft` reads every chain of the table on each run: at 10,000
+//!   services that alone took it 30-40 ms).
+//! - Other ports get `svc-<hash>-<key>`: the masquerade mark for the
+//!   cluster IP from outside the pod range, then a DNAT rule per endpoint
+//!   (`numgen random mod K == 0 dnat to ...`, K = n, n-1, .. 1);
 //!   `svl-` is the same over the node's own endpoints (traffic policy
 //!   Local); `ext-` takes traffic from outside (node ports, external and
 //!   load balancer addresses): masquerade mark unless the policy is Local,
@@ -28,8 +39,8 @@
 //!   `no-endpoint-services` and `no-endpoint-nodeports`, looked up by the
 //!   filter hooks for new connections, whose verdict rejects.
 //!
-//! A change of one endpoint then rewrites one small chain (and maybe an
-//! element or two), whatever the number of services.
+//! A change of one endpoint then rewrites a few elements (or one small
+//! chain), whatever the number of services.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -46,6 +57,24 @@ pub const SERVICE_NODEPORTS: &str = "service-nodeports";
 pub const NO_EP_IPS: &str = "no-endpoint-services";
 pub const NO_EP_NODEPORTS: &str = "no-endpoint-nodeports";
 pub const HAIRPIN: &str = "hairpin";
+/// Endpoints by address, port and index, per protocol (`tcp dport` in the
+/// key: nft 1.0.6 cannot read back a map typed by `th dport` that a rule
+/// with a protocol match looks up, and then refuses every later run).
+pub const ENDPOINTS: [&str; 2] = ["endpoints-tcp", "endpoints-udp"];
+/// Endpoints by node port and index, per protocol.
+pub const NODEPORT_ENDPOINTS: [&str; 2] = ["nodeport-endpoints-tcp", "nodeport-endpoints-udp"];
+
+/// The `endpoints` maps' index of a protocol.
+fn proto_index(p: &SvcPort) -> usize {
+    match p.proto {
+        crate::model::Proto::Tcp => 0,
+        crate::model::Proto::Udp => 1,
+    }
+}
+/// Plain service ports (no affinity, Cluster traffic policies) with up to
+/// this many endpoints balance through the shared chains and the
+/// `endpoints` maps; others get chains of their own.
+pub const SHARED_MAX: usize = 32;
 /// Fixed chains (besides the hooked ones).
 pub const SERVICES: &str = "services";
 pub const FILTER_SERVICES: &str = "filter-services";
@@ -55,7 +84,7 @@ pub const REJECT: &str = "reject-chain";
 pub const MASQ_MARK: &str = "0x4000";
 
 /// The maps and sets whose elements a sync writes, with their declarations.
-pub const ELEMENT_SETS: [(&str, &str); 5] = [
+pub const ELEMENT_SETS: [(&str, &str); 9] = [
     (
         SERVICE_IPS,
         "map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }",
@@ -73,6 +102,24 @@ pub const ELEMENT_SETS: [(&str, &str); 5] = [
         "map no-endpoint-nodeports { type inet_proto . inet_service : verdict; }",
     ),
     (HAIRPIN, "set hairpin { type ipv4_addr . ipv4_addr; }"),
+    // The key's `numgen random mod 2` only gives the index's type: rules
+    // of every modulus look the same maps up.
+    (
+        ENDPOINTS[0],
+        "map endpoints-tcp { typeof ip daddr . tcp dport . numgen random mod 2 : ip daddr . tcp dport; }",
+    ),
+    (
+        ENDPOINTS[1],
+        "map endpoints-udp { typeof ip daddr . udp dport . numgen random mod 2 : ip daddr . udp dport; }",
+    ),
+    (
+        NODEPORT_ENDPOINTS[0],
+        "map nodeport-endpoints-tcp { typeof tcp dport . numgen random mod 2 : ip daddr . tcp dport; }",
+    ),
+    (
+        NODEPORT_ENDPOINTS[1],
+        "map nodeport-endpoints-udp { typeof udp dport . numgen random mod 2 : ip daddr . udp dport; }",
+    ),
 ];
 
 /// The hooked chains: (name, declaration, rules). Their names do not
@@ -187,7 +234,10 @@ impl Ruleset {
 pub struct Renderer {
     cidr: Option<String>,
     fixed: Option<Arc<Part>>,
-    cache: HashMap<String, (SvcPort, Arc<Part>)>,
+    /// By port key: the port as last rendered, its part, and the render
+    /// that last saw it.
+    cache: HashMap<String, (SvcPort, Arc<Part>, u64)>,
+    generation: u64,
 }
 
 impl Renderer {
@@ -196,24 +246,37 @@ impl Renderer {
     pub fn render(&mut self, ports: &[SvcPort], cluster_cidr: Option<&str>) -> Ruleset {
         if self.cidr.as_deref() != cluster_cidr {
             self.cache.clear();
+            self.fixed = None;
             self.cidr = cluster_cidr.map(str::to_string);
         }
         let fixed = self
             .fixed
-            .get_or_insert_with(|| Arc::new(fixed_part()))
+            .get_or_insert_with(|| Arc::new(fixed_part(cluster_cidr)))
             .clone();
-        let mut cache = HashMap::with_capacity(ports.len());
+        self.generation += 1;
+        let generation = self.generation;
         let mut out = BTreeMap::new();
         for p in ports {
             let pk = port_key(p);
-            let part = match self.cache.remove(&pk) {
-                Some((old, part)) if old == *p => part,
-                _ => Arc::new(port_part(p, cluster_cidr)),
+            let part = match self.cache.get_mut(&pk) {
+                Some((old, part, seen)) => {
+                    if old != p {
+                        *old = p.clone();
+                        *part = Arc::new(port_part(p, cluster_cidr));
+                    }
+                    *seen = generation;
+                    part.clone()
+                }
+                None => {
+                    let part = Arc::new(port_part(p, cluster_cidr));
+                    self.cache
+                        .insert(pk.clone(), (p.clone(), part.clone(), generation));
+                    part
+                }
             };
-            out.insert(pk.clone(), part.clone());
-            cache.insert(pk, (p.clone(), part));
+            out.insert(pk, part);
         }
-        self.cache = cache;
+        self.cache.retain(|_, (_, _, seen)| *seen == generation);
         Ruleset { fixed, ports: out }
     }
 }
@@ -221,9 +284,11 @@ impl Renderer {
 /// Whether `name` is a chain or set this module names per service (the
 /// only ones a sync may delete as stale).
 pub fn is_per_service(name: &str) -> bool {
-    ["svc-", "svl-", "ext-", "sep-", "aff-"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    [
+        "svc-", "svl-", "ext-", "sep-", "aff-", "lb-", "lbx-", "lbn-",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// `kind-<8 hex digits>-<readable key>`: unique by the hash of `key`,
@@ -303,8 +368,38 @@ fn addr_key(ip: Ipv4Addr, p: &SvcPort) -> String {
     format!("{ip} . {} . {}", p.proto.as_str(), p.port)
 }
 
-fn fixed_part() -> Part {
+/// The shared balancing chains for `n` endpoints: `lb-N` for cluster IPs,
+/// `lbx-N` for external and load balancer addresses, `lbn-N` for node
+/// ports. Each picks index `numgen random mod N` of the service address's
+/// endpoints in a map.
+fn shared_chains(r: &mut Part, n: usize, cluster_cidr: Option<&str>) {
+    let (lb, lbx, lbn) = (format!("lb-{n}"), format!("lbx-{n}"), format!("lbn-{n}"));
+    if let Some(cidr) = cluster_cidr {
+        r.push(&lb, format!("ip saddr != {cidr} jump {MARK_MASQ}"));
+    }
+    r.push(&lbx, format!("jump {MARK_MASQ}"));
+    r.push(&lbn, format!("jump {MARK_MASQ}"));
+    for (i, pr) in ["tcp", "udp"].into_iter().enumerate() {
+        let (eps, np_eps) = (ENDPOINTS[i], NODEPORT_ENDPOINTS[i]);
+        let by_addr = format!(
+            "meta l4proto {pr} dnat ip to ip daddr . {pr} dport . numgen random mod {n} map @{eps}"
+        );
+        r.push(&lb, by_addr.clone());
+        r.push(&lbx, by_addr);
+        r.push(
+            &lbn,
+            format!(
+                "meta l4proto {pr} dnat ip to {pr} dport . numgen random mod {n} map @{np_eps}"
+            ),
+        );
+    }
+}
+
+fn fixed_part(cluster_cidr: Option<&str>) -> Part {
     let mut r = Part::default();
+    for n in 1..=SHARED_MAX {
+        shared_chains(&mut r, n, cluster_cidr);
+    }
     r.push(
         SERVICES,
         format!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
@@ -345,8 +440,57 @@ pub fn nftables_mode(ports: &[SvcPort], cluster_cidr: Option<&str>) -> Ruleset {
     Renderer::default().render(ports, cluster_cidr)
 }
 
+/// A plain port's elements: its addresses lead to the shared chains for
+/// its number of endpoints, and its endpoints are elements of the
+/// `endpoints` maps under each address and index. No chain of its own: a
+/// change of its endpoints is a change of elements only.
+fn shared_part(p: &SvcPort) -> Part {
+    let mut r = Part::default();
+    let n = p.endpoints.len();
+    let pr = p.proto.as_str();
+    let eps = |r: &mut Part, set: &'static str, key: &str| {
+        for (i, e) in p.endpoints.iter().enumerate() {
+            r.element(
+                set,
+                format!("{key} . {i}"),
+                format!("{} . {}", e.ip, e.port),
+            );
+        }
+    };
+    let (by_addr, by_node_port) = (
+        ENDPOINTS[proto_index(p)],
+        NODEPORT_ENDPOINTS[proto_index(p)],
+    );
+    eps(&mut r, by_addr, &format!("{} . {}", p.cluster_ip, p.port));
+    r.element(
+        SERVICE_IPS,
+        addr_key(p.cluster_ip, p),
+        format!("goto lb-{n}"),
+    );
+    for ip in &p.external_ips {
+        eps(&mut r, by_addr, &format!("{ip} . {}", p.port));
+        r.element(SERVICE_IPS, addr_key(*ip, p), format!("goto lbx-{n}"));
+    }
+    if let Some(np) = p.node_port {
+        eps(&mut r, by_node_port, &np.to_string());
+        r.element(
+            SERVICE_NODEPORTS,
+            format!("{pr} . {np}"),
+            format!("goto lbn-{n}"),
+        );
+    }
+    for e in &p.endpoints {
+        r.element(HAIRPIN, format!("{} . {}", e.ip, e.ip), String::new());
+    }
+    r
+}
+
 /// One service port's chains and elements.
 fn port_part(p: &SvcPort, cluster_cidr: Option<&str>) -> Part {
+    let plain = p.affinity.is_none() && !p.internal_local && !p.external_local;
+    if plain && (1..=SHARED_MAX).contains(&p.endpoints.len()) {
+        return shared_part(p);
+    }
     let mut r = Part::default();
     let reject = format!("goto {REJECT}");
     let pk = port_key(p);
@@ -426,9 +570,46 @@ mod tests {
     }
 
     #[test]
-    fn a_service_port_is_one_chain_with_a_rule_per_endpoint() {
+    fn a_plain_service_port_is_elements_of_the_shared_chains_maps() {
         let r = nftables_mode(&[port(3, false)], Some("10.244.0.0/16")).flat();
-        let (svc, rules) = chain(&r, "svc-");
+        assert!(!r
+            .chains
+            .keys()
+            .any(|k| k.starts_with("svc-") || k.starts_with("ext-")));
+        assert_eq!(
+            r.elements[SERVICE_IPS]["10.96.0.10 . tcp . 80"],
+            "goto lb-3"
+        );
+        assert_eq!(r.elements[SERVICE_NODEPORTS]["tcp . 30080"], "goto lbn-3");
+        let eps = &r.elements["endpoints-tcp"];
+        assert_eq!(eps.len(), 3);
+        assert_eq!(eps["10.96.0.10 . 80 . 0"], "10.244.1.10 . 8080");
+        assert_eq!(eps["10.96.0.10 . 80 . 2"], "10.244.1.12 . 8080");
+        assert_eq!(
+            r.elements["nodeport-endpoints-tcp"]["30080 . 1"],
+            "10.244.1.11 . 8080"
+        );
+        assert!(r.elements["endpoints-udp"].is_empty());
+        assert_eq!(
+            r.chains["lb-3"],
+            [
+                "ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
+                "meta l4proto tcp dnat ip to ip daddr . tcp dport . numgen random mod 3 map @endpoints-tcp",
+                "meta l4proto udp dnat ip to ip daddr . udp dport . numgen random mod 3 map @endpoints-udp",
+            ]
+        );
+        assert_eq!(r.chains["lbn-3"][0], "jump mark-for-masquerade");
+        assert_eq!(r.elements[HAIRPIN].len(), 3);
+    }
+
+    #[test]
+    fn a_port_with_more_endpoints_than_the_shared_chains_has_a_chain_with_a_rule_per_endpoint() {
+        let mut p = port(SHARED_MAX + 1, false);
+        p.endpoints.truncate(3);
+        p.internal_local = true;
+        p.endpoints.iter_mut().for_each(|e| e.local = true);
+        let r = nftables_mode(&[p], Some("10.244.0.0/16")).flat();
+        let (svl, rules) = chain(&r, "svl-");
         assert_eq!(
             rules,
             &[
@@ -438,13 +619,16 @@ mod tests {
                 "meta l4proto tcp dnat to 10.244.1.12:8080",
             ]
         );
-        assert!(svc.ends_with("-default/web/http/tcp"), "{svc}");
-        assert!(!r.chains.keys().any(|k| k.starts_with("sep-")));
         assert_eq!(
             r.elements[SERVICE_IPS]["10.96.0.10 . tcp . 80"],
-            format!("goto {svc}")
+            format!("goto {svl}")
         );
-        let (ext, ext_rules) = chain(&r, "ext-");
+        let big = nftables_mode(&[port(SHARED_MAX + 1, false)], None).flat();
+        let (svc, rules) = chain(&big, "svc-");
+        assert_eq!(rules.len(), SHARED_MAX + 1);
+        assert!(svc.ends_with("-default/web/http/tcp"), "{svc}");
+        assert!(big.elements["endpoints-tcp"].is_empty());
+        let (ext, ext_rules) = chain(&big, "ext-");
         assert_eq!(
             ext_rules,
             &vec![
@@ -453,11 +637,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            r.elements[SERVICE_NODEPORTS]["tcp . 30080"],
+            big.elements[SERVICE_NODEPORTS]["tcp . 30080"],
             format!("goto {ext}")
         );
-        assert_eq!(r.elements[HAIRPIN].len(), 3);
-        assert!(r.elements[NO_EP_IPS].is_empty());
     }
 
     #[test]
@@ -495,7 +677,7 @@ mod tests {
             "goto reject-chain"
         );
         assert!(r.elements[SERVICE_IPS].is_empty());
-        assert!(!r.chains.keys().any(|k| is_per_service(k)));
+        assert!(!r.chains.keys().any(|k| k.starts_with("svc-")));
     }
 
     #[test]
