@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use flotilla_proxy::model::{Ep, Proto, SvcPort};
 use flotilla_proxy::nftables::{self, rules::nftables_mode, rules::Renderer};
-use flotilla_proxy::{iptables, netns, rules, userspace};
+use flotilla_proxy::{iptables, rules, userspace};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -148,7 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     None
                 }
                 Some("userspace") => {
-                    let mut u = userspace::Userspace::new(netns::runtime_in(ns.as_deref(), 2)?);
+                    let mut u = userspace::Userspace::new(ns.as_deref(), 2)?;
                     let l = u.apply(&p).await;
                     w.sync(rules::userspace_mode(&p, &l)).await?;
                     Some(u)

@@ -154,10 +154,10 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 nftables::Writer::new(cfg.netns.clone()),
                 nftables::rules::Renderer::default(),
             ),
-            Mode::Userspace => Backend::Userspace(userspace::Userspace::new(
-                netns::runtime_in(cfg.netns.as_deref(), cfg.data_threads)
-                    .map_err(|e| Error::Io(format!("data path runtime: {e}")))?,
-            )),
+            Mode::Userspace => Backend::Userspace(
+                userspace::Userspace::new(cfg.netns.as_deref(), cfg.data_threads)
+                    .map_err(|e| Error::Io(format!("data path threads: {e}")))?,
+            ),
         };
         if let Some(cidr) = &cfg.service_cidr {
             lbaddr::ensure_service_route(cfg.netns.as_deref(), cidr).await;

@@ -1,7 +1,7 @@
 //! The node's network namespace, when the proxy runs outside it
 //! (`--netns`): commands enter it before exec, and the userspace data path
-//! runs on a runtime whose threads all live in it (sockets stay in the
-//! namespace they were made in).
+//! runs on threads that all live in it (sockets stay in the namespace they
+//! were made in).
 
 use std::path::{Path, PathBuf};
 
@@ -27,22 +27,64 @@ pub fn command(ns: Option<&Path>, program: &str) -> std::io::Result<tokio::proce
     Ok(cmd)
 }
 
-/// A multi-thread runtime whose every thread is in `ns`.
-pub fn runtime_in(ns: Option<&Path>, threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.enable_all()
-        .worker_threads(threads)
-        .thread_name("proxy-data");
-    if let Some(ns) = ns {
-        let ns: PathBuf = ns.to_path_buf();
-        // Check once here so that the hook cannot fail later.
-        std::fs::File::open(&ns)?;
-        b.on_thread_start(move || {
-            if let Err(e) = enter(&ns) {
-                tracing::error!(error = %e, "entering the node's network namespace");
-                std::process::abort();
-            }
-        });
+/// A thread of its own, in `ns`, driving a current-thread runtime: tasks
+/// spawned on [`DataThread::handle`] run there, and the sockets they make
+/// are made in `ns`. Connections accepted on one such thread are served
+/// on it from start to end, with no wake-ups across threads (the
+/// userspace data path runs one per CPU, each with its own listener in a
+/// `SO_REUSEPORT` group). Dropping it stops the runtime and joins the
+/// thread.
+pub struct DataThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DataThread {
+    pub fn spawn(ns: Option<&Path>, name: &str) -> std::io::Result<DataThread> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (entered, has_entered) = std::sync::mpsc::channel();
+        let ns: Option<PathBuf> = ns.map(Path::to_path_buf);
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let r = ns.as_deref().map(enter).transpose();
+                let ok = r.is_ok();
+                let _ = entered.send(r);
+                if ok {
+                    rt.block_on(async {
+                        let _ = stopped.await;
+                    });
+                }
+                rt.shutdown_background();
+            })?;
+        match has_entered.recv() {
+            Ok(Ok(_)) => Ok(DataThread {
+                handle,
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::other("the data thread ended at start")),
+        }
     }
-    b.build()
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for DataThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

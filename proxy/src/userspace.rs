@@ -4,8 +4,13 @@
 //! connect that fails is retried on the other endpoints before the client
 //! sees anything, and when none answers the client gets a reset. Bytes are
 //! copied both ways with half-close kept (`copy_bidirectional`). All
-//! sockets live on a runtime whose threads are in the node's namespace.
-//! UDP service ports are served by [`crate::udp`], with the same balancer.
+//! sockets live on data threads in the node's namespace
+//! ([`crate::netns::DataThread`], one current-thread runtime each): every
+//! thread has its own listener for each TCP port, bound to the same port
+//! with `SO_REUSEPORT`, so that the kernel spreads connections over the
+//! threads and each connection stays on the thread that accepted it, with
+//! no wake-ups across threads. UDP service ports are served by
+//! [`crate::udp`] on the first thread, with the same balancer.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,11 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::runtime::Runtime;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
 use crate::model::{Proto, SvcPort};
+use crate::netns::DataThread;
 use crate::Error;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -139,17 +144,25 @@ impl Drop for Served {
 
 /// The listeners of userspace mode.
 pub struct Userspace {
-    rt: Option<Runtime>,
+    threads: Vec<DataThread>,
     served: HashMap<String, Served>,
 }
 
 impl Drop for Userspace {
     fn drop(&mut self) {
+        // The tasks first, then the threads that run them.
         self.served.clear();
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        self.threads.clear();
     }
+}
+
+/// A TCP listener on `addr` in a `SO_REUSEPORT` group.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = TcpSocket::new_v4()?;
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
 }
 
 fn addrs(eps: &[&crate::model::Ep]) -> Vec<SocketAddr> {
@@ -159,47 +172,69 @@ fn addrs(eps: &[&crate::model::Ep]) -> Vec<SocketAddr> {
 }
 
 impl Userspace {
-    pub fn new(rt: Runtime) -> Userspace {
-        Userspace {
-            rt: Some(rt),
+    /// A data path of `threads` threads (at least one) in `ns`.
+    pub fn new(ns: Option<&std::path::Path>, threads: usize) -> std::io::Result<Userspace> {
+        let threads = (0..threads.max(1))
+            .map(|i| DataThread::spawn(ns, &format!("proxy-data-{i}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Userspace {
+            threads,
             served: HashMap::new(),
-        }
+        })
     }
 
-    /// Listen on `port` (0: any) and serve it with `b`; the port and task.
+    /// Listen on `port` (0: any) and serve it with `b`: a TCP listener on
+    /// every data thread (the first picks the port, the others join its
+    /// `SO_REUSEPORT` group), or one UDP socket on the first. The port and
+    /// the tasks.
     async fn listen(
         &self,
         proto: Proto,
         port: u16,
         b: Arc<Balancer>,
         external: bool,
-    ) -> Result<(u16, JoinHandle<()>), Error> {
-        let rt = self.rt.as_ref().ok_or(Error::Io("runtime gone".into()))?;
-        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    ) -> Result<(u16, Vec<JoinHandle<()>>), Error> {
         let failed =
             |e: std::io::Error| Error::Io(format!("listening on {proto:?} port {port}: {e}"));
-        // Bind on the data path's runtime: its threads are in the node's
+        let joined = |e: tokio::task::JoinError| Error::Io(e.to_string());
+        let Some(first) = self.threads.first() else {
+            return Err(Error::Io("no data thread".into()));
+        };
+        // Sockets are made on the data threads: they are in the node's
         // namespace.
-        match proto {
-            Proto::Tcp => {
-                let l = rt
-                    .spawn(async move { TcpListener::bind(addr).await })
-                    .await
-                    .map_err(|e| Error::Io(e.to_string()))?
-                    .map_err(failed)?;
-                let port = l.local_addr().map_err(failed)?.port();
-                Ok((port, rt.spawn(accept_loop(l, b, external))))
-            }
-            Proto::Udp => {
-                let s = rt
-                    .spawn(async move { UdpSocket::bind(addr).await })
-                    .await
-                    .map_err(|e| Error::Io(e.to_string()))?
-                    .map_err(failed)?;
-                let port = s.local_addr().map_err(failed)?.port();
-                Ok((port, rt.spawn(crate::udp::serve(s, b, external))))
-            }
+        if proto == Proto::Udp {
+            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+            let s = first
+                .handle()
+                .spawn(async move { UdpSocket::bind(addr).await })
+                .await
+                .map_err(joined)?
+                .map_err(failed)?;
+            let port = s.local_addr().map_err(failed)?.port();
+            let task = first.handle().spawn(crate::udp::serve(s, b, external));
+            return Ok((port, vec![task]));
         }
+        let mut bound = port;
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        for t in &self.threads {
+            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, bound));
+            let listener = t
+                .handle()
+                .spawn(async move { reuseport_listener(addr) })
+                .await
+                .map_err(joined)
+                .and_then(|r| r.map_err(failed));
+            let l = match listener {
+                Ok(l) => l,
+                Err(e) => {
+                    tasks.iter().for_each(JoinHandle::abort);
+                    return Err(e);
+                }
+            };
+            bound = l.local_addr().map_err(failed)?.port();
+            tasks.push(t.handle().spawn(accept_loop(l, b.clone(), external)));
+        }
+        Ok((bound, tasks))
     }
 
     /// Serve `ports`; the listener port of each served key.
@@ -219,17 +254,17 @@ impl Userspace {
                     affinity: RwLock::new(None),
                     sticky: Mutex::new(HashMap::new()),
                 });
-                let (port, task) = match self.listen(p.proto, 0, balancer.clone(), false).await {
+                let (port, mut tasks) = match self.listen(p.proto, 0, balancer.clone(), false).await
+                {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::error!(service = %key, error = %e, "no listener");
                         continue;
                     }
                 };
-                let mut tasks = vec![task];
                 if let Some(np) = p.node_port {
                     match self.listen(p.proto, np, balancer.clone(), true).await {
-                        Ok((_, t)) => tasks.push(t),
+                        Ok((_, t)) => tasks.extend(t),
                         Err(e) => tracing::error!(service = %key, error = %e, "node port"),
                     }
                 }
@@ -262,5 +297,66 @@ impl Userspace {
             .iter()
             .map(|(k, s)| (k.clone(), s.port))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_port;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on loopback that answers each connection with `name`.
+    async fn server(name: &'static str) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(name.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    async fn ask(port: u16) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn every_data_thread_listens_on_the_one_port_and_connects_round_robin() {
+        let (a, b) = (server("a").await, server("b").await);
+        let mut p = test_port(0, false);
+        p.node_port = None;
+        for addr in [a, b] {
+            let SocketAddr::V4(v4) = addr else {
+                panic!("{addr}")
+            };
+            p.endpoints.push(crate::model::Ep {
+                ip: *v4.ip(),
+                port: v4.port(),
+                local: false,
+            });
+        }
+        let mut u = Userspace::new(None, 3).expect("data threads");
+        let ports = u.apply(std::slice::from_ref(&p)).await;
+        let port = ports[&p.key];
+        let served = &u.served[&p.key];
+        assert_eq!(served.tasks.len(), 3, "one listener per thread");
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..40 {
+            let answer = ask(port).await.expect("through the proxy");
+            *seen.entry(answer).or_insert(0) += 1;
+        }
+        // Round robin over both endpoints, whichever thread accepted.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen.values().all(|n| *n >= 10), "{seen:?}");
+        drop(u);
+        assert!(
+            ask(port).await.is_err(),
+            "the listeners close with the data path"
+        );
     }
 }
