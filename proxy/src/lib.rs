@@ -162,17 +162,7 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
         if let Some(cidr) = &cfg.service_cidr {
             lbaddr::ensure_service_route(cfg.netns.as_deref(), cidr).await;
         }
-        // What another mode of an earlier run left would still take the
-        // traffic: remove it (only the proxy's own chains and table).
-        let other = match cfg.mode {
-            Mode::Nftables => iptables::cleanup(cfg.netns.as_deref()).await,
-            _ => nftables::cleanup(cfg.netns.as_deref()).await,
-        };
-        match other {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed the rules of another proxy mode"),
-            Err(e) => tracing::warn!(error = %e, "removing the rules of another proxy mode"),
-        }
+        let mut other_mode_removed = false;
         let backend_kind = match cfg.iptables_backend {
             Some(b) => b,
             None => iptables::Backend::detect(cfg.netns.as_deref()).await,
@@ -234,6 +224,14 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 ),
                 Err(e) => tracing::error!(error = %e, "sync failed; retrying"),
             }
+            if result.is_ok() && !other_mode_removed {
+                // What another mode of an earlier run left would still take
+                // traffic: remove it (only the proxy's own chains and
+                // table) once this mode's rules are in place, so that
+                // services are never without rules in between.
+                other_mode_removed = true;
+                remove_other_mode(cfg.netns.as_deref(), cfg.mode).await;
+            }
             let udp_now = udp_endpoints(&ports);
             if result.is_ok() {
                 flush_udp_conntrack(cfg.netns.as_deref(), cfg.mode, &udp_before, &udp_now).await;
@@ -268,6 +266,18 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
     }
     .instrument(span)
     .await
+}
+
+async fn remove_other_mode(netns: Option<&std::path::Path>, mode: Mode) {
+    let other = match mode {
+        Mode::Nftables => iptables::cleanup(netns).await,
+        Mode::Iptables | Mode::Userspace => nftables::cleanup(netns).await,
+    };
+    match other {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed the rules of another proxy mode"),
+        Err(e) => tracing::warn!(error = %e, "removing the rules of another proxy mode"),
+    }
 }
 
 /// Delete the UDP conntrack entries that would keep datagrams from the

@@ -231,7 +231,13 @@ impl Userspace {
                     return Err(e);
                 }
             };
-            bound = l.local_addr().map_err(failed)?.port();
+            bound = match l.local_addr() {
+                Ok(a) => a.port(),
+                Err(e) => {
+                    tasks.iter().for_each(JoinHandle::abort);
+                    return Err(failed(e));
+                }
+            };
             tasks.push(t.handle().spawn(accept_loop(l, b.clone(), external)));
         }
         Ok((bound, tasks))

@@ -101,12 +101,17 @@ fn random_ports(g: &mut Lcg) -> Vec<SvcPort> {
             continue; // this service is absent in this step
         }
         let proto = if i % 4 == 3 { Proto::Udp } else { Proto::Tcp };
-        let n_eps = g.next(4) as u8;
+        // Mostly 0-3 endpoints; sometimes more than the shared chains
+        // take, so that ports cross SHARED_MAX both ways.
+        let n_eps = match g.next(8) {
+            0 => (nftables::rules::SHARED_MAX as u64 + g.next(3)) as u8,
+            _ => g.next(4) as u8,
+        };
         let endpoints = (0..n_eps)
             .map(|k| Ep {
                 // Endpoint addresses overlap between services (hairpin
-                // elements with two owners).
-                ip: Ipv4Addr::new(10, 244, 0, (i + k * 3) % 16 + 1),
+                // elements with two owners), never within one.
+                ip: Ipv4Addr::new(10, 244, k / 16, (i + k) % 16 + 1),
                 port: 8080 + g.next(2) as u16,
                 local: g.next(2) == 0,
             })
@@ -182,6 +187,28 @@ async fn incremental_syncs_leave_the_table_a_full_sync_would() {
         .await
         .expect("resync");
     assert!(stats.full);
+    nftables::cleanup(Some(&fresh.path()))
+        .await
+        .expect("cleanup");
+    nftables::Writer::new(Some(fresh.path()))
+        .sync(Renderer::default().render(&ports, None))
+        .await
+        .expect("full");
+    assert_eq!(table(&inc.path()), table(&fresh.path()));
+    // The table deleted behind the writer's back: the next incremental
+    // script is refused, and the sync after it is a full one that puts
+    // everything back.
+    assert_eq!(
+        nftables::cleanup(Some(&inc.path())).await.expect("cleanup"),
+        1
+    );
+    let ports = random_ports(&mut g);
+    assert!(writer.sync(renderer.render(&ports, None)).await.is_err());
+    let stats = writer
+        .sync(renderer.render(&ports, None))
+        .await
+        .expect("recovery");
+    assert!(stats.full, "the sync after a refused one is full");
     nftables::cleanup(Some(&fresh.path()))
         .await
         .expect("cleanup");

@@ -187,19 +187,20 @@ fn merge_chains(into: &mut Part, part: &Part) {
     }
 }
 
+/// Whether `e` says that the table (or `nft` itself) is not there.
+fn is_absent(e: &Error) -> bool {
+    e.to_string().contains("No such file or directory")
+}
+
 /// The table's chains and sets, per `nft -t list table` (empty when there
-/// is no table).
-async fn existing(netns: Option<&Path>) -> (BTreeSet<String>, BTreeSet<String>) {
+/// is no table; an error when it cannot be read).
+async fn existing(netns: Option<&Path>) -> Result<(BTreeSet<String>, BTreeSet<String>), Error> {
     let (mut chains, mut sets) = (BTreeSet::new(), BTreeSet::new());
-    let Ok(text) = run(
-        netns,
-        "nft",
-        &["-t", "list", "table", "ip", "flotilla"],
-        None,
-    )
-    .await
-    else {
-        return (chains, sets);
+    let args = ["-t", "list", "table", "ip", "flotilla"];
+    let text = match run(netns, "nft", &args, None).await {
+        Ok(text) => text,
+        Err(e) if is_absent(&e) => return Ok((chains, sets)),
+        Err(e) => return Err(e),
     };
     for line in text.lines() {
         let mut words = line.split_whitespace();
@@ -213,7 +214,7 @@ async fn existing(netns: Option<&Path>) -> (BTreeSet<String>, BTreeSet<String>) 
             _ => {}
         }
     }
-    (chains, sets)
+    Ok((chains, sets))
 }
 
 fn affinity_set(out: &mut String, name: &str, secs: u32) {
@@ -394,7 +395,7 @@ impl Writer {
         let (script, written, removed) = match &mut self.last {
             Some(last) => last.change_to(want),
             None => {
-                let (chains, sets) = existing(ns).await;
+                let (chains, sets) = existing(ns).await?;
                 let flat = want.flat();
                 let (s, removed) = full_script(&flat, &chains, &sets);
                 self.last = Some(Written::new(want));
@@ -425,19 +426,11 @@ impl Writer {
 
 /// Delete the table (1 when there was one; 0 without a table or `nft`).
 pub async fn cleanup(netns: Option<&Path>) -> Result<usize, Error> {
-    if run(
-        netns,
-        "nft",
-        &["-t", "list", "table", "ip", "flotilla"],
-        None,
-    )
-    .await
-    .is_err()
-    {
-        return Ok(0);
+    match run(netns, "nft", &["delete", "table", "ip", "flotilla"], None).await {
+        Ok(_) => Ok(1),
+        Err(e) if is_absent(&e) => Ok(0),
+        Err(e) => Err(e),
     }
-    run(netns, "nft", &["delete", "table", "ip", "flotilla"], None).await?;
-    Ok(1)
 }
 
 #[cfg(test)]

@@ -33,8 +33,9 @@
 //!   endpoint has a chain `sep-` and a set `aff-` of clients with a timeout
 //!   (`update @aff-... { ip saddr }`), checked before the random choice.
 //! - Hairpin (a pod reaching its own service) is one lookup in
-//!   `nat-postrouting`: `ct status dnat ip saddr . ip daddr @hairpin
-//!   masquerade`, where `hairpin` holds each endpoint's `ip . ip`.
+//!   `nat-postrouting`: `ct status dnat ip saddr . ip daddr @hairpin`
+//!   marks the packet for masquerade, where `hairpin` holds each
+//!   endpoint's `ip . ip`.
 //! - Addresses and node ports without endpoints are in
 //!   `no-endpoint-services` and `no-endpoint-nodeports`, looked up by the
 //!   filter hooks for new connections, whose verdict rejects.
@@ -349,13 +350,16 @@ fn balance(r: &mut Part, chain: &str, p: &SvcPort, eps: &[&Ep]) {
         let k = ep_key(p, e, secs);
         let (sep, aff) = (name("sep", &k), name("aff", &k));
         r.push(chain, format!("ip saddr @{aff} goto {sep}"));
-        r.push(
-            &sep,
-            format!(
-                "update @{aff} {{ ip saddr }} meta l4proto {pr} dnat to {}:{}",
-                e.ip, e.port
-            ),
-        );
+        // An endpoint in both the svc and the svl chain has one sep chain.
+        if !r.chains.contains_key(&sep) {
+            r.push(
+                &sep,
+                format!(
+                    "update @{aff} {{ ip saddr }} meta l4proto {pr} dnat to {}:{}",
+                    e.ip, e.port
+                ),
+            );
+        }
         r.affinity_sets.insert(aff, secs);
         seps.push(sep);
     }
@@ -417,9 +421,13 @@ fn fixed_part(cluster_cidr: Option<&str>) -> Part {
         format!("fib daddr type local meta l4proto . th dport vmap @{NO_EP_NODEPORTS}"),
     );
     r.push(MARK_MASQ, format!("meta mark set meta mark | {MASQ_MARK}"));
+    // Hairpin traffic is marked like the rest, so that every masquerade
+    // clears the mark first, as in iptables mode.
     r.push(
         MASQUERADING,
-        format!("ct status dnat ip saddr . ip daddr @{HAIRPIN} masquerade"),
+        format!(
+            "ct status dnat ip saddr . ip daddr @{HAIRPIN} meta mark set meta mark | {MASQ_MARK}"
+        ),
     );
     r.push(MASQUERADING, format!("meta mark & {MASQ_MARK} == 0 return"));
     r.push(
