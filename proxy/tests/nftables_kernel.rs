@@ -144,6 +144,16 @@ fn random_ports(g: &mut Lcg) -> Vec<SvcPort> {
     out
 }
 
+/// The table a fresh writer makes of `ports` in `ns` (emptied first).
+async fn written_in_full(ns: &Netns, ports: &[SvcPort], cidr: Option<&str>) -> Value {
+    nftables::cleanup(Some(&ns.path())).await.expect("cleanup");
+    nftables::Writer::new(Some(ns.path()))
+        .sync(Renderer::default().render(ports, cidr))
+        .await
+        .unwrap_or_else(|e| panic!("full sync refused: {e}"));
+    table(&ns.path())
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn incremental_syncs_leave_the_table_a_full_sync_would() {
     let (inc, fresh) = (Netns::new("inc"), Netns::new("full"));
@@ -162,14 +172,8 @@ async fn incremental_syncs_leave_the_table_a_full_sync_would() {
             incremental_steps += 1;
         }
         // The same ports written in full into a fresh writer's table.
-        nftables::cleanup(Some(&fresh.path()))
-            .await
-            .expect("cleanup");
-        let mut full = nftables::Writer::new(Some(fresh.path()));
-        full.sync(Renderer::default().render(&ports, cidr))
-            .await
-            .unwrap_or_else(|e| panic!("step {step}: full sync refused: {e}"));
-        let (a, b) = (table(&inc.path()), table(&fresh.path()));
+        let b = written_in_full(&fresh, &ports, cidr).await;
+        let a = table(&inc.path());
         assert!(
             a == b,
             "step {step}: the incremental table differs from a full sync's\nincremental: {a:#}\nfull: {b:#}"
@@ -187,14 +191,10 @@ async fn incremental_syncs_leave_the_table_a_full_sync_would() {
         .await
         .expect("resync");
     assert!(stats.full);
-    nftables::cleanup(Some(&fresh.path()))
-        .await
-        .expect("cleanup");
-    nftables::Writer::new(Some(fresh.path()))
-        .sync(Renderer::default().render(&ports, None))
-        .await
-        .expect("full");
-    assert_eq!(table(&inc.path()), table(&fresh.path()));
+    assert_eq!(
+        table(&inc.path()),
+        written_in_full(&fresh, &ports, None).await
+    );
     // The table deleted behind the writer's back: the next incremental
     // script is refused, and the sync after it is a full one that puts
     // everything back.
@@ -209,14 +209,10 @@ async fn incremental_syncs_leave_the_table_a_full_sync_would() {
         .await
         .expect("recovery");
     assert!(stats.full, "the sync after a refused one is full");
-    nftables::cleanup(Some(&fresh.path()))
-        .await
-        .expect("cleanup");
-    nftables::Writer::new(Some(fresh.path()))
-        .sync(Renderer::default().render(&ports, None))
-        .await
-        .expect("full");
-    assert_eq!(table(&inc.path()), table(&fresh.path()));
+    assert_eq!(
+        table(&inc.path()),
+        written_in_full(&fresh, &ports, None).await
+    );
     assert_eq!(
         nftables::cleanup(Some(&inc.path())).await.expect("cleanup"),
         1
