@@ -584,7 +584,8 @@ async fn services_reach_pods_through_each_proxy_mode() {
     {
         let cip_rule = format!("-d {cip}/32");
         let cip_element = format!("{cip} . tcp . 80");
-        let written: [(&str, fn(&str) -> String, &str); 2] = [
+        type Listing = fn(&str) -> String;
+        let written: [(&str, Listing, &str); 2] = [
             ("iptables", iptables_save, &cip_rule),
             ("nftables", nft_table, &cip_element),
         ];
