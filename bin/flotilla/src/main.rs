@@ -332,26 +332,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
     let ports: Vec<(u16, u16)> = (0..3)
         .map(|i| (a.base_port + i * 10_000, a.base_port + i * 10_000 + 1))
         .collect();
-    // The masters' DNS must be reachable from the agents' namespaces (the
-    // kube-dns Endpoints name these addresses, and the node proxies DNAT
-    // to them there): with agents, on the agents' bridge.
-    let root = nix::unistd::geteuid().is_root();
-    let real_agents = a.agents > 0
-        || (a.autoscale.autoscale.is_some()
-            && matches!(
-                a.autoscale.autoscale_runtime,
-                autoscale_args::AgentRuntime::Cri
-            ));
-    let dns_ip = if root && real_agents {
-        up_agents::bridge()?;
-        up_agents::BRIDGE_IP
-    } else {
-        std::net::Ipv4Addr::LOCALHOST
-    };
-    let dns_addrs: Vec<SocketAddr> = ports
-        .iter()
-        .map(|(c, _)| SocketAddr::from((dns_ip, c + 2)))
-        .collect();
+    let dns_addrs: Vec<SocketAddr> = ports.iter().map(|(c, _)| addr(c + 2)).collect();
     let initial: Vec<(String, String)> = names
         .iter()
         .zip(&ports)
@@ -359,6 +340,7 @@ async fn run_up(a: UpArgs) -> Result<()> {
         .collect();
     let pki = std::sync::Arc::new(up_pki::UpPki::ensure(&a.data_dir)?);
     let endpoints: Vec<String> = ports.iter().map(|(c, _)| addr(*c).to_string()).collect();
+    let root = nix::unistd::geteuid().is_root();
     let proxy_mode = if root { a.proxy_mode.mode() } else { None };
     let env = up_agents::AgentEnv::new(
         &endpoints,

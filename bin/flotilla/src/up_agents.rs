@@ -49,22 +49,13 @@ pub fn host_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(172, 30, 0, 10 + i as u8)
 }
 
-/// The bridge's address on the machine: the agents' gateway, and where
-/// the masters of `flotilla up` answer DNS for the agents' pods.
-pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
-
-/// Make (or find) the bridge, up.
-pub fn bridge() -> Result<()> {
-    if !exists(&["link", "show", BRIDGE]) {
-        ip(&["link", "add", BRIDGE, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{BRIDGE_IP}/24"), "dev", BRIDGE])?;
-    }
-    ip(&["link", "set", BRIDGE, "up"])
-}
-
 /// Make (or find) the bridge and agent `i`'s namespace; its path.
 pub fn network(i: usize) -> Result<String> {
-    bridge()?;
+    if !exists(&["link", "show", BRIDGE]) {
+        ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+        ip(&["addr", "add", "172.30.0.1/24", "dev", BRIDGE])?;
+    }
+    ip(&["link", "set", BRIDGE, "up"])?;
     let netns = format!("flotilla-up-a{i}");
     let path = format!("/run/netns/{netns}");
     if !Path::new(&path).exists() {

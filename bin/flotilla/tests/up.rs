@@ -33,18 +33,12 @@ impl Drop for Up {
 
 /// Start `flotilla up` on `dir`, its log (stderr, default filter) to `log`.
 fn start_up(dir: &std::path::Path, base: u16, log: &std::path::Path) -> Up {
-    start_up_with(dir, base, log, &["--agents", "0"])
-}
-
-/// [`start_up`] with `extra` arguments.
-fn start_up_with(dir: &std::path::Path, base: u16, log: &std::path::Path, extra: &[&str]) -> Up {
     let out = std::fs::File::create(log.with_extension("out")).expect("stdout file");
     let log = std::fs::File::create(log).expect("log file");
     Up(Command::new(flotilla_bin())
         .args(["up", "--data-dir"])
         .arg(dir)
-        .args(["--base-port", &base.to_string()])
-        .args(extra)
+        .args(["--base-port", &base.to_string(), "--agents", "0"])
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .stdout(out)
@@ -213,73 +207,4 @@ async fn up_stops_on_ctrl_c_and_keeps_its_data() {
     .await;
     assert_eq!(value, b"kept");
     assert_eq!(mod_rev, rev);
-}
-
-/// What `flotilla up --agents 1` leaves on the machine by design (the
-/// agent's namespace and the bridge, adopted by the next `up`), removed
-/// when the test ends.
-struct UpNetwork;
-
-impl Drop for UpNetwork {
-    fn drop(&mut self) {
-        let ns = "/run/netns/flotilla-up-a1";
-        let _ = Command::new(flotilla_bin())
-            .args(["proxy", "--cleanup", "--netns", ns])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", "flotilla-up-a1"])
-            .output();
-        let _ = Command::new("ip")
-            .args(["link", "del", "flotilla-up0"])
-            .output();
-    }
-}
-
-/// The agents' pods ask the kube-dns cluster IP, which their node's proxy
-/// DNATs to the masters' DNS servers: those must listen where the agents'
-/// namespaces reach them (they listened on 127.0.0.1 of the machine's
-/// namespace, so every lookup from an agent's namespace was refused).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agents_namespace_resolves_through_the_cluster_dns_ip() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!("this test needs root (network namespaces, containerd)");
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_up_base();
-    let log = dir.path().join("up.log");
-    let _network = UpNetwork;
-    let mut up = start_up_with(
-        &dir.path().join("data"),
-        base,
-        &log,
-        &["--agents", "1", "--proxy-mode", "nftables", "--no-ingress"],
-    );
-    wait_for(
-        Duration::from_secs(90),
-        "kube-dns answers from the agent's namespace through 10.96.0.10",
-        async || {
-            let dig = Command::new("nsenter")
-                .args([
-                    "--net=/run/netns/flotilla-up-a1",
-                    "dig",
-                    "@10.96.0.10",
-                    "+short",
-                    "+time=1",
-                    "+tries=1",
-                    "kube-dns.kube-system.svc.cluster.local",
-                ])
-                .output()?;
-            let got = String::from_utf8_lossy(&dig.stdout).trim().to_string();
-            if got == "10.96.0.10" {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!(
-                    "dig said {got:?} {}",
-                    String::from_utf8_lossy(&dig.stderr)
-                ))
-            }
-        },
-    )
-    .await;
-    interrupt_and_wait(&mut up);
 }
