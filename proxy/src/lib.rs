@@ -113,10 +113,62 @@ impl Config {
     }
 }
 
+/// A mode's data path and the writer of its rules.
 enum Backend {
-    Iptables,
+    Iptables(iptables::Writer),
     Nftables(nftables::Writer, nftables::rules::Renderer),
-    Userspace(userspace::Userspace),
+    Userspace(userspace::Userspace, iptables::Writer),
+}
+
+impl Backend {
+    async fn new(cfg: &Config) -> Result<Backend, Error> {
+        Ok(match cfg.mode {
+            Mode::Iptables => Backend::Iptables(iptables_writer(cfg).await),
+            Mode::Nftables => Backend::Nftables(
+                nftables::Writer::new(cfg.netns.clone()),
+                nftables::rules::Renderer::default(),
+            ),
+            Mode::Userspace => Backend::Userspace(
+                userspace::Userspace::new(cfg.netns.as_deref(), cfg.data_threads)
+                    .map_err(|e| Error::Io(format!("data path threads: {e}")))?,
+                iptables_writer(cfg).await,
+            ),
+        })
+    }
+
+    /// Make the node serve `ports`.
+    async fn sync(
+        &mut self,
+        ports: &[model::SvcPort],
+        cluster_cidr: Option<&str>,
+    ) -> Result<iptables::SyncStats, Error> {
+        match self {
+            Backend::Iptables(w) => w.sync(rules::iptables_mode(ports, cluster_cidr)).await,
+            Backend::Nftables(w, r) => w.sync(r.render(ports, cluster_cidr)).await,
+            Backend::Userspace(u, w) => {
+                let listeners = u.apply(ports).await;
+                w.sync(rules::userspace_mode(ports, &listeners)).await
+            }
+        }
+    }
+
+    /// The next sync rewrites everything.
+    fn force_full(&mut self) {
+        match self {
+            Backend::Iptables(w) | Backend::Userspace(_, w) => w.force_full(),
+            Backend::Nftables(w, _) => w.force_full(),
+        }
+    }
+}
+
+/// The writer of iptables rules, with the configured or detected backend.
+async fn iptables_writer(cfg: &Config) -> iptables::Writer {
+    let kind = match cfg.iptables_backend {
+        Some(b) => b,
+        None => iptables::Backend::detect(cfg.netns.as_deref()).await,
+    };
+    tracing::info!(backend = ?kind, "iptables backend");
+    iptables::Writer::new(cfg.netns.clone(), kind)
 }
 
 /// Remove every rule, chain and load balancer address the proxy writes.
@@ -148,27 +200,11 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 return Err(Error::NotReady(wait));
             }
         }
-        let mut backend = match cfg.mode {
-            Mode::Iptables => Backend::Iptables,
-            Mode::Nftables => Backend::Nftables(
-                nftables::Writer::new(cfg.netns.clone()),
-                nftables::rules::Renderer::default(),
-            ),
-            Mode::Userspace => Backend::Userspace(
-                userspace::Userspace::new(cfg.netns.as_deref(), cfg.data_threads)
-                    .map_err(|e| Error::Io(format!("data path threads: {e}")))?,
-            ),
-        };
+        let mut backend = Backend::new(&cfg).await?;
         if let Some(cidr) = &cfg.service_cidr {
             lbaddr::ensure_service_route(cfg.netns.as_deref(), cidr).await;
         }
         let mut other_mode_removed = false;
-        let backend_kind = match cfg.iptables_backend {
-            Some(b) => b,
-            None => iptables::Backend::detect(cfg.netns.as_deref()).await,
-        };
-        tracing::info!(backend = ?backend_kind, "iptables backend");
-        let mut writer = iptables::Writer::new(cfg.netns.clone(), backend_kind);
         let mut lb = lbaddr::Addresses::new(cfg.netns.clone(), cfg.node_ip);
         let (svc_cache, slice_cache, node_cache) =
             (services.cache(), slices.cache(), nodes.cache());
@@ -191,20 +227,7 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 slices: &sls,
                 nodes: &ns,
             });
-            let result = match &mut backend {
-                Backend::Iptables => {
-                    writer
-                        .sync(rules::iptables_mode(&ports, cfg.cluster_cidr.as_deref()))
-                        .await
-                }
-                Backend::Nftables(w, r) => {
-                    w.sync(r.render(&ports, cfg.cluster_cidr.as_deref())).await
-                }
-                Backend::Userspace(u) => {
-                    let listeners = u.apply(&ports).await;
-                    writer.sync(rules::userspace_mode(&ports, &listeners)).await
-                }
-            };
+            let result = backend.sync(&ports, cfg.cluster_cidr.as_deref()).await;
             if let Some(m) = &cfg.metrics {
                 match &result {
                     Ok(s) => m.synced(started.elapsed(), s.full, s.chains_written, ports.len()),
@@ -243,10 +266,7 @@ pub async fn run(cfg: Config, client: Client, token: CancellationToken) -> Resul
                 _ = token.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
                 _ = tokio::time::sleep(cfg.resync.saturating_sub(last_resync.elapsed())) => {
-                    writer.force_full();
-                    if let Backend::Nftables(w, _) = &mut backend {
-                        w.force_full();
-                    }
+                    backend.force_full();
                     last_resync = Instant::now();
                 }
                 _ = async {

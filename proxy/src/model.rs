@@ -73,6 +73,20 @@ impl SvcPort {
             .collect()
     }
 
+    /// Whether traffic is balanced over all endpoints (a policy Cluster
+    /// with endpoints to send to): iptables mode's SVC chain, nftables
+    /// mode's `svc-` chain.
+    pub fn balanced_over_all(&self) -> bool {
+        (!self.internal_local && !self.internal_endpoints().is_empty())
+            || (!self.external_local && !self.external_endpoints().is_empty())
+    }
+
+    /// Whether traffic is balanced over this node's endpoints (a policy
+    /// Local, and a local endpoint): the SVL / `svl-` chain.
+    pub fn balanced_over_local(&self) -> bool {
+        (self.internal_local || self.external_local) && self.endpoints.iter().any(|e| e.local)
+    }
+
     /// The endpoints traffic from outside (node ports, external and
     /// load balancer addresses) may go to.
     pub fn external_endpoints(&self) -> Vec<&Ep> {

@@ -161,9 +161,7 @@ pub fn iptables_mode(ports: &[SvcPort], cluster_cidr: Option<&str>) -> Tables {
         let local: Vec<&Ep> = p.endpoints.iter().filter(|e| e.local).collect();
         let internal = p.internal_endpoints();
         let external = p.external_endpoints();
-        let use_svc = (!p.internal_local && !internal.is_empty())
-            || (!p.external_local && !external.is_empty());
-        let use_svl = (p.internal_local || p.external_local) && !local.is_empty();
+        let (use_svc, use_svl) = (p.balanced_over_all(), p.balanced_over_local());
         if use_svc {
             balance(&mut t, &svc, p, &all);
         }

@@ -7,9 +7,10 @@
 //! `iptables-nft` reads the table back first, so that at 10,000 services
 //! one endpoint's change took 0.3-0.7 s to go live (bench/RESULTS.md);
 //! kube-proxy grew its nftables mode for the same reason. Here a service
-//! address is an element of a verdict map and a service port one small
-//! chain, so after the first sync a change writes only the chains and
-//! elements that differ from the last sync ([`Writer::sync`]).
+//! address is an element of a verdict map, and a service port a few
+//! elements (or, with affinity or a Local policy, a small chain), so after
+//! the first sync a change writes only the chains and elements that differ
+//! from the last sync ([`Writer::sync`]).
 //!
 //! Nothing outside the table is touched: other programs' tables and
 //! iptables rules stay as they are, and `--cleanup` deletes the table.
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use crate::iptables::{run, SyncStats};
 use crate::Error;
-use rules::{is_per_service, Part, Ruleset, BASE_CHAINS, ELEMENT_SETS, TABLE};
+use rules::{is_generated, Part, Ruleset, BASE_CHAINS, ELEMENT_SETS, TABLE};
 
 /// Keeps the kernel's `ip flotilla` table equal to the last [`Ruleset`]
 /// given.
@@ -45,18 +46,42 @@ struct Written {
 
 impl Written {
     fn new(rules: Ruleset) -> Written {
-        let mut owners: BTreeMap<ElementKey, BTreeMap<String, String>> = BTreeMap::new();
+        let mut w = Written {
+            rules: Ruleset::default(),
+            owners: BTreeMap::new(),
+        };
         for (port, part) in &rules.ports {
-            for (set, items) in &part.elements {
-                for (k, v) in items {
-                    owners
-                        .entry((*set, k.clone()))
-                        .or_default()
-                        .insert(port.clone(), v.clone());
+            w.claim(port, part);
+        }
+        w.rules = rules;
+        w
+    }
+
+    /// `port` claims each element of `part`.
+    fn claim(&mut self, port: &str, part: &Part) {
+        for (set, items) in &part.elements {
+            for (k, v) in items {
+                self.owners
+                    .entry((*set, k.clone()))
+                    .or_default()
+                    .insert(port.to_string(), v.clone());
+            }
+        }
+    }
+
+    /// `port` gives up each element of `part`.
+    fn release(&mut self, port: &str, part: &Part) {
+        for (set, items) in &part.elements {
+            for k in items.keys() {
+                let key = (*set, k.clone());
+                if let Some(m) = self.owners.get_mut(&key) {
+                    m.remove(port);
+                    if m.is_empty() {
+                        self.owners.remove(&key);
+                    }
                 }
             }
         }
-        Written { rules, owners }
     }
 
     fn holder(&self, key: &ElementKey) -> Option<String> {
@@ -77,8 +102,8 @@ impl Written {
         // masquerade rule); it has chains, and maps without elements.
         if !std::sync::Arc::ptr_eq(&self.rules.fixed, &want.fixed) && self.rules.fixed != want.fixed
         {
-            merge_chains(&mut old, &self.rules.fixed);
-            merge_chains(&mut new, &want.fixed);
+            old.merge_chains(&self.rules.fixed);
+            new.merge_chains(&want.fixed);
         }
         let mut touched: BTreeMap<ElementKey, Option<String>> = BTreeMap::new();
         for port in &changed {
@@ -98,30 +123,13 @@ impl Written {
             }
         }
         for port in &changed {
-            if let Some(part) = self.rules.ports.get(port) {
-                merge_chains(&mut old, part);
-                for (set, items) in &part.elements {
-                    for k in items.keys() {
-                        let key = (*set, k.clone());
-                        if let Some(m) = self.owners.get_mut(&key) {
-                            m.remove(port);
-                            if m.is_empty() {
-                                self.owners.remove(&key);
-                            }
-                        }
-                    }
-                }
+            if let Some(part) = self.rules.ports.get(port).cloned() {
+                old.merge_chains(&part);
+                self.release(port, &part);
             }
             if let Some(part) = want.ports.get(port) {
-                merge_chains(&mut new, part);
-                for (set, items) in &part.elements {
-                    for (k, v) in items {
-                        self.owners
-                            .entry((*set, k.clone()))
-                            .or_default()
-                            .insert(port.clone(), v.clone());
-                    }
-                }
+                new.merge_chains(part);
+                self.claim(port, part);
             }
         }
         for (key, before) in touched {
@@ -175,15 +183,6 @@ fn changed_ports(a: &Ruleset, b: &Ruleset) -> Vec<String> {
                 }
             },
         }
-    }
-}
-
-fn merge_chains(into: &mut Part, part: &Part) {
-    for (c, rules) in &part.chains {
-        into.chains.insert(c.clone(), rules.clone());
-    }
-    for (n, t) in &part.affinity_sets {
-        into.affinity_sets.insert(n.clone(), *t);
     }
 }
 
@@ -269,6 +268,21 @@ fn elements<'a>(
     }
 }
 
+/// `verb` (add or delete) each element of `from` that `other` lacks or
+/// holds with another value: deletes are `element_changes(last, want)`,
+/// adds `element_changes(want, last)`.
+fn element_changes(out: &mut String, verb: &str, from: &Part, other: &Part) {
+    let empty = BTreeMap::new();
+    for (set, _) in ELEMENT_SETS {
+        let (a, b) = (
+            from.elements.get(set).unwrap_or(&empty),
+            other.elements.get(set).unwrap_or(&empty),
+        );
+        let differing = a.iter().filter(|(k, v)| b.get(*k) != Some(*v));
+        elements(out, verb, set, differing);
+    }
+}
+
 /// The whole table: declarations, a flush of every rule and element
 /// (affinity sets keep their clients), every chain and element, and the
 /// deletion of per-service chains and sets that are not wanted.
@@ -305,14 +319,14 @@ fn full_script(want: &Part, chains: &BTreeSet<String>, sets: &BTreeSet<String>) 
     }
     let stale_chains: Vec<&String> = chains
         .iter()
-        .filter(|c| is_per_service(c) && !want.chains.contains_key(*c))
+        .filter(|c| is_generated(c) && !want.chains.contains_key(*c))
         .collect();
     for c in &stale_chains {
         let _ = writeln!(out, "delete chain {TABLE} {c}");
     }
     for s in sets
         .iter()
-        .filter(|s| is_per_service(s) && !want.affinity_sets.contains_key(*s))
+        .filter(|s| is_generated(s) && !want.affinity_sets.contains_key(*s))
     {
         let _ = writeln!(out, "delete set {TABLE} {s}");
     }
@@ -326,15 +340,7 @@ fn full_script(want: &Part, chains: &BTreeSet<String>, sets: &BTreeSet<String>) 
 /// to another) and then deleted with their sets.
 fn incremental_script(last: &Part, want: &Part) -> (String, usize, usize) {
     let mut out = String::new();
-    let empty = BTreeMap::new();
-    for (set, _) in ELEMENT_SETS {
-        let (old, new) = (
-            last.elements.get(set).unwrap_or(&empty),
-            want.elements.get(set).unwrap_or(&empty),
-        );
-        let gone = old.iter().filter(|(k, v)| new.get(*k) != Some(*v));
-        elements(&mut out, "delete", set, gone);
-    }
+    element_changes(&mut out, "delete", last, want);
     for (name, secs) in &want.affinity_sets {
         if last.affinity_sets.get(name) != Some(secs) {
             affinity_set(&mut out, name, *secs);
@@ -351,14 +357,7 @@ fn incremental_script(last: &Part, want: &Part) -> (String, usize, usize) {
         }
     }
     chain_blocks(&mut out, changed.iter().copied());
-    for (set, _) in ELEMENT_SETS {
-        let (old, new) = (
-            last.elements.get(set).unwrap_or(&empty),
-            want.elements.get(set).unwrap_or(&empty),
-        );
-        let added = new.iter().filter(|(k, v)| old.get(*k) != Some(*v));
-        elements(&mut out, "add", set, added);
-    }
+    element_changes(&mut out, "add", want, last);
     let gone: Vec<&String> = last
         .chains
         .keys()

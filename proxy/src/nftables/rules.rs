@@ -179,6 +179,21 @@ impl Part {
         self.elements.entry(set).or_default().insert(key, value);
     }
 
+    /// `e`'s element of the hairpin set (`ip . ip`).
+    fn hairpin(&mut self, e: &Ep) {
+        self.element(HAIRPIN, format!("{} . {}", e.ip, e.ip), String::new());
+    }
+
+    /// Add `other`'s chains and affinity sets (not its elements).
+    pub fn merge_chains(&mut self, other: &Part) {
+        for (c, rules) in &other.chains {
+            self.chains.insert(c.clone(), rules.clone());
+        }
+        for (n, t) in &other.affinity_sets {
+            self.affinity_sets.insert(n.clone(), *t);
+        }
+    }
+
     /// Number of rules over all chains, and elements over all maps.
     pub fn size(&self) -> (usize, usize) {
         (
@@ -207,17 +222,12 @@ impl Ruleset {
     pub fn flat(&self) -> Part {
         let mut out = (*self.fixed).clone();
         for part in self.ports.values() {
-            for (c, rules) in &part.chains {
-                out.chains.insert(c.clone(), rules.clone());
-            }
+            out.merge_chains(part);
             for (set, items) in &part.elements {
                 let into = out.elements.entry(set).or_default();
                 for (k, v) in items {
                     into.entry(k.clone()).or_insert_with(|| v.clone());
                 }
-            }
-            for (n, t) in &part.affinity_sets {
-                out.affinity_sets.insert(n.clone(), *t);
             }
         }
         out
@@ -282,9 +292,9 @@ impl Renderer {
     }
 }
 
-/// Whether `name` is a chain or set this module names per service (the
-/// only ones a sync may delete as stale).
-pub fn is_per_service(name: &str) -> bool {
+/// Whether `name` is a chain or set this module names after services or
+/// endpoint counts (the only ones a full sync may delete as stale).
+pub fn is_generated(name: &str) -> bool {
     [
         "svc-", "svl-", "ext-", "sep-", "aff-", "lb-", "lbx-", "lbn-",
     ]
@@ -488,7 +498,7 @@ fn shared_part(p: &SvcPort) -> Part {
         );
     }
     for e in &p.endpoints {
-        r.element(HAIRPIN, format!("{} . {}", e.ip, e.ip), String::new());
+        r.hairpin(e);
     }
     r
 }
@@ -507,9 +517,7 @@ fn port_part(p: &SvcPort, cluster_cidr: Option<&str>) -> Part {
     let local: Vec<&Ep> = p.endpoints.iter().filter(|e| e.local).collect();
     let internal = p.internal_endpoints();
     let external = p.external_endpoints();
-    let use_svc =
-        (!p.internal_local && !internal.is_empty()) || (!p.external_local && !external.is_empty());
-    let use_svl = (p.internal_local || p.external_local) && !local.is_empty();
+    let (use_svc, use_svl) = (p.balanced_over_all(), p.balanced_over_local());
     // The cluster IP's masquerade mark goes first in the chain that the
     // cluster IP leads to (it matches only traffic to the cluster IP).
     let cluster_chain = if p.internal_local { &svl } else { &svc };
@@ -530,7 +538,7 @@ fn port_part(p: &SvcPort, cluster_cidr: Option<&str>) -> Part {
         }
         balance(&mut r, chain, p, eps);
         for e in eps.iter() {
-            r.element(HAIRPIN, format!("{} . {}", e.ip, e.ip), String::new());
+            r.hairpin(e);
         }
     }
     let cluster_key = addr_key(p.cluster_ip, p);
