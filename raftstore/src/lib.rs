@@ -33,10 +33,11 @@
 //!
 //! How a write travels: a service validates the request and turns it into a
 //! [`types::Command`]; [`Master::propose`] hands it to Raft (forwarding to
-//! the leader from a follower); the log store acknowledges the append only
-//! after a WAL fsync shared by every append queued behind it; once a
-//! majority has it, every master applies it to its multi-version store and
-//! publishes its events to watchers. A linearizable read first asks the
+//! the leader from a follower); a follower acknowledges the append only
+//! after a WAL fsync shared by every append queued behind it, while the
+//! leader replicates its own append during its fsync (`durable`); once a
+//! majority has it on disk, every master applies it to its multi-version
+//! store and publishes its events to watchers. A linearizable read first asks the
 //! leader for a read index confirmed by a quorum ([`Master::linearize`]).
 //!
 //! Must not depend on: any other Flotilla crate but `flotilla-proto`
@@ -57,6 +58,7 @@ pub mod types;
 pub mod watch;
 
 mod convert;
+mod durable;
 mod election;
 mod engine;
 mod lease;

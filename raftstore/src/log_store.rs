@@ -4,8 +4,13 @@
 //! flush callback to a syncer thread; the syncer fsyncs the WAL once for
 //! every append queued behind it and only then tells openraft the entries are
 //! durable. A vote is written with a synced write before `save_vote` returns.
-//! So an entry is acknowledged only once it is on disk, and many concurrent
-//! writers share one fsync.
+//! So a follower acknowledges an entry only once it is on disk, and many
+//! concurrent writers share one fsync.
+//!
+//! The leader's own appends are the exception: they are reported flushed as
+//! soon as they are written, so that openraft replicates them while the
+//! leader fsyncs; [`Durability`] keeps every effect of such an entry (its
+//! application, its commit index on the wire) behind the leader's fsync.
 //!
 //! The log is never purged past what the state machine has applied: openraft
 //! 0.9 asks for the purge of everything a received snapshot covers as soon as
@@ -23,17 +28,33 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{WriteBatch, WriteOptions};
 
+use crate::durable::Durability;
 use crate::engine::{self, Db, CF_RAFT_LOG, CF_RAFT_META};
-use crate::types::{Entry, LogId, StorageError, StorageIOError, TypeConfig, Vote};
+use crate::types::{Entry, LogId, NodeId, StorageError, StorageIOError, TypeConfig, Vote};
 
 const META_VOTE: &[u8] = b"vote";
 const META_PURGED: &[u8] = b"last_purged";
 const META_COMMITTED: &[u8] = b"committed";
 
+/// What the syncer thread is asked to fsync for.
+enum Flush {
+    /// A follower's append (or an append before this master leads):
+    /// openraft learns of it once the fsync is done.
+    Report(LogFlushed<TypeConfig>),
+    /// The leader's own append, already reported: only [`Durability`] waits.
+    Leader,
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
-    syncer: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// This master's id: an append of entries this master made as the
+    /// leader of its current (committed) vote is the leader's own.
+    id: NodeId,
+    /// The last vote saved (or read at start).
+    vote: Arc<std::sync::Mutex<Option<Vote>>>,
+    durable: Arc<Durability>,
+    syncer: mpsc::Sender<Flush>,
     /// WAL fsyncs completed, counted always; read by the tests ([`LogStore::fsyncs`]).
     #[cfg_attr(not(test), allow(dead_code))]
     synced: Arc<AtomicU64>,
@@ -108,34 +129,62 @@ async fn blocking<T: Send + 'static>(
 impl LogStore {
     #[cfg(test)]
     pub fn new(db: Db, install: Arc<InstallGate>) -> Self {
-        Self::with_fsync_histogram(db, install, None, true)
+        Self::with_fsync_histogram(db, 1, install, None, true)
+            .unwrap_or_else(|e| panic!("opening the log: {e}"))
     }
 
     /// The log in `db`, timing every WAL fsync into `fsync` when given
     /// (`etcd_disk_wal_fsync_duration_seconds`). `sync` false: appends are
     /// written to the OS but not fsynced, and the vote is not a synced write
-    /// (`--unsafe-no-fsync`, for tests only).
+    /// (`--unsafe-no-fsync`, for tests only). The WAL is fsynced once
+    /// here, so that what the log holds at start counts as durable.
     pub fn with_fsync_histogram(
         db: Db,
+        id: NodeId,
         install: Arc<InstallGate>,
         fsync: Option<flotilla_telemetry::prometheus::Histogram>,
         sync: bool,
-    ) -> Self {
-        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
+    ) -> Result<Self, StorageError> {
+        db.flush_wal(sync)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let durable = Arc::new(Durability::new(last_log_id(&db)?));
+        let (tx, rx) = mpsc::channel::<Flush>();
         let sdb = Arc::downgrade(&db);
         let synced = Arc::new(AtomicU64::new(0));
         let s2 = synced.clone();
+        let d2 = durable.clone();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn(move || sync_loop(sdb, rx, s2, fsync, sync))
-            .unwrap_or_else(|e| panic!("cannot start the log sync thread: {e}"));
-        LogStore {
+            .spawn(move || sync_loop(sdb, rx, s2, d2, fsync, sync))
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(LogStore {
             db,
+            id,
+            vote: Arc::default(),
+            durable,
             syncer: tx,
             synced,
             install,
             fsync: sync,
-        }
+        })
+    }
+
+    /// How far the log is on disk (shared with the state machine and the transport).
+    pub fn durability(&self) -> Arc<Durability> {
+        self.durable.clone()
+    }
+
+    /// Whether `entries` are this master's own, appended as the leader of
+    /// its current vote: the leader's entries carry its vote's leader id,
+    /// and no follower receives entries of the term its own leader id has.
+    pub(crate) fn leaders_own(&self, entries: &[Entry]) -> bool {
+        let vote = self.vote.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(vote) = vote.as_ref() else {
+            return false;
+        };
+        vote.committed
+            && vote.leader_id.node_id == self.id
+            && entries.iter().all(|e| e.log_id.leader_id == vote.leader_id)
     }
 
     /// How many WAL fsyncs have completed: every acknowledged append waited for one.
@@ -176,11 +225,13 @@ pub fn last_log_id(db: &Db) -> Result<Option<LogId>, StorageError> {
     Ok(last)
 }
 
-/// Wait for flush requests; fsync the WAL once for all that are queued; answer them.
+/// Wait for flush requests; fsync the WAL once for all that are queued;
+/// publish how far the log is durable; answer them.
 fn sync_loop(
     db: std::sync::Weak<rocksdb::DB>,
-    rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
+    rx: mpsc::Receiver<Flush>,
     synced: Arc<AtomicU64>,
+    durable: Arc<Durability>,
     fsync: Option<flotilla_telemetry::prometheus::Histogram>,
     sync: bool,
 ) {
@@ -189,25 +240,34 @@ fn sync_loop(
         while let Ok(more) = rx.try_recv() {
             pending.push(more);
         }
-        // The sync thread must not keep the database open after the store is dropped.
-        let started = std::time::Instant::now();
-        let res = match db.upgrade() {
-            Some(db) => db
-                .flush_wal(sync)
-                .map_err(|e| std::io::Error::other(e.to_string())),
-            None => Err(std::io::Error::other("database closed")),
+        let res = loop {
+            // Everything written before this mark is covered by the fsync.
+            let mark = durable.mark();
+            // The sync thread must not keep the database open after the store is dropped.
+            let started = std::time::Instant::now();
+            let res = match db.upgrade() {
+                Some(db) => db.flush_wal(sync).map_err(|e| e.to_string()),
+                None => Err("database closed".to_string()),
+            };
+            match &res {
+                Ok(()) => {
+                    if let Some(h) = &fsync {
+                        h.observe(started.elapsed().as_secs_f64());
+                    }
+                    synced.fetch_add(1, Ordering::SeqCst);
+                    // A truncation meanwhile: fsync again from a fresh mark.
+                    if !durable.synced(mark) {
+                        continue;
+                    }
+                }
+                Err(e) => durable.failed(format!("fsync of the Raft log failed: {e}")),
+            }
+            break res;
         };
-        if let (Ok(()), Some(h)) = (&res, &fsync) {
-            h.observe(started.elapsed().as_secs_f64());
-        }
-        if res.is_ok() {
-            synced.fetch_add(1, Ordering::SeqCst);
-        }
-        for cb in pending {
-            cb.log_io_completed(match &res {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            });
+        for f in pending {
+            if let Flush::Report(cb) = f {
+                cb.log_io_completed(res.clone().map_err(std::io::Error::other));
+            }
         }
     }
 }
@@ -244,8 +304,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => Some(*x),
             Bound::Unbounded => None,
         };
-        let db = self.db.clone();
-        blocking(move || read_range(&db, start, end)).await?
+        // Inline, not on the blocking pool: the entries replication and
+        // apply ask for were just written and are in the memtable, and a
+        // hop to another thread and back cost more than the read.
+        read_range(&self.db, start, end)
     }
 }
 
@@ -276,24 +338,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut wo = WriteOptions::default();
             wo.set_sync(sync);
             db.put_cf_opt(engine::cf(&db, CF_RAFT_META), META_VOTE, v, &wo)
-                .map_err(|e| StorageIOError::write_vote(&e).into())
+                .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
         })
-        .await?
+        .await??;
+        *self.vote.lock().unwrap_or_else(|p| p.into_inner()) = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
         let db = self.db.clone();
-        blocking(move || Self::get_meta(&db, META_VOTE)).await?
+        let vote: Option<Vote> = blocking(move || Self::get_meta(&db, META_VOTE)).await??;
+        *self.vote.lock().unwrap_or_else(|p| p.into_inner()) = vote;
+        Ok(vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let db = self.db.clone();
         let v = bincode::serialize(&committed).map_err(|e| StorageIOError::write(&e))?;
-        blocking(move || {
-            db.put_cf(engine::cf(&db, CF_RAFT_META), META_COMMITTED, v)
-                .map_err(|e| StorageIOError::write(&e).into())
-        })
-        .await?
+        // Inline: an unsynced put, done on every commit by RaftCore.
+        let db = &self.db;
+        db.put_cf(engine::cf(db, CF_RAFT_META), META_COMMITTED, v)
+            .map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -311,25 +375,47 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let own = self.leaders_own(&entries);
         let mut batch = WriteBatch::default();
         let cf = engine::cf(&self.db, CF_RAFT_LOG);
-        for e in entries {
-            let v = bincode::serialize(&e)
+        for e in &entries {
+            let v = bincode::serialize(e)
                 .map_err(|err| StorageIOError::write_log_entry(e.log_id, &err))?;
             batch.put_cf(cf, idx_key(e.log_id.index), v);
         }
-        let db = self.db.clone();
-        blocking(move || db.write(batch).map_err(|e| StorageIOError::write_logs(&e))).await??;
-        // Durable once the syncer's next fsync returns.
-        if let Err(mpsc::SendError(cb)) = self.syncer.send(callback) {
-            cb.log_io_completed(Err(std::io::Error::other("log sync thread stopped")));
+        // Inline: an unsynced write (the syncer fsyncs), cheaper than a hop
+        // to the blocking pool and back on every append.
+        self.db
+            .write(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.durable.wrote(last);
+        // Durable once the syncer's next fsync returns. The leader's own
+        // entries are reported at once: openraft replicates them while the
+        // syncer fsyncs, and `Durability` holds back their effects.
+        let flush = if own {
+            callback.log_io_completed(Ok(()));
+            Flush::Leader
+        } else {
+            Flush::Report(callback)
+        };
+        if let Err(mpsc::SendError(f)) = self.syncer.send(flush) {
+            let stopped = "log sync thread stopped";
+            self.durable.failed(stopped.into());
+            if let Flush::Report(cb) = f {
+                cb.log_io_completed(Err(std::io::Error::other(stopped)));
+            }
         }
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let db = self.db.clone();
-        blocking(move || {
+        let last = blocking(move || {
             db.delete_range_cf(
                 engine::cf(&db, CF_RAFT_LOG),
                 idx_key(log_id.index),
@@ -339,9 +425,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // The last index itself is not covered by the half-open range.
             db.delete_cf(engine::cf(&db, CF_RAFT_LOG), idx_key(u64::MAX))
                 .map_err(|e| StorageIOError::write_logs(&e))?;
-            Ok(())
+            last_log_id(&db)
         })
-        .await?
+        .await??;
+        self.durable.truncated(last);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -94,6 +94,8 @@ pub struct NetworkFactory {
     /// heartbeat interval); doubled on each refusal, up to a second.
     pub first_retry: Duration,
     pub metrics: std::sync::Arc<crate::metrics::StoreMetrics>,
+    /// How far the log is fsynced here: no follower learns of a commit past it.
+    pub durable: Arc<crate::durable::Durability>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -106,6 +108,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             channels: self.channels.clone(),
             first_retry: self.first_retry,
             metrics: self.metrics.clone(),
+            durable: self.durable.clone(),
         }
     }
 }
@@ -116,6 +119,7 @@ pub struct PeerConnection {
     channels: PeerChannels,
     first_retry: Duration,
     metrics: std::sync::Arc<crate::metrics::StoreMetrics>,
+    durable: Arc<crate::durable::Durability>,
 }
 
 type RpcErr<E> = RPCError<NodeId, MasterNode, RaftError<NodeId, E>>;
@@ -181,9 +185,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        // openraft may count this (leader) master's entries before its
+        // fsync: followers learn of a commit only once the leader has it on
+        // disk too (see `crate::durable`).
+        rpc.leader_commit = self.durable.clamp_commit(rpc.leader_commit);
         let heartbeat = rpc.entries.is_empty().then(std::time::Instant::now);
         let res = self.call("append", &rpc, &option).await;
         if let (Some(t), Ok(_)) = (heartbeat, &res) {

@@ -38,7 +38,7 @@ mod transfer;
 
 pub use transfer::TransferError;
 
-use batcher::{command_size, proposer_loop, Proposal};
+use batcher::{command_size, held_commit_loop, proposer_loop, Proposal};
 
 /// Everything `flotilla master` is told on its command line.
 #[derive(Debug, Clone)]
@@ -267,11 +267,21 @@ impl Master {
             compactor: ctx,
         };
         let install = Arc::new(InstallGate::default());
+        let log = LogStore::with_fsync_histogram(
+            db,
+            id,
+            install.clone(),
+            Some(metrics.wal_fsync.clone()),
+            !cfg.unsafe_no_fsync,
+        )
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+        let durable = log.durability();
         let sm = StateMachine::new(
             store.clone(),
             cfg.data_dir.join("snapshots"),
             listeners,
-            install.clone(),
+            install,
+            Some(durable.clone()),
         )
         .map_err(|e| StartError::Storage(e.to_string()))?;
         lessor.reset(
@@ -290,12 +300,6 @@ impl Master {
                  can lose acknowledged writes"
             );
         }
-        let log = LogStore::with_fsync_histogram(
-            db,
-            install,
-            Some(metrics.wal_fsync.clone()),
-            !cfg.unsafe_no_fsync,
-        );
         let channels = PeerChannels::new(cfg.security.peer_client.clone());
         let keep = (cfg.snapshot_logs / 10).max(1);
         let (election_min, election_max) = openraft_election(cfg.election_timeout_ms);
@@ -326,6 +330,7 @@ impl Master {
                 channels: channels.clone(),
                 first_retry: Duration::from_millis(cfg.heartbeat_interval_ms),
                 metrics: metrics.clone(),
+                durable: durable.clone(),
             },
             log,
             sm,
@@ -368,6 +373,11 @@ impl Master {
             master.shutdown.clone(),
         ));
         tokio::spawn(crate::election::election_loop(master.clone()));
+        tokio::spawn(held_commit_loop(
+            master.raft.clone(),
+            durable,
+            master.shutdown.clone(),
+        ));
         Ok(master)
     }
 

@@ -7,12 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, RaftSnapshotBuilder};
 
+use crate::durable::Durability;
 use crate::lease::Lessor;
 use crate::log_store::InstallGate;
 use crate::mvcc::{Effects, KvStore, StoreError};
 use crate::snapshot;
 use crate::types::{
-    CommandResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError,
+    Command, CommandResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError,
     StoredMembership, TypeConfig,
 };
 use crate::watch::WatchHub;
@@ -31,6 +32,34 @@ pub struct StateMachine {
     snap_dir: PathBuf,
     listeners: Listeners,
     install: Arc<InstallGate>,
+    /// How far this master's log is fsynced: nothing past it is applied
+    /// (see [`crate::durable`]). `None` only where entries are applied
+    /// without a log (openraft's storage test suite).
+    durable: Option<Arc<Durability>>,
+}
+
+/// Most commands applied on the state machine's task rather than the
+/// blocking pool.
+const INLINE_APPLY: usize = 4;
+
+/// How many commands `entries` carry (a batch counts its members).
+fn commands(entries: &[Entry]) -> usize {
+    fn count(c: &Command) -> usize {
+        match c {
+            Command::Batch(b) => b.iter().map(count).sum(),
+            Command::Once { cmd, .. } | Command::Fenced { cmd, .. } | Command::At { cmd, .. } => {
+                count(cmd)
+            }
+            _ => 1,
+        }
+    }
+    entries
+        .iter()
+        .map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(c) => count(c),
+            _ => 1,
+        })
+        .sum()
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -43,6 +72,7 @@ impl StateMachine {
         snap_dir: PathBuf,
         listeners: Listeners,
         install: Arc<InstallGate>,
+        durable: Option<Arc<Durability>>,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&snap_dir)
             .map_err(|e| StoreError::Corrupt(format!("snapshot dir: {e}")))?;
@@ -58,6 +88,7 @@ impl StateMachine {
             snap_dir,
             listeners,
             install,
+            durable,
         })
     }
 
@@ -126,15 +157,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        // The leader reports its own appends before its fsync: wait for it.
+        if let (Some(d), Some(last)) = (&self.durable, entries.last()) {
+            d.wait_synced(last.log_id)
+                .await
+                .map_err(|e| StorageIOError::apply(last.log_id, &std::io::Error::other(e)))?;
+        }
         let store = self.store.clone();
-        let applied = tokio::task::spawn_blocking(
-            move || -> Result<Vec<(CommandResult, Vec<Effects>)>, StoreError> {
-                entries.iter().map(|e| store.apply(e)).collect()
-            },
-        )
-        .await
-        .map_err(sm_err)?
-        .map_err(sm_err)?;
+        let inline = commands(&entries) <= INLINE_APPLY;
+        let apply = move || -> Result<Vec<(CommandResult, Vec<Effects>)>, StoreError> {
+            entries.iter().map(|e| store.apply(e)).collect()
+        };
+        // A few commands apply in tens of microseconds, less than a hop to
+        // the blocking pool and back; larger batches go there.
+        let applied = if inline {
+            apply().map_err(sm_err)?
+        } else {
+            tokio::task::spawn_blocking(apply)
+                .await
+                .map_err(sm_err)?
+                .map_err(sm_err)?
+        };
         let mut results = Vec::with_capacity(applied.len());
         for (r, fxs) in applied {
             for fx in fxs {

@@ -11,7 +11,7 @@ use crate::lease::Lessor;
 use crate::log_store::{InstallGate, LogStore};
 use crate::mvcc::KvStore;
 use crate::state_machine::{Listeners, StateMachine};
-use crate::types::{Command, Entry, Snapshot, StorageError, TypeConfig};
+use crate::types::{Command, Entry, Snapshot, StorageError, TypeConfig, Vote};
 use crate::watch::WatchHub;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
@@ -46,6 +46,7 @@ fn open_all(dir: &std::path::Path) -> Opened {
         dir.join("snapshots"),
         listeners,
         gate.clone(),
+        None,
     )
     .expect("state machine");
     Opened {
@@ -93,6 +94,54 @@ async fn append_is_acknowledged_only_after_a_wal_fsync_and_survives_reopen() {
         .await
         .expect("log state");
     assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leaders_own_appends_skip_the_wait_for_their_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The log of master 1.
+    let (mut log, _sm) = open(dir.path());
+    let e = |term: u64, node: u64, index: u64| Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, node), index),
+        payload: EntryPayload::Blank,
+    };
+    assert!(!log.leaders_own(&[e(1, 1, 1)]), "no vote yet");
+    log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+    assert!(
+        !log.leaders_own(&[e(1, 1, 1)]),
+        "a candidate's vote is not a leader's"
+    );
+    log.save_vote(&Vote::new_committed(1, 1))
+        .await
+        .expect("vote");
+    assert!(log.leaders_own(&[e(1, 1, 1), e(1, 1, 2)]));
+    assert!(
+        !log.leaders_own(&[e(1, 1, 3), e(0, 2, 4)]),
+        "not every entry is this leader's"
+    );
+    // Following master 2 in term 2, which sends back what master 1 made in term 1.
+    log.save_vote(&Vote::new_committed(2, 2))
+        .await
+        .expect("vote");
+    assert!(!log.leaders_own(&[e(1, 1, 1)]));
+    assert!(!log.leaders_own(&[e(2, 2, 1)]));
+    // Leading again in term 3: the append is reported before its fsync,
+    // and the syncer still fsyncs it.
+    log.save_vote(&Vote::new_committed(3, 1))
+        .await
+        .expect("vote");
+    let durable = log.durability();
+    log.blocking_append(vec![e(3, 1, 1), e(3, 1, 2)])
+        .await
+        .expect("append");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        durable.wait_synced(LogId::new(CommittedLeaderId::new(3, 1), 2)),
+    )
+    .await
+    .expect("the leader's append was never fsynced")
+    .expect("fsync");
+    assert!(log.fsyncs() >= 1);
 }
 
 fn blank(term: u64, index: u64) -> Entry {
