@@ -98,6 +98,14 @@ case "$ONLY" in
 esac
 ((BASE_PORT >= 1024 && BASE_PORT + 20001 <= 65535)) || { echo "objects.sh: --base-port out of range" >&2; exit 2; }
 
+# The same timing and history settings for both systems (as bench/run.sh):
+# etcd's default heartbeat and election timeout, history compacted to the
+# last 10,000 revisions.
+ETCD_SETTINGS=(--heartbeat-interval 100 --election-timeout 1000
+  --auto-compaction-mode revision --auto-compaction-retention 10000)
+FLOTILLA_SETTINGS=(--heartbeat-interval-ms 100 --election-timeout-ms 1000
+  --auto-compaction-retention 10000)
+
 FLOTILLA="${FLOTILLA_BIN:-$CARGO_TARGET_DIR/release/flotilla}"
 BENCH="${BENCH_BIN:-$CARGO_TARGET_DIR/release/flotilla-bench}"
 ETCD="${ETCD_BIN:-/usr/bin/etcd}"
@@ -252,7 +260,7 @@ start_system() { # system
         ic="m1=127.0.0.1:$(peer_port flotilla 1),m2=127.0.0.1:$(peer_port flotilla 2),m3=127.0.0.1:$(peer_port flotilla 3)"
         "$FLOTILLA" master --name "$name" --data-dir "$dir" \
           --client-addr "127.0.0.1:$cp" --peer-addr "127.0.0.1:$pp" --initial-cluster "$ic" \
-          >>"$LOGS/$name.log" 2>&1 &
+          "${FLOTILLA_SETTINGS[@]}" >>"$LOGS/$name.log" 2>&1 &
         ;;
       etcd)
         ic="e1=http://127.0.0.1:$(peer_port etcd 1),e2=http://127.0.0.1:$(peer_port etcd 2),e3=http://127.0.0.1:$(peer_port etcd 3)"
@@ -260,7 +268,7 @@ start_system() { # system
           --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
           --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
           --initial-cluster "$ic" --initial-cluster-token flotilla-objects-bench --initial-cluster-state new \
-          --logger zap --log-outputs stderr \
+          --logger zap --log-outputs stderr "${ETCD_SETTINGS[@]}" \
           >>"$LOGS/$name.log" 2>&1 &
         ;;
     esac
@@ -325,7 +333,7 @@ if [[ $RESULTS != "-" ]]; then
     echo "- Command: \`$CMDLINE\` (systems: $SYSTEMS; quick=$QUICK)"
     echo "- Machine: $(nproc) CPUs ($(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), data on $(df -T "$WORK_PARENT" | awk 'NR == 2 {print $2}'); the load generator shares the CPUs with the three members"
     echo "- Finished: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); load average at start $START_LOAD, at end $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- Flotilla: $FLOTILLA_VERSION, defaults; etcd: $ETCD_VERSION, defaults"
+    echo "- Flotilla: $FLOTILLA_VERSION; etcd: $ETCD_VERSION; the same settings for both: \`${ETCD_SETTINGS[*]}\` (etcd), \`${FLOTILLA_SETTINGS[*]}\` (Flotilla), defaults otherwise; the object client makes one attempt per request, as the raw etcd client does"
     echo "- Points ($PHASES): ${SECS} s closed loop each; $OBJECTS pods read by gets and lists; fixed rate $RATE/s for ${RATE_SECS} s; $WATCHERS watchers, writer at $WATCH_RATE/s for ${WATCH_SECS} s"
     echo
     cat "$TABLES"
