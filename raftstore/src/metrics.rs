@@ -48,6 +48,7 @@ pub struct StoreMetrics {
     pub follower_lag: IntGaugeVec,
     pub snapshot_sends: IntCounter,
     pub batch_commands: Histogram,
+    pub forward_commands: Histogram,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -173,6 +174,17 @@ impl StoreMetrics {
                     HistogramOpts::new(
                         "flotilla_raft_batch_commands",
                         "Client commands carried by one Raft log entry (group commit).",
+                    )
+                    .buckets(exponential_buckets(1.0, 2.0, 10).unwrap_or_default()),
+                )
+                .expect("valid metric"),
+            ),
+            forward_commands: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "flotilla_raft_forward_commands",
+                        "Client writes a follower forwarded to the leader in one call.",
                     )
                     .buckets(exponential_buckets(1.0, 2.0, 10).unwrap_or_default()),
                 )

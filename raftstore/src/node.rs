@@ -31,6 +31,7 @@ use crate::watch::WatchHub;
 
 mod access;
 mod batcher;
+mod forward;
 mod leadership;
 mod leases;
 mod membership;
@@ -39,6 +40,7 @@ mod transfer;
 pub use transfer::TransferError;
 
 use batcher::{command_size, held_commit_loop, proposer_loop, Proposal};
+use forward::{forward_loop, Forward};
 
 /// Everything `flotilla master` is told on its command line.
 #[derive(Debug, Clone)]
@@ -174,6 +176,8 @@ pub struct MasterInner {
     pub(crate) channels: PeerChannels,
     read_tx: mpsc::UnboundedSender<ReadWaiter>,
     proposals: mpsc::UnboundedSender<Proposal>,
+    /// A follower's writes on their way to the leader ([`forward`]).
+    forwards: mpsc::UnboundedSender<Forward>,
     pub(crate) shutdown: CancellationToken,
     revoking: Mutex<HashSet<i64>>,
     /// True once this master has published its addresses and the cluster id
@@ -339,6 +343,8 @@ impl Master {
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let (read_tx, read_rx) = mpsc::unbounded_channel();
         let (proposals, proposals_rx) = mpsc::unbounded_channel();
+        let (forwards, forwards_rx) = mpsc::unbounded_channel();
+        tokio::spawn(forward_loop(channels.clone(), forwards_rx, metrics.clone()));
         let leadership = leadership::follow(&raft);
         let master = Master(Arc::new(MasterInner {
             id,
@@ -350,6 +356,7 @@ impl Master {
             channels,
             read_tx,
             proposals,
+            forwards,
             shutdown: CancellationToken::new(),
             revoking: Mutex::new(HashSet::new()),
             ready: tokio::sync::watch::channel(false).0,
@@ -601,29 +608,28 @@ impl Master {
             .map_err(|_| Error::Unavailable("master is shutting down".into()))?
     }
 
+    /// Hand a write to the forwarder, which batches it with the others on
+    /// their way to the leader at `addr`, and wait for its answer.
     async fn forward_propose(
         &self,
         addr: &str,
         cmd: &Command,
         deadline: tokio::time::Instant,
     ) -> Result<CommandResult> {
-        let mut client = self.channels.client(addr).map_err(Error::Unavailable)?;
-        let payload = network::encode(cmd).map_err(Error::Internal)?;
-        let mut req = tonic::Request::new(payload);
-        // The leader's lines about this write name the client's request.
-        if let Some(v) = flotilla_telemetry::request::current_request_id()
-            .and_then(|id| tonic::metadata::MetadataValue::try_from(id).ok())
-        {
-            req.metadata_mut()
-                .insert(flotilla_telemetry::request::HEADER, v);
-        }
-        let reply = tokio::time::timeout_at(deadline, client.propose(req))
-            .await
-            .map_err(|_| Error::Timeout)?;
-        match reply {
-            Ok(p) => network::decode::<CommandResult>(&p.into_inner()).map_err(Error::Internal),
-            // The leader moved or is unreachable: the caller retries.
-            Err(s) => Err(Error::Unavailable(s.message().to_string())),
+        let (tx, rx) = oneshot::channel();
+        self.forwards
+            .send(Forward {
+                addr: addr.to_string(),
+                cmd: cmd.clone(),
+                request_id: flotilla_telemetry::request::current_request_id(),
+                deadline,
+                tx,
+            })
+            .map_err(|_| Error::Unavailable("master is shutting down".into()))?;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Unavailable("master is shutting down".into())),
         }
     }
 

@@ -76,6 +76,60 @@ fn metrics_addr(log: &std::path::Path) -> Option<String> {
     Some(line[at..].split_whitespace().next()?.to_string())
 }
 
+/// Writes that queue at a follower reach the leader together, in one call
+/// (`ProposeMany`): with the leader paused, 100 writes wait at a follower,
+/// more than it sends at once; once the leader runs again every one is
+/// acknowledged and applied once, in fewer calls than writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_queued_at_a_follower_reach_the_leader_together() {
+    if skip_on_etcd(
+        "writes_queued_at_a_follower_reach_the_leader_together",
+        false,
+    ) {
+        return;
+    }
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let leader = c.leader().await;
+    let fa = c.client_addr((leader + 1) % 3);
+    c.pause(leader);
+    let puts: Vec<_> = (0..100)
+        .map(|i| {
+            let fa = fa.clone();
+            tokio::spawn(
+                async move { put(&fa, &format!("forwarded/{i:03}"), &format!("v{i}")).await },
+            )
+        })
+        .collect();
+    wait_until(WAIT, "the follower holds the 100 writes", async || {
+        value(&fa, "etcd_server_proposals_pending", &[]).await >= 100.0
+    })
+    .await;
+    c.resume(leader);
+    for p in futures::future::join_all(puts).await {
+        p.expect("join").expect("a put through a follower");
+    }
+    let kvs = range_prefix(&fa, "forwarded/", false)
+        .await
+        .expect("range of the forwarded writes");
+    assert_eq!(kvs.len(), 100, "every forwarded write is applied");
+    for (i, (key, (value, _))) in kvs.iter().enumerate() {
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            (
+                format!("forwarded/{i:03}").as_str(),
+                format!("v{i}").as_str()
+            )
+        );
+    }
+    let fm = metrics(&fa).await;
+    let calls = sample(&fm, "flotilla_raft_forward_commands_count", &[]).unwrap_or(0.0);
+    let writes = sample(&fm, "flotilla_raft_forward_commands_sum", &[]).unwrap_or(0.0);
+    assert!(
+        writes >= 100.0 && calls < writes,
+        "the follower forwarded {writes} writes in {calls} calls"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_health_and_etcd_tooling_on_real_masters() {
     if skip_on_etcd("metrics_health_and_etcd_tooling_on_real_masters", false) {

@@ -9,7 +9,8 @@ use tonic::{Request, Response, Status};
 
 use crate::network::{decode, encode};
 use crate::node::Master;
-use crate::types::{Command, NodeId, TypeConfig};
+use crate::types::{Command, CommandResult, NodeId, TypeConfig};
+use tracing::Instrument;
 
 pub struct PeerService {
     pub master: Master,
@@ -64,6 +65,33 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
             Ok(r) => Ok(Response::new(encode(&r).map_err(Status::internal)?)),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
+    }
+
+    async fn propose_many(
+        &self,
+        req: Request<pb::Payload>,
+    ) -> Result<Response<pb::Payload>, Status> {
+        let writes: Vec<(Option<String>, Command)> = decode(req.get_ref()).map_err(bad)?;
+        if !self.master.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        tracing::debug!(
+            writes = writes.len(),
+            "proposing writes forwarded by a follower"
+        );
+        // Submitted in order, so they join the batcher's next entry together.
+        let results: Vec<Result<CommandResult, String>> =
+            futures::future::join_all(writes.into_iter().map(|(id, cmd)| {
+                // The client's request id names the leader's lines about it.
+                let span = match id {
+                    Some(id) => tracing::info_span!("request", id = %id),
+                    None => tracing::Span::none(),
+                };
+                let master = self.master.clone();
+                async move { master.submit(cmd).await.map_err(|e| e.to_string()) }.instrument(span)
+            }))
+            .await;
+        Ok(Response::new(encode(&results).map_err(Status::internal)?))
     }
 
     async fn read_index(
