@@ -39,7 +39,7 @@ mod transfer;
 
 pub use transfer::TransferError;
 
-use batcher::{command_size, held_commit_loop, proposer_loop, Proposal};
+use batcher::{command_size, held_commit_loop, proposer_loop, Batches, Proposal};
 use forward::{forward_loop, Forward};
 
 /// Everything `flotilla master` is told on its command line.

@@ -39,46 +39,79 @@ pub(super) fn command_size(cmd: &Command) -> usize {
 /// together in one entry (one append, one fsync, one AppendEntries).
 pub(super) async fn proposer_loop(
     raft: Raft,
-    mut rx: mpsc::UnboundedReceiver<Proposal>,
+    rx: mpsc::UnboundedReceiver<Proposal>,
     metrics: Arc<crate::metrics::StoreMetrics>,
     hold: Arc<super::transfer::Hold>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
-    let mut carry: Option<Proposal> = None;
+    let mut queue = Batches::new(rx);
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
+        let Some(first) = queue.first().await else {
+            return;
         };
         // A leadership transfer appends nothing new until it ends.
         hold.released().await;
-        let mut bytes = first.size;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) if bytes + p.size > MAX_BATCH_BYTES => {
-                    carry = Some(p);
-                    break;
-                }
-                Ok(p) => {
-                    bytes += p.size;
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
+        let batch = queue.fill(first, MAX_BATCH, MAX_BATCH_BYTES, |p| p.size, |_, _| true);
         metrics.batch_commands.observe(batch.len() as f64);
         let raft = raft.clone();
         tokio::spawn(async move {
             let _permit = permit;
             write_batch(&raft, batch).await;
         });
+    }
+}
+
+/// What waits in a channel, taken in batches: the first item waited for,
+/// then whatever is queued by then, within a count and a size and only
+/// items that go with the first; the item that does not fit starts the
+/// next batch.
+pub(super) struct Batches<T> {
+    rx: mpsc::UnboundedReceiver<T>,
+    carry: Option<T>,
+}
+
+impl<T> Batches<T> {
+    pub(super) fn new(rx: mpsc::UnboundedReceiver<T>) -> Self {
+        Batches { rx, carry: None }
+    }
+
+    /// The next batch's first item; `None` once the channel is closed.
+    pub(super) async fn first(&mut self) -> Option<T> {
+        match self.carry.take() {
+            Some(t) => Some(t),
+            None => self.rx.recv().await,
+        }
+    }
+
+    /// `first` and what is queued behind it: at most `max` items and
+    /// (roughly) `max_bytes` by `size`, each of which `joins` the first.
+    pub(super) fn fill(
+        &mut self,
+        first: T,
+        max: usize,
+        max_bytes: usize,
+        size: impl Fn(&T) -> usize,
+        joins: impl Fn(&T, &T) -> bool,
+    ) -> Vec<T> {
+        let mut bytes = size(&first);
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match self.rx.try_recv() {
+                Ok(t) if bytes + size(&t) > max_bytes || !joins(&batch[0], &t) => {
+                    self.carry = Some(t);
+                    break;
+                }
+                Ok(t) => {
+                    bytes += size(&t);
+                    batch.push(t);
+                }
+                Err(_) => break,
+            }
+        }
+        batch
     }
 }
 

@@ -34,40 +34,25 @@ const FORWARDS_IN_FLIGHT: usize = 64;
 /// Take forwards from `rx`, batch those to the same leader, send them.
 pub(super) async fn forward_loop(
     channels: PeerChannels,
-    mut rx: mpsc::UnboundedReceiver<Forward>,
+    rx: mpsc::UnboundedReceiver<Forward>,
     metrics: Arc<crate::metrics::StoreMetrics>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(FORWARDS_IN_FLIGHT));
-    let mut carry: Option<Forward> = None;
+    let mut queue = Batches::new(rx);
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let first = match carry.take() {
-            Some(f) => f,
-            None => match rx.recv().await {
-                Some(f) => f,
-                None => return,
-            },
+        let Some(first) = queue.first().await else {
+            return;
         };
-        let mut bytes = command_size(&first.cmd);
-        let mut batch = vec![first];
-        while batch.len() < MAX_FORWARD {
-            match rx.try_recv() {
-                Ok(f)
-                    if f.addr != batch[0].addr
-                        || bytes + command_size(&f.cmd) > MAX_FORWARD_BYTES =>
-                {
-                    carry = Some(f);
-                    break;
-                }
-                Ok(f) => {
-                    bytes += command_size(&f.cmd);
-                    batch.push(f);
-                }
-                Err(_) => break,
-            }
-        }
+        let mut batch = queue.fill(
+            first,
+            MAX_FORWARD,
+            MAX_FORWARD_BYTES,
+            |f| command_size(&f.cmd),
+            |a, b| a.addr == b.addr,
+        );
         // A caller that gave up (its leader was replaced) needs no answer.
         batch.retain(|f| !f.tx.is_closed());
         metrics.forward_commands.observe(batch.len() as f64);
