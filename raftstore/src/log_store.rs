@@ -36,6 +36,34 @@ const META_VOTE: &[u8] = b"vote";
 const META_PURGED: &[u8] = b"last_purged";
 const META_COMMITTED: &[u8] = b"committed";
 
+/// Bytes written to the log since its last purge, and a wake-up each time
+/// they pass another multiple of the threshold (a snapshot is due).
+#[derive(Debug)]
+pub struct LogBytes {
+    since_purge: AtomicU64,
+    threshold: u64,
+    crossed: tokio::sync::Notify,
+}
+
+impl LogBytes {
+    fn added(&self, n: u64) {
+        let before = self.since_purge.fetch_add(n, Ordering::Relaxed);
+        if self.threshold > 0 && (before + n) / self.threshold > before / self.threshold {
+            self.crossed.notify_one();
+        }
+    }
+
+    /// Bytes written since the last purge.
+    pub fn since_purge(&self) -> u64 {
+        self.since_purge.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the log passes another threshold.
+    pub async fn crossed(&self) {
+        self.crossed.notified().await
+    }
+}
+
 /// What the syncer thread is asked to fsync for.
 enum Flush {
     /// A follower's append (or an append before this master leads):
@@ -54,6 +82,7 @@ pub struct LogStore {
     /// The last vote saved (or read at start).
     vote: Arc<std::sync::Mutex<Option<Vote>>>,
     durable: Arc<Durability>,
+    bytes: Arc<LogBytes>,
     syncer: mpsc::Sender<Flush>,
     /// WAL fsyncs completed, counted always; read by the tests ([`LogStore::fsyncs`]).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -162,11 +191,28 @@ impl LogStore {
             id,
             vote: Arc::default(),
             durable,
+            bytes: Arc::new(LogBytes {
+                since_purge: AtomicU64::new(0),
+                threshold: 0,
+                crossed: tokio::sync::Notify::new(),
+            }),
             syncer: tx,
             synced,
             install,
             fsync: sync,
         })
+    }
+
+    /// Count the bytes appended, and wake the returned counter's waiter
+    /// each time another `threshold` bytes were written since the last
+    /// purge (0: never).
+    pub fn snapshot_by_bytes(&mut self, threshold: u64) -> Arc<LogBytes> {
+        self.bytes = Arc::new(LogBytes {
+            since_purge: AtomicU64::new(0),
+            threshold,
+            crossed: tokio::sync::Notify::new(),
+        });
+        self.bytes.clone()
     }
 
     /// How far the log is on disk (shared with the state machine and the transport).
@@ -383,9 +429,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let own = self.leaders_own(&entries);
         let mut batch = WriteBatch::default();
         let cf = engine::cf(&self.db, CF_RAFT_LOG);
+        let mut bytes = 0;
         for e in &entries {
             let v = bincode::serialize(e)
                 .map_err(|err| StorageIOError::write_log_entry(e.log_id, &err))?;
+            bytes += v.len() as u64;
             batch.put_cf(cf, idx_key(e.log_id.index), v);
         }
         // Inline: an unsynced write (the syncer fsyncs), cheaper than a hop
@@ -394,6 +442,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .write(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
         self.durable.wrote(last);
+        self.bytes.added(bytes);
         // Durable once the syncer's next fsync returns. The leader's own
         // entries are reported at once: openraft replicates them while the
         // syncer fsyncs, and `Durability` holds back their effects.
@@ -465,8 +514,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 idx_key(log_id.index + 1),
             );
             db.write(batch)
-                .map_err(|e| StorageIOError::write_logs(&e).into())
+                .map_err(|e| StorageError::from(StorageIOError::write_logs(&e)))
         })
-        .await?
+        .await??;
+        self.bytes.since_purge.store(0, Ordering::Relaxed);
+        Ok(())
     }
 }

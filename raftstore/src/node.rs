@@ -39,7 +39,9 @@ mod transfer;
 
 pub use transfer::TransferError;
 
-use batcher::{command_size, held_commit_loop, proposer_loop, Batches, Proposal};
+use batcher::{
+    command_size, held_commit_loop, proposer_loop, snapshot_by_bytes_loop, Batches, Proposal,
+};
 use forward::{forward_loop, Forward};
 
 /// Everything `flotilla master` is told on its command line.
@@ -57,6 +59,9 @@ pub struct MasterConfig {
     pub election_timeout_ms: u64,
     /// Log entries between snapshots.
     pub snapshot_logs: u64,
+    /// Log bytes written since the last purge that also call for a
+    /// snapshot (0: by entries only).
+    pub snapshot_log_bytes: u64,
     /// Revisions kept by automatic compaction; 0 turns it off.
     pub auto_compaction_retention: i64,
     pub limits: Limits,
@@ -89,6 +94,7 @@ impl MasterConfig {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 300,
             snapshot_logs: 10_000,
+            snapshot_log_bytes: 64 << 20,
             auto_compaction_retention: 10_000,
             limits: Limits::default(),
             security: Default::default(),
@@ -271,7 +277,7 @@ impl Master {
             compactor: ctx,
         };
         let install = Arc::new(InstallGate::default());
-        let log = LogStore::with_fsync_histogram(
+        let mut log = LogStore::with_fsync_histogram(
             db,
             id,
             install.clone(),
@@ -280,6 +286,7 @@ impl Master {
         )
         .map_err(|e| StartError::Storage(e.to_string()))?;
         let durable = log.durability();
+        let log_bytes = log.snapshot_by_bytes(cfg.snapshot_log_bytes);
         let sm = StateMachine::new(
             store.clone(),
             cfg.data_dir.join("snapshots"),
@@ -380,6 +387,11 @@ impl Master {
             master.shutdown.clone(),
         ));
         tokio::spawn(crate::election::election_loop(master.clone()));
+        tokio::spawn(snapshot_by_bytes_loop(
+            master.raft.clone(),
+            log_bytes,
+            master.shutdown.clone(),
+        ));
         tokio::spawn(held_commit_loop(
             master.raft.clone(),
             durable,

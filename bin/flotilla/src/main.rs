@@ -94,6 +94,12 @@ struct Tuning {
     /// Log entries between two snapshots; the log is purged behind a snapshot.
     #[arg(long, default_value_t = 10_000)]
     snapshot_logs: u64,
+    /// Also take a snapshot whenever this many MiB were written to the log
+    /// since the last purge: an entry carries a batch of up to 512 writes,
+    /// so the count of entries alone does not bound the log's size (0: by
+    /// entries only).
+    #[arg(long, default_value_t = 64)]
+    snapshot_log_mib: u64,
     /// Revisions of history kept by automatic compaction (0 turns it off).
     #[arg(long, default_value_t = 10_000)]
     auto_compaction_retention: i64,
@@ -267,6 +273,7 @@ fn config(
     c.heartbeat_interval_ms = t.heartbeat_interval_ms;
     c.election_timeout_ms = t.election_timeout_ms;
     c.snapshot_logs = t.snapshot_logs;
+    c.snapshot_log_bytes = t.snapshot_log_mib.saturating_mul(1 << 20);
     c.auto_compaction_retention = t.auto_compaction_retention;
     c.unsafe_no_fsync = t.unsafe_no_fsync;
     c.limits = Limits {

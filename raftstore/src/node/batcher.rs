@@ -225,3 +225,27 @@ pub(super) async fn held_commit_loop(
         }
     }
 }
+
+/// Ask for a snapshot whenever the log grew by its byte threshold since the
+/// last purge ([`crate::log_store::LogBytes`]): with large batches, the
+/// 10,000 entries of `--snapshot-logs` can hold a million writes, and the
+/// log was never purged during a benchmark's million puts.
+pub(super) async fn snapshot_by_bytes_loop(
+    raft: Raft,
+    bytes: Arc<crate::log_store::LogBytes>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = bytes.crossed() => {}
+            () = shutdown.cancelled() => return,
+        }
+        tracing::info!(
+            bytes = bytes.since_purge(),
+            "the log grew past its size threshold: taking a snapshot"
+        );
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
+}

@@ -144,6 +144,33 @@ async fn only_the_leaders_own_appends_skip_the_wait_for_their_fsync() {
     assert!(log.fsyncs() >= 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_grows_past_its_byte_threshold_asks_for_a_snapshot_until_purged() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _sm) = open(dir.path());
+    let bytes = log.snapshot_by_bytes(4096);
+    let mut crossed = Box::pin(bytes.crossed());
+    let e = |i: u64| put(i, format!("k{i}"), vec![b'v'; 1000]);
+    log.blocking_append((1..=3).map(e).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    assert!(
+        (&mut crossed).now_or_never().is_none(),
+        "3 KB written: below the threshold"
+    );
+    log.blocking_append((4..=6).map(e).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    tokio::time::timeout(std::time::Duration::from_secs(5), crossed)
+        .await
+        .expect("6 KB written: a snapshot is due");
+    log.purge(LogId::new(CommittedLeaderId::new(2, 1), 6))
+        .await
+        .expect("purge");
+    assert_eq!(bytes.since_purge(), 0);
+}
+
 fn blank(term: u64, index: u64) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
