@@ -143,6 +143,11 @@ impl InstallGate {
     }
 }
 
+/// Most log entries read on the caller's task rather than the blocking pool.
+const INLINE_READ: u64 = 4;
+/// Most bytes appended on the caller's task rather than the blocking pool.
+const INLINE_WRITE_BYTES: u64 = 256 << 10;
+
 fn idx_key(i: u64) -> [u8; 8] {
     i.to_be_bytes()
 }
@@ -350,10 +355,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => Some(*x),
             Bound::Unbounded => None,
         };
-        // Inline, not on the blocking pool: the entries replication and
-        // apply ask for were just written and are in the memtable, and a
-        // hop to another thread and back cost more than the read.
-        read_range(&self.db, start, end)
+        // A few entries inline: those replication and apply ask for in
+        // steady state were just written and are in the memtable, and a hop
+        // to another thread and back cost more than the read. A long range
+        // (a follower catching up, the apply of a restart) goes to the
+        // blocking pool: it may be megabytes to read and decode.
+        if end.is_some_and(|e| e.saturating_sub(start) <= INLINE_READ) {
+            return read_range(&self.db, start, end);
+        }
+        let db = self.db.clone();
+        blocking(move || read_range(&db, start, end)).await?
     }
 }
 
@@ -436,11 +447,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             bytes += v.len() as u64;
             batch.put_cf(cf, idx_key(e.log_id.index), v);
         }
-        // Inline: an unsynced write (the syncer fsyncs), cheaper than a hop
-        // to the blocking pool and back on every append.
-        self.db
-            .write(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        // An unsynced write (the syncer fsyncs): inline, cheaper than a hop
+        // to the blocking pool and back on every append, unless it is large
+        // (a follower catching up is sent many batches at once).
+        if bytes <= INLINE_WRITE_BYTES {
+            self.db
+                .write(batch)
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+        } else {
+            let db = self.db.clone();
+            blocking(move || db.write(batch).map_err(|e| StorageIOError::write_logs(&e))).await??;
+        }
         self.durable.wrote(last);
         self.bytes.added(bytes);
         // Durable once the syncer's next fsync returns. The leader's own
