@@ -13,7 +13,7 @@ use crate::log_store::InstallGate;
 use crate::mvcc::{Effects, KvStore, StoreError};
 use crate::snapshot;
 use crate::types::{
-    Command, CommandResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError,
+    CommandResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError,
     StoredMembership, TypeConfig,
 };
 use crate::watch::WatchHub;
@@ -42,21 +42,12 @@ pub struct StateMachine {
 /// blocking pool.
 const INLINE_APPLY: usize = 4;
 
-/// How many commands `entries` carry (a batch counts its members).
+/// How many client commands `entries` carry.
 fn commands(entries: &[Entry]) -> usize {
-    fn count(c: &Command) -> usize {
-        match c {
-            Command::Batch(b) => b.iter().map(count).sum(),
-            Command::Once { cmd, .. } | Command::Fenced { cmd, .. } | Command::At { cmd, .. } => {
-                count(cmd)
-            }
-            _ => 1,
-        }
-    }
     entries
         .iter()
         .map(|e| match &e.payload {
-            openraft::EntryPayload::Normal(c) => count(c),
+            openraft::EntryPayload::Normal(c) => c.count(),
             _ => 1,
         })
         .sum()

@@ -154,6 +154,26 @@ pub enum Outcome {
     },
 }
 
+impl Command {
+    /// The command a wrapper (`Once`, `Fenced`, `At`) carries.
+    pub fn wrapped(&self) -> Option<&Command> {
+        match self {
+            Command::Once { cmd, .. } | Command::Fenced { cmd, .. } | Command::At { cmd, .. } => {
+                Some(cmd)
+            }
+            _ => None,
+        }
+    }
+
+    /// How many client commands this is: a batch counts its members.
+    pub fn count(&self) -> usize {
+        match self {
+            Command::Batch(b) => b.iter().map(Command::count).sum(),
+            c => c.wrapped().map_or(1, Command::count),
+        }
+    }
+}
+
 impl CommandResult {
     /// The result, and whether it is the replay of an earlier application.
     pub fn unwrap_replay(self) -> (CommandResult, bool) {

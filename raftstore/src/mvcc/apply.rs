@@ -354,9 +354,9 @@ fn refusal(cmd: &Command, e: KvError) -> Outcome {
     match cmd {
         Command::Txn(_) => Outcome::Txn(Err(e)),
         Command::LeaseGrant { .. } => Outcome::LeaseGranted(Err(e)),
-        Command::Fenced { cmd, .. } | Command::At { cmd, .. } | Command::Once { cmd, .. } => {
-            refusal(cmd, e)
-        }
-        _ => Outcome::Done(Err(e)),
+        c => match c.wrapped() {
+            Some(inner) => refusal(inner, e),
+            None => Outcome::Done(Err(e)),
+        },
     }
 }
