@@ -46,6 +46,14 @@ pub struct LogBytes {
 }
 
 impl LogBytes {
+    fn new(threshold: u64) -> Self {
+        LogBytes {
+            since_purge: AtomicU64::new(0),
+            threshold,
+            crossed: tokio::sync::Notify::new(),
+        }
+    }
+
     fn added(&self, n: u64) {
         let before = self.since_purge.fetch_add(n, Ordering::Relaxed);
         if self.threshold > 0 && (before + n) / self.threshold > before / self.threshold {
@@ -196,11 +204,7 @@ impl LogStore {
             id,
             vote: Arc::default(),
             durable,
-            bytes: Arc::new(LogBytes {
-                since_purge: AtomicU64::new(0),
-                threshold: 0,
-                crossed: tokio::sync::Notify::new(),
-            }),
+            bytes: Arc::new(LogBytes::new(0)),
             syncer: tx,
             synced,
             install,
@@ -212,11 +216,7 @@ impl LogStore {
     /// each time another `threshold` bytes were written since the last
     /// purge (0: never).
     pub fn snapshot_by_bytes(&mut self, threshold: u64) -> Arc<LogBytes> {
-        self.bytes = Arc::new(LogBytes {
-            since_purge: AtomicU64::new(0),
-            threshold,
-            crossed: tokio::sync::Notify::new(),
-        });
+        self.bytes = Arc::new(LogBytes::new(threshold));
         self.bytes.clone()
     }
 

@@ -36,12 +36,11 @@ mod leadership;
 mod leases;
 mod membership;
 mod transfer;
+mod triggers;
 
 pub use transfer::TransferError;
 
-use batcher::{
-    command_size, held_commit_loop, proposer_loop, snapshot_by_bytes_loop, Batches, Proposal,
-};
+use batcher::{command_size, proposer_loop, Batches, Proposal};
 use forward::{forward_loop, Forward};
 
 /// Everything `flotilla master` is told on its command line.
@@ -387,16 +386,7 @@ impl Master {
             master.shutdown.clone(),
         ));
         tokio::spawn(crate::election::election_loop(master.clone()));
-        tokio::spawn(snapshot_by_bytes_loop(
-            master.raft.clone(),
-            log_bytes,
-            master.shutdown.clone(),
-        ));
-        tokio::spawn(held_commit_loop(
-            master.raft.clone(),
-            durable,
-            master.shutdown.clone(),
-        ));
+        triggers::spawn(&master.raft, durable, log_bytes, &master.shutdown);
         Ok(master)
     }
 

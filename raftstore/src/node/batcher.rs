@@ -1,6 +1,5 @@
-//! Group commit above Raft: proposals batched into log entries, the
-//! writes through openraft that a deposed leader abandons, and the
-//! heartbeat that carries a commit index held back for the leader's fsync.
+//! Group commit above Raft: proposals batched into log entries, and the
+//! writes through openraft that a deposed leader abandons.
 
 use super::*;
 
@@ -27,10 +26,7 @@ pub(super) fn command_size(cmd: &Command) -> usize {
     match cmd {
         Command::Txn(t) => crate::kv::txn_size(t) + 16,
         Command::Batch(b) => b.iter().map(command_size).sum(),
-        Command::Once { cmd, .. } | Command::Fenced { cmd, .. } | Command::At { cmd, .. } => {
-            command_size(cmd) + 24
-        }
-        _ => 64,
+        c => c.wrapped().map_or(64, |inner| command_size(inner) + 24),
     }
 }
 
@@ -43,13 +39,9 @@ pub(super) async fn proposer_loop(
     metrics: Arc<crate::metrics::StoreMetrics>,
     hold: Arc<super::transfer::Hold>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
-    let mut queue = Batches::new(rx);
+    let mut queue = Batches::new(rx, BATCHES_IN_FLIGHT);
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = queue.first().await else {
+        let Some((permit, first)) = queue.first().await else {
             return;
         };
         // A leadership transfer appends nothing new until it ends.
@@ -64,26 +56,34 @@ pub(super) async fn proposer_loop(
     }
 }
 
-/// What waits in a channel, taken in batches: the first item waited for,
-/// then whatever is queued by then, within a count and a size and only
-/// items that go with the first; the item that does not fit starts the
-/// next batch.
+/// What waits in a channel, taken in batches, with at most `in_flight`
+/// batches out at once: the first item waited for, then whatever is queued
+/// by then, within a count and a size and only items that go with the
+/// first; the item that does not fit starts the next batch.
 pub(super) struct Batches<T> {
     rx: mpsc::UnboundedReceiver<T>,
     carry: Option<T>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<T> Batches<T> {
-    pub(super) fn new(rx: mpsc::UnboundedReceiver<T>) -> Self {
-        Batches { rx, carry: None }
+    pub(super) fn new(rx: mpsc::UnboundedReceiver<T>, in_flight: usize) -> Self {
+        Batches {
+            rx,
+            carry: None,
+            slots: Arc::new(tokio::sync::Semaphore::new(in_flight)),
+        }
     }
 
-    /// The next batch's first item; `None` once the channel is closed.
-    pub(super) async fn first(&mut self) -> Option<T> {
-        match self.carry.take() {
-            Some(t) => Some(t),
-            None => self.rx.recv().await,
-        }
+    /// A free slot (held until the batch is answered) and the next batch's
+    /// first item; `None` once the channel is closed.
+    pub(super) async fn first(&mut self) -> Option<(tokio::sync::OwnedSemaphorePermit, T)> {
+        let permit = self.slots.clone().acquire_owned().await.ok()?;
+        let first = match self.carry.take() {
+            Some(t) => t,
+            None => self.rx.recv().await?,
+        };
+        Some((permit, first))
     }
 
     /// `first` and what is queued behind it: at most `max` items and
@@ -202,50 +202,6 @@ async fn write_batch(raft: &Raft, mut batch: Vec<Proposal>) {
                     other => Error::Unavailable(other.to_string()),
                 }));
             }
-        }
-    }
-}
-
-/// Send a heartbeat whenever a commit index that the transport held back
-/// (this leader had not fsynced it yet, see `crate::durable`) is on disk:
-/// followers learn of the commit now, not one heartbeat interval later
-/// (which a follower's linearizable read would wait for).
-pub(super) async fn held_commit_loop(
-    raft: Raft,
-    durable: Arc<crate::durable::Durability>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = durable.held_back() => {}
-            () = shutdown.cancelled() => return,
-        }
-        if raft.trigger().heartbeat().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Ask for a snapshot whenever the log grew by its byte threshold since the
-/// last purge ([`crate::log_store::LogBytes`]): with large batches, the
-/// 10,000 entries of `--snapshot-logs` can hold a million writes, and the
-/// log was never purged during a benchmark's million puts.
-pub(super) async fn snapshot_by_bytes_loop(
-    raft: Raft,
-    bytes: Arc<crate::log_store::LogBytes>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = bytes.crossed() => {}
-            () = shutdown.cancelled() => return,
-        }
-        tracing::info!(
-            bytes = bytes.since_purge(),
-            "the log grew past its size threshold: taking a snapshot"
-        );
-        if raft.trigger().snapshot().await.is_err() {
-            return;
         }
     }
 }

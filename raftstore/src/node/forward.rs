@@ -37,13 +37,9 @@ pub(super) async fn forward_loop(
     rx: mpsc::UnboundedReceiver<Forward>,
     metrics: Arc<crate::metrics::StoreMetrics>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(FORWARDS_IN_FLIGHT));
-    let mut queue = Batches::new(rx);
+    let mut queue = Batches::new(rx, FORWARDS_IN_FLIGHT);
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = queue.first().await else {
+        let Some((permit, first)) = queue.first().await else {
             return;
         };
         let mut batch = queue.fill(
@@ -55,6 +51,9 @@ pub(super) async fn forward_loop(
         );
         // A caller that gave up (its leader was replaced) needs no answer.
         batch.retain(|f| !f.tx.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         metrics.forward_commands.observe(batch.len() as f64);
         let channels = channels.clone();
         tokio::spawn(async move {
@@ -64,7 +63,14 @@ pub(super) async fn forward_loop(
     }
 }
 
-async fn send(channels: &PeerChannels, batch: Vec<Forward>) {
+async fn send(channels: &PeerChannels, mut batch: Vec<Forward>) {
+    if batch.len() == 1 {
+        if let Some(f) = batch.pop() {
+            let addr = f.addr.clone();
+            send_one(channels, &addr, f).await;
+        }
+        return;
+    }
     let Some(first) = batch.first() else {
         return;
     };
@@ -74,9 +80,6 @@ async fn send(channels: &PeerChannels, batch: Vec<Forward>) {
         .map(|f| f.deadline)
         .min()
         .unwrap_or(first.deadline);
-    if batch.len() == 1 {
-        return send_one(channels, &addr, batch).await;
-    }
     let items: Vec<(Option<String>, &Command)> = batch
         .iter()
         .map(|f| (f.request_id.clone(), &f.cmd))
@@ -142,15 +145,13 @@ fn answer_all(batch: Vec<Forward>, answer: impl Fn(&Forward) -> Result<CommandRe
 }
 
 async fn send_each(channels: &PeerChannels, addr: &str, batch: Vec<Forward>) {
-    futures::future::join_all(batch.into_iter().map(|f| send_one(channels, addr, vec![f]))).await;
+    futures::future::join_all(batch.into_iter().map(|f| send_one(channels, addr, f))).await;
 }
 
 /// One write, one `Propose` call.
-async fn send_one(channels: &PeerChannels, addr: &str, batch: Vec<Forward>) {
-    for f in batch {
-        let r = propose_one(channels, addr, &f).await;
-        let _ = f.tx.send(r);
-    }
+async fn send_one(channels: &PeerChannels, addr: &str, f: Forward) {
+    let r = propose_one(channels, addr, &f).await;
+    let _ = f.tx.send(r);
 }
 
 async fn propose_one(channels: &PeerChannels, addr: &str, f: &Forward) -> Result<CommandResult> {
