@@ -130,6 +130,43 @@ async fn writes_queued_at_a_follower_reach_the_leader_together() {
     );
 }
 
+/// `--snapshot-log-mib`: a log that grows past its size takes a snapshot
+/// even when it is far from `--snapshot-logs` entries (large batches carry
+/// many writes per entry, and the log was never purged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_log_past_its_size_threshold_takes_a_snapshot() {
+    if skip_on_etcd("a_log_past_its_size_threshold_takes_a_snapshot", false) {
+        return;
+    }
+    let c = Cluster::start(
+        3,
+        Opts {
+            snapshot_logs: Some(1_000_000),
+            extra_args: vec!["--snapshot-log-mib".into(), "1".into()],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let leader = c.leader().await;
+    let la = c.client_addr(leader);
+    let snap = c
+        .dir()
+        .join(format!("{}.data", c.masters[leader].name))
+        .join("snapshots")
+        .join("current.snap");
+    assert!(
+        !snap.exists(),
+        "a snapshot before any write: {}",
+        snap.display()
+    );
+    // 1.5 MiB in three writes, a few log entries.
+    let value = "x".repeat(512 << 10);
+    for i in 0..3 {
+        put(&la, &format!("big/{i}"), &value).await.expect("put");
+    }
+    wait_until(WAIT, "the leader takes a snapshot", async || snap.exists()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_health_and_etcd_tooling_on_real_masters() {
     if skip_on_etcd("metrics_health_and_etcd_tooling_on_real_masters", false) {
