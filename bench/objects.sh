@@ -98,13 +98,9 @@ case "$ONLY" in
 esac
 ((BASE_PORT >= 1024 && BASE_PORT + 20001 <= 65535)) || { echo "objects.sh: --base-port out of range" >&2; exit 2; }
 
-# The same timing and history settings for both systems (as bench/run.sh):
-# etcd's default heartbeat and election timeout, history compacted to the
-# last 10,000 revisions.
-ETCD_SETTINGS=(--heartbeat-interval 100 --election-timeout 1000
-  --auto-compaction-mode revision --auto-compaction-retention 10000)
-FLOTILLA_SETTINGS=(--heartbeat-interval-ms 100 --election-timeout-ms 1000
-  --auto-compaction-retention 10000)
+# The settings both systems run with (ETCD_SETTINGS, FLOTILLA_SETTINGS).
+# shellcheck source=bench/settings.sh
+source "$SCRIPT_DIR/settings.sh"
 
 FLOTILLA="${FLOTILLA_BIN:-$CARGO_TARGET_DIR/release/flotilla}"
 BENCH="${BENCH_BIN:-$CARGO_TARGET_DIR/release/flotilla-bench}"

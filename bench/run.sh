@@ -102,20 +102,9 @@ range_total() { # clients -> number of ranges
   echo $((t / SCALE))
 }
 
-# Both systems run with the same timing and compaction settings, so that
-# failover and disk figures compare like with like: etcd's default heartbeat
-# (100 ms) and election timeout (1,000 ms; Flotilla's own default is 300 ms,
-# which etcd cannot take with a 100 ms heartbeat: it wants 5 heartbeats),
-# and history compacted to the last COMPACT_KEEP revisions (etcd's revision
-# mode, which compacts every 5 minutes; Flotilla compacts once a tenth more
-# has accumulated).
-HEARTBEAT_MS=100
-ELECTION_MS=1000
-COMPACT_KEEP=10000
-ETCD_SETTINGS=(--heartbeat-interval "$HEARTBEAT_MS" --election-timeout "$ELECTION_MS"
-  --auto-compaction-mode revision --auto-compaction-retention "$COMPACT_KEEP")
-FLOTILLA_SETTINGS=(--heartbeat-interval-ms "$HEARTBEAT_MS" --election-timeout-ms "$ELECTION_MS"
-  --auto-compaction-retention "$COMPACT_KEEP")
+# The settings both systems run with (ETCD_SETTINGS, FLOTILLA_SETTINGS).
+# shellcheck source=bench/settings.sh
+source "$SCRIPT_DIR/settings.sh"
 
 FLOTILLA="${FLOTILLA_BIN:-$CARGO_TARGET_DIR/release/flotilla}"
 BENCH="${BENCH_BIN:-$CARGO_TARGET_DIR/release/flotilla-bench}"
