@@ -2,7 +2,7 @@
 //!
 //! A backup (`etcdctl snapshot save FILE`, etcd's Maintenance.Snapshot) is a
 //! snapshot file (the format of Raft's snapshots, checksummed) of a RocksDB
-//! checkpoint taken on the master asked, after a linearizable read barrier:
+//! snapshot taken on the master asked, after a linearizable read barrier:
 //! it holds every write acknowledged before the call, and writes go on
 //! while it is taken and sent.
 //!
@@ -42,22 +42,19 @@ pub async fn save(master: &Master) -> Result<(File, u64), Error> {
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     );
-    let checkpoint = dir.join(snapshot::checkpoint_name(&id));
     let out = dir.join(format!("{id}.backup{}", snapshot::BUILDING));
     let db = master.store.db().clone();
     tokio::task::spawn_blocking(move || -> Result<(File, u64), StoreError> {
         let res = (|| {
-            rocksdb::checkpoint::Checkpoint::new(&db)
-                .and_then(|c| c.create_checkpoint(&checkpoint))?;
-            snapshot::write_file(&checkpoint, &out, id)?;
+            let view = db.snapshot();
+            snapshot::write_file(&db, &view, &out, id)?;
             seal(&out)?;
             let f = File::open(&out).map_err(io)?;
             let len = f.metadata().map_err(io)?.len();
             Ok((f, len))
         })();
-        // Leftovers of a crash here are removed at the next start
+        // A crash here leaves the file, removed at the next start
         // (`snapshot::remove_leftovers`).
-        let _ = std::fs::remove_dir_all(&checkpoint);
         let _ = std::fs::remove_file(&out);
         res
     })

@@ -52,11 +52,6 @@ pub fn open(path: &Path) -> Result<Db, rocksdb::Error> {
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
 }
 
-pub fn open_read_only(path: &Path) -> Result<DB, rocksdb::Error> {
-    let opts = Options::default();
-    DB::open_cf_for_read_only(&opts, path, ALL_CFS, false)
-}
-
 /// The handle of a column family every database opened by [`open`] has.
 pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
     db.cf_handle(name)

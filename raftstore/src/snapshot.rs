@@ -1,5 +1,7 @@
-//! Snapshot files: built by streaming a RocksDB checkpoint to disk, installed
-//! by streaming a file into the database. Neither holds the snapshot in memory.
+//! Snapshot files: built by streaming a RocksDB snapshot (a point-in-time
+//! view, taken between two applies without flushing anything) to disk,
+//! installed by streaming a file into the database. Neither holds the
+//! snapshot in memory.
 //!
 //! Format: `FLTSNAP1` (the format version is its last byte, see
 //! [`crate::format`]), u32 length + bincode [`SnapshotMeta`], then records
@@ -10,7 +12,7 @@ use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use rocksdb::WriteBatch;
+use rocksdb::{WriteBatch, DB};
 
 use crate::engine::{self, Db, CF_RAFT_META, SM_CFS};
 use crate::mvcc::{KvStore, StoreError, META_APPLIED, META_MEMBERSHIP};
@@ -66,18 +68,19 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 /// install compare and rename under it.
 static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Build a snapshot file from a checkpoint directory; returns its meta and
-/// the file, open for reading. The file is written beside `dest` and, once
+/// Build a snapshot file of the state machine as `view` sees it; returns
+/// its meta and the file, open for reading. The file is written beside `dest` and, once
 /// synced, becomes `dest` unless `dest` is as new already (a snapshot
 /// installed while this one was built): an older build never replaces a
 /// newer snapshot (the returned file stays readable either way).
-pub fn build_from_checkpoint(
-    checkpoint: &Path,
+pub fn build(
+    db: &DB,
+    view: &rocksdb::Snapshot<'_>,
     dest: &Path,
     snapshot_id: String,
 ) -> Result<(SnapshotMeta, File), StoreError> {
     let tmp = building_path(dest, &snapshot_id);
-    let meta = write_file(checkpoint, &tmp, snapshot_id)?;
+    let meta = write_file(db, view, &tmp, snapshot_id)?;
     let file = File::open(&tmp).map_err(io)?;
     let _publishing = PUBLISHING.lock().unwrap_or_else(|p| p.into_inner());
     let current = read_meta(dest).ok().map(|m| m.last_log_id);
@@ -93,19 +96,21 @@ pub fn build_from_checkpoint(
     Ok((meta, file))
 }
 
-/// Write a snapshot file of `checkpoint` at `out`, synced; returns its meta.
+/// Write a snapshot file of the state machine as `view` (a snapshot of
+/// `db`) sees it at `out`, synced; returns its meta. Writes to `db` go on
+/// meanwhile: the view holds the versions it needs.
 pub fn write_file(
-    checkpoint: &Path,
+    db: &DB,
+    view: &rocksdb::Snapshot<'_>,
     out: &Path,
     snapshot_id: String,
 ) -> Result<SnapshotMeta, StoreError> {
-    let db = engine::open_read_only(checkpoint)?;
-    let smeta = engine::cf(&db, engine::CF_SM_META);
-    let applied: Option<LogId> = match db.get_cf(smeta, META_APPLIED)? {
+    let smeta = engine::cf(db, engine::CF_SM_META);
+    let applied: Option<LogId> = match view.get_cf(smeta, META_APPLIED)? {
         Some(v) => bincode::deserialize(&v).map_err(|e| corrupt(e.to_string()))?,
         None => None,
     };
-    let membership: StoredMembership = match db.get_cf(smeta, META_MEMBERSHIP)? {
+    let membership: StoredMembership = match view.get_cf(smeta, META_MEMBERSHIP)? {
         Some(v) => bincode::deserialize(&v).map_err(|e| corrupt(e.to_string()))?,
         None => StoredMembership::default(),
     };
@@ -116,7 +121,7 @@ pub fn write_file(
     };
     let file = File::create(out).map_err(io)?;
     let mut w = CrcWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
+        inner: BufWriter::with_capacity(1 << 20, WritingBack::new(file)),
         crc: crc32fast::Hasher::new(),
     };
     w.write_all(MAGIC).map_err(io)?;
@@ -124,7 +129,10 @@ pub fn write_file(
     w.write_all(&(m.len() as u32).to_be_bytes()).map_err(io)?;
     w.write_all(&m).map_err(io)?;
     for (i, name) in SM_CFS.iter().enumerate() {
-        let mut it = db.raw_iterator_cf(engine::cf(&db, name));
+        let mut opts = rocksdb::ReadOptions::default();
+        // A one-off scan: keep it out of the block cache.
+        opts.fill_cache(false);
+        let mut it = view.raw_iterator_cf_opt(engine::cf(db, name), opts);
         it.seek_to_first();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             w.write_all(&[i as u8]).map_err(io)?;
@@ -140,10 +148,63 @@ pub fn write_file(
     let crc = w.crc.clone().finalize();
     let mut inner = w.inner;
     inner.write_all(&crc.to_be_bytes()).map_err(io)?;
-    let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
+    let file = inner.into_inner().map_err(|e| io(e.into_error()))?.file;
     file.sync_all().map_err(io)?;
     drop(file);
     Ok(meta)
+}
+
+/// Bytes written between two starts of write-back.
+const WRITE_BACK_EVERY: u64 = 4 << 20;
+
+/// A file whose dirty pages are sent to the disk as it is written, every
+/// [`WRITE_BACK_EVERY`] bytes, without waiting (as RocksDB's
+/// `bytes_per_sync`). A snapshot is the whole state, hundreds of megabytes:
+/// left to one fsync at the end, that fsync queued the Raft log's own WAL
+/// fsyncs behind it for a second (appends to followers timed out).
+struct WritingBack {
+    file: File,
+    /// Where the bytes not yet sent to the disk start.
+    from: u64,
+    written: u64,
+}
+
+impl WritingBack {
+    fn new(file: File) -> Self {
+        WritingBack {
+            file,
+            from: 0,
+            written: 0,
+        }
+    }
+}
+
+impl Write for WritingBack {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.from >= WRITE_BACK_EVERY {
+            use std::os::fd::AsRawFd;
+            // Only starts the write-back; the final fsync waits for it.
+            // SAFETY: a plain syscall on a descriptor this struct owns.
+            let r = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.from as libc::off64_t,
+                    (self.written - self.from) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            self.from = self.written;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Where a snapshot is built before it replaces `dest`: a name of its own
@@ -158,15 +219,13 @@ fn building_path(dest: &Path, snapshot_id: &str) -> PathBuf {
 
 /// The suffix of files being built (removed at start if a crash left them).
 pub const BUILDING: &str = ".building";
+/// Builds of older versions started from a RocksDB checkpoint directory of
+/// this name (which pins SST files).
 const CHECKPOINT: &str = "checkpoint-";
 
-/// The name of a checkpoint directory taken for a snapshot build.
-pub fn checkpoint_name(id: &str) -> String {
-    format!("{CHECKPOINT}{id}")
-}
-
 /// Remove what builds and receptions that a crash interrupted left in the
-/// snapshot directory: checkpoints (which pin SST files) and partial files.
+/// snapshot directory: partial files, and the checkpoints of older
+/// versions' builds.
 pub fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
     for entry in fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;

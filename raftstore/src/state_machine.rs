@@ -97,32 +97,27 @@ impl StateMachine {
     }
 }
 
+/// What a build sends back: the snapshot's meta and its file, open.
+type Built = Result<(SnapshotMeta, std::fs::File), String>;
+
+/// A snapshot build under way: it started, on the blocking pool, from a
+/// RocksDB snapshot taken between two applies (see
+/// [`RaftStateMachine::get_snapshot_builder`]).
 pub struct SnapshotBuilder {
-    checkpoint: Result<PathBuf, String>,
-    snap_dir: PathBuf,
+    built: Option<tokio::sync::oneshot::Receiver<Built>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     #[tracing::instrument(level = "info", skip(self))]
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let ckpt = self
-            .checkpoint
-            .clone()
-            .map_err(|e| StorageIOError::write_snapshot(None, &std::io::Error::other(e)))?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let d2 = self.snap_dir.join(snapshot::CURRENT);
-        let ck2 = ckpt.clone();
-        let (meta, file) = tokio::task::spawn_blocking(move || {
-            let r = snapshot::build_from_checkpoint(&ck2, &d2, format!("{nanos}"));
-            let _ = std::fs::remove_dir_all(&ck2);
-            r
-        })
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
-        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let werr = |e: String| StorageIOError::write_snapshot(None, &std::io::Error::other(e));
+        let built = self
+            .built
+            .take()
+            .ok_or_else(|| werr("this snapshot was built already".into()))?
+            .await
+            .map_err(|_| werr("the snapshot build stopped before it ended".into()))?;
+        let (meta, file) = built.map_err(werr)?;
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built");
         Ok(Snapshot {
             meta,
@@ -180,28 +175,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let nanos = SystemTime::now()
+        let id = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = self
-            .snap_dir
-            .join(snapshot::checkpoint_name(&nanos.to_string()));
+            .unwrap_or(0)
+            .to_string();
         let db = self.store.db().clone();
-        let d2 = dir.clone();
-        // A checkpoint is a consistent, hard-linked copy taken between two applies.
-        let checkpoint = tokio::task::spawn_blocking(move || {
-            rocksdb::checkpoint::Checkpoint::new(&db)
-                .and_then(|c| c.create_checkpoint(&d2))
-                .map(|_| d2)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-        SnapshotBuilder {
-            checkpoint,
-            snap_dir: self.snap_dir.clone(),
-        }
+        let dest = self.snap_dir.join(snapshot::CURRENT);
+        let (taken_tx, taken) = tokio::sync::oneshot::channel::<()>();
+        let (built_tx, built) = tokio::sync::oneshot::channel::<Built>();
+        // The view is taken here, between two applies, and costs no flush:
+        // applies go on while the build reads it. (A checkpoint flushed
+        // every memtable first, and the applies waited for it.)
+        tokio::task::spawn_blocking(move || {
+            let view = db.snapshot();
+            let _ = taken_tx.send(());
+            let r = snapshot::build(&db, &view, &dest, id).map_err(|e| e.to_string());
+            let _ = built_tx.send(r);
+        });
+        // If the task never ran, the build reports it.
+        let _ = taken.await;
+        SnapshotBuilder { built: Some(built) }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {

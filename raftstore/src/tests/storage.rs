@@ -313,18 +313,20 @@ async fn no_read_sees_a_half_installed_snapshot() {
         seen.iter().all(|c| *c == 100 || *c == 300),
         "{reads} reads saw key counts {seen:?}: states that never existed"
     );
-    assert_eq!(
-        store
-            .range(&RangeRequest {
-                key: b"k".to_vec(),
-                range_end: b"l".to_vec(),
-                count_only: true,
-                ..Default::default()
-            })
-            .expect("range")
-            .count,
-        300
-    );
+    assert_eq!(keys_from_k_to_l(&store), 300);
+}
+
+/// How many keys in [k, l) `store` holds.
+fn keys_from_k_to_l(store: &KvStore) -> i64 {
+    store
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
+        .expect("range")
+        .count
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,4 +377,51 @@ async fn an_older_build_never_replaces_a_newer_snapshot_and_a_crashs_leftovers_g
             .expect("current")
             .expect("a snapshot");
     assert_eq!(current.meta.last_log_id, newer.meta.last_log_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_taken_without_flushing_and_holds_the_state_it_was_taken_at() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Opened { mut sm, store, .. } = open_all(dir.path());
+    sm.apply((1..=50).map(|i| put(i, format!("k{i:03}"), b"v1".to_vec())))
+        .await
+        .expect("apply");
+    let db = store.db().clone();
+    let sst_files = || {
+        db.live_files()
+            .expect("live files")
+            .iter()
+            .filter(|f| f.column_family_name == engine::CF_KV)
+            .count()
+    };
+    let before = sst_files();
+
+    // The view is taken between two applies; the ones after it are not in it.
+    let mut builder = sm.get_snapshot_builder().await;
+    sm.apply((51..=60).map(|i| put(i, format!("k{i:03}"), b"v2".to_vec())))
+        .await
+        .expect("apply");
+    let snap = builder.build_snapshot().await.expect("build");
+    assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(50));
+    // A checkpoint flushed the memtables first (an SST file more), and the
+    // state machine's applies waited for that flush.
+    assert_eq!(
+        sst_files(),
+        before,
+        "building a snapshot flushed the memtable"
+    );
+
+    // Installed elsewhere, it holds the 50 keys, not the 10 written after.
+    let dst = tempfile::tempdir().expect("tempdir");
+    let Opened {
+        sm: mut other,
+        store: other_store,
+        ..
+    } = open_all(dst.path());
+    let file = receive(&mut other, snap.snapshot).await;
+    other
+        .install_snapshot(&snap.meta, file)
+        .await
+        .expect("install");
+    assert_eq!(keys_from_k_to_l(&other_store), 50);
 }
