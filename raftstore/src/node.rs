@@ -259,7 +259,12 @@ impl Master {
                         rev = rev.max(r);
                     }
                     match cstore.compact_physical(rev) {
-                        Ok(n) => tracing::info!(revision = rev, removed = n, "compaction finished"),
+                        Ok(done) => tracing::info!(
+                            revision = rev,
+                            removed = done.removed,
+                            keys = done.keys_examined,
+                            "compaction finished"
+                        ),
                         Err(e) => tracing::error!(revision = rev, error = %e, "compaction failed"),
                     }
                 }

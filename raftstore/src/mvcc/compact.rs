@@ -11,6 +11,8 @@
 //! of history that lose a version meanwhile report the revision compacted
 //! (see [`KvStore::history`]).
 
+use std::collections::BTreeSet;
+
 use rocksdb::WriteBatch;
 
 use super::{KvStore, StoreError};
@@ -26,7 +28,7 @@ impl KvStore {
     /// the record of an event at `upto` and the version before it. Safe beside concurrent applies and reads
     /// (see the module doc); an interrupted run leaves a correct state that
     /// the next run finishes.
-    pub fn compact_physical(&self, upto: i64) -> Result<u64, StoreError> {
+    pub fn compact_physical(&self, upto: i64) -> Result<Compacted, StoreError> {
         self.compact_physical_observed(upto, FLUSH_EVERY, &mut |_| true)
     }
 
@@ -34,16 +36,25 @@ impl KvStore {
     /// deletes per write, calling `after_write` after each write; when it
     /// returns false the compaction stops there, as a crash would stop it.
     /// For tests of the states between two writes.
+    ///
+    /// Only keys with an event in the history still stored at or below
+    /// `upto` are looked at: a key that changed at no revision since the
+    /// last finished compaction has nothing more to remove (that one left
+    /// its newest version and removed the rest), so the work is the writes
+    /// since then, not the whole keyspace. The history below `upto` is
+    /// removed last, so an interrupted run leaves the events that the next
+    /// run needs.
     #[doc(hidden)]
     pub fn compact_physical_observed(
         &self,
         upto: i64,
         flush_every: usize,
         after_write: &mut dyn FnMut(&KvStore) -> bool,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Compacted, StoreError> {
         let _guard = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         let db = self.db();
         let kvcf = engine::cf(db, CF_KV);
+        let revcf = engine::cf(db, CF_REV);
         let mut out = Deleter {
             store: self,
             batch: WriteBatch::default(),
@@ -51,53 +62,107 @@ impl KvStore {
             removed: 0,
             after_write,
         };
-        let mut it = db.raw_iterator_cf(kvcf);
-        it.seek_to_first();
-        let mut current: Option<Vec<u8>> = None;
-        // The current key's versions to delete, newest first.
-        let mut doomed: Vec<Vec<u8>> = Vec::new();
-        // Versions of the current key at or below `upto` seen so far.
-        let mut seen = 0usize;
-        // The newest of them is at `upto` itself: its event (history may be
-        // read from `upto`) needs the version before it.
-        let mut keep_prev = false;
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let (ukey, rev) =
-                engine::decode_mvcc_key(k).ok_or_else(|| StoreError::Corrupt("kv key".into()))?;
-            if current.as_deref() != Some(ukey.as_slice()) {
-                if !out.delete_oldest_first(&mut doomed)? {
-                    return Ok(out.removed);
+        let mut keys_examined = 0u64;
+        let last_event = engine::rev_key(upto, u32::MAX);
+        let mut events = db.raw_iterator_cf(revcf);
+        events.seek_to_first();
+        loop {
+            // The next keys that changed (a bounded set at a time: a first
+            // compaction of a long history may name millions).
+            let mut keys = BTreeSet::new();
+            while let (Some(k), Some(v)) = (events.key(), events.value()) {
+                if k > &last_event[..] || keys.len() >= KEYS_PER_PASS {
+                    break;
                 }
-                current = Some(ukey);
-                seen = 0;
-                keep_prev = false;
+                let (_, ukey) = v
+                    .split_first()
+                    .ok_or_else(|| StoreError::Corrupt("rev value".into()))?;
+                keys.insert(ukey.to_vec());
+                events.next();
             }
-            if rev <= upto {
-                if seen == 0 {
-                    // The newest version at or below `upto` is what reads at
-                    // `upto` see: kept, unless it is a tombstone older than
-                    // `upto` (one at `upto` is its own event's record).
-                    let rec =
-                        Record::decode(v).ok_or_else(|| StoreError::Corrupt("kv record".into()))?;
-                    keep_prev = rev == upto;
-                    if rec.tombstone && !keep_prev {
-                        doomed.push(k.to_vec());
-                    }
-                } else if !(seen == 1 && keep_prev) {
+            events.status()?;
+            if keys.is_empty() {
+                break;
+            }
+            // What earlier passes removed is written first, so that a key
+            // named again in this pass is not counted again.
+            if !out.flush()? {
+                return Ok(out.done(keys_examined));
+            }
+            let mut versions = db.raw_iterator_cf(kvcf);
+            for key in keys {
+                keys_examined += 1;
+                let mut doomed = doomed_versions(&mut versions, &key, upto)?;
+                if !out.delete_oldest_first(&mut doomed)? {
+                    return Ok(out.done(keys_examined));
+                }
+            }
+        }
+        if !out.flush()? {
+            return Ok(out.done(keys_examined));
+        }
+        db.delete_range_cf(revcf, engine::rev_key(0, 0), engine::rev_key(upto, 0))?;
+        Ok(out.done(keys_examined))
+    }
+}
+
+/// Keys looked at per pass over the history.
+const KEYS_PER_PASS: usize = 4096;
+
+/// What a physical compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Versions removed.
+    pub removed: u64,
+    /// Keys whose versions were looked at.
+    pub keys_examined: u64,
+}
+
+/// The versions of `key` that compaction up to `upto` removes, newest
+/// first: every version superseded at or below `upto`, and a tombstone
+/// below it. What history from `upto` itself needs stays: the record of an
+/// event at `upto` and the version before it.
+fn doomed_versions(
+    it: &mut rocksdb::DBRawIterator<'_>,
+    key: &[u8],
+    upto: i64,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    // The encoding is prefix-free: a stored key that starts with this one's
+    // encoding is a version of it (newest first).
+    let prefix = engine::encoded_key(key);
+    it.seek(&prefix);
+    let mut doomed = Vec::new();
+    // Versions at or below `upto` seen so far.
+    let mut seen = 0usize;
+    // The newest of them is at `upto` itself: its event (history may be
+    // read from `upto`) needs the version before it.
+    let mut keep_prev = false;
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        let (_, rev) =
+            engine::decode_mvcc_key(k).ok_or_else(|| StoreError::Corrupt("kv key".into()))?;
+        if rev <= upto {
+            if seen == 0 {
+                // The newest version at or below `upto` is what reads at
+                // `upto` see: kept, unless it is a tombstone older than
+                // `upto` (one at `upto` is its own event's record).
+                let rec =
+                    Record::decode(v).ok_or_else(|| StoreError::Corrupt("kv record".into()))?;
+                keep_prev = rev == upto;
+                if rec.tombstone && !keep_prev {
                     doomed.push(k.to_vec());
                 }
-                seen += 1;
+            } else if !(seen == 1 && keep_prev) {
+                doomed.push(k.to_vec());
             }
-            it.next();
+            seen += 1;
         }
-        it.status()?;
-        if !out.delete_oldest_first(&mut doomed)? || !out.flush()? {
-            return Ok(out.removed);
-        }
-        let revcf = engine::cf(db, CF_REV);
-        db.delete_range_cf(revcf, engine::rev_key(0, 0), engine::rev_key(upto, 0))?;
-        Ok(out.removed)
+        it.next();
     }
+    it.status()?;
+    Ok(doomed)
 }
 
 /// Deletes in write batches of bounded size.
@@ -122,6 +187,13 @@ impl Deleter<'_> {
             }
         }
         Ok(true)
+    }
+
+    fn done(&self, keys_examined: u64) -> Compacted {
+        Compacted {
+            removed: self.removed,
+            keys_examined,
+        }
     }
 
     /// Write what is batched. False: stop.

@@ -161,3 +161,46 @@ fn watch_history_read_during_compaction_reports_compacted_rather_than_a_delete_w
         .expect("compaction");
     assert!(checked >= 3, "history was read in only {checked} states");
 }
+
+#[test]
+fn physical_compaction_looks_only_at_the_keys_written_since_the_last_one() {
+    let mut t = T::new();
+    for v in ["1", "2"] {
+        for i in 0..500 {
+            t.put(&format!("k{i:03}"), v);
+        }
+    }
+    let first_upto = t.put("x", "1");
+    t.apply(Command::Compact {
+        revision: first_upto,
+    });
+    let first = t.store.compact_physical(first_upto).expect("compaction");
+    assert_eq!((first.removed, first.keys_examined), (500, 501));
+
+    // Ten keys change: the next compaction looks at them and at x (whose
+    // event at the last compact revision is history kept for watchers), not
+    // at the 490 others.
+    let mut newest = Vec::new();
+    for i in 0..10 {
+        newest.push(t.put(&format!("k{i:03}"), "3"));
+    }
+    let upto = t.put("x", "2");
+    t.apply(Command::Compact { revision: upto });
+    let second = t.store.compact_physical(upto).expect("compaction");
+    assert_eq!(
+        second.keys_examined, 11,
+        "the compaction looked at keys that did not change"
+    );
+    // x keeps the version before its event at `upto` (history from `upto`
+    // needs it).
+    assert_eq!(second.removed, 10);
+    for (i, rev) in newest.iter().enumerate() {
+        assert_eq!(
+            stored_versions(&t.store, format!("k{i:03}").as_bytes()),
+            vec![*rev]
+        );
+    }
+    assert_eq!(stored_versions(&t.store, b"x"), vec![upto, first_upto]);
+    assert_eq!(stored_versions(&t.store, b"k100").len(), 1);
+    assert_eq!(t.get("k100", 0).expect("k100").value, b"2");
+}
