@@ -5,12 +5,18 @@
 
 use serde::{Deserialize, Serialize};
 
+// Byte strings are `serde_bytes`: bincode writes them as it wrote a
+// `Vec<u8>` (a length, then the bytes; the format fixtures check it) but
+// reads and writes them in one copy rather than byte by byte.
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
     pub version: i64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub lease: i64,
 }
@@ -48,7 +54,9 @@ pub enum SortTarget {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     pub limit: i64,
     pub revision: i64,
@@ -72,7 +80,9 @@ pub struct RangeResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub lease: i64,
     pub prev_kv: bool,
@@ -87,7 +97,9 @@ pub struct PutResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteRangeRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     pub prev_kv: bool,
 }
@@ -128,7 +140,7 @@ pub enum CompareTarget {
     Version(i64),
     Create(i64),
     Mod(i64),
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Lease(i64),
 }
 
@@ -136,7 +148,9 @@ pub enum CompareTarget {
 pub struct Compare {
     pub result: CompareResult,
     pub target: CompareTarget,
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
 }
 
