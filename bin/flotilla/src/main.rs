@@ -486,6 +486,12 @@ async fn run_up(a: UpArgs) -> Result<()> {
     Ok(())
 }
 
+/// jemalloc rather than glibc's malloc: under load a master allocates and
+/// frees small buffers on every request, and glibc's arenas spent about a
+/// sixth of a leader's CPU there (bench/RESULTS.md, issue 20).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let cli = Cli::parse();
     logging::init(cli.log_format);
