@@ -53,6 +53,14 @@ fn commands(entries: &[Entry]) -> usize {
         .sum()
 }
 
+/// Whether any of `entries` may visit keys without bound.
+fn unbounded(entries: &[Entry]) -> bool {
+    entries.iter().any(|e| match &e.payload {
+        openraft::EntryPayload::Normal(c) => c.unbounded(),
+        _ => false,
+    })
+}
+
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
@@ -150,12 +158,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| StorageIOError::apply(last.log_id, &std::io::Error::other(e)))?;
         }
         let store = self.store.clone();
-        let inline = commands(&entries) <= INLINE_APPLY;
+        let inline = commands(&entries) <= INLINE_APPLY && !unbounded(&entries);
         let apply = move || -> Result<Vec<(CommandResult, Vec<Effects>)>, StoreError> {
             entries.iter().map(|e| store.apply(e)).collect()
         };
         // A few commands apply in tens of microseconds, less than a hop to
-        // the blocking pool and back; larger batches go there.
+        // the blocking pool and back; larger batches go there, and so does
+        // a command that may visit any number of keys (a range delete of
+        // a hundred thousand keys held a Tokio worker for seconds, and the
+        // master's appends and heartbeats behind it timed out).
         let applied = if inline {
             apply().map_err(sm_err)?
         } else {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kv::{KvError, TxnRequest, TxnResponse};
+use crate::kv::{KvError, RequestOp, TxnRequest, TxnResponse};
 
 /// A master as the Raft membership knows it: its name and where its peers reach it.
 ///
@@ -170,6 +170,30 @@ impl Command {
         match self {
             Command::Batch(b) => b.iter().map(Command::count).sum(),
             c => c.wrapped().map_or(1, Command::count),
+        }
+    }
+
+    /// Whether applying this may visit keys without bound: a range read,
+    /// delete or comparison in a transaction, or a lease revoke (which
+    /// deletes every key attached). Such an apply may take seconds.
+    pub fn unbounded(&self) -> bool {
+        fn op(o: &RequestOp) -> bool {
+            match o {
+                RequestOp::Range(r) => !r.range_end.is_empty(),
+                RequestOp::DeleteRange(d) => !d.range_end.is_empty(),
+                RequestOp::Put(_) => false,
+                RequestOp::Txn(t) => txn(t),
+            }
+        }
+        fn txn(t: &TxnRequest) -> bool {
+            t.compare.iter().any(|c| !c.range_end.is_empty())
+                || t.success.iter().chain(&t.failure).any(op)
+        }
+        match self {
+            Command::Txn(t) => txn(t),
+            Command::LeaseRevoke { .. } => true,
+            Command::Batch(b) => b.iter().any(Command::unbounded),
+            c => c.wrapped().is_some_and(Command::unbounded),
         }
     }
 }

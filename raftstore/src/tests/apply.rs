@@ -251,3 +251,46 @@ fn request_ids_are_forgotten_after_the_time_bound_and_a_full_window_refuses_new_
     assert!(matches!(r.outcome, Outcome::Replayed(_)), "{r:?}");
     assert_eq!(t.get("c", 0).expect("c").version, 1);
 }
+
+#[test]
+fn commands_that_may_visit_any_number_of_keys_are_told_apart() {
+    let del = |end: &str| {
+        Command::Txn(TxnRequest::single(RequestOp::DeleteRange(
+            DeleteRangeRequest {
+                key: b"a".to_vec(),
+                range_end: end.into(),
+                prev_kv: false,
+            },
+        )))
+    };
+    let guarded_put = |end: &str| {
+        Command::Txn(TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal,
+                target: CompareTarget::Mod(0),
+                key: b"a".to_vec(),
+                range_end: end.into(),
+            }],
+            success: vec![RequestOp::Put(PutRequest {
+                key: b"a".to_vec(),
+                ..Default::default()
+            })],
+            failure: vec![],
+        })
+    };
+    // One key each: applied inline.
+    assert!(!put_cmd("a", "v").unbounded());
+    assert!(!del("").unbounded());
+    assert!(!guarded_put("").unbounded());
+    assert!(!Command::Batch(vec![put_cmd("a", "v"), del("")]).unbounded());
+    // A prefix, a comparison over a range, a lease's keys: not inline.
+    assert!(del("\0").unbounded());
+    assert!(guarded_put("b").unbounded());
+    assert!(Command::LeaseRevoke { id: 7 }.unbounded());
+    assert!(Command::Batch(vec![put_cmd("a", "v"), del("b")]).unbounded());
+    assert!(Command::Once {
+        id: (1, 1),
+        cmd: Box::new(del("b")),
+    }
+    .unbounded());
+}
