@@ -61,6 +61,8 @@ pub struct Effects {
     pub once: Option<OnceWindow>,
     /// The cluster id this command set.
     pub cluster_id: Option<u64>,
+    /// The `once/` keys of the request ids this command remembered or forgot.
+    pub(crate) once_keys: Vec<Vec<u8>>,
 }
 
 pub struct KvStore {

@@ -1,12 +1,156 @@
 //! Applying committed log entries: each command executed deterministically,
-//! its writes in one RocksDB batch with the applied log id.
+//! at its own revision. The commands of a batched entry share RocksDB
+//! writes: consecutive commands that read nothing an earlier one of them
+//! wrote (point transactions on other keys, other request ids) go into one
+//! write, with the applied log id or a progress marker.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use rocksdb::WriteBatch;
 
+use super::once::once_key;
 use super::txn::{TxnCtx, TxnFail};
 use super::*;
+
+/// Commands executed but not yet written: their writes, and the state they
+/// leave (which the next command of the group sees, and readers only once
+/// written).
+struct Group {
+    batch: WriteBatch,
+    /// The store's revision after the group's commands.
+    revision: i64,
+    /// The window of request ids after them.
+    window: OnceWindow,
+    /// User keys they wrote.
+    keys: HashSet<Vec<u8>>,
+    /// `once/` keys of request ids they remembered or forgot.
+    once_keys: HashSet<Vec<u8>>,
+    /// Index in the entry's effects of the group's first command.
+    first: usize,
+    len: usize,
+}
+
+/// What marks a group's write as part of its entry.
+enum Marker {
+    /// An entry that is not a batch: it is applied.
+    Entry(Option<LogId>),
+    /// A batch's last commands: it is applied.
+    Applied(Option<LogId>),
+    /// Commands up to this one of the entry are written.
+    Progress(u64, usize),
+}
+
+impl Group {
+    fn new(store: &KvStore, first: usize) -> Group {
+        Group {
+            batch: WriteBatch::default(),
+            revision: store.revision(),
+            window: *store.once.lock().unwrap_or_else(|p| p.into_inner()),
+            keys: HashSet::new(),
+            once_keys: HashSet::new(),
+            first,
+            len: 0,
+        }
+    }
+
+    /// Whether `cmd` may run against this group's state while its writes
+    /// are not yet in the database: it is a transaction on single keys
+    /// the group did not write, and it reads no request id or record of
+    /// the window the group wrote.
+    fn admits(&self, cmd: &Command) -> bool {
+        if self.len == 0 {
+            return true;
+        }
+        let Some((keys, id)) = point_reads(cmd) else {
+            return false;
+        };
+        if keys.iter().any(|k| self.keys.contains(*k)) {
+            return false;
+        }
+        if let Some(id) = id {
+            // (Making room reads the window's oldest records; those of the
+            // group are never read: see `make_room`.)
+            if self.once_keys.contains(&once_key(id)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The group after `g` once `g` is written: `g`'s state, nothing pending.
+    fn after(g: &Group, first: usize) -> Group {
+        Group {
+            batch: WriteBatch::default(),
+            revision: g.revision,
+            window: g.window,
+            keys: HashSet::new(),
+            once_keys: HashSet::new(),
+            first,
+            len: 0,
+        }
+    }
+
+    /// Take in one executed command's state.
+    fn add(&mut self, result: &CommandResult, fx: &mut Effects) {
+        fx.revision = result.revision;
+        self.revision = self.revision.max(result.revision);
+        if let Some(w) = fx.once {
+            self.window = w;
+        }
+        for ev in &fx.events {
+            self.keys.insert(ev.kv.key.clone());
+        }
+        self.once_keys.extend(fx.once_keys.drain(..));
+        self.len += 1;
+    }
+}
+
+/// The keys a command reads, and its request id.
+type PointReads<'a> = (Vec<&'a [u8]>, Option<(u64, u64)>);
+
+/// What a command reads, when it is a transaction whose every comparison
+/// and operation names one key (the commands that may share a write with
+/// the ones before them).
+fn point_reads(cmd: &Command) -> Option<PointReads<'_>> {
+    fn txn<'a>(t: &'a TxnRequest, out: &mut Vec<&'a [u8]>) -> Option<()> {
+        for c in &t.compare {
+            if !c.range_end.is_empty() {
+                return None;
+            }
+            out.push(&c.key);
+        }
+        for op in t.success.iter().chain(&t.failure) {
+            match op {
+                RequestOp::Put(p) => out.push(&p.key),
+                RequestOp::DeleteRange(d) if d.range_end.is_empty() => out.push(&d.key),
+                RequestOp::Range(r) if r.range_end.is_empty() && r.revision <= 0 => {
+                    out.push(&r.key)
+                }
+                RequestOp::Txn(inner) => txn(inner, out)?,
+                _ => return None,
+            }
+        }
+        Some(())
+    }
+    fn plain(cmd: &Command) -> Option<&TxnRequest> {
+        match cmd {
+            Command::Txn(t) => Some(t),
+            Command::Fenced { cmd, .. } => match cmd.as_ref() {
+                Command::Txn(t) => Some(t),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    let (t, id) = match cmd {
+        Command::Once { id, cmd } => (plain(cmd)?, Some(*id)),
+        c => (plain(c)?, None),
+    };
+    let mut keys = Vec::new();
+    txn(t, &mut keys)?;
+    Some((keys, id))
+}
 
 impl KvStore {
     /// Apply one committed log entry. Writes are not synced here: the log is
@@ -22,39 +166,46 @@ impl KvStore {
             return self.apply_batch(entry.log_id, stamp, cmds);
         }
         let meta = engine::cf(&self.db, CF_SM_META);
-        let mut batch = WriteBatch::default();
+        let mut group = Group::new(self, 0);
         let log_id = Some(entry.log_id);
-        batch.put_cf(meta, META_APPLIED, ser(&log_id)?);
-        let mut effects = Effects::default();
+        let mut fx = Effects {
+            once: Some(group.window),
+            ..Effects::default()
+        };
         let result = match &entry.payload {
             openraft::EntryPayload::Blank => CommandResult {
-                revision: self.revision(),
+                revision: group.revision,
                 outcome: Outcome::Done(Ok(())),
             },
             openraft::EntryPayload::Membership(m) => {
                 let sm = StoredMembership::new(log_id, m.clone());
-                batch.put_cf(meta, META_MEMBERSHIP, ser(&sm)?);
+                group.batch.put_cf(meta, META_MEMBERSHIP, ser(&sm)?);
                 CommandResult {
-                    revision: self.revision(),
+                    revision: group.revision,
                     outcome: Outcome::Done(Ok(())),
                 }
             }
             openraft::EntryPayload::Normal(_) => {
                 if let Some(ms) = stamp {
-                    self.stamp(ms, &mut batch, &mut effects);
+                    self.stamp(ms, &mut fx);
                 }
                 let cmd = normal.unwrap_or_else(|| unreachable!("a normal entry has a command"));
-                self.execute(cmd, entry.log_id.leader_id.term, &mut batch, &mut effects)?
+                let term = entry.log_id.leader_id.term;
+                self.execute(cmd, term, group.revision, &mut group.batch, &mut fx)?
             }
         };
-        self.commit_write(batch, &result, &mut effects)?;
-        Ok((result, vec![effects]))
+        group.add(&result, &mut fx);
+        let mut all = vec![fx];
+        self.write_group(&mut group, Marker::Entry(log_id), &mut all)?;
+        Ok((result, all))
     }
 
     /// Apply the commands of one batched entry in order, each with its own
-    /// revision. Each command is written on its own, with a progress marker,
-    /// and the entry counts as applied only with the last: a crash in the
-    /// middle re-applies the entry and skips what was already written.
+    /// revision. Consecutive commands that read nothing the others wrote
+    /// share one write (see [`Group::admits`]), which records how far the
+    /// entry is written; the entry counts as applied only with its last
+    /// command. A crash in the middle re-applies the entry and skips what
+    /// was already written.
     fn apply_batch(
         &self,
         log_id: LogId,
@@ -70,40 +221,55 @@ impl KvStore {
         };
         let skip_through = done.filter(|(idx, _)| *idx == log_id.index).map(|(_, i)| i);
         let mut results = Vec::with_capacity(cmds.len());
-        let mut all = Vec::with_capacity(cmds.len());
+        let mut all: Vec<Effects> = Vec::with_capacity(cmds.len());
+        let mut group = Group::new(self, 0);
         for (i, cmd) in cmds.iter().enumerate() {
             if skip_through.is_some_and(|d| i <= d) {
                 results.push(CommandResult::default());
                 continue;
             }
-            let mut batch = WriteBatch::default();
-            if i + 1 == cmds.len() {
-                batch.put_cf(meta, META_APPLIED, ser(&Some(log_id))?);
-                batch.delete_cf(meta, META_BATCH_PROGRESS);
-            } else {
-                batch.put_cf(meta, META_BATCH_PROGRESS, ser(&(log_id.index, i))?);
+            if !group.admits(cmd) {
+                self.write_group(&mut group, Marker::Progress(log_id.index, i - 1), &mut all)?;
             }
-            let mut fx = Effects::default();
+            let mut fx = Effects {
+                once: Some(group.window),
+                ..Effects::default()
+            };
             if let Some(ms) = stamp {
-                self.stamp(ms, &mut batch, &mut fx);
+                self.stamp(ms, &mut fx);
             }
             let result = match cmd {
                 Command::Batch(_) => CommandResult {
-                    revision: self.revision(),
+                    revision: group.revision,
                     outcome: Outcome::Done(Err(KvError::InvalidArgument(
                         "batches do not nest".into(),
                     ))),
                 },
-                cmd => self.execute(cmd, log_id.leader_id.term, &mut batch, &mut fx)?,
+                cmd => self.execute(
+                    cmd,
+                    log_id.leader_id.term,
+                    group.revision,
+                    &mut group.batch,
+                    &mut fx,
+                )?,
             };
-            self.commit_write(batch, &result, &mut fx)?;
+            group.add(&result, &mut fx);
             results.push(result);
             all.push(fx);
+            let last = i + 1 == cmds.len();
+            if last || point_reads(cmd).is_none() {
+                // Anything else is written by itself, before the next
+                // command reads the store.
+                let marker = if last {
+                    Marker::Applied(Some(log_id))
+                } else {
+                    Marker::Progress(log_id.index, i)
+                };
+                self.write_group(&mut group, marker, &mut all)?;
+            }
         }
         if cmds.is_empty() {
-            let mut batch = WriteBatch::default();
-            batch.put_cf(meta, META_APPLIED, ser(&Some(log_id))?);
-            self.db.write(batch)?;
+            self.write_group(&mut group, Marker::Applied(Some(log_id)), &mut all)?;
         }
         Ok((
             CommandResult {
@@ -114,47 +280,77 @@ impl KvStore {
         ))
     }
 
-    fn commit_write(
+    /// Write a group's commands with `marker`, then make what they changed
+    /// visible (readers see a revision only once its writes are in), and
+    /// start the next group.
+    fn write_group(
         &self,
-        batch: WriteBatch,
-        result: &CommandResult,
-        effects: &mut Effects,
+        next: &mut Group,
+        marker: Marker,
+        all: &mut [Effects],
     ) -> Result<(), StoreError> {
+        let mut group = std::mem::replace(next, Group::after(next, all.len()));
+        let meta = engine::cf(&self.db, CF_SM_META);
+        match marker {
+            Marker::Entry(log_id) => group.batch.put_cf(meta, META_APPLIED, ser(&log_id)?),
+            Marker::Applied(log_id) => {
+                group.batch.put_cf(meta, META_APPLIED, ser(&log_id)?);
+                group.batch.delete_cf(meta, META_BATCH_PROGRESS);
+            }
+            Marker::Progress(index, i) => {
+                group
+                    .batch
+                    .put_cf(meta, META_BATCH_PROGRESS, ser(&(index, i))?);
+            }
+        }
+        let written = *self.once.lock().unwrap_or_else(|p| p.into_inner());
+        if group.window != written {
+            self.write_window(&group.window, &mut group.batch);
+        }
+        if group.revision > self.revision() {
+            group
+                .batch
+                .put_cf(meta, META_REVISION, group.revision.to_be_bytes());
+        }
         let started = std::time::Instant::now();
-        self.db.write(batch)?;
+        self.db.write(group.batch)?;
         if let Some(h) = self.commit_seconds.get() {
             h.observe(started.elapsed().as_secs_f64());
         }
-        effects.revision = result.revision;
-        if let Some(c) = effects.compacted_to {
-            self.compact_revision.store(c, Ordering::SeqCst);
+        let fxs = all.get(group.first..).unwrap_or_default();
+        let mut members_changed = false;
+        for fx in fxs {
+            if let Some(c) = fx.compacted_to {
+                self.compact_revision.store(c, Ordering::SeqCst);
+            }
+            // In memory only once written: a failed write must leave no trace.
+            if let Some(id) = fx.cluster_id {
+                self.cluster_id.store(id, Ordering::SeqCst);
+            }
+            members_changed |= fx.members_changed;
         }
+        *self.once.lock().unwrap_or_else(|p| p.into_inner()) = group.window;
         // A replayed request reports the revision it was first applied at:
         // the store's revision never moves back.
-        self.revision.fetch_max(result.revision, Ordering::SeqCst);
-        if let Some(w) = effects.once {
-            *self.once.lock().unwrap_or_else(|p| p.into_inner()) = w;
-        }
-        // In memory only once written: a failed write must leave no trace.
-        if let Some(id) = effects.cluster_id {
-            self.cluster_id.store(id, Ordering::SeqCst);
-        }
-        if effects.members_changed {
+        self.revision.fetch_max(group.revision, Ordering::SeqCst);
+        if members_changed {
             let dir = self.members_from_db()?;
             *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;
         }
         Ok(())
     }
 
-    /// Execute `cmd`, carried by a log entry of Raft term `term`, into `batch`.
+    /// Execute `cmd`, carried by a log entry of Raft term `term`, into
+    /// `batch`, on a store at revision `cur` (its writes may not all be in
+    /// the database yet: see [`Group`]).
     fn execute(
         &self,
         cmd: &Command,
         term: u64,
+        cur: i64,
         batch: &mut WriteBatch,
         fx: &mut Effects,
     ) -> Result<CommandResult, StoreError> {
-        let cur = self.revision();
         let meta = engine::cf(&self.db, CF_SM_META);
         let done = |revision, r| CommandResult {
             revision,
@@ -287,7 +483,7 @@ impl KvStore {
                         cur,
                         Err(KvError::InvalidArgument("request ids do not nest".into())),
                     ),
-                    inner => self.execute(inner, term, batch, fx)?,
+                    inner => self.execute(inner, term, cur, batch, fx)?,
                 };
                 let wrote = fx.events.len() > events_before;
                 if matches!(&result.outcome, Outcome::Fenced { .. }) {
@@ -341,7 +537,7 @@ impl KvStore {
                                 "a fenced command holds a plain command".into(),
                             )),
                         ),
-                        inner => self.execute(inner, term, batch, fx)?,
+                        inner => self.execute(inner, term, cur, batch, fx)?,
                     }
                 }
             }

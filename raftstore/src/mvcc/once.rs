@@ -156,17 +156,17 @@ impl KvStore {
             .unwrap_or_else(|| *self.once.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Advance log time to a leader's stamp.
-    pub(super) fn stamp(&self, at: u64, batch: &mut WriteBatch, fx: &mut Effects) {
+    /// Advance log time to a leader's stamp. (The window is written with
+    /// the commands' write, once however many commands changed it.)
+    pub(super) fn stamp(&self, at: u64, fx: &mut Effects) {
         let mut w = self.once_window(fx);
         if at > w.clock {
             w.clock = at;
-            self.write_window(&w, batch);
             fx.once = Some(w);
         }
     }
 
-    fn write_window(&self, w: &OnceWindow, batch: &mut WriteBatch) {
+    pub(super) fn write_window(&self, w: &OnceWindow, batch: &mut WriteBatch) {
         let meta = engine::cf(&self.db, CF_SM_META);
         batch.put_cf(meta, META_ONCE_SEQ, w.seq.to_be_bytes());
         batch.put_cf(meta, META_ONCE_FIRST, w.first.to_be_bytes());
@@ -190,9 +190,17 @@ impl KvStore {
             w.seq - w.first + 1 >= limits.max_ids
                 || w.bytes + ONCE_MAX_RESULT as i64 > limits.max_bytes
         };
+        // Records after this one are those of commands applied with this
+        // one and not yet written (see `apply`): stamped at this entry's
+        // log time, they are the youngest, never old enough to forget.
+        let written = self.once.lock().unwrap_or_else(|p| p.into_inner()).seq;
         let mut fits = true;
         for _ in 0..EVICT_PER_APPLY {
             if w.first > w.seq {
+                break;
+            }
+            if w.first > written {
+                fits = !full(&w);
                 break;
             }
             let log_key = once_log_key(w.first);
@@ -214,6 +222,7 @@ impl KvStore {
             }
             batch.delete_cf(meta, &rec.key);
             batch.delete_cf(meta, &log_key);
+            fx.once_keys.push(rec.key);
             w.bytes = (w.bytes - rec.bytes).max(0);
             w.first += 1;
         }
@@ -221,7 +230,6 @@ impl KvStore {
             fits = false;
         }
         if w != before {
-            self.write_window(&w, batch);
             fx.once = Some(w);
         }
         Ok(fits)
@@ -258,7 +266,7 @@ impl KvStore {
         w.bytes += rec.bytes;
         batch.put_cf(meta, &key, stored);
         batch.put_cf(meta, once_log_key(w.seq), rec.encode());
-        self.write_window(&w, batch);
+        fx.once_keys.push(key);
         fx.once = Some(w);
         Ok(())
     }

@@ -135,7 +135,11 @@ impl<'a> TxnCtx<'a> {
     }
 
     fn range(&self, r: &RangeRequest) -> Result<RangeResponse, TxnFail> {
-        if r.revision > 0 || self.overlay.is_empty() {
+        // A single key at the transaction's revision is read as its own
+        // writes are (the store's published revision may lag behind the
+        // commands applied with this one but not yet written).
+        let point = r.revision <= 0 && r.range_end.is_empty();
+        if !point && (r.revision > 0 || self.overlay.is_empty()) {
             let mut r2 = r.clone();
             if r2.revision <= 0 {
                 r2.revision = self.rev - 1;
@@ -285,11 +289,8 @@ impl<'a> TxnCtx<'a> {
                 WriteOp::Delete(cf, k) => batch.delete_cf(engine::cf(db, cf), k),
             }
         }
-        batch.put_cf(
-            engine::cf(db, CF_SM_META),
-            META_REVISION,
-            self.rev.to_be_bytes(),
-        );
+        // The store's revision is written with the commands' write (see
+        // `apply`), once for all the commands that share it.
         fx.events.extend(self.events);
         self.rev
     }

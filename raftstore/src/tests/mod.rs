@@ -8,5 +8,6 @@ mod apply;
 mod common;
 mod compaction;
 mod format;
+mod group;
 mod mvcc;
 mod storage;
