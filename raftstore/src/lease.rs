@@ -67,6 +67,10 @@ impl Lessor {
     /// Start every lease's clock again for a leadership term that begins.
     pub fn reset_for_term(&self, term: u64, leases: &[(i64, i64)]) {
         let mut m = self.lock();
+        if m.term == Some(term) {
+            // Restarted for this term already (by a concurrent caller).
+            return;
+        }
         Self::restart(&mut m, leases);
         m.term = Some(term);
     }

@@ -52,6 +52,22 @@ impl Master {
         if self.lessor.term() == Some(term) {
             return Ok(());
         }
+        // The log may still hold unapplied entries of earlier terms, such
+        // as a revoke that a leader of an earlier term (this master, maybe)
+        // fenced with that term and appended, and that this term commits.
+        // The clocks restart from the leases left once those are applied:
+        // the read index is at least this term's first entry. Otherwise a
+        // lease renewed now would be revoked by the older entry right after
+        // (the chaos tests' lossy nemesis found it).
+        let index = self.local_read_index().await?;
+        self.raft
+            .wait(Some(PROPOSE_DEADLINE))
+            .applied_index_at_least(Some(index), "entries of earlier terms")
+            .await
+            .map_err(|_| Error::Timeout)?;
+        if self.leading() != Some(term) {
+            return Err(Error::NoLeader);
+        }
         let store = self.store.clone();
         let leases = tokio::task::spawn_blocking(move || store.leases())
             .await
@@ -66,8 +82,17 @@ impl Master {
         loop {
             let term = *lead.borrow_and_update();
             if let Some(term) = term {
-                if let Err(e) = self.lease_clocks_for(term).await {
-                    tracing::warn!(term, error = %e, "could not restart the lease clocks");
+                // Retried while this term lasts: until the clocks restart,
+                // no lease of the term expires.
+                while let Err(e) = self.lease_clocks_for(term).await {
+                    tracing::warn!(term, error = %e, "could not restart the lease clocks; retrying");
+                    if self.leading() != Some(term) {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = self.shutdown.cancelled() => return,
+                    }
                 }
             }
             tokio::select! {
