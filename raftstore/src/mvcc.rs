@@ -57,7 +57,9 @@ pub struct Effects {
     pub leases_revoked: Vec<i64>,
     pub compacted_to: Option<i64>,
     pub members_changed: bool,
-    /// The window of remembered request ids, when this command changed it.
+    /// The window of remembered request ids as this command leaves it.
+    /// `apply` starts every command with the window of the commands before
+    /// it (which may not be written yet); `None` only outside `apply`.
     pub once: Option<OnceWindow>,
     /// The cluster id this command set.
     pub cluster_id: Option<u64>,

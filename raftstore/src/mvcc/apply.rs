@@ -42,11 +42,17 @@ enum Marker {
 }
 
 impl Group {
+    /// An empty group on the store as it is written.
     fn new(store: &KvStore, first: usize) -> Group {
+        let window = *store.once.lock().unwrap_or_else(|p| p.into_inner());
+        Group::at(store.revision(), window, first)
+    }
+
+    fn at(revision: i64, window: OnceWindow, first: usize) -> Group {
         Group {
             batch: WriteBatch::default(),
-            revision: store.revision(),
-            window: *store.once.lock().unwrap_or_else(|p| p.into_inner()),
+            revision,
+            window,
             keys: HashSet::new(),
             once_keys: HashSet::new(),
             first,
@@ -58,11 +64,11 @@ impl Group {
     /// are not yet in the database: it is a transaction on single keys
     /// the group did not write, and it reads no request id or record of
     /// the window the group wrote.
-    fn admits(&self, cmd: &Command) -> bool {
+    fn admits(&self, reads: Option<&PointReads<'_>>) -> bool {
         if self.len == 0 {
             return true;
         }
-        let Some((keys, id)) = point_reads(cmd) else {
+        let Some((keys, id)) = reads else {
             return false;
         };
         if keys.iter().any(|k| self.keys.contains(*k)) {
@@ -71,24 +77,11 @@ impl Group {
         if let Some(id) = id {
             // (Making room reads the window's oldest records; those of the
             // group are never read: see `make_room`.)
-            if self.once_keys.contains(&once_key(id)) {
+            if self.once_keys.contains(&once_key(*id)) {
                 return false;
             }
         }
         true
-    }
-
-    /// The group after `g` once `g` is written: `g`'s state, nothing pending.
-    fn after(g: &Group, first: usize) -> Group {
-        Group {
-            batch: WriteBatch::default(),
-            revision: g.revision,
-            window: g.window,
-            keys: HashSet::new(),
-            once_keys: HashSet::new(),
-            first,
-            len: 0,
-        }
     }
 
     /// Take in one executed command's state.
@@ -195,8 +188,8 @@ impl KvStore {
             }
         };
         group.add(&result, &mut fx);
-        let mut all = vec![fx];
-        self.write_group(&mut group, Marker::Entry(log_id), &mut all)?;
+        let all = vec![fx];
+        self.write_group(&mut group, Marker::Entry(log_id), &all)?;
         Ok((result, all))
     }
 
@@ -228,8 +221,9 @@ impl KvStore {
                 results.push(CommandResult::default());
                 continue;
             }
-            if !group.admits(cmd) {
-                self.write_group(&mut group, Marker::Progress(log_id.index, i - 1), &mut all)?;
+            let reads = point_reads(cmd);
+            if !group.admits(reads.as_ref()) {
+                self.write_group(&mut group, Marker::Progress(log_id.index, i - 1), &all)?;
             }
             let mut fx = Effects {
                 once: Some(group.window),
@@ -257,7 +251,7 @@ impl KvStore {
             results.push(result);
             all.push(fx);
             let last = i + 1 == cmds.len();
-            if last || point_reads(cmd).is_none() {
+            if last || reads.is_none() {
                 // Anything else is written by itself, before the next
                 // command reads the store.
                 let marker = if last {
@@ -265,11 +259,11 @@ impl KvStore {
                 } else {
                     Marker::Progress(log_id.index, i)
                 };
-                self.write_group(&mut group, marker, &mut all)?;
+                self.write_group(&mut group, marker, &all)?;
             }
         }
         if cmds.is_empty() {
-            self.write_group(&mut group, Marker::Applied(Some(log_id)), &mut all)?;
+            self.write_group(&mut group, Marker::Applied(Some(log_id)), &all)?;
         }
         Ok((
             CommandResult {
@@ -287,9 +281,11 @@ impl KvStore {
         &self,
         next: &mut Group,
         marker: Marker,
-        all: &mut [Effects],
+        all: &[Effects],
     ) -> Result<(), StoreError> {
-        let mut group = std::mem::replace(next, Group::after(next, all.len()));
+        // The next group starts from this one's state, nothing pending.
+        let after = Group::at(next.revision, next.window, all.len());
+        let mut group = std::mem::replace(next, after);
         let meta = engine::cf(&self.db, CF_SM_META);
         match marker {
             Marker::Entry(log_id) => group.batch.put_cf(meta, META_APPLIED, ser(&log_id)?),

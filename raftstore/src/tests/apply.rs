@@ -3,7 +3,6 @@
 use super::common::*;
 use crate::engine;
 use crate::kv::*;
-use crate::mvcc::OnceLimits;
 use crate::types::{Command, Outcome};
 
 #[test]
@@ -203,11 +202,7 @@ fn the_cluster_id_is_set_once_and_only_by_a_written_command() {
 #[test]
 fn request_ids_are_forgotten_after_the_time_bound_and_a_full_window_refuses_new_ones() {
     let mut t = T::new();
-    t.store.set_once_limits(OnceLimits {
-        keep_ms: 1000,
-        max_ids: 2,
-        max_bytes: 1 << 20,
-    });
+    t.small_window(1000, 2);
     // Entries as a leader writes them: stamped with its clock.
     let mut at = |ms: u64, n: u64, k: &str| {
         let once = Command::Once {

@@ -41,6 +41,16 @@ impl T {
         }
     }
 
+    /// Bound the window of remembered request ids to `max_ids` ids kept
+    /// `keep_ms` of log time (results of up to 1 MiB).
+    pub fn small_window(&self, keep_ms: u64, max_ids: i64) {
+        self.store.set_once_limits(crate::mvcc::OnceLimits {
+            keep_ms,
+            max_ids,
+            max_bytes: 1 << 20,
+        });
+    }
+
     pub fn apply(&mut self, cmd: Command) -> (CommandResult, Vec<Event>) {
         self.apply_in_term(1, cmd)
     }

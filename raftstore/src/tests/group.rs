@@ -7,7 +7,6 @@ use rand::{Rng, SeedableRng};
 
 use super::common::*;
 use crate::kv::*;
-use crate::mvcc::OnceLimits;
 use crate::types::{Command, CommandResult, Outcome};
 use flotilla_telemetry::prometheus::{Histogram, HistogramOpts};
 
@@ -142,11 +141,7 @@ fn a_command_sees_the_writes_of_the_commands_before_it_in_its_entry() {
 #[test]
 fn a_full_window_of_request_ids_refuses_within_one_entry_too() {
     let mut t = T::new();
-    t.store.set_once_limits(OnceLimits {
-        keep_ms: 1000,
-        max_ids: 2,
-        max_bytes: 1 << 20,
-    });
+    t.small_window(1000, 2);
     let cmds = vec![
         once(1, put_cmd("a", "v")),
         once(2, put_cmd("b", "v")),
@@ -242,15 +237,10 @@ fn random_command(rng: &mut StdRng, next_id: &mut u64) -> Command {
 fn a_batch_leaves_the_state_and_results_of_its_commands_applied_one_by_one() {
     for seed in 0..8u64 {
         let mut rng = StdRng::seed_from_u64(seed);
-        let limits = OnceLimits {
-            keep_ms: 2_000,
-            max_ids: 12,
-            max_bytes: 1 << 20,
-        };
         let mut batched = T::new();
         let mut single = T::new();
-        batched.store.set_once_limits(limits);
-        single.store.set_once_limits(limits);
+        batched.small_window(2_000, 12);
+        single.small_window(2_000, 12);
         let mut next_id = 0;
         for entry in 0..40u64 {
             let ms = 1_000 + entry * 300;
