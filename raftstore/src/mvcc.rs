@@ -244,7 +244,9 @@ impl KvStore {
 
     fn get_at_raw(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, StoreError> {
         let kvcf = engine::cf(&self.db, CF_KV);
-        let mut it = self.db.raw_iterator_cf(kvcf);
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(kvcf, engine::versions_of_one_key());
         it.seek(engine::mvcc_key(key, rev));
         if let (Some(k), Some(v)) = (it.key(), it.value()) {
             if let Some((ukey, mrev)) = engine::decode_mvcc_key(k) {
@@ -294,7 +296,7 @@ impl KvStore {
             return Ok((out, count));
         }
         let kvcf = engine::cf(&self.db, CF_KV);
-        let mut it = self.db.raw_iterator_cf(kvcf);
+        let mut it = self.db.raw_iterator_cf_opt(kvcf, engine::across_keys());
         let unbounded = end == [0];
         it.seek(engine::encoded_key(key));
         let mut out = Vec::new();
@@ -598,7 +600,9 @@ impl KvStore {
     pub fn hash_kv(&self, rev: i64) -> Result<u32, StoreError> {
         let _r = self.read_guard();
         let mut h = crc32fast::Hasher::new();
-        let mut it = self.db.raw_iterator_cf(engine::cf(&self.db, CF_KV));
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(engine::cf(&self.db, CF_KV), engine::across_keys());
         it.seek_to_first();
         let compacted = self.compact_revision();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {

@@ -129,7 +129,7 @@ pub fn write_file(
     w.write_all(&(m.len() as u32).to_be_bytes()).map_err(io)?;
     w.write_all(&m).map_err(io)?;
     for (i, name) in SM_CFS.iter().enumerate() {
-        let mut opts = rocksdb::ReadOptions::default();
+        let mut opts = engine::across_keys();
         // A one-off scan: keep it out of the block cache.
         opts.fill_cache(false);
         let mut it = view.raw_iterator_cf_opt(engine::cf(db, name), opts);
@@ -382,7 +382,7 @@ impl<R: Read, W: Write> Read for TeeReader<'_, R, W> {
 
 fn clear_cf(db: &Db, name: &str) -> Result<(), StoreError> {
     let cf = engine::cf(db, name);
-    let mut it = db.raw_iterator_cf(cf);
+    let mut it = db.raw_iterator_cf_opt(cf, engine::across_keys());
     it.seek_to_first();
     let first = it.key().map(|k| k.to_vec());
     it.seek_to_last();

@@ -89,7 +89,7 @@ impl KvStore {
             if !out.flush()? {
                 return Ok(out.done(keys_examined));
             }
-            let mut versions = db.raw_iterator_cf(kvcf);
+            let mut versions = db.raw_iterator_cf_opt(kvcf, engine::versions_of_one_key());
             for key in keys {
                 keys_examined += 1;
                 let mut doomed = doomed_versions(&mut versions, &key, upto)?;

@@ -61,7 +61,7 @@ fn compaction_refuses_old_revisions_and_keeps_the_state_at_the_compact_revision(
 /// Every version of `key` still stored, newest first.
 fn stored_versions(store: &KvStore, key: &[u8]) -> Vec<i64> {
     let db = store.db();
-    let mut it = db.raw_iterator_cf(engine::cf(db, engine::CF_KV));
+    let mut it = db.raw_iterator_cf_opt(engine::cf(db, engine::CF_KV), engine::across_keys());
     it.seek(engine::encoded_key(key));
     let mut out = Vec::new();
     while let Some(k) = it.key() {

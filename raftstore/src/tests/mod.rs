@@ -7,6 +7,7 @@
 mod apply;
 mod common;
 mod compaction;
+mod filters;
 mod format;
 mod group;
 mod mvcc;
