@@ -77,5 +77,5 @@ mod state_machine;
 #[cfg(test)]
 mod tests;
 
-pub use node::{Master, MasterConfig, StartError, TransferError};
+pub use node::{AppliesHeld, Master, MasterConfig, StartError, TransferError};
 pub use server::{start, start_with, RunningMaster};

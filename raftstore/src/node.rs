@@ -38,6 +38,7 @@ mod membership;
 mod transfer;
 mod triggers;
 
+pub use access::AppliesHeld;
 pub use transfer::TransferError;
 
 use batcher::{command_size, proposer_loop, Batches, Proposal};
@@ -196,6 +197,8 @@ pub struct MasterInner {
     pub(crate) metrics: Arc<crate::metrics::StoreMetrics>,
     /// Holds new proposals during a leadership transfer.
     hold: Arc<transfer::Hold>,
+    /// Holds applies while true ([`Master::hold_applies`]).
+    pub(crate) applies_held: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// A cheap handle on a running master, shared by every service and by the
@@ -275,10 +278,12 @@ impl Master {
         if store.compact_revision() > 0 {
             let _ = ctx.send(store.compact_revision());
         }
+        let (applies_held, held_rx) = tokio::sync::watch::channel(false);
         let listeners = Listeners {
             hub: hub.clone(),
             lessor: lessor.clone(),
             compactor: ctx,
+            applies_held: held_rx,
         };
         let install = Arc::new(InstallGate::default());
         let mut log = LogStore::with_fsync_histogram(
@@ -375,6 +380,7 @@ impl Master {
             leadership,
             metrics,
             hold: Arc::default(),
+            applies_held: Arc::new(applies_held),
         }));
         tokio::spawn(master.clone().lease_clock_loop());
         tokio::spawn(master.clone().read_index_loop(read_rx));

@@ -25,6 +25,8 @@ pub struct Listeners {
     pub lessor: Arc<Lessor>,
     /// Compaction requests for the physical compactor thread.
     pub compactor: std::sync::mpsc::Sender<i64>,
+    /// While true, no entry is applied (see [`crate::Master::hold_applies`]).
+    pub applies_held: tokio::sync::watch::Receiver<bool>,
 }
 
 pub struct StateMachine {
@@ -151,6 +153,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        // A test's fault: applies wait while it holds them.
+        if *self.listeners.applies_held.borrow() {
+            let _ = self.listeners.applies_held.wait_for(|held| !*held).await;
+        }
         // The leader reports its own appends before its fsync: wait for it.
         if let (Some(d), Some(last)) = (&self.durable, entries.last()) {
             d.wait_synced(last.log_id)

@@ -26,6 +26,17 @@ impl Master {
         self.shutdown.child_token()
     }
 
+    /// Hold this master's applies until the returned guard is dropped: a
+    /// fault for tests (a state machine that lags behind its log, as
+    /// behind a slow disk), not an operation. Meanwhile entries are still
+    /// appended, acknowledged and committed, and this master may still be
+    /// elected.
+    #[doc(hidden)]
+    pub fn hold_applies(&self) -> AppliesHeld {
+        self.applies_held.send_replace(true);
+        AppliesHeld(self.applies_held.clone())
+    }
+
     /// The last revision this master's replica has applied. Without a read
     /// barrier first ([`Master::linearize`]) it may be behind the leader's.
     pub fn revision(&self) -> i64 {
@@ -44,5 +55,15 @@ impl Master {
     /// threads (`spawn_blocking`).
     pub fn range(&self, r: &RangeRequest) -> std::result::Result<RangeResponse, RangeError> {
         self.store.range(r)
+    }
+}
+
+/// Applies held on a master until dropped ([`Master::hold_applies`]).
+#[doc(hidden)]
+pub struct AppliesHeld(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Drop for AppliesHeld {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
     }
 }

@@ -39,6 +39,7 @@ fn open_all(dir: &std::path::Path) -> Opened {
         hub: Arc::new(WatchHub::default()),
         lessor: Arc::new(Lessor::default()),
         compactor: tx,
+        applies_held: tokio::sync::watch::channel(false).1,
     };
     let gate = Arc::new(InstallGate::default());
     let sm = StateMachine::new(
