@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use flotilla_client::{Client, EventType, ListParams, WatchParams};
+use flotilla_client::{Client, EventType, ListParams, WatchEvent, WatchParams};
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
@@ -89,37 +89,25 @@ async fn leader_killed_while_scheduling_binds_every_pod_once_without_overcommit(
     let watch = {
         let (c, first, rebound) = (client.clone(), first_node.clone(), rebound.clone());
         tokio::spawn(async move {
-            let p = WatchParams {
-                resource_version: start_rv,
-                ..Default::default()
-            };
-            let mut s = c.watch("pods", "default", &p).await.expect("watch");
-            while let Some(ev) = s.next().await {
-                let Ok(ev) = ev else { return };
-                if ev.kind == EventType::Bookmark {
+            // The leader is killed below, and with it maybe the master this
+            // watch is on: like an informer's, the watch then resumes from
+            // the last change it saw (it once ended there, and the test
+            // waited for bindings it could no longer see).
+            let mut rv = start_rv;
+            loop {
+                let p = WatchParams {
+                    resource_version: rv.clone(),
+                    ..Default::default()
+                };
+                let Ok(mut s) = c.watch("pods", "default", &p).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
-                }
-                let name = ev.object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                let node = ev.object["spec"]["nodeName"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                if node.is_empty() {
-                    continue;
-                }
-                let mut f = first.lock().unwrap();
-                match f.get(&name) {
-                    Some(n) if *n != node => rebound
-                        .lock()
-                        .unwrap()
-                        .push(format!("{name}: {n} then {node}")),
-                    Some(_) => {}
-                    None => {
-                        f.insert(name, node);
+                };
+                while let Some(Ok(ev)) = s.next().await {
+                    if let Some(v) = ev.object["metadata"]["resourceVersion"].as_str() {
+                        rv = v.to_string();
                     }
+                    record_binding(&ev, &first, &rebound);
                 }
             }
         })
@@ -395,4 +383,38 @@ async fn replicas_spread_across_zones_and_nodes() {
     // Within zone a, the owner's replicas spread over both nodes.
     assert_eq!(per_node.get("a1"), Some(&1), "{per_node:?}");
     assert_eq!(per_node.get("a2"), Some(&1), "{per_node:?}");
+}
+
+/// Note the node a watch event binds its pod to: the first one, or a
+/// rebinding (a defect) if the pod had another.
+fn record_binding(
+    ev: &WatchEvent,
+    first: &Mutex<HashMap<String, String>>,
+    rebound: &Mutex<Vec<String>>,
+) {
+    if ev.kind == EventType::Bookmark {
+        return;
+    }
+    let name = ev.object["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let node = ev.object["spec"]["nodeName"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if node.is_empty() {
+        return;
+    }
+    let mut f = first.lock().unwrap();
+    match f.get(&name) {
+        Some(n) if *n != node => rebound
+            .lock()
+            .unwrap()
+            .push(format!("{name}: {n} then {node}")),
+        Some(_) => {}
+        None => {
+            f.insert(name, node);
+        }
+    }
 }
