@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, RaftSnapshotBuilder};
@@ -43,6 +43,10 @@ pub struct StateMachine {
 /// Most commands applied on the state machine's task rather than the
 /// blocking pool.
 const INLINE_APPLY: usize = 4;
+
+/// An apply slower than this is logged, with its parts (etcd warns of an
+/// "apply request took too long" at 100 ms).
+const SLOW_APPLY: Duration = Duration::from_millis(100);
 
 /// How many client commands `entries` carry.
 fn commands(entries: &[Entry]) -> usize {
@@ -163,8 +167,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(|e| StorageIOError::apply(last.log_id, &std::io::Error::other(e)))?;
         }
+        let started = Instant::now();
+        let span = (
+            entries.first().map(|e| e.log_id.index),
+            entries.last().map(|e| e.log_id.index),
+            commands(&entries),
+        );
         let store = self.store.clone();
-        let inline = commands(&entries) <= INLINE_APPLY && !unbounded(&entries);
+        let inline = span.2 <= INLINE_APPLY && !unbounded(&entries);
         let apply = move || -> Result<Vec<(CommandResult, Vec<Effects>)>, StoreError> {
             entries.iter().map(|e| store.apply(e)).collect()
         };
@@ -181,12 +191,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(sm_err)?
                 .map_err(sm_err)?
         };
+        let written = started.elapsed();
         let mut results = Vec::with_capacity(applied.len());
+        let mut events = 0;
         for (r, fxs) in applied {
             for fx in fxs {
+                events += fx.events.len();
                 self.notify(fx);
             }
             results.push(r);
+        }
+        let took = started.elapsed();
+        if took > SLOW_APPLY {
+            tracing::warn!(
+                first_index = span.0,
+                last_index = span.1,
+                commands = span.2,
+                events,
+                applied_ms = written.as_millis() as u64,
+                total_ms = took.as_millis() as u64,
+                "apply took too long"
+            );
         }
         Ok(results)
     }
