@@ -73,7 +73,7 @@ pub fn open_with_wal_limit(path: &Path, max_wal_bytes: u64) -> Result<Db, rocksd
 /// this size per family). Most reads are of the `kv` family; a cache of
 /// 128 MiB added about 80 MiB to each master's memory and no throughput on
 /// a store of 400,000 keys (bench/RESULTS.md).
-pub const BLOCK_CACHE_BYTES: usize = 32 << 20;
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
 /// Bits per key of the bloom filters (about 1% false positives).
 const BLOOM_BITS: f64 = 10.0;
@@ -195,30 +195,18 @@ pub fn mvcc_key(key: &[u8], rev: i64) -> Vec<u8> {
 
 /// Splits an MVCC key into the user key and the revision.
 pub fn decode_mvcc_key(raw: &[u8]) -> Option<(Vec<u8>, i64)> {
-    if raw.len() < 10 {
-        return None;
-    }
-    let (enc, rev) = raw.split_at(raw.len() - 8);
-    let rev = u64::MAX - u64::from_be_bytes(rev.try_into().ok()?);
-    let mut key = Vec::with_capacity(enc.len());
-    let mut i = 0;
-    while i < enc.len() {
-        let b = enc[i];
-        if b == 0 {
-            match enc.get(i + 1) {
-                Some(0xFF) => {
-                    key.push(0);
-                    i += 2;
-                    continue;
-                }
-                Some(1) if i + 2 == enc.len() => return Some((key, rev as i64)),
-                _ => return None,
-            }
-        }
+    let end = user_key_end(raw)?;
+    let rev = u64::MAX - u64::from_be_bytes(raw[end..].try_into().ok()?);
+    // Unescape what precedes the terminator: every 0x00 is `0x00 0xFF`.
+    let mut key = Vec::with_capacity(end - 2);
+    let mut bytes = raw[..end - 2].iter();
+    while let Some(&b) = bytes.next() {
         key.push(b);
-        i += 1;
+        if b == 0 && bytes.next() != Some(&0xFF) {
+            return None;
+        }
     }
-    None
+    Some((key, rev as i64))
 }
 
 pub fn rev_key(rev: i64, sub: u32) -> [u8; 12] {
@@ -310,6 +298,19 @@ mod tests {
         assert_eq!(order, expected);
         for (raw, k, rev) in &enc {
             assert_eq!(decode_mvcc_key(raw), Some((k.to_vec(), *rev)));
+            // A seek target without the revision names the same user key.
+            let bare = encoded_key(k);
+            assert_eq!(user_key_prefix(raw), &bare[..]);
+            assert_eq!(user_key_prefix(&bare), &bare[..]);
+        }
+        // Not keys this store writes: a bare 0x00, no terminator, a
+        // revision of the wrong length.
+        for bad in [
+            &b"a\0b\0\x01\0\0\0\0\0\0\0\x01"[..],
+            b"ab",
+            b"a\0\x01\0\0\0",
+        ] {
+            assert_eq!(decode_mvcc_key(bad), None, "{bad:?}");
         }
     }
 

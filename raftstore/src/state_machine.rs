@@ -168,13 +168,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| StorageIOError::apply(last.log_id, &std::io::Error::other(e)))?;
         }
         let started = Instant::now();
-        let span = (
-            entries.first().map(|e| e.log_id.index),
-            entries.last().map(|e| e.log_id.index),
-            commands(&entries),
-        );
+        let first_index = entries.first().map(|e| e.log_id.index);
+        let last_index = entries.last().map(|e| e.log_id.index);
+        let n_commands = commands(&entries);
         let store = self.store.clone();
-        let inline = span.2 <= INLINE_APPLY && !unbounded(&entries);
+        let inline = n_commands <= INLINE_APPLY && !unbounded(&entries);
         let apply = move || -> Result<Vec<(CommandResult, Vec<Effects>)>, StoreError> {
             entries.iter().map(|e| store.apply(e)).collect()
         };
@@ -204,9 +202,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let took = started.elapsed();
         if took > SLOW_APPLY {
             tracing::warn!(
-                first_index = span.0,
-                last_index = span.1,
-                commands = span.2,
+                first_index,
+                last_index,
+                commands = n_commands,
                 events,
                 applied_ms = written.as_millis() as u64,
                 total_ms = took.as_millis() as u64,
