@@ -83,11 +83,25 @@ impl Master {
             let term = *lead.borrow_and_update();
             if let Some(term) = term {
                 // Retried while this term lasts: until the clocks restart,
-                // no lease of the term expires.
+                // no lease of the term expires. Just after an election the
+                // read index may still be refused ("no leader"): that is
+                // retried quietly, and only a failure that lasts warns.
+                let since = tokio::time::Instant::now();
+                let mut warned = false;
                 while let Err(e) = self.lease_clocks_for(term).await {
-                    tracing::warn!(term, error = %e, "could not restart the lease clocks; retrying");
                     if self.leading() != Some(term) {
                         break;
+                    }
+                    if !warned && since.elapsed() >= PROPOSE_DEADLINE {
+                        warned = true;
+                        tracing::warn!(
+                            term,
+                            error = %e,
+                            waited_s = since.elapsed().as_secs(),
+                            "could not restart the lease clocks; retrying"
+                        );
+                    } else {
+                        tracing::debug!(term, error = %e, "could not restart the lease clocks yet; retrying");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}
