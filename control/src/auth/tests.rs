@@ -1,5 +1,5 @@
 //! RBAC decisions over the in-memory store: the default policy, bindings
-//! that grant and stop granting, impersonation.
+//! that grant and stop granting, impersonation, tokens on a lagging replica.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +18,16 @@ use crate::memstore::MemStore;
 use crate::{ApiConfig, ApiServer};
 
 async fn setup() -> (ApiServer, Arc<Auth>, CancellationToken) {
-    let api = ApiServer::new(Arc::new(MemStore::new()), ApiConfig::default());
+    setup_on(Arc::new(MemStore::new()), None).await
+}
+
+/// [`setup`] over `store`, signing and checking ServiceAccount tokens with
+/// `sa_keys`.
+async fn setup_on(
+    store: Arc<MemStore>,
+    sa_keys: Option<Arc<flotilla_security::satoken::TokenKeys>>,
+) -> (ApiServer, Arc<Auth>, CancellationToken) {
+    let api = ApiServer::new(store, ApiConfig::default());
     api.ensure_namespaces().await.expect("namespaces");
     api.ensure_rbac_defaults().await.expect("policy");
     let tokens = TokenFile::parse(
@@ -27,7 +36,7 @@ async fn setup() -> (ApiServer, Arc<Auth>, CancellationToken) {
     )
     .expect("tokens");
     let stop = CancellationToken::new();
-    let auth = Auth::rbac(Authenticator { tokens }, api.clone(), stop.clone(), None);
+    let auth = Auth::rbac(Authenticator { tokens }, api.clone(), stop.clone(), sa_keys);
     (api, auth, stop)
 }
 
@@ -218,5 +227,86 @@ async fn impersonation_needs_the_impersonate_verb() {
     };
     assert_eq!(bob.user, "bob");
     assert_eq!(bob.groups, ["system:authenticated"]);
+    stop.cancel();
+}
+
+/// A replica whose serializable reads lag: a bootstrap token and a
+/// ServiceAccount token whose objects were written after its view are
+/// still accepted (the refusal is checked linearizably), and a token of a
+/// deleted account is refused.
+#[tokio::test]
+async fn tokens_written_through_another_master_pass_on_a_lagging_one() {
+    let store = Arc::new(MemStore::new());
+    let pem = flotilla_security::satoken::generate_key_pem().expect("key");
+    let keys = flotilla_security::satoken::TokenKeys::from_pem(
+        &pem,
+        "https://flotilla.test",
+        &[],
+        Duration::from_secs(3600),
+    )
+    .expect("keys");
+    let (api, auth, stop) = setup_on(store.clone(), Some(Arc::new(keys))).await;
+    let lag_from = crate::store::Store::revision(store.as_ref());
+    store.lag_reads_at(Some(lag_from));
+
+    api.create(
+        &registry::SECRET,
+        "kube-system",
+        json!({"metadata": {"name": "bootstrap-token-abcdef"},
+               "type": "bootstrap.kubernetes.io/token",
+               "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef",
+                              "usage-bootstrap-authentication": "true"}}),
+        false,
+    )
+    .await
+    .expect("token secret");
+    let who = auth
+        .caller_of(&bearer("abcdef.0123456789abcdef"), None)
+        .await
+        .expect("a token written after this replica's view");
+    assert_eq!(who.user, "system:bootstrap:abcdef");
+    let e = auth
+        .caller_of(&bearer("abcdef.0123456789abcdee"), None)
+        .await
+        .expect_err("a wrong secret");
+    assert_eq!(e.reason, Reason::Unauthorized);
+
+    api.create(
+        &registry::SERVICE_ACCOUNT,
+        "default",
+        json!({"metadata": {"name": "builder"}}),
+        false,
+    )
+    .await
+    .expect("account");
+    let tokens = auth.tokens().expect("issuer");
+    let (jwt, _) = tokens
+        .issue(&tokens::TokenRequest {
+            namespace: "default".into(),
+            service_account: "builder".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a token of an account this replica has not seen yet");
+    let who = auth
+        .caller_of(&bearer(&jwt), None)
+        .await
+        .expect("its token");
+    assert_eq!(who.user, "system:serviceaccount:default:builder");
+
+    store.lag_reads_at(None);
+    api.delete(
+        &registry::SERVICE_ACCOUNT,
+        "default",
+        "builder",
+        &Default::default(),
+    )
+    .await
+    .expect("delete");
+    let e = auth
+        .caller_of(&bearer(&jwt), None)
+        .await
+        .expect_err("the account is gone");
+    assert!(e.message.contains("has been deleted"), "{}", e.message);
     stop.cancel();
 }

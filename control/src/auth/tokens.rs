@@ -6,9 +6,14 @@
 //! and bootstrap token authenticators do. It also issues ServiceAccount
 //! tokens (the `serviceaccounts/token` subresource).
 //!
-//! Objects are read from this replica (serializable reads, as Kubernetes'
-//! authenticators read their informers): a token of a ServiceAccount
-//! deleted a moment ago may pass once more on a lagging replica.
+//! Objects are first read from this replica (serializable reads, as
+//! Kubernetes' authenticators read their informers): a token of a
+//! ServiceAccount deleted a moment ago may pass once more on a lagging
+//! replica. A refusal is never made on such a read alone: the check is
+//! repeated on a linearizable read, so a token whose Secret or
+//! ServiceAccount was written a moment ago through another master is
+//! accepted at once (`flt apply` of a bootstrap token, then a join).
+//! Tokens are issued on linearizable reads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +28,19 @@ use flotilla_security::satoken::{self, Binding, Claims, Ref, TokenKeys};
 use serde::de::DeserializeOwned;
 
 use crate::ApiServer;
+
+/// A check on this replica's state, and when it refuses the caller, the
+/// same check on a linearizable read: the refusal may come from a lag.
+async fn confirm<F, Fut>(check: F) -> Result<Identity, ApiError>
+where
+    F: Fn(bool) -> Fut,
+    Fut: std::future::Future<Output = Result<Identity, ApiError>>,
+{
+    match check(false).await {
+        Err(e) if e.is(Reason::Unauthorized) => check(true).await,
+        r => r,
+    }
+}
 
 /// The object-backed token authenticator and ServiceAccount token issuer.
 pub struct TokenAuthn {
@@ -60,13 +78,15 @@ impl TokenAuthn {
         self.keys.is_some()
     }
 
+    /// An object, from this replica's state (`fresh`: linearizably).
     async fn object<T: DeserializeOwned>(
         &self,
         info: &'static registry::ResourceInfo,
         ns: &str,
         name: &str,
+        fresh: bool,
     ) -> Result<Option<T>, ApiError> {
-        match self.api.get(info, ns, name, true).await {
+        match self.api.get(info, ns, name, !fresh).await {
             Ok(v) => serde_json::from_value(v)
                 .map(Some)
                 .map_err(|e| ApiError::new(Reason::Internal, format!("reading {name}: {e}"))),
@@ -80,19 +100,28 @@ impl TokenAuthn {
     pub async fn authenticate(&self, token: &str) -> Option<Result<Identity, ApiError>> {
         if let Some(keys) = &self.keys {
             if satoken::looks_like_jwt(token) {
-                return Some(self.service_account(keys, token).await);
+                let c = match keys.verify(token) {
+                    Ok(c) => c,
+                    Err(e) => return Some(Err(bad_token(e.to_string()))),
+                };
+                return Some(confirm(|fresh| self.service_account(&c, fresh)).await);
             }
         }
         let t = BootstrapToken::parse(token)?;
-        Some(self.bootstrap(&t).await)
+        Some(confirm(|fresh| self.bootstrap(&t, fresh)).await)
     }
 
-    async fn service_account(&self, keys: &TokenKeys, token: &str) -> Result<Identity, ApiError> {
-        let c = keys.verify(token).map_err(|e| bad_token(e.to_string()))?;
+    /// The objects behind a signed ServiceAccount token.
+    async fn service_account(&self, c: &Claims, fresh: bool) -> Result<Identity, ApiError> {
         let b = &c.kubernetes;
         let ns = b.namespace.as_str();
         let sa: Option<ServiceAccount> = self
-            .object(&registry::SERVICE_ACCOUNT, ns, &b.serviceaccount.name)
+            .object(
+                &registry::SERVICE_ACCOUNT,
+                ns,
+                &b.serviceaccount.name,
+                fresh,
+            )
             .await?;
         match sa {
             Some(sa) if sa.metadata.uid == b.serviceaccount.uid => {}
@@ -110,7 +139,7 @@ impl TokenAuthn {
             }
         }
         if let Some(p) = &b.pod {
-            let pod: Option<Pod> = self.object(&registry::POD, ns, &p.name).await?;
+            let pod: Option<Pod> = self.object(&registry::POD, ns, &p.name, fresh).await?;
             if pod.is_none_or(|pod| pod.metadata.uid != p.uid) {
                 return Err(bad_token(format!(
                     "the pod {ns}/{} the token is bound to no longer exists",
@@ -127,10 +156,15 @@ impl TokenAuthn {
         })
     }
 
-    async fn bootstrap(&self, t: &BootstrapToken) -> Result<Identity, ApiError> {
+    async fn bootstrap(&self, t: &BootstrapToken, fresh: bool) -> Result<Identity, ApiError> {
         let unknown = || bad_token("invalid bootstrap token");
         let s: Secret = self
-            .object(&registry::SECRET, bootstrap::NAMESPACE, &t.secret_name())
+            .object(
+                &registry::SECRET,
+                bootstrap::NAMESPACE,
+                &t.secret_name(),
+                fresh,
+            )
             .await?
             .ok_or_else(unknown)?;
         if s.type_ != bootstrap::SECRET_TYPE || s.metadata.deletion_timestamp.is_some() {
@@ -197,7 +231,12 @@ impl TokenAuthn {
             ));
         }
         let sa: ServiceAccount = self
-            .object(&registry::SERVICE_ACCOUNT, &r.namespace, &r.service_account)
+            .object(
+                &registry::SERVICE_ACCOUNT,
+                &r.namespace,
+                &r.service_account,
+                true,
+            )
             .await?
             .ok_or_else(|| {
                 ApiError::not_found(
@@ -216,7 +255,7 @@ impl TokenAuthn {
         };
         if let Some((name, uid)) = &r.pod {
             let pod: Pod = self
-                .object(&registry::POD, &r.namespace, name)
+                .object(&registry::POD, &r.namespace, name, true)
                 .await?
                 .ok_or_else(|| ApiError::not_found("pods", name))?;
             if !uid.is_empty() && pod.metadata.uid != *uid {
