@@ -171,23 +171,33 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
 /// Order-preserving, prefix-free encoding of a user key: 0x00 becomes
 /// 0x00 0xFF and the key ends with 0x00 0x01.
 pub fn encode_key(key: &[u8], out: &mut Vec<u8>) {
-    for &b in key {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
-        }
+    // Sized once (with room for the revision that usually follows): a key
+    // of many zero bytes, as etcdctl check perf's are, would otherwise grow
+    // the vector as it goes.
+    out.reserve(encoded_len(key) + 8);
+    let mut rest = key;
+    while let Some(i) = rest.iter().position(|&b| b == 0) {
+        out.extend_from_slice(&rest[..=i]);
+        out.push(0xFF);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.extend_from_slice(&[0, 1]);
 }
 
+/// The length of [`encode_key`]'s encoding of `key`.
+pub fn encoded_len(key: &[u8]) -> usize {
+    key.len() + key.iter().filter(|&&b| b == 0).count() + 2
+}
+
 pub fn encoded_key(key: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(key.len() + 10);
+    let mut v = Vec::new();
     encode_key(key, &mut v);
     v
 }
 
 pub fn mvcc_key(key: &[u8], rev: i64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(key.len() + 10);
+    let mut v = Vec::new();
     encode_key(key, &mut v);
     v.extend_from_slice(&(u64::MAX - rev as u64).to_be_bytes());
     v
@@ -300,6 +310,7 @@ mod tests {
             assert_eq!(decode_mvcc_key(raw), Some((k.to_vec(), *rev)));
             // A seek target without the revision names the same user key.
             let bare = encoded_key(k);
+            assert_eq!(encoded_len(k), bare.len());
             assert_eq!(user_key_prefix(raw), &bare[..]);
             assert_eq!(user_key_prefix(&bare), &bare[..]);
         }

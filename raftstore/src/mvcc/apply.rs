@@ -84,15 +84,18 @@ impl Group {
         true
     }
 
-    /// Take in one executed command's state.
-    fn add(&mut self, result: &CommandResult, fx: &mut Effects) {
+    /// Take in one executed command's state; `more` says that other
+    /// commands may join the group after it (they must know its keys).
+    fn add(&mut self, result: &CommandResult, fx: &mut Effects, more: bool) {
         fx.revision = result.revision;
         self.revision = self.revision.max(result.revision);
         if let Some(w) = fx.once {
             self.window = w;
         }
-        for ev in &fx.events {
-            self.keys.insert(ev.kv.key.clone());
+        if more {
+            for ev in &fx.events {
+                self.keys.insert(ev.kv.key.clone());
+            }
         }
         self.once_keys.extend(fx.once_keys.drain(..));
         self.len += 1;
@@ -187,7 +190,7 @@ impl KvStore {
                 self.execute(cmd, term, group.revision, &mut group.batch, &mut fx)?
             }
         };
-        group.add(&result, &mut fx);
+        group.add(&result, &mut fx, false);
         let all = vec![fx];
         self.write_group(&mut group, Marker::Entry(log_id), &all)?;
         Ok((result, all))
@@ -247,13 +250,12 @@ impl KvStore {
                     &mut fx,
                 )?,
             };
-            group.add(&result, &mut fx);
+            let last = i + 1 == cmds.len();
+            // Anything but a point command is written by itself, right after.
+            group.add(&result, &mut fx, !last && reads.is_some());
             results.push(result);
             all.push(fx);
-            let last = i + 1 == cmds.len();
             if last || reads.is_none() {
-                // Anything else is written by itself, before the next
-                // command reads the store.
                 let marker = if last {
                     Marker::Applied(Some(log_id))
                 } else {
@@ -354,19 +356,22 @@ impl KvStore {
         };
         Ok(match cmd {
             Command::Txn(req) => {
-                let mut tx = TxnCtx::new(self, cur + 1);
-                match tx.txn(req) {
+                let mut tx = TxnCtx::new(self, cur + 1, batch);
+                match tx.txn(req, true) {
                     Ok(resp) => {
-                        let rev = tx.commit(batch, fx);
+                        let rev = tx.commit(fx);
                         CommandResult {
                             revision: rev,
                             outcome: Outcome::Txn(Ok(resp)),
                         }
                     }
-                    Err(TxnFail::Kv(e)) => CommandResult {
-                        revision: cur,
-                        outcome: Outcome::Txn(Err(e)),
-                    },
+                    Err(TxnFail::Kv(e)) => {
+                        tx.abort();
+                        CommandResult {
+                            revision: cur,
+                            outcome: Outcome::Txn(Err(e)),
+                        }
+                    }
                     Err(TxnFail::Store(e)) => return Err(e),
                 }
             }
@@ -410,20 +415,20 @@ impl KvStore {
                 if self.lease_ttl_raw(*id)?.is_none() {
                     done(cur, Err(KvError::LeaseNotFound))
                 } else {
-                    let mut tx = TxnCtx::new(self, cur + 1);
+                    let mut tx = TxnCtx::new(self, cur + 1, batch);
                     for key in self.lease_keys_raw(*id)? {
                         let d = DeleteRangeRequest {
                             key,
                             range_end: vec![],
                             prev_kv: false,
                         };
-                        match tx.delete(&d) {
+                        match tx.delete(&d, true) {
                             Ok(_) => {}
                             Err(TxnFail::Store(e)) => return Err(e),
                             Err(TxnFail::Kv(e)) => return Err(StoreError::Corrupt(e.to_string())),
                         }
                     }
-                    let rev = tx.commit(batch, fx);
+                    let rev = tx.commit(fx);
                     let lk = engine::cf(&self.db, CF_LEASE_KEYS);
                     let start = engine::lease_key(*id);
                     let end = engine::lease_key(id.wrapping_add(1));
@@ -465,37 +470,23 @@ impl KvStore {
                         outcome: Outcome::Replayed(Box::new(first)),
                     });
                 }
-                if !self.make_room(batch, fx)? {
+                let mut evicted = Vec::new();
+                let result = if self.make_room(&mut evicted, fx)? {
+                    self.execute_once(*id, cmd, term, cur, batch, fx)?
+                } else {
                     // Remembering it would forget a young id, whose retry
                     // could then apply twice: refused, nothing applied.
-                    return Ok(CommandResult {
+                    CommandResult {
                         revision: cur,
                         outcome: refusal(cmd, KvError::TooManyRequests),
-                    });
-                }
-                let events_before = fx.events.len();
-                let result = match cmd.as_ref() {
-                    Command::Once { .. } | Command::Batch(_) | Command::At { .. } => done(
-                        cur,
-                        Err(KvError::InvalidArgument("request ids do not nest".into())),
-                    ),
-                    inner => self.execute(inner, term, cur, batch, fx)?,
+                    }
                 };
-                let wrote = fx.events.len() > events_before;
-                if matches!(&result.outcome, Outcome::Fenced { .. }) {
-                    // Refused, nothing done: a later attempt may be decided anew.
-                    return Ok(result);
+                // Forgotten ids are written after the command's own writes,
+                // so that a command that starts a write has the batch to
+                // itself (see `TxnCtx::new`).
+                for key in evicted {
+                    batch.delete_cf(meta, key);
                 }
-                // Only a transaction that wrote something is remembered: one
-                // whose compares failed, that was refused, or that wrote
-                // nothing did nothing, so applying its id again later is as
-                // if it were applied only then. That lets one API call retry
-                // its read-modify-write rounds under one id, of which at
-                // most one ever writes.
-                if matches!(&result.outcome, Outcome::Txn(_)) && !wrote {
-                    return Ok(result);
-                }
-                self.remember(*id, &result, batch, fx)?;
                 result
             }
             Command::At { .. } => done(
@@ -538,6 +529,45 @@ impl KvStore {
                 }
             }
         })
+    }
+
+    /// Execute the command of a request id that the window has room for,
+    /// and remember its result if it changed anything.
+    fn execute_once(
+        &self,
+        id: (u64, u64),
+        cmd: &Command,
+        term: u64,
+        cur: i64,
+        batch: &mut WriteBatch,
+        fx: &mut Effects,
+    ) -> Result<CommandResult, StoreError> {
+        let events_before = fx.events.len();
+        let result = match cmd {
+            Command::Once { .. } | Command::Batch(_) | Command::At { .. } => CommandResult {
+                revision: cur,
+                outcome: Outcome::Done(Err(KvError::InvalidArgument(
+                    "request ids do not nest".into(),
+                ))),
+            },
+            inner => self.execute(inner, term, cur, batch, fx)?,
+        };
+        let wrote = fx.events.len() > events_before;
+        if matches!(&result.outcome, Outcome::Fenced { .. }) {
+            // Refused, nothing done: a later attempt may be decided anew.
+            return Ok(result);
+        }
+        // Only a transaction that wrote something is remembered: one
+        // whose compares failed, that was refused, or that wrote
+        // nothing did nothing, so applying its id again later is as
+        // if it were applied only then. That lets one API call retry
+        // its read-modify-write rounds under one id, of which at
+        // most one ever writes.
+        if matches!(&result.outcome, Outcome::Txn(_)) && !wrote {
+            return Ok(result);
+        }
+        self.remember(id, &result, batch, fx)?;
+        Ok(result)
     }
 }
 

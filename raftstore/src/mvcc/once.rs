@@ -175,11 +175,12 @@ impl KvStore {
     }
 
     /// Forget what the window no longer holds: ids older than the time
-    /// bound, and then the oldest while a new one would not fit. Returns
+    /// bound, and then the oldest while a new one would not fit; their
+    /// keys go to `evicted`, for the caller to delete in its write. Returns
     /// false when a new id does not fit without forgetting a young one.
     pub(super) fn make_room(
         &self,
-        batch: &mut WriteBatch,
+        evicted: &mut Vec<Vec<u8>>,
         fx: &mut Effects,
     ) -> Result<bool, StoreError> {
         let limits = self.once_limits();
@@ -220,8 +221,8 @@ impl KvStore {
                 fits = false;
                 break;
             }
-            batch.delete_cf(meta, &rec.key);
-            batch.delete_cf(meta, &log_key);
+            evicted.push(rec.key.clone());
+            evicted.push(log_key);
             fx.once_keys.push(rec.key);
             w.bytes = (w.bytes - rec.bytes).max(0);
             w.first += 1;

@@ -39,26 +39,95 @@ enum WriteOp {
     Delete(&'static str, Vec<u8>),
 }
 
-/// One transaction being executed at revision `rev`: its writes are kept
-/// aside (and visible to its own later reads) until it commits.
+/// Where a transaction's writes go before it commits.
+enum Writes<'a> {
+    /// Straight into a batch that held nothing before the transaction:
+    /// aborting empties it again. This spares a large transaction (a
+    /// delete of many keys) a second copy of its writes.
+    Direct(&'a mut WriteBatch),
+    /// Kept aside, and added at commit to a batch that holds the writes of
+    /// the commands before this one.
+    Kept(Vec<WriteOp>, &'a mut WriteBatch),
+}
+
+/// Writes of at least this many bytes size their batch once, when they are
+/// its first: RocksDB's batch otherwise grows by doubling, copying what it
+/// holds into fresh memory each time.
+const PRESIZE_BYTES: usize = 1 << 20;
+
+/// One transaction being executed at revision `rev`: its writes go to its
+/// batch (and are visible to its own later reads) and count only if it
+/// commits.
 pub(super) struct TxnCtx<'a> {
     store: &'a KvStore,
     rev: i64,
     sub: u32,
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
-    ops: Vec<WriteOp>,
+    writes: Writes<'a>,
     events: Vec<Event>,
 }
 
 impl<'a> TxnCtx<'a> {
-    pub(super) fn new(store: &'a KvStore, rev: i64) -> Self {
+    /// A transaction whose writes go to `batch`, after what it holds.
+    pub(super) fn new(store: &'a KvStore, rev: i64, batch: &'a mut WriteBatch) -> Self {
+        let writes = if batch.is_empty() {
+            Writes::Direct(batch)
+        } else {
+            Writes::Kept(Vec::new(), batch)
+        };
         TxnCtx {
             store,
             rev,
             sub: 0,
             overlay: BTreeMap::new(),
-            ops: Vec::new(),
+            writes,
             events: Vec::new(),
+        }
+    }
+
+    fn put_op(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) {
+        match &mut self.writes {
+            Writes::Direct(b) => b.put_cf(engine::cf(self.store.db(), cf), key, value),
+            Writes::Kept(ops, _) => ops.push(WriteOp::Put(cf, key, value)),
+        }
+    }
+
+    fn delete_op(&mut self, cf: &'static str, key: Vec<u8>) {
+        match &mut self.writes {
+            Writes::Direct(b) => b.delete_cf(engine::cf(self.store.db(), cf), key),
+            Writes::Kept(ops, _) => ops.push(WriteOp::Delete(cf, key)),
+        }
+    }
+
+    /// Make room for `ops` more writes of about `bytes` bytes.
+    fn reserve(&mut self, ops: usize, bytes: usize) {
+        match &mut self.writes {
+            Writes::Direct(b) if b.is_empty() && bytes >= PRESIZE_BYTES => {
+                **b = WriteBatch::with_capacity_bytes(bytes);
+            }
+            Writes::Direct(_) => {}
+            Writes::Kept(v, _) => v.reserve(ops),
+        }
+    }
+
+    /// Write the transaction's next event to the revision log: its type and
+    /// key, under its revision and place in the transaction.
+    fn log_event(&mut self, kind: EventType, key: &[u8]) {
+        let mut ev = Vec::with_capacity(1 + key.len());
+        // As `KvStore::history` reads it back.
+        ev.push(match kind {
+            EventType::Put => 0,
+            EventType::Delete => 1,
+        });
+        ev.extend_from_slice(key);
+        self.put_op(CF_REV, engine::rev_key(self.rev, self.sub).to_vec(), ev);
+        self.sub += 1;
+    }
+
+    /// Undo the transaction's writes (a failed transaction changes nothing).
+    pub(super) fn abort(self) {
+        if let Writes::Direct(b) = self.writes {
+            b.clear();
         }
     }
 
@@ -110,7 +179,9 @@ impl<'a> TxnCtx<'a> {
         Ok(kvs.iter().all(|kv| compare_kv(c, kv)))
     }
 
-    pub(super) fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, TxnFail> {
+    /// Run `req`; `last` says that nothing of the enclosing transaction
+    /// runs after it (so its last write need not be readable).
+    pub(super) fn txn(&mut self, req: &TxnRequest, last: bool) -> Result<TxnResponse, TxnFail> {
         let mut ok = true;
         for c in &req.compare {
             if !self.compare(c)? {
@@ -120,12 +191,13 @@ impl<'a> TxnCtx<'a> {
         }
         let branch = if ok { &req.success } else { &req.failure };
         let mut responses = Vec::with_capacity(branch.len());
-        for op in branch {
+        for (i, op) in branch.iter().enumerate() {
+            let tail = last && i + 1 == branch.len();
             responses.push(match op {
                 RequestOp::Range(r) => ResponseOp::Range(self.range(r)?),
-                RequestOp::Put(p) => ResponseOp::Put(self.put(p)?),
-                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete(d)?),
-                RequestOp::Txn(t) => ResponseOp::Txn(self.txn(t)?),
+                RequestOp::Put(p) => ResponseOp::Put(self.put(p, !tail)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete(d, !tail)?),
+                RequestOp::Txn(t) => ResponseOp::Txn(self.txn(t, tail)?),
             });
         }
         Ok(TxnResponse {
@@ -156,7 +228,9 @@ impl<'a> TxnCtx<'a> {
         Ok(finish_range(r, kvs, count))
     }
 
-    fn put(&mut self, p: &PutRequest) -> Result<PutResponse, TxnFail> {
+    /// Write `p`; `read_after` says that more of the transaction runs after
+    /// it, and may read what it wrote.
+    fn put(&mut self, p: &PutRequest, read_after: bool) -> Result<PutResponse, TxnFail> {
         let prev = self.latest(&p.key)?;
         if (p.ignore_value || p.ignore_lease) && prev.is_none() {
             return Err(KvError::KeyNotFound.into());
@@ -189,34 +263,22 @@ impl<'a> TxnCtx<'a> {
             lease,
             value: kv.value.clone(),
         };
-        self.ops.push(WriteOp::Put(
-            CF_KV,
-            engine::mvcc_key(&p.key, self.rev),
-            rec.encode(),
-        ));
-        let mut ev = vec![0u8];
-        ev.extend_from_slice(&p.key);
-        self.ops.push(WriteOp::Put(
-            CF_REV,
-            engine::rev_key(self.rev, self.sub).to_vec(),
-            ev,
-        ));
-        self.sub += 1;
+        self.put_op(CF_KV, engine::mvcc_key(&p.key, self.rev), rec.encode());
+        self.log_event(EventType::Put, &p.key);
         let old_lease = prev.as_ref().map_or(0, |kv| kv.lease);
         if old_lease != 0 && old_lease != lease {
-            self.ops.push(WriteOp::Delete(
-                CF_LEASE_KEYS,
-                engine::lease_attach_key(old_lease, &p.key),
-            ));
+            self.delete_op(CF_LEASE_KEYS, engine::lease_attach_key(old_lease, &p.key));
         }
         if lease != 0 {
-            self.ops.push(WriteOp::Put(
+            self.put_op(
                 CF_LEASE_KEYS,
                 engine::lease_attach_key(lease, &p.key),
                 vec![],
-            ));
+            );
         }
-        self.overlay.insert(p.key.clone(), Some(kv.clone()));
+        if read_after {
+            self.overlay.insert(p.key.clone(), Some(kv.clone()));
+        }
         self.events.push(Event {
             kind: EventType::Put,
             kv,
@@ -227,13 +289,27 @@ impl<'a> TxnCtx<'a> {
         })
     }
 
+    /// Delete `d`'s range; `read_after` as for [`Self::put`].
     pub(super) fn delete(
         &mut self,
         d: &DeleteRangeRequest,
+        read_after: bool,
     ) -> Result<DeleteRangeResponse, TxnFail> {
         let live = self.live_range(&d.key, &d.range_end)?;
         let deleted = live.len() as i64;
-        for kv in &live {
+        // A large delete is one command: size its writes once, and move
+        // each live pair into its event rather than copy its value.
+        let bytes: usize = live
+            .iter()
+            .map(|kv| engine::encoded_len(&kv.key) + kv.key.len() + TOMBSTONE_WRITE_BYTES)
+            .sum();
+        self.reserve(2 * live.len(), bytes);
+        self.events.reserve(live.len());
+        let mut prev_kvs = Vec::new();
+        if d.prev_kv {
+            prev_kvs.reserve(live.len());
+        }
+        for kv in live {
             let rec = Record {
                 tombstone: true,
                 create_revision: 0,
@@ -241,26 +317,17 @@ impl<'a> TxnCtx<'a> {
                 lease: 0,
                 value: vec![],
             };
-            self.ops.push(WriteOp::Put(
-                CF_KV,
-                engine::mvcc_key(&kv.key, self.rev),
-                rec.encode(),
-            ));
-            let mut ev = vec![1u8];
-            ev.extend_from_slice(&kv.key);
-            self.ops.push(WriteOp::Put(
-                CF_REV,
-                engine::rev_key(self.rev, self.sub).to_vec(),
-                ev,
-            ));
-            self.sub += 1;
+            self.put_op(CF_KV, engine::mvcc_key(&kv.key, self.rev), rec.encode());
+            self.log_event(EventType::Delete, &kv.key);
             if kv.lease != 0 {
-                self.ops.push(WriteOp::Delete(
-                    CF_LEASE_KEYS,
-                    engine::lease_attach_key(kv.lease, &kv.key),
-                ));
+                self.delete_op(CF_LEASE_KEYS, engine::lease_attach_key(kv.lease, &kv.key));
             }
-            self.overlay.insert(kv.key.clone(), None);
+            if read_after {
+                self.overlay.insert(kv.key.clone(), None);
+            }
+            if d.prev_kv {
+                prev_kvs.push(kv.clone());
+            }
             self.events.push(Event {
                 kind: EventType::Delete,
                 kv: KeyValue {
@@ -268,33 +335,45 @@ impl<'a> TxnCtx<'a> {
                     mod_revision: self.rev,
                     ..Default::default()
                 },
-                prev_kv: Some(kv.clone()),
+                prev_kv: Some(kv),
             });
         }
-        Ok(DeleteRangeResponse {
-            deleted,
-            prev_kvs: if d.prev_kv { live } else { vec![] },
-        })
+        Ok(DeleteRangeResponse { deleted, prev_kvs })
     }
 
-    /// Move the writes into `batch`; returns the store revision after them.
-    pub(super) fn commit(self, batch: &mut WriteBatch, fx: &mut Effects) -> i64 {
+    /// Add the writes to the batch; returns the store revision after them.
+    pub(super) fn commit(self, fx: &mut Effects) -> i64 {
         if self.events.is_empty() {
-            return self.rev - 1;
+            // No key changed: nothing was written (every write has its
+            // event), and the revision stays.
+            let rev = self.rev - 1;
+            self.abort();
+            return rev;
         }
-        let db = self.store.db();
-        for op in self.ops {
-            match op {
-                WriteOp::Put(cf, k, v) => batch.put_cf(engine::cf(db, cf), k, v),
-                WriteOp::Delete(cf, k) => batch.delete_cf(engine::cf(db, cf), k),
+        if let Writes::Kept(ops, batch) = self.writes {
+            let db = self.store.db();
+            for op in ops {
+                match op {
+                    WriteOp::Put(cf, k, v) => batch.put_cf(engine::cf(db, cf), k, v),
+                    WriteOp::Delete(cf, k) => batch.delete_cf(engine::cf(db, cf), k),
+                }
             }
         }
         // The store's revision is written with the commands' write (see
         // `apply`), once for all the commands that share it.
-        fx.events.extend(self.events);
+        if fx.events.is_empty() {
+            fx.events = self.events;
+        } else {
+            fx.events.extend(self.events);
+        }
         self.rev
     }
 }
+
+/// A tombstone's two writes beside its encoded key and the key in its
+/// event: the revision of its MVCC key, its record, its event's revision
+/// key and type, and the batch's framing of both.
+const TOMBSTONE_WRITE_BYTES: usize = 64;
 
 fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     use std::cmp::Ordering as O;
@@ -319,8 +398,10 @@ impl KvStore {
     pub fn read_only_txn(&self, req: &TxnRequest) -> Result<(TxnResponse, i64), RangeError> {
         let _r = self.read_guard();
         let cur = self.revision();
-        let mut tx = TxnCtx::new(self, cur + 1);
-        match tx.txn(req) {
+        // Writes nothing: its batch is never written.
+        let mut scratch = WriteBatch::default();
+        let mut tx = TxnCtx::new(self, cur + 1, &mut scratch);
+        match tx.txn(req, true) {
             Ok(r) => Ok((r, cur)),
             Err(TxnFail::Kv(e)) => Err(e.into()),
             Err(TxnFail::Store(e)) => Err(e.into()),

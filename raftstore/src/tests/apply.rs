@@ -48,6 +48,40 @@ fn a_batch_applies_each_command_at_its_own_revision_and_resumes_after_a_crash() 
     assert_eq!(t.get("c", 0).expect("c").mod_revision, 2);
 }
 
+#[test]
+fn a_failed_transaction_that_shares_a_write_leaves_out_only_its_own_writes() {
+    let put = |k: &str, lease: i64| {
+        RequestOp::Put(PutRequest {
+            key: k.into(),
+            value: b"v".to_vec(),
+            lease,
+            ..Default::default()
+        })
+    };
+    let mut t = T::new();
+    // Three point commands share one write; the second fails after its
+    // first put (lease 42 does not exist).
+    let (r, _) = t.apply(Command::Batch(vec![
+        Command::Txn(TxnRequest::single(put("a", 0))),
+        Command::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![put("d", 0), put("e", 42)],
+            failure: vec![],
+        }),
+        Command::Txn(TxnRequest::single(put("f", 0))),
+    ]));
+    let Outcome::Batch(results) = r.outcome else {
+        panic!("not a batch outcome")
+    };
+    assert_eq!(
+        results[1].outcome,
+        Outcome::Txn(Err(KvError::LeaseNotFound))
+    );
+    assert_eq!(t.get("a", 0).expect("a").mod_revision, 2);
+    assert!(t.get("d", 0).is_none() && t.get("e", 0).is_none());
+    assert_eq!(t.get("f", 0).expect("f").mod_revision, 3);
+}
+
 fn bincode_progress(index: u64, sub: usize) -> Vec<u8> {
     let mut v = index.to_le_bytes().to_vec();
     v.extend_from_slice(&(sub as u64).to_le_bytes());

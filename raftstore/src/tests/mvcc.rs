@@ -167,6 +167,92 @@ fn txn_compares_choose_the_branch_and_see_their_own_writes() {
     assert_eq!(r, Err(KvError::LeaseNotFound));
     assert_eq!(rev, before);
     assert!(t.get("d", 0).is_none());
+    // Nor does it appear once the next command takes the revision it would
+    // have had.
+    t.put("e", "1");
+    assert!(
+        t.get("d", 0).is_none(),
+        "a failed transaction's write leaked"
+    );
+}
+
+#[test]
+fn a_txn_reads_its_own_deletes_and_the_writes_of_its_nested_txns() {
+    let mut t = T::new();
+    for k in ["a", "b", "c"] {
+        t.put(k, "old");
+    }
+    let range = || {
+        RequestOp::Range(RangeRequest {
+            key: b"a".to_vec(),
+            range_end: b"z".to_vec(),
+            ..Default::default()
+        })
+    };
+    let put = |k: &str| {
+        RequestOp::Put(PutRequest {
+            key: k.into(),
+            value: b"new".to_vec(),
+            ..Default::default()
+        })
+    };
+    let keys = |r: &ResponseOp| match r {
+        ResponseOp::Range(rr) => rr
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect::<Vec<_>>(),
+        o => panic!("not a range: {o:?}"),
+    };
+    let nested = |ops: Vec<RequestOp>| {
+        RequestOp::Txn(TxnRequest {
+            compare: vec![],
+            success: ops,
+            failure: vec![],
+        })
+    };
+    let (r, rev) = t.txn(TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::DeleteRange(DeleteRangeRequest {
+                key: b"a".to_vec(),
+                range_end: b"z".to_vec(),
+                prev_kv: true,
+            }),
+            range(),
+            put("b"),
+            range(),
+            // The last write of a nested transaction is read by what
+            // follows it in the enclosing one.
+            nested(vec![put("x")]),
+            range(),
+            nested(vec![nested(vec![RequestOp::DeleteRange(
+                DeleteRangeRequest {
+                    key: b"b".to_vec(),
+                    ..Default::default()
+                },
+            )])]),
+            range(),
+        ],
+        failure: vec![],
+    });
+    let r = r.expect("txn");
+    match &r.responses[0] {
+        ResponseOp::DeleteRange(d) => {
+            assert_eq!(d.deleted, 3);
+            assert_eq!(d.prev_kvs.len(), 3);
+            assert!(d.prev_kvs.iter().all(|kv| kv.value == b"old"));
+        }
+        o => panic!("not a delete: {o:?}"),
+    }
+    assert!(keys(&r.responses[1]).is_empty());
+    assert_eq!(keys(&r.responses[3]), ["b"]);
+    assert_eq!(keys(&r.responses[5]), ["b", "x"]);
+    assert_eq!(keys(&r.responses[7]), ["x"]);
+    // And what it wrote is what the store holds after it.
+    assert_eq!(rev, 5);
+    assert!(t.get("a", 0).is_none() && t.get("b", 0).is_none());
+    assert_eq!(t.get("x", 0).expect("x").value, b"new");
 }
 
 #[test]
