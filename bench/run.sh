@@ -25,6 +25,8 @@ Usage: bench/run.sh [options]
   --clients LIST       client counts, space or comma separated
                        (default "1 16 256 1000")
   --no-check-perf      skip `etcdctl check perf` (each load takes 60 s)
+  --no-fsync           run both systems without fsync (their
+                       --unsafe-no-fsync), to compare the CPU path alone
   --results FILE       append the report here (default bench/RESULTS.md;
                        "-" to append nothing)
   --keep-logs DIR      copy the members' logs there before cleaning up
@@ -53,6 +55,7 @@ DISK_PUTS=""
 DISK_KEYS=10000
 CLIENT_LIST="1 16 256 1000"
 CHECK_PERF=1
+NO_FSYNC=0
 RESULTS="$SCRIPT_DIR/RESULTS.md"
 WORK_PARENT="${TMPDIR:-/tmp}"
 KEEP_LOGS=""
@@ -66,6 +69,7 @@ while (($#)); do
     --disk-keys) DISK_KEYS="${2:?}"; shift ;;
     --clients) CLIENT_LIST="${2//,/ }"; shift ;;
     --no-check-perf) CHECK_PERF=0 ;;
+    --no-fsync) NO_FSYNC=1 ;;
     --results) RESULTS="${2:?}"; shift ;;
     --workdir) WORK_PARENT="${2:?}"; shift ;;
     --keep-logs) KEEP_LOGS="${2:?}"; shift ;;
@@ -105,6 +109,12 @@ range_total() { # clients -> number of ranges
 # The settings both systems run with (ETCD_SETTINGS, FLOTILLA_SETTINGS).
 # shellcheck source=bench/settings.sh
 source "$SCRIPT_DIR/settings.sh"
+FSYNC="fsync per commit"
+if ((NO_FSYNC)); then
+  ETCD_SETTINGS+=(--unsafe-no-fsync)
+  FLOTILLA_SETTINGS+=(--unsafe-no-fsync)
+  FSYNC="no fsync (--unsafe-no-fsync: the CPU path alone, not a durable setup)"
+fi
 
 FLOTILLA="${FLOTILLA_BIN:-$CARGO_TARGET_DIR/release/flotilla}"
 BENCH="${BENCH_BIN:-$CARGO_TARGET_DIR/release/flotilla-bench}"
@@ -616,7 +626,7 @@ if [[ $RESULTS != "-" ]]; then
     echo "- Machine: $(nproc) CPUs ($(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r), data on $(df -T "$WORK_PARENT" | awk 'NR == 2 {print $2}')"
     echo "- Finished: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); load average at start $START_LOAD, at end $(cut -d' ' -f1-3 /proc/loadavg) (anything else running skews the figures)"
     echo "- etcd: $ETCD_VERSION; Flotilla: $FLOTILLA_VERSION"
-    echo "- Configuration, the same for both: heartbeat $HEARTBEAT_MS ms, election timeout $ELECTION_MS ms, history compacted to the last $COMPACT_KEEP revisions, fsync per commit (etcd: \`${ETCD_SETTINGS[*]}\`; Flotilla: \`${FLOTILLA_SETTINGS[*]}\`)${FLOTILLA_DEFAULTS:+; other Flotilla defaults, as its --help states them: $FLOTILLA_DEFAULTS}"
+    echo "- Configuration, the same for both: heartbeat $HEARTBEAT_MS ms, election timeout $ELECTION_MS ms, history compacted to the last $COMPACT_KEEP revisions, $FSYNC (etcd: \`${ETCD_SETTINGS[*]}\`; Flotilla: \`${FLOTILLA_SETTINGS[*]}\`)${FLOTILLA_DEFAULTS:+; other Flotilla defaults, as its --help states them: $FLOTILLA_DEFAULTS}"
     echo "- Puts: ${KEY_SIZE}-byte keys, ${VAL_SIZE}-byte values; ranges: single key over $RANGE_KEYS keys; failover: $KILLS kills"
     echo
     cat "$TABLE"
