@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_telemetry::prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 use flotilla_telemetry::register;
 use openraft::ServerState;
@@ -47,6 +47,12 @@ pub struct StoreMetrics {
     pub last_log_index: IntGauge,
     pub follower_lag: IntGaugeVec,
     pub snapshot_sends: IntCounter,
+    /// AppendEntries sent to peers on a follower's stream, and as calls
+    /// (to a master that serves no stream): the two `via` series of
+    /// `flotilla_raft_appends_sent_total`, resolved once.
+    pub appends_streamed: IntCounter,
+    pub appends_called: IntCounter,
+    pub append_stream_opens: IntCounter,
     pub batch_commands: Histogram,
     pub forward_commands: Histogram,
 }
@@ -66,6 +72,17 @@ fn disk_buckets() -> Vec<f64> {
 
 impl StoreMetrics {
     pub fn new(r: &Registry) -> Arc<Self> {
+        let appends_sent = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "flotilla_raft_appends_sent_total",
+                    "AppendEntries this master sent to peers, by how: on a peer's stream or one call each.",
+                ),
+                &["via"],
+            )
+            .expect("valid metric"),
+        );
         Arc::new(StoreMetrics {
             has_leader: gauge(
                 r,
@@ -167,6 +184,13 @@ impl StoreMetrics {
                 r,
                 "flotilla_raft_snapshot_sends_total",
                 "Snapshots this master started sending to a peer.",
+            ),
+            appends_streamed: appends_sent.with_label_values(&["stream"]),
+            appends_called: appends_sent.with_label_values(&["call"]),
+            append_stream_opens: counter(
+                r,
+                "flotilla_raft_append_stream_opens_total",
+                "AppendEntries streams this master opened to peers: one per peer, and another after a timeout or a broken connection.",
             ),
             batch_commands: register(
                 r,

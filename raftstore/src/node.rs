@@ -75,6 +75,10 @@ pub struct MasterConfig {
     /// then loses acknowledged writes, which the chaos tests' power-loss
     /// nemesis shows.
     pub unsafe_no_fsync: bool,
+    /// Serve AppendEntries streams to the leader. False only in tests: a
+    /// master from before the streams, to which a leader sends a call per
+    /// AppendEntries.
+    pub serve_append_streams: bool,
 }
 
 impl MasterConfig {
@@ -100,6 +104,7 @@ impl MasterConfig {
             security: Default::default(),
             metrics: flotilla_telemetry::registry(),
             unsafe_no_fsync: false,
+            serve_append_streams: true,
         }
     }
 

@@ -100,6 +100,7 @@ const STREAMING: &[(&str, &str)] = &[
     ("/etcdserverpb.Lease/LeaseKeepAlive", "bidi_stream"),
     ("/etcdserverpb.Maintenance/Snapshot", "server_stream"),
     ("/flotilla.objects.v1.Objects/Watch", "server_stream"),
+    ("/flotilla.raft.v1.RaftPeer/AppendStream", "bidi_stream"),
 ];
 
 /// How long a starting master waits to publish itself before serving clients.
@@ -149,6 +150,7 @@ pub async fn start_with(
         .add_service(
             RaftPeerServer::new(PeerService {
                 master: master.clone(),
+                streams: master.cfg.serve_append_streams,
             })
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX),

@@ -1,5 +1,7 @@
 //! Leadership as a stream, fenced writes refused by the state machine once
-//! their term is over, and leases as a leader answers for them: a
+//! their term is over, leases as a leader answers for them, and how a
+//! leader sends AppendEntries (a stream per follower, or a call each to a
+//! master that serves no stream): a
 //! three-master cluster in this process, each
 //! master on a runtime (and thread) of its own, so that one can be paused
 //! whole, as a SIGSTOP would pause its process.
@@ -10,7 +12,7 @@ use std::time::Duration;
 use flotilla_raftstore::error::Error;
 use flotilla_raftstore::kv::{PutRequest, RangeRequest, RequestOp, TxnRequest};
 use flotilla_raftstore::types::{Command, Outcome};
-use flotilla_raftstore::{Master, MasterConfig};
+use flotilla_raftstore::{Master, MasterConfig, StartError};
 use tokio::runtime::Handle;
 
 /// One master on a current-thread runtime of its own.
@@ -22,7 +24,7 @@ struct Node {
 }
 
 impl Node {
-    fn start(cfg: MasterConfig) -> Node {
+    fn start(cfg: MasterConfig) -> Result<Node, StartError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -31,19 +33,32 @@ impl Node {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let running = flotilla_raftstore::start(cfg).await.expect("start master");
-                let _ = tx.send((Handle::current(), running.master.clone()));
+                let running = match flotilla_raftstore::start(cfg).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok((Handle::current(), running.master.clone())));
                 let _ = stopped.await;
                 running.shutdown().await;
             });
         });
-        let (handle, master) = rx.recv().expect("master started");
-        Node {
+        let started = rx.recv().expect("the master's thread answers");
+        let (handle, master) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+        };
+        Ok(Node {
             handle,
             master,
             stop: Some(stop),
             thread: Some(thread),
-        }
+        })
     }
 
     /// Freeze every task of this master (its runtime's only thread blocks)
@@ -72,9 +87,24 @@ impl Drop for Node {
     }
 }
 
+/// An address on 127.0.0.1 that was free a moment ago and that this
+/// process has not handed out before (the kernel readily gives the same
+/// port to two binds in a row once the first is closed).
 fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Ports already given stay bound until a fresh one comes up, so that
+    // the kernel does not offer them again.
+    let mut held = Vec::new();
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+        held.push(l);
+    }
 }
 
 /// Wait until some master other than `not` leads in a term above `above`.
@@ -119,16 +149,46 @@ async fn settled_leader(nodes: &[Node]) -> (usize, u64) {
     settled_leader_above(nodes, 0, "before").await
 }
 
-/// [`settled_leader`] in a term above `above`, writing `key`.
+/// [`settled_leader`] in a term above `above`, writing `key`, once every
+/// master follows it.
 async fn settled_leader_above(nodes: &[Node], above: u64, key: &str) -> (usize, u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (l, term) = leader(nodes, None, above).await;
         match propose(&nodes[l], fenced_put(term, key)).await {
-            Outcome::Txn(Ok(_)) => return (l, term),
+            Outcome::Txn(Ok(_)) if all_follow(nodes, l, term).await => return (l, term),
+            Outcome::Txn(Ok(_)) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader settled in 20 s"
+            ),
             Outcome::Fenced { .. } if tokio::time::Instant::now() < deadline => {}
             r => panic!("the leader's own fenced write: {r:?}"),
         }
+    }
+}
+
+/// Whether every master comes to follow `l` while it leads in `term`.
+/// At the founding, two masters may stand in the same term; the one that
+/// lost answers the winner's first AppendEntries with its own vote, which
+/// deposes the winner even after a write of its own was committed by the
+/// third master.
+async fn all_follow(nodes: &[Node], l: usize, term: u64) -> bool {
+    let id = nodes[l].master.id();
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        if *nodes[l].master.leadership().borrow() != Some(term) {
+            return false;
+        }
+        if nodes
+            .iter()
+            .all(|n| n.master.current_leader().map(|(i, _)| i) == Some(id))
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() > until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -145,22 +205,42 @@ async fn propose(node: &Node, cmd: Command) -> Outcome {
 
 /// Three masters founding a cluster in `dir`.
 fn cluster(dir: &std::path::Path) -> Vec<Node> {
+    cluster_with(dir, |_| {})
+}
+
+/// [`cluster`], each master's configuration changed by `tweak` first.
+/// A port that was free when picked may be taken before the master binds
+/// it (by another test's connection): the cluster is then started again on
+/// other ports, in a fresh folder.
+fn cluster_with(dir: &std::path::Path, tweak: impl Fn(&mut MasterConfig)) -> Vec<Node> {
     let names = ["m0", "m1", "m2"];
-    let peers: Vec<SocketAddr> = names.iter().map(|_| free_addr()).collect();
-    let initial: Vec<(String, String)> = names
-        .iter()
-        .zip(&peers)
-        .map(|(n, p)| (n.to_string(), p.to_string()))
-        .collect();
-    names
-        .iter()
-        .zip(&peers)
-        .map(|(n, p)| {
+    for attempt in 0.. {
+        let dir = dir.join(format!("try{attempt}"));
+        let peers: Vec<SocketAddr> = names.iter().map(|_| free_addr()).collect();
+        let initial: Vec<(String, String)> = names
+            .iter()
+            .zip(&peers)
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect();
+        let mut nodes = Vec::new();
+        for (n, p) in names.iter().zip(&peers) {
             let mut cfg = MasterConfig::new(n, dir.join(n), free_addr(), *p);
             cfg.initial_cluster = initial.clone();
-            Node::start(cfg)
-        })
-        .collect()
+            tweak(&mut cfg);
+            match Node::start(cfg) {
+                Ok(node) => nodes.push(node),
+                Err(e @ StartError::Bind { .. }) if attempt < 5 => {
+                    eprintln!("starting {n} (attempt {attempt}): {e}; again on other ports");
+                    break;
+                }
+                Err(e) => panic!("start {n}: {e}"),
+            }
+        }
+        if nodes.len() == names.len() {
+            return nodes;
+        }
+    }
+    unreachable!("the loop returns or panics")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,4 +484,104 @@ async fn a_new_leader_renews_no_lease_that_an_earlier_terms_revoke_removes() {
         "the new leader renewed lease {id}, which the revoke of term {term} removed \
          right after: {answer:?}"
     );
+}
+
+/// A counter of `m`'s registry (with `label`, when given), 0 when absent.
+fn counter(m: &Master, name: &str, label: Option<(&str, &str)>) -> f64 {
+    m.config()
+        .metrics
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|x| {
+            label.is_none_or(|(k, v)| {
+                x.get_label()
+                    .iter()
+                    .any(|l| l.name() == k && l.value() == v)
+            })
+        })
+        .map(|x| x.get_counter().get_value())
+        .sum()
+}
+
+/// Fenced puts of `keys` by the leader (the next one, if leadership moves,
+/// as it may just after the start); then every master has them. Returns
+/// the leader.
+async fn replicate(nodes: &[Node], keys: usize) -> usize {
+    let (mut l, mut term) = settled_leader(nodes).await;
+    let mut k = 0;
+    while k < keys {
+        match propose(&nodes[l], fenced_put(term, &format!("k{k}"))).await {
+            Outcome::Txn(Ok(_)) => k += 1,
+            Outcome::Fenced { .. } => (l, term) = settled_leader_above(nodes, term, "again").await,
+            r => panic!("put k{k}: {r:?}"),
+        }
+    }
+    let last = format!("k{}", keys - 1);
+    until("every master has the last key", || {
+        nodes.iter().all(|n| exists(&n.master, last.as_bytes()))
+    })
+    .await;
+    l
+}
+
+/// The leader keeps one AppendEntries stream per follower; a master that
+/// serves none (one from before the streams, in a rolling upgrade) gets
+/// one call per AppendEntries, and the cluster replicates either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_streams_its_appends_and_calls_a_master_that_serves_no_stream() {
+    const SENT: &str = "flotilla_raft_appends_sent_total";
+    const OPENS: &str = "flotilla_raft_append_stream_opens_total";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = cluster(&dir.path().join("new"));
+    let l = replicate(&nodes, 50).await;
+    let m = &nodes[l].master;
+    let streamed = counter(m, SENT, Some(("via", "stream")));
+    let called = counter(m, SENT, Some(("via", "call")));
+    assert!(streamed >= 50.0, "{streamed} sent on streams");
+    // Only the first AppendEntries of each of openraft's clients is a call.
+    assert!(
+        called * 5.0 < streamed,
+        "{called} calls, {streamed} streamed"
+    );
+    // One stream per follower, unless a heartbeat timed out meanwhile.
+    let opens = counter(m, OPENS, None);
+    assert!(opens >= 2.0);
+    // A linearizable read's leadership check sends one heartbeat per
+    // follower on a client of its own, on a stream an earlier one left:
+    // at most one new stream per follower for all five reads.
+    for _ in 0..5 {
+        on(&nodes[l], |m| async move { m.linearize().await })
+            .await
+            .expect("linearizable read");
+    }
+    let streamed_after = counter(m, SENT, Some(("via", "stream")));
+    assert!(
+        streamed_after >= streamed + 10.0,
+        "{streamed_after} streamed"
+    );
+    let opened = counter(m, OPENS, None) - opens;
+    assert!(opened <= 2.0, "{opened} streams opened for five reads");
+    // A follower stops while the leader streams to it: its server drains
+    // at once rather than waiting out its 5 s limit on the stream.
+    let mut nodes = nodes;
+    let follower = nodes.remove((l + 1) % 3);
+    let t = std::time::Instant::now();
+    drop(follower);
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "a follower took {:?} to stop",
+        t.elapsed()
+    );
+    drop(nodes);
+
+    let nodes = cluster_with(&dir.path().join("old"), |c| c.serve_append_streams = false);
+    let l = replicate(&nodes, 50).await;
+    let m = &nodes[l].master;
+    assert!(counter(m, SENT, Some(("via", "call"))) >= 50.0);
+    // The refusal is remembered: a follower is asked for a stream only by
+    // the appends already under way when it first refused (a few).
+    let streamed = counter(m, SENT, Some(("via", "stream")));
+    assert!(streamed <= 6.0, "{streamed} sent on streams");
 }

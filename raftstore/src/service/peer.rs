@@ -5,7 +5,10 @@ use flotilla_proto::raft as pb;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
 };
-use tonic::{Request, Response, Status};
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::network::{decode, encode};
 use crate::node::Master;
@@ -14,10 +17,23 @@ use tracing::Instrument;
 
 pub struct PeerService {
     pub master: Master,
+    /// Whether AppendEntries streams are served (see
+    /// `MasterConfig::serve_append_streams`).
+    pub streams: bool,
 }
 
 fn bad(e: String) -> Status {
     Status::invalid_argument(format!("undecodable peer message: {e}"))
+}
+
+/// One AppendEntries from the leader, answered by this master's Raft.
+async fn append(master: &Master, req: &pb::Payload) -> Result<pb::Payload, Status> {
+    let rpc: AppendEntriesRequest<TypeConfig> = decode(req).map_err(bad)?;
+    let res = master.raft.append_entries(rpc).await;
+    if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        master.heard.touch();
+    }
+    encode(&res).map_err(Status::internal)
 }
 
 #[tonic::async_trait]
@@ -26,12 +42,34 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         &self,
         req: Request<pb::Payload>,
     ) -> Result<Response<pb::Payload>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref()).map_err(bad)?;
-        let res = self.master.raft.append_entries(rpc).await;
-        if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-            self.master.heard.touch();
+        Ok(Response::new(append(&self.master, req.get_ref()).await?))
+    }
+
+    type AppendStreamStream = Pin<Box<dyn Stream<Item = Result<pb::Numbered, Status>> + Send>>;
+
+    /// Requests are taken one at a time, in order, each answered before
+    /// the next is read (the leader has one in flight per follower). The
+    /// stream ends when this master stops, so that its server drains
+    /// instead of waiting on a leader that keeps the stream open.
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<pb::Numbered>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        if !self.streams {
+            return Err(Status::unimplemented("AppendStream is not served here"));
         }
-        Ok(Response::new(encode(&res).map_err(Status::internal)?))
+        let master = self.master.clone();
+        let answers = req.into_inner().then(move |m| {
+            let master = master.clone();
+            async move {
+                let m = m?;
+                let data = append(&master, &pb::Payload { data: m.data }).await?.data;
+                Ok(pb::Numbered { seq: m.seq, data })
+            }
+        });
+        let stop = self.master.shutdown.clone();
+        let answers = answers.take_until(async move { stop.cancelled().await });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn vote(&self, req: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
