@@ -208,10 +208,15 @@ pub async fn start_with(
     // accepted their connection and cannot answer yet.
     let m2 = master.clone();
     let client = tokio::spawn(async move {
-        if !m2.wait_ready(READY_WAIT).await {
-            tracing::warn!(
-                "not yet published in the member directory (no quorum?); serving clients anyway"
-            );
+        // A master stopped meanwhile never listens (its stop does not wait
+        // out READY_WAIT).
+        tokio::select! {
+            ready = m2.wait_ready(READY_WAIT) => if !ready {
+                tracing::warn!(
+                    "not yet published in the member directory (no quorum?); serving clients anyway"
+                );
+            },
+            _ = m2.shutdown.cancelled() => return Ok(()),
         }
         let l = client_sock.listen(1024).map_err(|e| {
             tracing::error!(error = %e, "cannot listen on the client address");
@@ -235,6 +240,7 @@ pub async fn start_with(
 impl RunningMaster {
     /// Stop listening, stop Raft, let the servers drain, and close the store.
     pub async fn shutdown(self) {
+        let started = std::time::Instant::now();
         self.master.shutdown.cancel();
         // Raft first: a leader that went on heartbeating while its servers
         // drained (seconds, with watch streams open) kept the others from
@@ -244,6 +250,7 @@ impl RunningMaster {
         if let Err(e) = self.master.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        let raft_stopped = started.elapsed();
         for s in self.servers {
             match tokio::time::timeout(Duration::from_secs(5), s).await {
                 Ok(Ok(Ok(()))) => {}
@@ -254,6 +261,7 @@ impl RunningMaster {
         }
         // Make the WAL durable and stop RocksDB's background threads, so
         // that the process can exit while the database object still lives.
+        let drained = started.elapsed();
         let db = self.master.store.db().clone();
         let _ = tokio::task::spawn_blocking(move || {
             if let Err(e) = db.flush_wal(true) {
@@ -262,6 +270,13 @@ impl RunningMaster {
             db.cancel_all_background_work(true);
         })
         .await;
-        tracing::info!(name = %self.master.cfg.name, "master stopped");
+        // Where a slow stop spent its time.
+        tracing::info!(
+            name = %self.master.cfg.name,
+            raft_ms = raft_stopped.as_millis() as u64,
+            drained_ms = drained.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "master stopped"
+        );
     }
 }

@@ -585,3 +585,30 @@ async fn a_leader_streams_its_appends_and_calls_a_master_that_serves_no_stream()
     let streamed = counter(m, SENT, Some(("via", "stream")));
     assert!(streamed <= 6.0, "{streamed} sent on streams");
 }
+
+/// A master that is not ready yet (alone, it has no quorum to publish
+/// itself) stops at once: its client server, which waits up to 5 s for the
+/// master to be ready before listening, does not hold the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_stopped_before_it_is_ready_stops_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let mut cfg = MasterConfig::new("m0", dir.path().join("m0"), free_addr(), peers[0]);
+    cfg.initial_cluster = ["m0", "m1", "m2"]
+        .iter()
+        .zip(&peers)
+        .map(|(n, p)| (n.to_string(), p.to_string()))
+        .collect();
+    let node = Node::start(cfg).expect("start m0");
+    assert!(
+        !node.master.wait_ready(Duration::from_millis(200)).await,
+        "a master without a quorum published itself"
+    );
+    let t = std::time::Instant::now();
+    drop(node);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the master took {:?} to stop",
+        t.elapsed()
+    );
+}
