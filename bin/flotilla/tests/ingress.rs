@@ -529,10 +529,14 @@ async fn ingress_routes_http_and_tls_to_pods() {
                 .list(&ListParams::default().labels("kubernetes.io/service-name=mixed"))
                 .await
                 .map_err(|e| e.to_string())?;
-            if l.items.len() == 2 {
-                get(http, "mixed.test", "/").await.map(|_| ())
-            } else {
-                Err(format!("{} slices", l.items.len()))
+            if l.items.len() != 2 {
+                return Err(format!("{} slices", l.items.len()));
+            }
+            // The ingress has the route once it answers (a 404 "no ingress
+            // rule" before).
+            match get(http, "mixed.test", "/").await? {
+                (200, body) if body == "r1" => Ok(()),
+                other => Err(format!("mixed.test answered {other:?}")),
             }
         },
     )
@@ -541,13 +545,25 @@ async fn ingress_routes_http_and_tls_to_pods() {
         let (code, body) = get(http, "mixed.test", "/").await.expect("mixed.test");
         assert_eq!((code, body.as_str()), (200, "r1"));
     }
-    let (_, metrics, _) = curl(&[&format!("http://127.0.0.1:{admin}/metrics")])
-        .await
-        .expect("metrics");
-    assert!(
-        metrics.contains(r#"flotilla_ingress_retries_total{route="default/mixed mixed.test /"}"#),
-        "no retries counted: {metrics}"
-    );
+    // The ingress may have had one slice only for the GETs above; more
+    // GETs until one of them is retried, every one answered by r1.
+    wait_for(
+        TIMEOUT,
+        "a failed connect retried and counted",
+        async || {
+            let (code, body) = get(http, "mixed.test", "/").await?;
+            assert_eq!((code, body.as_str()), (200, "r1"));
+            let (_, metrics, _) = curl(&[&format!("http://127.0.0.1:{admin}/metrics")]).await?;
+            if metrics
+                .contains(r#"flotilla_ingress_retries_total{route="default/mixed mixed.test /"}"#)
+            {
+                Ok(())
+            } else {
+                Err(format!("no retries counted: {metrics}"))
+            }
+        },
+    )
+    .await;
 
     // A rolling update under constant load: no request fails.
     let deploy: flotilla_objects::apps::Deployment = serde_json::from_value(json!({
