@@ -25,7 +25,15 @@ use tonic::transport::{Channel, Endpoint};
 
 mod objects;
 mod schedule;
+mod stored;
 mod workloads;
+
+/// jemalloc, as the masters use: the load generator shares the machine's
+/// two cores with the members it measures, and under glibc's malloc a list
+/// of 1,000 decoded pods cost it about 1.6 times the CPU (a fifth of it in
+/// malloc_consolidate), so that the list points measured the client.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Load generator for etcd v3 API servers (etcd, Flotilla masters).
 #[derive(Debug, Parser)]
