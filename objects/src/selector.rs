@@ -97,8 +97,13 @@ impl Requirement {
 
     /// Whether the labels satisfy this requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let value = labels.get(&self.key);
-        let contains = |v: &String| self.values.iter().any(|x| x == v);
+        self.matches_value(labels.get(&self.key).map(String::as_str))
+    }
+
+    /// Whether a label of this requirement's key with `value` (None: no
+    /// such label) satisfies it.
+    pub fn matches_value(&self, value: Option<&str>) -> bool {
+        let contains = |v: &str| self.values.iter().any(|x| x == v);
         match self.operator {
             Operator::Equals | Operator::In => value.is_some_and(contains),
             Operator::NotEquals | Operator::NotIn => !value.is_some_and(contains),
@@ -358,6 +363,16 @@ impl Selector {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 
+    /// [`Selector::matches`] over labels read through `label` (the value
+    /// of a key, None when absent), so that an object's labels are not
+    /// copied into a map to be matched: a list with a selector matches
+    /// every object of its range.
+    pub fn matches_with<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.requirements
+            .iter()
+            .all(|r| r.matches_value(label(&r.key)))
+    }
+
     /// The selector of an object's `LabelSelector`: matchLabels and
     /// matchExpressions (In, NotIn, Exists, DoesNotExist). An empty
     /// `LabelSelector` matches everything.
@@ -598,14 +613,22 @@ impl FieldSelector {
     /// compare by their string form.
     pub fn matches(&self, object: &Value) -> bool {
         let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+        // Once per object, not per requirement: a list matches every
+        // object of its range.
+        let info = crate::registry::RESOURCES.iter().find(|i| i.kind == kind);
         self.requirements.iter().all(|r| {
-            let (path, absent) = crate::registry::RESOURCES
-                .iter()
-                .find(|i| i.kind == kind)
+            let (path, absent) = info
                 .and_then(|i| field_path(i, &r.field))
                 .unwrap_or((field_label_path(&r.field), ""));
-            let actual = read_field(object, path).unwrap_or_else(|| absent.to_string());
-            (actual == r.value) != r.negated
+            let equal = match field_at(object, path) {
+                None | Some(Value::Null) => absent == r.value,
+                Some(Value::String(s)) => *s == r.value,
+                // By the string form: a Value equals a String only when it
+                // is that string, and `true` or `3` must match "true", "3".
+                #[allow(clippy::cmp_owned)]
+                Some(other) => other.to_string() == r.value,
+            };
+            equal != r.negated
         })
     }
 }
@@ -643,18 +666,9 @@ fn split_term(term: &str) -> Option<(&str, bool, &str)> {
     None
 }
 
-fn read_field(object: &Value, path: &str) -> Option<String> {
-    let mut v = object;
-    for part in path.split('.') {
-        v = v.get(part)?;
-    }
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        other => Some(other.to_string()),
-    }
+/// The value at a dotted field path, if any.
+fn field_at<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(object, |v, part| v.get(part))
 }
 
 impl fmt::Display for FieldSelector {
@@ -714,6 +728,10 @@ mod tests {
             let sel = Selector::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(sel.matches(&l), *want, "{s}");
             assert_eq!(sel.matches(&none), *want_empty, "{s} on no labels");
+            // Labels read in place match as the map does.
+            let read = |k: &str| l.get(k).map(String::as_str);
+            assert_eq!(sel.matches_with(read), *want, "{s} read in place");
+            assert_eq!(sel.matches_with(|_| None), *want_empty, "{s} on none");
         }
     }
 

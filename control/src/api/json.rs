@@ -1,7 +1,5 @@
 //! Small helpers on objects as JSON values, shared by the operations.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use flotilla_objects::api::ApiError;
 use serde_json::{json, Map, Value};
@@ -72,17 +70,6 @@ pub(crate) fn set_finalizers(v: &mut Value, f: &[String]) {
 pub(crate) fn is_terminating(v: &Value) -> bool {
     v.pointer("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
-}
-
-pub(crate) fn labels_of(v: &Value) -> BTreeMap<String, String> {
-    v.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The object as stored: without resourceVersion.

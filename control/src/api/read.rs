@@ -10,7 +10,7 @@ use flotilla_objects::registry::ResourceInfo;
 use flotilla_objects::selector::{FieldSelector, Selector};
 use serde_json::{json, Value};
 
-use super::json::{decode, labels_of};
+use super::json::decode;
 use super::{check_name_param, kind_prefix, object_key, store_err, ApiServer};
 use crate::store::{key_after, prefix_end, StoreError};
 use crate::watch_cache::{CachedObject, KindCache};
@@ -82,7 +82,18 @@ pub(crate) fn collection(
 }
 
 pub(crate) fn matches(l: &Selector, f: &FieldSelector, v: &Value) -> bool {
-    (l.is_empty() || l.matches(&labels_of(v))) && (f.is_empty() || f.matches(v))
+    // The labels are read in place (a copy into a map per object was 60%
+    // of the masters' CPU in a list through a label selector).
+    let labels = v
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object);
+    let label = |k: &str| {
+        labels
+            .and_then(|m| m.get(k))
+            .map(|v| v.as_str().unwrap_or(""))
+    };
+    (l.is_empty() || l.matches_with(label)) && (f.is_empty() || f.matches(v))
 }
 
 impl ApiServer {
