@@ -213,20 +213,13 @@ fn cluster(dir: &std::path::Path) -> Vec<Node> {
 /// it (by another test's connection): the cluster is then started again on
 /// other ports, in a fresh folder.
 fn cluster_with(dir: &std::path::Path, tweak: impl Fn(&mut MasterConfig)) -> Vec<Node> {
-    let names = ["m0", "m1", "m2"];
     for attempt in 0.. {
-        let dir = dir.join(format!("try{attempt}"));
-        let peers: Vec<SocketAddr> = names.iter().map(|_| free_addr()).collect();
-        let initial: Vec<(String, String)> = names
-            .iter()
-            .zip(&peers)
-            .map(|(n, p)| (n.to_string(), p.to_string()))
-            .collect();
+        let cfgs = founding(&dir.join(format!("try{attempt}")));
+        let wanted = cfgs.len();
         let mut nodes = Vec::new();
-        for (n, p) in names.iter().zip(&peers) {
-            let mut cfg = MasterConfig::new(n, dir.join(n), free_addr(), *p);
-            cfg.initial_cluster = initial.clone();
+        for mut cfg in cfgs {
             tweak(&mut cfg);
+            let n = cfg.name.clone();
             match Node::start(cfg) {
                 Ok(node) => nodes.push(node),
                 Err(e @ StartError::Bind { .. }) if attempt < 5 => {
@@ -236,11 +229,32 @@ fn cluster_with(dir: &std::path::Path, tweak: impl Fn(&mut MasterConfig)) -> Vec
                 Err(e) => panic!("start {n}: {e}"),
             }
         }
-        if nodes.len() == names.len() {
+        if nodes.len() == wanted {
             return nodes;
         }
     }
     unreachable!("the loop returns or panics")
+}
+
+/// The configurations of three masters founding a cluster in `dir`, on
+/// ports free a moment ago.
+fn founding(dir: &std::path::Path) -> Vec<MasterConfig> {
+    let names = ["m0", "m1", "m2"];
+    let peers: Vec<SocketAddr> = names.iter().map(|_| free_addr()).collect();
+    let initial: Vec<(String, String)> = names
+        .iter()
+        .zip(&peers)
+        .map(|(n, p)| (n.to_string(), p.to_string()))
+        .collect();
+    names
+        .iter()
+        .zip(&peers)
+        .map(|(n, p)| {
+            let mut cfg = MasterConfig::new(n, dir.join(n), free_addr(), *p);
+            cfg.initial_cluster = initial.clone();
+            cfg
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,13 +606,7 @@ async fn a_leader_streams_its_appends_and_calls_a_master_that_serves_no_stream()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_stopped_before_it_is_ready_stops_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let mut cfg = MasterConfig::new("m0", dir.path().join("m0"), free_addr(), peers[0]);
-    cfg.initial_cluster = ["m0", "m1", "m2"]
-        .iter()
-        .zip(&peers)
-        .map(|(n, p)| (n.to_string(), p.to_string()))
-        .collect();
+    let cfg = founding(dir.path()).swap_remove(0);
     let node = Node::start(cfg).expect("start m0");
     assert!(
         !node.master.wait_ready(Duration::from_millis(200)).await,
