@@ -55,6 +55,11 @@ pub struct StoreMetrics {
     pub append_stream_opens: IntCounter,
     pub batch_commands: Histogram,
     pub forward_commands: Histogram,
+    /// Linearizable reads answered by one read index: a quorum check on
+    /// the leader, or a `ReadIndex` call from a follower to the leader (the
+    /// two `via` series of `flotilla_read_index_batch_reads`).
+    pub read_batch_leader: Histogram,
+    pub read_batch_follower: Histogram,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -72,6 +77,18 @@ fn disk_buckets() -> Vec<f64> {
 
 impl StoreMetrics {
     pub fn new(r: &Registry) -> Arc<Self> {
+        let read_batch = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "flotilla_read_index_batch_reads",
+                    "Linearizable reads answered by one read index: a quorum check on the leader (via=leader), or a ReadIndex call from a follower to the leader (via=follower).",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 10).unwrap_or_default()),
+                &["via"],
+            )
+            .expect("valid metric"),
+        );
         let appends_sent = register(
             r,
             IntCounterVec::new(
@@ -214,6 +231,8 @@ impl StoreMetrics {
                 )
                 .expect("valid metric"),
             ),
+            read_batch_leader: read_batch.with_label_values(&["leader"]),
+            read_batch_follower: read_batch.with_label_values(&["follower"]),
         })
     }
 }

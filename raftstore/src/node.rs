@@ -35,6 +35,7 @@ mod forward;
 mod leadership;
 mod leases;
 mod membership;
+mod reads;
 mod transfer;
 mod triggers;
 
@@ -43,6 +44,7 @@ pub use transfer::TransferError;
 
 use batcher::{command_size, proposer_loop, Batches, Proposal};
 use forward::{forward_loop, Forward};
+use reads::{ReadWaiter, RemoteRead};
 
 /// Everything `flotilla master` is told on its command line.
 #[derive(Debug, Clone)]
@@ -172,8 +174,6 @@ fn openraft_election(e: u64) -> (u64, u64) {
     (e * 2 / 5, e * 3 / 5)
 }
 
-pub(crate) type ReadWaiter = oneshot::Sender<Result<u64>>;
-
 /// What a [`Master`] handle shares. Public in name only (for `Deref`):
 /// outside this crate it cannot be named and has no field or method to
 /// reach; [`Master`]'s methods are the interface.
@@ -186,6 +186,8 @@ pub struct MasterInner {
     pub(crate) lessor: Arc<Lessor>,
     pub(crate) channels: PeerChannels,
     read_tx: mpsc::UnboundedSender<ReadWaiter>,
+    /// A follower's reads on their way to the leader ([`reads`]).
+    remote_reads: mpsc::UnboundedSender<RemoteRead>,
     proposals: mpsc::UnboundedSender<Proposal>,
     /// A follower's writes on their way to the leader ([`forward`]).
     forwards: mpsc::UnboundedSender<Forward>,
@@ -235,6 +237,24 @@ pub enum StartError {
 }
 
 const PROPOSE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Hand `item` to the loop behind `queue` and wait until `deadline` for
+/// its answer on `rx`.
+async fn hand_over<T, R>(
+    queue: &mpsc::UnboundedSender<T>,
+    item: T,
+    rx: oneshot::Receiver<Result<R>>,
+    deadline: tokio::time::Instant,
+) -> Result<R> {
+    queue
+        .send(item)
+        .map_err(|_| Error::Unavailable("master is shutting down".into()))?;
+    match tokio::time::timeout_at(deadline, rx).await {
+        Err(_) => Err(Error::Timeout),
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(Error::Unavailable("master is shutting down".into())),
+    }
+}
 
 impl Master {
     /// Open the data dir and start Raft (servers are started by [`crate::server`]).
@@ -363,6 +383,7 @@ impl Master {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let (read_tx, read_rx) = mpsc::unbounded_channel();
+        let (remote_reads, remote_reads_rx) = mpsc::unbounded_channel();
         let (proposals, proposals_rx) = mpsc::unbounded_channel();
         let (forwards, forwards_rx) = mpsc::unbounded_channel();
         tokio::spawn(forward_loop(channels.clone(), forwards_rx, metrics.clone()));
@@ -376,6 +397,7 @@ impl Master {
             lessor,
             channels,
             read_tx,
+            remote_reads,
             proposals,
             forwards,
             shutdown: CancellationToken::new(),
@@ -389,6 +411,7 @@ impl Master {
         }));
         tokio::spawn(master.clone().lease_clock_loop());
         tokio::spawn(master.clone().read_index_loop(read_rx));
+        tokio::spawn(master.clone().remote_read_loop(remote_reads_rx));
         tokio::spawn(proposer_loop(
             master.raft.clone(),
             proposals_rx,
@@ -635,98 +658,14 @@ impl Master {
         deadline: tokio::time::Instant,
     ) -> Result<CommandResult> {
         let (tx, rx) = oneshot::channel();
-        self.forwards
-            .send(Forward {
-                addr: addr.to_string(),
-                cmd: cmd.clone(),
-                request_id: flotilla_telemetry::request::current_request_id(),
-                deadline,
-                tx,
-            })
-            .map_err(|_| Error::Unavailable("master is shutting down".into()))?;
-        match tokio::time::timeout_at(deadline, rx).await {
-            Err(_) => Err(Error::Timeout),
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::Unavailable("master is shutting down".into())),
-        }
-    }
-
-    /// Wait until this master has applied everything committed before the
-    /// call: a read after this is linearizable (read index, confirmed by a
-    /// quorum of heartbeats, never a clock-based lease).
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn linearize(&self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
-        let index = loop {
-            let (leader, node) = self.wait_for_leader(deadline).await?;
-            let r = if leader == self.id {
-                self.local_read_index().await
-            } else {
-                let mut c = self
-                    .channels
-                    .client(&node.peer_addr)
-                    .map_err(Error::Unavailable)?;
-                let ask = async {
-                    match tokio::time::timeout_at(deadline, c.read_index(ReadIndexRequest {})).await
-                    {
-                        Err(_) => Err(Error::Timeout),
-                        Ok(Ok(r)) => Ok(r.into_inner().index),
-                        Ok(Err(s)) => Err(Error::Unavailable(s.message().to_string())),
-                    }
-                };
-                match self.unless_replaced(leader, &node, ask).await {
-                    Err(Error::Timeout) => return Err(Error::Timeout),
-                    other => other,
-                }
-            };
-            match r {
-                Ok(i) => break i,
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
+        let f = Forward {
+            addr: addr.to_string(),
+            cmd: cmd.clone(),
+            request_id: flotilla_telemetry::request::current_request_id(),
+            deadline,
+            tx,
         };
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-            .map_err(|_| Error::Timeout)?;
-        Ok(())
-    }
-
-    /// The leader's read index, shared by every read that arrived before the
-    /// quorum check started.
-    pub(crate) async fn local_read_index(&self) -> Result<u64> {
-        let (tx, rx) = oneshot::channel();
-        self.read_tx
-            .send(tx)
-            .map_err(|_| Error::Unavailable("master is shutting down".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("master is shutting down".into()))?
-    }
-
-    async fn read_index_loop(self, mut rx: mpsc::UnboundedReceiver<ReadWaiter>) {
-        loop {
-            let first = tokio::select! {
-                w = rx.recv() => match w { Some(w) => w, None => return },
-                // Holding `self` must not keep the master (and its database) alive.
-                _ = self.shutdown.cancelled() => return,
-            };
-            let mut waiters = vec![first];
-            while let Ok(w) = rx.try_recv() {
-                waiters.push(w);
-            }
-            let res = match self.raft.get_read_log_id().await {
-                Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
-                Err(e) => Err(Error::Unavailable(e.to_string())),
-            };
-            for w in waiters {
-                let _ = w.send(match &res {
-                    Ok(i) => Ok(*i),
-                    Err(e) => Err(Error::Unavailable(e.to_string())),
-                });
-            }
-        }
+        hand_over(&self.forwards, f, rx, deadline).await
     }
 
     async fn duties_loop(self) {

@@ -1,8 +1,9 @@
 //! Leadership as a stream, fenced writes refused by the state machine once
 //! their term is over, leases as a leader answers for them, and how a
 //! leader sends AppendEntries (a stream per follower, or a call each to a
-//! master that serves no stream): a
-//! three-master cluster in this process, each
+//! master that serves no stream), and a follower's linearizable reads
+//! sharing their calls to the leader: a three-master cluster in this
+//! process, each
 //! master on a runtime (and thread) of its own, so that one can be paused
 //! whole, as a SIGSTOP would pause its process.
 
@@ -500,8 +501,12 @@ async fn a_new_leader_renews_no_lease_that_an_earlier_terms_revoke_removes() {
     );
 }
 
-/// A counter of `m`'s registry (with `label`, when given), 0 when absent.
-fn counter(m: &Master, name: &str, label: Option<(&str, &str)>) -> f64 {
+/// The series named `name` of `m`'s registry (with `label`, when given).
+fn series(
+    m: &Master,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> Vec<flotilla_telemetry::prometheus::proto::Metric> {
     m.config()
         .metrics
         .gather()
@@ -515,6 +520,14 @@ fn counter(m: &Master, name: &str, label: Option<(&str, &str)>) -> f64 {
                     .any(|l| l.name() == k && l.value() == v)
             })
         })
+        .cloned()
+        .collect()
+}
+
+/// A counter of `m`'s registry (with `label`, when given), 0 when absent.
+fn counter(m: &Master, name: &str, label: Option<(&str, &str)>) -> f64 {
+    series(m, name, label)
+        .iter()
         .map(|x| x.get_counter().get_value())
         .sum()
 }
@@ -598,6 +611,90 @@ async fn a_leader_streams_its_appends_and_calls_a_master_that_serves_no_stream()
     // the appends already under way when it first refused (a few).
     let streamed = counter(m, SENT, Some(("via", "stream")));
     assert!(streamed <= 6.0, "{streamed} sent on streams");
+}
+
+/// The sample count and sum of a histogram of `m`'s registry with `label`.
+fn histogram(m: &Master, name: &str, label: (&str, &str)) -> (u64, f64) {
+    series(m, name, Some(label))
+        .iter()
+        .map(|x| {
+            let h = x.get_histogram();
+            (h.get_sample_count(), h.get_sample_sum())
+        })
+        .fold((0, 0.0), |(c, s), (c2, s2)| (c + c2, s + s2))
+}
+
+/// A follower's linearizable reads share their `ReadIndex` calls to the
+/// leader (the reads that queue while one call is under way go in the
+/// next), and a read never joins a call that started before it: each sees
+/// every write acknowledged before it began, while other reads keep calls
+/// under way all the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followers_reads_share_read_index_calls_and_see_earlier_writes() {
+    const BATCH: &str = "flotilla_read_index_batch_reads";
+    const READS: usize = 64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = cluster(dir.path());
+    let (l, term) = settled_leader(&nodes).await;
+    let f = (l + 1) % 3;
+    let failed = on(&nodes[f], |m| async move {
+        let reads: Vec<_> = (0..READS)
+            .map(|_| {
+                let m = m.clone();
+                tokio::spawn(async move { m.linearize().await })
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for r in reads {
+            match r.await {
+                Ok(Ok(())) => {}
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        failed
+    })
+    .await;
+    assert!(failed.is_empty(), "reads failed: {failed:?}");
+    let (calls, reads) = histogram(&nodes[f].master, BATCH, ("via", "follower"));
+    assert!(reads >= READS as f64, "{reads} reads went through calls");
+    assert!(
+        (calls as f64) * 4.0 <= reads,
+        "{calls} ReadIndex calls for {reads} reads"
+    );
+
+    // Readers keep the follower's calls going; meanwhile every write the
+    // leader acknowledges is seen by the next read on the follower.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (m, stop) = (nodes[f].master.clone(), stop.clone());
+            nodes[f].handle.spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    m.linearize().await.expect("background read");
+                }
+            })
+        })
+        .collect();
+    for i in 0..100 {
+        let key = format!("w{i}");
+        match propose(&nodes[l], fenced_put(term, &key)).await {
+            Outcome::Txn(Ok(_)) => {}
+            r => panic!("put {key}: {r:?}"),
+        }
+        on(&nodes[f], |m| async move { m.linearize().await })
+            .await
+            .expect("read after the write");
+        assert!(
+            exists(&nodes[f].master, key.as_bytes()),
+            "a linearizable read on the follower missed {key}, acknowledged before it"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.expect("reader");
+    }
+    let (calls_after, _) = histogram(&nodes[f].master, BATCH, ("via", "follower"));
+    assert!(calls_after >= calls + 100, "{calls_after} calls");
 }
 
 /// A master that is not ready yet (alone, it has no quorum to publish
