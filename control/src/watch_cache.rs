@@ -3,8 +3,9 @@
 //!
 //! A cache starts with a range of the kind at the store's revision, then
 //! follows the store's changes from the next one. It keeps every object of
-//! the kind as it is at the cache's revision (decoded and serialized once,
-//! what lists are served from) and a bounded window of recent events, which
+//! the kind as it is at the cache's revision (decoded once, and its bytes
+//! as served made once: the stored bytes with the resourceVersion spliced
+//! in; lists are served from them) and a bounded window of recent events, which
 //! it fans out to the watchers; they only filter (namespace, selectors). A
 //! watch that starts inside the window is served from it; one that starts
 //! before (or after the cache failed) falls back to a follower of its own,
@@ -28,18 +29,18 @@ use flotilla_objects::registry::ResourceInfo;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
-use crate::api::json::decode;
+use crate::api::json::served;
 use crate::api::{kind_prefix, with_rv};
 use crate::store::{prefix_end, Change, Kv, Store, WatchMsg};
 
 /// One object as the cache keeps it: decoded, with its resourceVersion set,
-/// and serialized once for every list and watch that sends it.
+/// and its bytes made once for every list and watch that sends it.
 #[derive(Debug)]
 pub struct CachedObject {
     /// The store key (its namespace part filters namespaced lists and watches).
     pub key: Vec<u8>,
     pub object: Value,
-    /// `object`, serialized.
+    /// `object` as JSON (its members in any order).
     pub bytes: Bytes,
 }
 
@@ -56,7 +57,24 @@ impl CachedObject {
 
     /// A stored object, with its resourceVersion (the key's mod revision).
     pub fn from_kv(kv: &Kv) -> Result<CachedObject, ApiError> {
-        CachedObject::new(kv.key.clone(), decode(kv)?)
+        CachedObject::stored(kv.key.clone(), &kv.value, kv.mod_revision).map_err(|e| {
+            ApiError::internal(format!(
+                "stored object {} is not valid JSON: {e}",
+                String::from_utf8_lossy(&kv.key)
+            ))
+        })
+    }
+
+    /// An object as stored, at revision `rev`: decoded once, and its bytes
+    /// the stored ones with the resourceVersion spliced in rather than the
+    /// object serialized again.
+    fn stored(key: Vec<u8>, value: &[u8], rev: i64) -> Result<CachedObject, String> {
+        let (object, bytes) = served(value, rev)?;
+        Ok(CachedObject {
+            key,
+            object,
+            bytes: Bytes::from(bytes),
+        })
     }
 }
 
@@ -125,24 +143,24 @@ pub struct Snapshot {
     pub more: bool,
 }
 
-fn parse(kv: &Kv) -> Option<Value> {
-    serde_json::from_slice(&kv.value).ok()
-}
-
 /// A change as an event; `known` is the object's last state in the cache.
 fn cached(revision: i64, c: Change, known: Option<Arc<CachedObject>>) -> Option<CachedEvent> {
     let prev_of = |key: &[u8], prev: Option<Kv>| -> Option<Arc<CachedObject>> {
         known.clone().or_else(|| {
             let kv = prev?;
-            let v = with_rv(parse(&kv)?, kv.mod_revision);
-            CachedObject::new(key.to_vec(), v).ok().map(Arc::new)
+            CachedObject::stored(key.to_vec(), &kv.value, kv.mod_revision)
+                .ok()
+                .map(Arc::new)
         })
     };
     let (obj, prev, deleted) = match c {
         Change::Put { kv, prev } => {
             let prev = prev_of(&kv.key, prev);
-            let obj = with_rv(parse(&kv)?, revision);
-            (CachedObject::new(kv.key, obj).ok()?, prev, false)
+            (
+                CachedObject::stored(kv.key, &kv.value, revision).ok()?,
+                prev,
+                false,
+            )
         }
         Change::Delete { key, prev } => {
             // Without the object's last state the event cannot be filtered.
@@ -269,6 +287,14 @@ impl KindCache {
         let mut w = self.lock();
         w.objects = Some(objects);
         self.publish(&w);
+    }
+
+    /// `key`'s object as the cache holds it now: None while the cache
+    /// loads, once it has closed, or when it does not hold `key` (it may
+    /// lag the store).
+    pub fn object(&self, key: &[u8]) -> Option<Arc<CachedObject>> {
+        let w = self.lock();
+        w.objects.as_ref().filter(|_| !w.closed)?.get(key).cloned()
     }
 
     fn known(&self, key: &[u8]) -> Option<Arc<CachedObject>> {

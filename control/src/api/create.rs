@@ -23,6 +23,32 @@ fn random_suffix() -> String {
 }
 
 impl ApiServer {
+    /// Whether the namespace at `ns_key` is terminating, and its mod
+    /// revision; None when it does not exist. A first look (not
+    /// `linearizable`) takes it from the namespaces' watch cache when that
+    /// holds it, without a store read or decoding; the write is conditioned
+    /// on the revision seen, so a stale answer fails it and the retry reads
+    /// through the leader.
+    async fn namespace_seen(
+        &self,
+        ns_key: &[u8],
+        linearizable: bool,
+    ) -> Result<Option<(bool, i64)>, ApiError> {
+        if !linearizable {
+            let cached = self.caches.get(&registry::NAMESPACE).object(ns_key);
+            if let Some(o) = cached {
+                let rev = str_at(&o.object, "/metadata/resourceVersion").parse::<i64>();
+                if let Ok(rev) = rev {
+                    return Ok(Some((is_terminating(&o.object), rev)));
+                }
+            }
+        }
+        Ok(match self.read(ns_key, linearizable).await? {
+            Some(kv) => Some((is_terminating(&decode(&kv)?), kv.mod_revision)),
+            None => None,
+        })
+    }
+
     /// Create an object. The namespace must exist and not be terminating.
     #[tracing::instrument(level = "debug", skip(self, object), fields(kind = info.kind))]
     pub async fn create(
@@ -98,12 +124,12 @@ impl ApiServer {
             let mut obj = obj.clone();
             let mut conds = vec![Cond::Absent(key.clone())];
             if info.namespaced {
-                match self.read(&ns_key, rd.linearizable).await? {
-                    Some(kv) => {
-                        if is_terminating(&decode(&kv)?) {
+                match self.namespace_seen(&ns_key, rd.linearizable).await? {
+                    Some((terminating, mod_revision)) => {
+                        if terminating {
                             return Err(forbidden());
                         }
-                        conds.push(Cond::ModRevision(ns_key.clone(), kv.mod_revision));
+                        conds.push(Cond::ModRevision(ns_key.clone(), mod_revision));
                     }
                     None if rd.linearizable => return Err(ApiError::not_found("namespaces", &ns)),
                     None => conds.push(Cond::Present(ns_key.clone())),

@@ -320,9 +320,14 @@ impl ApiServer {
     }
 
     fn encode_for_store(&self, v: &Value) -> Result<Vec<u8>, ApiError> {
-        let mut v = v.clone();
-        strip_rv(&mut v);
-        let b = serde_json::to_vec(&v).map_err(|e| ApiError::internal(e.to_string()))?;
+        let b = if v.pointer("/metadata/resourceVersion").is_some() {
+            let mut v = v.clone();
+            strip_rv(&mut v);
+            serde_json::to_vec(&v)
+        } else {
+            serde_json::to_vec(v)
+        }
+        .map_err(|e| ApiError::internal(e.to_string()))?;
         let max = self.store.max_value_bytes();
         if b.len() > max {
             return Err(ApiError::bad_request(format!(

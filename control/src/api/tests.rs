@@ -129,6 +129,40 @@ async fn create_in_a_terminating_namespace_is_forbidden() {
     assert_eq!(e.reason, Reason::Forbidden);
 }
 
+/// A create takes its first look at the namespace from the namespaces'
+/// watch cache; a cache that has not seen the namespace marked terminating
+/// does not let the create through (its write is conditioned on the
+/// namespace's revision, and the retry reads through the leader).
+#[tokio::test]
+async fn create_in_a_namespace_the_cache_still_shows_active_is_forbidden() {
+    let (store, api) = server().await;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t"}});
+    api.create(NS, "", ns, false).await.expect("ns");
+    let key = object_key(NS, "", "t");
+    let cache = api.caches.get(NS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while cache.object(&key).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache never held t"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    api.create(CM, "t", cm("a"), false).await.expect("a");
+    store.hold_watches(true);
+    api.delete(NS, "", "t", &DeleteParams::default())
+        .await
+        .expect("delete ns");
+    let seen = cache.object(&key).expect("still cached");
+    assert!(
+        !super::json::is_terminating(&seen.object),
+        "the cache saw the delete: the test does not test the stale case"
+    );
+    let e = api.create(CM, "t", cm("b"), false).await.unwrap_err();
+    assert_eq!(e.reason, Reason::Forbidden, "{e:?}");
+    store.hold_watches(false);
+}
+
 #[tokio::test]
 async fn a_retried_create_is_answered_with_the_first_attempts_object() {
     let (store, api) = server().await;
