@@ -242,6 +242,18 @@ fn written(w: Result<Written, ApiError>) -> Result<Response<pb::ObjectResponse>,
     }))
 }
 
+/// [`written`], with the object's JSON when it came along (not serialized
+/// again).
+fn written_served(
+    w: Result<(Written, Option<Vec<u8>>), ApiError>,
+) -> Result<Response<pb::ObjectResponse>, Status> {
+    let (w, served) = w.map_err(to_status)?;
+    Ok(Response::new(pb::ObjectResponse {
+        object: served.unwrap_or_else(|| bytes(&w.object)),
+        warnings: w.warnings,
+    }))
+}
+
 fn object(v: Result<Value, ApiError>) -> Result<Response<pb::ObjectResponse>, Status> {
     let v = v.map_err(to_status)?;
     Ok(Response::new(pb::ObjectResponse {
@@ -259,7 +271,7 @@ impl ObjectService {
         &self,
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
-        written(
+        written_served(
             async {
                 let api = self.server_for(&req)?;
                 let info = resolve(&req.get_ref().resource)?;
@@ -274,7 +286,7 @@ impl ObjectService {
                 if std::ptr::eq(info, &registry::CERTIFICATE_SIGNING_REQUEST) {
                     requester(&mut obj, &who);
                 }
-                api.create(info, &r.namespace, obj, r.dry_run).await
+                api.create_served(info, &r.namespace, obj, r.dry_run).await
             }
             .await,
         )

@@ -9,7 +9,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use super::cas::Reader;
-use super::json::{decode, is_terminating, meta_mut, str_at, with_rv};
+use super::json::{decode, is_terminating, meta_mut, splice_rv, str_at, with_rv};
 use super::{invalid, object_key, stamp_new, ApiServer, CAS_RETRIES};
 use crate::store::{Cond, Op, Txn, TxnResult};
 
@@ -50,7 +50,6 @@ impl ApiServer {
     }
 
     /// Create an object. The namespace must exist and not be terminating.
-    #[tracing::instrument(level = "debug", skip(self, object), fields(kind = info.kind))]
     pub async fn create(
         &self,
         info: &'static ResourceInfo,
@@ -58,6 +57,20 @@ impl ApiServer {
         object: Value,
         dry_run: bool,
     ) -> Result<Written, ApiError> {
+        Ok(self.create_served(info, req_ns, object, dry_run).await?.0)
+    }
+
+    /// [`ApiServer::create`], and the created object's JSON when it is at
+    /// hand without serializing it: the bytes written to the store, with the
+    /// resourceVersion spliced in.
+    #[tracing::instrument(level = "debug", skip(self, object), fields(kind = info.kind))]
+    pub async fn create_served(
+        &self,
+        info: &'static ResourceInfo,
+        req_ns: &str,
+        object: Value,
+        dry_run: bool,
+    ) -> Result<(Written, Option<Vec<u8>>), ApiError> {
         if !object.is_object() {
             return Err(ApiError::bad_request("the object must be a JSON object"));
         }
@@ -99,11 +112,12 @@ impl ApiServer {
             self.resolve_pod_priority(&mut obj).await?;
         }
         if dry_run {
-            return Ok(Written {
+            let w = Written {
                 object: obj,
                 warnings: admitted.warnings,
                 changed: false,
-            });
+            };
+            return Ok((w, None));
         }
         let key = object_key(info, &ns, &name);
         let ns_key = object_key(&registry::NAMESPACE, "", &ns);
@@ -142,23 +156,28 @@ impl ApiServer {
                 conds.push(Cond::Absent(k.clone()));
                 ops.push(Op::Put(k.clone(), key.clone()));
             }
-            ops.push(Op::Put(key.clone(), self.encode_for_store(&obj)?));
+            let stored = self.encode_for_store(&obj)?;
+            ops.push(Op::Put(key.clone(), stored.clone()));
             match self.write(Txn::new(conds, ops)).await? {
                 TxnResult::Committed(rev) => {
-                    return Ok(Written {
+                    let w = Written {
                         object: with_rv(obj, rev),
                         warnings: admitted.warnings,
                         changed: true,
-                    })
+                    };
+                    return Ok((w, splice_rv(&stored, rev)));
                 }
                 TxnResult::Replayed { key, .. } => {
                     // An earlier attempt of this call created it.
                     return match self.replayed(&key).await? {
-                        Some(object) => Ok(Written {
-                            object,
-                            warnings: admitted.warnings,
-                            changed: true,
-                        }),
+                        Some(object) => {
+                            let w = Written {
+                                object,
+                                warnings: admitted.warnings,
+                                changed: true,
+                            };
+                            Ok((w, None))
+                        }
                         None => Err(ApiError::new(
                             Reason::Conflict,
                             format!(

@@ -129,6 +129,26 @@ async fn create_in_a_terminating_namespace_is_forbidden() {
     assert_eq!(e.reason, Reason::Forbidden);
 }
 
+/// The JSON a create hands back without serializing its object is that
+/// object, resourceVersion included.
+#[tokio::test]
+async fn a_creates_served_bytes_are_its_object() {
+    let (_store, api) = server().await;
+    let (w, served) = api
+        .create_served(POD, "default", pod("p", "n1"), false)
+        .await
+        .expect("create");
+    let served = served.expect("bytes at hand");
+    let back: Value = serde_json::from_slice(&served).expect("JSON");
+    assert_eq!(back, w.object);
+    assert!(rv(&back) > 0);
+    let (_, dry) = api
+        .create_served(POD, "default", pod("q", "n1"), true)
+        .await
+        .expect("dry run");
+    assert!(dry.is_none());
+}
+
 /// A create takes its first look at the namespace from the namespaces'
 /// watch cache; a cache that has not seen the namespace marked terminating
 /// does not let the create through (its write is conditioned on the
