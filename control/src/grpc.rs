@@ -235,11 +235,7 @@ fn bytes(v: &Value) -> Vec<u8> {
 
 /// The answer to a call that wrote (or would write) an object.
 fn written(w: Result<Written, ApiError>) -> Result<Response<pb::ObjectResponse>, Status> {
-    let w = w.map_err(to_status)?;
-    Ok(Response::new(pb::ObjectResponse {
-        object: bytes(&w.object),
-        warnings: w.warnings,
-    }))
+    written_served(w.map(|w| (w, None)))
 }
 
 /// [`written`], with the object's JSON when it came along (not serialized

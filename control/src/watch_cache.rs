@@ -5,12 +5,12 @@
 //! follows the store's changes from the next one. It keeps every object of
 //! the kind as it is at the cache's revision (decoded once, and its bytes
 //! as served made once: the stored bytes with the resourceVersion spliced
-//! in; lists are served from them) and a bounded window of recent events, which
-//! it fans out to the watchers; they only filter (namespace, selectors). A
-//! watch that starts inside the window is served from it; one that starts
-//! before (or after the cache failed) falls back to a follower of its own,
-//! which reads the store's history (and ends with Gone when that is
-//! compacted).
+//! in; lists are served from them) and a bounded window of recent events,
+//! which it fans out to the watchers; they only filter (namespace,
+//! selectors). A watch that starts inside the window is served from it; one
+//! that starts before (or after the cache failed) falls back to a follower
+//! of its own, which reads the store's history (and ends with Gone when
+//! that is compacted).
 //!
 //! Gap-free joins: events are appended and broadcast under one lock, and a
 //! watcher copies the window and subscribes under that same lock, so it gets
@@ -29,7 +29,7 @@ use flotilla_objects::registry::ResourceInfo;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
-use crate::api::json::served;
+use crate::api::json::{not_json, served};
 use crate::api::{kind_prefix, with_rv};
 use crate::store::{prefix_end, Change, Kv, Store, WatchMsg};
 
@@ -57,12 +57,8 @@ impl CachedObject {
 
     /// A stored object, with its resourceVersion (the key's mod revision).
     pub fn from_kv(kv: &Kv) -> Result<CachedObject, ApiError> {
-        CachedObject::stored(kv.key.clone(), &kv.value, kv.mod_revision).map_err(|e| {
-            ApiError::internal(format!(
-                "stored object {} is not valid JSON: {e}",
-                String::from_utf8_lossy(&kv.key)
-            ))
-        })
+        CachedObject::stored(kv.key.clone(), &kv.value, kv.mod_revision)
+            .map_err(|e| not_json(&kv.key, e))
     }
 
     /// An object as stored, at revision `rev`: decoded once, and its bytes

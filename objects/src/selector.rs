@@ -95,11 +95,6 @@ impl Requirement {
         })
     }
 
-    /// Whether the labels satisfy this requirement.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.matches_value(labels.get(&self.key).map(String::as_str))
-    }
-
     /// Whether a label of this requirement's key with `value` (None: no
     /// such label) satisfies it.
     pub fn matches_value(&self, value: Option<&str>) -> bool {
@@ -360,7 +355,7 @@ impl Selector {
     /// Whether the labels satisfy every requirement. `!=` and `notin` match
     /// when the key is absent.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| r.matches(labels))
+        self.matches_with(|k| labels.get(k).map(String::as_str))
     }
 
     /// [`Selector::matches`] over labels read through `label` (the value

@@ -210,13 +210,16 @@ pub(crate) fn served(stored: &[u8], rev: i64) -> Result<(Value, Vec<u8>), String
 
 /// A stored object, with its resourceVersion (the key's mod revision).
 pub(crate) fn decode(kv: &Kv) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(&kv.value).map_err(|e| {
-        ApiError::internal(format!(
-            "stored object {} is not valid JSON: {e}",
-            String::from_utf8_lossy(&kv.key)
-        ))
-    })?;
+    let v: Value = serde_json::from_slice(&kv.value).map_err(|e| not_json(&kv.key, e))?;
     Ok(with_rv(v, kv.mod_revision))
+}
+
+/// The error for a stored value under `key` that does not decode.
+pub(crate) fn not_json(key: &[u8], e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!(
+        "stored object {} is not valid JSON: {e}",
+        String::from_utf8_lossy(key)
+    ))
 }
 
 pub(crate) fn to_bytes(v: &Value) -> Bytes {

@@ -93,28 +93,26 @@ impl Master {
     }
 
     /// Answer the leader's reads: one quorum check for all the reads queued
-    /// when it starts.
-    pub(super) async fn read_index_loop(self, mut rx: mpsc::UnboundedReceiver<ReadWaiter>) {
+    /// when it starts, one check at a time.
+    pub(super) async fn read_index_loop(self, rx: mpsc::UnboundedReceiver<ReadWaiter>) {
+        let mut queue = Batches::new(rx, 1);
         loop {
-            let first = tokio::select! {
-                w = rx.recv() => match w { Some(w) => w, None => return },
+            let next = tokio::select! {
+                next = queue.first() => next,
                 // Holding `self` must not keep the master (and its database) alive.
                 _ = self.shutdown.cancelled() => return,
             };
-            let mut waiters = vec![first];
-            while let Ok(w) = rx.try_recv() {
-                waiters.push(w);
-            }
+            let Some((_permit, first)) = next else {
+                return;
+            };
+            let waiters = queue.fill(first, usize::MAX, usize::MAX, |_| 0, |_, _| true);
             self.metrics.read_batch_leader.observe(waiters.len() as f64);
             let res = match self.raft.get_read_log_id().await {
                 Ok((read, _applied)) => Ok(read.map(|l| l.index).unwrap_or(0)),
                 Err(e) => Err(Error::Unavailable(e.to_string())),
             };
             for w in waiters {
-                let _ = w.send(match &res {
-                    Ok(i) => Ok(*i),
-                    Err(e) => Err(Error::Unavailable(e.to_string())),
-                });
+                let _ = w.send(shared(&res));
             }
         }
     }
@@ -182,11 +180,17 @@ impl Master {
         };
         let res = self.unless_replaced(leader, &node, ask).await;
         for r in group {
-            let _ = r.tx.send(match &res {
-                Ok(i) => Ok(*i),
-                Err(Error::Timeout) => Err(Error::Timeout),
-                Err(e) => Err(Error::Unavailable(e.to_string())),
-            });
+            let _ = r.tx.send(shared(&res));
         }
+    }
+}
+
+/// One read's copy of the answer that its batch shares: a timeout stays a
+/// timeout (the caller gives up), anything else is worth a retry.
+fn shared(res: &Result<u64>) -> Result<u64> {
+    match res {
+        Ok(i) => Ok(*i),
+        Err(Error::Timeout) => Err(Error::Timeout),
+        Err(e) => Err(Error::Unavailable(e.to_string())),
     }
 }
