@@ -53,6 +53,12 @@ pub struct StoreMetrics {
     pub appends_streamed: IntCounter,
     pub appends_called: IntCounter,
     pub append_stream_opens: IntCounter,
+    /// A follower's questions to the leader (a batch of forwarded writes
+    /// or a read index), on its stream or as a call: the two `via` series
+    /// of `flotilla_raft_forwards_sent_total`.
+    pub forwards_streamed: IntCounter,
+    pub forwards_called: IntCounter,
+    pub leader_stream_opens: IntCounter,
     pub batch_commands: Histogram,
     pub forward_commands: Histogram,
     /// Linearizable reads answered by one read index: a quorum check on
@@ -95,6 +101,17 @@ impl StoreMetrics {
                 Opts::new(
                     "flotilla_raft_appends_sent_total",
                     "AppendEntries this master sent to peers, by how: on a peer's stream or one call each.",
+                ),
+                &["via"],
+            )
+            .expect("valid metric"),
+        );
+        let forwards_sent = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "flotilla_raft_forwards_sent_total",
+                    "Questions a follower sent to the leader (a batch of forwarded writes, or a read index), by how: on its stream to the leader, or one call each (to a leader that serves no stream).",
                 ),
                 &["via"],
             )
@@ -209,6 +226,13 @@ impl StoreMetrics {
                 "flotilla_raft_append_stream_opens_total",
                 "AppendEntries streams this master opened to peers: one per peer, and another after a timeout or a broken connection.",
             ),
+            forwards_streamed: forwards_sent.with_label_values(&["stream"]),
+            forwards_called: forwards_sent.with_label_values(&["call"]),
+            leader_stream_opens: counter(
+                r,
+                "flotilla_raft_leader_stream_opens_total",
+                "Streams this master opened to a leader for its forwarded writes and read indexes: one per leader, and another after a stall, an idle minute or a broken connection.",
+            ),
             batch_commands: register(
                 r,
                 Histogram::with_opts(
@@ -225,7 +249,7 @@ impl StoreMetrics {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "flotilla_raft_forward_commands",
-                        "Client writes a follower forwarded to the leader in one call.",
+                        "Client writes a follower forwarded to the leader together (one message on its stream, or one call).",
                     )
                     .buckets(exponential_buckets(1.0, 2.0, 10).unwrap_or_default()),
                 )

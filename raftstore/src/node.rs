@@ -34,6 +34,7 @@ mod batcher;
 mod forward;
 mod leadership;
 mod leases;
+mod link;
 mod membership;
 mod reads;
 mod transfer;
@@ -77,10 +78,11 @@ pub struct MasterConfig {
     /// then loses acknowledged writes, which the chaos tests' power-loss
     /// nemesis shows.
     pub unsafe_no_fsync: bool,
-    /// Serve AppendEntries streams to the leader. False only in tests: a
-    /// master from before the streams, to which a leader sends a call per
-    /// AppendEntries.
-    pub serve_append_streams: bool,
+    /// Serve AppendEntries streams to the leader, and leader streams to
+    /// followers. False only in tests: a master from before the streams, to
+    /// which a leader sends a call per AppendEntries and a follower a call
+    /// per forward.
+    pub serve_peer_streams: bool,
 }
 
 impl MasterConfig {
@@ -106,7 +108,7 @@ impl MasterConfig {
             security: Default::default(),
             metrics: flotilla_telemetry::registry(),
             unsafe_no_fsync: false,
-            serve_append_streams: true,
+            serve_peer_streams: true,
         }
     }
 
@@ -191,6 +193,8 @@ pub struct MasterInner {
     proposals: mpsc::UnboundedSender<Proposal>,
     /// A follower's writes on their way to the leader ([`forward`]).
     forwards: mpsc::UnboundedSender<Forward>,
+    /// A follower's streams to the leader, for its writes and reads ([`link`]).
+    links: link::Links,
     pub(crate) shutdown: CancellationToken,
     revoking: Mutex<HashSet<i64>>,
     /// True once this master has published its addresses and the cluster id
@@ -237,6 +241,13 @@ pub enum StartError {
 }
 
 const PROPOSE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long one request forwarded to the leader may take before it is
+/// abandoned for whoever leads now (its leader may be paused or cut off):
+/// four election timeouts, a second at least.
+fn forward_attempt_limit(election_timeout_ms: u64) -> Duration {
+    Duration::from_millis((election_timeout_ms * 4).max(1000))
+}
 
 /// Hand `item` to the loop behind `queue` and wait until `deadline` for
 /// its answer on `rx`.
@@ -386,7 +397,19 @@ impl Master {
         let (remote_reads, remote_reads_rx) = mpsc::unbounded_channel();
         let (proposals, proposals_rx) = mpsc::unbounded_channel();
         let (forwards, forwards_rx) = mpsc::unbounded_channel();
-        tokio::spawn(forward_loop(channels.clone(), forwards_rx, metrics.clone()));
+        let shutdown = CancellationToken::new();
+        let links = link::Links::new(
+            channels.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            forward_attempt_limit(cfg.election_timeout_ms),
+        );
+        tokio::spawn(forward_loop(
+            links.clone(),
+            channels.clone(),
+            forwards_rx,
+            metrics.clone(),
+        ));
         let leadership = leadership::follow(&raft);
         let master = Master(Arc::new(MasterInner {
             id,
@@ -400,7 +423,8 @@ impl Master {
             remote_reads,
             proposals,
             forwards,
-            shutdown: CancellationToken::new(),
+            links,
+            shutdown,
             revoking: Mutex::new(HashSet::new()),
             ready: tokio::sync::watch::channel(false).0,
             heard: crate::election::Heard::default(),
@@ -471,10 +495,9 @@ impl Master {
         tokio::spawn(self.clone().duties_loop());
     }
 
-    /// How long one request forwarded to the leader may take before it is
-    /// abandoned for whoever leads now (its leader may be paused or cut off).
+    /// See [`forward_attempt_limit`].
     fn forward_attempt_limit(&self) -> Duration {
-        Duration::from_millis((self.cfg.election_timeout_ms * 4).max(1000))
+        forward_attempt_limit(self.cfg.election_timeout_ms)
     }
 
     /// Wait until this master is published (see `ready`), at most `limit`.

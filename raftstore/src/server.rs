@@ -150,7 +150,7 @@ pub async fn start_with(
         .add_service(
             RaftPeerServer::new(PeerService {
                 master: master.clone(),
-                streams: master.cfg.serve_append_streams,
+                streams: master.cfg.serve_peer_streams,
             })
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX),

@@ -603,7 +603,7 @@ async fn a_leader_streams_its_appends_and_calls_a_master_that_serves_no_stream()
     );
     drop(nodes);
 
-    let nodes = cluster_with(&dir.path().join("old"), |c| c.serve_append_streams = false);
+    let nodes = cluster_with(&dir.path().join("old"), |c| c.serve_peer_streams = false);
     let l = replicate(&nodes, 50).await;
     let m = &nodes[l].master;
     assert!(counter(m, SENT, Some(("via", "call"))) >= 50.0);
@@ -695,6 +695,72 @@ async fn a_followers_reads_share_read_index_calls_and_see_earlier_writes() {
     }
     let (calls_after, _) = histogram(&nodes[f].master, BATCH, ("via", "follower"));
     assert!(calls_after >= calls + 100, "{calls_after} calls");
+}
+
+/// A follower's forwarded writes and read indexes go on one stream to the
+/// leader, many at once and answered in any order; a leader that serves
+/// no stream (an older master) is asked with calls, and its refusal is
+/// remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followers_writes_and_reads_share_a_stream_to_the_leader_or_go_as_calls() {
+    const SENT: &str = "flotilla_raft_forwards_sent_total";
+    const OPENS: &str = "flotilla_raft_leader_stream_opens_total";
+    const WRITES: usize = 64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for streams in [true, false] {
+        let nodes = cluster_with(&dir.path().join(format!("streams-{streams}")), |c| {
+            c.serve_peer_streams = streams
+        });
+        let (l, term) = settled_leader(&nodes).await;
+        let f = (l + 1) % 3;
+        // Concurrent writes: several batches in flight on the stream.
+        let failed = on(&nodes[f], move |m| async move {
+            let writes: Vec<_> = (0..WRITES)
+                .map(|i| {
+                    let m = m.clone();
+                    tokio::spawn(async move { m.propose(fenced_put(term, &format!("c{i}"))).await })
+                })
+                .collect();
+            let mut failed = Vec::new();
+            for w in writes {
+                match w.await {
+                    Ok(Ok(r)) if matches!(r.outcome, Outcome::Txn(Ok(_))) => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            failed
+        })
+        .await;
+        assert!(failed.is_empty(), "forwarded writes failed: {failed:?}");
+        // Each write, then a read that must see it.
+        for i in 0..20 {
+            let key = format!("s{i}");
+            match propose(&nodes[f], fenced_put(term, &key)).await {
+                Outcome::Txn(Ok(_)) => {}
+                r => panic!("put {key} through a follower: {r:?}"),
+            }
+            on(&nodes[f], |m| async move { m.linearize().await })
+                .await
+                .expect("read after the write");
+            assert!(exists(&nodes[f].master, key.as_bytes()), "missed {key}");
+        }
+        for i in 0..WRITES {
+            assert!(exists(&nodes[f].master, format!("c{i}").as_bytes()));
+        }
+        let m = &nodes[f].master;
+        let streamed = counter(m, SENT, Some(("via", "stream")));
+        let called = counter(m, SENT, Some(("via", "call")));
+        let opens = counter(m, OPENS, None);
+        // Opened again only after a broken or stalled stream.
+        assert!(opens <= 2.0, "{opens} streams opened (streams: {streams})");
+        if streams {
+            assert!(streamed >= 41.0, "{streamed} questions on the stream");
+            assert_eq!(called, 0.0, "calls to a leader that serves a stream");
+        } else {
+            assert!(called >= 41.0, "{called} calls");
+            assert_eq!(streamed, 0.0, "questions on a refused stream");
+        }
+    }
 }
 
 /// A master that is not ready yet (alone, it has no quorum to publish

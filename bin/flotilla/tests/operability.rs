@@ -76,10 +76,11 @@ fn metrics_addr(log: &std::path::Path) -> Option<String> {
     Some(line[at..].split_whitespace().next()?.to_string())
 }
 
-/// Writes that queue at a follower reach the leader together, in one call
-/// (`ProposeMany`): with the leader paused, 100 writes wait at a follower,
-/// more than it sends at once; once the leader runs again every one is
-/// acknowledged and applied once, in fewer calls than writes.
+/// Writes that queue at a follower reach the leader together, in one
+/// message on the follower's stream to the leader: with the leader paused,
+/// 100 writes wait at a follower, more than it sends at once; once the
+/// leader runs again every one is acknowledged and applied once, in fewer
+/// messages than writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_queued_at_a_follower_reach_the_leader_together() {
     if skip_on_etcd(
@@ -126,7 +127,7 @@ async fn writes_queued_at_a_follower_reach_the_leader_together() {
     let writes = sample(&fm, "flotilla_raft_forward_commands_sum", &[]).unwrap_or(0.0);
     assert!(
         writes >= 100.0 && calls < writes,
-        "the follower forwarded {writes} writes in {calls} calls"
+        "the follower forwarded {writes} writes in {calls} messages"
     );
 }
 

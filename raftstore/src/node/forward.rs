@@ -1,10 +1,12 @@
 //! A follower's writes to the leader, batched: the writes that queue while
-//! the forwarder is busy travel together in one `ProposeMany` call, and the
-//! leader hands them to its batcher together. Unbatched, each
-//! forwarded write cost a gRPC call on both masters, and at 16 clients or
-//! more two of three writes reached the leader that way (a client spreads
-//! its calls over every master).
+//! the forwarder is busy travel together in one message on the follower's
+//! stream to the leader ([`super::link`]), and the leader hands them to its
+//! batcher together. Unbatched, each forwarded write cost a gRPC call on
+//! both masters, and at 16 clients or more two of three writes reached the
+//! leader that way (a client spreads its calls over every master). A
+//! leader that serves no stream gets a `ProposeMany` call per batch.
 
+use super::link::{Ask, LinkError, Links, Reply};
 use super::*;
 
 /// A write on its way to the leader, and who waits for its answer.
@@ -33,6 +35,7 @@ const FORWARDS_IN_FLIGHT: usize = 64;
 
 /// Take forwards from `rx`, batch those to the same leader, send them.
 pub(super) async fn forward_loop(
+    links: Links,
     channels: PeerChannels,
     rx: mpsc::UnboundedReceiver<Forward>,
     metrics: Arc<crate::metrics::StoreMetrics>,
@@ -55,22 +58,20 @@ pub(super) async fn forward_loop(
             continue;
         }
         metrics.forward_commands.observe(batch.len() as f64);
-        let channels = channels.clone();
+        let (links, channels, metrics) = (links.clone(), channels.clone(), metrics.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            send(&channels, batch).await;
+            send(&links, &channels, &metrics, batch).await;
         });
     }
 }
 
-async fn send(channels: &PeerChannels, mut batch: Vec<Forward>) {
-    if batch.len() == 1 {
-        if let Some(f) = batch.pop() {
-            let addr = f.addr.clone();
-            send_one(channels, &addr, f).await;
-        }
-        return;
-    }
+async fn send(
+    links: &Links,
+    channels: &PeerChannels,
+    metrics: &crate::metrics::StoreMetrics,
+    batch: Vec<Forward>,
+) {
     let Some(first) = batch.first() else {
         return;
     };
@@ -80,32 +81,40 @@ async fn send(channels: &PeerChannels, mut batch: Vec<Forward>) {
         .map(|f| f.deadline)
         .min()
         .unwrap_or(first.deadline);
-    let items: Vec<(Option<String>, &Command)> = batch
-        .iter()
-        .map(|f| (f.request_id.clone(), &f.cmd))
-        .collect();
-    let payload = match network::encode(&items) {
+    let payload = match encode(&batch) {
         Ok(p) => p,
         Err(e) => return answer_all(batch, |_| Err(Error::Internal(e.clone()))),
     };
-    let mut client = match channels.client(&addr) {
-        Ok(c) => c,
-        Err(e) => return answer_all(batch, |_| Err(Error::Unavailable(e.clone()))),
-    };
-    let reply = tokio::time::timeout_at(deadline, client.propose_many(payload)).await;
-    let results = match reply {
+    let asked = tokio::time::timeout_at(deadline, links.ask(&addr, Ask::Propose(payload.data)));
+    let answer = match asked.await {
         Err(_) => return answer_all(batch, timed_out),
-        // A leader of an older build: one call per write, as it knows.
-        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
-            return send_each(channels, &addr, batch).await;
+        Ok(Ok(Reply::Proposed(data))) => data,
+        Ok(Ok(other)) => {
+            return answer_all(batch, |_| {
+                Err(Error::Internal(format!(
+                    "the leader answered writes with {other:?}"
+                )))
+            })
         }
-        Ok(Err(s)) => {
-            return answer_all(batch, |_| Err(Error::Unavailable(s.message().to_string())));
+        Ok(Err(LinkError::Refused)) => {
+            metrics.forwards_called.inc();
+            return send_calls(channels, batch, &addr, deadline).await;
         }
-        Ok(Ok(r)) => {
-            network::decode::<Vec<std::result::Result<CommandResult, String>>>(&r.into_inner())
+        Ok(Err(LinkError::Failed(why))) => {
+            return answer_all(batch, |_| Err(Error::Unavailable(why.clone())))
         }
     };
+    answer_results(
+        batch,
+        network::decode(&flotilla_proto::raft::Payload { data: answer }),
+    );
+}
+
+/// Hand each write of `batch` its result from the leader's answer.
+fn answer_results(
+    batch: Vec<Forward>,
+    results: std::result::Result<Vec<std::result::Result<CommandResult, String>>, String>,
+) {
     match results {
         Ok(results) if results.len() == batch.len() => {
             for (f, r) in batch.into_iter().zip(results) {
@@ -122,6 +131,53 @@ async fn send(channels: &PeerChannels, mut batch: Vec<Forward>) {
         }
         Err(e) => answer_all(batch, |_| Err(Error::Internal(e.clone()))),
     }
+}
+
+/// The writes of `batch` as `ProposeMany`'s payload: the client's request
+/// id (which the leader's log lines about the write name) and the command.
+fn encode(batch: &[Forward]) -> std::result::Result<flotilla_proto::raft::Payload, String> {
+    let items: Vec<(Option<String>, &Command)> = batch
+        .iter()
+        .map(|f| (f.request_id.clone(), &f.cmd))
+        .collect();
+    network::encode(&items)
+}
+
+/// `batch` to a leader that serves no stream: one `ProposeMany` call, or
+/// one `Propose` call per write to a leader older still.
+async fn send_calls(
+    channels: &PeerChannels,
+    mut batch: Vec<Forward>,
+    addr: &str,
+    deadline: tokio::time::Instant,
+) {
+    if batch.len() == 1 {
+        if let Some(f) = batch.pop() {
+            send_one(channels, addr, f).await;
+        }
+        return;
+    }
+    let payload = match encode(&batch) {
+        Ok(p) => p,
+        Err(e) => return answer_all(batch, |_| Err(Error::Internal(e.clone()))),
+    };
+    let mut client = match channels.client(addr) {
+        Ok(c) => c,
+        Err(e) => return answer_all(batch, |_| Err(Error::Unavailable(e.clone()))),
+    };
+    let reply = tokio::time::timeout_at(deadline, client.propose_many(payload)).await;
+    let results = match reply {
+        Err(_) => return answer_all(batch, timed_out),
+        // A leader of an older build: one call per write, as it knows.
+        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
+            return send_each(channels, addr, batch).await;
+        }
+        Ok(Err(s)) => {
+            return answer_all(batch, |_| Err(Error::Unavailable(s.message().to_string())));
+        }
+        Ok(Ok(r)) => network::decode(&r.into_inner()),
+    };
+    answer_results(batch, results);
 }
 
 /// The answer for a forward whose call ran out of time: a timeout for the

@@ -7,10 +7,12 @@
 //! is in flight shares the next call, which the leader answers from its own
 //! next check. A read never joins a check or call that started before it
 //! arrived: the index it gets was read after the read began, which is what
-//! makes it linearizable. Unshared, each of a follower's reads cost a gRPC
+//! makes it linearizable. The calls are messages on the follower's stream
+//! to the leader ([`super::link`]). Unshared, each of a follower's reads cost a gRPC
 //! call on both masters, and a client spreads its reads over every master:
 //! at 256 clients, two of three reads came that way (bench/RESULTS.md).
 
+use super::link::{Ask, LinkError, Reply};
 use super::*;
 
 /// A follower's `ReadIndex` calls under way at once, at most. One, as
@@ -168,19 +170,36 @@ impl Master {
             .unwrap_or(first.deadline);
         self.metrics.read_batch_follower.observe(group.len() as f64);
         let ask = async {
-            let mut c = self
-                .channels
-                .client(&node.peer_addr)
-                .map_err(Error::Unavailable)?;
-            match tokio::time::timeout_at(deadline, c.read_index(ReadIndexRequest {})).await {
+            let asked = self.links.ask(&node.peer_addr, Ask::ReadIndex);
+            match tokio::time::timeout_at(deadline, asked).await {
                 Err(_) => Err(Error::Timeout),
-                Ok(Ok(r)) => Ok(r.into_inner().index),
-                Ok(Err(s)) => Err(Error::Unavailable(s.message().to_string())),
+                Ok(Ok(Reply::ReadIndex(i))) => Ok(i),
+                Ok(Ok(other)) => Err(Error::Internal(format!(
+                    "the leader answered a read index with {other:?}"
+                ))),
+                Ok(Err(LinkError::Refused)) => {
+                    self.metrics.forwards_called.inc();
+                    self.read_index_call(&node.peer_addr, deadline).await
+                }
+                Ok(Err(LinkError::Failed(why))) => Err(Error::Unavailable(why)),
             }
         };
         let res = self.unless_replaced(leader, &node, ask).await;
         for r in group {
             let _ = r.tx.send(shared(&res));
+        }
+    }
+}
+
+impl Master {
+    /// The read index of the leader at `addr`, asked with a `ReadIndex`
+    /// call (it serves no stream).
+    async fn read_index_call(&self, addr: &str, deadline: tokio::time::Instant) -> Result<u64> {
+        let mut c = self.channels.client(addr).map_err(Error::Unavailable)?;
+        match tokio::time::timeout_at(deadline, c.read_index(ReadIndexRequest {})).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(Ok(r)) => Ok(r.into_inner().index),
+            Ok(Err(s)) => Err(Error::Unavailable(s.message().to_string())),
         }
     }
 }

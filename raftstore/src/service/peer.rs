@@ -17,8 +17,8 @@ use tracing::Instrument;
 
 pub struct PeerService {
     pub master: Master,
-    /// Whether AppendEntries streams are served (see
-    /// `MasterConfig::serve_append_streams`).
+    /// Whether AppendEntries and leader streams are served (see
+    /// `MasterConfig::serve_peer_streams`).
     pub streams: bool,
 }
 
@@ -34,6 +34,56 @@ async fn append(master: &Master, req: &pb::Payload) -> Result<pb::Payload, Statu
         master.heard.touch();
     }
     encode(&res).map_err(Status::internal)
+}
+
+/// Hand forwarded writes to this (leader) master's batcher, in order, so
+/// that they join its next entry together; a result for each.
+async fn propose_all(
+    master: &Master,
+    writes: Vec<(Option<String>, Command)>,
+) -> Vec<Result<CommandResult, String>> {
+    futures::future::join_all(writes.into_iter().map(|(id, cmd)| {
+        // The client's request id names the leader's lines about it.
+        let span = match id {
+            Some(id) => tracing::info_span!("request", id = %id),
+            None => tracing::Span::none(),
+        };
+        let master = master.clone();
+        async move {
+            tracing::debug!("proposing a write forwarded by a follower");
+            master.submit(cmd).await.map_err(|e| e.to_string())
+        }
+        .instrument(span)
+    }))
+    .await
+}
+
+/// The answer to one question on a follower's `LeaderStream`.
+async fn leader_answer(
+    master: &Master,
+    ask: Option<pb::to_leader::Ask>,
+) -> pb::from_leader::Answer {
+    use pb::from_leader::Answer;
+    if !master.is_leader() {
+        return Answer::Failed("not the leader".into());
+    }
+    match ask {
+        Some(pb::to_leader::Ask::Propose(data)) => {
+            let writes: Vec<(Option<String>, Command)> = match bincode::deserialize(&data) {
+                Ok(w) => w,
+                Err(e) => return Answer::Failed(format!("undecodable writes: {e}")),
+            };
+            match encode(&propose_all(master, writes).await) {
+                Ok(p) => Answer::Proposed(p.data),
+                Err(e) => Answer::Failed(e),
+            }
+        }
+        Some(pb::to_leader::Ask::ReadIndex(_)) => match master.local_read_index().await {
+            Ok(i) => Answer::ReadIndex(i),
+            Err(e) => Answer::Failed(e.to_string()),
+        },
+        None => Answer::Failed("a question with nothing asked".into()),
+    }
 }
 
 #[tonic::async_trait]
@@ -113,22 +163,7 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         if !self.master.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }
-        tracing::debug!(
-            writes = writes.len(),
-            "proposing writes forwarded by a follower"
-        );
-        // Submitted in order, so they join the batcher's next entry together.
-        let results: Vec<Result<CommandResult, String>> =
-            futures::future::join_all(writes.into_iter().map(|(id, cmd)| {
-                // The client's request id names the leader's lines about it.
-                let span = match id {
-                    Some(id) => tracing::info_span!("request", id = %id),
-                    None => tracing::Span::none(),
-                };
-                let master = self.master.clone();
-                async move { master.submit(cmd).await.map_err(|e| e.to_string()) }.instrument(span)
-            }))
-            .await;
+        let results = propose_all(&self.master, writes).await;
         Ok(Response::new(encode(&results).map_err(Status::internal)?))
     }
 
@@ -141,6 +176,49 @@ impl pb::raft_peer_server::RaftPeer for PeerService {
         }
         let index = self.master.local_read_index().await?;
         Ok(Response::new(pb::ReadIndexResponse { index }))
+    }
+
+    type LeaderStreamStream = Pin<Box<dyn Stream<Item = Result<pb::FromLeader, Status>> + Send>>;
+
+    /// A follower's questions, several at once: each is answered when it
+    /// is done, with its number, so that a read index need not wait behind
+    /// a batch of writes. The stream ends when this master stops.
+    async fn leader_stream(
+        &self,
+        req: Request<Streaming<pb::ToLeader>>,
+    ) -> Result<Response<Self::LeaderStreamStream>, Status> {
+        if !self.streams {
+            return Err(Status::unimplemented("LeaderStream is not served here"));
+        }
+        let master = self.master.clone();
+        let mut asks = req.into_inner();
+        // Answers wait here for the stream: as many as the follower has
+        // questions in flight (its forwards, one read-index call).
+        let (tx, rx) = tokio::sync::mpsc::channel(128);
+        tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    m = asks.next() => m,
+                    _ = master.shutdown.cancelled() => return,
+                };
+                // The follower is gone or its stream broke.
+                let Some(Ok(m)) = m else { return };
+                let (master, tx) = (master.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let answer = leader_answer(&master, m.ask).await;
+                    let _ = tx
+                        .send(Ok(pb::FromLeader {
+                            seq: m.seq,
+                            answer: Some(answer),
+                        }))
+                        .await;
+                });
+            }
+        });
+        let stop = self.master.shutdown.clone();
+        let answers = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .take_until(async move { stop.cancelled().await });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn lease_keep_alive(
