@@ -239,8 +239,18 @@ client_port() { # system i -> port
 }
 peer_port() { echo $(($(client_port "$1" "$2") + 1)); }
 member_name() { case "$1" in etcd) echo "e$2" ;; flotilla) echo "m$2" ;; esac; }
-endpoints() { # system -> "127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3"
-  echo "127.0.0.1:$(client_port "$1" 1),127.0.0.1:$(client_port "$1" 2),127.0.0.1:$(client_port "$1" 3)"
+# The members in the order clients are spread over them, followers first
+# (settings.sh), as found when the cluster came up; the "on the leader" rows
+# measure the leader alone.
+declare -A ORDER=([etcd]="1 2 3" [flotilla]="1 2 3")
+endpoints() { # system -> "127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3", followers first
+  local i out=""
+  for i in ${ORDER[$1]}; do out+="${out:+,}127.0.0.1:$(client_port "$1" "$i")"; done
+  echo "$out"
+}
+leader_endpoint() { # system -> the leader's endpoint, as last ordered
+  local order=(${ORDER[$1]})
+  echo "127.0.0.1:$(client_port "$1" "${order[2]}")"
 }
 data_dir() { echo "$WORK/$1/$(member_name "$1" "$2")"; }
 
@@ -303,8 +313,13 @@ start_cluster() { # system
   # A leader exists; also require one acknowledged write.
   run_child /dev/null "$BENCH" --endpoints "$(endpoints "$sys")" until-write --timeout-secs 30 ||
     die "$sys cluster does not accept writes"
-  run_child "$OUT/leader.out" "$BENCH" --endpoints "$(endpoints "$sys")" leader --wait-secs 10 || true
-  log "$sys is up (leader $(cat "$OUT/leader.out"))"
+  run_child "$OUT/leader.out" "$BENCH" --endpoints "$(endpoints "$sys")" leader --wait-secs 10 ||
+    die "$sys: no leader found"
+  local leader
+  leader="$(cat "$OUT/leader.out")"
+  ORDER[$sys]="$(members_followers_first "$sys" "$leader")" ||
+    die "$sys: leader endpoint $leader is not one of ours"
+  log "$sys is up (leader $leader; clients spread over members ${ORDER[$sys]})"
 }
 
 stop_cluster() { # system
@@ -389,12 +404,26 @@ bench() { # system args...
   JSON="$(head -n 1 "$OUT/bench.out")"
 }
 
+# The load generator against the leader alone (its JSON says "endpoints":1).
+bench_leader() { # system args...
+  local sys=$1
+  shift
+  JSON=""
+  run_child "$OUT/bench.out" "$BENCH" --endpoints "$(leader_endpoint "$sys")" "$@" || true
+  JSON="$(head -n 1 "$OUT/bench.out")"
+}
+
 run_throughput() { # system
   local sys=$1 c
   for c in $CLIENT_LIST; do
     bench "$sys" put --clients "$c" --total "$(put_total "$c")" \
       --key-size "$KEY_SIZE" --val-size "$VAL_SIZE" --max-secs "$POINT_SECS"
     record "$sys" "$JSON"
+    if ((c == 1)); then
+      bench_leader "$sys" put --clients 1 --total "$(put_total 1)" \
+        --key-size "$KEY_SIZE" --val-size "$VAL_SIZE" --max-secs "$POINT_SECS"
+      record "$sys" "$JSON"
+    fi
   done
   # Ranges read a populated keyspace: write every key once first.
   bench "$sys" put --sequential --clients 64 --total "$RANGE_KEYS" --keyspace "$RANGE_KEYS" \
@@ -406,6 +435,11 @@ run_throughput() { # system
       bench "$sys" range --clients "$c" --total "$(range_total "$c")" \
         --consistency "$cons" --keyspace "$RANGE_KEYS" --key-size "$KEY_SIZE" --max-secs "$POINT_SECS"
       record "$sys" "$JSON"
+      if ((c == 1)) && [[ $cons == l ]]; then
+        bench_leader "$sys" range --clients 1 --total "$(range_total 1)" \
+          --consistency l --keyspace "$RANGE_KEYS" --key-size "$KEY_SIZE" --max-secs "$POINT_SECS"
+        record "$sys" "$JSON"
+      fi
     done
   done
 }
@@ -547,14 +581,23 @@ TABLE="$OUT/table.md"
       range-s) label="range, serializable" ;;
     esac
     for c in $CLIENT_LIST; do
-      filt="\"workload\":\"$wl\",\"clients\":$c,"
-      cl="$c clients"
-      if ((c == 1)); then cl="1 client"; fi
-      fv="$(cell_thr flotilla "$filt")"; ev="$(cell_thr etcd "$filt")"
-      row "$label, $cl: throughput (ops/s)" "$fv" "$ev" "$(ratio "${fv%% *}" "${ev%% *}")"
-      for q in p50 p99; do
-        row "$label, $cl: $q latency (ms)" \
-          "$(fmt_num "$(field flotilla "$filt" "${q}_ms")" 2)" "$(fmt_num "$(field etcd "$filt" "${q}_ms")" 2)"
+      for eps in 3 1; do
+        filt="\"workload\":\"$wl\",\"clients\":$c,\"endpoints\":$eps,"
+        cl="$c clients"
+        if ((c == 1)); then cl="1 client"; fi
+        if ((eps == 1)); then
+          # Only the 1-client put and linearizable range have a leader point.
+          [[ -n "$(field flotilla "$filt" throughput)$(field etcd "$filt" throughput)" ]] || continue
+          cl="$cl on the leader"
+        elif ((c == 1)); then
+          cl="$cl on a follower"
+        fi
+        fv="$(cell_thr flotilla "$filt")"; ev="$(cell_thr etcd "$filt")"
+        row "$label, $cl: throughput (ops/s)" "$fv" "$ev" "$(ratio "${fv%% *}" "${ev%% *}")"
+        for q in p50 p99; do
+          row "$label, $cl: $q latency (ms)" \
+            "$(fmt_num "$(field flotilla "$filt" "${q}_ms")" 2)" "$(fmt_num "$(field etcd "$filt" "${q}_ms")" 2)"
+        done
       done
     done
   done
