@@ -404,12 +404,7 @@ impl Master {
             shutdown.clone(),
             forward_attempt_limit(cfg.election_timeout_ms),
         );
-        tokio::spawn(forward_loop(
-            links.clone(),
-            channels.clone(),
-            forwards_rx,
-            metrics.clone(),
-        ));
+        tokio::spawn(forward_loop(links.clone(), forwards_rx, metrics.clone()));
         let leadership = leadership::follow(&raft);
         let master = Master(Arc::new(MasterInner {
             id,

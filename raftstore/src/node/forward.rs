@@ -6,7 +6,7 @@
 //! leader that way (a client spreads its calls over every master). A
 //! leader that serves no stream gets a `ProposeMany` call per batch.
 
-use super::link::{Ask, LinkError, Links, Reply};
+use super::link::{LinkError, Links};
 use super::*;
 
 /// A write on its way to the leader, and who waits for its answer.
@@ -36,7 +36,6 @@ const FORWARDS_IN_FLIGHT: usize = 64;
 /// Take forwards from `rx`, batch those to the same leader, send them.
 pub(super) async fn forward_loop(
     links: Links,
-    channels: PeerChannels,
     rx: mpsc::UnboundedReceiver<Forward>,
     metrics: Arc<crate::metrics::StoreMetrics>,
 ) {
@@ -58,20 +57,15 @@ pub(super) async fn forward_loop(
             continue;
         }
         metrics.forward_commands.observe(batch.len() as f64);
-        let (links, channels, metrics) = (links.clone(), channels.clone(), metrics.clone());
+        let (links, metrics) = (links.clone(), metrics.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            send(&links, &channels, &metrics, batch).await;
+            send(&links, &metrics, batch).await;
         });
     }
 }
 
-async fn send(
-    links: &Links,
-    channels: &PeerChannels,
-    metrics: &crate::metrics::StoreMetrics,
-    batch: Vec<Forward>,
-) {
+async fn send(links: &Links, metrics: &crate::metrics::StoreMetrics, batch: Vec<Forward>) {
     let Some(first) = batch.first() else {
         return;
     };
@@ -85,20 +79,13 @@ async fn send(
         Ok(p) => p,
         Err(e) => return answer_all(batch, |_| Err(Error::Internal(e.clone()))),
     };
-    let asked = tokio::time::timeout_at(deadline, links.ask(&addr, Ask::Propose(payload.data)));
+    let asked = tokio::time::timeout_at(deadline, links.propose(&addr, payload.data));
     let answer = match asked.await {
         Err(_) => return answer_all(batch, timed_out),
-        Ok(Ok(Reply::Proposed(data))) => data,
-        Ok(Ok(other)) => {
-            return answer_all(batch, |_| {
-                Err(Error::Internal(format!(
-                    "the leader answered writes with {other:?}"
-                )))
-            })
-        }
+        Ok(Ok(data)) => data,
         Ok(Err(LinkError::Refused)) => {
             metrics.forwards_called.inc();
-            return send_calls(channels, batch, &addr, deadline).await;
+            return send_calls(links.channels(), batch, &addr, deadline).await;
         }
         Ok(Err(LinkError::Failed(why))) => {
             return answer_all(batch, |_| Err(Error::Unavailable(why.clone())))

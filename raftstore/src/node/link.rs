@@ -26,7 +26,7 @@ use crate::network::PeerChannels;
 
 /// What a follower asks its leader.
 #[derive(Debug)]
-pub(super) enum Ask {
+enum Ask {
     /// Writes, encoded as `ProposeMany`'s payload.
     Propose(Vec<u8>),
     ReadIndex,
@@ -34,7 +34,7 @@ pub(super) enum Ask {
 
 /// The leader's answer.
 #[derive(Debug, PartialEq)]
-pub(super) enum Reply {
+enum Reply {
     /// Results, encoded as `ProposeMany`'s answer.
     Proposed(Vec<u8>),
     ReadIndex(u64),
@@ -109,8 +109,34 @@ impl Links {
         }))
     }
 
+    /// The channels to peers, for the calls to a leader that refused a stream.
+    pub(super) fn channels(&self) -> &PeerChannels {
+        &self.0.channels
+    }
+
+    /// Forward writes (`ProposeMany`'s payload) to the leader at `addr`;
+    /// its answer is `ProposeMany`'s, one result per write.
+    pub(super) async fn propose(&self, addr: &str, writes: Vec<u8>) -> Result<Vec<u8>, LinkError> {
+        match self.ask(addr, Ask::Propose(writes)).await? {
+            Reply::Proposed(results) => Ok(results),
+            other => Err(LinkError::Failed(format!(
+                "the leader answered writes with {other:?}"
+            ))),
+        }
+    }
+
+    /// The read index of the leader at `addr`.
+    pub(super) async fn read_index(&self, addr: &str) -> Result<u64, LinkError> {
+        match self.ask(addr, Ask::ReadIndex).await? {
+            Reply::ReadIndex(i) => Ok(i),
+            other => Err(LinkError::Failed(format!(
+                "the leader answered a read index with {other:?}"
+            ))),
+        }
+    }
+
     /// Ask the leader at `addr` on its stream (opened first if need be).
-    pub(super) async fn ask(&self, addr: &str, ask: Ask) -> Result<Reply, LinkError> {
+    async fn ask(&self, addr: &str, ask: Ask) -> Result<Reply, LinkError> {
         let (tx, rx) = oneshot::channel();
         self.send(addr, Question { ask, tx })?;
         rx.await

@@ -12,7 +12,7 @@
 //! call on both masters, and a client spreads its reads over every master:
 //! at 256 clients, two of three reads came that way (bench/RESULTS.md).
 
-use super::link::{Ask, LinkError, Reply};
+use super::link::LinkError;
 use super::*;
 
 /// A follower's `ReadIndex` calls under way at once, at most. One, as
@@ -170,13 +170,10 @@ impl Master {
             .unwrap_or(first.deadline);
         self.metrics.read_batch_follower.observe(group.len() as f64);
         let ask = async {
-            let asked = self.links.ask(&node.peer_addr, Ask::ReadIndex);
+            let asked = self.links.read_index(&node.peer_addr);
             match tokio::time::timeout_at(deadline, asked).await {
                 Err(_) => Err(Error::Timeout),
-                Ok(Ok(Reply::ReadIndex(i))) => Ok(i),
-                Ok(Ok(other)) => Err(Error::Internal(format!(
-                    "the leader answered a read index with {other:?}"
-                ))),
+                Ok(Ok(i)) => Ok(i),
                 Ok(Err(LinkError::Refused)) => {
                     self.metrics.forwards_called.inc();
                     self.read_index_call(&node.peer_addr, deadline).await
@@ -189,9 +186,7 @@ impl Master {
             let _ = r.tx.send(shared(&res));
         }
     }
-}
 
-impl Master {
     /// The read index of the leader at `addr`, asked with a `ReadIndex`
     /// call (it serves no stream).
     async fn read_index_call(&self, addr: &str, deadline: tokio::time::Instant) -> Result<u64> {
