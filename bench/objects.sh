@@ -126,15 +126,6 @@ client_port() { # system i(1..3) -> port
 }
 peer_port() { echo $(($(client_port "$1" "$2") + 1)); }
 member_name() { case "$1" in etcd) echo "e$2" ;; flotilla) echo "m$2" ;; esac; }
-# Clients are spread over the members followers first, then the leader (as
-# found at start-up: settings.sh).
-declare -A ORDER=([etcd]="1 2 3" [flotilla]="1 2 3")
-endpoints() { # system -> "127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3", followers first
-  local i out=""
-  for i in ${ORDER[$1]}; do out+="${out:+,}127.0.0.1:$(client_port "$1" "$i")"; done
-  echo "$out"
-}
-
 system_ports() { # system -> its six ports
   local i
   for i in 1 2 3; do echo "$(client_port "$1" "$i") $(peer_port "$1" "$i")"; done
@@ -287,8 +278,7 @@ start_system() { # system
     die "$sys does not accept writes"
   local leader
   leader="$("$BENCH" --endpoints "$(endpoints "$sys")" leader --wait-secs 10)" || die "$sys: no leader found"
-  ORDER[$sys]="$(members_followers_first "$sys" "$leader")" ||
-    die "$sys: leader endpoint $leader is not one of ours"
+  set_order "$sys" "$leader" || die "$sys: leader endpoint $leader is not one of ours"
   log "$sys is up (leader $leader; clients spread over members ${ORDER[$sys]})"
 }
 

@@ -239,16 +239,7 @@ client_port() { # system i -> port
 }
 peer_port() { echo $(($(client_port "$1" "$2") + 1)); }
 member_name() { case "$1" in etcd) echo "e$2" ;; flotilla) echo "m$2" ;; esac; }
-# The members in the order clients are spread over them, followers first
-# (settings.sh), as found when the cluster came up; the "on the leader" rows
-# measure the leader alone.
-declare -A ORDER=([etcd]="1 2 3" [flotilla]="1 2 3")
-endpoints() { # system -> "127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3", followers first
-  local i out=""
-  for i in ${ORDER[$1]}; do out+="${out:+,}127.0.0.1:$(client_port "$1" "$i")"; done
-  echo "$out"
-}
-leader_endpoint() { # system -> the leader's endpoint, as last ordered
+leader_endpoint() { # system -> the leader's endpoint, as last ordered (settings.sh)
   local order=(${ORDER[$1]})
   echo "127.0.0.1:$(client_port "$1" "${order[2]}")"
 }
@@ -317,8 +308,7 @@ start_cluster() { # system
     die "$sys: no leader found"
   local leader
   leader="$(cat "$OUT/leader.out")"
-  ORDER[$sys]="$(members_followers_first "$sys" "$leader")" ||
-    die "$sys: leader endpoint $leader is not one of ours"
+  set_order "$sys" "$leader" || die "$sys: leader endpoint $leader is not one of ours"
   log "$sys is up (leader $leader; clients spread over members ${ORDER[$sys]})"
 }
 
@@ -396,20 +386,20 @@ run_child() { # [--merge] stdout-file command... -> the command's exit status
 # Run the load generator against a system; its JSON line lands in $JSON.
 JSON=""
 bench() { # system args...
-  local sys=$1
-  shift
-  all_alive "$sys" || die "a $sys member exited unexpectedly (killed from outside the script?)"
-  JSON=""
-  run_child "$OUT/bench.out" "$BENCH" --endpoints "$(endpoints "$sys")" "$@" || true
-  JSON="$(head -n 1 "$OUT/bench.out")"
+  bench_at "$1" "$(endpoints "$1")" "${@:2}"
 }
 
 # The load generator against the leader alone (its JSON says "endpoints":1).
 bench_leader() { # system args...
-  local sys=$1
-  shift
+  bench_at "$1" "$(leader_endpoint "$1")" "${@:2}"
+}
+
+bench_at() { # system endpoints args...
+  local sys=$1 eps=$2
+  shift 2
+  all_alive "$sys" || die "a $sys member exited unexpectedly (killed from outside the script?)"
   JSON=""
-  run_child "$OUT/bench.out" "$BENCH" --endpoints "$(leader_endpoint "$sys")" "$@" || true
+  run_child "$OUT/bench.out" "$BENCH" --endpoints "$eps" "$@" || true
   JSON="$(head -n 1 "$OUT/bench.out")"
 }
 
@@ -472,11 +462,7 @@ run_failover() { # system kills
     run_child "$OUT/leader.out" "$BENCH" --endpoints "$eps" leader --wait-secs 30 ||
       die "$sys: no leader before kill $k"
     leader="$(cat "$OUT/leader.out")"
-    i=""
-    for j in 1 2 3; do
-      if [[ "$leader" == "127.0.0.1:$(client_port "$sys" "$j")" ]]; then i=$j; fi
-    done
-    [[ -n $i ]] || die "$sys: leader endpoint $leader is not one of ours"
+    i="$(member_at "$sys" "$leader")" || die "$sys: leader endpoint $leader is not one of ours"
     pid="${PID[$sys:$i]}"
     log "$sys: kill $k/$n: SIGKILL leader $(member_name "$sys" "$i") (pid $pid)"
     t0="$(date +%s%N)"

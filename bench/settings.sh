@@ -13,16 +13,36 @@ ETCD_SETTINGS=(--heartbeat-interval "$HEARTBEAT_MS" --election-timeout "$ELECTIO
 FLOTILLA_SETTINGS=(--heartbeat-interval-ms "$HEARTBEAT_MS" --election-timeout-ms "$ELECTION_MS"
   --auto-compaction-retention "$COMPACT_KEEP")
 
-# The order in which clients are spread over the members (client i talks to
-# the i-th, modulo 3): both followers, then the leader. So the one client of
-# a 1-client point talks to a follower in both systems, as two of three
-# clients spread over every member do, rather than to whichever member is
-# listed first (bench/README.md). Needs the caller's client_port.
-members_followers_first() { # system leader-endpoint -> "i j k" (the leader last)
-  local j followers="" li=""
+# Which member (1-3) listens on a client endpoint; fails for none of ours.
+# Needs the caller's client_port.
+member_at() { # system endpoint -> i
+  local j
   for j in 1 2 3; do
-    if [[ "$2" == "127.0.0.1:$(client_port "$1" "$j")" ]]; then li=$j; else followers+="$j "; fi
+    if [[ "$2" == "127.0.0.1:$(client_port "$1" "$j")" ]]; then
+      echo "$j"
+      return 0
+    fi
   done
-  [[ -n $li ]] || return 1
-  echo "$followers$li"
+  return 1
+}
+
+# The order in which clients are spread over the members (client i talks to
+# the i-th, modulo 3), by system: both followers, then the leader, once
+# set_order has found it. So the one client of a 1-client point talks to a
+# follower in both systems, as two of three clients spread over every
+# member do, rather than to whichever member is listed first
+# (bench/README.md).
+declare -A ORDER=([etcd]="1 2 3" [flotilla]="1 2 3")
+
+set_order() { # system leader-endpoint
+  local li j followers=""
+  li="$(member_at "$1" "$2")" || return 1
+  for j in 1 2 3; do ((j == li)) || followers+="$j "; done
+  ORDER[$1]="$followers$li"
+}
+
+endpoints() { # system -> "127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3", in ORDER
+  local i out=""
+  for i in ${ORDER[$1]}; do out+="${out:+,}127.0.0.1:$(client_port "$1" "$i")"; done
+  echo "$out"
 }
