@@ -576,9 +576,12 @@ async fn a_leader_streams_its_appends_and_calls_a_master_that_serves_no_stream()
     let opens = counter(m, OPENS, None);
     assert!(opens >= 2.0);
     // A linearizable read's leadership check sends one heartbeat per
-    // follower on a client of its own, on a stream an earlier one left:
-    // at most one new stream per follower for all five reads.
-    for _ in 0..5 {
+    // follower on a client of its own, on a stream an earlier one left.
+    // A read returns once one follower answers, so the other's client may
+    // still hold its stream when the next read starts (CI saw 4 opens for
+    // 5 reads): the bound is half the heartbeats, where a stream each
+    // would open 20.
+    for _ in 0..10 {
         on(&nodes[l], |m| async move { m.linearize().await })
             .await
             .expect("linearizable read");
@@ -589,7 +592,7 @@ async fn a_leader_streams_its_appends_and_calls_a_master_that_serves_no_stream()
         "{streamed_after} streamed"
     );
     let opened = counter(m, OPENS, None) - opens;
-    assert!(opened <= 2.0, "{opened} streams opened for five reads");
+    assert!(opened <= 10.0, "{opened} streams opened for ten reads");
     // A follower stops while the leader streams to it: its server drains
     // at once rather than waiting out its 5 s limit on the stream.
     let mut nodes = nodes;
