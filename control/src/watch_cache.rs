@@ -3,9 +3,10 @@
 //!
 //! A cache starts with a range of the kind at the store's revision, then
 //! follows the store's changes from the next one. It keeps every object of
-//! the kind as it is at the cache's revision (decoded once, and its bytes
-//! as served made once: the stored bytes with the resourceVersion spliced
-//! in; lists are served from them) and a bounded window of recent events,
+//! the kind as it is at the cache's revision (its bytes as served made
+//! once: the stored bytes, checked, with the resourceVersion spliced in;
+//! lists are served from them; decoded only if a selector or a lookup
+//! needs it) and a bounded window of recent events,
 //! which it fans out to the watchers; they only filter (namespace,
 //! selectors). A watch that starts inside the window is served from it; one
 //! that starts before (or after the cache failed) falls back to a follower
@@ -20,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,19 +30,24 @@ use flotilla_objects::registry::ResourceInfo;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
-use crate::api::json::{not_json, served};
+use crate::api::json::{not_json, served, splice_rv, spliceable};
 use crate::api::{kind_prefix, with_rv};
 use crate::store::{prefix_end, Change, Kv, Store, WatchMsg};
 
-/// One object as the cache keeps it: decoded, with its resourceVersion set,
-/// and its bytes made once for every list and watch that sends it.
+/// One object as the cache keeps it: its bytes as served (the stored bytes
+/// with the resourceVersion spliced in), made once for every list and watch
+/// that sends it, and the object decoded from them on first use. Only
+/// selectors and a few lookups need the decoded form, so a cache whose
+/// watchers and lists take whole objects never builds it: a pod's tree of
+/// maps cost more to build than everything else the cache does with it, and
+/// several times its bytes to keep.
 #[derive(Debug)]
 pub struct CachedObject {
     /// The store key (its namespace part filters namespaced lists and watches).
     pub key: Vec<u8>,
-    pub object: Value,
-    /// `object` as JSON (its members in any order).
+    /// The object as JSON (its members in any order); always valid JSON.
     pub bytes: Bytes,
+    object: OnceLock<Value>,
 }
 
 impl CachedObject {
@@ -50,8 +56,8 @@ impl CachedObject {
             .map_err(|e| ApiError::internal(format!("serializing an object: {e}")))?;
         Ok(CachedObject {
             key,
-            object,
             bytes: Bytes::from(bytes),
+            object: OnceLock::from(object),
         })
     }
 
@@ -61,20 +67,40 @@ impl CachedObject {
             .map_err(|e| not_json(&kv.key, e))
     }
 
-    /// An object as stored, at revision `rev`: decoded once, and its bytes
-    /// the stored ones with the resourceVersion spliced in rather than the
-    /// object serialized again.
+    /// An object as stored, at revision `rev`: its bytes the stored ones with
+    /// the resourceVersion spliced in rather than the object serialized
+    /// again. The stored bytes are checked (valid JSON, a top-level object
+    /// whose metadata has no resourceVersion yet) without building the
+    /// object; anything else goes the long way, decoded and serialized.
     fn stored(key: Vec<u8>, value: &[u8], rev: i64) -> Result<CachedObject, String> {
+        if let Some(bytes) = spliceable(value).then(|| splice_rv(value, rev)).flatten() {
+            return Ok(CachedObject {
+                key,
+                bytes: Bytes::from(bytes),
+                object: OnceLock::new(),
+            });
+        }
         let (object, bytes) = served(value, rev)?;
         Ok(CachedObject {
             key,
-            object,
             bytes: Bytes::from(bytes),
+            object: OnceLock::from(object),
+        })
+    }
+
+    /// The object, decoded on first use.
+    pub fn object(&self) -> &Value {
+        self.object.get_or_init(|| {
+            // `bytes` were checked or made by serde_json: this does not fail.
+            serde_json::from_slice(&self.bytes).unwrap_or_else(|e| {
+                tracing::error!(key = %String::from_utf8_lossy(&self.key), error = %e, "a cached object's bytes do not decode");
+                Value::Null
+            })
         })
     }
 }
 
-/// One change of one object, decoded once.
+/// One change of one object, made once for every watcher.
 #[derive(Debug)]
 pub struct CachedEvent {
     pub revision: i64,
@@ -161,7 +187,7 @@ fn cached(revision: i64, c: Change, known: Option<Arc<CachedObject>>) -> Option<
         Change::Delete { key, prev } => {
             // Without the object's last state the event cannot be filtered.
             let p = prev_of(&key, prev)?;
-            let obj = with_rv(p.object.clone(), revision);
+            let obj = with_rv(p.object().clone(), revision);
             (CachedObject::new(key, obj).ok()?, Some(p), true)
         }
     };
@@ -555,5 +581,78 @@ fn note_progress(
     let p = progress.load(Ordering::Acquire);
     if rx.is_empty() {
         c.advance(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored bytes give the object and bytes that decoding them would, with
+    /// the decoding put off only where splicing is exact.
+    #[test]
+    fn a_stored_object_is_served_as_decoding_it_would_and_decoded_only_when_asked() {
+        let cases: &[(&str, bool)] = &[
+            (
+                r#"{"kind":"Pod","metadata":{"name":"a","labels":{"x":"y"}},"spec":{"template":{"metadata":{"resourceVersion":"9"}}}}"#,
+                true,
+            ),
+            (r#"{"metadata":{}}"#, true),
+            (
+                r#" { "a" : [1, {"metadata": {}}], "metadata" : { "name" : "n\"x" } } "#,
+                true,
+            ),
+            // Splicing would give the member twice: decoded instead.
+            (r#"{"metadata":{"name":"a","resourceVersion":"5"}}"#, false),
+            (r#"{"metadata":{"name":"a","resourceVersion":null}}"#, false),
+            (
+                r#"{"metadata":{"name":"a","resourceV\u0065rsion":"5"}}"#,
+                false,
+            ),
+            (
+                r#"{"metadata":{"name":"a"},"metadata":{"name":"b"}}"#,
+                false,
+            ),
+            (r#"{"meta\u0064ata":{"name":"a"}}"#, false),
+            (r#"{"metadata":[]}"#, false),
+            (r#"{"metadata":"x"}"#, false),
+            (r#"{"name":"no metadata"}"#, false),
+            (r#"[{"metadata":{}}]"#, false),
+            (r#""a string""#, false),
+        ];
+        for (stored, lazy) in cases {
+            let c = CachedObject::stored(b"/k".to_vec(), stored.as_bytes(), 42)
+                .unwrap_or_else(|e| panic!("{stored}: {e}"));
+            assert_eq!(
+                c.object.get().is_none(),
+                *lazy,
+                "{stored}: decoded when made"
+            );
+            let (object, bytes) = served(stored.as_bytes(), 42).expect("served");
+            let from_bytes: Value = serde_json::from_slice(&c.bytes).expect("valid JSON");
+            let expected: Value = serde_json::from_slice(&bytes).expect("valid JSON");
+            assert_eq!(from_bytes, expected, "{stored}: bytes");
+            assert_eq!(c.object(), &object, "{stored}: object");
+        }
+        for bad in [
+            &b"{\"metadata\":{}"[..],
+            b"not json",
+            b"{\"metadata\":{\"a\":\"\xff\"}}",
+            b"{\"metadata\":{},\"b\":[\"\\ud800\"]}",
+            b"{\"metadata\":{},\"b\":\"\\q\"}",
+            b"{\"metadata\":{},\"b\":\"tab\there\"}",
+            b"{\"metadata\":{}} x",
+            b"{\"metadata\":{},\"b\":1e400}",
+            b"{\"metadata\":{\"n\":-1e999}}",
+        ] {
+            let made = CachedObject::stored(b"/k".to_vec(), bad, 1);
+            assert!(made.is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let deep = format!(
+            "{{\"metadata\":{{}},\"b\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(CachedObject::stored(b"/k".to_vec(), deep.as_bytes(), 1).is_err());
     }
 }

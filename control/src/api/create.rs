@@ -37,9 +37,9 @@ impl ApiServer {
         if !linearizable {
             let cached = self.caches.get(&registry::NAMESPACE).object(ns_key);
             if let Some(o) = cached {
-                let rev = str_at(&o.object, "/metadata/resourceVersion").parse::<i64>();
+                let rev = str_at(o.object(), "/metadata/resourceVersion").parse::<i64>();
                 if let Ok(rev) = rev {
-                    return Ok(Some((is_terminating(&o.object), rev)));
+                    return Ok(Some((is_terminating(o.object()), rev)));
                 }
             }
         }

@@ -193,6 +193,149 @@ fn value_end(b: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
+/// Whether `stored` decodes as a JSON object whose one `metadata` member is
+/// an object without a `resourceVersion`: then [`splice_rv`] on it gives
+/// what [`served`] gives by decoding it. Checked by walking the JSON with
+/// the checks decoding makes (UTF-8, escapes and surrogates, numbers in
+/// range, nesting depth) but building nothing.
+pub(crate) fn spliceable(stored: &[u8]) -> bool {
+    let mut de = serde_json::Deserializer::from_slice(stored);
+    let ok = serde::Deserializer::deserialize_any(&mut de, check::Top).unwrap_or(false);
+    ok && de.end().is_ok()
+}
+
+/// The visitors behind [`spliceable`]. Every value goes through
+/// `deserialize_any`, as `Value`'s decoding does (the ignoring path serde
+/// offers skips strings' UTF-8 and numbers' range).
+mod check {
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+    /// Any JSON value: accepted if it decodes, nothing kept.
+    #[derive(Clone, Copy)]
+    pub(super) struct Any;
+
+    impl<'de> DeserializeSeed<'de> for Any {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Any {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: Error>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E: Error>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E: Error>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E: Error>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E: Error>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E: Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_none<E: Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Any)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while map.next_key_seed(Any)?.is_some() {
+                map.next_value_seed(Any)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// A member's name, compared with one it may be.
+    struct Named(&'static str);
+
+    impl<'de> DeserializeSeed<'de> for Named {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Named {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a member's name")
+        }
+        fn visit_str<E: Error>(self, s: &str) -> Result<bool, E> {
+            Ok(s == self.0)
+        }
+    }
+
+    /// The top level: true for an object with one `metadata` member, an
+    /// object without a `resourceVersion`. Anything else is an error here
+    /// (the bytes go the long way, decoded, whether they are JSON or not).
+    pub(super) struct Top;
+
+    impl<'de> Visitor<'de> for Top {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut metadata = 0;
+            let mut fits = true;
+            while let Some(is_metadata) = map.next_key_seed(Named("metadata"))? {
+                if is_metadata {
+                    metadata += 1;
+                    fits &= map.next_value_seed(Meta)?;
+                } else {
+                    map.next_value_seed(Any)?;
+                }
+            }
+            Ok(fits && metadata == 1)
+        }
+    }
+
+    /// `metadata`'s value: true for an object without a `resourceVersion`;
+    /// anything else is an error, as at the top.
+    struct Meta;
+
+    impl<'de> DeserializeSeed<'de> for Meta {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Meta {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("metadata")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut fits = true;
+            while let Some(is_rv) = map.next_key_seed(Named("resourceVersion"))? {
+                fits &= !is_rv;
+                map.next_value_seed(Any)?;
+            }
+            Ok(fits)
+        }
+    }
+}
+
 /// An object read from the store and its bytes as served, both with the
 /// resourceVersion `rev`. The bytes are the stored ones with the
 /// resourceVersion spliced in, unless the stored form already had one (or

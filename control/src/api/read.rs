@@ -96,6 +96,12 @@ pub(crate) fn matches(l: &Selector, f: &FieldSelector, v: &Value) -> bool {
     (l.is_empty() || l.matches_with(label)) && (f.is_empty() || f.matches(v))
 }
 
+/// Whether selectors take a cached object; the object is decoded only when
+/// there is a selector to apply.
+pub(crate) fn selected(l: &Selector, f: &FieldSelector, o: &CachedObject) -> bool {
+    (l.is_empty() && f.is_empty()) || matches(l, f, o.object())
+}
+
 impl ApiServer {
     // ---- get / list ----
 
@@ -128,7 +134,7 @@ impl ApiServer {
     ) -> Result<ListResult, ApiError> {
         let l = self.list_raw(info, ns, o).await?;
         Ok(ListResult {
-            items: l.items.iter().map(|i| i.object.clone()).collect(),
+            items: l.items.iter().map(|i| i.object().clone()).collect(),
             resource_version: l.resource_version,
             continue_token: l.continue_token,
         })
@@ -273,7 +279,7 @@ impl ApiServer {
             let n = page.kvs.len();
             for (i, kv) in page.kvs.iter().enumerate() {
                 let obj = CachedObject::from_kv(kv)?;
-                if !matches(&q.ls, &q.fs, &obj.object) {
+                if !selected(&q.ls, &q.fs, &obj) {
                     continue;
                 }
                 items.push(Arc::new(obj));
@@ -346,7 +352,7 @@ impl Query {
         let mut items = Vec::new();
         let mut it = snap.objects.into_iter();
         for o in it.by_ref() {
-            if filtered && !matches(&self.ls, &self.fs, &o.object) {
+            if filtered && !matches(&self.ls, &self.fs, o.object()) {
                 continue;
             }
             if items.len() == self.limit {

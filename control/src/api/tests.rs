@@ -175,7 +175,7 @@ async fn create_in_a_namespace_the_cache_still_shows_active_is_forbidden() {
         .expect("delete ns");
     let seen = cache.object(&key).expect("still cached");
     assert!(
-        !super::json::is_terminating(&seen.object),
+        !super::json::is_terminating(seen.object()),
         "the cache saw the delete: the test does not test the stale case"
     );
     let e = api.create(CM, "t", cm("b"), false).await.unwrap_err();

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::json::{to_bytes, with_rv};
-use super::read::{collection, matches};
+use super::read::{collection, matches, selected};
 use super::ApiServer;
 use crate::store::{prefix_end, Change, Kv, Store, WatchMsg};
 use crate::watch_cache::{CachedEvent, Msg, WatchCaches};
@@ -216,11 +216,11 @@ impl Watcher {
         let was = ev
             .prev
             .as_ref()
-            .is_some_and(|p| matches(&self.ls, &self.fs, &p.object));
+            .is_some_and(|p| selected(&self.ls, &self.fs, p));
         let kind = if ev.deleted {
             was.then_some(EventType::Deleted)
         } else {
-            match (was, matches(&self.ls, &self.fs, &ev.obj.object)) {
+            match (was, selected(&self.ls, &self.fs, &ev.obj)) {
                 (true, true) => Some(EventType::Modified),
                 (false, true) => Some(EventType::Added),
                 (true, false) => Some(EventType::Deleted),
