@@ -292,19 +292,22 @@ impl ObjectService {
         &self,
         req: Request<pb::GetRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
-        object(
-            async {
-                let info = resolve(&req.get_ref().resource)?;
-                let r = req.get_ref();
-                self.auth
-                    .check(&req, &Attributes::new("get", info, &r.namespace, &r.name))
-                    .await?;
-                self.api
-                    .get(info, &r.namespace, &r.name, r.serializable)
-                    .await
-            }
-            .await,
-        )
+        let served = async {
+            let info = resolve(&req.get_ref().resource)?;
+            let r = req.get_ref();
+            self.auth
+                .check(&req, &Attributes::new("get", info, &r.namespace, &r.name))
+                .await?;
+            self.api
+                .get_served(info, &r.namespace, &r.name, r.serializable)
+                .await
+        }
+        .await
+        .map_err(to_status)?;
+        Ok(Response::new(pb::ObjectResponse {
+            object: served.into(),
+            warnings: vec![],
+        }))
     }
 
     async fn list_inner(

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
+use bytes::Bytes;
 use flotilla_objects::api::{ApiError, ListParams, Reason};
 use flotilla_objects::registry::ResourceInfo;
 use flotilla_objects::selector::{FieldSelector, Selector};
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::json::decode;
 use super::{check_name_param, kind_prefix, object_key, store_err, ApiServer};
-use crate::store::{key_after, prefix_end, StoreError};
+use crate::store::{key_after, prefix_end, Kv, StoreError};
 use crate::watch_cache::{CachedObject, KindCache};
 
 /// Keys read per store page while listing with selectors.
@@ -112,15 +113,35 @@ impl ApiServer {
         name: &str,
         serializable: bool,
     ) -> Result<Value, ApiError> {
+        decode(&self.get_kv(info, ns, name, serializable).await?)
+    }
+
+    /// [`ApiServer::get`] as the JSON a client is sent: the stored bytes,
+    /// checked, with the resourceVersion spliced in, rather than the object
+    /// decoded and serialized again (as lists and watches send it).
+    pub async fn get_served(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        serializable: bool,
+    ) -> Result<Bytes, ApiError> {
+        let kv = self.get_kv(info, ns, name, serializable).await?;
+        Ok(CachedObject::from_kv(&kv)?.bytes)
+    }
+
+    async fn get_kv(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        serializable: bool,
+    ) -> Result<Kv, ApiError> {
         let ns = self.object_ns(info, ns)?;
         check_name_param("name", name)?;
-        match self
-            .read(&object_key(info, &ns, name), !serializable)
+        self.read(&object_key(info, &ns, name), !serializable)
             .await?
-        {
-            Some(kv) => decode(&kv),
-            None => Err(ApiError::not_found(&info.qualified_name(), name)),
-        }
+            .ok_or_else(|| ApiError::not_found(&info.qualified_name(), name))
     }
 
     /// List objects (in one namespace, or all with ""), at one revision

@@ -149,6 +149,31 @@ async fn a_creates_served_bytes_are_its_object() {
     assert!(dry.is_none());
 }
 
+/// A get's bytes are the stored ones with the resourceVersion spliced in:
+/// the object `get` decodes, at its revision, linearizable or not.
+#[tokio::test]
+async fn a_gets_served_bytes_are_its_object() {
+    let (_store, api) = server().await;
+    api.create(POD, "default", pod("p", "n1"), false)
+        .await
+        .expect("create");
+    for serializable in [false, true] {
+        let object = api
+            .get(POD, "default", "p", serializable)
+            .await
+            .expect("get");
+        let served = api
+            .get_served(POD, "default", "p", serializable)
+            .await
+            .expect("get served");
+        let back: Value = serde_json::from_slice(&served).expect("JSON");
+        assert_eq!(back, object);
+        assert!(rv(&back) > 0);
+    }
+    let missing = api.get_served(POD, "default", "q", false).await;
+    assert_eq!(missing.expect_err("missing").reason, Reason::NotFound);
+}
+
 /// A create takes its first look at the namespace from the namespaces'
 /// watch cache; a cache that has not seen the namespace marked terminating
 /// does not let the create through (its write is conditioned on the
