@@ -60,6 +60,40 @@ async fn next<K: Clone + std::fmt::Debug>(
         .expect("informer running")
 }
 
+/// An index answers in namespace and name order, however it files them.
+#[tokio::test]
+async fn an_index_lists_its_objects_by_namespace_and_name() {
+    let (_store, api) = setup().await;
+    let dyn_api: Arc<dyn ObjectApi> = Arc::new(api.clone());
+    let cms = Api::<ConfigMap>::namespaced_with(dyn_api.clone(), "default");
+    let inf = Informer::<ConfigMap>::spawn(dyn_api);
+    assert!(inf.wait_synced(Duration::from_secs(5)).await);
+    let mut sub = inf.subscribe();
+    // Created out of order; enough of them that a hash set's order is not
+    // sorted by chance.
+    let names: Vec<String> = (0..64)
+        .map(|i| format!("cm-{:02}", (i * 37) % 64))
+        .collect();
+    for n in &names {
+        let mut c = cm(n);
+        c.metadata.labels.insert("app".into(), "web".into());
+        cms.create(&c).await.expect("create");
+    }
+    for _ in &names {
+        assert!(matches!(next(&mut sub).await, Change::Added(_)));
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    for (index, value) in [(BY_NAMESPACE, "default"), (BY_LABEL, "app=web")] {
+        let got: Vec<String> = inf
+            .by_index(index, value)
+            .iter()
+            .map(|c| c.metadata.name.clone())
+            .collect();
+        assert_eq!(got, sorted, "{index}");
+    }
+}
+
 #[tokio::test]
 async fn an_informer_reports_each_change_with_old_and_new_and_indexes_them() {
     let (_store, api) = setup().await;
