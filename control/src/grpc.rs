@@ -250,10 +250,10 @@ fn written_served(
     }))
 }
 
-fn object(v: Result<Value, ApiError>) -> Result<Response<pb::ObjectResponse>, Status> {
-    let v = v.map_err(to_status)?;
+/// The answer to a call that reads (or binds) one object: its JSON.
+fn object(json: Result<Vec<u8>, ApiError>) -> Result<Response<pb::ObjectResponse>, Status> {
     Ok(Response::new(pb::ObjectResponse {
-        object: bytes(&v),
+        object: json.map_err(to_status)?,
         warnings: vec![],
     }))
 }
@@ -292,22 +292,19 @@ impl ObjectService {
         &self,
         req: Request<pb::GetRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
-        let served = async {
-            let info = resolve(&req.get_ref().resource)?;
-            let r = req.get_ref();
-            self.auth
-                .check(&req, &Attributes::new("get", info, &r.namespace, &r.name))
-                .await?;
-            self.api
-                .get_served(info, &r.namespace, &r.name, r.serializable)
-                .await
-        }
-        .await
-        .map_err(to_status)?;
-        Ok(Response::new(pb::ObjectResponse {
-            object: served.into(),
-            warnings: vec![],
-        }))
+        object(
+            async {
+                let info = resolve(&req.get_ref().resource)?;
+                let r = req.get_ref();
+                self.auth
+                    .check(&req, &Attributes::new("get", info, &r.namespace, &r.name))
+                    .await?;
+                self.api
+                    .get_served(info, &r.namespace, &r.name, r.serializable)
+                    .await
+            }
+            .await,
+        )
     }
 
     async fn list_inner(
@@ -481,7 +478,9 @@ impl ObjectService {
                     .subresource("binding");
                 self.auth.check(&req, &a).await?;
                 let r = req.into_inner();
-                api.bind(&r.namespace, &r.name, &r.node).await
+                api.bind(&r.namespace, &r.name, &r.node)
+                    .await
+                    .map(|v| bytes(&v))
             }
             .await,
         )

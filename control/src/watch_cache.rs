@@ -30,7 +30,7 @@ use flotilla_objects::registry::ResourceInfo;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
-use crate::api::json::{not_json, served, splice_rv, spliceable};
+use crate::api::json::{not_json, served_bytes};
 use crate::api::{kind_prefix, with_rv};
 use crate::store::{prefix_end, Change, Kv, Store, WatchMsg};
 
@@ -67,24 +67,15 @@ impl CachedObject {
             .map_err(|e| not_json(&kv.key, e))
     }
 
-    /// An object as stored, at revision `rev`: its bytes the stored ones with
-    /// the resourceVersion spliced in rather than the object serialized
-    /// again. The stored bytes are checked (valid JSON, a top-level object
-    /// whose metadata has no resourceVersion yet) without building the
-    /// object; anything else goes the long way, decoded and serialized.
+    /// An object as stored, at revision `rev`: its bytes the stored ones,
+    /// checked, with the resourceVersion spliced in, and the object decoded
+    /// only when that does not fit ([`served_bytes`]).
     fn stored(key: Vec<u8>, value: &[u8], rev: i64) -> Result<CachedObject, String> {
-        if let Some(bytes) = spliceable(value).then(|| splice_rv(value, rev)).flatten() {
-            return Ok(CachedObject {
-                key,
-                bytes: Bytes::from(bytes),
-                object: OnceLock::new(),
-            });
-        }
-        let (object, bytes) = served(value, rev)?;
+        let (bytes, object) = served_bytes(value, rev)?;
         Ok(CachedObject {
             key,
             bytes: Bytes::from(bytes),
-            object: OnceLock::from(object),
+            object: object.map_or_else(OnceLock::new, OnceLock::from),
         })
     }
 
@@ -587,6 +578,7 @@ fn note_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::json::served;
 
     /// Stored bytes give the object and bytes that decoding them would, with
     /// the decoding put off only where splicing is exact.

@@ -198,7 +198,7 @@ fn value_end(b: &[u8], mut i: usize) -> Option<usize> {
 /// what [`served`] gives by decoding it. Checked by walking the JSON with
 /// the checks decoding makes (UTF-8, escapes and surrogates, numbers in
 /// range, nesting depth) but building nothing.
-pub(crate) fn spliceable(stored: &[u8]) -> bool {
+fn spliceable(stored: &[u8]) -> bool {
     let mut de = serde_json::Deserializer::from_slice(stored);
     let ok = serde::Deserializer::deserialize_any(&mut de, check::Top).unwrap_or(false);
     ok && de.end().is_ok()
@@ -336,18 +336,28 @@ mod check {
     }
 }
 
+/// A stored object's bytes as served, with the resourceVersion `rev`, and
+/// the object if making them decoded it. Bytes that [`spliceable`] passes
+/// get the resourceVersion spliced in and are not decoded (None); any other
+/// form goes the long way, [`served`].
+pub(crate) fn served_bytes(stored: &[u8], rev: i64) -> Result<(Vec<u8>, Option<Value>), String> {
+    if spliceable(stored) {
+        if let Some(bytes) = splice_rv(stored, rev) {
+            return Ok((bytes, None));
+        }
+    }
+    served(stored, rev).map(|(v, bytes)| (bytes, Some(v)))
+}
+
 /// An object read from the store and its bytes as served, both with the
-/// resourceVersion `rev`. The bytes are the stored ones with the
-/// resourceVersion spliced in, unless the stored form already had one (or
-/// is not a plain object): then the object is serialized again.
+/// resourceVersion `rev`: decoded, given it, and serialized again (the long
+/// way of [`served_bytes`], for stored forms that splicing does not fit).
 pub(crate) fn served(stored: &[u8], rev: i64) -> Result<(Value, Vec<u8>), String> {
-    let v: Value = serde_json::from_slice(stored).map_err(|e| e.to_string())?;
-    let had_rv = v.pointer("/metadata/resourceVersion").is_some();
-    let v = with_rv(v, rev);
-    let bytes = match splice_rv(stored, rev).filter(|_| !had_rv) {
-        Some(b) => b,
-        None => serde_json::to_vec(&v).map_err(|e| e.to_string())?,
-    };
+    let v = with_rv(
+        serde_json::from_slice(stored).map_err(|e| e.to_string())?,
+        rev,
+    );
+    let bytes = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
     Ok((v, bytes))
 }
 
@@ -463,6 +473,21 @@ mod tests {
                 String::from_utf8_lossy(stored)
             );
         }
+    }
+
+    /// A stored form with `metadata` twice (written through the etcd API):
+    /// a decoder keeps the last, so the resourceVersion must be in the last
+    /// one served. Splicing would put it in the first.
+    #[test]
+    fn served_bytes_of_a_doubled_metadata_carry_the_resource_version_a_decoder_keeps() {
+        let stored = br#"{"metadata":{"name":"a"},"metadata":{"name":"b"}}"#;
+        let (bytes, object) = served_bytes(stored, 9).expect("served");
+        let expected = json!({"metadata": {"name": "b", "resourceVersion": "9"}});
+        assert_eq!(
+            serde_json::from_slice::<Value>(&bytes).expect("JSON"),
+            expected
+        );
+        assert_eq!(object, Some(expected));
     }
 
     #[test]

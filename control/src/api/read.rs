@@ -5,13 +5,12 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use bytes::Bytes;
 use flotilla_objects::api::{ApiError, ListParams, Reason};
 use flotilla_objects::registry::ResourceInfo;
 use flotilla_objects::selector::{FieldSelector, Selector};
 use serde_json::{json, Value};
 
-use super::json::decode;
+use super::json::{decode, not_json, served_bytes};
 use super::{check_name_param, kind_prefix, object_key, store_err, ApiServer};
 use crate::store::{key_after, prefix_end, Kv, StoreError};
 use crate::watch_cache::{CachedObject, KindCache};
@@ -125,9 +124,11 @@ impl ApiServer {
         ns: &str,
         name: &str,
         serializable: bool,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Vec<u8>, ApiError> {
         let kv = self.get_kv(info, ns, name, serializable).await?;
-        Ok(CachedObject::from_kv(&kv)?.bytes)
+        let (bytes, _) =
+            served_bytes(&kv.value, kv.mod_revision).map_err(|e| not_json(&kv.key, e))?;
+        Ok(bytes)
     }
 
     async fn get_kv(
@@ -373,7 +374,7 @@ impl Query {
         let mut items = Vec::new();
         let mut it = snap.objects.into_iter();
         for o in it.by_ref() {
-            if filtered && !matches(&self.ls, &self.fs, o.object()) {
+            if !selected(&self.ls, &self.fs, &o) {
                 continue;
             }
             if items.len() == self.limit {
