@@ -45,6 +45,8 @@ pub enum StoreError {
          (it reads formats 1 to {known}): it needs a newer Flotilla"
     )]
     UnknownFormat { found: u32, known: u32 },
+    #[error("the thread reading the store failed: {0}")]
+    ReadThread(String),
 }
 
 /// What applying one entry changed, beyond its result: the watch events and
@@ -280,7 +282,7 @@ impl KvStore {
         keys_only: bool,
         mut keep: impl FnMut(&KeyValue) -> bool,
     ) -> Result<(Vec<KeyValue>, i64), StoreError> {
-        if end.is_empty() {
+        if one_key(key, end) {
             let kv = self.get_at_raw(key, rev)?;
             let mut out = Vec::new();
             let mut count = 0;
@@ -349,6 +351,23 @@ impl KvStore {
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, RangeError> {
         let _r = self.read_guard();
         self.range_raw(r)
+    }
+
+    /// [`Store::range`] on the caller's thread, if it is a read of one key
+    /// (a single seek, which costs less than handing it to another thread)
+    /// and no reader is kept out (a snapshot install keeps them out for as
+    /// long as it takes, and an async caller must not wait for that).
+    /// `None`: call [`Store::range`] on a blocking thread instead.
+    pub fn range_if_point(&self, r: &RangeRequest) -> Option<Result<RangeResponse, RangeError>> {
+        if !one_key(&r.key, &r.range_end) {
+            return None;
+        }
+        let _r = match self.readers.try_read() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.range_raw(r))
     }
 
     fn range_raw(&self, r: &RangeRequest) -> Result<RangeResponse, RangeError> {
@@ -536,6 +555,18 @@ pub enum RangeError {
     Kv(#[from] KvError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whether `[key, end)` holds one key at most: no end (etcd's "this key"),
+/// or an end that is the key followed by a zero byte, the next key after it
+/// (as the object API asks for one object). An end of a lone zero byte is
+/// not one: it means every key from `key` on.
+fn one_key(key: &[u8], end: &[u8]) -> bool {
+    end.is_empty()
+        || (end != [0]
+            && end.len() == key.len() + 1
+            && end.starts_with(key)
+            && end.last() == Some(&0))
 }
 
 fn to_kv(key: Vec<u8>, mod_revision: i64, rec: Record) -> KeyValue {

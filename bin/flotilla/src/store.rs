@@ -124,28 +124,16 @@ impl Store for MasterStore {
         if linearizable {
             self.master.linearize().await.map_err(raft_err)?;
         }
-        let mut req = RangeRequest {
+        let req = RangeRequest {
             key: start.to_vec(),
             range_end: end.to_vec(),
             limit: limit as i64,
             revision,
             ..Default::default()
         };
-        let master = self.master.clone();
-        let (resp, rev) = tokio::task::spawn_blocking(move || {
-            // Read at the revision reported, so that a write applied
-            // meanwhile cannot make the items newer than it.
-            let rev = if req.revision > 0 {
-                req.revision
-            } else {
-                master.revision()
-            };
-            req.revision = rev;
-            master.range(&req).map(|r| (r, rev))
-        })
-        .await
-        .map_err(|e| StoreError::Other(e.to_string()))?
-        .map_err(range_err)?;
+        let (resp, now) = self.master.range_now(req).await.map_err(range_err)?;
+        // The items are as of the revision read at.
+        let rev = if revision > 0 { revision } else { now };
         Ok(Page {
             kvs: resp.kvs.into_iter().map(kv).collect(),
             more: resp.more,

@@ -3,7 +3,7 @@
 //! replica's state (reads without a barrier).
 
 use super::*;
-use crate::error::RangeError;
+use crate::error::{RangeError, StoreError};
 use crate::kv::{RangeRequest, RangeResponse};
 
 impl Master {
@@ -55,6 +55,33 @@ impl Master {
     /// threads (`spawn_blocking`).
     pub fn range(&self, r: &RangeRequest) -> std::result::Result<RangeResponse, RangeError> {
         self.store.range(r)
+    }
+
+    /// Read a range from this replica as [`Master::range`] does, from async
+    /// code, at the revision the replica has reached when it starts (or at
+    /// `r.revision` if that is set). Returns the answer and that current
+    /// revision. A read of one key runs in place: a seek in RocksDB costs
+    /// less than waking a blocking thread for it, which was a fifth of a
+    /// get's CPU at 256 clients; any other read runs on a blocking thread.
+    pub async fn range_now(
+        &self,
+        mut r: RangeRequest,
+    ) -> std::result::Result<(RangeResponse, i64), RangeError> {
+        // Read at a revision fixed before the read, so that a write applied
+        // meanwhile cannot make the data newer than the revision reported
+        // (a client that lists, then watches from it + 1, would see that
+        // write twice).
+        let rev = self.store.revision();
+        if r.revision <= 0 {
+            r.revision = rev;
+        }
+        if let Some(answer) = self.store.range_if_point(&r) {
+            return answer.map(|a| (a, rev));
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.range(&r).map(|a| (a, rev)))
+            .await
+            .map_err(|e| RangeError::Store(StoreError::ReadThread(e.to_string())))?
     }
 }
 

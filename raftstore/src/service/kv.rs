@@ -41,21 +41,7 @@ impl pb::kv_server::Kv for KvService {
         if !r.serializable {
             self.master.linearize().await?;
         }
-        let store = self.master.store.clone();
-        let (resp, rev) = blocking(move || {
-            // Read at the revision the header reports: a write applied in
-            // between must not make the data newer than the header (a
-            // client that lists, then watches from header + 1, would see
-            // that write twice).
-            let mut r = r;
-            let rev = store.revision();
-            if r.revision <= 0 {
-                r.revision = rev;
-            }
-            store.range(&r).map(|x| (x, rev))
-        })
-        .await?
-        .map_err(Error::from)?;
+        let (resp, rev) = self.master.range_now(r).await.map_err(Error::from)?;
         Ok(Response::new(convert::range_to_pb(
             resp,
             self.master.header(rev),

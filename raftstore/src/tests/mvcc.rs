@@ -372,3 +372,67 @@ fn a_read_only_txn_reads_one_revision_even_while_writes_are_applied() {
         "the compare and the range of one read-only transaction read different revisions"
     );
 }
+
+#[test]
+fn a_point_read_is_answered_in_place_unless_a_snapshot_install_keeps_readers_out() {
+    let mut t = T::new();
+    t.put("a", "1");
+    t.put("a", "2");
+    t.put("b", "x");
+    t.del("b", "");
+    let point = |key: &str, revision: i64, count_only: bool| RangeRequest {
+        key: key.as_bytes().to_vec(),
+        revision,
+        count_only,
+        ..Default::default()
+    };
+    // In place, the same answers as on a blocking thread: the newest
+    // version, an older one, a deleted key, a count, a future revision.
+    for r in [
+        point("a", 0, false),
+        point("a", 2, false),
+        point("b", 0, false),
+        point("b", 4, false),
+        point("a", 0, true),
+        point("zzz", 0, false),
+    ] {
+        let here = t
+            .store
+            .range_if_point(&r)
+            .expect("a point read runs in place");
+        assert_eq!(
+            here.expect("read"),
+            t.store.range(&r).expect("read"),
+            "{r:?}"
+        );
+    }
+    assert!(matches!(
+        t.store.range_if_point(&point("a", 99, false)),
+        Some(Err(RangeError::Kv(KvError::FutureRevision)))
+    ));
+    // The range from a key to the next key after it (the key and a zero
+    // byte), as the object API reads one object, is a point read too.
+    let next = RangeRequest {
+        key: b"a".to_vec(),
+        range_end: b"a\0".to_vec(),
+        limit: 1,
+        ..Default::default()
+    };
+    let here = t.store.range_if_point(&next).expect("in place");
+    assert_eq!(here.expect("read"), t.store.range(&next).expect("read"));
+    // A range of several keys goes to a blocking thread, and so does every
+    // key from the empty one on (an end of a lone zero byte).
+    for (key, end) in [(&b"a"[..], &b"c"[..]), (b"", b"\0"), (b"a", b"b\0")] {
+        let many = RangeRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            ..Default::default()
+        };
+        assert!(t.store.range_if_point(&many).is_none(), "{many:?}");
+    }
+    // While an install keeps readers out, an async caller must not wait.
+    let held = t.store.block_readers();
+    assert!(t.store.range_if_point(&point("a", 0, false)).is_none());
+    drop(held);
+    assert!(t.store.range_if_point(&point("a", 0, false)).is_some());
+}
