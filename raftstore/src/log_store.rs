@@ -36,11 +36,23 @@ const META_VOTE: &[u8] = b"vote";
 const META_PURGED: &[u8] = b"last_purged";
 const META_COMMITTED: &[u8] = b"committed";
 
-/// Bytes written to the log since its last purge, and a wake-up each time
-/// they pass another multiple of the threshold (a snapshot is due).
+/// Bytes written to the log, and a wake-up when a snapshot is due by size:
+/// once the log has grown by the threshold, or by the size of the last
+/// snapshot if that is larger, since that snapshot's view was taken. Each
+/// snapshot writes the whole state, so tying the log it takes to replace
+/// to the state's size bounds the snapshots' writing to about the log's
+/// (as Redis rewrites its append-only file once it doubled); a fixed
+/// threshold took a full dump every 64 MiB however large the state, which
+/// in a run of pod creates was a dump of the growing state every 7 s on
+/// every master. The log kept meanwhile is then at most about the state's
+/// size plus the threshold.
 #[derive(Debug)]
 pub struct LogBytes {
     since_purge: AtomicU64,
+    /// All bytes appended since this master started.
+    written: AtomicU64,
+    /// The value of `written` at which a snapshot is due.
+    due: AtomicU64,
     threshold: u64,
     crossed: tokio::sync::Notify,
 }
@@ -49,14 +61,33 @@ impl LogBytes {
     fn new(threshold: u64) -> Self {
         LogBytes {
             since_purge: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            due: AtomicU64::new(threshold),
             threshold,
             crossed: tokio::sync::Notify::new(),
         }
     }
 
     fn added(&self, n: u64) {
-        let before = self.since_purge.fetch_add(n, Ordering::Relaxed);
-        if self.threshold > 0 && (before + n) / self.threshold > before / self.threshold {
+        self.since_purge.fetch_add(n, Ordering::Relaxed);
+        let now = self.written.fetch_add(n, Ordering::Relaxed) + n;
+        if self.threshold == 0 {
+            return;
+        }
+        let due = self.due.load(Ordering::Relaxed);
+        // Ask again one threshold later if no snapshot reports back (a
+        // build refused while another runs, or one that failed).
+        if now >= due
+            && self
+                .due
+                .compare_exchange(
+                    due,
+                    now + self.threshold,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
             self.crossed.notify_one();
         }
     }
@@ -66,7 +97,25 @@ impl LogBytes {
         self.since_purge.load(Ordering::Relaxed)
     }
 
-    /// Resolves when the log passes another threshold.
+    /// All bytes written since this master started: a snapshot's mark of
+    /// where its view was taken (see [`LogBytes::snapshot_built`]).
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of `size` bytes was built from a view taken when
+    /// [`LogBytes::written`] was `mark`: the next one is due once the log
+    /// has grown by the threshold or by `size`, whichever is larger.
+    pub fn snapshot_built(&self, mark: u64, size: u64) {
+        if self.threshold > 0 {
+            self.due.store(
+                mark.saturating_add(size.max(self.threshold)),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Resolves when a snapshot is due by size.
     pub async fn crossed(&self) {
         self.crossed.notified().await
     }
@@ -213,8 +262,8 @@ impl LogStore {
     }
 
     /// Count the bytes appended, and wake the returned counter's waiter
-    /// each time another `threshold` bytes were written since the last
-    /// purge (0: never).
+    /// each time a snapshot is due by size (see [`LogBytes`]; a
+    /// `threshold` of 0: never).
     pub fn snapshot_by_bytes(&mut self, threshold: u64) -> Arc<LogBytes> {
         self.bytes = Arc::new(LogBytes::new(threshold));
         self.bytes.clone()

@@ -62,8 +62,9 @@ pub struct MasterConfig {
     pub election_timeout_ms: u64,
     /// Log entries between snapshots.
     pub snapshot_logs: u64,
-    /// Log bytes written since the last purge that also call for a
-    /// snapshot (0: by entries only).
+    /// Log bytes written since the last snapshot that also call for a
+    /// snapshot, or the last snapshot's size if that is larger (see
+    /// [`crate::log_store::LogBytes`]; 0: by entries only).
     pub snapshot_log_bytes: u64,
     /// Revisions kept by automatic compaction; 0 turns it off.
     pub auto_compaction_retention: i64,
@@ -332,7 +333,7 @@ impl Master {
         .map_err(|e| StartError::Storage(e.to_string()))?;
         let durable = log.durability();
         let log_bytes = log.snapshot_by_bytes(cfg.snapshot_log_bytes);
-        let sm = StateMachine::new(
+        let mut sm = StateMachine::new(
             store.clone(),
             cfg.data_dir.join("snapshots"),
             listeners,
@@ -340,6 +341,7 @@ impl Master {
             Some(durable.clone()),
         )
         .map_err(|e| StartError::Storage(e.to_string()))?;
+        sm.report_snapshots_to(log_bytes.clone());
         lessor.reset(
             &store
                 .leases()

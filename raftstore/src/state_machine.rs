@@ -9,7 +9,7 @@ use openraft::{OptionalSend, RaftSnapshotBuilder};
 
 use crate::durable::Durability;
 use crate::lease::Lessor;
-use crate::log_store::InstallGate;
+use crate::log_store::{InstallGate, LogBytes};
 use crate::mvcc::{Effects, KvStore, StoreError};
 use crate::snapshot;
 use crate::types::{
@@ -38,6 +38,9 @@ pub struct StateMachine {
     /// (see [`crate::durable`]). `None` only where entries are applied
     /// without a log (openraft's storage test suite).
     durable: Option<Arc<Durability>>,
+    /// The log's size counter, told of each snapshot built (see
+    /// [`LogBytes`]). `None` where nothing takes snapshots by size.
+    log_bytes: Option<Arc<LogBytes>>,
 }
 
 /// Most commands applied on the state machine's task rather than the
@@ -94,7 +97,14 @@ impl StateMachine {
             listeners,
             install,
             durable,
+            log_bytes: None,
         })
+    }
+
+    /// Tell `log_bytes` of every snapshot built, so that the next one by
+    /// size is due when the log has grown by the last one's size.
+    pub fn report_snapshots_to(&mut self, log_bytes: Arc<LogBytes>) {
+        self.log_bytes = Some(log_bytes);
     }
 
     fn notify(&self, fx: Effects) {
@@ -227,10 +237,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The view is taken here, between two applies, and costs no flush:
         // applies go on while the build reads it. (A checkpoint flushed
         // every memtable first, and the applies waited for it.)
+        let log_bytes = self.log_bytes.clone();
         tokio::task::spawn_blocking(move || {
             let view = db.snapshot();
+            // Marked with the view: the log written after the mark is what
+            // the next snapshot will replace.
+            let mark = log_bytes.as_ref().map(|b| b.written());
             let _ = taken_tx.send(());
             let r = snapshot::build(&db, &view, &dest, id).map_err(|e| e.to_string());
+            if let (Ok((_, file)), Some(b), Some(mark)) = (&r, &log_bytes, mark) {
+                match file.metadata() {
+                    Ok(m) => b.snapshot_built(mark, m.len()),
+                    Err(e) => tracing::warn!(error = %e, "the snapshot built has no size"),
+                }
+            }
             let _ = built_tx.send(r);
         });
         // If the task never ran, the build reports it.

@@ -1,6 +1,6 @@
 //! What the store's own signals ask of Raft: a heartbeat once a commit
 //! index held back for the leader's fsync is on disk, and a snapshot once
-//! the log grew past its size threshold.
+//! the log grew past its size threshold (see [`crate::log_store::LogBytes`]).
 
 use std::future::Future;
 
@@ -38,7 +38,8 @@ pub(super) fn spawn(
             async move {
                 b.crossed().await;
                 tracing::info!(
-                    bytes = b.since_purge(),
+                    since_purge = b.since_purge(),
+                    written = b.written(),
                     "the log grew past its size threshold: taking a snapshot"
                 );
             }
