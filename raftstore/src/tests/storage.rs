@@ -145,60 +145,51 @@ async fn only_the_leaders_own_appends_skip_the_wait_for_their_fsync() {
     assert!(log.fsyncs() >= 1);
 }
 
+/// Puts of 1 KB at log indexes `from` to `to`.
+fn kb_puts(from: u64, to: u64) -> Vec<Entry> {
+    (from..=to)
+        .map(|i| put(i, format!("k{i}"), vec![b'v'; 1000]))
+        .collect()
+}
+
+/// Whether the log's size counter asks for a snapshot now.
+fn due(bytes: &crate::log_store::LogBytes) -> bool {
+    use futures::FutureExt;
+    bytes.crossed().now_or_never().is_some()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_that_grows_past_its_byte_threshold_asks_for_a_snapshot() {
-    use futures::FutureExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut log, _sm) = open(dir.path());
     let bytes = log.snapshot_by_bytes(4096);
-    let e = |i: u64| put(i, format!("k{i}"), vec![b'v'; 1000]);
-    log.blocking_append((1..=3).map(e).collect::<Vec<_>>())
-        .await
-        .expect("append");
-    assert!(
-        bytes.crossed().now_or_never().is_none(),
-        "3 KB written: below the threshold"
-    );
-    log.blocking_append((4..=6).map(e).collect::<Vec<_>>())
-        .await
-        .expect("append");
-    tokio::time::timeout(std::time::Duration::from_secs(5), bytes.crossed())
-        .await
-        .expect("6 KB written: a snapshot is due");
+    log.blocking_append(kb_puts(1, 3)).await.expect("append");
+    assert!(!due(&bytes), "3 KB written: below the threshold");
+    log.blocking_append(kb_puts(4, 6)).await.expect("append");
+    assert!(due(&bytes), "6 KB written: a snapshot is due");
     log.purge(LogId::new(CommittedLeaderId::new(2, 1), 6))
         .await
         .expect("purge");
     assert_eq!(bytes.since_purge(), 0);
     // No snapshot reported back: asked again one threshold later.
-    log.blocking_append((7..=9).map(e).collect::<Vec<_>>())
-        .await
-        .expect("append");
-    assert!(bytes.crossed().now_or_never().is_none(), "3 KB more");
-    log.blocking_append((10..=12).map(e).collect::<Vec<_>>())
-        .await
-        .expect("append");
-    assert!(
-        bytes.crossed().now_or_never().is_some(),
-        "a threshold more: asked again"
-    );
+    log.blocking_append(kb_puts(7, 9)).await.expect("append");
+    assert!(!due(&bytes), "3 KB more");
+    log.blocking_append(kb_puts(10, 12)).await.expect("append");
+    assert!(due(&bytes), "a threshold more: asked again");
 }
 
 /// Each snapshot writes the whole state: the next one by size is due when
 /// the log has grown by the last one's size, not by the threshold alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_snapshot_the_next_is_due_once_the_log_grew_by_its_size() {
-    use futures::FutureExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut log, mut sm) = open(dir.path());
     let bytes = log.snapshot_by_bytes(4096);
     sm.report_snapshots_to(bytes.clone());
     // A state of 30 KB, written to the log and applied.
-    let entries: Vec<Entry> = (1..=30)
-        .map(|i| put(i, format!("k{i}"), vec![b'v'; 1000]))
-        .collect();
-    log.blocking_append(entries.clone()).await.expect("append");
-    sm.apply(entries).await.expect("apply");
-    assert!(bytes.crossed().now_or_never().is_some(), "30 KB: due");
+    log.blocking_append(kb_puts(1, 30)).await.expect("append");
+    sm.apply(kb_puts(1, 30)).await.expect("apply");
+    assert!(due(&bytes), "30 KB: due");
     let mark = bytes.written();
     let snap = sm
         .get_snapshot_builder()
@@ -209,25 +200,14 @@ async fn after_a_snapshot_the_next_is_due_once_the_log_grew_by_its_size() {
     let size = snap.snapshot.metadata().await.expect("size").len();
     assert!(size > 30_000, "the snapshot holds the state: {size} bytes");
     // Grown by more than the threshold but less than the snapshot: not due.
-    let more = |from: u64, n: u64| {
-        (from..from + n)
-            .map(|i| put(i, format!("k{i}"), vec![b'v'; 1000]))
-            .collect::<Vec<_>>()
-    };
-    log.blocking_append(more(31, 20)).await.expect("append");
-    assert!(bytes.written() - mark > 4096 && bytes.written() - mark < size);
-    assert!(
-        bytes.crossed().now_or_never().is_none(),
-        "{} bytes since a snapshot of {size}",
-        bytes.written() - mark
-    );
-    log.blocking_append(more(51, 20)).await.expect("append");
-    assert!(bytes.written() - mark >= size);
-    assert!(
-        bytes.crossed().now_or_never().is_some(),
-        "{} bytes since a snapshot of {size}: due",
-        bytes.written() - mark
-    );
+    log.blocking_append(kb_puts(31, 50)).await.expect("append");
+    let grown = bytes.written() - mark;
+    assert!(grown > 4096 && grown < size, "{grown} bytes");
+    assert!(!due(&bytes), "{grown} bytes since a snapshot of {size}");
+    log.blocking_append(kb_puts(51, 70)).await.expect("append");
+    let grown = bytes.written() - mark;
+    assert!(grown >= size, "{grown} bytes");
+    assert!(due(&bytes), "{grown} bytes since a snapshot of {size}: due");
 }
 
 fn blank(term: u64, index: u64) -> Entry {
