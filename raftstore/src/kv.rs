@@ -359,6 +359,18 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     }
 }
 
+/// Whether `[key, end)` holds one key at most: no end (etcd's "this key"),
+/// or an end that is the key followed by a zero byte, the next key after it
+/// (as the object API asks for one object). An end of a lone zero byte is
+/// not one: it means every key from `key` on.
+pub(crate) fn one_key(key: &[u8], end: &[u8]) -> bool {
+    end.is_empty()
+        || (end != [0]
+            && end.len() == key.len() + 1
+            && end.starts_with(key)
+            && end.last() == Some(&0))
+}
+
 /// Approximate encoded size of a request, for the request size limit.
 pub(crate) fn txn_size(t: &TxnRequest) -> usize {
     fn op_size(op: &RequestOp) -> usize {

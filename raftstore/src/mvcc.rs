@@ -557,18 +557,6 @@ pub enum RangeError {
     Store(#[from] StoreError),
 }
 
-/// Whether `[key, end)` holds one key at most: no end (etcd's "this key"),
-/// or an end that is the key followed by a zero byte, the next key after it
-/// (as the object API asks for one object). An end of a lone zero byte is
-/// not one: it means every key from `key` on.
-fn one_key(key: &[u8], end: &[u8]) -> bool {
-    end.is_empty()
-        || (end != [0]
-            && end.len() == key.len() + 1
-            && end.starts_with(key)
-            && end.last() == Some(&0))
-}
-
 fn to_kv(key: Vec<u8>, mod_revision: i64, rec: Record) -> KeyValue {
     KeyValue {
         key,

@@ -191,12 +191,7 @@ async fn after_a_snapshot_the_next_is_due_once_the_log_grew_by_its_size() {
     sm.apply(kb_puts(1, 30)).await.expect("apply");
     assert!(due(&bytes), "30 KB: due");
     let mark = bytes.written();
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build snapshot");
+    let snap = build_snapshot(&mut sm).await;
     let size = snap.snapshot.metadata().await.expect("size").len();
     assert!(size > 30_000, "the snapshot holds the state: {size} bytes");
     // Grown by more than the threshold but less than the snapshot: not due.
@@ -217,18 +212,22 @@ fn blank(term: u64, index: u64) -> Entry {
     }
 }
 
+/// A snapshot of `sm` as it is now.
+async fn build_snapshot(sm: &mut StateMachine) -> Snapshot {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot")
+}
+
 /// A snapshot of a state machine that applied `entries` (with the folder
 /// that holds it).
 async fn snapshot_of(entries: Vec<Entry>) -> (tempfile::TempDir, Snapshot) {
     let src = tempfile::tempdir().expect("tempdir");
     let (_log, mut sm) = open(src.path());
     sm.apply(entries).await.expect("apply");
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build snapshot");
+    let snap = build_snapshot(&mut sm).await;
     (src, snap)
 }
 
