@@ -90,6 +90,13 @@ pub struct KvStore {
     /// Times every state-machine commit, once set
     /// (`etcd_disk_backend_commit_duration_seconds`).
     commit_seconds: std::sync::OnceLock<flotilla_telemetry::prometheus::Histogram>,
+    /// A delete at the end of its transaction writes its batch out each
+    /// time it holds this many bytes (see [`txn::WRITE_CHUNK_BYTES`]).
+    write_chunk_bytes: std::sync::atomic::AtomicUsize,
+    /// Test-only fault: the apply fails after this many chunks are written
+    /// (0: never), as a crash in the middle of a large delete would stop it.
+    #[cfg(test)]
+    fail_after_chunks: std::sync::atomic::AtomicUsize,
 }
 
 fn meta_i64(db: &Db, key: &[u8]) -> Result<i64, StoreError> {
@@ -128,6 +135,9 @@ impl KvStore {
             maintenance: Mutex::new(()),
             readers: std::sync::RwLock::new(()),
             commit_seconds: std::sync::OnceLock::new(),
+            write_chunk_bytes: std::sync::atomic::AtomicUsize::new(txn::WRITE_CHUNK_BYTES),
+            #[cfg(test)]
+            fail_after_chunks: std::sync::atomic::AtomicUsize::new(0),
             db,
         };
         s.reload()?;
@@ -213,6 +223,39 @@ impl KvStore {
 
     fn read_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.readers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_chunk_bytes(&self) -> usize {
+        self.write_chunk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// After a chunk of a large delete is written (see
+    /// [`txn::WRITE_CHUNK_BYTES`]); in tests, where the injected crash
+    /// stops the apply.
+    fn chunk_written(&self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        {
+            let left = self.fail_after_chunks.load(Ordering::SeqCst);
+            if left == 1 {
+                return Err(StoreError::Corrupt("injected: crash after a chunk".into()));
+            }
+            if left > 1 {
+                self.fail_after_chunks.store(left - 1, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    /// Write large deletes out in chunks of `bytes` (tests: small ones).
+    #[cfg(test)]
+    pub(crate) fn set_write_chunk_bytes(&self, bytes: usize) {
+        self.write_chunk_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Fail the apply after `n` more chunks are written (tests: a crash).
+    #[cfg(test)]
+    pub(crate) fn fail_after_chunks(&self, n: usize) {
+        self.fail_after_chunks.store(n, Ordering::SeqCst);
     }
 
     /// Keep every reader out while the state is replaced (a snapshot install).
@@ -406,6 +449,9 @@ impl KvStore {
             }
             .into());
         }
+        // Only revisions readers may see: a large delete writes its events
+        // in several chunks before its revision is published.
+        let cur = self.revision();
         let revcf = engine::cf(&self.db, CF_REV);
         let mut it = self.db.raw_iterator_cf(revcf);
         it.seek(engine::rev_key(from, 0));
@@ -415,7 +461,7 @@ impl KvStore {
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let (rev, _sub) =
                 engine::decode_rev_key(k).ok_or_else(|| StoreError::Corrupt("rev key".into()))?;
-            if n >= max_events && rev != next - 1 {
+            if rev > cur || (n >= max_events && rev != next - 1) {
                 break;
             }
             next = rev + 1;

@@ -356,7 +356,7 @@ impl KvStore {
         };
         Ok(match cmd {
             Command::Txn(req) => {
-                let mut tx = TxnCtx::new(self, cur + 1, batch);
+                let mut tx = TxnCtx::new(self, cur + 1, batch).chunked();
                 match tx.txn(req, true) {
                     Ok(resp) => {
                         let rev = tx.commit(fx);

@@ -55,6 +55,18 @@ enum Writes<'a> {
 /// holds into fresh memory each time.
 const PRESIZE_BYTES: usize = 1 << 20;
 
+/// A delete at the end of its transaction, whose writes go straight into
+/// their batch, writes the batch out each time it holds this many bytes.
+/// A delete of many keys (etcdctl check perf l's last, about 200,000) was
+/// one write of 150 MB, and every log append of the master (Raft's log
+/// shares the database) waited seconds behind it: followers' appends timed
+/// out and a leader was deposed. The chunks stay invisible until the
+/// command's revision is published: every read is of a revision at most
+/// the store's, and the transaction's own reads are of the one before its
+/// own, so that a crash in the middle re-applies the entry to the same
+/// writes (see `KvStore::apply`).
+pub(super) const WRITE_CHUNK_BYTES: usize = 4 << 20;
+
 /// One transaction being executed at revision `rev`: its writes go to its
 /// batch (and are visible to its own later reads) and count only if it
 /// commits.
@@ -65,6 +77,9 @@ pub(super) struct TxnCtx<'a> {
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
     writes: Writes<'a>,
     events: Vec<Event>,
+    /// Whether a large last operation may write its batch out in chunks
+    /// (only a transaction of the log's, applied).
+    chunked: bool,
 }
 
 impl<'a> TxnCtx<'a> {
@@ -82,7 +97,16 @@ impl<'a> TxnCtx<'a> {
             overlay: BTreeMap::new(),
             writes,
             events: Vec::new(),
+            chunked: false,
         }
+    }
+
+    /// Let the transaction's last operation write its batch out in chunks
+    /// (see [`WRITE_CHUNK_BYTES`]): for a transaction the log applies, never
+    /// for one that must write nothing.
+    pub(super) fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
     }
 
     fn put_op(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) {
@@ -122,6 +146,21 @@ impl<'a> TxnCtx<'a> {
         ev.extend_from_slice(key);
         self.put_op(CF_REV, engine::rev_key(self.rev, self.sub).to_vec(), ev);
         self.sub += 1;
+    }
+
+    /// Write the batch out once it holds `chunk` bytes (see
+    /// [`WRITE_CHUNK_BYTES`]). Only for the transaction's last operation,
+    /// after which nothing can fail it: what is written is not undone.
+    fn write_out_if_full(&mut self, chunk: usize) -> Result<(), StoreError> {
+        let Writes::Direct(b) = &mut self.writes else {
+            return Ok(());
+        };
+        if b.size_in_bytes() < chunk {
+            return Ok(());
+        }
+        let full = std::mem::replace(*b, WriteBatch::with_capacity_bytes(chunk + CHUNK_SLACK));
+        self.store.db().write(full)?;
+        self.store.chunk_written()
     }
 
     /// Undo the transaction's writes (a failed transaction changes nothing).
@@ -297,12 +336,16 @@ impl<'a> TxnCtx<'a> {
     ) -> Result<DeleteRangeResponse, TxnFail> {
         let live = self.live_range(&d.key, &d.range_end)?;
         let deleted = live.len() as i64;
+        // Nothing reads after the transaction's last operation, and nothing
+        // fails it: its writes may go out in chunks.
+        let chunk = (self.chunked && !read_after).then(|| self.store.write_chunk_bytes());
         // A large delete is one command: size its writes once, and move
         // each live pair into its event rather than copy its value.
         let bytes: usize = live
             .iter()
             .map(|kv| engine::encoded_len(&kv.key) + kv.key.len() + TOMBSTONE_WRITE_BYTES)
             .sum();
+        let bytes = chunk.map_or(bytes, |c| bytes.min(c + CHUNK_SLACK));
         self.reserve(2 * live.len(), bytes);
         self.events.reserve(live.len());
         let mut prev_kvs = Vec::new();
@@ -337,6 +380,9 @@ impl<'a> TxnCtx<'a> {
                 },
                 prev_kv: Some(kv),
             });
+            if let Some(c) = chunk {
+                self.write_out_if_full(c)?;
+            }
         }
         Ok(DeleteRangeResponse { deleted, prev_kvs })
     }
@@ -374,6 +420,10 @@ impl<'a> TxnCtx<'a> {
 /// event: the revision of its MVCC key, its record, its event's revision
 /// key and type, and the batch's framing of both.
 const TOMBSTONE_WRITE_BYTES: usize = 64;
+
+/// Room in a chunk's batch beyond [`WRITE_CHUNK_BYTES`] for the write that
+/// crosses it.
+const CHUNK_SLACK: usize = 64 << 10;
 
 fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     use std::cmp::Ordering as O;

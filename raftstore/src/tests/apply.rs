@@ -323,3 +323,127 @@ fn commands_that_may_visit_any_number_of_keys_are_told_apart() {
     }
     .unbounded());
 }
+
+/// The events written under revision `rev`, read from the database itself
+/// (readers are kept to the store's revision).
+fn raw_events_at(t: &T, rev: i64) -> Vec<(u32, Vec<u8>)> {
+    let db = t.store.db();
+    let mut it = db.raw_iterator_cf(engine::cf(db, engine::CF_REV));
+    it.seek(engine::rev_key(rev, 0));
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        match engine::decode_rev_key(k) {
+            Some((r, sub)) if r == rev => out.push((sub, v.to_vec())),
+            _ => break,
+        }
+        it.next();
+    }
+    out
+}
+
+#[test]
+fn a_large_delete_is_written_in_chunks_unseen_until_applied_and_reapplied_alike_after_a_crash() {
+    let delete_all = || {
+        Command::Txn(TxnRequest::single(RequestOp::DeleteRange(
+            DeleteRangeRequest {
+                key: b"k".to_vec(),
+                range_end: b"l".to_vec(),
+                prev_kv: false,
+            },
+        )))
+    };
+    let mut t = T::new();
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i:03}")).collect();
+    for k in &keys {
+        t.put(k, &"v".repeat(100));
+    }
+    let before = t.store.revision();
+    let rev = before + 1;
+    // Chunks of about 2 KB (some 20 tombstones each); the apply stops after
+    // three of them are written, as a crash would.
+    t.store.set_write_chunk_bytes(2048);
+    t.store.fail_after_chunks(3);
+    let err = t.try_apply(delete_all()).expect_err("the injected crash");
+    assert!(err.to_string().contains("injected"), "{err}");
+    let written = raw_events_at(&t, rev).len();
+    assert!(
+        written > 0 && written < keys.len(),
+        "the crash must fall between chunks: {written} of {} events written",
+        keys.len()
+    );
+    // Readers see the store as it was: every key, and no event past it.
+    assert_eq!(t.store.revision(), before);
+    assert_eq!(t.range("k", "l", 0).expect("range").count, 300);
+    let (history, next) = t.store.history(rev, b"\0", b"\0", 1000).expect("history");
+    assert!(
+        history.is_empty() && next == rev,
+        "a partly written revision was read from history: {} revisions, next {next}",
+        history.len()
+    );
+
+    // The restarted master applies the entry again: the same writes, each
+    // key deleted once at the revision, in key order.
+    let mut t = t.reopen();
+    t.store.set_write_chunk_bytes(2048);
+    let (r, events) = t.try_apply(delete_all()).expect("re-applied");
+    assert_eq!(r.revision, rev);
+    let Outcome::Txn(Ok(resp)) = r.outcome else {
+        panic!("not a transaction outcome")
+    };
+    let ResponseOp::DeleteRange(d) = &resp.responses[0] else {
+        panic!("not a delete")
+    };
+    assert_eq!(d.deleted, 300);
+    assert_eq!(events.len(), 300);
+    let mut expected = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let mut ev = vec![1u8];
+        ev.extend_from_slice(k.as_bytes());
+        expected.push((i as u32, ev));
+    }
+    assert_eq!(raw_events_at(&t, rev), expected);
+    let (history, _) = t.store.history(rev, b"\0", b"\0", 1000).expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].1.len(), 300);
+    assert_eq!(t.range("k", "l", 0).expect("range").count, 0);
+    assert_eq!(
+        t.get("k000", before)
+            .expect("before the delete")
+            .value
+            .len(),
+        100
+    );
+}
+
+#[test]
+fn a_delete_that_more_operations_follow_is_written_in_one_piece() {
+    let mut t = T::new();
+    for i in 0..100 {
+        t.put(&format!("k{i:03}"), &"v".repeat(100));
+    }
+    t.store.set_write_chunk_bytes(1024);
+    t.store.fail_after_chunks(1);
+    // Not the transaction's last operation: a chunk written now could not
+    // be undone if a later operation failed the transaction.
+    let (r, events) = t
+        .try_apply(Command::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: b"k".to_vec(),
+                    range_end: b"l".to_vec(),
+                    prev_kv: false,
+                }),
+                RequestOp::Put(PutRequest {
+                    key: b"z".to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                }),
+            ],
+            failure: vec![],
+        }))
+        .expect("applied in one write, no chunk");
+    assert!(matches!(r.outcome, Outcome::Txn(Ok(_))));
+    assert_eq!(events.len(), 101);
+    assert_eq!(t.range("k", "l", 0).expect("range").count, 0);
+}

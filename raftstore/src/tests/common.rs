@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::engine;
 use crate::kv::*;
-use crate::mvcc::{KvStore, RangeError};
+use crate::mvcc::{KvStore, RangeError, StoreError};
 use crate::types::{Command, CommandResult, Entry, Outcome};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
@@ -64,6 +64,18 @@ impl T {
         };
         let (r, fx) = self.store.apply(&e).expect("apply");
         (r, fx.into_iter().flat_map(|f| f.events).collect())
+    }
+
+    /// Apply `cmd` as the next entry, which stays the next one if the apply
+    /// fails (a master re-applies it after a restart).
+    pub fn try_apply(&mut self, cmd: Command) -> Result<(CommandResult, Vec<Event>), StoreError> {
+        let e = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index + 1),
+            payload: EntryPayload::Normal(cmd),
+        };
+        let (r, fx) = self.store.apply(&e)?;
+        self.index += 1;
+        Ok((r, fx.into_iter().flat_map(|f| f.events).collect()))
     }
 
     pub fn txn(&mut self, t: TxnRequest) -> (Result<TxnResponse, KvError>, i64) {
