@@ -241,7 +241,15 @@ pub enum StartError {
     },
 }
 
-const PROPOSE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a request (a write, a linearizable read, a lease query) may
+/// take before it fails with "request timed out": as etcd's `ReqTimeout`,
+/// five seconds for queueing, applying and disk, and two election
+/// timeouts for an election on the way. A fixed five seconds failed
+/// `etcdctl check perf --load=l`'s final delete, which etcd answers: its
+/// apply alone took up to 4.8 s here.
+fn request_deadline(election_timeout_ms: u64) -> Duration {
+    Duration::from_secs(5) + Duration::from_millis(2 * election_timeout_ms)
+}
 
 /// How long one request forwarded to the leader may take before it is
 /// abandoned for whoever leads now (its leader may be paused or cut off):
@@ -497,6 +505,11 @@ impl Master {
         forward_attempt_limit(self.cfg.election_timeout_ms)
     }
 
+    /// See [`request_deadline`].
+    fn request_deadline(&self) -> Duration {
+        request_deadline(self.cfg.election_timeout_ms)
+    }
+
     /// Wait until this master is published (see `ready`), at most `limit`.
     /// Returns whether it is.
     pub async fn wait_ready(&self, limit: Duration) -> bool {
@@ -581,7 +594,7 @@ impl Master {
     }
 
     async fn propose_raw(&self, cmd: Command) -> Result<CommandResult> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        let deadline = tokio::time::Instant::now() + self.request_deadline();
         // A unique id makes the retries below safe: an attempt that failed
         // ambiguously (the leader died after appending it) may still be
         // committed, and the state machine then applies the retry as a replay.

@@ -501,6 +501,47 @@ async fn a_new_leader_renews_no_lease_that_an_earlier_terms_revoke_removes() {
     );
 }
 
+/// A write sent to a follower whose apply on the leader waits more than
+/// five seconds (behind a large delete, say: `etcdctl check perf
+/// --load=l`'s last took up to 4.8 s) is still answered, as etcd answers
+/// it: a request's deadline is five seconds and two election timeouts,
+/// etcd's `ReqTimeout`. (The forwarded attempt is abandoned after four
+/// election timeouts and sent again, which the request id makes safe.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_apply_waits_past_five_seconds_is_answered_within_the_request_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = cluster_with(dir.path(), |c| c.election_timeout_ms = 1000);
+    let (l, _) = settled_leader(&nodes).await;
+    let f = (l + 1) % 3;
+    let held = nodes[l].master.hold_applies();
+    let started = tokio::time::Instant::now();
+    let m = nodes[f].master.clone();
+    let put = nodes[f].handle.spawn(async move {
+        m.propose(Command::Txn(TxnRequest::single(RequestOp::Put(
+            PutRequest {
+                key: b"late".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            },
+        ))))
+        .await
+    });
+    // The fault itself: the leader applies nothing for 5.5 s.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    drop(held);
+    let r = put.await.expect("put task");
+    let waited = started.elapsed();
+    assert!(
+        matches!(&r, Ok(c) if matches!(c.outcome, Outcome::Txn(Ok(_)))),
+        "a write applied after {waited:?} was not answered: {r:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(5500),
+        "answered after {waited:?}"
+    );
+    assert!(exists(&nodes[l].master, b"late"));
+}
+
 /// The series named `name` of `m`'s registry (with `label`, when given).
 fn series(
     m: &Master,

@@ -61,7 +61,7 @@ impl Master {
         // (the chaos tests' lossy nemesis found it).
         let index = self.local_read_index().await?;
         self.raft
-            .wait(Some(PROPOSE_DEADLINE))
+            .wait(Some(self.request_deadline()))
             .applied_index_at_least(Some(index), "entries of earlier terms")
             .await
             .map_err(|_| Error::Timeout)?;
@@ -92,7 +92,7 @@ impl Master {
                     if self.leading() != Some(term) {
                         break;
                     }
-                    if !warned && since.elapsed() >= PROPOSE_DEADLINE {
+                    if !warned && since.elapsed() >= self.request_deadline() {
                         warned = true;
                         tracing::warn!(
                             term,

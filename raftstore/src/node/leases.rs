@@ -34,7 +34,7 @@ impl Master {
             Renewal::Renewed(ttl) => Ok(Some(ttl)),
             Renewal::Unknown => Ok(None),
             Renewal::Expired => {
-                let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+                let deadline = tokio::time::Instant::now() + self.request_deadline();
                 loop {
                     let store = self.store.clone();
                     let gone = tokio::task::spawn_blocking(move || store.lease_ttl(id))
@@ -82,7 +82,7 @@ impl Master {
     /// leader. Both queries are idempotent, so an attempt that hangs (its
     /// leader paused or cut off) is retried on the current leader.
     async fn lease_on_leader(&self, id: i64, renew: bool) -> Result<LeaseAnswer> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        let deadline = tokio::time::Instant::now() + self.request_deadline();
         let attempt_limit = self.forward_attempt_limit();
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;

@@ -39,7 +39,7 @@ impl Master {
     /// quorum of heartbeats, never a clock-based lease).
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn linearize(&self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        let deadline = tokio::time::Instant::now() + self.request_deadline();
         let index = loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
             let r = if leader == self.id {
