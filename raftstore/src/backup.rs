@@ -43,11 +43,12 @@ pub async fn save(master: &Master) -> Result<(File, u64), Error> {
             .unwrap_or(0)
     );
     let out = dir.join(format!("{id}.backup{}", snapshot::BUILDING));
-    let db = master.store.db().clone();
+    let store = master.store.clone();
     tokio::task::spawn_blocking(move || -> Result<(File, u64), StoreError> {
         let res = (|| {
-            let view = db.snapshot();
-            snapshot::write_file(&db, &view, &out, id)?;
+            // Between two applies: a large delete is written in chunks.
+            let view = store.view_between_applies();
+            snapshot::write_file(store.db(), &view, &out, id)?;
             seal(&out)?;
             let f = File::open(&out).map_err(io)?;
             let len = f.metadata().map_err(io)?.len();

@@ -93,6 +93,14 @@ pub struct KvStore {
     /// A delete at the end of its transaction writes its batch out each
     /// time it holds this many bytes (see [`txn::WRITE_CHUNK_BYTES`]).
     write_chunk_bytes: std::sync::atomic::AtomicUsize,
+    /// Held by every apply, and by whoever takes a view of the database
+    /// outside the state machine's task (a backup), so that the view holds
+    /// no entry in part (a large delete is written in several chunks).
+    applying: Mutex<()>,
+    /// Test-only hook, run after each chunk of a large delete is written.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    after_chunk: Mutex<Option<Box<dyn FnMut() + Send>>>,
     /// Test-only fault: the apply fails after this many chunks are written
     /// (0: never), as a crash in the middle of a large delete would stop it.
     #[cfg(test)]
@@ -136,6 +144,9 @@ impl KvStore {
             readers: std::sync::RwLock::new(()),
             commit_seconds: std::sync::OnceLock::new(),
             write_chunk_bytes: std::sync::atomic::AtomicUsize::new(txn::WRITE_CHUNK_BYTES),
+            applying: Mutex::new(()),
+            #[cfg(test)]
+            after_chunk: Mutex::new(None),
             #[cfg(test)]
             fail_after_chunks: std::sync::atomic::AtomicUsize::new(0),
             db,
@@ -235,6 +246,14 @@ impl KvStore {
     fn chunk_written(&self) -> Result<(), StoreError> {
         #[cfg(test)]
         {
+            if let Some(f) = self
+                .after_chunk
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                f();
+            }
             let left = self.fail_after_chunks.load(Ordering::SeqCst);
             if left == 1 {
                 return Err(StoreError::Corrupt("injected: crash after a chunk".into()));
@@ -244,6 +263,26 @@ impl KvStore {
             }
         }
         Ok(())
+    }
+
+    /// Run `f` after each chunk of a large delete is written (tests).
+    #[cfg(test)]
+    pub(crate) fn after_chunk(&self, f: impl FnMut() + Send + 'static) {
+        *self.after_chunk.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+    }
+
+    /// A point-in-time view of the database between two applies, for a
+    /// reader outside the state machine's task (a backup): an entry is in
+    /// it whole or not at all. Waits for the apply under way.
+    pub(crate) fn view_between_applies(&self) -> rocksdb::SnapshotWithThreadMode<'_, rocksdb::DB> {
+        let _between = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        self.db.snapshot()
+    }
+
+    /// Keep views out while the state is replaced (a snapshot install),
+    /// as an apply does (see [`Self::view_between_applies`]).
+    pub(crate) fn hold_views(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.applying.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Write large deletes out in chunks of `bytes` (tests: small ones).

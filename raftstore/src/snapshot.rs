@@ -401,6 +401,8 @@ pub fn install(store: &KvStore, path: &Path) -> Result<SnapshotMeta, StoreError>
     let _guard = store.maintenance.lock().unwrap_or_else(|p| p.into_inner());
     // No read may see the state half replaced: reads wait for the install.
     let _readers = store.block_readers();
+    // Nor a backup's view.
+    let _views = store.hold_views();
     let db = store.db();
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);

@@ -152,6 +152,13 @@ impl KvStore {
     /// Apply one committed log entry. Writes are not synced here: the log is
     /// durable, and a state machine that lost its tail re-applies it.
     pub fn apply(&self, entry: &Entry) -> Result<(CommandResult, Vec<Effects>), StoreError> {
+        // A view taken outside the state machine's task waits for this
+        // entry whole (see `view_between_applies`).
+        let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        self.apply_entry(entry)
+    }
+
+    fn apply_entry(&self, entry: &Entry) -> Result<(CommandResult, Vec<Effects>), StoreError> {
         // The leader's stamp (log time), around the entry's command.
         let (stamp, normal) = match &entry.payload {
             openraft::EntryPayload::Normal(Command::At { ms, cmd }) => (Some(*ms), Some(&**cmd)),

@@ -341,17 +341,19 @@ fn raw_events_at(t: &T, rev: i64) -> Vec<(u32, Vec<u8>)> {
     out
 }
 
+/// A delete of every key from `k` to `l`.
+fn delete_all() -> Command {
+    Command::Txn(TxnRequest::single(RequestOp::DeleteRange(
+        DeleteRangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            prev_kv: false,
+        },
+    )))
+}
+
 #[test]
 fn a_large_delete_is_written_in_chunks_unseen_until_applied_and_reapplied_alike_after_a_crash() {
-    let delete_all = || {
-        Command::Txn(TxnRequest::single(RequestOp::DeleteRange(
-            DeleteRangeRequest {
-                key: b"k".to_vec(),
-                range_end: b"l".to_vec(),
-                prev_kv: false,
-            },
-        )))
-    };
     let mut t = T::new();
     let keys: Vec<String> = (0..300).map(|i| format!("k{i:03}")).collect();
     for k in &keys {
@@ -446,4 +448,68 @@ fn a_delete_that_more_operations_follow_is_written_in_one_piece() {
     assert!(matches!(r.outcome, Outcome::Txn(Ok(_))));
     assert_eq!(events.len(), 101);
     assert_eq!(t.range("k", "l", 0).expect("range").count, 0);
+}
+
+/// A backup takes its view of the database outside the state machine's
+/// task: it must not catch a large delete with some of its chunks written
+/// (restored, the orphan tombstones would surface with the next write).
+#[test]
+fn a_view_for_a_backup_waits_until_a_chunked_delete_is_applied() {
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::Duration;
+    let mut t = T::new();
+    for i in 0..300 {
+        t.put(&format!("k{i:03}"), &"v".repeat(100));
+    }
+    let rev = t.store.revision() + 1;
+    t.store.set_write_chunk_bytes(2048);
+    // After the first chunk, the apply stays paused while another thread
+    // asks for a view; the view must not be granted before the apply ends.
+    type Early = Option<Result<usize, mpsc::RecvTimeoutError>>;
+    let early: Arc<Mutex<Early>> = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel::<usize>();
+    let rx = Arc::new(Mutex::new(rx));
+    let weak = Arc::downgrade(&t.store);
+    let (hook_early, hook_rx) = (early.clone(), rx.clone());
+    t.store.after_chunk(move || {
+        let mut early = hook_early.lock().expect("lock");
+        if early.is_some() {
+            return;
+        }
+        let store = weak.upgrade().expect("the store");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let view = store.view_between_applies();
+            let db = store.db();
+            let mut it = view.raw_iterator_cf(engine::cf(db, engine::CF_REV));
+            it.seek(engine::rev_key(rev, 0));
+            let mut n = 0;
+            while let Some(k) = it.key() {
+                match engine::decode_rev_key(k) {
+                    Some((r, _)) if r == rev => n += 1,
+                    _ => break,
+                }
+                it.next();
+            }
+            let _ = tx.send(n);
+        });
+        *early = Some(
+            hook_rx
+                .lock()
+                .expect("lock")
+                .recv_timeout(Duration::from_millis(300)),
+        );
+    });
+    t.try_apply(delete_all()).expect("applied");
+    let early = early.lock().expect("lock").take().expect("the hook ran");
+    assert!(
+        early.is_err(),
+        "a view was taken in the middle of the apply, with {early:?} of 300 events"
+    );
+    let n = rx
+        .lock()
+        .expect("lock")
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the view, once the apply ended");
+    assert_eq!(n, 300, "the view holds the delete whole");
 }
