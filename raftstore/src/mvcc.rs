@@ -610,6 +610,9 @@ impl KvStore {
 
     pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, StoreError> {
         let _r = self.read_guard();
+        // The attachments are not versioned: read them between two
+        // applies, or a large delete written in chunks is seen in part.
+        let _between = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         self.lease_keys_raw(id)
     }
 

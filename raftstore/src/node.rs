@@ -246,10 +246,17 @@ pub enum StartError {
 /// five seconds for queueing, applying and disk, and two election
 /// timeouts for an election on the way. A fixed five seconds failed
 /// `etcdctl check perf --load=l`'s final delete, which etcd answers: its
-/// apply alone took up to 4.8 s here.
+/// apply alone took up to 4.8 s here. At most [`REQUEST_DEADLINE_MAX`].
 fn request_deadline(election_timeout_ms: u64) -> Duration {
-    Duration::from_secs(5) + Duration::from_millis(2 * election_timeout_ms)
+    (Duration::from_secs(5) + Duration::from_millis(2 * election_timeout_ms))
+        .min(REQUEST_DEADLINE_MAX)
 }
+
+/// The longest request deadline, whatever the election timeout: a write is
+/// retried with its request id until the deadline, and the state machine
+/// remembers an id for a minute of log time (`OnceLimits::keep_ms`), so a
+/// retry must end well before its id is forgotten.
+const REQUEST_DEADLINE_MAX: Duration = Duration::from_secs(20);
 
 /// How long one request forwarded to the leader may take before it is
 /// abandoned for whoever leads now (its leader may be paused or cut off):
@@ -777,5 +784,20 @@ impl Master {
                 Err(e) => tracing::warn!(error = %e, "automatic compaction failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn a_request_deadline_is_etcds_and_ends_well_before_its_request_id_is_forgotten() {
+        assert_eq!(request_deadline(1000), Duration::from_secs(7));
+        assert_eq!(request_deadline(300), Duration::from_millis(5600));
+        // etcd allows election timeouts up to 50 s: a retry would then
+        // outlast the window of remembered request ids and apply twice.
+        let window = Duration::from_millis(crate::mvcc::OnceLimits::default().keep_ms);
+        assert!(request_deadline(50_000) * 2 <= window);
     }
 }

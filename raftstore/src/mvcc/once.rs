@@ -6,7 +6,8 @@
 //! bounded both ways:
 //!
 //! - by time: an id is kept for [`OnceLimits::keep_ms`] of log time (longer
-//!   than any retry: the masters' 5 s, the client's 15 s), then forgotten;
+//!   than any retry: the masters' request deadline, 5 s and two election
+//!   timeouts but at most 20 s, the client's 15 s), then forgotten;
 //! - by size: at most [`OnceLimits::max_ids`] ids and
 //!   [`OnceLimits::max_bytes`] of results. A new id that would need a
 //!   younger one forgotten is refused with etcd's "too many requests"

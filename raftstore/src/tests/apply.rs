@@ -451,23 +451,27 @@ fn a_delete_that_more_operations_follow_is_written_in_one_piece() {
 }
 
 /// A backup takes its view of the database outside the state machine's
-/// task: it must not catch a large delete with some of its chunks written
-/// (restored, the orphan tombstones would surface with the next write).
+/// task, and a lease's keys (not versioned) are read the same way: neither
+/// may catch a large delete with some of its chunks written (a restored
+/// backup would surface the orphan tombstones with its next write; a
+/// lease would list keys that a read at the published revision still has).
 #[test]
-fn a_view_for_a_backup_waits_until_a_chunked_delete_is_applied() {
+fn views_and_lease_keys_wait_until_a_chunked_delete_is_applied() {
     use std::sync::{mpsc, Arc, Mutex};
     use std::time::Duration;
     let mut t = T::new();
+    t.apply(Command::LeaseGrant { id: 7, ttl: 600 });
     for i in 0..300 {
-        t.put(&format!("k{i:03}"), &"v".repeat(100));
+        t.put_lease(&format!("k{i:03}"), &"v".repeat(100), 7);
     }
     let rev = t.store.revision() + 1;
     t.store.set_write_chunk_bytes(2048);
-    // After the first chunk, the apply stays paused while another thread
-    // asks for a view; the view must not be granted before the apply ends.
-    type Early = Option<Result<usize, mpsc::RecvTimeoutError>>;
+    // After the first chunk, the apply stays paused while other threads
+    // ask for a view and for the lease's keys; neither may be answered
+    // before the apply ends.
+    type Early = Option<Result<(&'static str, usize), mpsc::RecvTimeoutError>>;
     let early: Arc<Mutex<Early>> = Arc::new(Mutex::new(None));
-    let (tx, rx) = mpsc::channel::<usize>();
+    let (tx, rx) = mpsc::channel::<(&'static str, usize)>();
     let rx = Arc::new(Mutex::new(rx));
     let weak = Arc::downgrade(&t.store);
     let (hook_early, hook_rx) = (early.clone(), rx.clone());
@@ -477,10 +481,10 @@ fn a_view_for_a_backup_waits_until_a_chunked_delete_is_applied() {
             return;
         }
         let store = weak.upgrade().expect("the store");
-        let tx = tx.clone();
+        let (s, view_tx) = (store.clone(), tx.clone());
         std::thread::spawn(move || {
-            let view = store.view_between_applies();
-            let db = store.db();
+            let view = s.view_between_applies();
+            let db = s.db();
             let mut it = view.raw_iterator_cf(engine::cf(db, engine::CF_REV));
             it.seek(engine::rev_key(rev, 0));
             let mut n = 0;
@@ -491,7 +495,12 @@ fn a_view_for_a_backup_waits_until_a_chunked_delete_is_applied() {
                 }
                 it.next();
             }
-            let _ = tx.send(n);
+            let _ = view_tx.send(("events in the view", n));
+        });
+        let keys_tx = tx.clone();
+        std::thread::spawn(move || {
+            let n = store.lease_keys(7).expect("lease keys").len();
+            let _ = keys_tx.send(("keys of the lease", n));
         });
         *early = Some(
             hook_rx
@@ -504,12 +513,19 @@ fn a_view_for_a_backup_waits_until_a_chunked_delete_is_applied() {
     let early = early.lock().expect("lock").take().expect("the hook ran");
     assert!(
         early.is_err(),
-        "a view was taken in the middle of the apply, with {early:?} of 300 events"
+        "answered in the middle of the apply: {early:?}"
     );
-    let n = rx
-        .lock()
-        .expect("lock")
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the view, once the apply ended");
-    assert_eq!(n, 300, "the view holds the delete whole");
+    let rx = rx.lock().expect("lock");
+    let mut answers: Vec<_> = (0..2)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("answered once the apply ended")
+        })
+        .collect();
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![("events in the view", 300), ("keys of the lease", 0)],
+        "each sees the delete whole"
+    );
 }
