@@ -69,6 +69,10 @@ pub struct Effects {
     pub(crate) once_keys: Vec<Vec<u8>>,
 }
 
+/// See [`KvStore::after_chunk`].
+#[cfg(test)]
+type ChunkHook = Box<dyn FnMut() -> Result<(), StoreError> + Send>;
+
 pub struct KvStore {
     db: Db,
     revision: AtomicI64,
@@ -97,14 +101,10 @@ pub struct KvStore {
     /// outside the state machine's task (a backup), so that the view holds
     /// no entry in part (a large delete is written in several chunks).
     applying: Mutex<()>,
-    /// Test-only hook, run after each chunk of a large delete is written.
+    /// Test-only hook, run after each chunk of a large delete is written;
+    /// an error stops the apply there, as a crash would.
     #[cfg(test)]
-    #[allow(clippy::type_complexity)]
-    after_chunk: Mutex<Option<Box<dyn FnMut() + Send>>>,
-    /// Test-only fault: the apply fails after this many chunks are written
-    /// (0: never), as a crash in the middle of a large delete would stop it.
-    #[cfg(test)]
-    fail_after_chunks: std::sync::atomic::AtomicUsize,
+    after_chunk: Mutex<Option<ChunkHook>>,
 }
 
 fn meta_i64(db: &Db, key: &[u8]) -> Result<i64, StoreError> {
@@ -147,8 +147,6 @@ impl KvStore {
             applying: Mutex::new(()),
             #[cfg(test)]
             after_chunk: Mutex::new(None),
-            #[cfg(test)]
-            fail_after_chunks: std::sync::atomic::AtomicUsize::new(0),
             db,
         };
         s.reload()?;
@@ -241,60 +239,46 @@ impl KvStore {
     }
 
     /// After a chunk of a large delete is written (see
-    /// [`txn::WRITE_CHUNK_BYTES`]); in tests, where the injected crash
-    /// stops the apply.
+    /// [`txn::WRITE_CHUNK_BYTES`]): in tests, the hook may stop the apply.
     fn chunk_written(&self) -> Result<(), StoreError> {
         #[cfg(test)]
+        if let Some(f) = self
+            .after_chunk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
         {
-            if let Some(f) = self
-                .after_chunk
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut()
-            {
-                f();
-            }
-            let left = self.fail_after_chunks.load(Ordering::SeqCst);
-            if left == 1 {
-                return Err(StoreError::Corrupt("injected: crash after a chunk".into()));
-            }
-            if left > 1 {
-                self.fail_after_chunks.store(left - 1, Ordering::SeqCst);
-            }
+            return f();
         }
         Ok(())
     }
 
-    /// Run `f` after each chunk of a large delete is written (tests).
+    /// Run `f` after each chunk of a large delete is written; an error it
+    /// returns stops the apply there (tests: a crash).
     #[cfg(test)]
-    pub(crate) fn after_chunk(&self, f: impl FnMut() + Send + 'static) {
+    pub(crate) fn after_chunk(&self, f: impl FnMut() -> Result<(), StoreError> + Send + 'static) {
         *self.after_chunk.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
+    }
+
+    /// Held by every apply, and by a reader outside the state machine's
+    /// task that must see no entry in part: a large delete is written in
+    /// several chunks, and a snapshot install replaces the state in pieces.
+    pub(crate) fn between_applies(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.applying.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A point-in-time view of the database between two applies, for a
     /// reader outside the state machine's task (a backup): an entry is in
     /// it whole or not at all. Waits for the apply under way.
     pub(crate) fn view_between_applies(&self) -> rocksdb::SnapshotWithThreadMode<'_, rocksdb::DB> {
-        let _between = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let _between = self.between_applies();
         self.db.snapshot()
-    }
-
-    /// Keep views out while the state is replaced (a snapshot install),
-    /// as an apply does (see [`Self::view_between_applies`]).
-    pub(crate) fn hold_views(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.applying.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Write large deletes out in chunks of `bytes` (tests: small ones).
     #[cfg(test)]
     pub(crate) fn set_write_chunk_bytes(&self, bytes: usize) {
         self.write_chunk_bytes.store(bytes, Ordering::Relaxed);
-    }
-
-    /// Fail the apply after `n` more chunks are written (tests: a crash).
-    #[cfg(test)]
-    pub(crate) fn fail_after_chunks(&self, n: usize) {
-        self.fail_after_chunks.store(n, Ordering::SeqCst);
     }
 
     /// Keep every reader out while the state is replaced (a snapshot install).
@@ -612,7 +596,7 @@ impl KvStore {
         let _r = self.read_guard();
         // The attachments are not versioned: read them between two
         // applies, or a large delete written in chunks is seen in part.
-        let _between = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let _between = self.between_applies();
         self.lease_keys_raw(id)
     }
 

@@ -402,7 +402,7 @@ pub fn install(store: &KvStore, path: &Path) -> Result<SnapshotMeta, StoreError>
     // No read may see the state half replaced: reads wait for the install.
     let _readers = store.block_readers();
     // Nor a backup's view.
-    let _views = store.hold_views();
+    let _views = store.between_applies();
     let db = store.db();
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);

@@ -154,7 +154,7 @@ impl KvStore {
     pub fn apply(&self, entry: &Entry) -> Result<(CommandResult, Vec<Effects>), StoreError> {
         // A view taken outside the state machine's task waits for this
         // entry whole (see `view_between_applies`).
-        let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let _applying = self.between_applies();
         self.apply_entry(entry)
     }
 

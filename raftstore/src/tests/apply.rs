@@ -3,6 +3,7 @@
 use super::common::*;
 use crate::engine;
 use crate::kv::*;
+use crate::mvcc::StoreError;
 use crate::types::{Command, Outcome};
 
 #[test]
@@ -324,11 +325,9 @@ fn commands_that_may_visit_any_number_of_keys_are_told_apart() {
     .unbounded());
 }
 
-/// The events written under revision `rev`, read from the database itself
-/// (readers are kept to the store's revision).
-fn raw_events_at(t: &T, rev: i64) -> Vec<(u32, Vec<u8>)> {
-    let db = t.store.db();
-    let mut it = db.raw_iterator_cf(engine::cf(db, engine::CF_REV));
+/// The events written under revision `rev`, read through `it`, an
+/// iterator of the `rev` family (of the database or of a view).
+fn events_at(mut it: rocksdb::DBRawIterator<'_>, rev: i64) -> Vec<(u32, Vec<u8>)> {
     it.seek(engine::rev_key(rev, 0));
     let mut out = Vec::new();
     while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -339,6 +338,26 @@ fn raw_events_at(t: &T, rev: i64) -> Vec<(u32, Vec<u8>)> {
         it.next();
     }
     out
+}
+
+/// The events written under revision `rev`, read from the database itself
+/// (readers are kept to the store's revision).
+fn raw_events_at(t: &T, rev: i64) -> Vec<(u32, Vec<u8>)> {
+    let db = t.store.db();
+    events_at(db.raw_iterator_cf(engine::cf(db, engine::CF_REV)), rev)
+}
+
+/// Stop the next apply once `n` chunks of a large delete are written, as a
+/// crash would.
+fn crash_after_chunks(t: &T, n: usize) {
+    let mut written = 0;
+    t.store.after_chunk(move || {
+        written += 1;
+        if written >= n {
+            return Err(StoreError::Corrupt("injected: crash after a chunk".into()));
+        }
+        Ok(())
+    });
 }
 
 /// A delete of every key from `k` to `l`.
@@ -364,7 +383,7 @@ fn a_large_delete_is_written_in_chunks_unseen_until_applied_and_reapplied_alike_
     // Chunks of about 2 KB (some 20 tombstones each); the apply stops after
     // three of them are written, as a crash would.
     t.store.set_write_chunk_bytes(2048);
-    t.store.fail_after_chunks(3);
+    crash_after_chunks(&t, 3);
     let err = t.try_apply(delete_all()).expect_err("the injected crash");
     assert!(err.to_string().contains("injected"), "{err}");
     let written = raw_events_at(&t, rev).len();
@@ -424,7 +443,7 @@ fn a_delete_that_more_operations_follow_is_written_in_one_piece() {
         t.put(&format!("k{i:03}"), &"v".repeat(100));
     }
     t.store.set_write_chunk_bytes(1024);
-    t.store.fail_after_chunks(1);
+    crash_after_chunks(&t, 1);
     // Not the transaction's last operation: a chunk written now could not
     // be undone if a later operation failed the transaction.
     let (r, events) = t
@@ -478,24 +497,14 @@ fn views_and_lease_keys_wait_until_a_chunked_delete_is_applied() {
     t.store.after_chunk(move || {
         let mut early = hook_early.lock().expect("lock");
         if early.is_some() {
-            return;
+            return Ok(());
         }
         let store = weak.upgrade().expect("the store");
         let (s, view_tx) = (store.clone(), tx.clone());
         std::thread::spawn(move || {
             let view = s.view_between_applies();
-            let db = s.db();
-            let mut it = view.raw_iterator_cf(engine::cf(db, engine::CF_REV));
-            it.seek(engine::rev_key(rev, 0));
-            let mut n = 0;
-            while let Some(k) = it.key() {
-                match engine::decode_rev_key(k) {
-                    Some((r, _)) if r == rev => n += 1,
-                    _ => break,
-                }
-                it.next();
-            }
-            let _ = view_tx.send(("events in the view", n));
+            let it = view.raw_iterator_cf(engine::cf(s.db(), engine::CF_REV));
+            let _ = view_tx.send(("events in the view", events_at(it, rev).len()));
         });
         let keys_tx = tx.clone();
         std::thread::spawn(move || {
@@ -508,6 +517,7 @@ fn views_and_lease_keys_wait_until_a_chunked_delete_is_applied() {
                 .expect("lock")
                 .recv_timeout(Duration::from_millis(300)),
         );
+        Ok(())
     });
     t.try_apply(delete_all()).expect("applied");
     let early = early.lock().expect("lock").take().expect("the hook ran");

@@ -57,20 +57,22 @@ impl T {
 
     /// Apply `cmd` as the leader of `term` would have it in its log entry.
     pub fn apply_in_term(&mut self, term: u64, cmd: Command) -> (CommandResult, Vec<Event>) {
-        self.index += 1;
-        let e = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(term, 1), self.index),
-            payload: EntryPayload::Normal(cmd),
-        };
-        let (r, fx) = self.store.apply(&e).expect("apply");
-        (r, fx.into_iter().flat_map(|f| f.events).collect())
+        self.try_apply_in_term(term, cmd).expect("apply")
     }
 
     /// Apply `cmd` as the next entry, which stays the next one if the apply
     /// fails (a master re-applies it after a restart).
     pub fn try_apply(&mut self, cmd: Command) -> Result<(CommandResult, Vec<Event>), StoreError> {
+        self.try_apply_in_term(1, cmd)
+    }
+
+    fn try_apply_in_term(
+        &mut self,
+        term: u64,
+        cmd: Command,
+    ) -> Result<(CommandResult, Vec<Event>), StoreError> {
         let e = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index + 1),
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), self.index + 1),
             payload: EntryPayload::Normal(cmd),
         };
         let (r, fx) = self.store.apply(&e)?;
