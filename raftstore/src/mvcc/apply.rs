@@ -422,20 +422,15 @@ impl KvStore {
                 if self.lease_ttl_raw(*id)?.is_none() {
                     done(cur, Err(KvError::LeaseNotFound))
                 } else {
-                    let mut tx = TxnCtx::new(self, cur + 1, batch);
-                    for key in self.lease_keys_raw(*id)? {
-                        let d = DeleteRangeRequest {
-                            key,
-                            range_end: vec![],
-                            prev_kv: false,
-                        };
-                        match tx.delete(&d, true) {
-                            Ok(_) => {}
-                            Err(TxnFail::Store(e)) => return Err(e),
-                            Err(TxnFail::Kv(e)) => return Err(StoreError::Corrupt(e.to_string())),
-                        }
+                    let mut tx = TxnCtx::new(self, cur + 1, batch).chunked();
+                    match tx.revoke(*id, self.lease_keys_raw(*id)?) {
+                        Ok(()) => {}
+                        Err(TxnFail::Store(e)) => return Err(e),
+                        Err(TxnFail::Kv(e)) => return Err(StoreError::Corrupt(e.to_string())),
                     }
                     let rev = tx.commit(fx);
+                    // The attachments and the lease go in the last write
+                    // (see `TxnCtx::revoke`).
                     let lk = engine::cf(&self.db, CF_LEASE_KEYS);
                     let start = engine::lease_key(*id);
                     let end = engine::lease_key(id.wrapping_add(1));

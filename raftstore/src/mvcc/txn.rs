@@ -80,6 +80,9 @@ pub(super) struct TxnCtx<'a> {
     /// Whether a large last operation may write its batch out in chunks
     /// (only a transaction of the log's, applied).
     chunked: bool,
+    /// The lease whose keys this transaction deletes to revoke it (0:
+    /// none). Their attachments are left for the revoke's last write.
+    revoking: i64,
 }
 
 impl<'a> TxnCtx<'a> {
@@ -98,6 +101,7 @@ impl<'a> TxnCtx<'a> {
             writes,
             events: Vec::new(),
             chunked: false,
+            revoking: 0,
         }
     }
 
@@ -107,6 +111,27 @@ impl<'a> TxnCtx<'a> {
     pub(super) fn chunked(mut self) -> Self {
         self.chunked = true;
         self
+    }
+
+    /// Delete the keys attached to lease `id`, to revoke it: a revoke of a
+    /// lease with many keys writes its batch out in chunks as a large
+    /// delete does. The keys are distinct and none is read again, and
+    /// nothing can fail the revoke once they are deleted. Their
+    /// attachments are not deleted here: an apply again after a crash
+    /// between two chunks reads them (they are not versioned) to find the
+    /// same keys, so the caller deletes them all in the revoke's last
+    /// write.
+    pub(super) fn revoke(&mut self, id: i64, keys: Vec<Vec<u8>>) -> Result<(), TxnFail> {
+        self.revoking = id;
+        for key in keys {
+            let d = DeleteRangeRequest {
+                key,
+                range_end: vec![],
+                prev_kv: false,
+            };
+            self.delete(&d, false)?;
+        }
+        Ok(())
     }
 
     fn put_op(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) {
@@ -362,7 +387,7 @@ impl<'a> TxnCtx<'a> {
             };
             self.put_op(CF_KV, engine::mvcc_key(&kv.key, self.rev), rec.encode());
             self.log_event(EventType::Delete, &kv.key);
-            if kv.lease != 0 {
+            if kv.lease != 0 && kv.lease != self.revoking {
                 self.delete_op(CF_LEASE_KEYS, engine::lease_attach_key(kv.lease, &kv.key));
             }
             if read_after {

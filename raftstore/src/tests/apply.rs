@@ -347,6 +347,12 @@ fn raw_events_at(t: &T, rev: i64) -> Vec<(u32, Vec<u8>)> {
     events_at(db.raw_iterator_cf(engine::cf(db, engine::CF_REV)), rev)
 }
 
+/// The events of deletes of `keys`, in order, as the `rev` family holds them.
+fn deletes_of(keys: &[String]) -> Vec<(u32, Vec<u8>)> {
+    let event = |k: &String| [&[1u8][..], k.as_bytes()].concat();
+    (0..).zip(keys.iter().map(event)).collect()
+}
+
 /// Stop the next apply once `n` chunks of a large delete are written, as a
 /// crash would.
 fn crash_after_chunks(t: &T, n: usize) {
@@ -358,6 +364,27 @@ fn crash_after_chunks(t: &T, n: usize) {
         }
         Ok(())
     });
+}
+
+/// Apply `cmd`, which deletes `keys` keys from `k` to `l`, in chunks of
+/// about 2 KB (some 20 tombstones each), and stop the apply after three of
+/// them are written, as a crash would. Returns the revision it was
+/// applied at, which readers do not see.
+fn crash_between_chunks(t: &mut T, cmd: Command, keys: usize) -> i64 {
+    let before = t.store.revision();
+    let rev = before + 1;
+    t.store.set_write_chunk_bytes(2048);
+    crash_after_chunks(t, 3);
+    let err = t.try_apply(cmd).expect_err("the injected crash");
+    assert!(err.to_string().contains("injected"), "{err}");
+    let written = raw_events_at(t, rev).len();
+    assert!(
+        written > 0 && written < keys,
+        "the crash must fall between chunks: {written} of {keys} events written"
+    );
+    assert_eq!(t.store.revision(), before);
+    assert_eq!(t.range("k", "l", 0).expect("range").count, keys as i64);
+    rev
 }
 
 /// A delete of every key from `k` to `l`.
@@ -379,22 +406,8 @@ fn a_large_delete_is_written_in_chunks_unseen_until_applied_and_reapplied_alike_
         t.put(k, &"v".repeat(100));
     }
     let before = t.store.revision();
-    let rev = before + 1;
-    // Chunks of about 2 KB (some 20 tombstones each); the apply stops after
-    // three of them are written, as a crash would.
-    t.store.set_write_chunk_bytes(2048);
-    crash_after_chunks(&t, 3);
-    let err = t.try_apply(delete_all()).expect_err("the injected crash");
-    assert!(err.to_string().contains("injected"), "{err}");
-    let written = raw_events_at(&t, rev).len();
-    assert!(
-        written > 0 && written < keys.len(),
-        "the crash must fall between chunks: {written} of {} events written",
-        keys.len()
-    );
+    let rev = crash_between_chunks(&mut t, delete_all(), keys.len());
     // Readers see the store as it was: every key, and no event past it.
-    assert_eq!(t.store.revision(), before);
-    assert_eq!(t.range("k", "l", 0).expect("range").count, 300);
     let (history, next) = t.store.history(rev, b"\0", b"\0", 1000).expect("history");
     assert!(
         history.is_empty() && next == rev,
@@ -416,13 +429,7 @@ fn a_large_delete_is_written_in_chunks_unseen_until_applied_and_reapplied_alike_
     };
     assert_eq!(d.deleted, 300);
     assert_eq!(events.len(), 300);
-    let mut expected = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        let mut ev = vec![1u8];
-        ev.extend_from_slice(k.as_bytes());
-        expected.push((i as u32, ev));
-    }
-    assert_eq!(raw_events_at(&t, rev), expected);
+    assert_eq!(raw_events_at(&t, rev), deletes_of(&keys));
     let (history, _) = t.store.history(rev, b"\0", b"\0", 1000).expect("history");
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].1.len(), 300);
@@ -467,6 +474,44 @@ fn a_delete_that_more_operations_follow_is_written_in_one_piece() {
     assert!(matches!(r.outcome, Outcome::Txn(Ok(_))));
     assert_eq!(events.len(), 101);
     assert_eq!(t.range("k", "l", 0).expect("range").count, 0);
+}
+
+/// A revoke deletes its lease's keys in chunks too (a lease of Kubernetes'
+/// events holds up to a thousand keys; etcdctl's users may attach many
+/// more). Its attachments, which say which keys those are and are not
+/// versioned, go only with its last write: an apply again after a crash
+/// between two chunks finds the same keys, and writes the same events.
+#[test]
+fn a_revoke_of_many_keys_is_written_in_chunks_and_reapplied_alike_after_a_crash() {
+    let mut t = T::new();
+    t.apply(Command::LeaseGrant { id: 7, ttl: 600 });
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i:03}")).collect();
+    for k in &keys {
+        t.put_lease(k, &"v".repeat(100), 7);
+    }
+    let rev = crash_between_chunks(&mut t, Command::LeaseRevoke { id: 7 }, keys.len());
+    // Readers see the store as it was: the keys, the lease and its keys.
+    assert_eq!(t.store.lease_keys(7).expect("lease keys").len(), 300);
+    assert!(t.store.lease_ttl(7).expect("lease").is_some());
+
+    // Applied again after the restart: every key deleted once, in key
+    // order, and the lease and its attachments gone.
+    let mut t = t.reopen();
+    t.store.set_write_chunk_bytes(2048);
+    let (r, events) = t
+        .try_apply(Command::LeaseRevoke { id: 7 })
+        .expect("re-applied");
+    assert_eq!(r.revision, rev);
+    assert!(
+        matches!(r.outcome, Outcome::Done(Ok(()))),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(events.len(), 300);
+    assert_eq!(raw_events_at(&t, rev), deletes_of(&keys));
+    assert_eq!(t.range("k", "l", 0).expect("range").count, 0);
+    assert!(t.store.lease_keys(7).expect("lease keys").is_empty());
+    assert!(t.store.lease_ttl(7).expect("lease").is_none());
 }
 
 /// A backup takes its view of the database outside the state machine's
