@@ -315,17 +315,17 @@ impl KvStore {
         let mut it = self
             .db
             .raw_iterator_cf_opt(kvcf, engine::versions_of_one_key());
-        it.seek(engine::mvcc_key(key, rev));
+        let target = engine::mvcc_key(key, rev);
+        it.seek(&target);
         if let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if let Some((ukey, mrev)) = engine::decode_mvcc_key(k) {
-                if ukey == key {
-                    let rec =
-                        Record::decode(v).ok_or_else(|| StoreError::Corrupt("kv record".into()))?;
-                    if rec.tombstone {
-                        return Ok(None);
-                    }
-                    return Ok(Some(to_kv(ukey, mrev, rec)));
+            // A version of this key, not the next key's (no decoding).
+            if let Some(mrev) = engine::mvcc_rev_of(k, &target) {
+                let rec =
+                    Record::decode(v).ok_or_else(|| StoreError::Corrupt("kv record".into()))?;
+                if rec.tombstone {
+                    return Ok(None);
                 }
+                return Ok(Some(to_kv(key.to_vec(), mrev, rec)));
             }
         }
         it.status()?;
