@@ -25,6 +25,8 @@ Usage: bench/run.sh [options]
   --clients LIST       client counts, space or comma separated
                        (default "1 16 256 1000")
   --no-check-perf      skip `etcdctl check perf` (each load takes 60 s)
+  --revoke-keys N      keys attached to one lease before its revoke is
+                       timed (default 200000; --quick: 20000; 0: skip)
   --no-fsync           run both systems without fsync (their
                        --unsafe-no-fsync), to compare the CPU path alone
   --results FILE       append the report here (default bench/RESULTS.md;
@@ -55,6 +57,7 @@ DISK_PUTS=""
 DISK_KEYS=10000
 CLIENT_LIST="1 16 256 1000"
 CHECK_PERF=1
+REVOKE_KEYS=""
 NO_FSYNC=0
 RESULTS="$SCRIPT_DIR/RESULTS.md"
 WORK_PARENT="${TMPDIR:-/tmp}"
@@ -69,6 +72,7 @@ while (($#)); do
     --disk-keys) DISK_KEYS="${2:?}"; shift ;;
     --clients) CLIENT_LIST="${2//,/ }"; shift ;;
     --no-check-perf) CHECK_PERF=0 ;;
+    --revoke-keys) REVOKE_KEYS="${2:?}"; shift ;;
     --no-fsync) NO_FSYNC=1 ;;
     --results) RESULTS="${2:?}"; shift ;;
     --workdir) WORK_PARENT="${2:?}"; shift ;;
@@ -91,6 +95,7 @@ SCALE=1
 ((QUICK)) && SCALE=10
 : "${KILLS:=$((QUICK ? 3 : 20))}"
 : "${DISK_PUTS:=$((QUICK ? 100000 : 1000000))}"
+: "${REVOKE_KEYS:=$((QUICK ? 20000 : 200000))}"
 RANGE_KEYS=10000
 POINT_SECS=120 # a put/range point stops after this long even if unfinished
 KEY_SIZE=8
@@ -455,6 +460,45 @@ run_check_perf() { # system
   done
 }
 
+# A lease revoke of many keys: REVOKE_KEYS keys of 200 bytes (no zero
+# byte) with 100-byte values, all attached to one lease, then one revoke,
+# timed by etcdctl's wall clock (given a minute instead of its default
+# 5 s). The members' warnings logged until it returns are counted: a
+# leader whose heartbeats or appends to the followers ran late behind the
+# revoke's writes (Flotilla: "timed out"; etcd: "failed to send out
+# heartbeat on time"). So is a change of leader.
+REVOKE_WARNINGS='timed out|failed to send out heartbeat'
+run_revoke() { # system
+  local sys=$1 eps leader after id i n t0 t1 rc=0 warnings=0 lines=()
+  eps="$(endpoints "$sys")"
+  run_child "$OUT/leader.out" "$BENCH" --endpoints "$eps" leader --wait-secs 30 ||
+    die "$sys: no leader before the revoke"
+  leader="$(cat "$OUT/leader.out")"
+  run_child "$OUT/grant.out" env ETCDCTL_API=3 "$ETCDCTL" --endpoints="$leader" lease grant 3600 ||
+    die "$sys: lease grant failed: $(cat "$OUT/grant.out")"
+  id="$(awk '/granted/ {print $2}' "$OUT/grant.out")"
+  [[ -n $id ]] || die "$sys: no lease id in: $(cat "$OUT/grant.out")"
+  log "$sys: $REVOKE_KEYS keys on lease $id, then its revoke"
+  bench "$sys" put --clients 256 --total "$REVOKE_KEYS" --keyspace "$REVOKE_KEYS" --sequential \
+    --key-size 200 --val-size 100 --lease "$id" --max-secs 600
+  [[ $JSON == *'"errors":0'* ]] || die "$sys: attaching the keys to the lease failed: $JSON"
+  for i in 1 2 3; do lines[i]=$(wc -l <"$LOGS/$(member_name "$sys" "$i").log"); done
+  t0=$(date +%s%N)
+  run_child --merge "$OUT/revoke.out" env ETCDCTL_API=3 "$ETCDCTL" --endpoints="$leader" \
+    --command-timeout=60s lease revoke "$id" || rc=$?
+  t1=$(date +%s%N)
+  for i in 1 2 3; do
+    n=$(tail -n +"$((lines[i] + 1))" "$LOGS/$(member_name "$sys" "$i").log" | grep -cE "$REVOKE_WARNINGS" || true)
+    warnings=$((warnings + n))
+  done
+  run_child "$OUT/leader.out" "$BENCH" --endpoints "$eps" leader --wait-secs 30 || true
+  after="$(cat "$OUT/leader.out")"
+  record "$sys" "$(printf '{"workload":"revoke","keys":%d,"ok":%s,"seconds":%s,"warnings":%d,"leader_changed":%s}' \
+    "$REVOKE_KEYS" "$([[ $rc == 0 ]] && echo true || echo false)" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" "$warnings" \
+    "$([[ $after == "$leader" ]] && echo false || echo true)")"
+}
+
 run_failover() { # system kills
   local sys=$1 n=$2 k leader i pid t0 out eps
   eps="$(endpoints "$sys")"
@@ -497,6 +541,7 @@ run_system() { # system
   start_cluster "$sys"
   run_throughput "$sys"
   if ((CHECK_PERF)); then run_check_perf "$sys"; fi
+  if ((REVOKE_KEYS > 0)); then run_revoke "$sys"; fi
   if ((KILLS > 0)); then run_failover "$sys" "$KILLS"; fi
   stop_cluster "$sys"
   rm -rf "${WORK:?}/$sys"
@@ -613,6 +658,18 @@ TABLE="$OUT/table.md"
     "$(fmt_num "$(awk -v b="${fr:-null}" 'BEGIN{ if (b=="null") print "null"; else print b/1024 }')" 1)" \
     "$(fmt_num "$(awk -v b="${er:-null}" 'BEGIN{ if (b=="null") print "null"; else print b/1024 }')" 1)" \
     "$(ratio "$fr" "$er")"
+  if ((REVOKE_KEYS > 0)); then
+    row "lease revoke of $REVOKE_KEYS keys: seconds (etcdctl, 60 s timeout)" \
+      "$(fmt_num "$(field flotilla '"workload":"revoke"' seconds)" 2)" "$(fmt_num "$(field etcd '"workload":"revoke"' seconds)" 2)"
+    revoke_cell() { # system -> "warnings; leader changed", or —
+      local w
+      w="$(field "$1" '"workload":"revoke"' warnings)"
+      [[ -n $w ]] || { echo "—"; return; }
+      echo "$w; $(field "$1" '"workload":"revoke"' leader_changed)"
+    }
+    row "lease revoke: leaders' late heartbeats or appends logged; leader changed" \
+      "$(revoke_cell flotilla)" "$(revoke_cell etcd)" "—"
+  fi
   for load in m l; do
     verdict() {
       local p

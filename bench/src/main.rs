@@ -86,6 +86,10 @@ enum Cmd {
         /// with `--total` equal to `--keyspace` this populates every key once.
         #[arg(long)]
         sequential: bool,
+        /// Attach every key written to this lease, granted beforehand
+        /// (hexadecimal, as `etcdctl lease grant` prints it).
+        #[arg(long, value_parser = parse_lease)]
+        lease: Option<i64>,
     },
     /// Issue `--total` single-key Range requests split among `--clients`.
     Range {
@@ -222,10 +226,12 @@ async fn run(cli: Cli) -> Result<()> {
             load,
             val_size,
             sequential,
+            lease,
         } => {
             let op = Op::Put {
                 val_size: *val_size,
                 sequential: *sequential,
+                lease: lease.unwrap_or(0),
             };
             let report = run_load(&cli, load, op).await?;
             println!("{}", report.to_json());
@@ -300,8 +306,24 @@ fn endpoint(ep: &str, connect_timeout: Duration) -> Result<Endpoint> {
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
-    Put { val_size: usize, sequential: bool },
-    Range { serializable: bool },
+    Put {
+        val_size: usize,
+        sequential: bool,
+        /// 0: none.
+        lease: i64,
+    },
+    Range {
+        serializable: bool,
+    },
+}
+
+/// A lease id as etcdctl prints it: hexadecimal, positive.
+fn parse_lease(s: &str) -> Result<i64, String> {
+    match i64::from_str_radix(s.trim_start_matches("0x"), 16) {
+        Ok(id) if id > 0 => Ok(id),
+        Ok(_) => Err(format!("lease id {s} is not positive")),
+        Err(e) => Err(format!("lease id {s:?} is not hexadecimal: {e}")),
+    }
 }
 
 impl Op {
@@ -536,10 +558,11 @@ async fn client_loop(
         let key = make_key(idx, load.key_size);
         let t0 = Instant::now();
         let result: Result<(), String> = match op {
-            Op::Put { .. } => {
+            Op::Put { lease, .. } => {
                 let req = PutRequest {
                     key,
                     value: value.clone(),
+                    lease,
                     ..Default::default()
                 };
                 match tokio::time::timeout(timeout, kv.put(req)).await {
