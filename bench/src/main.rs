@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_proto::etcdserverpb::kv_client::KvClient;
-use flotilla_proto::etcdserverpb::{PutRequest, RangeRequest};
+use flotilla_proto::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use flotilla_testkit::{poll_statuses, Probe};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
@@ -90,6 +90,11 @@ enum Cmd {
         /// (hexadecimal, as `etcdctl lease grant` prints it).
         #[arg(long, value_parser = parse_lease)]
         lease: Option<i64>,
+        /// Puts per request: above 1, each request is a transaction of this
+        /// many puts on consecutive keys (request i writes keys i*N to
+        /// i*N+N-1), and `--total` and `--keyspace` count requests.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        puts_per_txn: u64,
     },
     /// Issue `--total` single-key Range requests split among `--clients`.
     Range {
@@ -227,11 +232,13 @@ async fn run(cli: Cli) -> Result<()> {
             val_size,
             sequential,
             lease,
+            puts_per_txn,
         } => {
             let op = Op::Put {
                 val_size: *val_size,
                 sequential: *sequential,
                 lease: lease.unwrap_or(0),
+                per_txn: *puts_per_txn,
             };
             let report = run_load(&cli, load, op).await?;
             println!("{}", report.to_json());
@@ -311,6 +318,8 @@ enum Op {
         sequential: bool,
         /// 0: none.
         lease: i64,
+        /// Puts per request (1: a Put, more: a Txn of them).
+        per_txn: u64,
     },
     Range {
         serializable: bool,
@@ -455,9 +464,17 @@ async fn run_load(cli: &Cli, load: &LoadArgs, op: Op) -> Result<Report> {
         bail!("--clients must be at least 1");
     }
     let keyspace = load.keyspace.unwrap_or(load.total).max(1);
-    if (keyspace - 1).to_string().len() > load.key_size {
+    let per_txn = match op {
+        Op::Put { per_txn, .. } => per_txn,
+        Op::Range { .. } => 1,
+    };
+    let last_key = keyspace
+        .checked_mul(per_txn)
+        .ok_or_else(|| anyhow!("--keyspace times --puts-per-txn overflows"))?
+        - 1;
+    if last_key.to_string().len() > load.key_size {
         bail!(
-            "--keyspace {keyspace} does not fit in --key-size {} decimal digits",
+            "key {last_key} (of --keyspace {keyspace}) does not fit in --key-size {} decimal digits",
             load.key_size
         );
     }
@@ -522,6 +539,18 @@ async fn run_load(cli: &Cli, load: &LoadArgs, op: Op) -> Result<Report> {
     })
 }
 
+/// Whether a request was answered within `timeout`, or why not.
+async fn answered<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(status_text(&status)),
+        Err(_) => Err(format!("deadline of {timeout:?} exceeded")),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn client_loop(
     ch: Channel,
@@ -558,6 +587,21 @@ async fn client_loop(
         let key = make_key(idx, load.key_size);
         let t0 = Instant::now();
         let result: Result<(), String> = match op {
+            Op::Put { lease, per_txn, .. } if per_txn > 1 => {
+                let put = |i: u64| RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: make_key(idx * per_txn + i, load.key_size),
+                        value: value.clone(),
+                        lease,
+                        ..Default::default()
+                    })),
+                };
+                let req = TxnRequest {
+                    success: (0..per_txn).map(put).collect(),
+                    ..Default::default()
+                };
+                answered(timeout, kv.txn(req)).await
+            }
             Op::Put { lease, .. } => {
                 let req = PutRequest {
                     key,
@@ -565,11 +609,7 @@ async fn client_loop(
                     lease,
                     ..Default::default()
                 };
-                match tokio::time::timeout(timeout, kv.put(req)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(status)) => Err(status_text(&status)),
-                    Err(_) => Err(format!("deadline of {timeout:?} exceeded")),
-                }
+                answered(timeout, kv.put(req)).await
             }
             Op::Range { serializable } => {
                 let req = RangeRequest {
@@ -577,11 +617,7 @@ async fn client_loop(
                     serializable,
                     ..Default::default()
                 };
-                match tokio::time::timeout(timeout, kv.range(req)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(status)) => Err(status_text(&status)),
-                    Err(_) => Err(format!("deadline of {timeout:?} exceeded")),
-                }
+                answered(timeout, kv.range(req)).await
             }
         };
         match result {
