@@ -429,6 +429,39 @@ mod tests {
         }
     }
 
+    /// Not a check: the nanoseconds per call of the scan and of the
+    /// byte-wise one, for the keys of bench/RESULTS.md (`cargo test
+    /// --release -p flotilla-raftstore scan_speed -- --ignored
+    /// --nocapture`).
+    #[test]
+    #[ignore]
+    fn scan_speed() {
+        let mut zeros = vec![0u8; 256];
+        zeros[250..].copy_from_slice(b"123456");
+        let keys: [(&str, Vec<u8>); 4] = [
+            ("check perf's: 250 zeros and 6 digits", zeros),
+            ("200 digits", format!("{:0200}", 123456).into_bytes()),
+            ("8 digits", b"00012345".to_vec()),
+            ("an object's", b"/registry/pods/bench/pod-000123".to_vec()),
+        ];
+        type Scan = fn(&[u8]) -> Option<usize>;
+        for (what, key) in keys {
+            let raw = mvcc_key(&key, 42);
+            for (name, scan) in [
+                ("memchr and runs", user_key_end as Scan),
+                ("byte-wise", user_key_end_bytewise),
+            ] {
+                let n = 1_000_000u32;
+                let started = std::time::Instant::now();
+                for _ in 0..n {
+                    std::hint::black_box(scan(std::hint::black_box(&raw)));
+                }
+                let ns = started.elapsed().as_nanos() as f64 / f64::from(n);
+                println!("{what:40} {name:16} {ns:6.1} ns");
+            }
+        }
+    }
+
     /// The bytes of the write-ahead log files in `dir`.
     fn wal_bytes(dir: &Path) -> u64 {
         std::fs::read_dir(dir)
