@@ -300,6 +300,15 @@ wait_healthy() { # system timeout_secs
   done
 }
 
+# The endpoint of the current leader, into $LEADER; fails if none is
+# found within 30 s.
+LEADER=""
+find_leader() { # system
+  LEADER=""
+  run_child "$OUT/leader.out" "$BENCH" --endpoints "$(endpoints "$1")" leader --wait-secs 30 || return 1
+  LEADER="$(cat "$OUT/leader.out")"
+}
+
 start_cluster() { # system
   local sys=$1 i
   rm -rf "${WORK:?}/$sys"
@@ -309,12 +318,9 @@ start_cluster() { # system
   # A leader exists; also require one acknowledged write.
   run_child /dev/null "$BENCH" --endpoints "$(endpoints "$sys")" until-write --timeout-secs 30 ||
     die "$sys cluster does not accept writes"
-  run_child "$OUT/leader.out" "$BENCH" --endpoints "$(endpoints "$sys")" leader --wait-secs 10 ||
-    die "$sys: no leader found"
-  local leader
-  leader="$(cat "$OUT/leader.out")"
-  set_order "$sys" "$leader" || die "$sys: leader endpoint $leader is not one of ours"
-  log "$sys is up (leader $leader; clients spread over members ${ORDER[$sys]})"
+  find_leader "$sys" || die "$sys: no leader found"
+  set_order "$sys" "$LEADER" || die "$sys: leader endpoint $LEADER is not one of ours"
+  log "$sys is up (leader $LEADER; clients spread over members ${ORDER[$sys]})"
 }
 
 stop_cluster() { # system
@@ -472,13 +478,11 @@ run_check_perf() { # system
 # heartbeat on time"). So is a change of leader.
 REVOKE_WARNINGS='timed out|failed to send out heartbeat'
 run_revoke() { # system
-  local sys=$1 eps leader after id i n t0 t1 rc=0 warnings=0 lines=() txns keys
+  local sys=$1 leader after id i n t0 t1 rc=0 warnings=0 lines=() txns keys
   txns=$(((REVOKE_KEYS + 99) / 100))
   keys=$((txns * 100))
-  eps="$(endpoints "$sys")"
-  run_child "$OUT/leader.out" "$BENCH" --endpoints "$eps" leader --wait-secs 30 ||
-    die "$sys: no leader before the revoke"
-  leader="$(cat "$OUT/leader.out")"
+  find_leader "$sys" || die "$sys: no leader before the revoke"
+  leader=$LEADER
   run_child "$OUT/grant.out" env ETCDCTL_API=3 "$ETCDCTL" --endpoints="$leader" lease grant 3600 ||
     die "$sys: lease grant failed: $(cat "$OUT/grant.out")"
   id="$(awk '/granted/ {print $2}' "$OUT/grant.out")"
@@ -497,8 +501,9 @@ run_revoke() { # system
     n=$(tail -n +"$((lines[i] + 1))" "$LOGS/$(member_name "$sys" "$i").log" | grep -cE "$REVOKE_WARNINGS" || true)
     warnings=$((warnings + n))
   done
-  run_child "$OUT/leader.out" "$BENCH" --endpoints "$eps" leader --wait-secs 30 || true
-  after="$(cat "$OUT/leader.out")"
+  # No leader found afterwards counts as a change.
+  find_leader "$sys" || true
+  after=${LEADER:-none}
   record "$sys" "$(printf '{"workload":"revoke","keys":%d,"ok":%s,"seconds":%s,"warnings":%d,"leader_changed":%s}' \
     "$keys" "$([[ $rc == 0 ]] && echo true || echo false)" \
     "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" "$warnings" \
@@ -506,13 +511,11 @@ run_revoke() { # system
 }
 
 run_failover() { # system kills
-  local sys=$1 n=$2 k leader i pid t0 out eps
+  local sys=$1 n=$2 k i pid t0 out eps
   eps="$(endpoints "$sys")"
   for ((k = 1; k <= n; k++)); do
-    run_child "$OUT/leader.out" "$BENCH" --endpoints "$eps" leader --wait-secs 30 ||
-      die "$sys: no leader before kill $k"
-    leader="$(cat "$OUT/leader.out")"
-    i="$(member_at "$sys" "$leader")" || die "$sys: leader endpoint $leader is not one of ours"
+    find_leader "$sys" || die "$sys: no leader before kill $k"
+    i="$(member_at "$sys" "$LEADER")" || die "$sys: leader endpoint $LEADER is not one of ours"
     pid="${PID[$sys:$i]}"
     log "$sys: kill $k/$n: SIGKILL leader $(member_name "$sys" "$i") (pid $pid)"
     t0="$(date +%s%N)"

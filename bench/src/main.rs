@@ -584,7 +584,6 @@ async fn client_loop(
             } => (first_index + j) % keyspace,
             _ => rng.gen_range(0..keyspace),
         };
-        let key = make_key(idx, load.key_size);
         let t0 = Instant::now();
         let result: Result<(), String> = match op {
             Op::Put { lease, per_txn, .. } if per_txn > 1 => {
@@ -604,7 +603,7 @@ async fn client_loop(
             }
             Op::Put { lease, .. } => {
                 let req = PutRequest {
-                    key,
+                    key: make_key(idx, load.key_size),
                     value: value.clone(),
                     lease,
                     ..Default::default()
@@ -613,7 +612,7 @@ async fn client_loop(
             }
             Op::Range { serializable } => {
                 let req = RangeRequest {
-                    key,
+                    key: make_key(idx, load.key_size),
                     serializable,
                     ..Default::default()
                 };
