@@ -9,7 +9,9 @@
 //!   ([`leader_of`], [`wait_ready`], [`Statuses`]), from the etcd
 //!   Maintenance Status API that both servers answer;
 //! - where an object is stored ([`object_key`], [`kind_prefix`]), as the
-//!   test-side copy of the control plane's layout.
+//!   test-side copy of the control plane's layout;
+//! - which ports a test's servers listen on ([`ports`]: below the kernel's
+//!   ephemeral range, one test process each).
 //!
 //! It speaks to servers only over gRPC and starts them only as processes: it
 //! must not depend on `flotilla-raftstore`, on RocksDB, on the `flotilla`
@@ -22,6 +24,7 @@
 mod cmdline;
 mod keys;
 mod leader;
+pub mod ports;
 mod target;
 
 pub use cmdline::{etcd_joined_cluster, Boot, Member, ETCD_BIN, ETCD_MIN_ELECTION_HEARTBEATS};

@@ -23,7 +23,6 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -81,23 +80,11 @@ pub fn flt_bin() -> PathBuf {
 }
 
 /// A base port for `flotilla up` whose client, ingress (+3, +4), peer
-/// and DNS ports are all free.
+/// and DNS ports are all free (see [`flotilla_testkit::ports`]).
 pub fn free_up_base() -> u16 {
-    for _ in 0..100 {
-        let base = free_port();
-        if base > 40_000 {
-            continue;
-        }
-        let all_free = [
-            0u16, 1, 2, 3, 4, 10_000, 10_001, 10_002, 20_000, 20_001, 20_002,
-        ]
-        .iter()
-        .all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no free base port for flotilla up");
+    flotilla_testkit::ports::free_block(&[
+        0, 1, 2, 3, 4, 10_000, 10_001, 10_002, 20_000, 20_001, 20_002,
+    ])
 }
 
 pub fn etcd_bin() -> PathBuf {
@@ -118,25 +105,11 @@ pub fn etcdctl_bin() -> PathBuf {
     path
 }
 
-/// A port on 127.0.0.1 that was free a moment ago, and that this process has
-/// not handed out before (the kernel readily gives the same port to two
-/// binds in a row once the first is closed).
+/// A port on 127.0.0.1 for a server of the test: free, below the
+/// kernel's ephemeral range, and given to no other test process running at
+/// the same time (see [`flotilla_testkit::ports`]).
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap();
-    // Ports already given stay bound here until a fresh one comes up, so
-    // that the kernel does not offer them again.
-    let mut held = Vec::new();
-    for _ in 0..1000 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-        held.push(listener);
-    }
-    panic!("no fresh free port on 127.0.0.1");
+    flotilla_testkit::ports::free_port()
 }
 
 /// The last key a new Flotilla cluster writes on its own: the last of
