@@ -5,7 +5,6 @@
 //! the etcd API) are in `tests/`.
 
 mod apply;
-mod carried;
 mod common;
 mod compaction;
 mod filters;
