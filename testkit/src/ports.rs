@@ -31,13 +31,18 @@ fn folder() -> PathBuf {
     std::env::temp_dir().join("flotilla-test-ports")
 }
 
-/// Whether the process that wrote a reservation is gone.
+/// Whether the process that wrote a reservation is gone. A file without a
+/// pid is being written, unless it is older than a few seconds (its
+/// writer died between creating it and writing to it).
 fn stale(path: &Path) -> bool {
     match std::fs::read_to_string(path) {
         Ok(s) => match s.trim().parse::<u32>() {
             Ok(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
-            // Being written: not stale.
-            Err(_) => false,
+            Err(_) => std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(10)),
         },
         Err(_) => false,
     }
@@ -153,5 +158,20 @@ mod tests {
         std::fs::write(folder().join(p.to_string()), "4294967\n").expect("write");
         assert!(reserve(p), "a dead process's reservation was kept");
         assert!(!reserve(p), "a live process's reservation was taken");
+    }
+
+    #[test]
+    fn an_empty_reservation_is_kept_while_fresh_and_taken_over_once_old() {
+        let p = free_port();
+        let path = folder().join(p.to_string());
+        std::fs::write(&path, "").expect("write");
+        assert!(!reserve(p), "a reservation being written was taken");
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(old))
+            .expect("age the file");
+        assert!(reserve(p), "an abandoned empty reservation was kept");
     }
 }
