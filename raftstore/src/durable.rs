@@ -10,7 +10,7 @@
 //! `log_store::LogStore::append`); RaftCore replicates at once and the
 //! leader's fsync runs beside the followers'. openraft then counts the
 //! leader in a quorum before its fsync, so what it calls committed may be
-//! durable on only one follower. Three rules keep that invisible:
+//! durable on only one follower. Four rules keep that invisible:
 //!
 //! - **apply**: the state machine applies nothing that this master has not
 //!   fsynced ([`Durability::wait_synced`]), so no client is answered, and
@@ -22,7 +22,13 @@
 //!   heartbeat carries the held-back commit ([`Durability::held_back`]);
 //! - **restart**: the committed index is stored in the same RocksDB WAL
 //!   after the entries it covers, so recovery (a prefix of the WAL) never
-//!   finds a committed index past the log.
+//!   finds a committed index past the log;
+//! - **leader restart**: a power loss may take from the leader's log
+//!   entries that a follower holds under the same term, so a master that
+//!   led restarts as a candidate and leads again only in a new term, whose
+//!   entries replace the lost ones ([`crate::log_store::restarted_vote`]);
+//!   leading on in the old term, as openraft would, it would write other
+//!   entries under the same log ids, and the replicas would diverge.
 //!
 //! This is the overlap of the Raft thesis (§10.2.1, "the leader can write
 //! to its disk in parallel with replicating to the followers"), kept

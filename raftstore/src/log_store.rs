@@ -36,6 +36,29 @@ const META_VOTE: &[u8] = b"vote";
 const META_PURGED: &[u8] = b"last_purged";
 const META_COMMITTED: &[u8] = b"committed";
 
+/// The vote a master restarts with: the stored one, except that a leader's
+/// own committed vote comes back uncommitted.
+///
+/// openraft 0.9 restarts a master whose committed vote is its own as the
+/// leader of that term at once. Here that is unsafe: a leader replicates its
+/// entries before its own fsync ([`Durability`]), so a power loss can take
+/// from its log entries that a follower already holds under the same term.
+/// Leading on in that term, it would write other entries at those indexes
+/// with the same log ids, which the follower takes for the ones it has
+/// (Raft's log matching rests on a log id naming one entry): the
+/// replicas diverge. Uncommitted, the vote still binds this master's own
+/// vote in that term, and the master must win an election in a new term,
+/// whose entries replace the lost term's at any index they meet. A chaos
+/// run (`power-loss`, seeds 306 and 308) showed it: a leader restarted
+/// after losing 1-2 KiB of its WAL and its replicas then differed.
+pub(crate) fn restarted_vote(stored: Vote, me: NodeId) -> Vote {
+    if stored.committed && stored.leader_id.node_id == me {
+        Vote::new(stored.leader_id.term, me)
+    } else {
+        stored
+    }
+}
+
 /// Bytes written to the log, and a wake-up when a snapshot is due by size:
 /// once the log has grown by the threshold, or by the size of the last
 /// snapshot if that is larger, since that snapshot's view was taken. Each
@@ -451,9 +474,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// The vote as stored, but that a master that led when it stopped
+    /// restarts as a candidate of its term (see [`restarted_vote`]).
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
         let db = self.db.clone();
-        let vote: Option<Vote> = blocking(move || Self::get_meta(&db, META_VOTE)).await??;
+        let stored: Option<Vote> = blocking(move || Self::get_meta(&db, META_VOTE)).await??;
+        let vote = stored.map(|v| restarted_vote(v, self.id));
+        if vote != stored {
+            tracing::info!(
+                stored = %stored.map_or_else(String::new, |v| v.to_string()),
+                "this master led when it stopped: it stands for election in a new term rather than lead on in its old one, whose last entries it may have lost"
+            );
+        }
         *self.vote.lock().unwrap_or_else(|p| p.into_inner()) = vote;
         Ok(vote)
     }

@@ -11,4 +11,5 @@ mod filters;
 mod format;
 mod group;
 mod mvcc;
+mod restart;
 mod storage;
