@@ -107,8 +107,9 @@ impl StateMachine {
         self.log_bytes = Some(log_bytes);
     }
 
+    /// Everything but the events, which [`Self::apply`] publishes for the
+    /// whole apply at once.
     fn notify(&self, fx: Effects) {
-        self.listeners.hub.publish(fx.revision, fx.events);
         for (id, ttl) in fx.leases_granted {
             self.listeners.lessor.granted(id, ttl);
         }
@@ -202,13 +203,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let written = started.elapsed();
         let mut results = Vec::with_capacity(applied.len());
         let mut events = 0;
+        let mut revisions = Vec::new();
         for (r, fxs) in applied {
-            for fx in fxs {
+            for mut fx in fxs {
                 events += fx.events.len();
+                revisions.push((fx.revision, std::mem::take(&mut fx.events)));
                 self.notify(fx);
             }
             results.push(r);
         }
+        self.listeners.hub.publish(revisions);
         let took = started.elapsed();
         if took > SLOW_APPLY {
             tracing::warn!(

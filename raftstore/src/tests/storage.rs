@@ -12,7 +12,7 @@ use crate::log_store::{InstallGate, LogStore};
 use crate::mvcc::KvStore;
 use crate::state_machine::{Listeners, StateMachine};
 use crate::types::{Command, Entry, Snapshot, StorageError, TypeConfig, Vote};
-use crate::watch::WatchHub;
+use crate::watch::{HubMsg, WatchHub};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
@@ -29,14 +29,16 @@ struct Opened {
     sm: StateMachine,
     gate: Arc<InstallGate>,
     store: Arc<KvStore>,
+    hub: Arc<WatchHub>,
 }
 
 fn open_all(dir: &std::path::Path) -> Opened {
     let db = engine::open(&dir.join("db")).expect("open rocksdb");
     let store = Arc::new(KvStore::open(db.clone()).expect("open kv store"));
     let (tx, _rx) = std::sync::mpsc::channel();
+    let hub = Arc::new(WatchHub::default());
     let listeners = Listeners {
-        hub: Arc::new(WatchHub::default()),
+        hub: hub.clone(),
         lessor: Arc::new(Lessor::default()),
         compactor: tx,
         applies_held: tokio::sync::watch::channel(false).1,
@@ -55,6 +57,7 @@ fn open_all(dir: &std::path::Path) -> Opened {
         sm,
         gate,
         store,
+        hub,
     }
 }
 
@@ -210,6 +213,59 @@ fn blank(term: u64, index: u64) -> Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
         payload: EntryPayload::Blank,
     }
+}
+
+/// The revisions of one apply reach the watchers as one message, oldest
+/// first, each with its own events: a message per revision woke every
+/// watcher once per revision (about a tenth of a leader's CPU under small
+/// puts). An entry without events publishes nothing.
+#[tokio::test]
+async fn one_apply_publishes_its_revisions_to_watchers_in_one_message_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = open_all(dir.path());
+    let mut sub = o.hub.subscribe();
+    let entries = vec![
+        put(1, "a".into(), b"1".to_vec()),
+        blank(2, 2),
+        put(3, "b".into(), b"2".to_vec()),
+        put(4, "a".into(), b"3".to_vec()),
+    ];
+    o.sm.apply(entries).await.expect("apply");
+    let revisions = match sub.try_recv() {
+        Ok(HubMsg::Revisions(r)) => r,
+        other => panic!("expected the apply's revisions, got {other:?}"),
+    };
+    let seen: Vec<(i64, Vec<(String, String)>)> = revisions
+        .iter()
+        .map(|(rev, events)| {
+            let evs = events
+                .iter()
+                .map(|e| {
+                    (
+                        String::from_utf8_lossy(&e.kv.key).into_owned(),
+                        String::from_utf8_lossy(&e.kv.value).into_owned(),
+                    )
+                })
+                .collect();
+            (*rev, evs)
+        })
+        .collect();
+    let first = o.store.revision() - 2;
+    assert_eq!(
+        seen,
+        vec![
+            (first, vec![("a".into(), "1".into())]),
+            (first + 1, vec![("b".into(), "2".into())]),
+            (first + 2, vec![("a".into(), "3".into())]),
+        ]
+    );
+    assert!(
+        matches!(
+            sub.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "one apply, one message"
+    );
 }
 
 /// A snapshot of `sm` as it is now.
