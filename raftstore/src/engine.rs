@@ -316,16 +316,22 @@ impl Record {
     }
 
     pub fn decode(raw: &[u8]) -> Option<Record> {
-        if raw.len() < 25 {
-            return None;
-        }
+        let mut rec = Record::decode_meta(raw)?;
+        rec.value = raw[25..].to_vec();
+        Some(rec)
+    }
+
+    /// [`Record::decode`] without the value (left empty): for a read that
+    /// does not return it.
+    pub fn decode_meta(raw: &[u8]) -> Option<Record> {
+        let head = raw.get(..25)?;
         let i = |r: &[u8]| i64::from_be_bytes(r.try_into().unwrap_or([0; 8]));
         Some(Record {
-            tombstone: raw[0] != 0,
-            create_revision: i(&raw[1..9]),
-            version: i(&raw[9..17]),
-            lease: i(&raw[17..25]),
-            value: raw[25..].to_vec(),
+            tombstone: head[0] != 0,
+            create_revision: i(&head[1..9]),
+            version: i(&head[9..17]),
+            lease: i(&head[17..25]),
+            value: Vec::new(),
         })
     }
 }

@@ -359,6 +359,18 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     }
 }
 
+/// Whether some key from `first` to `last` (both included) is in `[start,
+/// end)` (etcd range rules, as [`in_range`]).
+pub(crate) fn range_meets(first: &[u8], last: &[u8], start: &[u8], end: &[u8]) -> bool {
+    if end.is_empty() {
+        first <= start && start <= last
+    } else if end == [0] {
+        last >= start
+    } else {
+        last >= start && first < end
+    }
+}
+
 /// Whether `[key, end)` holds one key at most: no end (etcd's "this key"),
 /// or an end that is the key followed by a zero byte, the next key after it
 /// (as the object API asks for one object). An end of a lone zero byte is

@@ -55,6 +55,10 @@ pub enum StoreError {
 pub struct Effects {
     pub revision: i64,
     pub events: Vec<Event>,
+    /// Events of this command not in `events`: a command that changes
+    /// more keys than [`txn::EVENTS_CARRIED_MAX`] hands none to the
+    /// watchers, which read its revision from history instead.
+    pub in_history: Option<InHistory>,
     pub leases_granted: Vec<(i64, i64)>,
     pub leases_revoked: Vec<i64>,
     pub compacted_to: Option<i64>,
@@ -67,6 +71,47 @@ pub struct Effects {
     pub cluster_id: Option<u64>,
     /// The `once/` keys of the request ids this command remembered or forgot.
     pub(crate) once_keys: Vec<Vec<u8>>,
+}
+
+/// The events of a command left in history (see [`Effects::in_history`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InHistory {
+    /// How many.
+    pub count: usize,
+    /// The least and the greatest of their keys.
+    pub first: Vec<u8>,
+    pub last: Vec<u8>,
+}
+
+impl InHistory {
+    /// Count one more event, on `key`.
+    pub(crate) fn add(this: &mut Option<InHistory>, key: &[u8]) {
+        match this {
+            None => {
+                *this = Some(InHistory {
+                    count: 1,
+                    first: key.to_vec(),
+                    last: key.to_vec(),
+                })
+            }
+            Some(h) => h.merge(InHistory {
+                count: 1,
+                first: key.to_vec(),
+                last: key.to_vec(),
+            }),
+        }
+    }
+
+    /// Count `other`'s events too.
+    pub(crate) fn merge(&mut self, other: InHistory) {
+        self.count += other.count;
+        if other.first < self.first {
+            self.first = other.first;
+        }
+        if other.last > self.last {
+            self.last = other.last;
+        }
+    }
 }
 
 /// See [`KvStore::after_chunk`].
@@ -97,6 +142,9 @@ pub struct KvStore {
     /// A delete at the end of its transaction writes its batch out each
     /// time it holds this many bytes (see [`txn::WRITE_CHUNK_BYTES`]).
     write_chunk_bytes: std::sync::atomic::AtomicUsize,
+    /// The most events a command hands to the watchers (see
+    /// [`txn::EVENTS_CARRIED_MAX`]).
+    events_carried_max: std::sync::atomic::AtomicUsize,
     /// Held by every apply, and by whoever takes a view of the database
     /// outside the state machine's task (a backup), so that the view holds
     /// no entry in part (a large delete is written in several chunks).
@@ -144,6 +192,7 @@ impl KvStore {
             readers: std::sync::RwLock::new(()),
             commit_seconds: std::sync::OnceLock::new(),
             write_chunk_bytes: std::sync::atomic::AtomicUsize::new(txn::WRITE_CHUNK_BYTES),
+            events_carried_max: std::sync::atomic::AtomicUsize::new(txn::EVENTS_CARRIED_MAX),
             applying: Mutex::new(()),
             #[cfg(test)]
             after_chunk: Mutex::new(None),
@@ -238,6 +287,10 @@ impl KvStore {
         self.write_chunk_bytes.load(Ordering::Relaxed)
     }
 
+    fn events_carried_max(&self) -> usize {
+        self.events_carried_max.load(Ordering::Relaxed)
+    }
+
     /// After a chunk of a large delete is written (see
     /// [`txn::WRITE_CHUNK_BYTES`]): in tests, the hook may stop the apply.
     fn chunk_written(&self) -> Result<(), StoreError> {
@@ -279,6 +332,12 @@ impl KvStore {
     #[cfg(test)]
     pub(crate) fn set_write_chunk_bytes(&self, bytes: usize) {
         self.write_chunk_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Hand at most `n` events of a command to the watchers (tests: few).
+    #[cfg(test)]
+    pub(crate) fn set_events_carried_max(&self, n: usize) {
+        self.events_carried_max.store(n, Ordering::Relaxed);
     }
 
     /// Keep every reader out while the state is replaced (a snapshot install).
@@ -338,14 +397,15 @@ impl KvStore {
     }
 
     /// Live keys in `[key, end)` at `rev`, in key order. With `limit` > 0 at
-    /// most that many are returned, but all are counted.
+    /// most that many are returned, but all are counted. The first `values`
+    /// returned carry their values, the rest only their keys and metadata.
     fn scan(
         &self,
         key: &[u8],
         end: &[u8],
         rev: i64,
         limit: usize,
-        keys_only: bool,
+        values: usize,
         mut keep: impl FnMut(&KeyValue) -> bool,
     ) -> Result<(Vec<KeyValue>, i64), StoreError> {
         if one_key(key, end) {
@@ -355,7 +415,7 @@ impl KvStore {
             if let Some(mut kv) = kv {
                 count = 1;
                 if keep(&kv) {
-                    if keys_only {
+                    if values == 0 {
                         kv.value.clear();
                     }
                     out.push(kv);
@@ -395,14 +455,16 @@ impl KvStore {
                 continue;
             }
             skipped = 0;
-            let rec = Record::decode(v).ok_or_else(|| StoreError::Corrupt("kv record".into()))?;
+            let rec = if out.len() < values {
+                Record::decode(v)
+            } else {
+                Record::decode_meta(v)
+            }
+            .ok_or_else(|| StoreError::Corrupt("kv record".into()))?;
             if !rec.tombstone {
                 count += 1;
-                let mut kv = to_kv(ukey.clone(), mrev, rec);
+                let kv = to_kv(ukey.clone(), mrev, rec);
                 if (limit == 0 || out.len() < limit) && keep(&kv) {
-                    if keys_only {
-                        kv.value.clear();
-                    }
                     out.push(kv);
                 }
             }
@@ -447,10 +509,11 @@ impl KvStore {
             // Fetch one beyond the limit to learn whether there are more.
             let want = if r.limit > 0 { r.limit as usize + 1 } else { 0 };
             // Key order already: finish_range only trims.
-            let (kvs, count) = self.scan(&r.key, &r.range_end, rev, want, r.keys_only, filter)?;
+            let values = if r.keys_only { 0 } else { usize::MAX };
+            let (kvs, count) = self.scan(&r.key, &r.range_end, rev, want, values, filter)?;
             return Ok(finish_range(r, kvs, count));
         }
-        let (kvs, count) = self.scan(&r.key, &r.range_end, rev, 0, false, filter)?;
+        let (kvs, count) = self.scan(&r.key, &r.range_end, rev, 0, usize::MAX, filter)?;
         Ok(finish_range(r, kvs, count))
     }
 

@@ -10,13 +10,13 @@ use openraft::{OptionalSend, RaftSnapshotBuilder};
 use crate::durable::Durability;
 use crate::lease::Lessor;
 use crate::log_store::{InstallGate, LogBytes};
-use crate::mvcc::{Effects, KvStore, StoreError};
+use crate::mvcc::{Effects, InHistory, KvStore, StoreError};
 use crate::snapshot;
 use crate::types::{
     CommandResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError,
     StoredMembership, TypeConfig,
 };
-use crate::watch::WatchHub;
+use crate::watch::{Published, WatchHub};
 
 /// What the rest of the master learns from applied entries.
 #[derive(Clone)]
@@ -206,8 +206,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut revisions = Vec::new();
         for (r, fxs) in applied {
             for mut fx in fxs {
-                events += fx.events.len();
-                revisions.push((fx.revision, std::mem::take(&mut fx.events)));
+                let published = match fx.in_history.take() {
+                    // The command's other events, if any, go by history too.
+                    Some(mut h) => {
+                        for e in fx.events.drain(..) {
+                            h.merge(InHistory {
+                                count: 1,
+                                first: e.kv.key.clone(),
+                                last: e.kv.key,
+                            });
+                        }
+                        events += h.count;
+                        Published::InHistory {
+                            first: h.first,
+                            last: h.last,
+                        }
+                    }
+                    None => {
+                        events += fx.events.len();
+                        Published::Events(std::mem::take(&mut fx.events))
+                    }
+                };
+                revisions.push((fx.revision, published));
                 self.notify(fx);
             }
             results.push(r);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::kv::{in_range, Event, KvError};
+use crate::kv::{in_range, range_meets, Event, KvError};
 use crate::mvcc::RangeError;
 use crate::node::Master;
 
@@ -19,9 +19,20 @@ use crate::node::Master;
 pub(crate) enum HubMsg {
     /// The revisions of one apply, oldest first, each with its events in
     /// order (none without events).
-    Revisions(Arc<Vec<(i64, Vec<Event>)>>),
+    Revisions(Arc<Vec<(i64, Published)>>),
     /// The state machine was replaced by a snapshot: re-read history.
     Reset,
+}
+
+/// What a revision hands the watchers.
+#[derive(Debug, Clone)]
+pub(crate) enum Published {
+    /// Its events, in order.
+    Events(Vec<Event>),
+    /// Too many events to hand out (a delete of very many keys): the
+    /// watchers whose range holds a key from `first` to `last` read them
+    /// from history.
+    InHistory { first: Vec<u8>, last: Vec<u8> },
 }
 
 pub(crate) struct WatchHub {
@@ -49,8 +60,8 @@ impl WatchHub {
     /// once for them all: a wake per revision cost the leader about a tenth
     /// of its CPU under a load of small puts, for the object API's watch
     /// caches, whose ranges hold none of the keys (bench/RESULTS.md).
-    pub fn publish(&self, mut revisions: Vec<(i64, Vec<Event>)>) {
-        revisions.retain(|(_, events)| !events.is_empty());
+    pub fn publish(&self, mut revisions: Vec<(i64, Published)>) {
+        revisions.retain(|(_, p)| !matches!(p, Published::Events(e) if e.is_empty()));
         if !revisions.is_empty() {
             // No receivers is not an error: nobody watches.
             let _ = self.tx.send(HubMsg::Revisions(Arc::new(revisions)));
@@ -204,9 +215,9 @@ async fn deliver<T>(
     tx: &Sink<T>,
     spec: &Range,
     next: &AtomicI64,
-    revisions: &[(i64, Vec<Event>)],
+    revisions: &[(i64, Published)],
 ) -> bool {
-    for (revision, events) in revisions {
+    for (revision, published) in revisions {
         let revision = *revision;
         let want = next.load(Ordering::Acquire);
         if revision < want {
@@ -221,10 +232,25 @@ async fn deliver<T>(
                 continue;
             }
         }
-        if !send(tx, spec, revision, events).await {
-            return false;
+        match published {
+            Published::Events(events) => {
+                if !send(tx, spec, revision, events).await {
+                    return false;
+                }
+                next.store(revision + 1, Ordering::Release);
+            }
+            Published::InHistory { first, last } => {
+                if range_meets(first, last, &spec.key, &spec.end) {
+                    // Read from history, with this revision (and any after
+                    // it that is applied by now).
+                    if !catch_up(m, tx, spec, next).await {
+                        return false;
+                    }
+                } else {
+                    next.store(revision + 1, Ordering::Release);
+                }
+            }
         }
-        next.store(revision + 1, Ordering::Release);
     }
     true
 }

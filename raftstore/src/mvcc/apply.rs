@@ -544,7 +544,7 @@ impl KvStore {
         batch: &mut WriteBatch,
         fx: &mut Effects,
     ) -> Result<CommandResult, StoreError> {
-        let events_before = fx.events.len();
+        let events_before = fx.events.len() + fx.in_history.as_ref().map_or(0, |h| h.count);
         let result = match cmd {
             Command::Once { .. } | Command::Batch(_) | Command::At { .. } => CommandResult {
                 revision: cur,
@@ -554,7 +554,7 @@ impl KvStore {
             },
             inner => self.execute(inner, term, cur, batch, fx)?,
         };
-        let wrote = fx.events.len() > events_before;
+        let wrote = fx.events.len() + fx.in_history.as_ref().map_or(0, |h| h.count) > events_before;
         if matches!(&result.outcome, Outcome::Fenced { .. }) {
             // Refused, nothing done: a later attempt may be decided anew.
             return Ok(result);

@@ -67,6 +67,18 @@ const PRESIZE_BYTES: usize = 1 << 20;
 /// writes (see `KvStore::apply`).
 pub(super) const WRITE_CHUNK_BYTES: usize = 4 << 20;
 
+/// The most events one command hands to the watchers with its revision. A
+/// command that writes in chunks (see [`WRITE_CHUNK_BYTES`]) and changes
+/// more keys than this hands none: the watchers whose range it touches
+/// read its revision from history, a bounded batch at a time, with the
+/// previous values they need. Its delete then reads no value it does not
+/// return: `etcdctl check perf --load=l`'s last delete (about 220,000
+/// values of 1 KiB) held every deleted value in memory until the apply
+/// ended, and a quarter of the leader's CPU in it went to the kernel's
+/// zeroing of those fresh pages (bench/RESULTS.md). etcd's watch server,
+/// too, reads a previous value only for a watcher that asks for one.
+pub(super) const EVENTS_CARRIED_MAX: usize = 10_000;
+
 /// One transaction being executed at revision `rev`: its writes go to its
 /// batch (and are visible to its own later reads) and count only if it
 /// commits.
@@ -83,6 +95,11 @@ pub(super) struct TxnCtx<'a> {
     /// The lease whose keys this transaction deletes to revoke it (0:
     /// none). Their attachments are left for the revoke's last write.
     revoking: i64,
+    /// Events written but not kept in `events` (see
+    /// [`EVENTS_CARRIED_MAX`]).
+    elided: Option<InHistory>,
+    /// Whether the deletes of a revoke keep their events out of `events`.
+    eliding: bool,
 }
 
 impl<'a> TxnCtx<'a> {
@@ -102,6 +119,8 @@ impl<'a> TxnCtx<'a> {
             events: Vec::new(),
             chunked: false,
             revoking: 0,
+            elided: None,
+            eliding: false,
         }
     }
 
@@ -123,6 +142,7 @@ impl<'a> TxnCtx<'a> {
     /// write.
     pub(super) fn revoke(&mut self, id: i64, keys: Vec<Vec<u8>>) -> Result<(), TxnFail> {
         self.revoking = id;
+        self.eliding = self.chunked && keys.len() > self.store.events_carried_max();
         for key in keys {
             let d = DeleteRangeRequest {
                 key,
@@ -204,16 +224,29 @@ impl<'a> TxnCtx<'a> {
         }
     }
 
-    /// Live keys in a range as this transaction sees them (store plus its own writes).
+    /// Live keys in a range as this transaction sees them (store plus its
+    /// own writes).
     fn live_range(&self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self.live_range_some_values(key, end, usize::MAX)?.0)
+    }
+
+    /// [`Self::live_range`], where only the first `values` keys read from
+    /// the store carry their values; true beside them if some do not.
+    fn live_range_some_values(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        values: usize,
+    ) -> Result<(Vec<KeyValue>, bool), StoreError> {
         if end.is_empty() {
-            return Ok(self.latest(key)?.into_iter().collect());
+            return Ok((self.latest(key)?.into_iter().collect(), false));
         }
         let (kvs, _) = self
             .store
-            .scan(key, end, self.rev - 1, 0, false, |_| true)?;
+            .scan(key, end, self.rev - 1, 0, values, |_| true)?;
+        let partial = kvs.len() > values;
         if self.overlay.is_empty() {
-            return Ok(kvs);
+            return Ok((kvs, partial));
         }
         let mut merged: BTreeMap<Vec<u8>, KeyValue> =
             kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
@@ -229,7 +262,7 @@ impl<'a> TxnCtx<'a> {
                 }
             }
         }
-        Ok(merged.into_values().collect())
+        Ok((merged.into_values().collect(), partial))
     }
 
     fn compare(&self, c: &Compare) -> Result<bool, StoreError> {
@@ -359,11 +392,19 @@ impl<'a> TxnCtx<'a> {
         d: &DeleteRangeRequest,
         read_after: bool,
     ) -> Result<DeleteRangeResponse, TxnFail> {
-        let live = self.live_range(&d.key, &d.range_end)?;
-        let deleted = live.len() as i64;
         // Nothing reads after the transaction's last operation, and nothing
         // fails it: its writes may go out in chunks.
         let chunk = (self.chunked && !read_after).then(|| self.store.write_chunk_bytes());
+        // Such a delete of very many keys hands the watchers no events (see
+        // [`EVENTS_CARRIED_MAX`]): unless the request asks for the previous
+        // values, it reads only the values that its events may carry.
+        let carried = match chunk {
+            Some(_) if !d.prev_kv => self.store.events_carried_max(),
+            _ => usize::MAX,
+        };
+        let (live, partial) = self.live_range_some_values(&d.key, &d.range_end, carried)?;
+        let deleted = live.len() as i64;
+        let elide = self.eliding || partial;
         // A large delete is one command: size its writes once, and move
         // each live pair into its event rather than copy its value.
         let bytes: usize = live
@@ -372,7 +413,9 @@ impl<'a> TxnCtx<'a> {
             .sum();
         let bytes = chunk.map_or(bytes, |c| bytes.min(c + CHUNK_SLACK));
         self.reserve(2 * live.len(), bytes);
-        self.events.reserve(live.len());
+        if !elide {
+            self.events.reserve(live.len());
+        }
         let mut prev_kvs = Vec::new();
         if d.prev_kv {
             prev_kvs.reserve(live.len());
@@ -396,15 +439,19 @@ impl<'a> TxnCtx<'a> {
             if d.prev_kv {
                 prev_kvs.push(kv.clone());
             }
-            self.events.push(Event {
-                kind: EventType::Delete,
-                kv: KeyValue {
-                    key: kv.key.clone(),
-                    mod_revision: self.rev,
-                    ..Default::default()
-                },
-                prev_kv: Some(kv),
-            });
+            if elide {
+                InHistory::add(&mut self.elided, &kv.key);
+            } else {
+                self.events.push(Event {
+                    kind: EventType::Delete,
+                    kv: KeyValue {
+                        key: kv.key.clone(),
+                        mod_revision: self.rev,
+                        ..Default::default()
+                    },
+                    prev_kv: Some(kv),
+                });
+            }
             if let Some(c) = chunk {
                 self.write_out_if_full(c)?;
             }
@@ -414,7 +461,7 @@ impl<'a> TxnCtx<'a> {
 
     /// Add the writes to the batch; returns the store revision after them.
     pub(super) fn commit(self, fx: &mut Effects) -> i64 {
-        if self.events.is_empty() {
+        if self.events.is_empty() && self.elided.is_none() {
             // No key changed: nothing was written (every write has its
             // event), and the revision stays.
             let rev = self.rev - 1;
@@ -436,6 +483,12 @@ impl<'a> TxnCtx<'a> {
             fx.events = self.events;
         } else {
             fx.events.extend(self.events);
+        }
+        if let Some(h) = self.elided {
+            match &mut fx.in_history {
+                Some(all) => all.merge(h),
+                None => fx.in_history = Some(h),
+            }
         }
         self.rev
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::engine;
 use crate::kv::*;
-use crate::mvcc::{KvStore, RangeError, StoreError};
+use crate::mvcc::{Effects, KvStore, RangeError, StoreError};
 use crate::types::{Command, CommandResult, Entry, Outcome};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
@@ -78,6 +78,17 @@ impl T {
         let (r, fx) = self.store.apply(&e)?;
         self.index += 1;
         Ok((r, fx.into_iter().flat_map(|f| f.events).collect()))
+    }
+
+    /// Apply `cmd` as the next entry: its result and every effect.
+    pub fn apply_effects(&mut self, cmd: Command) -> (CommandResult, Vec<Effects>) {
+        let e = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index + 1),
+            payload: EntryPayload::Normal(cmd),
+        };
+        let out = self.store.apply(&e).expect("apply");
+        self.index += 1;
+        out
     }
 
     pub fn txn(&mut self, t: TxnRequest) -> (Result<TxnResponse, KvError>, i64) {

@@ -5,6 +5,7 @@
 //! the etcd API) are in `tests/`.
 
 mod apply;
+mod carried;
 mod common;
 mod compaction;
 mod filters;

@@ -12,7 +12,7 @@ use crate::log_store::{InstallGate, LogStore};
 use crate::mvcc::KvStore;
 use crate::state_machine::{Listeners, StateMachine};
 use crate::types::{Command, Entry, Snapshot, StorageError, TypeConfig, Vote};
-use crate::watch::{HubMsg, WatchHub};
+use crate::watch::{HubMsg, Published, WatchHub};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
@@ -237,7 +237,10 @@ async fn one_apply_publishes_its_revisions_to_watchers_in_one_message_in_order()
     };
     let seen: Vec<(i64, Vec<(String, String)>)> = revisions
         .iter()
-        .map(|(rev, events)| {
+        .map(|(rev, published)| {
+            let Published::Events(events) = published else {
+                panic!("revision {rev} left in history")
+            };
             let evs = events
                 .iter()
                 .map(|e| {
@@ -266,6 +269,56 @@ async fn one_apply_publishes_its_revisions_to_watchers_in_one_message_in_order()
         ),
         "one apply, one message"
     );
+}
+
+/// A revision with more events than a command hands out reaches the
+/// watchers as a note to read it from history, with the least and the
+/// greatest key of all its events (a put in the same transaction too).
+#[tokio::test]
+async fn a_revision_of_too_many_events_reaches_watchers_as_a_note_to_read_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = open_all(dir.path());
+    o.store.set_events_carried_max(10);
+    o.sm.apply((1..=30).map(|i| put(i, format!("k{i:03}"), b"v".to_vec())))
+        .await
+        .expect("apply");
+    let mut sub = o.hub.subscribe();
+    let txn = TxnRequest {
+        success: vec![
+            RequestOp::Put(PutRequest {
+                key: b"b".to_vec(),
+                value: b"1".to_vec(),
+                ..Default::default()
+            }),
+            RequestOp::DeleteRange(crate::kv::DeleteRangeRequest {
+                key: b"k".to_vec(),
+                range_end: b"l".to_vec(),
+                prev_kv: false,
+            }),
+        ],
+        ..Default::default()
+    };
+    let e = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(2, 1), 31),
+        payload: EntryPayload::Normal(Command::Txn(txn)),
+    };
+    o.sm.apply([e]).await.expect("apply");
+    match sub.try_recv() {
+        Ok(HubMsg::Revisions(r)) => {
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].0, o.store.revision());
+            match &r[0].1 {
+                Published::InHistory { first, last } => {
+                    assert_eq!(
+                        (first.as_slice(), last.as_slice()),
+                        (&b"b"[..], &b"k030"[..])
+                    );
+                }
+                other => panic!("events handed out: {other:?}"),
+            }
+        }
+        other => panic!("expected the apply's revision, got {other:?}"),
+    }
 }
 
 /// A snapshot of `sm` as it is now.
