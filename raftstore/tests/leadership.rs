@@ -7,7 +7,7 @@
 //! master on a runtime (and thread) of its own, so that one can be paused
 //! whole, as a SIGSTOP would pause its process.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use flotilla_raftstore::error::Error;
@@ -88,24 +88,10 @@ impl Drop for Node {
     }
 }
 
-/// An address on 127.0.0.1 that was free a moment ago and that this
-/// process has not handed out before (the kernel readily gives the same
-/// port to two binds in a row once the first is closed).
+/// A port below the kernel's ephemeral range, reserved for this process
+/// and never handed out twice while it lives (`flotilla_testkit::ports`).
 fn free_addr() -> SocketAddr {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    // Ports already given stay bound until a fresh one comes up, so that
-    // the kernel does not offer them again.
-    let mut held = Vec::new();
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = l.local_addr().expect("addr");
-        if !given.contains(&addr.port()) {
-            given.push(addr.port());
-            return addr;
-        }
-        held.push(l);
-    }
+    SocketAddr::from(([127, 0, 0, 1], flotilla_testkit::ports::free_port()))
 }
 
 /// Wait until some master other than `not` leads in a term above `above`.

@@ -14,9 +14,11 @@ use pb::watch_request::RequestUnion as W;
 /// Keys deleted: one more than a revision hands out.
 const KEYS: usize = 10_001;
 
+/// A port below the kernel's ephemeral range, reserved for this process
+/// (`flotilla_testkit::ports`): no outgoing connection can take it before
+/// the master binds it.
 fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    std::net::SocketAddr::from(([127, 0, 0, 1], flotilla_testkit::ports::free_port()))
 }
 
 fn put(key: String, value: String) -> pb::RequestOp {

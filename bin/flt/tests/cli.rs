@@ -2,7 +2,6 @@
 //! fails when no master answers. (Its behaviour against real masters is
 //! tested in bin/flotilla/tests/cluster.rs.)
 
-use std::net::TcpListener;
 use std::process::{Command, Output};
 
 fn flt(args: &[&str]) -> Output {
@@ -17,12 +16,10 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// An address on which nothing listens.
+/// An address on which nothing listens: a port reserved for this process
+/// (`flotilla_testkit::ports`), which nothing else binds.
 fn dead_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    drop(l);
-    addr
+    format!("127.0.0.1:{}", flotilla_testkit::ports::free_port())
 }
 
 #[test]

@@ -90,9 +90,11 @@ struct Fx {
     _dir: tempfile::TempDir,
 }
 
+/// A port below the kernel's ephemeral range, reserved for this process
+/// (`flotilla_testkit::ports`): no outgoing connection can take it before
+/// the master binds it.
 fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    std::net::SocketAddr::from(([127, 0, 0, 1], flotilla_testkit::ports::free_port()))
 }
 
 impl Fx {
