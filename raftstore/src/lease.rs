@@ -37,6 +37,66 @@ struct State {
     /// The leadership term the expiry times were started for: only then are
     /// they a leader's (a follower's are only when each lease was granted).
     term: Option<u64>,
+    /// Grants and revokes told so far (see [`ResetTicket`]).
+    changes: u64,
+    /// Those told while a reset reads the leases from the store, numbered.
+    journal: Vec<(u64, Change)>,
+    /// Resets between [`Lessor::begin_reset`] and their end.
+    resets: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Granted(i64, i64),
+    Revoked(i64),
+}
+
+/// A reset of the clocks under way: [`Lessor::begin_reset`], then the
+/// leases read from the store, then [`Lessor::finish_reset_for_term`]. The
+/// grants and revokes applied meanwhile are told to the lessor, maybe
+/// after the read saw them, maybe before, and are replayed over what was
+/// read: a reset that cleared the table and filled it from an earlier read
+/// lost a lease granted in between, and a keep-alive then found no such
+/// lease (the chaos tests' member-kill nemesis, seed 607).
+#[must_use = "a reset begun must be finished or dropped"]
+pub struct ResetTicket<'a> {
+    lessor: &'a Lessor,
+    after: u64,
+    done: bool,
+}
+
+impl Drop for ResetTicket<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut m = self.lessor.lock();
+            m.end_reset();
+        }
+    }
+}
+
+impl State {
+    fn told(&mut self, c: Change) {
+        match c {
+            Change::Granted(id, ttl) => {
+                self.leases.insert(id, (ttl, Lessor::expiry(ttl)));
+            }
+            Change::Revoked(id) => {
+                self.leases.remove(&id);
+            }
+        }
+        self.changes += 1;
+        if self.resets > 0 {
+            let n = self.changes;
+            self.journal.push((n, c));
+        }
+    }
+
+    fn end_reset(&mut self) {
+        self.resets = self.resets.saturating_sub(1);
+        if self.resets == 0 {
+            self.journal.clear();
+        }
+    }
 }
 
 impl Lessor {
@@ -49,11 +109,59 @@ impl Lessor {
     }
 
     pub fn granted(&self, id: i64, ttl: i64) {
-        self.lock().leases.insert(id, (ttl, Self::expiry(ttl)));
+        self.lock().told(Change::Granted(id, ttl));
     }
 
     pub fn revoked(&self, id: i64) {
-        self.lock().leases.remove(&id);
+        self.lock().told(Change::Revoked(id));
+    }
+
+    /// Begin a reset of the clocks for a leadership term: read the leases
+    /// from the store after this, then finish with
+    /// [`Lessor::finish_reset_for_term`].
+    pub fn begin_reset(&self) -> ResetTicket<'_> {
+        let mut m = self.lock();
+        m.resets += 1;
+        ResetTicket {
+            lessor: self,
+            after: m.changes,
+            done: false,
+        }
+    }
+
+    /// Start every lease's clock again for a leadership term that begins,
+    /// from `leases` (read from the store after `ticket` was taken) and the
+    /// grants and revokes told since the ticket, in their order.
+    pub fn finish_reset_for_term(
+        &self,
+        mut ticket: ResetTicket<'_>,
+        term: u64,
+        leases: &[(i64, i64)],
+    ) {
+        ticket.done = true;
+        let mut m = self.lock();
+        if m.term != Some(term) {
+            Self::restart(&mut m, leases);
+            let after = ticket.after;
+            let since: Vec<Change> = m
+                .journal
+                .iter()
+                .filter(|(n, _)| *n > after)
+                .map(|(_, c)| *c)
+                .collect();
+            for c in since {
+                match c {
+                    Change::Granted(id, ttl) => {
+                        m.leases.insert(id, (ttl, Self::expiry(ttl)));
+                    }
+                    Change::Revoked(id) => {
+                        m.leases.remove(&id);
+                    }
+                }
+            }
+            m.term = Some(term);
+        }
+        m.end_reset();
     }
 
     /// Start every lease's clock again (after a snapshot replaced the
@@ -62,17 +170,6 @@ impl Lessor {
         let mut m = self.lock();
         Self::restart(&mut m, leases);
         m.term = None;
-    }
-
-    /// Start every lease's clock again for a leadership term that begins.
-    pub fn reset_for_term(&self, term: u64, leases: &[(i64, i64)]) {
-        let mut m = self.lock();
-        if m.term == Some(term) {
-            // Restarted for this term already (by a concurrent caller).
-            return;
-        }
-        Self::restart(&mut m, leases);
-        m.term = Some(term);
     }
 
     /// The leadership term the clocks were last started for.
@@ -118,5 +215,53 @@ impl Lessor {
             .filter(|(_, (_, exp))| *exp <= now)
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_grant_applied_while_a_reset_reads_the_store_is_kept() {
+        let l = Lessor::default();
+        l.granted(1, 5);
+        let ticket = l.begin_reset();
+        // The read of the store (below) was taken before this grant applied.
+        l.granted(7, 10);
+        l.finish_reset_for_term(ticket, 3, &[(1, 5)]);
+        assert_eq!(l.renew(7), Renewal::Renewed(10), "the grant in between");
+        assert_eq!(l.renew(1), Renewal::Renewed(5), "the lease read");
+        assert_eq!(l.term(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_revoke_applied_while_a_reset_reads_the_store_is_kept() {
+        let l = Lessor::default();
+        l.granted(1, 5);
+        let ticket = l.begin_reset();
+        // The read still found lease 1; its revoke applied after.
+        l.revoked(1);
+        l.finish_reset_for_term(ticket, 3, &[(1, 5)]);
+        assert_eq!(l.renew(1), Renewal::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_second_reset_of_a_term_keeps_the_clocks_and_an_abandoned_one_stops_the_journal() {
+        let l = Lessor::default();
+        let t = l.begin_reset();
+        l.finish_reset_for_term(t, 3, &[(1, 5)]);
+        // Read before lease 1's revoke, finished after it: the term's
+        // clocks are already running and stay as they are.
+        let t = l.begin_reset();
+        l.revoked(1);
+        l.finish_reset_for_term(t, 3, &[(1, 5)]);
+        assert_eq!(l.renew(1), Renewal::Unknown);
+        // A reset dropped on an error journals nothing more.
+        drop(l.begin_reset());
+        l.granted(2, 5);
+        let m = l.lock();
+        assert_eq!(m.resets, 0);
+        assert!(m.journal.is_empty());
     }
 }

@@ -68,11 +68,18 @@ impl Master {
         if self.leading() != Some(term) {
             return Err(Error::NoLeader);
         }
+        // Grants and revokes applied while the leases are read are kept
+        // (see `ResetTicket`).
+        let lessor = self.lessor.clone();
         let store = self.store.clone();
-        let leases = tokio::task::spawn_blocking(move || store.leases())
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
-        self.lessor.reset_for_term(term, &leases);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let ticket = lessor.begin_reset();
+            let leases = store.leases()?;
+            lessor.finish_reset_for_term(ticket, term, &leases);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
         Ok(())
     }
 
