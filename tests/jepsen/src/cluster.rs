@@ -55,6 +55,10 @@ pub struct ClusterOpts {
     /// power-loss layer (see [`crate::lazyfs`]); `None`: plain folders.
     #[serde(default)]
     pub lazyfs: Option<PathBuf>,
+    /// The layers' longest fsync, in milliseconds (`flotilla-lazyfs
+    /// --fsync-delay-ms`; 0: at once).
+    #[serde(default)]
+    pub lazyfs_fsync_delay_ms: u64,
     /// Extra flags of every master (last on its command line).
     #[serde(default)]
     pub extra_args: Vec<String>,
@@ -231,7 +235,8 @@ impl Cluster {
             for n in &mut self.nodes {
                 let backing = n.data_dir.with_extension("synced");
                 let log = n.log_path.with_extension("lazyfs.log");
-                n.fs = Some(LazyFs::mount(&bin, &backing, &n.data_dir, &log)?);
+                let delay = self.opts.lazyfs_fsync_delay_ms;
+                n.fs = Some(LazyFs::mount(&bin, &backing, &n.data_dir, &log, delay)?);
             }
         }
         for i in 0..self.nodes.len() {
@@ -240,17 +245,34 @@ impl Cluster {
         Ok(())
     }
 
-    /// Cuts the power of master `i` (which must be dead: SIGKILLed): its
-    /// data folder loses what was not fsynced. Returns what was lost.
-    pub fn power_loss(&mut self, i: usize) -> Result<Report> {
-        let n = &mut self.nodes[i];
-        if n.child.is_some() {
-            bail!("{} still runs: kill it before its power is cut", n.name);
+    /// Cuts the power of the data folders of `victims` at once, then
+    /// SIGKILLs their masters, as a power cut stops disk and CPU together:
+    /// an fsync still under way in a layer (a slow disk) is lost, even if
+    /// its master would have lived to see it return. Returns what each lost.
+    pub fn power_cut(&mut self, victims: &[usize]) -> Result<Vec<Report>> {
+        for &v in victims {
+            match self.nodes[v].fs.as_mut() {
+                Some(fs) => fs.cut()?,
+                None => bail!(
+                    "{}'s data folder has no power-loss layer",
+                    self.nodes[v].name
+                ),
+            }
         }
-        match n.fs.as_mut() {
-            Some(fs) => fs.power_loss(),
-            None => bail!("{}'s data folder has no power-loss layer", n.name),
+        for &v in victims {
+            self.kill(v);
         }
+        let mut lost = Vec::new();
+        for &v in victims {
+            match self.nodes[v].fs.as_mut() {
+                Some(fs) => lost.push(fs.after_cut()?),
+                None => bail!(
+                    "{}'s data folder has no power-loss layer",
+                    self.nodes[v].name
+                ),
+            }
+        }
+        Ok(lost)
     }
 
     pub fn is_running(&mut self, i: usize) -> bool {

@@ -29,18 +29,28 @@ pub struct LazyFs {
     backing: PathBuf,
     mount: PathBuf,
     log: PathBuf,
+    /// `--fsync-delay-ms` of every daemon of this layer.
+    fsync_delay_ms: u64,
     child: Option<Child>,
 }
 
 impl LazyFs {
     /// Mounts a layer on `mount` (created if missing), backed by `backing`
-    /// (created if missing); the daemon's log goes to `log`.
-    pub fn mount(bin: &Path, backing: &Path, mount: &Path, log: &Path) -> Result<LazyFs> {
+    /// (created if missing); the daemon's log goes to `log`. Its fsyncs
+    /// take up to `fsync_delay_ms` (see `flotilla-lazyfs --fsync-delay-ms`).
+    pub fn mount(
+        bin: &Path,
+        backing: &Path,
+        mount: &Path,
+        log: &Path,
+        fsync_delay_ms: u64,
+    ) -> Result<LazyFs> {
         let mut fs = LazyFs {
             bin: bin.to_path_buf(),
             backing: backing.to_path_buf(),
             mount: mount.to_path_buf(),
             log: log.to_path_buf(),
+            fsync_delay_ms,
             child: None,
         };
         fs.start()?;
@@ -77,6 +87,8 @@ impl LazyFs {
             .arg(self.report_file())
             .arg("--ready-file")
             .arg(&ready)
+            .arg("--fsync-delay-ms")
+            .arg(self.fsync_delay_ms.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -109,14 +121,24 @@ impl LazyFs {
     }
 
     /// Cuts the power: everything written and not fsynced since the mount
-    /// is gone. Returns what the daemon dropped; the layer is mounted
-    /// again on the synced state. The master on it must be dead already.
-    pub fn power_loss(&mut self) -> Result<Report> {
-        let Some(mut child) = self.child.take() else {
+    /// is gone (an fsync under way included). Tells the daemon to drop it
+    /// and exit, and returns at once; the master on the layer may still
+    /// run, and must be killed before [`LazyFs::after_cut`].
+    pub fn cut(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_ref() else {
             bail!("no flotilla-lazyfs runs on {}", self.mount.display());
         };
         kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1)
-            .with_context(|| format!("SIGUSR1 to flotilla-lazyfs on {}", self.mount.display()))?;
+            .with_context(|| format!("SIGUSR1 to flotilla-lazyfs on {}", self.mount.display()))
+    }
+
+    /// After [`LazyFs::cut`]: wait for the daemon to exit, read what it
+    /// dropped, and mount the layer again on the synced state. The master
+    /// on it must be dead.
+    pub fn after_cut(&mut self) -> Result<Report> {
+        let Some(mut child) = self.child.take() else {
+            bail!("no flotilla-lazyfs runs on {}", self.mount.display());
+        };
         let until = Instant::now() + WAIT;
         loop {
             match child.try_wait() {

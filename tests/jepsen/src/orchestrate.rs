@@ -108,7 +108,17 @@ pub struct RunArgs {
     /// beside this binary).
     #[arg(long)]
     pub lazyfs_bin: Option<PathBuf>,
+    /// The power-loss nemesis's disks are slow: each fsync takes a random
+    /// time from 0 to MS milliseconds (`flotilla-lazyfs --fsync-delay-ms`).
+    /// With fsyncs that finish at once, a power cut seldom finds a leader
+    /// whose followers hold entries it has not yet fsynced; a slow disk
+    /// makes that the common case. 0: fsyncs at once.
+    #[arg(long, value_name = "MS", default_value_t = POWER_LOSS_FSYNC_DELAY_MS)]
+    pub power_loss_fsync_delay_ms: u64,
 }
+
+/// See [`RunArgs::power_loss_fsync_delay_ms`].
+pub const POWER_LOSS_FSYNC_DELAY_MS: u64 = 20;
 
 /// One line of the summary.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -531,6 +541,7 @@ async fn run_one(
                 fake_clock: (b.nemesis == Nemesis::Clock)
                     .then(|| PathBuf::from(crate::cluster::LIBFAKETIME)),
                 lazyfs: (b.nemesis == Nemesis::PowerLoss).then(|| lazyfs_bin.to_path_buf()),
+                lazyfs_fsync_delay_ms: args.power_loss_fsync_delay_ms,
                 extra_args: if args.unsafe_no_fsync {
                     vec!["--unsafe-no-fsync".into()]
                 } else {

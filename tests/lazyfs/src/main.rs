@@ -57,6 +57,12 @@ struct Cli {
     /// (0: ask the daemon every time; for tests of the lookup paths).
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_TTL.as_millis() as u64)]
     cache_ttl_ms: u64,
+    /// Make every fsync of a file take a random time from 0 to MS
+    /// milliseconds before its data is durable and it returns, as on a slow
+    /// disk; other requests are served meanwhile, and a power cut in that
+    /// time loses the data (0: fsyncs at once).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    fsync_delay_ms: u64,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -83,12 +89,15 @@ fn main() -> ExitCode {
     let result = match (cli.command, cli.backing, cli.mount) {
         (Some(Cmd::Unmount { dir }), _, _) => unmount(&dir),
         (None, Some(backing), Some(mount)) => {
-            let ttl = Duration::from_millis(cli.cache_ttl_ms);
+            let timing = Timing {
+                ttl: Duration::from_millis(cli.cache_ttl_ms),
+                fsync_delay: Duration::from_millis(cli.fsync_delay_ms),
+            };
             let files = Files {
                 report: cli.report.as_deref(),
                 ready: cli.ready_file.as_deref(),
             };
-            serve(&backing, &mount, files, ttl)
+            serve(&backing, &mount, files, timing)
         }
         // clap enforces --backing and --mount without a subcommand.
         (None, _, _) => Err(anyhow::anyhow!("--backing and --mount are required")),
@@ -144,8 +153,16 @@ struct Files<'a> {
     ready: Option<&'a Path>,
 }
 
-fn serve(backing: &Path, mount: &Path, files: Files<'_>, ttl: Duration) -> Result<()> {
+/// How the mount answers: the kernel's cache time, and the slow disk's
+/// longest fsync.
+struct Timing {
+    ttl: Duration,
+    fsync_delay: Duration,
+}
+
+fn serve(backing: &Path, mount: &Path, files: Files<'_>, timing: Timing) -> Result<()> {
     let Files { report, ready } = files;
+    let Timing { ttl, fsync_delay } = timing;
     let mount = mountpoint::prepare(mount, backing)?;
     // Modes arrive from the kernel with the caller's umask applied already.
     // SAFETY: umask cannot fail.
@@ -167,6 +184,12 @@ fn serve(backing: &Path, mount: &Path, files: Files<'_>, ttl: Duration) -> Resul
 
     let (fs, control) = LazyFs::new(backing, ttl)
         .with_context(|| format!("opening the backing folder {}", backing.display()))?;
+    // Each daemon draws its own delays.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let fs = fs.with_slow_fsync(fsync_delay, seed);
     let mut config = Config::default();
     // No writeback cache (fuser does not ask for it: every write reaches the
     // daemon) and no direct_io (mmap needs the page cache).
@@ -195,7 +218,12 @@ fn serve(backing: &Path, mount: &Path, files: Files<'_>, ttl: Duration) -> Resul
         write_atomically(ready, format!("{}\n", std::process::id()).as_bytes())
             .with_context(|| format!("writing the ready file {}", ready.display()))?;
     }
-    info!(backing = %backing.display(), mount = %mount.display(), "mounted");
+    info!(
+        backing = %backing.display(),
+        mount = %mount.display(),
+        fsync_delay_max_ms = fsync_delay.as_millis() as u64,
+        "mounted"
+    );
 
     loop {
         match wait_signal(&signals, Duration::from_millis(200)) {

@@ -11,7 +11,8 @@ use crate::cluster::Cluster;
 use crate::nemesis::Nemesis;
 
 /// Cut the power of every master (half the time) or of a random majority:
-/// SIGKILL them, then drop what their data folders hold unsynced. A
+/// their data folders drop what they hold unsynced (an fsync under way
+/// included), and the masters are SIGKILLed right after. A
 /// minority keeps its data whenever a majority keeps what it acknowledged,
 /// so only a majority's loss can show a store that acknowledges before it
 /// fsyncs; `lead` (the first fault's leader) is in the majority. Heal:
@@ -30,12 +31,8 @@ pub(super) async fn power_loss(
     }
     ensure_running(cluster, &victims, "power loss of")?;
     let n = names(cluster, &victims);
-    for &v in &victims {
-        cluster.kill(v);
-    }
     let mut lost = Vec::new();
-    for &v in &victims {
-        let l = cluster.power_loss(v)?;
+    for (&v, l) in victims.iter().zip(cluster.power_cut(&victims)?) {
         lost.push(format!(
             "{}: {} unsynced bytes in {} files dropped ({} fsyncs, {} writes since the mount)",
             cluster.nodes[v].name, l.unsynced_bytes, l.files_with_unsynced, l.fsyncs, l.writes

@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -78,6 +79,28 @@ pub struct LazyFs {
     state: Arc<Mutex<State>>,
     /// Entry and attribute timeout given to the kernel.
     ttl: Duration,
+    /// See [`LazyFs::with_slow_fsync`].
+    slow_fsync: Option<SlowFsync>,
+}
+
+/// A disk whose fsyncs take a random time up to a bound.
+#[derive(Debug)]
+struct SlowFsync {
+    max: Duration,
+    /// xorshift64 state: which delay comes next.
+    rng: AtomicU64,
+}
+
+impl SlowFsync {
+    fn next_delay(&self) -> Duration {
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        let micros = u64::try_from(self.max.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(x % micros.saturating_add(1))
+    }
 }
 
 /// The daemon's handle on the filesystem state, for signals and shutdown.
@@ -116,9 +139,27 @@ impl LazyFs {
             LazyFs {
                 state: Arc::clone(&state),
                 ttl,
+                slow_fsync: None,
             },
             Control { state },
         ))
+    }
+
+    /// Make every fsync of a file take a random time up to `max` (seeded
+    /// by `seed`) before the file's pending data is durable and it returns,
+    /// as on a slow disk; other requests are served meanwhile, and a power
+    /// cut in that time loses the data. The chaos tests use it to widen the
+    /// window in which a Raft leader has replicated entries that it has
+    /// not yet fsynced.
+    pub fn with_slow_fsync(mut self, max: Duration, seed: u64) -> LazyFs {
+        if !max.is_zero() {
+            self.slow_fsync = Some(SlowFsync {
+                max,
+                // xorshift never leaves 0.
+                rng: AtomicU64::new(seed | 1),
+            });
+        }
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -265,9 +265,31 @@ impl Filesystem for LazyFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut state = self.lock();
-        state.fsyncs += 1;
-        reply_empty(reply, state.flush_node(ino.0, datasync));
+        let Some(slow) = &self.slow_fsync else {
+            let mut state = self.lock();
+            state.fsyncs += 1;
+            reply_empty(reply, state.flush_node(ino.0, datasync));
+            return;
+        };
+        // A slow disk: the data becomes durable only when the fsync returns,
+        // after the delay (with whatever else of the file is pending by
+        // then: a disk may write more than it was asked), while this
+        // thread serves the other requests. A power cut meanwhile ends
+        // the process, and the data is lost.
+        let delay = slow.next_delay();
+        let state = std::sync::Arc::clone(&self.state);
+        let spawned = std::thread::Builder::new()
+            .name("slow-fsync".to_string())
+            .spawn(move || {
+                std::thread::sleep(delay);
+                let mut state = super::lock(&state);
+                state.fsyncs += 1;
+                reply_empty(reply, state.flush_node(ino.0, datasync));
+            });
+        if let Err(e) = spawned {
+            // The reply went with the closure: the kernel gets EIO.
+            tracing::warn!("starting a slow fsync's thread (the fsync fails): {e}");
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
