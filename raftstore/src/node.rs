@@ -37,6 +37,7 @@ mod leases;
 mod link;
 mod membership;
 mod reads;
+mod settle;
 mod transfer;
 mod triggers;
 
@@ -46,6 +47,7 @@ pub use transfer::TransferError;
 use batcher::{command_size, proposer_loop, Batches, Proposal};
 use forward::{forward_loop, Forward};
 use reads::{ReadWaiter, RemoteRead};
+use settle::settle;
 
 /// Everything `flotilla master` is told on its command line.
 #[derive(Debug, Clone)]
@@ -605,6 +607,7 @@ impl Master {
         // A unique id makes the retries below safe: an attempt that failed
         // ambiguously (the leader died after appending it) may still be
         // committed, and the state machine then applies the retry as a replay.
+        let fresh_id = !matches!(cmd, Command::Once { .. });
         let cmd = match cmd {
             c @ Command::Once { .. } => c,
             c => Command::Once {
@@ -613,6 +616,9 @@ impl Master {
             },
         };
         let attempt_limit = self.forward_attempt_limit();
+        // Attempts that ended without an answer: each may still reach the
+        // log (see `settle`).
+        let mut unanswered = 0usize;
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
             let attempt = if leader == self.id {
@@ -632,9 +638,10 @@ impl Master {
                 }
             };
             match attempt {
-                Ok(r) => return Ok(r),
+                Ok(r) => return settle(r, fresh_id, unanswered),
                 Err(e @ Error::Timeout) => return Err(e),
                 Err(e) => {
+                    unanswered += 1;
                     if tokio::time::Instant::now() >= deadline {
                         return Err(e);
                     }
