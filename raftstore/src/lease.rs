@@ -74,16 +74,22 @@ impl Drop for ResetTicket<'_> {
     }
 }
 
-impl State {
-    fn told(&mut self, c: Change) {
-        match c {
+impl Change {
+    fn apply(self, leases: &mut HashMap<i64, (i64, Instant)>) {
+        match self {
             Change::Granted(id, ttl) => {
-                self.leases.insert(id, (ttl, Lessor::expiry(ttl)));
+                leases.insert(id, (ttl, Lessor::expiry(ttl)));
             }
             Change::Revoked(id) => {
-                self.leases.remove(&id);
+                leases.remove(&id);
             }
         }
+    }
+}
+
+impl State {
+    fn told(&mut self, c: Change) {
+        c.apply(&mut self.leases);
         self.changes += 1;
         if self.resets > 0 {
             let n = self.changes;
@@ -142,22 +148,11 @@ impl Lessor {
         let mut m = self.lock();
         if m.term != Some(term) {
             Self::restart(&mut m, leases);
-            let after = ticket.after;
-            let since: Vec<Change> = m
-                .journal
-                .iter()
-                .filter(|(n, _)| *n > after)
-                .map(|(_, c)| *c)
-                .collect();
-            for c in since {
-                match c {
-                    Change::Granted(id, ttl) => {
-                        m.leases.insert(id, (ttl, Self::expiry(ttl)));
-                    }
-                    Change::Revoked(id) => {
-                        m.leases.remove(&id);
-                    }
-                }
+            let State {
+                leases, journal, ..
+            } = &mut *m;
+            for (_, c) in journal.iter().filter(|(n, _)| *n > ticket.after) {
+                c.apply(leases);
             }
             m.term = Some(term);
         }

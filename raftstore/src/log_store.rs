@@ -480,9 +480,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         let stored: Option<Vote> = blocking(move || Self::get_meta(&db, META_VOTE)).await??;
         let vote = stored.map(|v| restarted_vote(v, self.id));
-        if vote != stored {
+        if let Some(s) = stored.filter(|s| Some(*s) != vote) {
             tracing::info!(
-                stored = %stored.map_or_else(String::new, |v| v.to_string()),
+                stored = %s,
                 "this master led when it stopped: it stands for election in a new term rather than lead on in its old one, whose last entries it may have lost"
             );
         }

@@ -251,28 +251,24 @@ impl Cluster {
     /// its master would have lived to see it return. Returns what each lost.
     pub fn power_cut(&mut self, victims: &[usize]) -> Result<Vec<Report>> {
         for &v in victims {
-            match self.nodes[v].fs.as_mut() {
-                Some(fs) => fs.cut()?,
-                None => bail!(
-                    "{}'s data folder has no power-loss layer",
-                    self.nodes[v].name
-                ),
-            }
+            self.layer(v)?.cut()?;
         }
         for &v in victims {
             self.kill(v);
         }
-        let mut lost = Vec::new();
-        for &v in victims {
-            match self.nodes[v].fs.as_mut() {
-                Some(fs) => lost.push(fs.after_cut()?),
-                None => bail!(
-                    "{}'s data folder has no power-loss layer",
-                    self.nodes[v].name
-                ),
-            }
+        victims
+            .iter()
+            .map(|&v| self.layer(v)?.after_cut())
+            .collect()
+    }
+
+    /// Master `i`'s power-loss layer.
+    fn layer(&mut self, i: usize) -> Result<&mut LazyFs> {
+        let n = &mut self.nodes[i];
+        match n.fs.as_mut() {
+            Some(fs) => Ok(fs),
+            None => bail!("{}'s data folder has no power-loss layer", n.name),
         }
-        Ok(lost)
     }
 
     pub fn is_running(&mut self, i: usize) -> bool {
