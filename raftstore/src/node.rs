@@ -607,7 +607,6 @@ impl Master {
         // A unique id makes the retries below safe: an attempt that failed
         // ambiguously (the leader died after appending it) may still be
         // committed, and the state machine then applies the retry as a replay.
-        let fresh_id = !matches!(cmd, Command::Once { .. });
         let cmd = match cmd {
             c @ Command::Once { .. } => c,
             c => Command::Once {
@@ -638,7 +637,7 @@ impl Master {
                 }
             };
             match attempt {
-                Ok(r) => return settle(r, fresh_id, unanswered),
+                Ok(r) => return settle(&cmd, r, unanswered),
                 Err(e @ Error::Timeout) => return Err(e),
                 Err(e) => {
                     unanswered += 1;
