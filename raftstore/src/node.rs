@@ -37,6 +37,7 @@ mod leases;
 mod link;
 mod membership;
 mod reads;
+mod request_ids;
 mod settle;
 mod transfer;
 mod triggers;
@@ -213,6 +214,8 @@ pub struct MasterInner {
     hold: Arc<transfer::Hold>,
     /// Holds applies while true ([`Master::hold_applies`]).
     pub(crate) applies_held: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The ids of the calls this master proposes.
+    request_ids: request_ids::RequestIds,
 }
 
 /// A cheap handle on a running master, shared by every service and by the
@@ -446,6 +449,7 @@ impl Master {
             metrics,
             hold: Arc::default(),
             applies_held: Arc::new(applies_held),
+            request_ids: request_ids::RequestIds::new(),
         }));
         tokio::spawn(master.clone().lease_clock_loop());
         tokio::spawn(master.clone().read_index_loop(read_rx));
@@ -610,7 +614,7 @@ impl Master {
         let cmd = match cmd {
             c @ Command::Once { .. } => c,
             c => Command::Once {
-                id: (self.id, rand::thread_rng().gen()),
+                id: (self.id, self.request_ids.next()),
                 cmd: Box::new(c),
             },
         };
