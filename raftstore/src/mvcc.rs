@@ -126,6 +126,9 @@ pub struct KvStore {
     /// The window of remembered [`Command::Once`] ids, as committed.
     once: Mutex<OnceWindow>,
     once_limits: Mutex<OnceLimits>,
+    /// Revisions whose every event made a key's first version, which
+    /// physical compaction need not look at ([`compact::FreshRevisions`]).
+    pub(crate) fresh: compact::FreshRevisions,
     /// The member directory, cached so that no service reads RocksDB for it.
     directory: std::sync::RwLock<Vec<(NodeId, MemberAddrs)>>,
     /// Held by physical compaction and by snapshot installation, which must not overlap.
@@ -187,6 +190,7 @@ impl KvStore {
             cluster_id: AtomicU64::new(0),
             once: Mutex::new(OnceWindow::default()),
             once_limits: Mutex::new(OnceLimits::default()),
+            fresh: compact::FreshRevisions::default(),
             directory: std::sync::RwLock::new(Vec::new()),
             maintenance: Mutex::new(()),
             readers: std::sync::RwLock::new(()),
@@ -214,6 +218,7 @@ impl KvStore {
         );
         let window = self.load_once_window()?;
         *self.once.lock().unwrap_or_else(|p| p.into_inner()) = window;
+        self.fresh.clear();
         let dir = self.members_from_db()?;
         *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;
         Ok(())

@@ -325,6 +325,7 @@ impl KvStore {
         let fxs = all.get(group.first..).unwrap_or_default();
         let mut members_changed = false;
         for fx in fxs {
+            self.fresh.note(fx);
             if let Some(c) = fx.compacted_to {
                 self.compact_revision.store(c, Ordering::SeqCst);
             }
