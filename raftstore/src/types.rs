@@ -165,6 +165,11 @@ impl Command {
         }
     }
 
+    /// The command inside every wrapper (itself if it is none).
+    pub fn innermost(&self) -> &Command {
+        self.wrapped().map_or(self, Command::innermost)
+    }
+
     /// How many client commands this is: a batch counts its members.
     pub fn count(&self) -> usize {
         match self {

@@ -324,8 +324,8 @@ impl KvStore {
         }
         let fxs = all.get(group.first..).unwrap_or_default();
         let mut members_changed = false;
+        self.fresh.note(fxs);
         for fx in fxs {
-            self.fresh.note(fx);
             if let Some(c) = fx.compacted_to {
                 self.compact_revision.store(c, Ordering::SeqCst);
             }

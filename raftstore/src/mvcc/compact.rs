@@ -133,27 +133,32 @@ pub(crate) struct FreshRevisions(std::sync::Mutex<std::collections::VecDeque<i64
 const FRESH_MAX: usize = 1 << 20;
 
 impl FreshRevisions {
-    /// Note a command's effects, once written.
-    pub(super) fn note(&self, fx: &super::Effects) {
-        let first_versions = fx.in_history.is_none()
-            && !fx.events.is_empty()
-            && fx.events.iter().all(|e| {
-                e.kind == crate::kv::EventType::Put
-                    && e.kv.version == 1
-                    && e.kv.mod_revision == fx.revision
-            });
-        if !first_versions {
+    /// Note the effects of the commands of one write, once written (one
+    /// lock per write: this is on the apply's path).
+    pub(super) fn note(&self, fxs: &[super::Effects]) {
+        let mut fresh = fxs.iter().filter(|fx| {
+            fx.in_history.is_none()
+                && !fx.events.is_empty()
+                && fx.events.iter().all(|e| {
+                    e.kind == crate::kv::EventType::Put
+                        && e.kv.version == 1
+                        && e.kv.mod_revision == fx.revision
+                })
+        });
+        let Some(first) = fresh.next() else {
             return;
-        }
+        };
         let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Applied in order: each revision once, ascending.
-        if q.back().is_some_and(|&last| last >= fx.revision) {
-            return;
+        for fx in std::iter::once(first).chain(fresh) {
+            // Applied in order: each revision once, ascending.
+            if q.back().is_some_and(|&last| last >= fx.revision) {
+                continue;
+            }
+            if q.len() >= FRESH_MAX {
+                q.pop_front();
+            }
+            q.push_back(fx.revision);
         }
-        if q.len() >= FRESH_MAX {
-            q.pop_front();
-        }
-        q.push_back(fx.revision);
     }
 
     /// The revisions noted up to `upto`, ascending, forgotten here.

@@ -49,11 +49,7 @@ pub(super) fn settle(cmd: &Command, r: CommandResult, unanswered: usize) -> Resu
 /// so the compare that failed fails for good. Its failure branch must be
 /// empty (a branch that wrote nothing now might write later).
 fn fails_for_good(cmd: &Command, r: &CommandResult) -> bool {
-    let mut inner = cmd;
-    while let Some(c) = inner.wrapped() {
-        inner = c;
-    }
-    let (Command::Txn(t), Outcome::Txn(Ok(resp))) = (inner, &r.outcome) else {
+    let (Command::Txn(t), Outcome::Txn(Ok(resp))) = (cmd.innermost(), &r.outcome) else {
         return false;
     };
     !resp.succeeded
