@@ -48,7 +48,7 @@ pub async fn save(master: &Master) -> Result<(File, u64), Error> {
         let res = (|| {
             // Between two applies: a large delete is written in chunks.
             let view = store.view_between_applies();
-            snapshot::write_file(store.db(), &view, &out, id)?;
+            snapshot::write_file(store.db(), &view, &out, id, &|| true)?;
             seal(&out)?;
             let f = File::open(&out).map_err(io)?;
             let len = f.metadata().map_err(io)?.len();

@@ -72,6 +72,7 @@ mod server;
 // tracing target operators filter on.
 mod service;
 mod snapshot;
+mod snapshot_data;
 mod state_machine;
 
 #[cfg(test)]

@@ -60,15 +60,11 @@ pub(crate) fn restarted_vote(stored: Vote, me: NodeId) -> Vote {
 }
 
 /// Bytes written to the log, and a wake-up when a snapshot is due by size:
-/// once the log has grown by the threshold, or by the size of the last
-/// snapshot if that is larger, since that snapshot's view was taken. Each
-/// snapshot writes the whole state, so tying the log it takes to replace
-/// to the state's size bounds the snapshots' writing to about the log's
-/// (as Redis rewrites its append-only file once it doubled); a fixed
-/// threshold took a full dump every 64 MiB however large the state, which
-/// in a run of pod creates was a dump of the growing state every 7 s on
-/// every master. The log kept meanwhile is then at most about the state's
-/// size plus the threshold.
+/// once the log has grown by the threshold since the last snapshot's view
+/// was taken. (When each snapshot wrote the whole state to a file, the next
+/// one waited for the log to grow by that file's size too; a snapshot is
+/// now a pinned view, which writes nothing until a follower needs it, so a
+/// large state costs no more to snapshot than a small one.)
 #[derive(Debug)]
 pub struct LogBytes {
     since_purge: AtomicU64,
@@ -121,20 +117,17 @@ impl LogBytes {
     }
 
     /// All bytes written since this master started: a snapshot's mark of
-    /// where its view was taken (see [`LogBytes::snapshot_built`]).
+    /// where its view was taken (see [`LogBytes::snapshot_taken`]).
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// A snapshot of `size` bytes was built from a view taken when
-    /// [`LogBytes::written`] was `mark`: the next one is due once the log
-    /// has grown by the threshold or by `size`, whichever is larger.
-    pub fn snapshot_built(&self, mark: u64, size: u64) {
+    /// A snapshot's view was taken when [`LogBytes::written`] was `mark`:
+    /// the next one is due once the log has grown by the threshold.
+    pub fn snapshot_taken(&self, mark: u64) {
         if self.threshold > 0 {
-            self.due.store(
-                mark.saturating_add(size.max(self.threshold)),
-                Ordering::Relaxed,
-            );
+            self.due
+                .store(mark.saturating_add(self.threshold), Ordering::Relaxed);
         }
     }
 

@@ -45,6 +45,8 @@ pub struct StoreMetrics {
     pub peer_rtt: HistogramVec,
     pub term: IntGauge,
     pub last_log_index: IntGauge,
+    pub snapshot_index: IntGauge,
+    pub purged_index: IntGauge,
     pub follower_lag: IntGaugeVec,
     pub snapshot_sends: IntCounter,
     /// AppendEntries sent to peers on a follower's stream, and as calls
@@ -203,6 +205,16 @@ impl StoreMetrics {
                 "flotilla_raft_last_log_index",
                 "The index of the last entry in this master's Raft log.",
             ),
+            snapshot_index: gauge(
+                r,
+                "flotilla_raft_snapshot_index",
+                "The last log index that this master's latest snapshot covers (taken here or received).",
+            ),
+            purged_index: gauge(
+                r,
+                "flotilla_raft_log_purged_index",
+                "The last log index purged from this master's Raft log (behind a snapshot).",
+            ),
             follower_lag: register(
                 r,
                 IntGaugeVec::new(
@@ -304,6 +316,10 @@ pub async fn follow(
                 m.term.set(r.current_term as i64);
                 let last = r.last_log_index.unwrap_or(0);
                 m.last_log_index.set(last as i64);
+                m.snapshot_index
+                    .set(r.snapshot.map(|l| l.index).unwrap_or(0) as i64);
+                m.purged_index
+                    .set(r.purged.map(|l| l.index).unwrap_or(0) as i64);
                 let applied = r.last_applied.map(|l| l.index).unwrap_or(0);
                 m.applied.set(applied as i64);
                 let committed = match (&r.replication, r.state) {

@@ -47,6 +47,8 @@ pub enum StoreError {
     UnknownFormat { found: u32, known: u32 },
     #[error("the thread reading the store failed: {0}")]
     ReadThread(String),
+    #[error("the snapshot was no longer wanted: nothing holds it any more")]
+    Abandoned,
 }
 
 /// What applying one entry changed, beyond its result: the watch events and

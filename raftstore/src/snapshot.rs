@@ -1,7 +1,8 @@
-//! Snapshot files: built by streaming a RocksDB snapshot (a point-in-time
-//! view, taken between two applies without flushing anything) to disk,
-//! installed by streaming a file into the database. Neither holds the
-//! snapshot in memory.
+//! Snapshot files: written by streaming a RocksDB snapshot (a point-in-time
+//! view, taken between two applies without flushing anything) to disk when
+//! a follower needs it (see [`crate::snapshot_data`]), installed by
+//! streaming a received file into the database. Neither holds the snapshot
+//! in memory.
 //!
 //! Format: `FLTSNAP1` (the format version is its last byte, see
 //! [`crate::format`]), u32 length + bincode [`SnapshotMeta`], then records
@@ -64,45 +65,10 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
-/// Serialises the replacements of a current snapshot file: a build and an
-/// install compare and rename under it.
-static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Build a snapshot file of the state machine as `view` sees it; returns
-/// its meta and the file, open for reading. The file is written beside `dest` and, once
-/// synced, becomes `dest` unless `dest` is as new already (a snapshot
-/// installed while this one was built): an older build never replaces a
-/// newer snapshot (the returned file stays readable either way).
-pub fn build(
+/// The meta of the snapshot that `view` (a snapshot of `db`) is.
+pub fn view_meta(
     db: &DB,
     view: &rocksdb::Snapshot<'_>,
-    dest: &Path,
-    snapshot_id: String,
-) -> Result<(SnapshotMeta, File), StoreError> {
-    let tmp = building_path(dest, &snapshot_id);
-    let meta = write_file(db, view, &tmp, snapshot_id)?;
-    let file = File::open(&tmp).map_err(io)?;
-    let _publishing = PUBLISHING.lock().unwrap_or_else(|p| p.into_inner());
-    let current = read_meta(dest).ok().map(|m| m.last_log_id);
-    if current.is_some_and(|c| c >= meta.last_log_id) {
-        tracing::info!(built = ?meta.last_log_id, current = ?current, "a newer snapshot is current; the one built is not kept");
-        fs::remove_file(&tmp).map_err(io)?;
-    } else {
-        fs::rename(&tmp, dest).map_err(io)?;
-    }
-    if let Some(dir) = dest.parent() {
-        fsync_dir(dir)?;
-    }
-    Ok((meta, file))
-}
-
-/// Write a snapshot file of the state machine as `view` (a snapshot of
-/// `db`) sees it at `out`, synced; returns its meta. Writes to `db` go on
-/// meanwhile: the view holds the versions it needs.
-pub fn write_file(
-    db: &DB,
-    view: &rocksdb::Snapshot<'_>,
-    out: &Path,
     snapshot_id: String,
 ) -> Result<SnapshotMeta, StoreError> {
     let smeta = engine::cf(db, engine::CF_SM_META);
@@ -114,11 +80,27 @@ pub fn write_file(
         Some(v) => bincode::deserialize(&v).map_err(|e| corrupt(e.to_string()))?,
         None => StoredMembership::default(),
     };
-    let meta = SnapshotMeta {
+    Ok(SnapshotMeta {
         last_log_id: applied,
         last_membership: membership,
         snapshot_id,
-    };
+    })
+}
+
+/// Write a snapshot file of the state machine as `view` (a snapshot of
+/// `db`) sees it at `out`; returns its meta. Writes to `db` go on
+/// meanwhile: the view holds the versions it needs. The file is not
+/// synced: it is sent and removed (a follower syncs what it receives).
+/// Stops with an error once `keep_going` says no (checked every 1,024
+/// records).
+pub fn write_file(
+    db: &DB,
+    view: &rocksdb::Snapshot<'_>,
+    out: &Path,
+    snapshot_id: String,
+    keep_going: &dyn Fn() -> bool,
+) -> Result<SnapshotMeta, StoreError> {
+    let meta = view_meta(db, view, snapshot_id)?;
     let file = File::create(out).map_err(io)?;
     let mut w = CrcWriter {
         inner: BufWriter::with_capacity(1 << 20, WritingBack::new(file)),
@@ -128,6 +110,7 @@ pub fn write_file(
     let m = bincode::serialize(&meta).map_err(|e| corrupt(e.to_string()))?;
     w.write_all(&(m.len() as u32).to_be_bytes()).map_err(io)?;
     w.write_all(&m).map_err(io)?;
+    let mut records = 0u32;
     for (i, name) in SM_CFS.iter().enumerate() {
         let mut opts = engine::across_keys();
         // A one-off scan: keep it out of the block cache.
@@ -135,6 +118,10 @@ pub fn write_file(
         let mut it = view.raw_iterator_cf_opt(engine::cf(db, name), opts);
         it.seek_to_first();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            records = records.wrapping_add(1);
+            if records.is_multiple_of(1024) && !keep_going() {
+                return Err(StoreError::Abandoned);
+            }
             w.write_all(&[i as u8]).map_err(io)?;
             w.write_all(&(k.len() as u32).to_be_bytes()).map_err(io)?;
             w.write_all(k).map_err(io)?;
@@ -148,9 +135,7 @@ pub fn write_file(
     let crc = w.crc.clone().finalize();
     let mut inner = w.inner;
     inner.write_all(&crc.to_be_bytes()).map_err(io)?;
-    let file = inner.into_inner().map_err(|e| io(e.into_error()))?.file;
-    file.sync_all().map_err(io)?;
-    drop(file);
+    inner.into_inner().map_err(|e| io(e.into_error()))?;
     Ok(meta)
 }
 
@@ -160,8 +145,9 @@ const WRITE_BACK_EVERY: u64 = 4 << 20;
 /// A file whose dirty pages are sent to the disk as it is written, every
 /// [`WRITE_BACK_EVERY`] bytes, without waiting (as RocksDB's
 /// `bytes_per_sync`). A snapshot is the whole state, hundreds of megabytes:
-/// left to one fsync at the end, that fsync queued the Raft log's own WAL
-/// fsyncs behind it for a second (appends to followers timed out).
+/// left to one fsync at the end (as snapshots were), or to the kernel's
+/// write-back of a large dirty file, that burst queued the Raft log's own
+/// WAL fsyncs behind it for a second (appends to followers timed out).
 struct WritingBack {
     file: File,
     /// Where the bytes not yet sent to the disk start.
@@ -207,25 +193,15 @@ impl Write for WritingBack {
     }
 }
 
-/// Where a snapshot is built before it replaces `dest`: a name of its own
-/// per build, so that two builds never write one file.
-fn building_path(dest: &Path, snapshot_id: &str) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!("{name}.{snapshot_id}{BUILDING}"))
-}
-
 /// The suffix of files being built (removed at start if a crash left them).
 pub const BUILDING: &str = ".building";
 /// Builds of older versions started from a RocksDB checkpoint directory of
 /// this name (which pins SST files).
 const CHECKPOINT: &str = "checkpoint-";
 
-/// Remove what builds and receptions that a crash interrupted left in the
-/// snapshot directory: partial files, and the checkpoints of older
-/// versions' builds.
+/// Remove what writes and receptions that a crash interrupted left in the
+/// snapshot directory: partial files, views' files, and the checkpoints of
+/// older versions' builds.
 pub fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
     for entry in fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -234,7 +210,10 @@ pub fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
         if name.starts_with(CHECKPOINT) {
             tracing::info!(path = %path.display(), "removing a checkpoint left by a crash");
             fs::remove_dir_all(&path).map_err(io)?;
-        } else if name.ends_with(BUILDING) || name == RECEIVING {
+        } else if name.ends_with(BUILDING)
+            || name == RECEIVING
+            || crate::snapshot_data::is_dump(&name)
+        {
             fs::remove_file(&path).map_err(io)?;
         }
     }
@@ -356,8 +335,7 @@ pub fn save_received<R: Read>(src: R, dir: &Path) -> Result<PathBuf, StoreError>
     res?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
-    // Always current: the state machine is about to become this snapshot.
-    let _publishing = PUBLISHING.lock().unwrap_or_else(|p| p.into_inner());
+    // Current: the state machine is about to become this snapshot.
     fs::rename(&tmp, &dest).map_err(io)?;
     fsync_dir(dir)?;
     Ok(dest)

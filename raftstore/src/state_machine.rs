@@ -1,4 +1,6 @@
-//! openraft's state machine over [`KvStore`], with file snapshots.
+//! openraft's state machine over [`KvStore`], with snapshots that are
+//! pinned views of it (see [`crate::snapshot_data`]), or the files received
+//! from a leader.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use crate::lease::Lessor;
 use crate::log_store::{InstallGate, LogBytes};
 use crate::mvcc::{Effects, InHistory, KvStore, StoreError};
 use crate::snapshot;
+use crate::snapshot_data::{PinnedView, SnapshotData};
 use crate::types::{
     CommandResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError,
     StoredMembership, TypeConfig,
@@ -38,9 +41,20 @@ pub struct StateMachine {
     /// (see [`crate::durable`]). `None` only where entries are applied
     /// without a log (openraft's storage test suite).
     durable: Option<Arc<Durability>>,
-    /// The log's size counter, told of each snapshot built (see
+    /// The log's size counter, told of each snapshot taken (see
     /// [`LogBytes`]). `None` where nothing takes snapshots by size.
     log_bytes: Option<Arc<LogBytes>>,
+    /// The latest snapshot: what `get_current_snapshot` answers.
+    current: Option<Current>,
+}
+
+/// The latest snapshot of a state machine.
+enum Current {
+    /// The snapshot received from a leader and installed last, kept in the
+    /// file it was received in (until a snapshot is taken here).
+    Received(SnapshotMeta),
+    /// A view pinned here.
+    Pinned(PinnedView),
 }
 
 /// Most commands applied on the state machine's task rather than the
@@ -91,6 +105,21 @@ impl StateMachine {
             tracing::warn!(path = %path.display(), "resuming an interrupted snapshot install");
             snapshot::install(&store, &path)?;
         }
+        // The snapshot installed last, unless one was taken here since (a
+        // view does not outlive its master: openraft takes one at start if
+        // the log was purged).
+        let path = snap_dir.join(snapshot::CURRENT);
+        let current = match path.exists().then(|| snapshot::read_meta(&path)) {
+            None => None,
+            Some(Ok(meta)) => Some(Current::Received(meta)),
+            Some(Err(e)) => {
+                // Only a copy of a state the database holds.
+                tracing::warn!(path = %path.display(), error = %e, "removing an unreadable snapshot");
+                std::fs::remove_file(&path)
+                    .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+                None
+            }
+        };
         Ok(StateMachine {
             store,
             snap_dir,
@@ -98,11 +127,12 @@ impl StateMachine {
             install,
             durable,
             log_bytes: None,
+            current,
         })
     }
 
-    /// Tell `log_bytes` of every snapshot built, so that the next one by
-    /// size is due when the log has grown by the last one's size.
+    /// Tell `log_bytes` of every snapshot taken, so that the next one by
+    /// size is due when the log has grown by the threshold since.
     pub fn report_snapshots_to(&mut self, log_bytes: Arc<LogBytes>) {
         self.log_bytes = Some(log_bytes);
     }
@@ -122,32 +152,23 @@ impl StateMachine {
     }
 }
 
-/// What a build sends back: the snapshot's meta and its file, open.
-type Built = Result<(SnapshotMeta, std::fs::File), String>;
-
-/// A snapshot build under way: it started, on the blocking pool, from a
-/// RocksDB snapshot taken between two applies (see
-/// [`RaftStateMachine::get_snapshot_builder`]).
+/// A snapshot taken: its view was pinned between two applies (see
+/// [`RaftStateMachine::get_snapshot_builder`]), so building it is done.
 pub struct SnapshotBuilder {
-    built: Option<tokio::sync::oneshot::Receiver<Built>>,
+    taken: Result<PinnedView, String>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    #[tracing::instrument(level = "info", skip(self))]
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let werr = |e: String| StorageIOError::write_snapshot(None, &std::io::Error::other(e));
-        let built = self
-            .built
-            .take()
-            .ok_or_else(|| werr("this snapshot was built already".into()))?
-            .await
-            .map_err(|_| werr("the snapshot build stopped before it ended".into()))?;
-        let (meta, file) = built.map_err(werr)?;
-        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
-        })
+        match &self.taken {
+            Ok(view) => Ok(Snapshot {
+                meta: view.meta().clone(),
+                snapshot: Box::new(SnapshotData::pinned(view.clone())),
+            }),
+            Err(e) => {
+                Err(StorageIOError::write_snapshot(None, &std::io::Error::other(e.clone())).into())
+            }
+        }
     }
 }
 
@@ -255,34 +276,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .unwrap_or(0)
             .to_string();
         let db = self.store.db().clone();
-        let dest = self.snap_dir.join(snapshot::CURRENT);
-        let (taken_tx, taken) = tokio::sync::oneshot::channel::<()>();
-        let (built_tx, built) = tokio::sync::oneshot::channel::<Built>();
-        // The view is taken here, between two applies, and costs no flush:
-        // applies go on while the build reads it. (A checkpoint flushed
-        // every memtable first, and the applies waited for it.)
-        let log_bytes = self.log_bytes.clone();
-        tokio::task::spawn_blocking(move || {
-            let view = db.snapshot();
-            // Marked with the view: the log written after the mark is what
-            // the next snapshot will replace.
-            let mark = log_bytes.as_ref().map(|b| b.written());
-            let _ = taken_tx.send(());
-            let r = snapshot::build(&db, &view, &dest, id).map_err(|e| e.to_string());
-            if let (Ok((_, file)), Some(b), Some(mark)) = (&r, &log_bytes, mark) {
-                match file.metadata() {
-                    Ok(m) => b.snapshot_built(mark, m.len()),
-                    Err(e) => tracing::warn!(error = %e, "the snapshot built has no size"),
+        let dir = self.snap_dir.clone();
+        // Marked with the view: the log written after the mark is what the
+        // next snapshot will replace.
+        let mark = self.log_bytes.as_ref().map(|b| b.written());
+        // The view is taken here, between two applies: a RocksDB snapshot,
+        // nothing read or written until a follower asks for it.
+        let taken = match tokio::task::spawn_blocking(move || PinnedView::take(db, dir, id)).await {
+            Ok(Ok(view)) => Ok(view),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("taking a snapshot view: {e}")),
+        };
+        match &taken {
+            Ok(view) => {
+                tracing::info!(last_log_id = ?view.meta().last_log_id, "snapshot taken");
+                if let (Some(b), Some(mark)) = (&self.log_bytes, mark) {
+                    b.snapshot_taken(mark);
                 }
+                // A received file this view supersedes is no longer needed
+                // (an install interrupted by a crash is redone from it, but
+                // this install is done).
+                if matches!(self.current, Some(Current::Received(_))) {
+                    let path = self.snap_dir.join(snapshot::CURRENT);
+                    if let Err(e) = tokio::fs::remove_file(&path).await {
+                        tracing::warn!(path = %path.display(), error = %e, "removing a superseded snapshot");
+                    }
+                }
+                self.current = Some(Current::Pinned(view.clone()));
             }
-            let _ = built_tx.send(r);
-        });
-        // If the task never ran, the build reports it.
-        let _ = taken.await;
-        SnapshotBuilder { built: Some(built) }
+            Err(e) => tracing::warn!(error = %e, "taking a snapshot failed"),
+        }
+        SnapshotBuilder { taken }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
         // From now on the log keeps what this snapshot will cover until it
         // is installed (see `InstallGate`).
         self.install.receiving();
@@ -295,14 +322,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .open(&path)
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        Ok(Box::new(f))
+        Ok(Box::new(SnapshotData::file(f)))
     }
 
     #[tracing::instrument(level = "info", skip(self, snapshot))]
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
         let r = self.install_received(meta, snapshot).await;
         // Installed (durably: the install syncs), or failed, which stops Raft.
@@ -310,22 +337,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         r
     }
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let path = self.snap_dir.join(snapshot::CURRENT);
-        if !path.exists() {
-            return Ok(None);
+        match &self.current {
+            None => Ok(None),
+            Some(Current::Pinned(view)) => Ok(Some(Snapshot {
+                meta: view.meta().clone(),
+                snapshot: Box::new(SnapshotData::pinned(view.clone())),
+            })),
+            Some(Current::Received(meta)) => {
+                let path = self.snap_dir.join(snapshot::CURRENT);
+                let file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+                Ok(Some(Snapshot {
+                    meta: meta.clone(),
+                    snapshot: Box::new(SnapshotData::file(file)),
+                }))
+            }
         }
-        let p2 = path.clone();
-        let meta = tokio::task::spawn_blocking(move || snapshot::read_meta(&p2))
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        }))
     }
 }
 
@@ -333,11 +361,21 @@ impl StateMachine {
     async fn install_received(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
         use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-        let mut f = *snapshot;
         let werr = |e: std::io::Error| StorageError::from(StorageIOError::write_snapshot(None, &e));
+        let mut f = match snapshot.into_file() {
+            Ok(f) => f,
+            // A snapshot taken on a state machine (openraft's storage tests
+            // install one directly): received first, as a leader's is.
+            Err(mut data) => {
+                let mut f = self.begin_receiving_snapshot().await?;
+                tokio::io::copy(&mut data, &mut *f).await.map_err(werr)?;
+                f.into_file()
+                    .map_err(|_| werr(std::io::Error::other("not a file")))?
+            }
+        };
         f.flush().await.map_err(werr)?;
         f.seek(std::io::SeekFrom::Start(0)).await.map_err(werr)?;
         let std_file = f.into_std().await;
@@ -358,6 +396,7 @@ impl StateMachine {
             )
             .into());
         }
+        self.current = Some(Current::Received(installed));
         let leases = self.store.leases().map_err(sm_err)?;
         self.listeners.lessor.reset(&leases);
         self.listeners.hub.reset();

@@ -94,12 +94,11 @@ struct Tuning {
     /// Log entries between two snapshots; the log is purged behind a snapshot.
     #[arg(long, default_value_t = 10_000)]
     snapshot_logs: u64,
-    /// Also take a snapshot whenever the log grew by this many MiB, or by
-    /// the size of the last snapshot if that is larger, since that
-    /// snapshot: an entry carries a batch of up to 512 writes, so the count
-    /// of entries alone does not bound the log's size, and a snapshot
-    /// writes the whole state, so a large one is not taken again for every
-    /// few MiB of log (0: by entries only).
+    /// Also take a snapshot whenever the log grew by this many MiB since
+    /// the last one: an entry carries a batch of up to 512 writes, so the
+    /// count of entries alone does not bound the log's size (0: by entries
+    /// only). A snapshot pins a view of the state and writes nothing until
+    /// a follower needs it.
     #[arg(long, default_value_t = 64)]
     snapshot_log_mib: u64,
     /// Revisions of history kept by automatic compaction (0 turns it off).

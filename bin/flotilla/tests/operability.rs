@@ -150,22 +150,30 @@ async fn a_log_past_its_size_threshold_takes_a_snapshot() {
     .await;
     let leader = c.leader().await;
     let la = c.client_addr(leader);
-    let snap = c
+    let snapshot_index = async || value(&la, "flotilla_raft_snapshot_index", &[]).await;
+    assert_eq!(snapshot_index().await, 0.0, "a snapshot before any write");
+    // 1.5 MiB in three writes, a few log entries.
+    let big = "x".repeat(512 << 10);
+    for i in 0..3 {
+        put(&la, &format!("big/{i}"), &big).await.expect("put");
+    }
+    wait_until(WAIT, "the leader takes a snapshot", async || {
+        snapshot_index().await > 0.0
+    })
+    .await;
+    // A snapshot is a pinned view: no file until a follower needs one.
+    let snaps = c
         .dir()
         .join(format!("{}.data", c.masters[leader].name))
-        .join("snapshots")
-        .join("current.snap");
+        .join("snapshots");
+    let files: Vec<_> = std::fs::read_dir(&snaps)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(
-        !snap.exists(),
-        "a snapshot before any write: {}",
-        snap.display()
+        files.is_empty(),
+        "snapshot files {files:?} in {}",
+        snaps.display()
     );
-    // 1.5 MiB in three writes, a few log entries.
-    let value = "x".repeat(512 << 10);
-    for i in 0..3 {
-        put(&la, &format!("big/{i}"), &value).await.expect("put");
-    }
-    wait_until(WAIT, "the leader takes a snapshot", async || snap.exists()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

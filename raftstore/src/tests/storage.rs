@@ -10,6 +10,7 @@ use crate::kv::{PutRequest, RangeRequest, RequestOp, TxnRequest};
 use crate::lease::Lessor;
 use crate::log_store::{InstallGate, LogStore};
 use crate::mvcc::KvStore;
+use crate::snapshot_data::SnapshotData;
 use crate::state_machine::{Listeners, StateMachine};
 use crate::types::{Command, Entry, Snapshot, StorageError, TypeConfig, Vote};
 use crate::watch::{HubMsg, Published, WatchHub};
@@ -181,10 +182,10 @@ async fn a_log_that_grows_past_its_byte_threshold_asks_for_a_snapshot() {
     assert!(due(&bytes), "a threshold more: asked again");
 }
 
-/// Each snapshot writes the whole state: the next one by size is due when
-/// the log has grown by the last one's size, not by the threshold alone.
+/// A snapshot is a pinned view, which writes nothing: the next one by size
+/// is due a threshold after the view, however large the state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_snapshot_the_next_is_due_once_the_log_grew_by_its_size() {
+async fn after_a_snapshot_the_next_is_due_once_the_log_grew_by_the_threshold() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut log, mut sm) = open(dir.path());
     let bytes = log.snapshot_by_bytes(4096);
@@ -194,18 +195,14 @@ async fn after_a_snapshot_the_next_is_due_once_the_log_grew_by_its_size() {
     sm.apply(kb_puts(1, 30)).await.expect("apply");
     assert!(due(&bytes), "30 KB: due");
     let mark = bytes.written();
-    let snap = build_snapshot(&mut sm).await;
-    let size = snap.snapshot.metadata().await.expect("size").len();
-    assert!(size > 30_000, "the snapshot holds the state: {size} bytes");
-    // Grown by more than the threshold but less than the snapshot: not due.
-    log.blocking_append(kb_puts(31, 50)).await.expect("append");
+    let _snap = build_snapshot(&mut sm).await;
+    assert!(!due(&bytes), "nothing written since the snapshot");
+    log.blocking_append(kb_puts(31, 33)).await.expect("append");
+    assert!(!due(&bytes), "3 KB since the snapshot");
+    log.blocking_append(kb_puts(34, 36)).await.expect("append");
     let grown = bytes.written() - mark;
-    assert!(grown > 4096 && grown < size, "{grown} bytes");
-    assert!(!due(&bytes), "{grown} bytes since a snapshot of {size}");
-    log.blocking_append(kb_puts(51, 70)).await.expect("append");
-    let grown = bytes.written() - mark;
-    assert!(grown >= size, "{grown} bytes");
-    assert!(due(&bytes), "{grown} bytes since a snapshot of {size}: due");
+    assert!(grown >= 4096, "{grown} bytes");
+    assert!(due(&bytes), "{grown} bytes since the snapshot: due");
 }
 
 fn blank(term: u64, index: u64) -> Entry {
@@ -342,7 +339,7 @@ async fn snapshot_of(entries: Vec<Entry>) -> (tempfile::TempDir, Snapshot) {
 
 /// Receive `data` as the leader sends a snapshot: into the file the state
 /// machine gives for it.
-async fn receive(sm: &mut StateMachine, mut data: Box<tokio::fs::File>) -> Box<tokio::fs::File> {
+async fn receive(sm: &mut StateMachine, mut data: Box<SnapshotData>) -> Box<SnapshotData> {
     let mut file = sm.begin_receiving_snapshot().await.expect("receive");
     tokio::io::copy(&mut *data, &mut *file).await.expect("copy");
     file
@@ -504,13 +501,16 @@ async fn an_older_build_never_replaces_a_newer_snapshot_and_a_crashs_leftovers_g
         "an older build replaced the installed snapshot"
     );
 
-    // What a crash in the middle of a build leaves: a checkpoint (pinning
-    // SST files) and a partial file. Both go at the next start.
+    // What a crash in the middle of a write leaves: a checkpoint (pinning
+    // SST files, from older versions), a partial file and a view's file.
+    // They go at the next start; the snapshot installed last stays current.
     let snaps = dst.path().join("snapshots");
     std::fs::create_dir_all(snaps.join("checkpoint-1")).expect("mkdir");
     std::fs::write(snaps.join("checkpoint-1").join("000001.sst"), b"x").expect("write");
     std::fs::write(snaps.join("current.snap.1.building"), b"x").expect("write");
-    drop(o);
+    std::fs::write(snaps.join("view-1.dump"), b"x").expect("write");
+    // A snapshot taken holds the database open until it is dropped.
+    drop((slow, built, o));
     let mut o = open_all(dst.path());
     let mut left: Vec<String> = std::fs::read_dir(&snaps)
         .expect("read dir")
@@ -571,4 +571,102 @@ async fn a_snapshot_is_taken_without_flushing_and_holds_the_state_it_was_taken_a
         .await
         .expect("install");
     assert_eq!(keys_from_k_to_l(&other_store), 50);
+}
+
+/// The files in a state machine's snapshot folder.
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_writes_nothing_until_read_once_and_its_file_goes_with_its_last_reader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Opened { mut sm, .. } = open_all(dir.path());
+    sm.apply((1..=50).map(|i| put(i, format!("k{i:03}"), b"v1".to_vec())))
+        .await
+        .expect("apply");
+    let taken = build_snapshot(&mut sm).await;
+    sm.apply((51..=60).map(|i| put(i, format!("k{i:03}"), b"v2".to_vec())))
+        .await
+        .expect("apply");
+    assert_eq!(
+        snapshot_files(dir.path()),
+        Vec::<String>::new(),
+        "taking a snapshot wrote a file"
+    );
+
+    // A follower asks: the file is written then, as the view saw the state.
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    assert_eq!(current.meta, taken.meta);
+    let dst = tempfile::tempdir().expect("tempdir");
+    let Opened {
+        sm: mut other,
+        store: other_store,
+        ..
+    } = open_all(dst.path());
+    let file = receive(&mut other, current.snapshot).await;
+    let written = snapshot_files(dir.path());
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(written[0].ends_with(".dump"), "{written:?}");
+    other
+        .install_snapshot(&taken.meta, file)
+        .await
+        .expect("install");
+    assert_eq!(keys_from_k_to_l(&other_store), 50);
+
+    // A second reader reads the same file, written once, from its start.
+    let mut again = sm
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut *again.snapshot, &mut bytes)
+        .await
+        .expect("read");
+    let path = dir.path().join("snapshots").join(&written[0]);
+    assert_eq!(bytes, std::fs::read(&path).expect("the view's file"));
+    assert_eq!(snapshot_files(dir.path()), written);
+
+    // Replaced by a newer snapshot and no longer read, the view and its
+    // file go.
+    drop((taken, again));
+    let _newer = build_snapshot(&mut sm).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file of a snapshot nobody holds is still there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(snapshot_files(dir.path()), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_write_stops_once_nobody_wants_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Opened { mut sm, store, .. } = open_all(dir.path());
+    sm.apply((1..=3000).map(|i| put(i, format!("k{i:05}"), b"v".to_vec())))
+        .await
+        .expect("apply");
+    let db = store.db();
+    let view = db.snapshot();
+    let out = dir.path().join("abandoned.dump");
+    let r = crate::snapshot::write_file(db, &view, &out, "1".into(), &|| false);
+    assert!(
+        matches!(r, Err(crate::mvcc::StoreError::Abandoned)),
+        "{r:?}"
+    );
+    let r = crate::snapshot::write_file(db, &view, &out, "1".into(), &|| true);
+    assert_eq!(r.expect("written").last_log_id.map(|l| l.index), Some(3000));
 }
