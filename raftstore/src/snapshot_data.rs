@@ -6,12 +6,12 @@
 //! A snapshot is taken every few thousand entries, so that the log behind
 //! it can be purged; a follower needs one only when it fell behind that
 //! purge, or joins. Writing the whole state to a file at every snapshot
-//! (as this store did) cost each master about a tenth of its CPU under
-//! load, for files that were almost never sent. A pinned view costs a
-//! RocksDB snapshot (a sequence number that compaction keeps the versions
-//! of): nothing is read or written until a follower asks. What a view
-//! keeps alive is what the writes after it superseded, until the next
-//! snapshot replaces it.
+//! (as this store did) cost every master a dump of all of it, a cost that
+//! grows with the state, for files that were almost never sent. A pinned
+//! view costs a RocksDB snapshot (a sequence number that compaction keeps
+//! the versions of): nothing is read or written until a follower asks.
+//! What a view keeps alive is what the writes after it superseded, until
+//! the next snapshot replaces it.
 //!
 //! A RocksDB snapshot borrows its database, so each view lives on a thread
 //! of its own, which takes it, answers requests for its file, and lets it
@@ -168,12 +168,22 @@ impl PinnedView {
     }
 }
 
-type Opening = Pin<Box<dyn Future<Output = io::Result<tokio::fs::File>> + Send>>;
+/// The task that asks a view's thread for its file and opens it. A reader
+/// that goes before the file is open stops it (and the write stops if
+/// nothing else holds the view).
+struct Opening(tokio::task::JoinHandle<io::Result<tokio::fs::File>>);
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 enum State {
     Open(tokio::fs::File),
     Pinned {
         view: PinnedView,
+        /// The task that asks for the file and opens it.
         opening: Option<Opening>,
         /// A seek asked for before the file was open.
         seek: Option<io::SeekFrom>,
@@ -220,8 +230,8 @@ impl SnapshotData {
             seek,
         } = &mut self.state
         {
-            let fut = opening.get_or_insert_with(|| Box::pin(view.clone().open()));
-            let mut file = ready!(fut.as_mut().poll(cx))?;
+            let task = opening.get_or_insert_with(|| Opening(tokio::spawn(view.clone().open())));
+            let mut file = ready!(Pin::new(&mut task.0).poll(cx)).map_err(io::Error::other)??;
             let pending = seek.take();
             if let Some(pos) = pending {
                 Pin::new(&mut file).start_seek(pos)?;
