@@ -98,13 +98,6 @@ SCALE=1
 : "${REVOKE_KEYS:=$((QUICK ? 20000 : 200000))}"
 RANGE_KEYS=10000
 POINT_SECS=120 # a put/range point stops after this long even if unfinished
-KEY_SIZE=8
-VAL_SIZE=256
-put_total() { # clients -> number of puts
-  local c=$1 t
-  if ((c <= 1)); then t=3000; elif ((c <= 16)); then t=20000; elif ((c <= 256)); then t=60000; else t=80000; fi
-  echo $((t / SCALE))
-}
 range_total() { # clients -> number of ranges
   local c=$1 t
   if ((c <= 1)); then t=5000; elif ((c <= 16)); then t=30000; elif ((c <= 256)); then t=60000; else t=80000; fi

@@ -1,4 +1,4 @@
-# Sourced by bench/run.sh and bench/objects.sh: the settings both systems
+# Sourced by bench/run.sh, bench/objects.sh and bench/ab.sh: the settings both systems
 # run with, so that their figures compare like with like. etcd's default
 # heartbeat (100 ms) and election timeout (1,000 ms; Flotilla's own default
 # is 300 ms, which etcd refuses with a 100 ms heartbeat: it wants 5
@@ -12,6 +12,16 @@ ETCD_SETTINGS=(--heartbeat-interval "$HEARTBEAT_MS" --election-timeout "$ELECTIO
   --auto-compaction-mode revision --auto-compaction-retention "$COMPACT_KEEP")
 FLOTILLA_SETTINGS=(--heartbeat-interval-ms "$HEARTBEAT_MS" --election-timeout-ms "$ELECTION_MS"
   --auto-compaction-retention "$COMPACT_KEEP")
+
+# The put points' keys and values, and their totals by client count (the
+# caller's SCALE divides them: run.sh's --quick; bench/ab.sh uses them too).
+KEY_SIZE=8
+VAL_SIZE=256
+put_total() { # clients -> number of puts
+  local c=$1 t
+  if ((c <= 1)); then t=3000; elif ((c <= 16)); then t=20000; elif ((c <= 256)); then t=60000; else t=80000; fi
+  echo $((t / ${SCALE:-1}))
+}
 
 # Which member (1-3) listens on a client endpoint; fails for none of ours.
 # Needs the caller's client_port.
