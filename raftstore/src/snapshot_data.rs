@@ -34,7 +34,7 @@ use crate::snapshot;
 use crate::types::SnapshotMeta;
 
 /// The suffix of a view's file: removed at start if a crash left one.
-pub const DUMP: &str = ".dump";
+const DUMP: &str = ".dump";
 
 type Reply = tokio::sync::oneshot::Sender<Result<PathBuf, String>>;
 
@@ -128,12 +128,11 @@ impl PinnedView {
                 }
             })
             .map_err(|e| StoreError::Corrupt(format!("starting a snapshot view: {e}")))?;
-        let meta = match meta_rx.recv() {
-            Ok(m) => m,
-            Err(_) => Err(StoreError::Corrupt(
+        let meta = meta_rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Corrupt(
                 "the snapshot view's thread ended".into(),
-            )),
-        };
+            ))
+        });
         match meta {
             Ok(meta) => Ok(PinnedView(Arc::new(Pinned {
                 meta,

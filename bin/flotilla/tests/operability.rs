@@ -142,7 +142,8 @@ async fn a_log_past_its_size_threshold_takes_a_snapshot() {
     let c = Cluster::start(
         3,
         Opts {
-            snapshot_logs: Some(1_000_000),
+            // A tenth of it (100 entries) is kept behind a snapshot.
+            snapshot_logs: Some(1_000),
             extra_args: vec!["--snapshot-log-mib".into(), "1".into()],
             ..Opts::default()
         },
@@ -152,7 +153,16 @@ async fn a_log_past_its_size_threshold_takes_a_snapshot() {
     let la = c.client_addr(leader);
     let snapshot_index = async || value(&la, "flotilla_raft_snapshot_index", &[]).await;
     assert_eq!(snapshot_index().await, 0.0, "a snapshot before any write");
-    // 1.5 MiB in three writes, a few log entries.
+    // 150 small writes (an entry each, far from 1,000 entries and 1 MiB),
+    // then 1.5 MiB in three writes.
+    for i in 0..150 {
+        put(&la, &format!("small/{i}"), "v").await.expect("put");
+    }
+    assert_eq!(
+        snapshot_index().await,
+        0.0,
+        "a snapshot before 1 MiB of log"
+    );
     let big = "x".repeat(512 << 10);
     for i in 0..3 {
         put(&la, &format!("big/{i}"), &big).await.expect("put");
@@ -161,6 +171,17 @@ async fn a_log_past_its_size_threshold_takes_a_snapshot() {
         snapshot_index().await > 0.0
     })
     .await;
+    // The log is purged behind it, but for the 100 entries kept.
+    let purged_index = async || value(&la, "flotilla_raft_log_purged_index", &[]).await;
+    wait_until(WAIT, "the leader purges its log", async || {
+        purged_index().await > 0.0
+    })
+    .await;
+    let (snap, purged) = (snapshot_index().await, purged_index().await);
+    assert!(
+        purged + 100.0 <= snap,
+        "purged to {purged} behind a snapshot at {snap}"
+    );
     // A snapshot is a pinned view: no file until a follower needs one.
     let snaps = c
         .dir()

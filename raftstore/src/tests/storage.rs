@@ -327,6 +327,14 @@ async fn build_snapshot(sm: &mut StateMachine) -> Snapshot {
         .expect("build snapshot")
 }
 
+/// The snapshot `sm` answers a follower with (there must be one).
+async fn current_snapshot(sm: &mut StateMachine) -> Snapshot {
+    sm.get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot")
+}
+
 /// A snapshot of a state machine that applied `entries` (with the folder
 /// that holds it).
 async fn snapshot_of(entries: Vec<Entry>) -> (tempfile::TempDir, Snapshot) {
@@ -474,7 +482,7 @@ fn keys_from_k_to_l(store: &KvStore) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_older_build_never_replaces_a_newer_snapshot_and_a_crashs_leftovers_go_at_start() {
+async fn a_snapshot_taken_before_an_install_never_replaces_it_and_a_crashs_leftovers_go_at_start() {
     let (_src, newer) = snapshot_of((1..=20).map(|i| blank(2, i)).collect()).await;
 
     let dst = tempfile::tempdir().expect("tempdir");
@@ -482,23 +490,20 @@ async fn an_older_build_never_replaces_a_newer_snapshot_and_a_crashs_leftovers_g
     o.sm.apply((1..=5).map(|i| blank(1, i)))
         .await
         .expect("apply");
-    // A slow build starts from the state at entry 5 ...
+    // A snapshot is taken at entry 5, and its builder (openraft's spawned
+    // task) finishes only after ...
     let mut slow = o.sm.get_snapshot_builder().await;
-    // ... while the leader's newer snapshot is received and installed.
+    // ... the leader's newer snapshot is received and installed.
     let file = receive(&mut o.sm, newer.snapshot).await;
     o.sm.install_snapshot(&newer.meta, file)
         .await
         .expect("install");
     let built = slow.build_snapshot().await.expect("slow build");
     assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(5));
-    let current =
-        o.sm.get_current_snapshot()
-            .await
-            .expect("current")
-            .expect("a snapshot");
+    let current = current_snapshot(&mut o.sm).await;
     assert_eq!(
         current.meta.last_log_id, newer.meta.last_log_id,
-        "an older build replaced the installed snapshot"
+        "an older snapshot replaced the installed one"
     );
 
     // What a crash in the middle of a write leaves: a checkpoint (pinning
@@ -518,11 +523,7 @@ async fn an_older_build_never_replaces_a_newer_snapshot_and_a_crashs_leftovers_g
         .collect();
     left.sort();
     assert_eq!(left, vec!["current.snap".to_string()]);
-    let current =
-        o.sm.get_current_snapshot()
-            .await
-            .expect("current")
-            .expect("a snapshot");
+    let current = current_snapshot(&mut o.sm).await;
     assert_eq!(current.meta.last_log_id, newer.meta.last_log_id);
 }
 
@@ -601,11 +602,7 @@ async fn a_snapshot_writes_nothing_until_read_once_and_its_file_goes_with_its_la
     );
 
     // A follower asks: the file is written then, as the view saw the state.
-    let current = sm
-        .get_current_snapshot()
-        .await
-        .expect("current")
-        .expect("a snapshot");
+    let current = current_snapshot(&mut sm).await;
     assert_eq!(current.meta, taken.meta);
     let dst = tempfile::tempdir().expect("tempdir");
     let Opened {
@@ -624,11 +621,7 @@ async fn a_snapshot_writes_nothing_until_read_once_and_its_file_goes_with_its_la
     assert_eq!(keys_from_k_to_l(&other_store), 50);
 
     // A second reader reads the same file, written once, from its start.
-    let mut again = sm
-        .get_current_snapshot()
-        .await
-        .expect("current")
-        .expect("a snapshot");
+    let mut again = current_snapshot(&mut sm).await;
     let mut bytes = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut *again.snapshot, &mut bytes)
         .await
