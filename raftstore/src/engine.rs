@@ -126,7 +126,7 @@ fn cf_options(name: &str, cache: &Cache) -> Options {
 /// and its terminator (`0x00 0x01`, which an escaped byte never forms),
 /// without the revision after it. Keys of one user key share it, and a
 /// seek to [`encoded_key`] has the same prefix as the key's versions.
-fn user_key_prefix(raw: &[u8]) -> &[u8] {
+pub(crate) fn user_key_prefix(raw: &[u8]) -> &[u8] {
     match user_key_end(raw) {
         Some(end) => &raw[..end],
         None => raw,
@@ -189,6 +189,26 @@ pub fn across_keys() -> ReadOptions {
     let mut o = ReadOptions::default();
     o.set_total_order_seek(true);
     o
+}
+
+/// Step an iterator over [`CF_KV`] past one more older version of the
+/// user key it decided last (`skipped` of them so far): the next entry,
+/// or, once more than 8 were stepped over one at a time, a seek past all
+/// of that key's versions, whose encoded prefix `encoded` gives.
+pub fn past_older_version(
+    it: &mut rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
+    skipped: &mut u32,
+    encoded: impl FnOnce() -> Vec<u8>,
+) {
+    *skipped += 1;
+    if *skipped > 8 {
+        let mut next = encoded();
+        next.extend_from_slice(&[0xFF; 9]);
+        it.seek(&next);
+        *skipped = 0;
+    } else {
+        it.next();
+    }
 }
 
 /// The handle of a column family every database opened by [`open`] has.

@@ -42,6 +42,7 @@ pub struct StoreMetrics {
     pub backend_commit: Histogram,
     pub db_size: IntGauge,
     pub db_in_use: IntGauge,
+    pub keys: IntGauge,
     pub peer_rtt: HistogramVec,
     pub term: IntGauge,
     pub last_log_index: IntGauge,
@@ -187,6 +188,11 @@ impl StoreMetrics {
                 "etcd_mvcc_db_total_size_in_use_in_bytes",
                 "Total size of the underlying database logically in use in bytes.",
             ),
+            keys: gauge(
+                r,
+                "etcd_debugging_mvcc_keys_total",
+                "Total number of keys.",
+            ),
             peer_rtt: register(
                 r,
                 HistogramVec::new(
@@ -299,6 +305,7 @@ pub async fn follow(
                     m.db_size.set(size);
                     m.db_in_use.set(in_use);
                 }
+                m.keys.set(store.live_keys() as i64);
             }
             changed = rx.changed() => {
                 if changed.is_err() {

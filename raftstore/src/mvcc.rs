@@ -14,6 +14,7 @@ use crate::kv::*;
 
 mod apply;
 mod compact;
+mod index;
 mod once;
 mod txn;
 
@@ -73,6 +74,9 @@ pub struct Effects {
     pub cluster_id: Option<u64>,
     /// The `once/` keys of the request ids this command remembered or forgot.
     pub(crate) once_keys: Vec<Vec<u8>>,
+    /// What this command changed of the key index, in order (taken in
+    /// once its write is in the database).
+    pub(crate) key_changes: Vec<index::KeyChange>,
 }
 
 /// The events of a command left in history (see [`Effects::in_history`]).
@@ -131,6 +135,8 @@ pub struct KvStore {
     /// Revisions whose every event made a key's first version, which
     /// physical compaction need not look at ([`compact::FreshRevisions`]).
     pub(crate) fresh: compact::FreshRevisions,
+    /// Every live key's newest revision, for the applies' reads.
+    index: index::KeyIndex,
     /// The member directory, cached so that no service reads RocksDB for it.
     directory: std::sync::RwLock<Vec<(NodeId, MemberAddrs)>>,
     /// Held by physical compaction and by snapshot installation, which must not overlap.
@@ -193,6 +199,7 @@ impl KvStore {
             once: Mutex::new(OnceWindow::default()),
             once_limits: Mutex::new(OnceLimits::default()),
             fresh: compact::FreshRevisions::default(),
+            index: index::KeyIndex::default(),
             directory: std::sync::RwLock::new(Vec::new()),
             maintenance: Mutex::new(()),
             readers: std::sync::RwLock::new(()),
@@ -221,6 +228,7 @@ impl KvStore {
         let window = self.load_once_window()?;
         *self.once.lock().unwrap_or_else(|p| p.into_inner()) = window;
         self.fresh.clear();
+        self.index.rebuild(&self.db, self.revision())?;
         let dir = self.members_from_db()?;
         *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;
         Ok(())
@@ -242,6 +250,23 @@ impl KvStore {
     /// empty store is at revision 1 and the first write gets revision 2.
     pub fn revision(&self) -> i64 {
         self.revision.load(Ordering::SeqCst)
+    }
+
+    /// How many keys are live at the store's revision (from the key index).
+    pub fn live_keys(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The key index's every entry (tests: compared with the store's).
+    #[cfg(test)]
+    pub(crate) fn indexed_keys(&self) -> std::collections::BTreeMap<Vec<u8>, i64> {
+        self.index.entries()
+    }
+
+    /// Set one entry of the key index (tests: a wrong index).
+    #[cfg(test)]
+    pub(crate) fn set_indexed(&self, key: &[u8], rev: Option<i64>) {
+        self.index.apply([(key.to_vec(), rev)]);
     }
 
     pub fn compact_revision(&self) -> i64 {
@@ -398,6 +423,32 @@ impl KvStore {
         Ok(None)
     }
 
+    /// The newest version of `key` as the state machine's applies see it,
+    /// tombstones excluded: through the key index (see [`index`]), not a
+    /// seek. Only for the applies, on the state at the store's revision
+    /// plus the commands applied but not yet written, none of which wrote
+    /// `key` (see `apply::Group::admits`).
+    fn latest_indexed(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        let Some(rev) = self.index.get(key) else {
+            return Ok(None);
+        };
+        let raw = self
+            .db
+            .get_pinned_cf(engine::cf(&self.db, CF_KV), engine::mvcc_key(key, rev))?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the key index names revision {rev} of a key the store does not hold"
+                ))
+            })?;
+        let rec = Record::decode(&raw).ok_or_else(|| StoreError::Corrupt("kv record".into()))?;
+        if rec.tombstone {
+            return Err(StoreError::Corrupt(format!(
+                "the key index names revision {rev} of a key, a tombstone in the store"
+            )));
+        }
+        Ok(Some(to_kv(key.to_vec(), rev, rec)))
+    }
+
     #[cfg(test)]
     pub fn get_latest(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         self.get_at(key, i64::MAX)
@@ -445,16 +496,7 @@ impl KvStore {
                 break;
             }
             if decided.as_deref() == Some(ukey.as_slice()) {
-                skipped += 1;
-                if skipped > 8 {
-                    // Many old versions: jump past them all.
-                    let mut next = engine::encoded_key(&ukey);
-                    next.extend_from_slice(&[0xFF; 9]);
-                    it.seek(&next);
-                    skipped = 0;
-                } else {
-                    it.next();
-                }
+                engine::past_older_version(&mut it, &mut skipped, || engine::encoded_key(&ukey));
                 continue;
             }
             if mrev > rev {

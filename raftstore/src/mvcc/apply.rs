@@ -198,8 +198,8 @@ impl KvStore {
             }
         };
         group.add(&result, &mut fx, false);
-        let all = vec![fx];
-        self.write_group(&mut group, Marker::Entry(log_id), &all)?;
+        let mut all = vec![fx];
+        self.write_group(&mut group, Marker::Entry(log_id), &mut all)?;
         Ok((result, all))
     }
 
@@ -233,7 +233,7 @@ impl KvStore {
             }
             let reads = point_reads(cmd);
             if !group.admits(reads.as_ref()) {
-                self.write_group(&mut group, Marker::Progress(log_id.index, i - 1), &all)?;
+                self.write_group(&mut group, Marker::Progress(log_id.index, i - 1), &mut all)?;
             }
             let mut fx = Effects {
                 once: Some(group.window),
@@ -268,11 +268,11 @@ impl KvStore {
                 } else {
                     Marker::Progress(log_id.index, i)
                 };
-                self.write_group(&mut group, marker, &all)?;
+                self.write_group(&mut group, marker, &mut all)?;
             }
         }
         if cmds.is_empty() {
-            self.write_group(&mut group, Marker::Applied(Some(log_id)), &all)?;
+            self.write_group(&mut group, Marker::Applied(Some(log_id)), &mut all)?;
         }
         Ok((
             CommandResult {
@@ -290,7 +290,7 @@ impl KvStore {
         &self,
         next: &mut Group,
         marker: Marker,
-        all: &[Effects],
+        all: &mut [Effects],
     ) -> Result<(), StoreError> {
         // The next group starts from this one's state, nothing pending.
         let after = Group::at(next.revision, next.window, all.len());
@@ -322,10 +322,14 @@ impl KvStore {
         if let Some(h) = self.commit_seconds.get() {
             h.observe(started.elapsed().as_secs_f64());
         }
-        let fxs = all.get(group.first..).unwrap_or_default();
+        let fxs = all.get_mut(group.first..).unwrap_or_default();
         let mut members_changed = false;
         self.fresh.note(fxs);
-        for fx in fxs {
+        self.index.apply(
+            fxs.iter_mut()
+                .flat_map(|fx| std::mem::take(&mut fx.key_changes)),
+        );
+        for fx in fxs.iter() {
             if let Some(c) = fx.compacted_to {
                 self.compact_revision.store(c, Ordering::SeqCst);
             }
@@ -364,7 +368,7 @@ impl KvStore {
         };
         Ok(match cmd {
             Command::Txn(req) => {
-                let mut tx = TxnCtx::new(self, cur + 1, batch).chunked();
+                let mut tx = TxnCtx::new(self, cur + 1, batch).applied();
                 match tx.txn(req, true) {
                     Ok(resp) => {
                         let rev = tx.commit(fx);
@@ -423,7 +427,7 @@ impl KvStore {
                 if self.lease_ttl_raw(*id)?.is_none() {
                     done(cur, Err(KvError::LeaseNotFound))
                 } else {
-                    let mut tx = TxnCtx::new(self, cur + 1, batch).chunked();
+                    let mut tx = TxnCtx::new(self, cur + 1, batch).applied();
                     match tx.revoke(*id, self.lease_keys_raw(*id)?) {
                         Ok(()) => {}
                         Err(TxnFail::Store(e)) => return Err(e),

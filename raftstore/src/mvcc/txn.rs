@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use rocksdb::WriteBatch;
 
+use super::index::KeyChange;
 use super::*;
 
 pub(super) enum TxnFail {
@@ -100,6 +101,11 @@ pub(super) struct TxnCtx<'a> {
     elided: Option<InHistory>,
     /// Whether the deletes of a revoke keep their events out of `events`.
     eliding: bool,
+    /// Whether the newest versions are read through the key index (only
+    /// a transaction of the log's, applied: see [`super::index`]).
+    indexed: bool,
+    /// What the transaction changes of the key index, in order.
+    key_changes: Vec<KeyChange>,
 }
 
 impl<'a> TxnCtx<'a> {
@@ -121,14 +127,18 @@ impl<'a> TxnCtx<'a> {
             revoking: 0,
             elided: None,
             eliding: false,
+            indexed: false,
+            key_changes: Vec::new(),
         }
     }
 
-    /// Let the transaction's last operation write its batch out in chunks
-    /// (see [`WRITE_CHUNK_BYTES`]): for a transaction the log applies, never
-    /// for one that must write nothing.
-    pub(super) fn chunked(mut self) -> Self {
+    /// A transaction the log applies (never one that must write nothing):
+    /// its last operation may write its batch out in chunks (see
+    /// [`WRITE_CHUNK_BYTES`]), and it reads the newest versions of keys
+    /// through the key index.
+    pub(super) fn applied(mut self) -> Self {
         self.chunked = true;
+        self.indexed = true;
         self
     }
 
@@ -218,6 +228,18 @@ impl<'a> TxnCtx<'a> {
     fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         match self.overlay.get(key) {
             Some(v) => Ok(v.clone()),
+            None if self.indexed => {
+                let found = self.store.latest_indexed(key)?;
+                // Every test that applies a write checks the index.
+                #[cfg(test)]
+                assert_eq!(
+                    found,
+                    self.store.get_at_raw(key, self.rev - 1)?,
+                    "the key index and the store differ on {key:?} at revision {}",
+                    self.rev - 1
+                );
+                Ok(found)
+            }
             // As of the revision before this transaction's: a read-only
             // transaction is one snapshot even while writes are applied.
             None => self.store.get_at_raw(key, self.rev - 1),
@@ -362,6 +384,9 @@ impl<'a> TxnCtx<'a> {
         };
         self.put_op(CF_KV, engine::mvcc_key(&p.key, self.rev), rec.encode());
         self.log_event(EventType::Put, &p.key);
+        if self.indexed {
+            self.key_changes.push((p.key.clone(), Some(self.rev)));
+        }
         let old_lease = prev.as_ref().map_or(0, |kv| kv.lease);
         if old_lease != 0 && old_lease != lease {
             self.delete_op(CF_LEASE_KEYS, engine::lease_attach_key(old_lease, &p.key));
@@ -430,6 +455,9 @@ impl<'a> TxnCtx<'a> {
             };
             self.put_op(CF_KV, engine::mvcc_key(&kv.key, self.rev), rec.encode());
             self.log_event(EventType::Delete, &kv.key);
+            if self.indexed {
+                self.key_changes.push((kv.key.clone(), None));
+            }
             if kv.lease != 0 && kv.lease != self.revoking {
                 self.delete_op(CF_LEASE_KEYS, engine::lease_attach_key(kv.lease, &kv.key));
             }
@@ -483,6 +511,11 @@ impl<'a> TxnCtx<'a> {
             fx.events = self.events;
         } else {
             fx.events.extend(self.events);
+        }
+        if fx.key_changes.is_empty() {
+            fx.key_changes = self.key_changes;
+        } else {
+            fx.key_changes.extend(self.key_changes);
         }
         if let Some(h) = self.elided {
             match &mut fx.in_history {

@@ -417,10 +417,16 @@ fn a_large_delete_is_written_in_chunks_unseen_until_applied_and_reapplied_alike_
 
     // The restarted master applies the entry again: the same writes, each
     // key deleted once at the revision, in key order.
+    // Its key index, rebuilt, holds every key: the chunks' tombstones
+    // are above the store's revision.
     let mut t = t.reopen();
+    t.assert_index_matches();
+    assert_eq!(t.store.live_keys(), keys.len());
     t.store.set_write_chunk_bytes(2048);
     let (r, events) = t.try_apply(delete_all()).expect("re-applied");
     assert_eq!(r.revision, rev);
+    t.assert_index_matches();
+    assert_eq!(t.store.live_keys(), 0);
     let Outcome::Txn(Ok(resp)) = r.outcome else {
         panic!("not a transaction outcome")
     };

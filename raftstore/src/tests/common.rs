@@ -135,6 +135,28 @@ impl T {
         })
     }
 
+    /// The key index holds every live key at its newest revision, and
+    /// nothing else (read from the store by a range of every key).
+    pub fn assert_index_matches(&self) {
+        let all = self.store.range(&RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        });
+        let live: std::collections::BTreeMap<Vec<u8>, i64> = all
+            .expect("range of every key")
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.mod_revision))
+            .collect();
+        assert_eq!(
+            self.store.indexed_keys(),
+            live,
+            "the key index and the store differ"
+        );
+        assert_eq!(self.store.live_keys(), live.len());
+    }
+
     pub fn get(&self, k: &str, rev: i64) -> Option<KeyValue> {
         self.range(k, "", rev)
             .expect("range")

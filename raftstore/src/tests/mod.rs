@@ -11,6 +11,7 @@ mod compaction;
 mod filters;
 mod format;
 mod group;
+mod index;
 mod mvcc;
 mod restart;
 mod storage;
