@@ -15,7 +15,6 @@
 //! machine's applies read it: a read from outside, at a revision of its
 //! own, seeks as before.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::engine::{self, Db, Record, CF_KV};
@@ -26,12 +25,13 @@ use super::StoreError;
 /// revision, or `None` for a delete.
 pub(crate) type KeyChange = (Vec<u8>, Option<i64>);
 
-/// Live key -> the revision of its newest version. A B-tree rather than a
-/// hash map: about half the memory per key (a hash map's buckets are at
-/// most seven-eighths full, and doubled), and no pause of the apply to
-/// move every entry when it grows (a hash map of a million keys moves
-/// tens of megabytes at once).
-type Keys = BTreeMap<Box<[u8]>, i64>;
+/// Live key -> the revision of its newest version. A hash map (foldhash),
+/// not a B-tree: a B-tree's lookup compares the key with one boxed key
+/// per step, a cache miss each, and with 400,000 keys its lookups and
+/// inserts took 8% of the masters' CPU under single puts, more than the
+/// seeks they replaced saved (bench/RESULTS.md). The price: it doubles
+/// as it grows, moving every entry at once.
+type Keys = hashbrown::HashMap<Box<[u8]>, i64>;
 
 #[derive(Default)]
 pub(crate) struct KeyIndex {
@@ -100,8 +100,7 @@ fn build(db: &Db, revision: i64) -> Result<Keys, StoreError> {
     opts.fill_cache(false);
     let mut it = db.raw_iterator_cf_opt(kvcf, opts);
     it.seek_to_first();
-    // In key order: built in one piece at the end, the tree's nodes are full.
-    let mut keys = Vec::new();
+    let mut keys = Keys::new();
     // The encoded prefix of the key decided last, and how many of its
     // older versions were stepped over since.
     let mut decided: Vec<u8> = Vec::new();
@@ -122,7 +121,7 @@ fn build(db: &Db, revision: i64) -> Result<Keys, StoreError> {
         }
         let rec = Record::decode_meta(v).ok_or_else(|| StoreError::Corrupt("kv record".into()))?;
         if !rec.tombstone {
-            keys.push((key.into_boxed_slice(), rev));
+            keys.insert(key.into_boxed_slice(), rev);
         }
         decided.clear();
         decided.extend_from_slice(prefix);
@@ -130,5 +129,5 @@ fn build(db: &Db, revision: i64) -> Result<Keys, StoreError> {
         it.next();
     }
     it.status()?;
-    Ok(Keys::from_iter(keys))
+    Ok(keys)
 }
