@@ -16,6 +16,7 @@
 //! machine's applies read it: a read from outside, at a revision of its
 //! own, seeks as before.
 
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use crate::engine::{self, Db, Record, CF_KV};
@@ -26,13 +27,56 @@ use super::StoreError;
 /// revision, or `None` for a delete.
 pub(crate) type KeyChange = (Vec<u8>, Option<i64>);
 
-/// Live key -> the revision of its newest version. A hash map (foldhash),
-/// not a B-tree: a B-tree's lookup compares the key with one boxed key
-/// per step, a cache miss each, and with 400,000 keys its lookups and
-/// inserts took 8% of the masters' CPU under single puts, more than the
-/// seeks they replaced saved (bench/RESULTS.md). The price: it doubles
-/// as it grows, moving every entry at once.
-type Keys = hashbrown::HashMap<Box<[u8]>, i64>;
+/// Live key -> the revision of its newest version, in hash maps
+/// (foldhash), not a B-tree: a B-tree's lookup compares the key with one
+/// boxed key per step, a cache miss each, and with 400,000 keys its
+/// lookups and inserts took 8% of the masters' CPU under single puts,
+/// more than the seeks they replaced saved (bench/RESULTS.md). A hash
+/// map doubles as it grows, moving every entry in one insert: 100 ms at
+/// a million keys of 36 bytes, 440 ms at 3.7 million. Split by hash into
+/// [`SHARDS`] maps, each grows on its own, a 64th of that each time
+/// (3 ms and 6-8 ms measured), spread over many applies.
+struct Keys {
+    hasher: hashbrown::DefaultHashBuilder,
+    shards: Vec<hashbrown::HashMap<Box<[u8]>, i64>>,
+}
+
+/// How many maps the index is split into (a power of two).
+const SHARDS: usize = 64;
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            shards: (0..SHARDS).map(|_| hashbrown::HashMap::new()).collect(),
+        }
+    }
+}
+
+impl Keys {
+    fn shard(&self, key: &[u8]) -> usize {
+        // The hash's top bits: each map hashes with a state of its own.
+        (self.hasher.hash_one(key) >> (64 - SHARDS.trailing_zeros())) as usize
+    }
+
+    fn get(&self, key: &[u8]) -> Option<i64> {
+        self.shards[self.shard(key)].get(key).copied()
+    }
+
+    fn insert(&mut self, key: Box<[u8]>, rev: i64) {
+        let i = self.shard(&key);
+        self.shards[i].insert(key, rev);
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        let i = self.shard(key);
+        self.shards[i].remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct KeyIndex {
@@ -46,7 +90,7 @@ impl KeyIndex {
 
     /// The revision of `key`'s newest version, if it is live.
     pub(crate) fn get(&self, key: &[u8]) -> Option<i64> {
-        self.keys().get(key).copied()
+        self.keys().get(key)
     }
 
     /// How many keys are live.
@@ -57,7 +101,9 @@ impl KeyIndex {
     /// Every entry, in key order.
     #[cfg(test)]
     pub(crate) fn entries(&self) -> std::collections::BTreeMap<Vec<u8>, i64> {
-        self.keys().iter().map(|(k, v)| (k.to_vec(), *v)).collect()
+        let keys = self.keys();
+        let all = keys.shards.iter().flat_map(|s| s.iter());
+        all.map(|(k, v)| (k.to_vec(), *v)).collect()
     }
 
     /// Take in what committed transactions changed, in their order.
@@ -69,7 +115,7 @@ impl KeyIndex {
                     keys.insert(key.into_boxed_slice(), rev);
                 }
                 None => {
-                    keys.remove(key.as_slice());
+                    keys.remove(&key);
                 }
             }
         }
@@ -101,7 +147,7 @@ fn build(db: &Db, revision: i64) -> Result<Keys, StoreError> {
     opts.fill_cache(false);
     let mut it = db.raw_iterator_cf_opt(kvcf, opts);
     it.seek_to_first();
-    let mut keys = Keys::new();
+    let mut keys = Keys::default();
     // The encoded prefix of the key decided last, and how many of its
     // older versions were stepped over since.
     let mut decided: Vec<u8> = Vec::new();
