@@ -90,9 +90,10 @@ pub(super) struct TxnCtx<'a> {
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
     writes: Writes<'a>,
     events: Vec<Event>,
-    /// Whether a large last operation may write its batch out in chunks
-    /// (only a transaction of the log's, applied).
-    chunked: bool,
+    /// Whether the log applies it (see [`Self::applied`]): a large last
+    /// operation may write its batch out in chunks, and the newest
+    /// versions are read through the key index.
+    applied: bool,
     /// The lease whose keys this transaction deletes to revoke it (0:
     /// none). Their attachments are left for the revoke's last write.
     revoking: i64,
@@ -101,9 +102,6 @@ pub(super) struct TxnCtx<'a> {
     elided: Option<InHistory>,
     /// Whether the deletes of a revoke keep their events out of `events`.
     eliding: bool,
-    /// Whether the newest versions are read through the key index (only
-    /// a transaction of the log's, applied: see [`super::index`]).
-    indexed: bool,
     /// What the transaction changes of the key index, in order.
     key_changes: Vec<KeyChange>,
 }
@@ -123,11 +121,10 @@ impl<'a> TxnCtx<'a> {
             overlay: BTreeMap::new(),
             writes,
             events: Vec::new(),
-            chunked: false,
+            applied: false,
             revoking: 0,
             elided: None,
             eliding: false,
-            indexed: false,
             key_changes: Vec::new(),
         }
     }
@@ -137,8 +134,7 @@ impl<'a> TxnCtx<'a> {
     /// [`WRITE_CHUNK_BYTES`]), and it reads the newest versions of keys
     /// through the key index.
     pub(super) fn applied(mut self) -> Self {
-        self.chunked = true;
-        self.indexed = true;
+        self.applied = true;
         self
     }
 
@@ -152,7 +148,7 @@ impl<'a> TxnCtx<'a> {
     /// write.
     pub(super) fn revoke(&mut self, id: i64, keys: Vec<Vec<u8>>) -> Result<(), TxnFail> {
         self.revoking = id;
-        self.eliding = self.chunked && keys.len() > self.store.events_carried_max();
+        self.eliding = self.applied && keys.len() > self.store.events_carried_max();
         for key in keys {
             let d = DeleteRangeRequest {
                 key,
@@ -228,7 +224,7 @@ impl<'a> TxnCtx<'a> {
     fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         match self.overlay.get(key) {
             Some(v) => Ok(v.clone()),
-            None if self.indexed => {
+            None if self.applied => {
                 let found = self.store.latest_indexed(key)?;
                 // Every test that applies a write checks the index.
                 #[cfg(test)]
@@ -384,7 +380,7 @@ impl<'a> TxnCtx<'a> {
         };
         self.put_op(CF_KV, engine::mvcc_key(&p.key, self.rev), rec.encode());
         self.log_event(EventType::Put, &p.key);
-        if self.indexed {
+        if self.applied {
             self.key_changes.push((p.key.clone(), Some(self.rev)));
         }
         let old_lease = prev.as_ref().map_or(0, |kv| kv.lease);
@@ -419,7 +415,7 @@ impl<'a> TxnCtx<'a> {
     ) -> Result<DeleteRangeResponse, TxnFail> {
         // Nothing reads after the transaction's last operation, and nothing
         // fails it: its writes may go out in chunks.
-        let chunk = (self.chunked && !read_after).then(|| self.store.write_chunk_bytes());
+        let chunk = (self.applied && !read_after).then(|| self.store.write_chunk_bytes());
         // Such a delete of very many keys hands the watchers no events (see
         // [`EVENTS_CARRIED_MAX`]): unless the request asks for the previous
         // values, it reads only the values that its events may carry.
@@ -455,7 +451,7 @@ impl<'a> TxnCtx<'a> {
             };
             self.put_op(CF_KV, engine::mvcc_key(&kv.key, self.rev), rec.encode());
             self.log_event(EventType::Delete, &kv.key);
-            if self.indexed {
+            if self.applied {
                 self.key_changes.push((kv.key.clone(), None));
             }
             if kv.lease != 0 && kv.lease != self.revoking {
