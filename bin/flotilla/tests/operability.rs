@@ -273,6 +273,14 @@ async fn metrics_health_and_etcd_tooling_on_real_masters() {
             "{series} missing or zero on the leader"
         );
     }
+    // The live keys (the key index's size, read every 5 s) count the 30
+    // written above.
+    wait_until(
+        WAIT,
+        "etcd_debugging_mvcc_keys_total counts the writes",
+        async || value(la, "etcd_debugging_mvcc_keys_total", &[]).await >= 30.0,
+    )
+    .await;
 
     // The object API's series, by verb, resource and HTTP code.
     let flt = |args: &[&str]| {
