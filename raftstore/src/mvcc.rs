@@ -132,9 +132,10 @@ pub struct KvStore {
     /// The window of remembered [`Command::Once`] ids, as committed.
     once: Mutex<OnceWindow>,
     once_limits: Mutex<OnceLimits>,
-    /// Revisions whose every event made a key's first version, which
-    /// physical compaction need not look at ([`compact::FreshRevisions`]).
-    pub(crate) fresh: compact::FreshRevisions,
+    /// Revisions whose every event was a put, with the versions they
+    /// superseded, which physical compaction need not look up
+    /// ([`compact::Superseded`]).
+    pub(crate) superseded: compact::Superseded,
     /// Every live key's newest revision, for the applies' reads.
     index: index::KeyIndex,
     /// The member directory, cached so that no service reads RocksDB for it.
@@ -198,7 +199,7 @@ impl KvStore {
             cluster_id: AtomicU64::new(0),
             once: Mutex::new(OnceWindow::default()),
             once_limits: Mutex::new(OnceLimits::default()),
-            fresh: compact::FreshRevisions::default(),
+            superseded: compact::Superseded::default(),
             index: index::KeyIndex::default(),
             directory: std::sync::RwLock::new(Vec::new()),
             maintenance: Mutex::new(()),
@@ -227,7 +228,7 @@ impl KvStore {
         );
         let window = self.load_once_window()?;
         *self.once.lock().unwrap_or_else(|p| p.into_inner()) = window;
-        self.fresh.clear();
+        self.superseded.clear();
         self.index.rebuild(&self.db, self.revision())?;
         let dir = self.members_from_db()?;
         *self.directory.write().unwrap_or_else(|p| p.into_inner()) = dir;

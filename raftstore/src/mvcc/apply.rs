@@ -324,7 +324,7 @@ impl KvStore {
         }
         let fxs = all.get_mut(group.first..).unwrap_or_default();
         let mut members_changed = false;
-        self.fresh.note(fxs);
+        self.superseded.note(fxs);
         self.index.apply(
             fxs.iter_mut()
                 .flat_map(|fx| std::mem::take(&mut fx.key_changes)),

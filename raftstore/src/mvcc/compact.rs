@@ -63,21 +63,40 @@ impl KvStore {
             after_write,
         };
         let mut keys_examined = 0u64;
-        let fresh = self.fresh.take_upto(upto);
+        let notes = self.superseded.take_upto(upto);
+        let mut notes = notes.into_iter().peekable();
+        // The revision whose note was taken last: its other events are covered.
+        let mut noted_rev = None;
         let last_event = engine::rev_key(upto, u32::MAX);
         let mut events = db.raw_iterator_cf(revcf);
         events.seek_to_first();
         loop {
             // The next keys that changed (a bounded set at a time: a first
-            // compaction of a long history may name millions).
+            // compaction of a long history may name millions), and the
+            // versions that noted revisions superseded.
             let mut keys = BTreeSet::new();
+            let mut superseded = Vec::new();
             while let (Some(k), Some(v)) = (events.key(), events.value()) {
-                if k > &last_event[..] || keys.len() >= KEYS_PER_PASS {
+                if k > &last_event[..] || keys.len() + superseded.len() >= KEYS_PER_PASS {
                     break;
                 }
                 let (rev, _) = engine::decode_rev_key(k)
                     .ok_or_else(|| StoreError::Corrupt("rev key".into()))?;
-                if fresh.binary_search(&rev).is_err() {
+                let noted = noted_rev == Some(rev) || {
+                    while notes.next_if(|(r, _)| *r < rev).is_some() {}
+                    match notes.next_if(|(r, _)| *r == rev) {
+                        Some((_, prevs)) => {
+                            // What the event at `upto` superseded stays.
+                            if rev < upto {
+                                superseded.extend(prevs);
+                            }
+                            noted_rev = Some(rev);
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                if !noted {
                     let (_, ukey) = v
                         .split_first()
                         .ok_or_else(|| StoreError::Corrupt("rev value".into()))?;
@@ -86,13 +105,20 @@ impl KvStore {
                 events.next();
             }
             events.status()?;
-            if keys.is_empty() {
+            if keys.is_empty() && superseded.is_empty() {
                 break;
             }
             // What earlier passes removed is written first, so that a key
             // named again in this pass is not counted again.
             if !out.flush()? {
                 return Ok(out.done(keys_examined));
+            }
+            // A key also looked up has all its doomed versions found below.
+            superseded.retain(|(key, _)| !keys.contains(key));
+            for (key, rev) in superseded {
+                if !out.delete(engine::mvcc_key(&key, rev))? {
+                    return Ok(out.done(keys_examined));
+                }
             }
             let mut versions = db.raw_iterator_cf_opt(kvcf, engine::versions_of_one_key());
             for key in keys {
@@ -111,67 +137,126 @@ impl KvStore {
     }
 }
 
-/// Revisions at which every event made a key's first version (a put of
-/// version 1), noted as they are applied: physical compaction skips their
-/// events. Such a put superseded no version, and any tombstone before it
-/// (a delete, then the key made again) has its own event, still stored
-/// while the tombstone is (compaction removes a tombstone and the history
-/// up to it together, and keeps both at its own revision). So a key named
-/// only by such events has nothing to remove. Where every put makes a new
-/// key (`etcdctl check perf`, a benchmark's fills, pod creates), the seek
-/// per key compaction made found nothing: it was a tenth of three
-/// masters' CPU at 1,000 clients of puts of new keys (bench/RESULTS.md).
+/// Revisions at which every event was a put, noted as they are applied
+/// with the versions those puts superseded: physical compaction deletes
+/// those versions without looking the keys up. A put supersedes the live
+/// version the apply read (its `prev_kv`), or no live version where it
+/// made a key's first version.
+///
+/// That is all a compaction up to `upto` would find for such an event
+/// below `upto`. Every version superseded below the last finished
+/// compaction's revision is gone, and so is every tombstone below it but
+/// one superseded exactly there (history read from that revision needs
+/// it). A tombstone before a first version therefore either has its own
+/// delete event in the history that is looked at, or was superseded at the
+/// last compaction's revision, whose events stay in history and are looked
+/// at again: a note of `upto` is used for nothing past the compaction that
+/// takes it (a put at `upto` removes nothing now).
+///
+/// Where every put makes a new key (`etcdctl check perf`, a benchmark's
+/// fills, pod creates) the seek per key found nothing, a tenth of three
+/// masters' CPU at 1,000 clients of puts of new keys; where puts overwrite
+/// random keys, the seek for the version to remove was 8%
+/// (bench/RESULTS.md).
 ///
 /// Memory only, and only ever a shortcut: a revision not noted (applied
-/// before this master started, past the bound, or in a command with any
-/// other event) is looked at as before.
+/// before this master started, dropped past the bounds, or in a command
+/// with any other event) is looked at as before, and a compaction that
+/// fails leaves the history it would have removed, whose events the next
+/// one looks at.
 #[derive(Debug, Default)]
-pub(crate) struct FreshRevisions(std::sync::Mutex<std::collections::VecDeque<i64>>);
+pub(crate) struct Superseded(std::sync::Mutex<Notes>);
 
-/// Revisions noted at most; the oldest are dropped beyond (a store that
-/// never compacts).
-const FRESH_MAX: usize = 1 << 20;
+/// One noted revision and the versions (user key, revision) it superseded.
+type Note = (i64, Vec<(Vec<u8>, i64)>);
 
-impl FreshRevisions {
+#[derive(Debug, Default)]
+struct Notes {
+    queue: std::collections::VecDeque<Note>,
+    /// About the memory the queue holds.
+    bytes: usize,
+}
+
+/// Revisions noted at most, and bytes of notes; the oldest are dropped
+/// beyond (a store that never compacts).
+const NOTES_MAX: usize = 1 << 20;
+const NOTE_BYTES_MAX: usize = 64 << 20;
+
+fn note_bytes(note: &Note) -> usize {
+    let per_version = std::mem::size_of::<(Vec<u8>, i64)>();
+    std::mem::size_of::<Note>()
+        + note
+            .1
+            .iter()
+            .map(|(k, _)| k.len() + per_version)
+            .sum::<usize>()
+}
+
+impl Superseded {
     /// Note the effects of the commands of one write, once written (one
     /// lock per write: this is on the apply's path).
     pub(super) fn note(&self, fxs: &[super::Effects]) {
-        let mut fresh = fxs.iter().filter(|fx| {
-            fx.in_history.is_none()
+        let mut notes = fxs.iter().filter_map(|fx| {
+            let all_puts = fx.in_history.is_none()
                 && !fx.events.is_empty()
                 && fx.events.iter().all(|e| {
                     e.kind == crate::kv::EventType::Put
-                        && e.kv.version == 1
                         && e.kv.mod_revision == fx.revision
-                })
+                        // What a put superseded is older than its command
+                        // (a transaction writes a key once).
+                        && e.prev_kv.as_ref().is_none_or(|p| p.mod_revision < fx.revision)
+                });
+            all_puts.then(|| {
+                let prevs = fx
+                    .events
+                    .iter()
+                    .filter_map(|e| {
+                        let p = e.prev_kv.as_ref()?;
+                        Some((e.kv.key.clone(), p.mod_revision))
+                    })
+                    .collect();
+                (fx.revision, prevs)
+            })
         });
-        let Some(first) = fresh.next() else {
+        let Some(first) = notes.next() else {
             return;
         };
         let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for fx in std::iter::once(first).chain(fresh) {
+        for note in std::iter::once(first).chain(notes) {
             // Applied in order: each revision once, ascending.
-            if q.back().is_some_and(|&last| last >= fx.revision) {
+            if q.queue.back().is_some_and(|(last, _)| *last >= note.0) {
                 continue;
             }
-            if q.len() >= FRESH_MAX {
-                q.pop_front();
+            q.bytes += note_bytes(&note);
+            q.queue.push_back(note);
+            while q.queue.len() > NOTES_MAX || q.bytes > NOTE_BYTES_MAX {
+                let Some(old) = q.queue.pop_front() else {
+                    break;
+                };
+                q.bytes -= note_bytes(&old);
             }
-            q.push_back(fx.revision);
         }
     }
 
-    /// The revisions noted up to `upto`, ascending, forgotten here.
-    fn take_upto(&self, upto: i64) -> Vec<i64> {
+    /// The notes of revisions up to `upto`, ascending, forgotten here. The
+    /// note of `upto` itself goes too: the next compaction looks at that
+    /// revision's keys (its event stays in history), for the version its
+    /// event superseded, which stays now, may be a tombstone whose own
+    /// event this compaction removes from history.
+    fn take_upto(&self, upto: i64) -> Vec<Note> {
         let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = q.partition_point(|&r| r <= upto);
-        q.drain(..n).collect()
+        let n = q.queue.partition_point(|(r, _)| *r <= upto);
+        let taken: Vec<Note> = q.queue.drain(..n).collect();
+        q.bytes -= taken.iter().map(note_bytes).sum::<usize>();
+        taken
     }
 
     /// Forget every revision noted (the state was replaced; a test's
     /// compaction that looks at every key).
     pub(crate) fn clear(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.queue.clear();
+        q.bytes = 0;
     }
 }
 
@@ -247,15 +332,20 @@ impl Deleter<'_> {
     /// Delete one key's doomed versions (given newest first) oldest first,
     /// so that the tombstone, the newest, goes last. False: stop.
     fn delete_oldest_first(&mut self, doomed: &mut Vec<Vec<u8>>) -> Result<bool, StoreError> {
-        let kvcf = engine::cf(self.store.db(), CF_KV);
         while let Some(k) = doomed.pop() {
-            self.batch.delete_cf(kvcf, k);
-            self.removed += 1;
-            if self.batch.len() >= self.flush_every && !self.flush()? {
+            if !self.delete(k)? {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Delete one version. False: stop.
+    fn delete(&mut self, version: Vec<u8>) -> Result<bool, StoreError> {
+        self.batch
+            .delete_cf(engine::cf(self.store.db(), CF_KV), version);
+        self.removed += 1;
+        Ok(self.batch.len() < self.flush_every || self.flush()?)
     }
 
     fn done(&self, keys_examined: u64) -> Compacted {
