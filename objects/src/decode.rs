@@ -22,6 +22,16 @@ pub(crate) fn render(v: &Value) -> String {
     format!("{}...", &s[..end])
 }
 
+/// Whether any object in `v` has a `null` member (what [`strip_nulls`]
+/// removes).
+fn has_null_members(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.values().any(|v| v.is_null() || has_null_members(v)),
+        Value::Array(a) => a.iter().any(has_null_members),
+        _ => false,
+    }
+}
+
 /// Removes the `null` members of every object (Go's decoder treats them as
 /// absent). Nulls inside arrays stay (and are type errors).
 fn strip_nulls(v: &mut Value) {
@@ -79,11 +89,50 @@ fn expected_type(exp: &str) -> String {
     }
 }
 
+/// Decodes `value` into `T` the quick way, without tracking where it is
+/// or what it skips: for a value without `null` members that decodes.
+/// None: use [`decode`], which strips the nulls, names the bad field, and
+/// finds the unknown ones; with [`covers`], the caller learns whether there
+/// were any.
+pub(crate) fn decode_plain<T: DeserializeOwned>(value: &Value) -> Option<T> {
+    if has_null_members(value) {
+        return None;
+    }
+    T::deserialize(value).ok()
+}
+
+/// Whether every member of every object in `input` is in `output` at the
+/// same place (arrays element by element, of equal lengths). `output` being
+/// the decoded object serialized again, which holds only the fields its
+/// type knows, `input` then had no unknown field. False is no more than
+/// "maybe": a known field left out when serialized (an empty map, say),
+/// or reshaped by defaults, reads as missing too.
+pub(crate) fn covers(output: &Value, input: &Value) -> bool {
+    match (input, output) {
+        (Value::Object(i), Value::Object(o)) => i
+            .iter()
+            .all(|(k, v)| o.get(k).is_some_and(|out| covers(out, v))),
+        (Value::Array(i), Value::Array(o)) => {
+            i.len() == o.len() && i.iter().zip(o).all(|(v, out)| covers(out, v))
+        }
+        (Value::Object(_) | Value::Array(_), _) => false,
+        _ => true,
+    }
+}
+
 /// Decodes `value` into `T`. Returns the warnings for unknown fields, or
 /// the first type error.
 pub(crate) fn decode<T: DeserializeOwned>(value: &Value) -> Result<(T, Vec<String>), FieldError> {
-    let mut value = value.clone();
-    strip_nulls(&mut value);
+    // A copy only where there are nulls to strip: most objects have none,
+    // and the copy of the whole tree (and its drop) came on every create.
+    let value = if has_null_members(value) {
+        let mut v = value.clone();
+        strip_nulls(&mut v);
+        std::borrow::Cow::Owned(v)
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    };
+    let value: &Value = &value;
     let mut warnings = Vec::new();
     let mut on_ignored = |path: serde_ignored::Path<'_>| {
         let mut p = String::new();
@@ -91,12 +140,12 @@ pub(crate) fn decode<T: DeserializeOwned>(value: &Value) -> Result<(T, Vec<Strin
         warnings.push(format!("unknown field {}", crate::admit::quote(&p)));
     };
     let result =
-        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&value, &mut on_ignored));
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut on_ignored));
     match result {
         Ok(t) => Ok((t, warnings)),
         Err(e) => {
             let mut path = String::new();
-            let mut at = Some(&value);
+            let mut at = Some(value);
             for segment in e.path().iter() {
                 match segment {
                     serde_path_to_error::Segment::Seq { index } => {

@@ -5,6 +5,7 @@
 //! stable), which the API server relies on when it re-admits a stored
 //! object on every update.
 
+use flotilla_objects::admit::admit_tracked;
 use flotilla_objects::{admit, ResourceInfo, RESOURCES};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -191,7 +192,17 @@ fn manifest(info: &'static ResourceInfo, body: Value) -> Value {
 }
 
 fn check(info: &'static ResourceInfo, v: Value) -> Result<(), TestCaseError> {
-    match admit(info, v) {
+    // The quick decoding answers exactly as the one that tracks every field.
+    let quick = admit(info, v.clone());
+    let tracked = admit_tracked(info, v.clone());
+    prop_assert_eq!(
+        format!("{quick:?}"),
+        format!("{tracked:?}"),
+        "{}: the quick and the tracked admission differ on {}",
+        info.kind,
+        v
+    );
+    match quick {
         Ok(a) => {
             let again = admit(info, a.object.clone()).map_err(|e| {
                 TestCaseError::fail(format!(

@@ -135,7 +135,13 @@ impl ApiServer {
         // through the leader.
         let mut rd = Reader::default();
         for _ in 0..CAS_RETRIES {
-            let mut obj = obj.clone();
+            // A round allocates from the object as given; one that
+            // allocates nothing writes the object itself, uncopied.
+            let mut picked = strategy.allocates().then(|| obj.clone());
+            let round = match picked.as_mut() {
+                Some(p) => p,
+                None => &mut obj,
+            };
             let mut conds = vec![Cond::Absent(key.clone())];
             if info.namespaced {
                 match self.namespace_seen(&ns_key, rd.linearizable).await? {
@@ -149,19 +155,19 @@ impl ApiServer {
                     None => conds.push(Cond::Present(ns_key.clone())),
                 }
             }
-            strategy.allocate(&mut obj, None)?;
-            let held = strategy.held(&obj);
+            strategy.allocate(round, None)?;
+            let held = strategy.held(round);
             let mut ops = Vec::new();
             for k in &held {
                 conds.push(Cond::Absent(k.clone()));
                 ops.push(Op::Put(k.clone(), key.clone()));
             }
-            let stored = self.encode_for_store(&obj)?;
+            let stored = self.encode_for_store(round)?;
             ops.push(Op::Put(key.clone(), stored.clone()));
             match self.write(Txn::new(conds, ops)).await? {
                 TxnResult::Committed(rev) => {
                     let w = Written {
-                        object: with_rv(obj, rev),
+                        object: with_rv(picked.unwrap_or(obj), rev),
                         warnings: admitted.warnings,
                         changed: true,
                     };

@@ -38,9 +38,16 @@ pub trait Strategy: Send + Sync {
     fn prepare_update(&self, _cur: &Value, _new: &mut Value) {}
 
     /// Fill in the addresses `obj` lacks (keeping `prev`'s on an update) and
-    /// check the ones it names.
+    /// check the ones it names. A strategy that does says so in
+    /// [`Strategy::allocates`].
     fn allocate(&self, _obj: &mut Value, _prev: Option<&Value>) -> Result<(), ApiError> {
         Ok(())
+    }
+
+    /// Whether [`Strategy::allocate`] may change an object: a retried
+    /// write then allocates again from the object as given.
+    fn allocates(&self) -> bool {
+        false
     }
 
     /// The store keys `obj` holds beside itself (each written in the same
@@ -91,6 +98,10 @@ impl Strategy for Node {
 
     fn allocate(&self, obj: &mut Value, prev: Option<&Value>) -> Result<(), ApiError> {
         podcidr::assign(&self.pod_cidrs, obj, prev)
+    }
+
+    fn allocates(&self) -> bool {
+        true
     }
 
     fn held(&self, obj: &Value) -> Vec<Vec<u8>> {
@@ -193,6 +204,10 @@ struct Service {
 impl Strategy for Service {
     fn allocate(&self, obj: &mut Value, prev: Option<&Value>) -> Result<(), ApiError> {
         alloc::assign(&self.ranges, obj, prev)
+    }
+
+    fn allocates(&self) -> bool {
+        true
     }
 
     fn held(&self, obj: &Value) -> Vec<Vec<u8>> {

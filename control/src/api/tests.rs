@@ -527,27 +527,39 @@ fn apply_remembers_only_the_manifest() {
     );
 }
 
+fn svc(name: &str, ty: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"type": ty, "selector": {"app": name}, "ports": [{"port": 80}]}})
+}
+
+fn node_port(svc: &Value) -> i64 {
+    svc["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .expect("a node port")
+}
+
+/// A server with two node ports, one of them held by NodePort Service `a`
+/// (the port returned).
+async fn one_of_two_node_ports_held() -> (MemStore, ApiServer, i64) {
+    let cfg = ApiConfig {
+        services: ServiceRanges::parse("10.96.0.0/24", "30000-30001").expect("ranges"),
+        ..Default::default()
+    };
+    let (store, api) = server_with(cfg).await;
+    let a = api
+        .create(SVC, "default", svc("a", "NodePort"), false)
+        .await
+        .expect("a");
+    let a_port = node_port(&a.object);
+    (store, api, a_port)
+}
+
 #[tokio::test]
 async fn a_service_update_picks_again_when_its_pick_is_taken() {
     // Two node ports: one held by `a`, so an update of `b` to NodePort has
     // one free port. A pick of the taken one must be picked again (it was
     // the server's own pick), never reported as "already allocated".
-    let cfg = ApiConfig {
-        services: ServiceRanges::parse("10.96.0.0/24", "30000-30001").expect("ranges"),
-        ..Default::default()
-    };
-    let (_store, api) = server_with(cfg).await;
-    let svc = |name: &str, ty: &str| {
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"type": ty, "selector": {"app": name}, "ports": [{"port": 80}]}})
-    };
-    let a = api
-        .create(SVC, "default", svc("a", "NodePort"), false)
-        .await
-        .expect("a");
-    let a_port = a.object["spec"]["ports"][0]["nodePort"]
-        .as_i64()
-        .expect("port");
+    let (_store, api, a_port) = one_of_two_node_ports_held().await;
     api.create(SVC, "default", svc("b", "ClusterIP"), false)
         .await
         .expect("b");
@@ -563,9 +575,7 @@ async fn a_service_update_picks_again_when_its_pick_is_taken() {
             )
             .await
             .expect("b to NodePort");
-        let b_port = w.object["spec"]["ports"][0]["nodePort"]
-            .as_i64()
-            .expect("port");
+        let b_port = node_port(&w.object);
         assert_ne!(b_port, a_port);
         let back = json!({"spec": {"type": "ClusterIP", "externalTrafficPolicy": null, "ports": [{"port": 80}]}});
         api.patch(SVC, "default", "b", back, false, false)
@@ -590,6 +600,25 @@ async fn a_service_update_picks_again_when_its_pick_is_taken() {
         "{}",
         e.message
     );
+}
+
+#[tokio::test]
+async fn a_service_create_picks_again_when_its_pick_is_taken() {
+    // As above, on create: each round allocates from the object as given,
+    // so a retry after the server's pick was taken picks again rather
+    // than keep it as if the caller had named it.
+    let (_store, api, a_port) = one_of_two_node_ports_held().await;
+    for _ in 0..20 {
+        let b = api
+            .create(SVC, "default", svc("b", "NodePort"), false)
+            .await
+            .expect("b");
+        let b_port = node_port(&b.object);
+        assert_ne!(b_port, a_port);
+        api.delete(SVC, "default", "b", &DeleteParams::default())
+            .await
+            .expect("delete b");
+    }
 }
 
 // ---- delete ----

@@ -225,9 +225,17 @@ fn nulls_read_as_absent() {
     let mut d = deployment(json!({}));
     d["spec"]["replicas"] = Value::Null;
     d["status"] = Value::Null;
+    // A null member of an object inside an array reads as absent too.
+    d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = Value::Null;
     let a = ok(&DEPLOYMENT, d);
     assert_eq!(a.object["spec"]["replicas"], 1);
     assert_eq!(a.object.get("status"), None);
+    assert_eq!(
+        a.object["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    // Without the nulls (decoded in place, not copied): the same object.
+    assert_eq!(ok(&DEPLOYMENT, deployment(json!({}))).object, a.object);
 }
 
 #[test]
